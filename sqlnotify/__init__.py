@@ -1,0 +1,34 @@
+"""sqlnotify: committed database row changes as in-process events.
+
+PostgreSQL triggers with LISTEN/NOTIFY, or SQLite triggers with a change log,
+feed a listener thread; a dispatcher thread hands each change to blinker
+receivers (and, through the asyncio bridge, to ``async def`` callbacks).
+"""
+
+from __future__ import annotations
+
+from .events import ChangeEvent, Operation
+from .exceptions import (
+    SQLNotifyConfigurationError,
+    SQLNotifyException,
+    SQLNotifyIdentifierSizeError,
+    SQLNotifyListenerError,
+    SQLNotifyPayloadSizeError,
+    SQLNotifyUnSupportedDatabaseProviderError,
+)
+from .notifier import Notifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChangeEvent",
+    "Notifier",
+    "Operation",
+    "SQLNotifyConfigurationError",
+    "SQLNotifyException",
+    "SQLNotifyIdentifierSizeError",
+    "SQLNotifyListenerError",
+    "SQLNotifyPayloadSizeError",
+    "SQLNotifyUnSupportedDatabaseProviderError",
+    "__version__",
+]

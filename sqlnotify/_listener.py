@@ -1,0 +1,169 @@
+"""The listener thread: owns the database connection and feeds the dispatcher queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .dialects.base import RawNotification, Source
+from .exceptions import SQLNotifyListenerError
+
+__all__ = ["Listener"]
+
+
+class Listener:
+    """A named daemon thread that keeps one :class:`Source` open and drains it.
+
+    Reconnects after any failure with capped exponential backoff and jitter,
+    forever, until :meth:`stop`.  The backoff constants are class attributes
+    so tests (and users) can change them.
+    """
+
+    INITIAL_DELAY = 0.5
+    BACKOFF = 2.0
+    MAX_DELAY = 30.0
+    JITTER = 0.2
+    #: Upper bound of one wait on the source; the wake pipe ends it earlier.
+    WAIT_TIMEOUT = 1.0
+
+    def __init__(
+        self,
+        open_source: Callable[[], Source],
+        sink: Callable[[Sequence[RawNotification]], None],
+        *,
+        log: logging.Logger,
+        on_connected: Callable[[bool, Source], None],
+        on_disconnected: Callable[[BaseException], None],
+        name: str = "sqlnotify-listener",
+    ) -> None:
+        self._open_source = open_source
+        self._sink = sink
+        self._log = log
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.source: Source | None = None
+
+    # -- control (any thread) -------------------------------------------------
+    def start(self, timeout: float) -> None:
+        """Start the thread and return once it listens; raise if the first connect fails."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop(timeout=5.0)
+            raise SQLNotifyListenerError(f"the listener was not listening after {timeout:g}s")
+        if self._start_error is not None:
+            self.stop(timeout=5.0)
+            err = self._start_error
+            if isinstance(err, SQLNotifyListenerError):
+                raise err
+            raise SQLNotifyListenerError(f"the listener could not start: {err}") from err
+
+    def wake(self) -> None:
+        """Make the listener's current wait return now (thread-safe, never blocks)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake is pending) or closed
+
+    def stop(self, timeout: float) -> bool:
+        """Stop and join the thread; return ``False`` if it did not end within ``timeout``."""
+        self._stop.set()
+        self.wake()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        alive = self._thread.is_alive()
+        if alive:
+            self._log.warning("the listener thread did not stop within %.1fs", timeout)
+        else:
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        return not alive
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def name(self) -> str:
+        return self._thread.name
+
+    # -- the thread ---------------------------------------------------------
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _run(self) -> None:
+        delay = self.INITIAL_DELAY
+        first = True
+        while not self._stop.is_set():
+            try:
+                source = self._open_source()
+            except BaseException as exc:  # noqa: BLE001 - reported, then retried
+                if first:
+                    self._start_error = exc
+                    self._ready.set()
+                    return
+                self._log.warning("listener reconnect failed: %s; next try in %.1fs", exc, delay)
+                self._stop.wait(delay * random.uniform(1 - self.JITTER, 1 + self.JITTER))
+                delay = min(delay * self.BACKOFF, self.MAX_DELAY)
+                continue
+            self.source = source
+            delay = self.INITIAL_DELAY
+            self._notify_connected(not first, source)
+            first = False
+            self._ready.set()
+            error = self._pump(source)
+            self.source = None
+            source.close()
+            if error is not None and not self._stop.is_set():
+                self._log.warning("listener connection lost: %s; reconnecting", error)
+                self._notify_disconnected(error)
+                self._stop.wait(delay * random.uniform(0, self.JITTER))
+
+    def _pump(self, source: Source) -> BaseException | None:
+        stop = self._stop
+        wake_r = self._wake_r
+        sink = self._sink
+        timeout = self.WAIT_TIMEOUT
+        while not stop.is_set():
+            try:
+                items = source.wait(timeout, wake_r)
+            except Exception as exc:  # SourceDisconnected or a driver error
+                return exc
+            self._drain_wake()
+            if items:
+                try:
+                    sink(items)
+                except Exception:
+                    self._log.exception("the listener could not queue %d notifications", len(items))
+        return None
+
+    def _notify_connected(self, reconnect: bool, source: Source) -> None:
+        try:
+            self._on_connected(reconnect, source)
+        except Exception:
+            self._log.exception("a listener-connected receiver failed")
+
+    def _notify_disconnected(self, error: BaseException) -> None:
+        try:
+            self._on_disconnected(error)
+        except Exception:
+            self._log.exception("a listener-disconnected receiver failed")
+
+

@@ -1,0 +1,70 @@
+"""Deterministic, length-safe names for sqlnotify's database objects."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from .exceptions import SQLNotifyConfigurationError, SQLNotifyIdentifierSizeError
+
+PREFIX = "sqlnotify_"
+MAX_IDENTIFIER_BYTES = 63
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,47}$")
+_SLUG_RE = re.compile(r"[^a-z0-9_]+")
+
+
+def check_label(label: str | None) -> str | None:
+    """Validate a channel label: letters, digits, ``_``, ``.``, ``-``; 1-48 characters."""
+    if label is None:
+        return None
+    if not isinstance(label, str) or not _LABEL_RE.match(label):
+        raise SQLNotifyConfigurationError(
+            f"invalid channel_label {label!r}: use 1 to 48 characters from letters, digits,"
+            " '_', '.' and '-', starting with a letter, digit or '_'"
+        )
+    return label
+
+
+def digest(text: str, length: int = 10) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def object_name(*parts: str) -> str:
+    """A lowercase ASCII name ``sqlnotify_<parts>`` of at most 63 bytes.
+
+    When the readable form differs from the raw parts (case, punctuation,
+    non-ASCII) or is too long, a hash of the raw parts is appended, so two
+    different inputs never share a name.
+    """
+    raw = "\x1f".join(parts)
+    slug = "_".join(_SLUG_RE.sub("_", p.lower()).strip("_") or "x" for p in parts)
+    name = PREFIX + slug
+    exact = "_".join(parts) == slug
+    if exact and len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    suffix = "_" + digest(raw)
+    name = name[: MAX_IDENTIFIER_BYTES - len(suffix)].rstrip("_") + suffix
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:  # pragma: no cover - slug is ASCII
+        raise SQLNotifyIdentifierSizeError(f"cannot shorten {name!r} to 63 bytes")
+    return name
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (PostgreSQL and SQLite rules)."""
+    if "\x00" in name:
+        raise SQLNotifyConfigurationError(f"identifier {name!r} contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """Quote an SQL string literal, safe whatever ``standard_conforming_strings`` says."""
+    if "\x00" in value:
+        raise SQLNotifyConfigurationError(f"literal {value!r} contains a NUL character")
+    body = value.replace("'", "''")
+    if "\\" in body:
+        return "E'" + body.replace("\\", "\\\\") + "'"
+    return "'" + body + "'"
+
+
+def qualified(schema: str | None, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}" if schema else quote_ident(name)

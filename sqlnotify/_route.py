@@ -1,0 +1,136 @@
+"""From raw notification to :class:`ChangeEvent` and into the receivers.
+
+Runs on the dispatcher thread.  Each receiver is called in isolation: an
+exception is logged with its traceback, counted, sent on
+:data:`sqlnotify.signals.receiver_failed`, and the next receiver still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import blinker
+
+from ._types import Converter, converter_for
+from ._watch import Watch
+from .events import ChangeEvent
+
+__all__ = ["Route", "Stats", "send_isolated"]
+
+
+class Stats:
+    """Counters shared by the listener and dispatcher threads (each counter has one writer)."""
+
+    __slots__ = (
+        "dispatched",
+        "dropped",
+        "lock",
+        "receiver_errors",
+        "received",
+        "reconnects",
+        "truncated",
+    )
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = 0
+        self.dispatched = 0
+        self.dropped = 0
+        self.receiver_errors = 0
+        self.reconnects = 0
+        self.truncated = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "dispatched": self.dispatched,
+            "dropped": self.dropped,
+            "receiver_errors": self.receiver_errors,
+            "reconnects": self.reconnects,
+            "truncated": self.truncated,
+        }
+
+
+class Route:
+    """Everything the dispatcher needs for one channel."""
+
+    __slots__ = ("channel", "converters", "keys", "op", "schema", "sender", "signal", "table", "watch")
+
+    def __init__(self, watch: Watch, signal: blinker.Signal, dialect: str) -> None:
+        self.watch = watch
+        self.signal = signal
+        self.sender = watch.sender
+        self.channel = watch.channel
+        self.schema = watch.effective_schema if dialect != "sqlite" else None
+        self.table = watch.table
+        self.op = watch.operation
+        self.keys = watch.primary_keys
+        conv: list[tuple[str, Converter]] = []
+        for name, type_ in watch.column_types.items():
+            fn = converter_for(type_, dialect)
+            if fn is not None:
+                conv.append((name, fn))
+        self.converters = tuple(conv)
+
+    def decode(self, data: dict[str, Any]) -> ChangeEvent:
+        row = data["row"]
+        for name, fn in self.converters:
+            value = row.get(name)
+            if value is not None:
+                row[name] = fn(value)
+        if len(data) == 2:
+            return ChangeEvent(
+                schema=self.schema,
+                table=self.table,
+                operation=self.op,
+                row=row,
+                primary_keys=self.keys,
+                epoch=data["ts"],
+                channel=self.channel,
+            )
+        status = "complete"
+        if data.get("trunc"):
+            status = "keys_only"
+        elif data.get("lost"):
+            status = "lost"
+        return ChangeEvent(
+            schema=self.schema,
+            table=self.table,
+            operation=self.op,
+            row=row,
+            primary_keys=self.keys,
+            epoch=data.get("ts"),
+            channel=self.channel,
+            position=data.get("pos"),
+            custom=bool(data.get("custom")),
+            status=status,
+        )
+
+
+def send_isolated(
+    signal: blinker.Signal,
+    sender: Any,
+    log: logging.Logger,
+    on_error: Callable[[Any, BaseException], None] | None = None,
+    **kwargs: Any,
+) -> None:
+    """``signal.send`` where one receiver's exception does not stop the others."""
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **kwargs)
+        except Exception as exc:
+            if on_error is not None:
+                on_error(receiver, exc)
+            else:
+                log.exception("receiver %r of %s failed", receiver, signal.name)
+
+
+def receiver_name(receiver: Any) -> str:
+    return getattr(receiver, "__qualname__", None) or repr(receiver)
+
+

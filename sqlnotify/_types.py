@@ -1,0 +1,151 @@
+"""Turn JSON payload values back into the columns' Python types."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import types as sqltypes
+
+Converter = Callable[[Any], Any]
+
+_FRACTION = re.compile(r"(\.\d{1,5})(?=[+-]|Z|$)")
+
+
+def _pad_fraction(text: str) -> str:
+    # Python 3.10's fromisoformat wants 3 or 6 fraction digits; PostgreSQL trims them.
+    return _FRACTION.sub(lambda m: m.group(1).ljust(7, "0"), text)
+
+
+def to_datetime(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.replace("Z", "+00:00") if value.endswith("Z") else value
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        text = _pad_fraction(text)
+        if len(text) > 3 and text[-3] in "+-" and text[-6] != ":":  # "+05" -> "+05:00"
+            text += ":00"
+        return dt.datetime.fromisoformat(text)
+
+
+def to_date(value: Any) -> Any:
+    return dt.date.fromisoformat(value[:10]) if isinstance(value, str) else value
+
+
+def to_time(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return dt.time.fromisoformat(value)
+    except ValueError:
+        return dt.time.fromisoformat(_pad_fraction(value))
+
+
+def to_timedelta(value: Any) -> Any:
+    if isinstance(value, (int, float, str)):
+        return dt.timedelta(seconds=float(value))
+    return value
+
+
+def to_decimal(value: Any) -> Any:
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(str(value))
+
+
+def to_float(value: Any) -> Any:
+    return float(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+
+
+def to_uuid(value: Any) -> Any:
+    return uuid.UUID(value) if isinstance(value, str) else value
+
+
+def to_bool(value: Any) -> Any:
+    return bool(value) if isinstance(value, int) else value
+
+
+def to_bytes_b64(value: Any) -> Any:
+    return base64.b64decode(value) if isinstance(value, str) else value
+
+
+def to_bytes_hex(value: Any) -> Any:
+    return bytes.fromhex(value) if isinstance(value, str) else value
+
+
+def from_json_text(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _enum_converter(type_: sqltypes.Enum) -> Converter | None:
+    lookup = getattr(type_, "_object_lookup", None)
+    if type_.enum_class is None or not lookup:
+        return None
+
+    def convert(value: Any) -> Any:
+        return lookup.get(value, value)
+
+    return convert
+
+
+def converter_for(type_: Any, dialect: str) -> Converter | None:
+    """The converter for one column type, or ``None`` when JSON already gives the type.
+
+    ``dialect`` is ``"postgresql"`` or ``"sqlite"``; SQLite stores booleans as
+    integers, JSON as text and BLOBs (hex-encoded in payloads) differently.
+    """
+    t = type_
+    if isinstance(t, sqltypes.TypeDecorator):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    if isinstance(t, sqltypes.Enum):
+        return _enum_converter(t)
+    if isinstance(t, sqltypes.Boolean):
+        return to_bool if dialect == "sqlite" else None
+    if isinstance(t, sqltypes.DateTime):
+        return to_datetime
+    if isinstance(t, sqltypes.Date):
+        return to_date
+    if isinstance(t, sqltypes.Time):
+        return to_time
+    if isinstance(t, sqltypes.Interval):
+        return to_timedelta if dialect == "postgresql" else to_datetime_delta_sqlite
+    if isinstance(t, sqltypes.Numeric):
+        if isinstance(t, sqltypes.Float) or not t.asdecimal:
+            return to_float if isinstance(t, sqltypes.Float) else None
+        return to_decimal
+    if isinstance(t, sqltypes.Uuid) and t.as_uuid:
+        return to_uuid
+    if isinstance(t, sqltypes.LargeBinary):
+        return to_bytes_b64 if dialect == "postgresql" else to_bytes_hex
+    if isinstance(t, sqltypes.JSON):
+        return from_json_text if dialect == "sqlite" else None
+    return None
+
+
+def to_datetime_delta_sqlite(value: Any) -> Any:
+    # SQLAlchemy stores an Interval on SQLite as a datetime after the epoch.
+    if isinstance(value, str):
+        return to_datetime(value) - dt.datetime(1970, 1, 1)
+    return value
+
+
+def pg_value_sql(type_: Any, ref: str) -> str:
+    """The SQL expression a PostgreSQL trigger puts in the payload for one column."""
+    t = type_
+    if isinstance(t, sqltypes.TypeDecorator):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    if isinstance(t, sqltypes.Interval):
+        return f"extract(epoch from {ref})"
+    if isinstance(t, sqltypes.Numeric) and not isinstance(t, sqltypes.Float) and t.asdecimal:
+        return f"{ref}::text"
+    if isinstance(t, sqltypes.LargeBinary):
+        return f"encode({ref}, 'base64')"
+    return ref

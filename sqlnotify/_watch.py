@@ -1,0 +1,276 @@
+"""Watch definitions: what the user asked for, resolved against a real table."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import NoInspectionAvailable
+
+from ._names import check_label, object_name
+from .events import Operation
+from .exceptions import SQLNotifyConfigurationError
+
+__all__ = ["Watch", "WatchRequest", "describe_target", "table_of"]
+
+
+def describe_target(target: Any) -> str:
+    """A short human name for a model, Table or table name, for messages."""
+    if isinstance(target, str):
+        return repr(target)
+    if isinstance(target, sa.Table):
+        return f"table {target.fullname!r}"
+    name = getattr(target, "__name__", None)
+    return f"model {name}" if name else repr(target)
+
+
+def table_of(target: Any) -> sa.Table | None:
+    """The :class:`~sqlalchemy.Table` behind a model or Table; ``None`` for a name string."""
+    if isinstance(target, str):
+        return None
+    if isinstance(target, sa.Table):
+        return target
+    try:
+        mapper = sa.inspect(target)
+    except NoInspectionAvailable:
+        mapper = None
+    table = getattr(mapper, "local_table", None)
+    if isinstance(table, sa.Table):
+        return table
+    raise SQLNotifyConfigurationError(
+        f"cannot watch {target!r}: pass a mapped model class (declarative or SQLModel with"
+        " table=True), a sqlalchemy.Table, or a table name such as 'orders' or 'shop.orders'"
+    )
+
+
+def split_name(name: str) -> tuple[str | None, str]:
+    """``"shop.orders"`` -> ``("shop", "orders")``; ``"orders"`` -> ``(None, "orders")``."""
+    if not name or not isinstance(name, str):
+        raise SQLNotifyConfigurationError(f"invalid table name {name!r}")
+    schema, dot, table = name.rpartition(".")
+    if dot and schema and table:
+        return schema, table
+    return None, name
+
+
+def _names(value: Sequence[str] | str | None, what: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise SQLNotifyConfigurationError(
+            f"{what} must be a list of column names, not the string {value!r}"
+            f" (did you mean [{value!r}]?)"
+        )
+    out = tuple(value)
+    for col in out:
+        if not isinstance(col, str) or not col:
+            raise SQLNotifyConfigurationError(f"{what} holds {col!r}: column names are strings")
+    return tuple(dict.fromkeys(out))
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchRequest:
+    """What ``Notifier.watch()`` was given, checked for shape but not yet against a table."""
+
+    target: Any
+    operation: Operation
+    extra_columns: tuple[str, ...] | None
+    trigger_columns: tuple[str, ...] | None
+    primary_keys: tuple[str, ...] | None
+    channel_label: str | None
+    use_overflow_table: bool
+    durable: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        target: Any,
+        operation: Operation | str,
+        extra_columns: Sequence[str] | None,
+        trigger_columns: Sequence[str] | None,
+        primary_keys: Sequence[str] | None,
+        channel_label: str | None,
+        use_overflow_table: bool,
+        durable: bool = False,
+    ) -> WatchRequest:
+        op = Operation.coerce(operation)
+        triggers = _names(trigger_columns, "trigger_columns")
+        if triggers and op is not Operation.UPDATE:
+            raise SQLNotifyConfigurationError(
+                f"trigger_columns only applies to Operation.UPDATE, not {op.value!r}"
+                f" (watch of {describe_target(target)})"
+            )
+        keys = _names(primary_keys, "primary_keys")
+        if keys is not None and not keys:
+            raise SQLNotifyConfigurationError("primary_keys must name at least one column")
+        if isinstance(target, str):
+            split_name(target)
+        else:
+            table_of(target)
+        return cls(
+            target=target,
+            operation=op,
+            extra_columns=_names(extra_columns, "extra_columns"),
+            trigger_columns=triggers or None,
+            primary_keys=keys,
+            channel_label=check_label(channel_label),
+            use_overflow_table=bool(use_overflow_table),
+            durable=bool(durable),
+        )
+
+    def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
+        """Check every column against ``table`` and return the resolved :class:`Watch`."""
+        what = describe_target(self.target)
+        cols = {c.name: c for c in table.columns}
+
+        def check(names: Iterable[str], param: str) -> None:
+            for name in names:
+                if name not in cols:
+                    valid = ", ".join(cols) or "(none)"
+                    raise SQLNotifyConfigurationError(
+                        f"{param}: column {name!r} is not on {what} (table"
+                        f" {table.fullname!r}); its columns are: {valid}"
+                    )
+
+        real_pk = tuple(c.name for c in table.primary_key.columns)
+        if self.primary_keys is None:
+            if not real_pk:
+                raise SQLNotifyConfigurationError(
+                    f"{what} (table {table.fullname!r}) has no primary key: pass primary_keys="
+                    "[...] naming the columns that identify a row"
+                )
+            keys = real_pk
+        else:
+            keys = self.primary_keys
+            check(keys, "primary_keys")
+            if real_pk:
+                wrong = [k for k in keys if k not in real_pk]
+                if wrong:
+                    raise SQLNotifyConfigurationError(
+                        f"primary_keys: {', '.join(map(repr, wrong))} is not a primary key"
+                        f" column of {what} (table {table.fullname!r}); its primary key is"
+                        f" ({', '.join(real_pk)})"
+                    )
+        extras = tuple(c for c in (self.extra_columns or ()) if c not in keys)
+        check(self.extra_columns or (), "extra_columns")
+        check(self.trigger_columns or (), "trigger_columns")
+        schema = table.schema
+        types = {name: cols[name].type for name in (*keys, *extras)}
+        sender = self.target  # the model class, the Table, or the name as the user wrote it
+        return Watch(
+            request=self,
+            sender=sender,
+            schema=schema,
+            table=table.name,
+            operation=self.operation,
+            primary_keys=keys,
+            extra_columns=extras,
+            trigger_columns=self.trigger_columns or (),
+            channel_label=self.channel_label,
+            use_overflow_table=self.use_overflow_table,
+            durable=self.durable,
+            column_types=types,
+            default_schema=default_schema,
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Watch:
+    """A watch checked against its table: everything needed to build and decode its trigger."""
+
+    request: WatchRequest
+    sender: Any
+    schema: str | None
+    table: str
+    operation: Operation
+    primary_keys: tuple[str, ...]
+    extra_columns: tuple[str, ...]
+    trigger_columns: tuple[str, ...]
+    channel_label: str | None
+    use_overflow_table: bool
+    durable: bool
+    column_types: Mapping[str, Any]
+    default_schema: str | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str, Operation, str | None]:
+        return (self.schema, self.table, self.operation, self.channel_label)
+
+    @property
+    def payload_columns(self) -> tuple[str, ...]:
+        return (*self.primary_keys, *self.extra_columns)
+
+    @property
+    def channel(self) -> str:
+        """The notification channel, also the trigger's and its function's name."""
+        parts = [self.table, self.operation.value]
+        if self.schema:
+            parts.insert(0, self.schema)
+        if self.channel_label:
+            parts.append(self.channel_label)
+        return object_name(*parts)
+
+    @property
+    def effective_schema(self) -> str | None:
+        return self.schema or self.default_schema
+
+    def with_default_schema(self, schema: str | None) -> Watch:
+        return dataclasses.replace(self, default_schema=schema)
+
+    def describe(self) -> str:
+        where = f"{self.schema}.{self.table}" if self.schema else self.table
+        label = f" label={self.channel_label!r}" if self.channel_label else ""
+        return f"{self.operation.value} on {where}{label}"
+
+    def matches_target(self, target: Any) -> bool:
+        """Whether ``target`` (model, Table or name) designates this watch's table."""
+        if target is self.sender or target is self.request.target:
+            return True
+        if isinstance(target, str):
+            name = getattr(self.sender, "__name__", None)
+            if target == name:
+                return True
+            schema, table = split_name(target)
+            if table == self.table and (schema is None or schema == self.effective_schema):
+                return True
+            return target == self.table
+        try:
+            table = table_of(target)
+        except SQLNotifyConfigurationError:
+            return False
+        return (
+            table is not None
+            and table.name == self.table
+            and (table.schema or self.default_schema) == self.effective_schema
+        )
+
+
+def normalise_filters(
+    filters: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None, watch: Watch
+) -> tuple[tuple[str, Any], ...]:
+    """Check subscribe() filters against the watch's payload columns."""
+    if not filters:
+        return ()
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(filters, Mapping) and "column" not in filters:
+        pairs = list(filters.items())
+    else:
+        items = [filters] if isinstance(filters, Mapping) else list(filters)
+        for item in items:
+            if not isinstance(item, Mapping) or set(item) != {"column", "value"}:
+                raise SQLNotifyConfigurationError(
+                    f"invalid filter {item!r}: each filter is a dict with exactly the keys"
+                    " 'column' and 'value', e.g. {'column': 'id', 'value': 42}"
+                )
+            pairs.append((item["column"], item["value"]))
+    valid = watch.payload_columns
+    for column, _ in pairs:
+        if column not in valid:
+            raise SQLNotifyConfigurationError(
+                f"filter column {column!r} is not in the payload of the watch"
+                f" ({watch.describe()}); filter on one of: {', '.join(valid)}, or add it"
+                " to the watch's extra_columns"
+            )
+    return tuple(pairs)

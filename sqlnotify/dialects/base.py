@@ -1,0 +1,135 @@
+"""The boundary between the generic machinery and one database.
+
+A :class:`Dialect` installs and removes triggers, sends custom
+notifications, and opens :class:`Source` objects.  A :class:`Source` is owned
+by the listener thread: it waits (with a bound) for notifications and returns
+them as :class:`Notification` items, which the dispatcher decodes.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
+
+import sqlalchemy as sa
+
+from .._watch import Watch
+
+__all__ = ["Dialect", "InstallState", "Notification", "Source", "SourceDisconnected"]
+
+
+class Notification(NamedTuple):
+    """A raw notification: the channel and the payload text, still encoded."""
+
+    channel: str
+    payload: str
+
+
+class RawNotification(Protocol):
+    """Anything with ``channel`` and ``payload`` (psycopg2's ``Notify`` qualifies)."""
+
+    @property
+    def channel(self) -> str: ...
+
+    @property
+    def payload(self) -> str: ...
+
+
+class SourceDisconnected(Exception):  # noqa: N818 - internal control flow
+    """The source's connection is gone; the listener reconnects."""
+
+
+@dataclasses.dataclass
+class InstallState:
+    """What installation found or did for one watch.
+
+    ``state`` is one of ``"unchanged"``, ``"installed"``, ``"replaced"``,
+    ``"outdated"`` (differs from the watch, left in place because
+    ``revoke_on_model_change=False``), or ``"missing"``.
+    """
+
+    watch: Watch
+    state: str
+    installed_fingerprint: str | None = None
+
+
+class Source(abc.ABC):
+    """One listening connection, used only by the listener thread."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
+        """Return the notifications that arrived, waiting at most ``timeout`` seconds.
+
+        Returns early (possibly with nothing) when ``wake_fd`` becomes
+        readable.  Raises :class:`SourceDisconnected` when the connection is
+        lost or stops answering.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection; never raises."""
+
+
+class Dialect(abc.ABC):
+    """Everything sqlnotify needs from one database."""
+
+    #: SQLAlchemy dialect name.
+    name: str = ""
+    #: Largest payload, in UTF-8 bytes, one notification carries; ``None``: no limit.
+    max_payload: int | None = None
+
+    def __init__(self, engine: sa.Engine, log: logging.Logger, options: dict[str, Any]) -> None:
+        self.engine = engine
+        self.log = log
+        self.options = options
+
+    def default_schema(self) -> str | None:
+        """The schema unqualified table names resolve to (``None`` if the database has none)."""
+        return None
+
+    def reflect(self, name: str) -> sa.Table:
+        """Reflect a table given by name (``"orders"`` or ``"shop.orders"``)."""
+        from .._watch import split_name
+
+        schema, table = split_name(name)
+        return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine)
+
+    @abc.abstractmethod
+    def fingerprint(self, watch: Watch) -> str:
+        """A hash of everything the installed objects of ``watch`` depend on."""
+
+    @abc.abstractmethod
+    def ddl(self, watch: Watch) -> list[str]:
+        """The statements that install ``watch``'s trigger, for offline use."""
+
+    @abc.abstractmethod
+    def install(
+        self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
+    ) -> list[InstallState]:
+        """Install what is missing or changed; safe when several processes run it at once."""
+
+    @abc.abstractmethod
+    def uninstall(self, watches: Sequence[Watch]) -> int:
+        """Remove the watches' triggers and functions; return how many objects were dropped."""
+
+    @abc.abstractmethod
+    def cleanup(self, watches: Sequence[Watch]) -> int:
+        """Remove every sqlnotify-owned object on the watches' tables."""
+
+    @abc.abstractmethod
+    def status(self) -> list[dict[str, Any]]:
+        """Every sqlnotify-owned object in the database, with its state."""
+
+    @abc.abstractmethod
+    def send(self, channel: str, payload: str) -> None:
+        """Send one custom notification (committed at once)."""
+
+    @abc.abstractmethod
+    def open_source(self, channels: Sequence[str]) -> Source:
+        """Connect, listen on ``channels`` and prove it with a round trip."""
+
+    def close(self) -> None:
+        """Release what the dialect holds (pools it created)."""

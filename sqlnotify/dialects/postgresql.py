@@ -1,0 +1,484 @@
+"""PostgreSQL: row triggers that ``pg_notify()`` a JSON payload, and a LISTEN socket.
+
+The listener uses a dedicated psycopg2 connection in asynchronous mode, so
+every step (connect, LISTEN, the liveness probe) is a non-blocking call
+followed by a bounded ``select()``: a dead or silent server is noticed on a
+timeout, not only when data arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from .._names import digest, qualified, quote_ident, quote_literal
+from .._types import pg_value_sql
+from .._watch import Watch
+from ..exceptions import SQLNotifyListenerError
+from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+
+__all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
+
+#: PostgreSQL rejects NOTIFY payloads of 8000 bytes or more.
+MAX_PAYLOAD = 7999
+#: Comment prefix marking objects sqlnotify created (``COMMENT ON FUNCTION``).
+MARKER = "sqlnotify:"
+#: Key of the transaction-level advisory lock that serialises installation.
+INSTALL_LOCK_KEY = int(digest("sqlnotify.install", 15), 16)
+FORMAT_VERSION = 1
+
+# libpq connection keywords a URL query may carry through to the listener.
+_LIBPQ_KEYWORDS = frozenset(
+    """host hostaddr port dbname user password passfile channel_binding connect_timeout
+    client_encoding options application_name fallback_application_name keepalives
+    keepalives_idle keepalives_interval keepalives_count tcp_user_timeout replication
+    gssencmode sslmode requiressl sslcompression sslcert sslkey sslpassword sslrootcert
+    sslcrl sslcrldir sslsni requirepeer ssl_min_protocol_version ssl_max_protocol_version
+    krbsrvname gsslib service target_session_attrs load_balance_hosts
+    sslcertmode require_auth""".split()
+)
+
+FUNCTION_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS {tag}
+DECLARE
+    payload text;
+BEGIN
+    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                 'row', json_build_object({row}))::text;
+    IF octet_length(payload) > {limit} THEN
+        {oversize}
+    END IF;
+    PERFORM pg_notify({channel}, payload);
+    RETURN NULL;
+END;
+{tag}"""
+
+# Without an overflow table, a row too large for NOTIFY is announced by its
+# keys only ("trunc"); the listener re-reads the row.  If even the keys do not
+# fit, only the fact is sent ("lost"), so the user's write never fails.
+TRUNCATE_SQL = """\
+payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object({keys}), 'trunc', true)::text;
+        IF octet_length(payload) > {limit} THEN
+            payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                         'row', json_build_object(), 'lost', true)::text;
+        END IF;"""
+
+TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER {operation} ON {table}
+FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
+
+STATE_SQL = """\
+SELECT n.nspname, p.proname, obj_description(p.oid, 'pg_proc'),
+       tn.nspname, c.relname, t.tgname
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+LEFT JOIN pg_trigger t ON t.tgfoid = p.oid AND NOT t.tgisinternal
+LEFT JOIN pg_class c ON c.oid = t.tgrelid
+LEFT JOIN pg_namespace tn ON tn.oid = c.relnamespace
+WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE 'sqlnotify:%%'
+"""
+
+
+def listener_dsn(url: sa.URL) -> dict[str, Any]:
+    """psycopg2 connection keywords for ``url``, whatever its PostgreSQL driver.
+
+    Host, port, user, password, database and libpq query parameters
+    (``sslmode``, a unix-socket ``host``, ...) are kept; asyncpg's ``ssl=``
+    becomes ``sslmode=``; driver-specific options libpq does not know are
+    dropped.
+    """
+    kwargs: dict[str, Any] = {}
+    args = url.translate_connect_args(username="user", database="dbname")
+    for key, value in args.items():
+        if value is not None:
+            kwargs[key] = str(value)
+    for key, value in url.query.items():
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        if key == "ssl" and "sslmode" not in url.query:
+            mapping = {"true": "require", "false": "disable"}
+            kwargs["sslmode"] = mapping.get(text.lower(), text)
+        elif key in _LIBPQ_KEYWORDS:
+            kwargs[key] = text
+    kwargs.setdefault("application_name", "sqlnotify")
+    kwargs.setdefault("connect_timeout", "10")
+    kwargs.setdefault("keepalives", "1")
+    kwargs.setdefault("keepalives_idle", "10")
+    kwargs.setdefault("keepalives_interval", "5")
+    kwargs.setdefault("keepalives_count", "3")
+    return kwargs
+
+
+def _is_psycopg2(engine: sa.Engine) -> bool:
+    return engine.dialect.driver == "psycopg2"
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL 11 and later (``EXECUTE FUNCTION``), through psycopg2."""
+
+    name = "postgresql"
+    max_payload = MAX_PAYLOAD
+
+    def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
+        self.user_engine = engine
+        self.dsn = listener_dsn(engine.url)
+        if not _is_psycopg2(engine):
+            # asyncpg, psycopg 3, pg8000: sqlnotify's own work goes through a
+            # small psycopg2 engine on the same server.
+            url = engine.url.set(drivername="postgresql+psycopg2", query={})
+            engine = sa.create_engine(
+                url,
+                connect_args={k: v for k, v in self.dsn.items() if k not in _URL_KEYS},
+                pool_size=2,
+                max_overflow=2,
+                pool_pre_ping=True,
+            )
+            self._own_engine: sa.Engine | None = engine
+        else:
+            self._own_engine = None
+        super().__init__(engine, log, options)
+        self._schema: str | None = None
+
+    def close(self) -> None:
+        if self._own_engine is not None:
+            self._own_engine.dispose()
+
+    # -- names and SQL ------------------------------------------------------
+    def default_schema(self) -> str | None:
+        if self._schema is None:
+            with self.engine.connect() as conn:
+                self._schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+        return self._schema
+
+    def function_ref(self, watch: Watch) -> str:
+        return qualified(watch.effective_schema, watch.channel)
+
+    def table_ref(self, watch: Watch) -> str:
+        return qualified(watch.effective_schema, watch.table)
+
+    def function_sql(self, watch: Watch) -> str:
+        ref = "OLD" if watch.operation.value == "delete" else "NEW"
+
+        def pairs(columns: Sequence[str]) -> str:
+            return ", ".join(
+                f"{quote_literal(c)}, {pg_value_sql(watch.column_types[c], f'{ref}.{quote_ident(c)}')}"
+                for c in columns
+            )
+
+        if watch.use_overflow_table:
+            oversize = self.overflow_sql(watch)
+        else:
+            oversize = TRUNCATE_SQL.format(keys=pairs(watch.primary_keys), limit=MAX_PAYLOAD)
+        body_args = {
+            "function": self.function_ref(watch),
+            "row": pairs(watch.payload_columns),
+            "limit": MAX_PAYLOAD,
+            "oversize": oversize,
+            "channel": quote_literal(watch.channel),
+        }
+        tag = "$sqlnotify$"
+        text = FUNCTION_SQL.format(tag="{tag}", **body_args)
+        n = 0
+        while tag in text.replace("{tag}", ""):
+            n += 1
+            tag = f"$sqlnotify{n}$"
+        return text.replace("{tag}", tag)
+
+    def overflow_sql(self, watch: Watch) -> str:
+        """The oversize branch of a watch with ``use_overflow_table=True``."""
+        return TRUNCATE_SQL.format(
+            keys=", ".join(
+                f"{quote_literal(c)}, "
+                f"{pg_value_sql(watch.column_types[c], ('OLD' if watch.operation.value == 'delete' else 'NEW') + '.' + quote_ident(c))}"
+                for c in watch.primary_keys
+            ),
+            limit=MAX_PAYLOAD,
+        )
+
+    def trigger_sql(self, watch: Watch) -> str:
+        when = ""
+        if watch.trigger_columns:
+            cond = " OR ".join(
+                f"OLD.{quote_ident(c)} IS DISTINCT FROM NEW.{quote_ident(c)}"
+                for c in watch.trigger_columns
+            )
+            when = f" WHEN ({cond})"
+        return TRIGGER_SQL.format(
+            trigger=quote_ident(watch.channel),
+            operation=watch.operation.value.upper(),
+            table=self.table_ref(watch),
+            when=when,
+            function=self.function_ref(watch),
+        )
+
+    def fingerprint(self, watch: Watch) -> str:
+        return digest(self.function_sql(watch) + "\n" + self.trigger_sql(watch), 32)
+
+    def comment(self, watch: Watch) -> str:
+        meta = {
+            "v": FORMAT_VERSION,
+            "fp": self.fingerprint(watch),
+            "schema": watch.effective_schema,
+            "table": watch.table,
+            "operation": watch.operation.value,
+            "channel": watch.channel,
+            "label": watch.channel_label,
+            "keys": list(watch.primary_keys),
+            "columns": list(watch.extra_columns),
+            "trigger_columns": list(watch.trigger_columns),
+            "overflow": watch.use_overflow_table,
+        }
+        return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
+
+    def ddl(self, watch: Watch) -> list[str]:
+        return [
+            self.function_sql(watch),
+            f"COMMENT ON FUNCTION {self.function_ref(watch)}() IS {quote_literal(self.comment(watch))}",
+            f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)} ON {self.table_ref(watch)}",
+            self.trigger_sql(watch),
+        ]
+
+    def drop_sql(self, schema: str, function: str) -> str:
+        # CASCADE drops the trigger that uses the function, and nothing else can.
+        return f"DROP FUNCTION IF EXISTS {qualified(schema, function)}() CASCADE"
+
+    # -- installation ---------------------------------------------------------
+    def _installed(self, conn: sa.Connection) -> dict[tuple[str, str], dict[str, Any]]:
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for fschema, fname, comment, tschema, tname, tgname in conn.exec_driver_sql(STATE_SQL):
+            try:
+                meta = json.loads(comment[len(MARKER) :])
+            except ValueError:
+                meta = {}
+            entry = found.setdefault(
+                (fschema, fname), {"meta": meta, "triggers": [], "schema": fschema, "name": fname}
+            )
+            if tgname is not None:
+                entry["triggers"].append((tschema, tname, tgname))
+        return found
+
+    def _state(self, watch: Watch, found: dict[tuple[str, str], dict[str, Any]]) -> InstallState:
+        schema = watch.effective_schema or "public"
+        entry = found.get((schema, watch.channel))
+        if entry is None:
+            return InstallState(watch, "missing")
+        fp = entry["meta"].get("fp")
+        attached = (schema, watch.table, watch.channel) in entry["triggers"]
+        if not attached:
+            return InstallState(watch, "missing", fp)
+        if fp != self.fingerprint(watch):
+            return InstallState(watch, "outdated", fp)
+        return InstallState(watch, "unchanged", fp)
+
+    def install(
+        self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
+    ) -> list[InstallState]:
+        with self.engine.connect() as conn:
+            found = self._installed(conn)
+            states = [self._state(w, found) for w in watches]
+            conn.rollback()
+        todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
+        if not todo and not cleanup_first:
+            return states
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
+            if cleanup_first:
+                self._cleanup(conn, watches)
+            found = self._installed(conn)
+            result = []
+            for watch in watches:
+                state = self._state(watch, found)
+                if state.state == "missing" or (state.state == "outdated" and revoke):
+                    for stmt in self.ddl(watch):
+                        conn.exec_driver_sql(stmt)
+                    new = "replaced" if state.state == "outdated" else "installed"
+                    result.append(InstallState(watch, new, state.installed_fingerprint))
+                else:
+                    result.append(state)
+        return result
+
+    def uninstall(self, watches: Sequence[Watch]) -> int:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
+            found = self._installed(conn)
+            dropped = 0
+            for watch in watches:
+                key = (watch.effective_schema or "public", watch.channel)
+                if key in found:
+                    conn.exec_driver_sql(self.drop_sql(*key))
+                    dropped += 1
+            return dropped
+
+    def _cleanup(self, conn: sa.Connection, watches: Sequence[Watch]) -> int:
+        tables = {(w.effective_schema or "public", w.table) for w in watches}
+        dropped = 0
+        for (fschema, fname), entry in self._installed(conn).items():
+            meta = entry["meta"]
+            on_table = {(s, t) for s, t, _ in entry["triggers"]}
+            on_table.add((meta.get("schema"), meta.get("table")))
+            if on_table & tables:
+                conn.exec_driver_sql(self.drop_sql(fschema, fname))
+                dropped += 1
+        return dropped
+
+    def cleanup(self, watches: Sequence[Watch]) -> int:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
+            return self._cleanup(conn, watches)
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        with self.engine.connect() as conn:
+            for entry in self._installed(conn).values():
+                meta = entry["meta"]
+                rows.append(
+                    {
+                        "schema": meta.get("schema", entry["schema"]),
+                        "table": meta.get("table"),
+                        "operation": meta.get("operation"),
+                        "channel": meta.get("channel", entry["name"]),
+                        "function": f"{entry['schema']}.{entry['name']}",
+                        "fingerprint": meta.get("fp"),
+                        "triggers": [f"{s}.{t}" for s, t, _ in entry["triggers"]],
+                        "state": "installed" if entry["triggers"] else "orphaned",
+                    }
+                )
+        return rows
+
+    # -- notifications --------------------------------------------------------
+    def send(self, channel: str, payload: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
+
+    def open_source(self, channels: Sequence[str]) -> Source:
+        return PostgresSource(self.dsn, channels)
+
+
+_URL_KEYS = frozenset({"host", "port", "user", "password", "dbname"})
+
+
+class PostgresSource(Source):
+    """A psycopg2 connection in asynchronous mode that LISTENs on every channel.
+
+    The class attributes are the liveness bounds; tests may lower them.
+    """
+
+    #: Send a probe after this many seconds without any data from the server.
+    IDLE_PROBE_INTERVAL = 5.0
+    #: Declare the connection dead when a probe gets no answer for this long.
+    PROBE_TIMEOUT = 5.0
+    #: Bound on connecting, LISTEN and the ready round trip.
+    CONNECT_TIMEOUT = 15.0
+
+    def __init__(self, dsn: dict[str, Any], channels: Sequence[str]) -> None:
+        import psycopg2
+        import psycopg2.extensions as ext
+
+        self._ext = ext
+        self._ping = f"sqlnotify_ping_{os.getpid()}_{id(self):x}"
+        deadline = time.monotonic() + self.CONNECT_TIMEOUT
+        try:
+            conn = psycopg2.connect(async_=1, **dsn)
+        except psycopg2.Error as exc:
+            raise SQLNotifyListenerError(f"cannot connect the listener: {exc}") from exc
+        self._conn = conn
+        try:
+            self._complete(deadline)
+            self._fd = conn.fileno()
+            cur = conn.cursor()
+            self._cursor = cur
+            listens = "".join(f"LISTEN {quote_ident(c)};" for c in (*channels, self._ping))
+            cur.execute(listens)
+            self._complete(deadline)
+            cur.execute("SELECT pg_notify(%s, 'ready')", (self._ping,))
+            self._complete(deadline)
+            self._await_ping(deadline)
+        except BaseException:
+            self.close()
+            raise
+        self._last_data = time.monotonic()
+        self._probe_deadline: float | None = None
+        self.backend_pid: int = conn.info.backend_pid
+
+    def _complete(self, deadline: float) -> None:
+        """Drive the pending asynchronous operation to completion within ``deadline``."""
+        ext = self._ext
+        conn = self._conn
+        while True:
+            state = conn.poll()
+            if state == ext.POLL_OK:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SQLNotifyListenerError("the server did not answer the listener in time")
+            fd = conn.fileno()
+            if state == ext.POLL_WRITE:
+                select.select([], [fd], [], remaining)
+            else:
+                select.select([fd], [], [], remaining)
+
+    def _await_ping(self, deadline: float) -> None:
+        conn = self._conn
+        while True:
+            for n in conn.notifies:
+                if n.channel == self._ping:
+                    conn.notifies = [x for x in conn.notifies if x.channel != self._ping]
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SQLNotifyListenerError(
+                    "LISTEN does not work on this connection: a notification sent to itself"
+                    " never came back (is it a transaction-mode pooler such as PgBouncer?"
+                    " connect the listener to the server directly)"
+                )
+            select.select([self._fd], [], [], remaining)
+            conn.poll()
+
+    def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
+        conn = self._conn
+        ext = self._ext
+        now = time.monotonic()
+        probe = self._probe_deadline
+        if probe is None and now - self._last_data >= self.IDLE_PROBE_INTERVAL:
+            try:
+                self._cursor.execute("SELECT 1")
+            except Exception as exc:
+                raise SourceDisconnected(str(exc)) from exc
+            probe = self._probe_deadline = now + self.PROBE_TIMEOUT
+        if probe is not None:
+            timeout = max(0.0, min(timeout, probe - now))
+        try:
+            ready, _, _ = select.select([self._fd, wake_fd], [], [], timeout)
+            if self._fd in ready or probe is not None:
+                state = conn.poll()
+                self._last_data = time.monotonic()
+                if probe is not None and state == ext.POLL_OK:
+                    self._probe_deadline = None
+            elif conn.closed:
+                raise SourceDisconnected("connection closed")
+        except SourceDisconnected:
+            raise
+        except Exception as exc:  # psycopg2.OperationalError, InterfaceError, OSError
+            raise SourceDisconnected(str(exc) or type(exc).__name__) from exc
+        if self._probe_deadline is not None and time.monotonic() >= self._probe_deadline:
+            raise SourceDisconnected(
+                f"the server did not answer a liveness probe within {self.PROBE_TIMEOUT:g}s"
+            )
+        notifies = conn.notifies
+        if not notifies:
+            return ()
+        conn.notifies = []
+        return notifies
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:  # noqa: S110 - closing a broken connection
+            pass

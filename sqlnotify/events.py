@@ -1,0 +1,289 @@
+"""The values receivers get: :class:`Operation` and :class:`ChangeEvent`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any
+
+from .exceptions import SQLNotifyConfigurationError
+
+__all__ = ["ChangeEvent", "Operation"]
+
+
+class Operation(str, enum.Enum):
+    """The row operations a watch can fire on.
+
+    Members compare equal to their lowercase string values, and every API
+    that takes an operation accepts either (``Operation.INSERT`` or
+    ``"insert"``).
+    """
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def coerce(cls, value: Operation | str) -> Operation:
+        """Return the member for ``value`` (a member or its name/value, any case).
+
+        :raises SQLNotifyConfigurationError: naming the valid operations.
+        """
+        if isinstance(value, Operation):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        valid = ", ".join(repr(m.value) for m in cls)
+        raise SQLNotifyConfigurationError(
+            f"unknown operation {value!r}: use an Operation member or one of {valid}"
+        )
+
+
+_FIELDS = ("schema", "table", "operation", "id", "extra_columns", "timestamp", "channel")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class ChangeEvent(Mapping[str, Any]):
+    """One committed row change (or one custom notification), as delivered.
+
+    Immutable.  Read it by attribute (``event.id``, ``event.extra_columns``)
+    or as a read-only mapping over the same field names (``event["id"]``,
+    ``dict(event)``).
+
+    Fields:
+
+    ``schema``
+        The table's schema (``None`` on SQLite).
+    ``table``
+        The table's name.
+    ``operation``
+        The :class:`Operation`.
+    ``id``
+        The primary key: the value itself for a single-column key, a tuple in
+        the watch's ``primary_keys`` order for a composite key.
+    ``extra_columns``
+        A read-only mapping of the watch's ``extra_columns`` to their values
+        (the new row for INSERT and UPDATE, the old row for DELETE).
+    ``timestamp``
+        When the database produced the change (the trigger ran; for custom
+        payloads, when :meth:`Notifier.notify` sent it), as a timezone-aware
+        :class:`~datetime.datetime` in UTC, read from the database server's
+        clock.
+    ``channel``
+        The notification channel the event came through.
+
+    Also available: ``row`` (keys and extra columns together), ``position``
+    (the event's journal position for durable delivery, else ``None``),
+    ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``
+    (``"complete"``; for rows too large for one notification see the
+    overflow documentation: ``"hydrated"`` or ``"row_gone"``).
+
+    Values arrive as the columns' Python types where SQLAlchemy knows them
+    (``int``, ``bool``, ``str``, ``Decimal``, ``datetime``, ``date``,
+    ``UUID``, JSON as ``dict``/``list``), the same on every database.
+    """
+
+    __slots__ = (
+        "_channel",
+        "_custom",
+        "_epoch",
+        "_extra",
+        "_keys",
+        "_operation",
+        "_position",
+        "_row",
+        "_schema",
+        "_status",
+        "_table",
+    )
+
+    def __init__(
+        self,
+        *,
+        schema: str | None,
+        table: str,
+        operation: Operation,
+        row: Mapping[str, Any],
+        primary_keys: tuple[str, ...],
+        epoch: float | None,
+        channel: str,
+        position: int | None = None,
+        custom: bool = False,
+        status: str = "complete",
+    ) -> None:
+        self._schema = schema
+        self._table = table
+        self._operation = operation
+        self._row = row
+        self._keys = primary_keys
+        self._epoch = epoch
+        self._channel = channel
+        self._position = position
+        self._custom = custom
+        self._status = status
+        self._extra: Mapping[str, Any] | None = None
+
+    # -- fields -----------------------------------------------------------
+    @property
+    def schema(self) -> str | None:
+        """The table's schema, or ``None`` where the database has none."""
+        return self._schema
+
+    @property
+    def table(self) -> str:
+        """The table's name."""
+        return self._table
+
+    @property
+    def operation(self) -> Operation:
+        """The row operation."""
+        return self._operation
+
+    @property
+    def id(self) -> Any:
+        """The primary key value, or a tuple of values for a composite key."""
+        keys = self._keys
+        row = self._row
+        if len(keys) == 1:
+            return row.get(keys[0])
+        return tuple(row.get(k) for k in keys)
+
+    @property
+    def extra_columns(self) -> Mapping[str, Any]:
+        """The watch's extra columns and their values (read-only)."""
+        extra = self._extra
+        if extra is None:
+            keys = self._keys
+            extra = MappingProxyType({k: v for k, v in self._row.items() if k not in keys})
+            self._extra = extra
+        return extra
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """When the change was produced, as an aware UTC datetime."""
+        if self._epoch is None:
+            return None
+        return datetime.fromtimestamp(self._epoch, timezone.utc)
+
+    @property
+    def epoch(self) -> float | None:
+        """:attr:`timestamp` as seconds since the Unix epoch."""
+        return self._epoch
+
+    @property
+    def channel(self) -> str:
+        """The notification channel."""
+        return self._channel
+
+    @property
+    def row(self) -> Mapping[str, Any]:
+        """Keys and extra columns together, as one read-only mapping."""
+        return MappingProxyType(self._row)  # type: ignore[arg-type]
+
+    @property
+    def primary_keys(self) -> tuple[str, ...]:
+        """The names of the key columns, in the order ``id`` uses."""
+        return self._keys
+
+    @property
+    def position(self) -> int | None:
+        """The journal position of a durable event, else ``None``."""
+        return self._position
+
+    @property
+    def custom(self) -> bool:
+        """``True`` when the payload came from :meth:`Notifier.notify`."""
+        return self._custom
+
+    @property
+    def status(self) -> str:
+        """``"complete"``, ``"hydrated"`` or ``"row_gone"`` (see large payloads)."""
+        return self._status
+
+    # -- mapping ----------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        if key in _FIELDS:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_FIELDS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _FIELDS
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ChangeEvent):
+            return (
+                self._channel == other._channel
+                and self._operation == other._operation
+                and self._table == other._table
+                and self._schema == other._schema
+                and dict(self._row) == dict(other._row)
+                and self._epoch == other._epoch
+                and self._position == other._position
+            )
+        return Mapping.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        where = f"{self._schema}.{self._table}" if self._schema else self._table
+        return (
+            f"<ChangeEvent {self._operation.value} {where} id={self.id!r}"
+            f" extra={dict(self.extra_columns)!r} channel={self._channel!r}>"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (
+                self._schema,
+                self._table,
+                self._operation.value,
+                dict(self._row),
+                self._keys,
+                self._epoch,
+                self._channel,
+                self._position,
+                self._custom,
+                self._status,
+            ),
+        )
+
+
+def _rebuild(
+    schema: str | None,
+    table: str,
+    operation: str,
+    row: dict[str, Any],
+    keys: tuple[str, ...],
+    epoch: float | None,
+    channel: str,
+    position: int | None,
+    custom: bool,
+    status: str,
+) -> ChangeEvent:
+    return ChangeEvent(
+        schema=schema,
+        table=table,
+        operation=Operation(operation),
+        row=row,
+        primary_keys=keys,
+        epoch=epoch,
+        channel=channel,
+        position=position,
+        custom=custom,
+        status=status,
+    )

@@ -1,0 +1,79 @@
+"""Errors raised by sqlnotify.
+
+Every error derives from one root, so ``except SQLNotifyException`` catches
+them all::
+
+    SQLNotifyException
+     +-- SQLNotifyConfigurationError        bad arguments: model, column, operation, label
+     |    +-- SQLNotifyUnSupportedDatabaseProviderError   the engine's database is not supported
+     +-- SQLNotifyPayloadSizeError          a payload is over the database's notification limit
+     +-- SQLNotifyIdentifierSizeError       a name cannot be made to fit the database's limit
+     +-- SQLNotifyListenerError             the listener could not connect or listen
+     +-- SQLNotifyForkError                 a notifier started in a parent process was used after fork()
+
+Messages name the model, column or channel at fault and say what would be
+valid.  Driver errors are wrapped at the boundary with ``raise ... from exc``,
+so the original error stays on ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "ListenerError",
+    "PayloadSizeError",
+    "SQLNotifyConfigurationError",
+    "SQLNotifyException",
+    "SQLNotifyForkError",
+    "SQLNotifyIdentifierSizeError",
+    "SQLNotifyListenerError",
+    "SQLNotifyPayloadSizeError",
+    "SQLNotifyUnSupportedDatabaseProviderError",
+]
+
+
+class SQLNotifyException(Exception):
+    """Root of every error sqlnotify raises."""
+
+
+class SQLNotifyConfigurationError(SQLNotifyException, ValueError):
+    """A watch, subscription or notifier option is invalid.
+
+    It is also a :class:`ValueError`, since it is always raised for a bad
+    argument value.
+    """
+
+
+class SQLNotifyUnSupportedDatabaseProviderError(SQLNotifyConfigurationError):
+    """The engine points at a database sqlnotify has no dialect for."""
+
+
+class SQLNotifyPayloadSizeError(SQLNotifyException):
+    """A custom payload is larger than the database accepts in one notification.
+
+    :ivar size: the payload's size in bytes (UTF-8).
+    :ivar limit: the largest size that can be sent directly.
+    """
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class SQLNotifyIdentifierSizeError(SQLNotifyConfigurationError):
+    """A database identifier would exceed the database's length limit."""
+
+
+class SQLNotifyListenerError(SQLNotifyException):
+    """The listener could not connect, or could not prove that it listens."""
+
+
+class SQLNotifyForkError(SQLNotifyException):
+    """A notifier started before ``fork()`` was used in the child process."""
+
+
+# Shorter aliases.
+ConfigurationError = SQLNotifyConfigurationError
+PayloadSizeError = SQLNotifyPayloadSizeError
+ListenerError = SQLNotifyListenerError

@@ -1,0 +1,639 @@
+"""The :class:`Notifier`: the one object users configure, start and stop."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import blinker
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, NoSuchTableError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import signals
+from ._dispatch import Dispatcher
+from ._listener import Listener
+from ._route import Route, Stats, receiver_name, send_isolated
+from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
+from .dialects import get_dialect_class
+from .dialects.base import Dialect, InstallState, RawNotification, Source
+from .events import ChangeEvent, Operation
+from .exceptions import (
+    SQLNotifyConfigurationError,
+    SQLNotifyException,
+    SQLNotifyPayloadSizeError,
+)
+
+__all__ = ["Notifier"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_null_logger = logging.Logger("sqlnotify.disabled")
+_null_logger.disabled = True
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, enum.Enum):
+        return value.name
+    raise TypeError(f"payload value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+@dataclasses.dataclass
+class _Entry:
+    """One ``watch()`` call: the request, its resolution, its signal, its subscriptions."""
+
+    request: WatchRequest
+    signal: blinker.Signal
+    watch: Watch | None = None
+    pending_filters: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)
+
+    def matches(self, target: Any) -> bool:
+        if self.watch is not None:
+            return self.watch.matches_target(target)
+        # A table given by name, not yet reflected.
+        mine = self.request.target
+        if target is mine or target == mine:
+            return True
+        if isinstance(target, str) and isinstance(mine, str):
+            return split_name(target)[1] == split_name(mine)[1] and (
+                split_name(target)[0] in (None, split_name(mine)[0])
+            )
+        return False
+
+
+class Notifier:
+    """Turns committed row changes of watched tables into events for receivers.
+
+    :param db_engine: a SQLAlchemy :class:`~sqlalchemy.engine.Engine` or
+        :class:`~sqlalchemy.ext.asyncio.AsyncEngine` for PostgreSQL or SQLite.
+        Any PostgreSQL driver works (psycopg2, psycopg, asyncpg, pg8000): the
+        listener always uses its own psycopg2 connection to the same server.
+    :param revoke_on_model_change: on start, replace installed triggers whose
+        definition differs from the watch (otherwise they are left in place
+        and reported as outdated).
+    :param cleanup_on_start: on start, first remove every sqlnotify-owned
+        trigger and function on the watched tables.
+    :param use_logger: log through the ``sqlnotify`` logger; ``False`` keeps
+        sqlnotify silent (failures are still counted and signalled).
+    :param cleanup_on_stop: remove the watches' triggers when :meth:`stop`
+        runs (by default they stay, so a restart needs no DDL).
+    :param start_timeout: how long :meth:`start` waits for the listener.
+    :param dialect_options: options for the database's dialect (see the
+        SQLite section of the documentation).
+
+    Threads: receivers connected with :meth:`subscribe` or :meth:`signal` run
+    on the notifier's dispatcher thread (``sqlnotify-dispatcher``), one event
+    at a time, in the order the database committed them.
+    """
+
+    #: Bound on joining each thread in :meth:`stop`.
+    STOP_TIMEOUT = 10.0
+
+    def __init__(
+        self,
+        db_engine: sa.Engine | AsyncEngine,
+        revoke_on_model_change: bool = True,
+        cleanup_on_start: bool = False,
+        use_logger: bool = True,
+        *,
+        cleanup_on_stop: bool = False,
+        start_timeout: float = 30.0,
+        **dialect_options: Any,
+    ) -> None:
+        if isinstance(db_engine, AsyncEngine):
+            sync_engine = db_engine.sync_engine
+        elif isinstance(db_engine, sa.Engine):
+            sync_engine = db_engine
+        else:
+            raise SQLNotifyConfigurationError(
+                f"db_engine must be a SQLAlchemy Engine or AsyncEngine, not {type(db_engine).__name__}"
+            )
+        self.db_engine = db_engine
+        self.revoke_on_model_change = revoke_on_model_change
+        self.cleanup_on_start = cleanup_on_start
+        self.cleanup_on_stop = cleanup_on_stop
+        self.start_timeout = start_timeout
+        self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
+        dialect_cls = get_dialect_class(sync_engine.dialect.name)
+        self._dialect: Dialect = dialect_cls(sync_engine, self.log, dict(dialect_options))
+        self._entries: list[_Entry] = []
+        self._lock = threading.RLock()
+        self._routes: dict[str, Route] = {}
+        self._listener: Listener | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._running = False
+        self.stats = Stats()
+        self.install_states: list[InstallState] = []
+
+    # -- introspection --------------------------------------------------------
+    @property
+    def dialect_name(self) -> str:
+        """The database's SQLAlchemy dialect name: ``"postgresql"`` or ``"sqlite"``."""
+        return self._dialect.name
+
+    @property
+    def dialect(self) -> Dialect:
+        """The dialect object (for tools; its API is not stable)."""
+        return self._dialect
+
+    @property
+    def is_running(self) -> bool:
+        """``True`` between a successful :meth:`start` and :meth:`stop`."""
+        return self._running
+
+    @property
+    def watches(self) -> list[Watch]:
+        """The resolved watches (tables given by name appear once reflected at start)."""
+        return [e.watch for e in self._entries if e.watch is not None]
+
+    @property
+    def listener_thread_name(self) -> str | None:
+        return self._listener.name if self._listener else None
+
+    # -- configuration --------------------------------------------------------
+    def watch(
+        self,
+        model: Any,
+        operation: Operation | str,
+        extra_columns: Sequence[str] | None = None,
+        trigger_columns: Sequence[str] | None = None,
+        primary_keys: Sequence[str] | None = None,
+        channel_label: str | None = None,
+        use_overflow_table: bool = False,
+    ) -> Notifier:
+        """Watch one operation on one table; return the notifier, so calls chain.
+
+        :param model: a mapped model class (declarative or SQLModel), a
+            :class:`~sqlalchemy.Table`, or a table name (``"orders"`` or
+            ``"shop.orders"``, reflected when the notifier starts).
+        :param operation: an :class:`Operation` or its value (``"insert"``).
+        :param extra_columns: columns sent with the keys (default: none).
+        :param trigger_columns: UPDATE only: fire only when one of these
+            columns' values actually changed.
+        :param primary_keys: the key columns that make ``event.id`` (default:
+            the table's primary key); each must be a primary key column.
+        :param channel_label: a label for a separate channel on the same table
+            and operation; letters, digits, ``_``, ``.``, ``-``.
+        :param use_overflow_table: deliver rows larger than the database's
+            notification limit through an overflow table.
+        :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
+        """
+        request = WatchRequest.build(
+            model,
+            operation,
+            extra_columns,
+            trigger_columns,
+            primary_keys,
+            channel_label,
+            use_overflow_table,
+        )
+        watch = None
+        if not isinstance(model, str):
+            from ._watch import table_of
+
+            table = table_of(model)
+            assert table is not None
+            watch = request.resolve(table)
+        with self._lock:
+            for entry in self._entries:
+                same = entry.request.operation is request.operation and (
+                    entry.request.channel_label == request.channel_label
+                )
+                if same and entry.matches(model):
+                    if entry.request == request:
+                        return self
+                    raise SQLNotifyConfigurationError(
+                        f"{describe_target(model)} is already watched for"
+                        f" {request.operation.value!r}"
+                        + (f" with channel_label {request.channel_label!r}" if request.channel_label else "")
+                        + " with different options; use another channel_label for a second watch"
+                    )
+            if self._running:
+                raise SQLNotifyConfigurationError(
+                    "watch() must be called before start(); stop the notifier to add watches"
+                )
+            self._entries.append(_Entry(request=request, signal=blinker.Signal(), watch=watch))
+        return self
+
+    def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> _Entry:
+        op = Operation.coerce(operation)
+        candidates = [
+            e
+            for e in self._entries
+            if e.request.operation is op and e.request.channel_label == channel_label
+        ]
+        exact = [e for e in candidates if e.request.target is target]
+        found = exact or [e for e in candidates if e.matches(target)]
+        if len(found) == 1:
+            return found[0]
+        label = f" with channel_label {channel_label!r}" if channel_label else ""
+        if not found:
+            watched = ", ".join(
+                f"{describe_target(e.request.target)} {e.request.operation.value}"
+                + (f" [{e.request.channel_label}]" if e.request.channel_label else "")
+                for e in self._entries
+            )
+            raise SQLNotifyConfigurationError(
+                f"no watch for {describe_target(target)} {op.value!r}{label}; call"
+                f" watch() first. Watched: {watched or 'nothing yet'}"
+            )
+        raise SQLNotifyConfigurationError(
+            f"{describe_target(target)} {op.value!r}{label} is ambiguous: it matches"
+            f" {len(found)} watches; pass the model class or 'schema.table'"
+        )
+
+    def signal(
+        self, model_or_name: Any, operation: Operation | str, channel_label: str | None = None
+    ) -> blinker.Signal:
+        """The blinker signal of one watch, for connecting receivers with blinker's API.
+
+        Receivers are called as ``receiver(sender, event=ChangeEvent)``,
+        where ``sender`` is the watched model class (or the
+        :class:`~sqlalchemy.Table`, or the table name string as given to
+        :meth:`watch`), so ``sig.connect(fn, sender=User)`` works.  They run
+        on the dispatcher thread.
+        """
+        return self._entry(model_or_name, operation, channel_label).signal
+
+    def subscribe(
+        self,
+        model_or_name: Any,
+        operation: Operation | str,
+        filters: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        channel_label: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: call the function with each matching :class:`ChangeEvent`.
+
+        :param model_or_name: the watched model, Table, or a name: the model
+            class's name (``"User"``) or the table's (``"user"``, ``"shop.user"``).
+        :param filters: ``[{"column": "id", "value": 42}, ...]``: all must
+            match; values compare with their Python types (42 is not "42").
+            A mapping ``{"id": 42}`` is accepted as shorthand.  Each column
+            must be in the watch's payload (a key or an extra column).
+
+        The function is returned unchanged.  A plain function runs on the
+        dispatcher thread; an ``async def`` function runs on the event loop
+        (see the asyncio documentation).
+        """
+        entry = self._entry(model_or_name, operation, channel_label)
+        if entry.watch is not None:
+            checked = normalise_filters(filters, entry.watch)
+        else:
+            checked = ()
+
+        def decorator(fn: F) -> F:
+            if not callable(fn):
+                raise SQLNotifyConfigurationError(f"subscribe() decorates a callable, not {fn!r}")
+            receiver = self._make_receiver(fn, checked)
+            if entry.watch is None and filters:
+                entry.pending_filters.append((filters, receiver))
+            entry.signal.connect(receiver, weak=False)
+            return fn
+
+        return decorator
+
+    def _make_receiver(self, fn: Callable[..., Any], filters: tuple[tuple[str, Any], ...]) -> Any:
+        return _Subscription(fn, filters)
+
+    def unsubscribe(
+        self,
+        fn: Callable[..., Any],
+        model_or_name: Any,
+        operation: Operation | str,
+        channel_label: str | None = None,
+    ) -> bool:
+        """Disconnect a function connected with :meth:`subscribe`; ``True`` if it was."""
+        signal = self._entry(model_or_name, operation, channel_label).signal
+        for receiver in list(signal.receivers_for(blinker.ANY)):
+            if isinstance(receiver, _Subscription) and receiver.fn is fn:
+                signal.disconnect(receiver)
+                return True
+        return False
+
+    # -- lifecycle ------------------------------------------------------------
+    def _resolve(self, default_schema: str | None) -> list[Watch]:
+        watches = []
+        for entry in self._entries:
+            if entry.watch is None:
+                name = entry.request.target
+                try:
+                    table = self._dialect.reflect(name)
+                except NoSuchTableError as exc:
+                    raise SQLNotifyConfigurationError(
+                        f"cannot watch table {name!r}: no such table in the database"
+                        + (f" (default schema {default_schema!r})" if default_schema else "")
+                    ) from exc
+                entry.watch = entry.request.resolve(table)
+                for filters, receiver in entry.pending_filters:
+                    receiver.filters = normalise_filters(filters, entry.watch)
+                entry.pending_filters.clear()
+            if entry.watch.default_schema != default_schema:
+                entry.watch = entry.watch.with_default_schema(default_schema)
+            watches.append(entry.watch)
+        seen: dict[str, Watch] = {}
+        for w in watches:
+            other = seen.setdefault(w.channel, w)
+            if other is not w:
+                raise SQLNotifyConfigurationError(
+                    f"two watches share the channel {w.channel!r}: {other.describe()} and"
+                    f" {w.describe()}"
+                )
+        return watches
+
+    def prepare(self) -> list[Watch]:
+        """Resolve every watch against the database (reflecting tables given by name)."""
+        with self._lock:
+            return self._resolve(self._dialect.default_schema())
+
+    def install(self) -> list[InstallState]:
+        """Install (or update) the triggers of every watch without starting the listener."""
+        with self._lock:
+            watches = self.prepare()
+            try:
+                states = self._dialect.install(
+                    watches, revoke=self.revoke_on_model_change, cleanup_first=self.cleanup_on_start
+                )
+            except DBAPIError as exc:
+                raise SQLNotifyException(
+                    f"could not install sqlnotify triggers: {exc.orig or exc}"
+                ) from exc
+            for state in states:
+                if state.state == "outdated":
+                    self.log.warning(
+                        "the installed trigger for %s differs from its watch and was left in"
+                        " place (revoke_on_model_change=False)",
+                        state.watch.describe(),
+                    )
+                elif state.state in ("installed", "replaced"):
+                    self.log.info("%s trigger for %s", state.state, state.watch.describe())
+            self.install_states = states
+            return states
+
+    def uninstall(self) -> int:
+        """Remove the triggers and functions of every watch; return how many were dropped."""
+        with self._lock:
+            return self._dialect.uninstall(self.prepare())
+
+    def cleanup(self) -> int:
+        """Remove every sqlnotify-owned trigger and function on the watched tables."""
+        with self._lock:
+            return self._dialect.cleanup(self.prepare())
+
+    def ddl(self) -> list[str]:
+        """The SQL that installs every watch, for migrations and review."""
+        with self._lock:
+            statements: list[str] = []
+            for watch in self.prepare():
+                statements.extend(self._dialect.ddl(watch))
+            return statements
+
+    def start(self, timeout: float | None = None) -> None:
+        """Install triggers, start the listener and dispatcher threads, and wait until listening.
+
+        Returns once the listener has proven with a round trip through the
+        database that it receives notifications, so a change committed after
+        ``start()`` returns is delivered.  Calling it on a running notifier
+        does nothing.
+
+        :raises SQLNotifyConfigurationError: for a watch that does not match its table.
+        :raises SQLNotifyListenerError: when the listener cannot connect or listen.
+        """
+        with self._lock:
+            if self._running:
+                return
+            states = self.install()
+            watches = [s.watch for s in states]
+            self._routes = {
+                w.channel: Route(w, e.signal, self._dialect.name)
+                for w, e in zip(watches, self._entries, strict=True)
+            }
+            channels = list(self._routes)
+            dispatcher = Dispatcher(self._handle_batch, log=self.log)
+            dispatcher.start()
+            listener = Listener(
+                lambda: self._dialect.open_source(channels),
+                dispatcher.put,
+                log=self.log,
+                on_connected=self._on_connected,
+                on_disconnected=self._on_disconnected,
+            )
+            try:
+                listener.start(self.start_timeout if timeout is None else timeout)
+            except BaseException:
+                dispatcher.stop(self.STOP_TIMEOUT)
+                raise
+            self._dispatcher = dispatcher
+            self._listener = listener
+            self._running = True
+            self.log.info("sqlnotify listening on %d channel(s)", len(channels))
+
+    def stop(self, cleanup: bool | None = None) -> None:
+        """Stop the listener, dispatch what was already received, and join both threads.
+
+        :param cleanup: remove the watches' triggers too (default: the
+            ``cleanup_on_stop`` option).  Calling it on a stopped notifier does
+            nothing.
+        """
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            listener, dispatcher = self._listener, self._dispatcher
+            self._listener = self._dispatcher = None
+            if listener is not None:
+                listener.stop(self.STOP_TIMEOUT)
+            if dispatcher is not None:
+                dispatcher.stop(self.STOP_TIMEOUT)
+            if cleanup if cleanup is not None else self.cleanup_on_stop:
+                self._dialect.uninstall(self.watches)
+            self._dialect.close()
+            self.log.info("sqlnotify stopped")
+
+    def __enter__(self) -> Notifier:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- custom notifications -------------------------------------------------
+    def encode_custom(
+        self,
+        model: Any,
+        operation: Operation | str,
+        payload: Mapping[str, Any],
+        channel_label: str | None = None,
+        use_overflow_table: bool = False,
+    ) -> tuple[str, str]:
+        """The channel and payload text :meth:`notify` would send (checks included)."""
+        entry = self._entry(model, operation, channel_label)
+        if entry.watch is None:
+            self.prepare()
+        assert entry.watch is not None
+        if not isinstance(payload, Mapping):
+            raise SQLNotifyConfigurationError(
+                f"payload must be a mapping of column names to values, not {type(payload).__name__}"
+            )
+        body = json.dumps(
+            {"ts": time.time(), "row": dict(payload), "custom": True},
+            default=_json_default,
+            separators=(",", ":"),
+        )
+        limit = self._dialect.max_payload
+        size = len(body.encode("utf-8"))
+        if limit is not None and size > limit and not use_overflow_table:
+            raise SQLNotifyPayloadSizeError(
+                f"payload for channel {entry.watch.channel!r} is {size} bytes; the limit is"
+                f" {limit} bytes: send less, or pass use_overflow_table=True",
+                size=size,
+                limit=limit,
+            )
+        return entry.watch.channel, body
+
+    def notify(
+        self,
+        model: Any,
+        operation: Operation | str,
+        payload: Mapping[str, Any],
+        channel_label: str | None = None,
+        use_overflow_table: bool = False,
+    ) -> None:
+        """Send a custom payload to the subscribers of a watch, committed at once.
+
+        Receivers get a :class:`ChangeEvent` with ``custom=True``; values of
+        the watch's columns are converted to their Python types as for row
+        events.  Values that JSON cannot hold are sent as text (datetime as
+        ISO 8601, Decimal and UUID as strings, bytes as base64).
+
+        :raises SQLNotifyPayloadSizeError: when the payload is over the
+            database's limit and ``use_overflow_table`` is false; nothing is sent.
+        """
+        channel, body = self.encode_custom(
+            model, operation, payload, channel_label, use_overflow_table
+        )
+        self._dialect.send(channel, body)
+
+    # -- threads' callbacks ---------------------------------------------------
+    def _on_connected(self, reconnect: bool, source: Source) -> None:
+        if reconnect:
+            self.stats.reconnects += 1
+            self.log.info("listener reconnected")
+        send_isolated(signals.listener_connected, self, self.log, reconnect=reconnect)
+
+    def _on_disconnected(self, error: BaseException) -> None:
+        send_isolated(signals.listener_disconnected, self, self.log, error=error)
+
+    def _drop(self, channel: str, reason: str, payload: str | None = None) -> None:
+        self.stats.dropped += 1
+        self.log.warning("dropped a notification on channel %r: %s", channel, reason)
+        if payload is not None:
+            self.log.debug("dropped payload on %r: %.500s", channel, payload)
+        send_isolated(signals.notification_dropped, self, self.log, channel=channel, reason=reason)
+
+    def _handle_batch(self, batch: Sequence[RawNotification]) -> None:
+        routes = self._routes
+        loads = json.loads
+        stats = self.stats
+        for n in batch:
+            channel = n.channel
+            route = routes.get(channel)
+            if route is None:
+                self._drop(channel, "no watch uses this channel", n.payload)
+                continue
+            try:
+                data = loads(n.payload)
+                event = route.decode(data)
+            except Exception as exc:
+                self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
+                continue
+            stats.received += 1
+            if event.status != "complete":
+                self._incomplete(route, event)
+            self._deliver(route, event)
+
+    def _incomplete(self, route: Route, event: ChangeEvent) -> None:
+        self.stats.truncated += 1
+        self.log.warning(
+            "a row of %s was too large for one notification; the event carries its keys only"
+            " (use_overflow_table=True delivers it whole)",
+            route.watch.describe(),
+        )
+
+    def _deliver(self, route: Route, event: ChangeEvent) -> None:
+        if signals.event_received.receivers:
+            send_isolated(signals.event_received, self, self.log, event=event)
+        signal = route.signal
+        if signal.receivers:
+            sender = route.sender
+            for receiver in signal.receivers_for(sender):
+                try:
+                    receiver(sender, event=event)
+                except Exception as exc:
+                    self._receiver_failed(receiver, event, exc)
+        self.stats.dispatched += 1
+
+    def _receiver_failed(self, receiver: Any, event: ChangeEvent, exc: BaseException) -> None:
+        self.stats.receiver_errors += 1
+        name = receiver_name(getattr(receiver, "fn", receiver))
+        self.log.error(
+            "receiver %s failed on %s event from channel %r",
+            name,
+            event.operation.value,
+            event.channel,
+            exc_info=exc,
+        )
+        send_isolated(
+            signals.receiver_failed, self, self.log, receiver=receiver, event=event, exception=exc
+        )
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"<Notifier {self.dialect_name} {state} watches={len(self._entries)}>"
+
+
+class _Subscription:
+    """The blinker receiver behind :meth:`Notifier.subscribe`: filters, then calls ``fn(event)``."""
+
+    __slots__ = ("filters", "fn")
+
+    def __init__(self, fn: Callable[..., Any], filters: tuple[tuple[str, Any], ...]) -> None:
+        self.fn = fn
+        self.filters = filters
+
+    def __call__(self, sender: Any, event: ChangeEvent, **_: Any) -> Any:
+        if self.filters and not self.matches(event):
+            return None
+        return self.fn(event)
+
+    def matches(self, event: ChangeEvent) -> bool:
+        row = event._row
+        for column, value in self.filters:
+            if column not in row:
+                return False
+            got = row[column]
+            if got != value or isinstance(got, bool) is not isinstance(value, bool):
+                return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"<subscription {receiver_name(self.fn)}>"
+
+
