@@ -7,7 +7,6 @@ import os
 import random
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .dialects.base import RawNotification, Source
 from .exceptions import SQLNotifyListenerError
@@ -114,7 +113,7 @@ class Listener:
         while not self._stop.is_set():
             try:
                 source = self._open_source()
-            except BaseException as exc:  # noqa: BLE001 - reported, then retried
+            except BaseException as exc:
                 if first:
                     self._start_error = exc
                     self._ready.set()
@@ -165,5 +164,3 @@ class Listener:
             self._on_disconnected(error)
         except Exception:
             self._log.exception("a listener-disconnected receiver failed")
-
-

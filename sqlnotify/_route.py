@@ -28,8 +28,8 @@ class Stats:
         "dispatched",
         "dropped",
         "lock",
-        "receiver_errors",
         "received",
+        "receiver_errors",
         "reconnects",
         "truncated",
     )
@@ -57,7 +57,17 @@ class Stats:
 class Route:
     """Everything the dispatcher needs for one channel."""
 
-    __slots__ = ("channel", "converters", "keys", "op", "schema", "sender", "signal", "table", "watch")
+    __slots__ = (
+        "channel",
+        "converters",
+        "keys",
+        "op",
+        "schema",
+        "sender",
+        "signal",
+        "table",
+        "watch",
+    )
 
     def __init__(self, watch: Watch, signal: blinker.Signal, dialect: str) -> None:
         self.watch = watch
@@ -127,10 +137,8 @@ def send_isolated(
             if on_error is not None:
                 on_error(receiver, exc)
             else:
-                log.exception("receiver %r of %s failed", receiver, signal.name)
+                log.exception("receiver %r of %s failed", receiver, getattr(signal, "name", signal))
 
 
 def receiver_name(receiver: Any) -> str:
     return getattr(receiver, "__qualname__", None) or repr(receiver)
-
-

@@ -237,13 +237,13 @@ class Watch:
                 return True
             return target == self.table
         try:
-            table = table_of(target)
+            other = table_of(target)
         except SQLNotifyConfigurationError:
             return False
         return (
-            table is not None
-            and table.name == self.table
-            and (table.schema or self.default_schema) == self.effective_schema
+            other is not None
+            and other.name == self.table
+            and (other.schema or self.default_schema) == self.effective_schema
         )
 
 

@@ -186,7 +186,7 @@ class ChangeEvent(Mapping[str, Any]):
     @property
     def row(self) -> Mapping[str, Any]:
         """Keys and extra columns together, as one read-only mapping."""
-        return MappingProxyType(self._row)  # type: ignore[arg-type]
+        return MappingProxyType(dict(self._row))
 
     @property
     def primary_keys(self) -> tuple[str, ...]:

@@ -5,11 +5,11 @@ them all::
 
     SQLNotifyException
      +-- SQLNotifyConfigurationError        bad arguments: model, column, operation, label
-     |    +-- SQLNotifyUnSupportedDatabaseProviderError   the engine's database is not supported
+     |    +-- SQLNotifyUnSupportedDatabaseProviderError  unsupported database
      +-- SQLNotifyPayloadSizeError          a payload is over the database's notification limit
      +-- SQLNotifyIdentifierSizeError       a name cannot be made to fit the database's limit
      +-- SQLNotifyListenerError             the listener could not connect or listen
-     +-- SQLNotifyForkError                 a notifier started in a parent process was used after fork()
+     +-- SQLNotifyForkError                 a notifier started before fork() was used in the child
 
 Messages name the model, column or channel at fault and say what would be
 valid.  Driver errors are wrapped at the boundary with ``raise ... from exc``,

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import blinker
@@ -53,7 +53,9 @@ def _json_default(value: Any) -> Any:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, enum.Enum):
         return value.name
-    raise TypeError(f"payload value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+    raise TypeError(
+        f"payload value {value!r} of type {type(value).__name__} is not JSON-serialisable"
+    )
 
 
 @dataclasses.dataclass
@@ -124,7 +126,8 @@ class Notifier:
             sync_engine = db_engine
         else:
             raise SQLNotifyConfigurationError(
-                f"db_engine must be a SQLAlchemy Engine or AsyncEngine, not {type(db_engine).__name__}"
+                "db_engine must be a SQLAlchemy Engine or AsyncEngine,"
+                f" not {type(db_engine).__name__}"
             )
         self.db_engine = db_engine
         self.revoke_on_model_change = revoke_on_model_change
@@ -223,7 +226,11 @@ class Notifier:
                     raise SQLNotifyConfigurationError(
                         f"{describe_target(model)} is already watched for"
                         f" {request.operation.value!r}"
-                        + (f" with channel_label {request.channel_label!r}" if request.channel_label else "")
+                        + (
+                            f" with channel_label {request.channel_label!r}"
+                            if request.channel_label
+                            else ""
+                        )
                         + " with different options; use another channel_label for a second watch"
                     )
             if self._running:
@@ -294,10 +301,7 @@ class Notifier:
         (see the asyncio documentation).
         """
         entry = self._entry(model_or_name, operation, channel_label)
-        if entry.watch is not None:
-            checked = normalise_filters(filters, entry.watch)
-        else:
-            checked = ()
+        checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
 
         def decorator(fn: F) -> F:
             if not callable(fn):
@@ -635,5 +639,3 @@ class _Subscription:
 
     def __repr__(self) -> str:
         return f"<subscription {receiver_name(self.fn)}>"
-
-

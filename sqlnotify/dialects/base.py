@@ -38,7 +38,7 @@ class RawNotification(Protocol):
     def payload(self) -> str: ...
 
 
-class SourceDisconnected(Exception):  # noqa: N818 - internal control flow
+class SourceDisconnected(Exception):
     """The source's connection is gone; the listener reconnects."""
 
 

@@ -35,13 +35,48 @@ FORMAT_VERSION = 1
 
 # libpq connection keywords a URL query may carry through to the listener.
 _LIBPQ_KEYWORDS = frozenset(
-    """host hostaddr port dbname user password passfile channel_binding connect_timeout
-    client_encoding options application_name fallback_application_name keepalives
-    keepalives_idle keepalives_interval keepalives_count tcp_user_timeout replication
-    gssencmode sslmode requiressl sslcompression sslcert sslkey sslpassword sslrootcert
-    sslcrl sslcrldir sslsni requirepeer ssl_min_protocol_version ssl_max_protocol_version
-    krbsrvname gsslib service target_session_attrs load_balance_hosts
-    sslcertmode require_auth""".split()
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "requiressl",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "sslcertmode",
+        "require_auth",
+    ]
 )
 
 FUNCTION_SQL = """\
@@ -168,7 +203,9 @@ class PostgresDialect(Dialect):
 
         def pairs(columns: Sequence[str]) -> str:
             return ", ".join(
-                f"{quote_literal(c)}, {pg_value_sql(watch.column_types[c], f'{ref}.{quote_ident(c)}')}"
+                quote_literal(c)
+                + ", "
+                + pg_value_sql(watch.column_types[c], ref + "." + quote_ident(c))
                 for c in columns
             )
 
@@ -193,14 +230,14 @@ class PostgresDialect(Dialect):
 
     def overflow_sql(self, watch: Watch) -> str:
         """The oversize branch of a watch with ``use_overflow_table=True``."""
-        return TRUNCATE_SQL.format(
-            keys=", ".join(
-                f"{quote_literal(c)}, "
-                f"{pg_value_sql(watch.column_types[c], ('OLD' if watch.operation.value == 'delete' else 'NEW') + '.' + quote_ident(c))}"
-                for c in watch.primary_keys
-            ),
-            limit=MAX_PAYLOAD,
+        ref = "OLD" if watch.operation.value == "delete" else "NEW"
+        keys = ", ".join(
+            quote_literal(c)
+            + ", "
+            + pg_value_sql(watch.column_types[c], ref + "." + quote_ident(c))
+            for c in watch.primary_keys
         )
+        return TRUNCATE_SQL.format(keys=keys, limit=MAX_PAYLOAD)
 
     def trigger_sql(self, watch: Watch) -> str:
         when = ""
@@ -240,7 +277,8 @@ class PostgresDialect(Dialect):
     def ddl(self, watch: Watch) -> list[str]:
         return [
             self.function_sql(watch),
-            f"COMMENT ON FUNCTION {self.function_ref(watch)}() IS {quote_literal(self.comment(watch))}",
+            f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
+            f" IS {quote_literal(self.comment(watch))}",
             f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)} ON {self.table_ref(watch)}",
             self.trigger_sql(watch),
         ]
@@ -475,7 +513,7 @@ class PostgresSource(Source):
         if not notifies:
             return ()
         conn.notifies = []
-        return notifies
+        return notifies  # type: ignore[no-any-return]
 
     def close(self) -> None:
         try:
