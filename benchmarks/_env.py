@@ -1,0 +1,207 @@
+"""What every case needs: the database, worker processes, statistics, the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import select
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pg_url() -> str:
+    return os.environ.get("SQLNOTIFY_TEST_POSTGRES_URL", DEFAULT_PG_URL)
+
+
+def pg_dsn(url: str) -> dict[str, Any]:
+    """psycopg2 keywords for ``url`` (the same translation the listener uses)."""
+    import sqlalchemy as sa
+
+    from sqlnotify.dialects.postgresql import listener_dsn
+
+    dsn = listener_dsn(sa.make_url(url))
+    dsn["application_name"] = "sqlnotify-bench"
+    return dsn
+
+
+def pg_connect(url: str, autocommit: bool = True) -> Any:
+    import psycopg2
+
+    conn = psycopg2.connect(**pg_dsn(url))
+    conn.autocommit = autocommit
+    return conn
+
+
+def pg_available(url: str) -> str | None:
+    """``None`` when PostgreSQL answers at ``url``, else the reason it cannot be used."""
+    try:
+        conn = pg_connect(url)
+    except Exception as exc:
+        return f"no PostgreSQL at {url}: {str(exc).strip()}"
+    conn.close()
+    return None
+
+
+@contextlib.contextmanager
+def pg_schema(url: str) -> Iterator[str]:
+    """A fresh schema, dropped with everything in it afterwards."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    conn = pg_connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA "{name}"')
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.close()
+
+
+def schema_url(url: str, schema: str) -> str:
+    """``url`` with ``search_path`` set to ``schema``."""
+    import sqlalchemy as sa
+
+    u = sa.make_url(url)
+    return u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False
+    )
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (``q`` in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (``VmRSS``), in bytes."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process, from ``/proc/<pid>/stat``."""
+    path = f"/proc/{pid or 'self'}/stat"
+    with open(path, encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class Worker:
+    """A ``python -m benchmarks._worker`` child, talking JSON lines on its stdout."""
+
+    def __init__(self, spec: dict[str, Any], timeout: float = 120.0) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        self.spec = spec
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._worker", json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=None,
+            env=env,
+            cwd=ROOT,
+            text=True,
+            bufsize=1,
+        )
+        self._buffer = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def expect(self, key: str, timeout: float | None = None) -> Any:
+        """Wait for the next message carrying ``key`` and return its value."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline() if self._readable(deadline) else ""
+            if not line:
+                code = self.proc.poll()
+                self.kill()
+                why = f"exited with {code}" if code is not None else "timed out"
+                raise RuntimeError(f"worker {self.spec.get('role')} {why} waiting for {key!r}")
+            message = json.loads(line)
+            if "error" in message:
+                self.kill()
+                raise RuntimeError(f"worker {self.spec.get('role')} failed: {message['error']}")
+            if key in message:
+                return message[key]
+
+    def _readable(self, deadline: float) -> bool:
+        assert self.proc.stdout is not None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
+        return bool(ready)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run measured: cores, CPU model, Python, PostgreSQL, packages."""
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def pg_version(url: str) -> str | None:
+    try:
+        conn = pg_connect(url)
+    except Exception:
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            row = cur.fetchone()
+            return str(row[0]).split()[0] if row else None
+    finally:
+        conn.close()

@@ -1,0 +1,232 @@
+"""Child processes of the benchmark runner: consumers and producers.
+
+``python -m benchmarks._worker '<json spec>'``.  A worker reports on stdout,
+one JSON object a line: ``{"ready": ...}`` once it listens, ``{"progress": n}``
+while it consumes (memory case), ``{"result": ...}`` at the end, or
+``{"error": "traceback"}``.  Consumers run in their own process so that the
+producer (and the runner) never compete with them for the GIL, and so their
+resident memory is theirs alone.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks._env import pg_connect, rss_bytes
+
+
+def say(**message: Any) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def bench_table(name: str, schema: str | None) -> Any:
+    """The table every PostgreSQL case writes: a key and two payload columns."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("a", sa.Integer, nullable=False),
+        sa.Column("b", sa.Text, nullable=False),
+        schema=schema,
+    )
+
+
+class Tally:
+    """What a consumer records: count, first and last receipt, latencies, progress."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.total = int(spec.get("warmup", 0)) + int(spec["count"])
+        self.warmup = int(spec.get("warmup", 0))
+        self.progress_every = int(spec.get("progress", 0))
+        self.n = 0
+        self.t_first = 0.0
+        self.t_last = 0.0
+        self.latencies: list[float] = []
+        self.done = threading.Event()
+        self.warm = threading.Event()
+
+    def result(self, measure: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"count": self.n, "t_first": self.t_first, "t_last": self.t_last}
+        if measure == "latency":
+            out["latencies"] = self.latencies[self.warmup :]
+        return out
+
+
+def pg_bare(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """The reference: a psycopg2 connection, ``select()`` + ``poll()``, ``json.loads``."""
+    conn = pg_connect(spec["url"])
+    with conn.cursor() as cur:
+        cur.execute(f'LISTEN "{spec["channel"]}"')
+    total = tally.total
+    loads = json.loads
+    clock = time.monotonic
+    wall = time.time
+    latencies = tally.latencies
+    progress = tally.progress_every
+
+    def run() -> None:
+        n = 0
+        sel = select.select
+        while n < total:
+            if not conn.notifies:
+                sel([conn], [], [], 10.0)
+            conn.poll()
+            notes = conn.notifies
+            if not notes:
+                continue
+            conn.notifies = []
+            if measure == "latency":
+                for note in notes:
+                    data = loads(note.payload)
+                    latencies.append(wall() - data["ts"])
+            else:
+                for note in notes:
+                    loads(note.payload)
+            if n == 0:
+                tally.t_first = clock()
+            before = n
+            n += len(notes)
+            if progress and n // progress != before // progress:
+                say(progress=n)
+            if before < tally.warmup <= n:
+                tally.warm.set()
+        tally.n = n
+        tally.t_last = clock()
+        conn.close()
+
+    return run
+
+
+def pg_sqlnotify(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """sqlnotify's listener and dispatcher threads, one receiver connected with subscribe()."""
+    import sqlalchemy as sa
+
+    from sqlnotify import Notifier
+
+    engine = sa.create_engine(spec["url"], pool_size=1, max_overflow=1)
+    table = bench_table(spec["table"], spec["schema"])
+    notifier = Notifier(engine)
+    notifier.watch(table, "insert", extra_columns=["a", "b"])
+    total = tally.total
+    warmup = tally.warmup
+    progress = tally.progress_every
+    clock = time.monotonic
+    wall = time.time
+    latencies = tally.latencies
+    append = latencies.append
+    count = 0
+
+    if measure == "latency":
+
+        @notifier.subscribe(table, "insert")
+        def receive(event: Any) -> None:
+            nonlocal count
+            append(wall() - event.epoch)
+            count += 1
+            if count == total:
+                tally.n = count
+                tally.t_last = clock()
+                tally.done.set()
+
+    else:
+
+        @notifier.subscribe(table, "insert")
+        def receive(event: Any) -> None:
+            nonlocal count
+            count += 1
+            if count == 1:
+                tally.t_first = clock()
+            if progress and count % progress == 0:
+                say(progress=count)
+            if count == warmup:
+                tally.warm.set()
+            if count == total:
+                tally.n = count
+                tally.t_last = clock()
+                tally.done.set()
+
+    notifier.start()
+
+    def run() -> None:
+        if not tally.done.wait(spec.get("timeout", 300.0)):
+            tally.n = count
+        notifier.stop()
+        engine.dispose()
+
+    return run
+
+
+CONSUMERS = {"bare": pg_bare, "sqlnotify": pg_sqlnotify}
+
+
+def consumer(spec: dict[str, Any]) -> None:
+    measure = spec.get("measure", "throughput")
+    tally = Tally(spec)
+    run = CONSUMERS[spec["mode"]](spec, tally, measure)
+    say(ready={"rss": rss_bytes()})
+    if measure == "memory":
+        thread = threading.Thread(target=run, name="bench-consume", daemon=True)
+        thread.start()
+        if not tally.warm.wait(spec.get("timeout", 300.0)):
+            raise RuntimeError("warm-up events never arrived")
+        say(warm={"rss": rss_bytes()})
+        thread.join(spec.get("timeout", 300.0))
+        say(result={"rss": rss_bytes(), "count": tally.n})
+        return
+    run()
+    say(result=tally.result(measure))
+
+
+def producer(spec: dict[str, Any]) -> None:
+    """Paced writes: ``count`` single-row transactions at ``rate`` per second."""
+    conn = pg_connect(spec["url"], autocommit=spec["mode"] == "notify")
+    rate = float(spec["rate"])
+    count = int(spec["count"])
+    table = f'"{spec["schema"]}"."{spec["table"]}"'
+    channel = spec["channel"]
+    cur = conn.cursor()
+    say(ready={})
+    start = time.monotonic()
+    late = 0
+    for i in range(count):
+        due = start + i / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        elif now - due > 0.001:
+            late += 1
+        if spec["mode"] == "insert":
+            cur.execute(f"INSERT INTO {table} (a, b) VALUES (%s, 'paced')", (i,))
+            conn.commit()
+        else:
+            body = json.dumps({"ts": time.time(), "row": {"id": i, "a": i, "b": "paced"}})
+            cur.execute("SELECT pg_notify(%s, %s)", (channel, body))
+    elapsed = time.monotonic() - start
+    conn.close()
+    say(result={"elapsed": elapsed, "rate": count / elapsed, "late": late})
+
+
+ROLES = {"consumer": consumer, "producer": producer}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    try:
+        ROLES[spec["role"]](spec)
+    except BaseException:
+        say(error=traceback.format_exc())
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
