@@ -7,8 +7,11 @@ exception is logged with its traceback, counted, sent on
 
 from __future__ import annotations
 
+import json
+import json.scanner
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +21,27 @@ from ._types import Converter, converter_for
 from ._watch import Watch
 from .events import ChangeEvent
 
-__all__ = ["Route", "Stats", "send_isolated"]
+__all__ = ["Route", "Stats", "decode_json", "send_isolated"]
+
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]
+)
+
+
+def decode_json(text: str) -> Any:
+    """``json.loads`` for payloads, without its per-call overhead.
+
+    The scanner decodes the value at index 0; anything it does not take
+    whole (leading or trailing text, malformed JSON) goes through
+    ``json.loads``, which decodes it or raises its usual error.
+    """
+    try:
+        value, end = _scan_once(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 class Stats:
@@ -58,6 +81,10 @@ class Route:
     """Everything the dispatcher needs for one channel."""
 
     __slots__ = (
+        "__weakref__",
+        "_generation",
+        "_lock",
+        "_receivers",
         "channel",
         "converters",
         "keys",
@@ -84,6 +111,39 @@ class Route:
             if fn is not None:
                 conv.append((name, fn))
         self.converters = tuple(conv)
+        self._receivers: tuple[Callable[..., Any], ...] | None = None
+        self._generation = 0
+        self._lock = threading.Lock()
+        # The receiver list is cached; connecting or disconnecting a receiver
+        # drops the cache (weakly held: an old route goes away with its notifier run).
+        signal.receiver_connected.connect(self._forget_receivers)
+        signal.receiver_disconnected.connect(self._forget_receivers)
+
+    def _forget_receivers(self, *_: Any, **__: Any) -> None:
+        with self._lock:
+            self._generation += 1
+            self._receivers = None
+
+    def receivers(self) -> tuple[Callable[..., Any], ...]:
+        """The receivers for this route's sender, as ``signal.receivers_for`` yields them.
+
+        Cached while every receiver is strongly connected; a weakly connected
+        receiver may die at any time, so then blinker is asked on every call.
+        """
+        cached = self._receivers
+        if cached is not None:
+            return cached
+        signal = self.signal
+        generation = self._generation
+        if not signal.receivers:
+            found: tuple[Callable[..., Any], ...] = ()
+        else:
+            found = tuple(signal.receivers_for(self.sender))
+        if not any(isinstance(r, weakref.ref) for r in list(signal.receivers.values())):
+            with self._lock:
+                if generation == self._generation:
+                    self._receivers = found
+        return found
 
     def decode(self, data: dict[str, Any]) -> ChangeEvent:
         row = data["row"]

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import signals
 from ._dispatch import Dispatcher
 from ._listener import Listener
-from ._route import Route, Stats, receiver_name, send_isolated
+from ._route import Route, Stats, decode_json, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
@@ -40,6 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
+_event_received = signals.event_received
 
 
 def _json_default(value: Any) -> Any:
@@ -554,8 +555,9 @@ class Notifier:
 
     def _handle_batch(self, batch: Sequence[RawNotification]) -> None:
         routes = self._routes
-        loads = json.loads
+        loads = decode_json
         stats = self.stats
+        deliver = self._deliver
         for n in batch:
             channel = n.channel
             route = routes.get(channel)
@@ -563,15 +565,14 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                data = loads(n.payload)
-                event = route.decode(data)
+                event = route.decode(loads(n.payload))
             except Exception as exc:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
                 continue
             stats.received += 1
-            if event.status != "complete":
+            if event._status != "complete":
                 self._incomplete(route, event)
-            self._deliver(route, event)
+            deliver(route, event)
 
     def _incomplete(self, route: Route, event: ChangeEvent) -> None:
         self.stats.truncated += 1
@@ -582,16 +583,14 @@ class Notifier:
         )
 
     def _deliver(self, route: Route, event: ChangeEvent) -> None:
-        if signals.event_received.receivers:
-            send_isolated(signals.event_received, self, self.log, event=event)
-        signal = route.signal
-        if signal.receivers:
-            sender = route.sender
-            for receiver in signal.receivers_for(sender):
-                try:
-                    receiver(sender, event=event)
-                except Exception as exc:
-                    self._receiver_failed(receiver, event, exc)
+        if _event_received.receivers:
+            send_isolated(_event_received, self, self.log, event=event)
+        sender = route.sender
+        for receiver in route.receivers():
+            try:
+                receiver(sender, event=event)
+            except Exception as exc:
+                self._receiver_failed(receiver, event, exc)
         self.stats.dispatched += 1
 
     def _receiver_failed(self, receiver: Any, event: ChangeEvent, exc: BaseException) -> None:

@@ -1,0 +1,148 @@
+"""The dispatcher's fast paths behave exactly like the plain ones they replace."""
+
+from __future__ import annotations
+
+import gc
+import json
+from typing import Any
+
+import blinker
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sqlnotify import Notifier
+from sqlnotify._route import Route, decode_json
+from sqlnotify._watch import WatchRequest
+from sqlnotify.testing import EventRecorder
+
+
+def _route(signal: blinker.Signal) -> Route:
+    table = sa.Table(
+        "items",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.Text),
+        schema="shop",
+    )
+    request = WatchRequest.build(table, "insert", ["name"], None, None, None, False)
+    return Route(request.resolve(table), signal, "postgresql")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_decode_json_matches_json_loads(value: Any) -> None:
+    text = json.dumps(value)
+    assert decode_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['  {"a": 1}', '{"a": 1}  ', '{"a": 1}\n', "[1, 2]", '"text"', "3.5", "null"],
+)
+def test_decode_json_accepts_what_json_loads_accepts(text: str) -> None:
+    assert decode_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": }', '{"a": 1} x', "nope", '{"a": 1}{}'])
+def test_decode_json_rejects_what_json_loads_rejects(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError) as got:
+        decode_json(text)
+    assert str(got.value) == str(expected.value)
+
+
+def test_receiver_list_follows_connect_and_disconnect() -> None:
+    signal = blinker.Signal()
+    route = _route(signal)
+
+    def first(sender: Any, **kw: Any) -> None: ...
+
+    def second(sender: Any, **kw: Any) -> None: ...
+
+    def other_sender(sender: Any, **kw: Any) -> None: ...
+
+    assert route.receivers() == ()
+    signal.connect(first, weak=False)
+    assert route.receivers() == (first,)
+    signal.connect(second, sender=route.sender, weak=False)
+    signal.connect(other_sender, sender="someone else", weak=False)
+    assert set(route.receivers()) == {first, second}
+    signal.disconnect(first)
+    assert route.receivers() == (second,)
+    signal.disconnect(second, sender=route.sender)
+    assert route.receivers() == ()
+
+
+def test_weak_receivers_are_not_kept_alive_by_the_route() -> None:
+    signal = blinker.Signal()
+    route = _route(signal)
+    calls: list[str] = []
+
+    def make() -> Any:
+        def weakly(sender: Any, **kw: Any) -> None:
+            calls.append("weak")
+
+        return weakly
+
+    receiver = make()
+    signal.connect(receiver)  # weak by default
+    assert route.receivers() == (receiver,)
+    del receiver
+    gc.collect()
+    assert route.receivers() == ()
+
+
+def test_an_old_route_stops_listening_to_the_signal() -> None:
+    signal = blinker.Signal()
+    route = _route(signal)
+    assert signal.receiver_connected.receivers
+    del route
+    gc.collect()
+    signal.connect(lambda sender, **kw: None, weak=False)
+    assert not signal.receiver_connected.receivers
+
+
+@pytest.mark.postgresql
+def test_receivers_connected_while_running_get_the_next_event(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "things",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.Text),
+    )
+    metadata.create_all(pg_schema_engine)
+    notifier = Notifier(pg_schema_engine)
+    notifiers.append(notifier)
+    notifier.watch(table, "insert", extra_columns=["name"])
+    early = EventRecorder()
+    notifier.signal(table, "insert").connect(early, weak=False)
+    notifier.start()
+
+    def insert(name: str) -> None:
+        with pg_schema_engine.begin() as conn:
+            conn.execute(table.insert().values(name=name))
+
+    insert("one")
+    early.wait_for(1, timeout=10)
+    late = EventRecorder()
+    notifier.signal(table, "insert").connect(late, weak=False)
+    insert("two")
+    early.wait_for(2, timeout=10)
+    late.wait_for(1, timeout=10)
+    assert [e["extra_columns"]["name"] for e in late.events] == ["two"]
+    notifier.signal(table, "insert").disconnect(early)
+    insert("three")
+    late.wait_for(2, timeout=10)
+    assert [e.extra_columns["name"] for e in early.events] == ["one", "two"]
