@@ -215,3 +215,314 @@ NOTIFY_LATENCY = Case(
     rows=_latency_rows(),
     run=lambda ctx: _latency(ctx, "notify"),
 )
+
+
+# -- 3. writer cost -----------------------------------------------------------
+
+_HAND_SQL = """\
+CREATE OR REPLACE FUNCTION "{schema}".hand_{op}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('hand_{op}', json_build_object('id', NEW.id, 'a', NEW.a, 'b', NEW.b)::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER hand_{op} AFTER {OP} ON "{schema}".w_hand
+FOR EACH ROW EXECUTE FUNCTION "{schema}".hand_{op}();
+"""
+
+# One notification per ~7 KB of rows, from the statement's transition table.
+_STMT_SQL = """\
+CREATE OR REPLACE FUNCTION "{schema}".stmt_{op}() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    chunk record;
+BEGIN
+    FOR chunk IN
+        SELECT json_agg(j ORDER BY n)::text AS payload
+        FROM (SELECT j, n, sum(octet_length(j::text)) OVER (ORDER BY n) / 7000 AS part
+              FROM (SELECT json_build_object('id', id, 'a', a, 'b', b) AS j,
+                           row_number() OVER () AS n
+                    FROM changed) numbered) parts
+        GROUP BY part
+    LOOP
+        PERFORM pg_notify('stmt_{op}', chunk.payload);
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER stmt_{op} AFTER {OP} ON "{schema}".w_stmt
+REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".stmt_{op}();
+"""
+
+_WRITER_TABLES = {"plain": "w_plain", "hand": "w_hand", "stmt": "w_stmt", "sqlnotify": "w_watch"}
+
+
+def _writer_setup(ctx: Context) -> None:
+    if "writer" in ctx.scratch:
+        return
+    schema = _schema(ctx)
+    engine = _engine(ctx)
+    for name in ("w_plain", "w_hand", "w_stmt"):
+        bench_table(name, schema).metadata.create_all(engine)
+    _watched_table(ctx, "w_watch", ("insert", "update"))
+    conn = pg_connect(str(ctx.pg_url))
+    with conn.cursor() as cur:
+        for op in ("insert", "update"):
+            cur.execute(_HAND_SQL.format(schema=schema, op=op, OP=op.upper()))
+            cur.execute(_STMT_SQL.format(schema=schema, op=op, OP=op.upper()))
+    conn.close()
+    ctx.scratch["writer"] = True
+
+
+def writer(ctx: Context) -> dict[str, float]:
+    """Single-row INSERTs (each its own transaction), then 10,000-row statements."""
+    _writer_setup(ctx)
+    schema = _schema(ctx)
+    rounds = ctx.count(10, 2)
+    per_round = ctx.count(300, 20)
+    bulk = ctx.count(10_000, 500)
+    conn = pg_connect(str(ctx.pg_url))
+    spent = dict.fromkeys(_WRITER_TABLES, 0.0)
+    out: dict[str, float] = {}
+    with conn.cursor() as cur:
+        # Interleave the tables round by round, so drift hits all three alike.
+        for r in range(rounds):
+            order = list(_WRITER_TABLES.items())
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for variant, table in order:
+                sql = f'INSERT INTO "{schema}".{table} (a, b) VALUES (%s, %s)'
+                start = time.perf_counter()
+                for i in range(per_round):
+                    cur.execute(sql, (i, "single row"))
+                spent[variant] += time.perf_counter() - start
+        for variant in _WRITER_TABLES:
+            out[f"insert_{variant}"] = rounds * per_round / spent[variant]
+        for table in _WRITER_TABLES.values():
+            cur.execute(f'TRUNCATE "{schema}".{table}')
+        conn.autocommit = False
+        for variant, table in _WRITER_TABLES.items():
+            ref = f'"{schema}".{table}'
+            start = time.perf_counter()
+            cur.execute(
+                f"INSERT INTO {ref} (a, b) SELECT g, 'bulk row' FROM generate_series(1, %s) g",
+                (bulk,),
+            )
+            conn.commit()
+            out[f"bulk_insert_{variant}"] = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            cur.execute(f"UPDATE {ref} SET a = a + 1")
+            conn.commit()
+            out[f"bulk_update_{variant}"] = (time.perf_counter() - start) * 1000
+            cur.execute(f"TRUNCATE {ref}")
+            conn.commit()
+    conn.close()
+    return out
+
+
+WRITER = Case(
+    name="pg_writer",
+    title="PostgreSQL writer cost",
+    what=(
+        "what a watch costs the writer: single-row INSERTs (one transaction each) per second,"
+        " and the time of one 10,000-row INSERT ... SELECT and one 10,000-row UPDATE (commit"
+        " included), on the same table without a trigger, with a minimal hand-written"
+        " pg_notify(json_build_object(...)) trigger, and with sqlnotify's (one watch per"
+        " operation, two extra columns); nobody listens"
+    ),
+    needs=("postgresql",),
+    rows=[
+        Row("insert_plain", "INSERT, no trigger", "rows/s"),
+        Row("insert_hand", "INSERT, hand-written trigger", "rows/s", "insert_plain"),
+        Row("insert_stmt", "INSERT, statement-level trigger", "rows/s", "insert_plain"),
+        Row("insert_sqlnotify", "INSERT, sqlnotify trigger", "rows/s", "insert_hand", ">=0.9x"),
+        Row("bulk_insert_plain", "10k-row INSERT SELECT, no trigger", "ms"),
+        Row("bulk_insert_hand", "10k-row INSERT SELECT, hand-written", "ms", "bulk_insert_plain"),
+        Row(
+            "bulk_insert_stmt", "10k-row INSERT SELECT, statement-level", "ms", "bulk_insert_plain"
+        ),
+        Row(
+            "bulk_insert_sqlnotify",
+            "10k-row INSERT SELECT, sqlnotify",
+            "ms",
+            "bulk_insert_plain",
+            "<=2x",
+        ),
+        Row("bulk_update_plain", "10k-row UPDATE, no trigger", "ms"),
+        Row("bulk_update_hand", "10k-row UPDATE, hand-written", "ms", "bulk_update_plain"),
+        Row("bulk_update_stmt", "10k-row UPDATE, statement-level", "ms", "bulk_update_plain"),
+        Row(
+            "bulk_update_sqlnotify", "10k-row UPDATE, sqlnotify", "ms", "bulk_update_plain", "<=2x"
+        ),
+    ],
+    run=writer,
+)
+
+
+# -- 6. memory ----------------------------------------------------------------
+
+_NOTIFY_SQL = """\
+SELECT count(pg_notify(%s, json_build_object(
+    'ts', extract(epoch from clock_timestamp()),
+    'row', json_build_object('id', g, 'a', g, 'b', 'memory'))::text))
+FROM generate_series(%s, %s) g"""
+
+
+def memory(ctx: Context) -> dict[str, float]:
+    total = ctx.count(1_000_000, 5_000)
+    warmup = ctx.count(20_000, 1_000)
+    chunk = ctx.count(5_000, 500)
+    window = chunk * 8
+    channel = _watched_table(ctx, "mem")
+    out: dict[str, float] = {}
+    conn = pg_connect(str(ctx.pg_url), autocommit=False)
+    for mode in _modes(ctx, ("bare", "sqlnotify")):
+        spec = _consumer_spec(
+            ctx,
+            mode,
+            "mem",
+            channel,
+            count=total,
+            warmup=warmup,
+            measure="memory",
+            progress=chunk,
+        )
+        with Worker(spec, timeout=600) as worker, conn.cursor() as cur:
+            worker.expect("ready")
+            sent = received = 0
+
+            def send(n: int) -> None:
+                nonlocal sent
+                cur.execute(_NOTIFY_SQL, (channel, sent + 1, sent + n))
+                conn.commit()
+                sent += n
+
+            send(warmup)
+            before = worker.expect("warm")["rss"]
+            # Flow control: never more than a few chunks ahead of the consumer,
+            # so what grows is the consumer's own state, not a backlog.
+            while sent < warmup + total:
+                if sent - received < window:
+                    send(min(chunk, warmup + total - sent))
+                else:
+                    received = worker.expect("progress")
+            after = worker.expect("result")["rss"]
+            worker.wait()
+        out[f"{mode}_before"] = before / 2**20
+        out[f"{mode}_after"] = after / 2**20
+        out[f"{mode}_growth"] = (after - before) / 2**20
+    conn.close()
+    return out
+
+
+MEMORY = Case(
+    name="pg_memory",
+    title="Listener memory",
+    what=(
+        "resident memory (VmRSS) of a consumer process after a warm-up and after 1,000,000"
+        " more events, sent with pg_notify() in transactions of 5,000, never more than 40,000"
+        " ahead of the consumer"
+    ),
+    needs=("postgresql",),
+    rows=[
+        Row("bare_before", "bare loop RSS after warm-up", "MB"),
+        Row("bare_growth", "bare loop growth", "MB"),
+        Row("sqlnotify_before", "sqlnotify RSS after warm-up", "MB"),
+        Row("sqlnotify_growth", "sqlnotify growth", "MB", target="<=10"),
+    ],
+    run=memory,
+    max_repeat=2,
+)
+
+
+# -- 7. start-up --------------------------------------------------------------
+
+_DDL_WORDS = ("CREATE", "DROP", "ALTER", "COMMENT")
+
+
+def _startup_setup(ctx: Context, n: int) -> list[Any]:
+    tables = ctx.scratch.get("startup_tables")
+    if tables is None:
+        import sqlalchemy as sa
+
+        schema = _schema(ctx)
+        metadata = sa.MetaData()
+        tables = [
+            sa.Table(
+                f"s{i:02d}",
+                metadata,
+                sa.Column("id", sa.BigInteger, primary_key=True),
+                sa.Column("a", sa.Integer),
+                sa.Column("b", sa.Text),
+                schema=schema,
+            )
+            for i in range(n)
+        ]
+        metadata.create_all(_engine(ctx))
+        ctx.scratch["startup_tables"] = tables
+    return list(tables)
+
+
+def startup(ctx: Context) -> dict[str, float]:
+    import sqlalchemy as sa
+
+    from sqlnotify import Notifier
+
+    n = ctx.count(50, 5)
+    tables = _startup_setup(ctx, n)
+    engine = sa.create_engine(ctx.pg_url, pool_size=2, max_overflow=2)
+    ddl = [0]
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def count_ddl(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(_DDL_WORDS):
+            ddl[0] += 1
+
+    def make() -> Notifier:
+        notifier = Notifier(engine, use_logger=False)
+        for table in tables:
+            notifier.watch(table, "insert", extra_columns=["a", "b"])
+        return notifier
+
+    out: dict[str, float] = {}
+    cold = make()
+    cold.uninstall()
+    for label in ("first", "second"):
+        notifier = cold if label == "first" else make()
+        ddl[0] = 0
+        start = time.perf_counter()
+        notifier.start()
+        out[f"{label}_ms"] = (time.perf_counter() - start) * 1000
+        out[f"{label}_ddl"] = ddl[0]
+        notifier.stop()
+    engine.dispose()
+
+    # The floor: connect, LISTEN on every channel, and one round trip to itself.
+    channels = [w.channel for w in cold.watches]
+    start = time.perf_counter()
+    conn = pg_connect(str(ctx.pg_url))
+    with conn.cursor() as cur:
+        cur.execute("".join(f'LISTEN "{c}";' for c in [*channels, "bench_ping"]))
+        cur.execute("NOTIFY bench_ping")
+        while not conn.notifies:
+            conn.poll()
+    out["bare_ms"] = (time.perf_counter() - start) * 1000
+    conn.close()
+    return out
+
+
+STARTUP = Case(
+    name="pg_startup",
+    title="Start-up with 50 watches",
+    what=(
+        "Notifier.start() with 50 watched tables: first start (installs 50 triggers) and a"
+        " second start by a new notifier with nothing to change, with the number of DDL"
+        " statements each executed; the floor is a bare psycopg2 connect + LISTEN on the 50"
+        " channels + one NOTIFY round trip"
+    ),
+    needs=("postgresql",),
+    rows=[
+        Row("bare_ms", "connect + LISTEN x50 + round trip", "ms"),
+        Row("second_ms", "second start(), nothing to change", "ms", "bare_ms"),
+        Row("second_ddl", "DDL statements, second start()", "stmts", target="==0"),
+        Row("first_ms", "first start(), installs 50 triggers", "ms", "bare_ms"),
+        Row("first_ddl", "DDL statements, first start()", "stmts"),
+    ],
+    run=startup,
+)
