@@ -146,3 +146,85 @@ def test_receivers_connected_while_running_get_the_next_event(
     insert("three")
     late.wait_for(2, timeout=10)
     assert [e.extra_columns["name"] for e in early.events] == ["one", "two"]
+
+
+@pytest.mark.postgresql
+def test_generated_trigger_payload_round_trips_values(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "mixed",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.Text),
+        sa.Column("price", sa.Numeric(10, 2)),
+        sa.Column("at", sa.DateTime(timezone=True)),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("doc", sa.JSON),
+    )
+    metadata.create_all(pg_schema_engine)
+    notifier = Notifier(pg_schema_engine)
+    notifiers.append(notifier)
+    columns = ["name", "price", "at", "flag", "doc"]
+    recorders = {}
+    for op in ("insert", "update", "delete"):
+        notifier.watch(table, op, extra_columns=columns)
+        recorders[op] = EventRecorder()
+        notifier.subscribe(table, op)(recorders[op])
+    notifier.start()
+    at = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone.utc)
+    row = {
+        "id": 7,
+        "name": 'quote " backslash \\ unicode \u00e9\u4e2d newline \n',
+        "price": Decimal("12.50"),
+        "at": at,
+        "flag": True,
+        "doc": {"k": [1, "two", None]},
+    }
+    before = dt.datetime.now(dt.timezone.utc)
+    with pg_schema_engine.begin() as conn:
+        conn.execute(table.insert().values(**row))
+        conn.execute(table.update().values(name=None).where(table.c.id == 7))
+        conn.execute(table.delete().where(table.c.id == 7))
+    inserted = recorders["insert"].wait_for(1, timeout=10)[0]
+    updated = recorders["update"].wait_for(1, timeout=10)[0]
+    deleted = recorders["delete"].wait_for(1, timeout=10)[0]
+    assert inserted.id == 7
+    assert dict(inserted.extra_columns) == {k: v for k, v in row.items() if k != "id"}
+    assert updated.extra_columns["name"] is None
+    assert deleted.extra_columns["name"] is None and deleted.extra_columns["flag"] is True
+    assert inserted.timestamp is not None
+    assert before - dt.timedelta(seconds=5) <= inserted.timestamp <= dt.datetime.now(
+        dt.timezone.utc
+    )
+    assert all(e.status == "complete" for e in (inserted, updated, deleted))
+
+
+@pytest.mark.postgresql
+def test_generated_trigger_sends_keys_only_for_an_oversize_row(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "big",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("body", sa.Text),
+    )
+    metadata.create_all(pg_schema_engine)
+    notifier = Notifier(pg_schema_engine, use_logger=False)
+    notifiers.append(notifier)
+    notifier.watch(table, "insert", extra_columns=["body"])
+    recorder = EventRecorder()
+    notifier.subscribe(table, "insert")(recorder)
+    notifier.start()
+    with pg_schema_engine.begin() as conn:
+        conn.execute(table.insert().values(id=1, body="x" * 9000))
+        conn.execute(table.insert().values(id=2, body="small"))
+    first, second = recorder.wait_for(2, timeout=10)
+    assert (first.id, first.status, dict(first.extra_columns)) == (1, "keys_only", {})
+    assert (second.id, second.status, second.extra_columns["body"]) == (2, "complete", "small")

@@ -79,18 +79,24 @@ _LIBPQ_KEYWORDS = frozenset(
     ]
 )
 
+# The payload is concatenated text around one json_build_object() (cheaper
+# than nesting two), and pg_notify() is called inside an IF: PL/pgSQL
+# evaluates an IF condition as a simple expression, where PERFORM would run a
+# planned query for every row.
 FUNCTION_SQL = """\
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql AS {tag}
 DECLARE
     payload text;
 BEGIN
-    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                 'row', json_build_object({row}))::text;
+    payload := '{{"ts":' || extract(epoch from clock_timestamp())
+               || ',"row":' || json_build_object({row})::text || '}}';
     IF octet_length(payload) > {limit} THEN
         {oversize}
     END IF;
-    PERFORM pg_notify({channel}, payload);
+    IF pg_notify({channel}, payload) IS NULL THEN
+        NULL;
+    END IF;
     RETURN NULL;
 END;
 {tag}"""
