@@ -198,8 +198,8 @@ def test_generated_trigger_payload_round_trips_values(
     assert updated.extra_columns["name"] is None
     assert deleted.extra_columns["name"] is None and deleted.extra_columns["flag"] is True
     assert inserted.timestamp is not None
-    assert before - dt.timedelta(seconds=5) <= inserted.timestamp <= dt.datetime.now(
-        dt.timezone.utc
+    assert (
+        before - dt.timedelta(seconds=5) <= inserted.timestamp <= dt.datetime.now(dt.timezone.utc)
     )
     assert all(e.status == "complete" for e in (inserted, updated, deleted))
 
