@@ -24,6 +24,8 @@ class Row:
     unit: str
     baseline: str | None = None
     target: str | None = None
+    #: How the table compares the row with its baseline: ``"ratio"`` or ``"delta"``.
+    compare: str = "ratio"
 
 
 _TARGET = re.compile(r"^(>=|<=|==)(\+)?(-?[0-9.]+)(x)?$")

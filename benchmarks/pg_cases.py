@@ -187,7 +187,7 @@ def _latency_rows() -> list[Row]:
     rows = []
     for q, target in ((50, "<=+0.3"), (95, None), (99, "<=+1")):
         rows.append(Row(f"bare_p{q}", f"bare loop p{q}", "ms"))
-        rows.append(Row(f"sqlnotify_p{q}", f"sqlnotify p{q}", "ms", f"bare_p{q}", target))
+        rows.append(Row(f"sqlnotify_p{q}", f"sqlnotify p{q}", "ms", f"bare_p{q}", target, "delta"))
     return rows
 
 

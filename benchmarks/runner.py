@@ -38,6 +38,8 @@ def _fmt(value: float | None) -> str:
     if value is None or value != value:  # None or NaN
         return "-"
     size = abs(value)
+    if float(value).is_integer() and size < 100:
+        return f"{value:.0f}"
     if size >= 100:
         return f"{value:,.0f}"
     if size >= 10:
@@ -62,6 +64,7 @@ def summarise(case: Case, runs: list[dict[str, float]]) -> list[dict[str, Any]]:
             "max": max(values) if values else None,
             "baseline": row.baseline,
             "target": row.target,
+            "compare": row.compare,
         }
         if row.baseline:
             pairs = [
@@ -95,8 +98,7 @@ def _table_lines(results: list[dict[str, Any]]) -> list[str]:
         for row in case["rows"]:
             vs = ""
             if row.get("baseline"):
-                target = row.get("target") or ""
-                if "+" in target and row.get("delta") is not None:
+                if row.get("compare") == "delta" and row.get("delta") is not None:
                     vs = f"{row['delta']:+.2f} {row['unit']}"
                 elif row.get("ratio") is not None:
                     vs = f"{row['ratio']:.2f}x"
@@ -146,7 +148,9 @@ def update_readme(path: str, report: dict[str, Any]) -> None:
         f"Measured {report['date'][:10]} with ``{report['command']}`` on"
         f" {_machine_line(report['machine'])}.",
         "",
-        *_table_lines(report["cases"]),
+        "::",
+        "",
+        *("    " + line if line else "" for line in _table_lines(report["cases"])),
         "",
     ]
     new = text[:start] + "\n".join(block) + "\n" + text[end:]
