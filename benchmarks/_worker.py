@@ -107,28 +107,18 @@ def pg_bare(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], No
     return run
 
 
-def pg_sqlnotify(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
-    """sqlnotify's listener and dispatcher threads, one receiver connected with subscribe()."""
-    import sqlalchemy as sa
-
-    from sqlnotify import Notifier
-
-    engine = sa.create_engine(spec["url"], pool_size=1, max_overflow=1)
-    table = bench_table(spec["table"], spec["schema"])
-    notifier = Notifier(engine)
-    notifier.watch(table, "insert", extra_columns=["a", "b"])
+def _receiver(tally: Tally, measure: str) -> Callable[[Any], None]:
+    """The receiver every sqlnotify mode runs: counts, and records latency or progress."""
     total = tally.total
     warmup = tally.warmup
     progress = tally.progress_every
     clock = time.monotonic
     wall = time.time
-    latencies = tally.latencies
-    append = latencies.append
+    append = tally.latencies.append
     count = 0
 
     if measure == "latency":
 
-        @notifier.subscribe(table, "insert")
         def receive(event: Any) -> None:
             nonlocal count
             append(wall() - event.epoch)
@@ -138,35 +128,90 @@ def pg_sqlnotify(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[
                 tally.t_last = clock()
                 tally.done.set()
 
-    else:
+        return receive
 
-        @notifier.subscribe(table, "insert")
-        def receive(event: Any) -> None:
-            nonlocal count
-            count += 1
-            if count == 1:
-                tally.t_first = clock()
-            if progress and count % progress == 0:
-                say(progress=count)
-            if count == warmup:
-                tally.warm.set()
-            if count == total:
-                tally.n = count
-                tally.t_last = clock()
-                tally.done.set()
+    def receive_count(event: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            tally.t_first = clock()
+        if progress and count % progress == 0:
+            say(progress=count)
+        if count == warmup:
+            tally.warm.set()
+        if count == total:
+            tally.n = count
+            tally.t_last = clock()
+            tally.done.set()
 
+    return receive_count
+
+
+def _notifier(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
+    import sqlalchemy as sa
+
+    from sqlnotify import Notifier
+
+    engine = sa.create_engine(spec["url"], pool_size=1, max_overflow=1)
+    table = bench_table(spec["table"], spec["schema"])
+    notifier = Notifier(engine)
+    notifier.watch(table, "insert", extra_columns=["a", "b"])
+    return engine, table, notifier
+
+
+def pg_sqlnotify(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """sqlnotify's listener and dispatcher threads, one receiver connected with subscribe()."""
+    engine, table, notifier = _notifier(spec)
+    notifier.subscribe(table, "insert")(_receiver(tally, measure))
     notifier.start()
 
     def run() -> None:
-        if not tally.done.wait(spec.get("timeout", 300.0)):
-            tally.n = count
+        tally.done.wait(spec.get("timeout", 300.0))
         notifier.stop()
         engine.dispose()
 
     return run
 
 
-CONSUMERS = {"bare": pg_bare, "sqlnotify": pg_sqlnotify}
+def pg_aio(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """The asyncio bridge: an ``async def`` receiver on the loop that ran ``astart()``."""
+    import asyncio
+
+    engine, table, notifier = _notifier(spec)
+    receive = _receiver(tally, measure)
+
+    async def on_event(event: Any) -> None:
+        receive(event)
+
+    notifier.subscribe(table, "insert")(on_event)
+    started = threading.Event()
+    failure: list[BaseException] = []
+    timeout = spec.get("timeout", 300.0)
+
+    async def main() -> None:
+        try:
+            await notifier.astart()
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+        finally:
+            started.set()
+        await asyncio.to_thread(tally.done.wait, timeout)
+        await notifier.astop()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="bench-loop", daemon=True)
+    thread.start()
+    if not started.wait(60) or failure:
+        raise RuntimeError(f"the notifier did not start on the loop: {failure}")
+
+    def run() -> None:
+        thread.join(timeout)
+        engine.dispose()
+
+    return run
+
+
+CONSUMERS = {"bare": pg_bare, "sqlnotify": pg_sqlnotify, "aio": pg_aio}
 
 
 def consumer(spec: dict[str, Any]) -> None:

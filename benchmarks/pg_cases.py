@@ -104,11 +104,11 @@ def _fill(ctx: Context, table: str, count: int, per_tx: int = 100) -> float:
     return count / elapsed
 
 
-def throughput(ctx: Context) -> dict[str, float]:
+def throughput(ctx: Context, modes: tuple[str, ...] = ("bare", "sqlnotify")) -> dict[str, float]:
     count = ctx.count(100_000, 2_000)
     channel = _watched_table(ctx, "tp")
     out: dict[str, float] = {}
-    for mode in _modes(ctx, ("bare", "sqlnotify")):
+    for mode in _modes(ctx, modes):
         with Worker(_consumer_spec(ctx, mode, "tp", channel, count=count)) as worker:
             worker.expect("ready")
             # The consumer is frozen while the producer commits every row, so
@@ -148,13 +148,15 @@ THROUGHPUT = Case(
 # -- 2. latency ---------------------------------------------------------------
 
 
-def _latency(ctx: Context, producer_mode: str) -> dict[str, float]:
+def _latency(
+    ctx: Context, producer_mode: str, modes: tuple[str, ...] = ("bare", "sqlnotify")
+) -> dict[str, float]:
     count = ctx.count(3_000, 200)
     warmup = ctx.count(300, 20)
     rate = 1000.0
     channel = _watched_table(ctx, "lat")
     out: dict[str, float] = {}
-    for mode in _modes(ctx, ("bare", "sqlnotify")):
+    for mode in _modes(ctx, modes):
         spec = _consumer_spec(
             ctx, mode, "lat", channel, count=count, warmup=warmup, measure="latency"
         )
@@ -214,6 +216,45 @@ NOTIFY_LATENCY = Case(
     needs=("postgresql",),
     rows=_latency_rows(),
     run=lambda ctx: _latency(ctx, "notify"),
+)
+
+
+# -- 5. the asyncio bridge -----------------------------------------------------
+
+
+def _aio_available() -> str | None:
+    from sqlnotify import Notifier
+
+    if not hasattr(Notifier, "astart"):
+        return "this sqlnotify has no asyncio bridge (Notifier.astart)"
+    return None
+
+
+def aio(ctx: Context) -> dict[str, float]:
+    out = {f"tp_{k}": v for k, v in throughput(ctx, ("sqlnotify", "aio")).items()}
+    out.update(_latency(ctx, "insert", ("sqlnotify", "aio")))
+    return out
+
+
+AIO = Case(
+    name="aio_bridge",
+    title="asyncio bridge",
+    what=(
+        "an async def receiver on the loop that ran astart(), against the same receiver as a"
+        " plain function on the dispatcher thread: throughput as in pg_throughput, latency as"
+        " in pg_latency"
+    ),
+    needs=("postgresql",),
+    rows=[
+        Row("tp_sqlnotify", "throughput, sync receiver", "events/s"),
+        Row("tp_aio", "throughput, async def receiver", "events/s", "tp_sqlnotify", ">=0.5x"),
+        Row("sqlnotify_p50", "latency p50, sync receiver", "ms"),
+        Row("aio_p50", "latency p50, async def receiver", "ms", "sqlnotify_p50", "<=+0.3", "delta"),
+        Row("sqlnotify_p99", "latency p99, sync receiver", "ms"),
+        Row("aio_p99", "latency p99, async def receiver", "ms", "sqlnotify_p99", None, "delta"),
+    ],
+    run=aio,
+    available=_aio_available,
 )
 
 

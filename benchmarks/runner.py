@@ -27,6 +27,7 @@ def all_cases() -> list[Case]:
         pg_cases.THROUGHPUT,
         pg_cases.LATENCY,
         pg_cases.NOTIFY_LATENCY,
+        pg_cases.AIO,
         pg_cases.WRITER,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
