@@ -116,8 +116,6 @@ class Worker:
             stderr=None,
             env=env,
             cwd=ROOT,
-            text=True,
-            bufsize=1,
         )
         self._buffer = ""
 
@@ -128,10 +126,9 @@ class Worker:
     def expect(self, key: str, timeout: float | None = None) -> Any:
         """Wait for the next message carrying ``key`` and return its value."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        assert self.proc.stdout is not None
         while True:
-            line = self.proc.stdout.readline() if self._readable(deadline) else ""
-            if not line:
+            line = self._line(deadline)
+            if line is None:
                 code = self.proc.poll()
                 self.kill()
                 why = f"exited with {code}" if code is not None else "timed out"
@@ -143,13 +140,24 @@ class Worker:
             if key in message:
                 return message[key]
 
-    def _readable(self, deadline: float) -> bool:
+    def _line(self, deadline: float) -> str | None:
+        # Read the pipe's descriptor directly: a buffered reader would hold
+        # lines that select() can no longer see.
         assert self.proc.stdout is not None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
-        return bool(ready)
+        fd = self.proc.stdout.fileno()
+        while "\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk.decode("utf-8")
+        line, self._buffer = self._buffer.split("\n", 1)
+        return line
 
     def wait(self, timeout: float = 30.0) -> int:
         try:

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -190,8 +191,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl-C and kill both unwind, so the throwaway schema is dropped.
+    signal.signal(signal.SIGTERM, _terminated)
     cases = all_cases()
     if args.list:
         for case in cases:
