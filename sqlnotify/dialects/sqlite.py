@@ -5,8 +5,9 @@ sequence number (``AUTOINCREMENT``, so a number is never reused, even after
 pruning), the channel, and the same JSON payload PostgreSQL sends.  SQLite
 has one writer at a time, so sequence order is commit order.
 
-The listener owns its own connection (``pysqlite3`` when installed, else the
-standard ``sqlite3``).  It notices commits with ``PRAGMA data_version`` (a
+The listener owns its own connection, made with the same SQLite module as
+the application's engine (two copies of the SQLite library in one process
+break each other's file locks).  It notices commits with ``PRAGMA data_version`` (a
 few microseconds) and then reads the rows after its position.  It sleeps on
 inotify (Linux, ``inotify_simple``) watching the write-ahead log, so an idle
 listener costs nothing; elsewhere it polls, quickly just after activity and
@@ -37,7 +38,7 @@ from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 
-__all__ = ["SQLiteDialect", "SQLiteOptions", "SQLiteSource", "database_path"]
+__all__ = ["SQLiteDialect", "SQLiteOptions", "SQLiteSource", "database_path", "driver_for"]
 
 LOG_TABLE = "sqlnotify_log"
 MARKER = "-- sqlnotify:"
@@ -87,13 +88,23 @@ _OPTION_NAMES = {
 }
 
 
-def _driver() -> Any:
-    """``pysqlite3`` (a recent SQLite, from the ``sqlite`` extra) or the standard module."""
-    try:
-        import pysqlite3.dbapi2 as driver
-    except ImportError:
-        import sqlite3 as driver
-    return driver
+def driver_for(engine: sa.Engine) -> Any:
+    """The SQLite module the engine's driver uses (``sqlite3`` or ``pysqlite3``).
+
+    sqlnotify's own connections must use the same copy of the SQLite library
+    as the application: two copies in one process do not see each other's
+    POSIX locks, which corrupts databases (see "How To Corrupt An SQLite
+    Database File", section 2.2.1).  To run everything on the recent SQLite
+    of ``pysqlite3``, create the engine with ``module=pysqlite3.dbapi2``.
+    """
+    dbapi = getattr(engine.dialect, "loaded_dbapi", None)
+    module = getattr(dbapi, "sqlite", dbapi)  # aiosqlite's adapter keeps the module here
+    name = getattr(module, "__name__", "")
+    if name.split(".")[0] in ("sqlite3", "pysqlite3") and hasattr(module, "connect"):
+        return module
+    import sqlite3
+
+    return sqlite3
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -170,6 +181,8 @@ def database_path(url: sa.URL) -> str:
     """The absolute file path of an SQLite URL; refuses in-memory databases."""
     database = url.database or ""
     uri = str(url.query.get("uri", "")).lower() in ("true", "1") or database.startswith("file:")
+    if uri and "memory" in str(url.query.get("mode", "")):
+        raise SQLNotifyConfigurationError(f"{_MEMORY_HINT}; got {url!s}")
     if uri:
         parts = urllib.parse.urlsplit(database)
         params = urllib.parse.parse_qs(parts.query)
@@ -204,7 +217,7 @@ class SQLiteDialect(Dialect):
             )
             engine = self._own_engine
         super().__init__(engine, log, options)
-        self.driver = _driver()
+        self.driver = driver_for(self.user_engine)
         self._conn: Any = None
         self._conn_lock = threading.Lock()
         self._wake: Callable[[], None] | None = None
