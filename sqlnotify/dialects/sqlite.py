@@ -646,6 +646,8 @@ class SQLiteSource(Source):
         self._more = False
         self._burst = -1  # index into BURST; -1: not in a burst
         self._poll = self.MIN_POLL
+        #: How often the database was busy (locked by a writer) for this source.
+        self.busy = 0
 
     def _watch(self, mode: str) -> _Inotify | None:
         path = self._dialect.path + ("-wal" if mode == "wal" else "")
@@ -690,6 +692,7 @@ class SQLiteSource(Source):
                 # A writer holds a lock SQLite makes readers wait for (only
                 # outside WAL mode, or during recovery): try again shortly.
                 self._log.debug("the SQLite listener found the database busy: %s", exc)
+                self.busy += 1
                 self._burst = 0
                 return ()
             raise SourceDisconnected(f"SQLite error: {exc}") from exc
@@ -743,7 +746,8 @@ class SQLiteSource(Source):
         except self._operational as exc:
             if not _is_busy(exc):
                 raise
-            self._next_prune = now + 1.0
+            self.busy += 1
+            self._next_prune = now + min(1.0, self._prune_every)
             return
         if deleted:
             self._log.debug("pruned %d change log rows", deleted)
