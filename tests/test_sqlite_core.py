@@ -12,7 +12,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlite_support import file_engine, ids
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
-from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect
+from sqlnotify._listener import Listener
+from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect, SQLiteSource
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
 
@@ -453,3 +454,60 @@ def test_inotify_wakes_on_foreign_commit(engine: sa.Engine, notifiers: list[Noti
     with sqlite3.connect(n.dialect.path) as conn:  # type: ignore[attr-defined]
         conn.execute("INSERT INTO account (id, email, name, active) VALUES (4, 'e', 'n', 1)")
     assert rec.wait_for(1)[0].id == 4
+
+
+def test_async_engine(sqlite_path: str, notifiers: list[Notifier]) -> None:
+    pytest.importorskip("aiosqlite")
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def main() -> list[ChangeEvent]:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{sqlite_path}")
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        n = make(engine, notifiers)  # type: ignore[arg-type]
+        n.watch("account", "insert", extra_columns=["name"])  # reflected by name
+        n.watch(Account, "update", extra_columns=["active"])
+        rec = EventRecorder()
+        n.subscribe("account", "insert")(rec)
+        n.subscribe(Account, "update")(rec)
+        n.start()
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(Account).values(id=1, email="e", name="Ann"))
+            await conn.execute(sa.update(Account).values(active=False))
+        events = await asyncio.to_thread(rec.wait_for, 2)
+        n.stop()
+        await engine.dispose()
+        return events
+
+    ins, upd = asyncio.run(main())
+    assert ins.id == 1 and ins.extra_columns["name"] == "Ann"
+    assert upd.extra_columns["active"] is False
+
+
+def test_same_process_commit_wakes_the_listener(
+    engine: sa.Engine, notifiers: list[Notifier], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Polling only, every 30 s: only the commit hook can deliver within 10 s.
+    monkeypatch.setattr(Listener, "WAIT_TIMEOUT", 30.0)
+    monkeypatch.setattr(SQLiteSource, "MIN_POLL", 30.0)
+    n = make(engine, notifiers, sqlite_inotify=False, sqlite_poll_interval=30.0)
+    n.watch(Account, "insert")
+    rec = EventRecorder()
+    n.subscribe(Account, "insert")(rec)
+    n.start()
+    assert n._listener is not None
+    source = n._listener.source
+    assert isinstance(source, SQLiteSource)
+    for i in (1, 2):
+        # Wait until the listener has left its quick checks after activity.
+        wait_until(lambda: source._burst == -1, 10, "the listener to go idle")
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Account).values(id=i, email="e", name="n"))
+        assert rec.wait_for(i, timeout=10)[-1].id == i
+    dialect = n.dialect
+    assert isinstance(dialect, SQLiteDialect)
+    assert sa.event.contains(engine, "commit", dialect._on_commit)
+    n.stop()
+    assert not sa.event.contains(engine, "commit", dialect._on_commit)
