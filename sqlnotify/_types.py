@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import types as sqltypes
+from sqlalchemy.sql.sqltypes import _AbstractInterval
 
 Converter = Callable[[Any], Any]
 
@@ -96,15 +97,26 @@ def _enum_converter(type_: sqltypes.Enum) -> Converter | None:
     return convert
 
 
+def _unwrap(type_: Any) -> Any:
+    """The type that decides the payload's JSON form.
+
+    ``Interval`` is a ``TypeDecorator`` over ``DateTime`` (for databases
+    without an interval type), but it is stored natively on PostgreSQL and
+    read back as a ``timedelta``: it is kept, not unwrapped.
+    """
+    t = type_
+    while isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, _AbstractInterval):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    return t
+
+
 def converter_for(type_: Any, dialect: str) -> Converter | None:
     """The converter for one column type, or ``None`` when JSON already gives the type.
 
     ``dialect`` is ``"postgresql"`` or ``"sqlite"``; SQLite stores booleans as
     integers, JSON as text and BLOBs (hex-encoded in payloads) differently.
     """
-    t = type_
-    if isinstance(t, sqltypes.TypeDecorator):
-        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    t = _unwrap(type_)
     if isinstance(t, sqltypes.Enum):
         return _enum_converter(t)
     if isinstance(t, sqltypes.Boolean):
@@ -115,7 +127,7 @@ def converter_for(type_: Any, dialect: str) -> Converter | None:
         return to_date
     if isinstance(t, sqltypes.Time):
         return to_time
-    if isinstance(t, sqltypes.Interval):
+    if isinstance(t, _AbstractInterval):
         return to_timedelta if dialect == "postgresql" else to_datetime_delta_sqlite
     if isinstance(t, sqltypes.Numeric):
         if isinstance(t, sqltypes.Float) or not t.asdecimal:
@@ -139,10 +151,8 @@ def to_datetime_delta_sqlite(value: Any) -> Any:
 
 def pg_value_sql(type_: Any, ref: str) -> str:
     """The SQL expression a PostgreSQL trigger puts in the payload for one column."""
-    t = type_
-    if isinstance(t, sqltypes.TypeDecorator):
-        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
-    if isinstance(t, sqltypes.Interval):
+    t = _unwrap(type_)
+    if isinstance(t, _AbstractInterval):
         return f"extract(epoch from {ref})"
     if isinstance(t, sqltypes.Numeric) and not isinstance(t, sqltypes.Float) and t.asdecimal:
         return f"{ref}::text"

@@ -489,8 +489,8 @@ class Notifier:
     ) -> tuple[str, str]:
         """The channel and payload text :meth:`notify` would send (checks included)."""
         entry = self._entry(model, operation, channel_label)
-        if entry.watch is None:
-            self.prepare()
+        if entry.watch is None or entry.watch.default_schema is None:
+            self.prepare()  # reflects tables given by name, resolves the default schema
         assert entry.watch is not None
         if not isinstance(payload, Mapping):
             raise SQLNotifyConfigurationError(
@@ -566,7 +566,9 @@ class Notifier:
                 data = loads(n.payload)
                 event = route.decode(data)
             except Exception as exc:
-                self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
+                # The exception's text may quote a row value: DEBUG only.
+                self.log.debug("cannot decode a payload on %r: %s", channel, exc)
+                self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             stats.received += 1
             if event.status != "complete":
