@@ -577,6 +577,13 @@ class Notifier:
 
     def _incomplete(self, route: Route, event: ChangeEvent) -> None:
         self.stats.truncated += 1
+        if event.status == "lost":
+            self.log.warning(
+                "a row of %s was too large for one notification, and so were its keys alone;"
+                " the event carries no values (use_overflow_table=True delivers it whole)",
+                route.watch.describe(),
+            )
+            return
         self.log.warning(
             "a row of %s was too large for one notification; the event carries its keys only"
             " (use_overflow_table=True delivers it whole)",
