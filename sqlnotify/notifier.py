@@ -370,8 +370,8 @@ class Notifier:
     def install(self) -> list[InstallState]:
         """Install (or update) the triggers of every watch without starting the listener."""
         with self._lock:
-            watches = self.prepare()
             try:
+                watches = self.prepare()
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, cleanup_first=self.cleanup_on_start
                 )
