@@ -17,11 +17,20 @@ from sqlalchemy.sql.sqltypes import _AbstractInterval
 Converter = Callable[[Any], Any]
 
 _FRACTION = re.compile(r"(\.\d{1,5})(?=[+-]|Z|$)")
+_HOURS_OFFSET = re.compile(r"[+-]\d\d$")
 
 
 def _pad_fraction(text: str) -> str:
     # Python 3.10's fromisoformat wants 3 or 6 fraction digits; PostgreSQL trims them.
     return _FRACTION.sub(lambda m: m.group(1).ljust(7, "0"), text)
+
+
+def _py310_iso(text: str) -> str:
+    """Rewrite PostgreSQL's ISO 8601 forms into the subset Python 3.10 parses."""
+    text = _pad_fraction(text)
+    if ":" in text and _HOURS_OFFSET.search(text):  # "+05" -> "+05:00"
+        text += ":00"
+    return text
 
 
 def to_datetime(value: Any) -> Any:
@@ -31,10 +40,7 @@ def to_datetime(value: Any) -> Any:
     try:
         return dt.datetime.fromisoformat(text)
     except ValueError:
-        text = _pad_fraction(text)
-        if len(text) > 3 and text[-3] in "+-" and text[-6] != ":":  # "+05" -> "+05:00"
-            text += ":00"
-        return dt.datetime.fromisoformat(text)
+        return dt.datetime.fromisoformat(_py310_iso(text))
 
 
 def to_date(value: Any) -> Any:
@@ -47,7 +53,7 @@ def to_time(value: Any) -> Any:
     try:
         return dt.time.fromisoformat(value)
     except ValueError:
-        return dt.time.fromisoformat(_pad_fraction(value))
+        return dt.time.fromisoformat(_py310_iso(value))
 
 
 def to_timedelta(value: Any) -> Any:

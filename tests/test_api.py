@@ -169,3 +169,22 @@ def test_change_event_pickles() -> None:
     assert copy.timestamp == event.timestamp
     assert copy.primary_keys == ("order_id", "item_id")
     assert copy != make_event(row={"order_id": 1, "item_id": 9, "quantity": 3})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("23:59:58.5+00", "23:59:58.500000+00:00"),
+        ("2024-01-01T00:00:00.12+05", "2024-01-01T00:00:00.120000+05:00"),
+        ("2024-01-01T00:00:00", "2024-01-01T00:00:00"),
+        ("2024-01-01", "2024-01-01"),
+    ],
+)
+def test_postgresql_iso_forms_are_rewritten_for_python_310(text: str, expected: str) -> None:
+    from sqlnotify._types import _py310_iso
+
+    assert _py310_iso(text) == expected
+    parse = dt.time.fromisoformat if len(expected) < 20 and "-" not in expected[:5] else None
+    if parse is None:
+        parse = dt.date.fromisoformat if len(expected) == 10 else dt.datetime.fromisoformat
+    parse(expected)  # a form Python 3.10's fromisoformat accepts

@@ -402,6 +402,7 @@ def test_values_have_the_types_sqlalchemy_reads(
         at_naive: Mapped[dt.datetime] = mapped_column(sa.DateTime())
         day: Mapped[dt.date]
         clock: Mapped[dt.time]
+        clock_tz: Mapped[dt.time] = mapped_column(sa.Time(timezone=True))
         uid: Mapped[uuid.UUID]
         doc: Mapped[Any] = mapped_column(sa.JSON)
         docb: Mapped[Any] = mapped_column(pg.JSONB)
@@ -428,6 +429,7 @@ def test_values_have_the_types_sqlalchemy_reads(
         "at_naive": dt.datetime(2024, 5, 6, 7, 8, 9, 120000),
         "day": dt.date(2024, 2, 29),
         "clock": dt.time(23, 59, 58, 500000),
+        "clock_tz": dt.time(1, 2, 3, 400000, tzinfo=dt.timezone(dt.timedelta(hours=-3))),
         "uid": uuid.uuid4(),
         "doc": {"a": [1, 2.5, None, "x"], "b": {"c": True}},
         "docb": [1, {"k": "v"}],
