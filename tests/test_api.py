@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -172,19 +173,22 @@ def test_change_event_pickles() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "expected", "parse"),
     [
-        ("23:59:58.5+00", "23:59:58.500000+00:00"),
-        ("2024-01-01T00:00:00.12+05", "2024-01-01T00:00:00.120000+05:00"),
-        ("2024-01-01T00:00:00", "2024-01-01T00:00:00"),
-        ("2024-01-01", "2024-01-01"),
+        ("23:59:58.5+00", "23:59:58.500000+00:00", dt.time.fromisoformat),
+        (
+            "2024-01-01T00:00:00.12+05",
+            "2024-01-01T00:00:00.120000+05:00",
+            dt.datetime.fromisoformat,
+        ),
+        ("2024-01-01T00:00:00", "2024-01-01T00:00:00", dt.datetime.fromisoformat),
+        ("2024-01-01", "2024-01-01", dt.date.fromisoformat),
     ],
 )
-def test_postgresql_iso_forms_are_rewritten_for_python_310(text: str, expected: str) -> None:
+def test_postgresql_iso_forms_are_rewritten_for_python_310(
+    text: str, expected: str, parse: Any
+) -> None:
     from sqlnotify._types import _py310_iso
 
     assert _py310_iso(text) == expected
-    parse = dt.time.fromisoformat if len(expected) < 20 and "-" not in expected[:5] else None
-    if parse is None:
-        parse = dt.date.fromisoformat if len(expected) == 10 else dt.datetime.fromisoformat
-    parse(expected)  # a form Python 3.10's fromisoformat accepts
+    parse(expected)  # a form Python 3.10's fromisoformat accepts too
