@@ -384,6 +384,8 @@ def test_a_silent_dead_connection_is_noticed_by_the_liveness_probe(
             "postgresql+psycopg2://h/d?application_name=myapp-sqlnotify&options=-csearch_path%3Dshop",
             {"application_name": "myapp-sqlnotify", "options": "-csearch_path=shop"},
         ),
+        ("postgresql+psycopg2://h/d?application_name=shop", {"application_name": "shop/sqlnotify"}),
+        ("postgresql+psycopg2://h/d", {"application_name": "sqlnotify"}),
     ],
 )
 def test_listener_dsn(url: str, expected: dict[str, str]) -> None:

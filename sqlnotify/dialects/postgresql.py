@@ -142,7 +142,11 @@ def listener_dsn(url: sa.URL) -> dict[str, Any]:
             kwargs["sslmode"] = mapping.get(text.lower(), text)
         elif key in _LIBPQ_KEYWORDS:
             kwargs[key] = text
-    kwargs.setdefault("application_name", "sqlnotify")
+    # The listener's session must be recognisable in pg_stat_activity.
+    app = kwargs.get("application_name")
+    kwargs["application_name"] = (
+        f"{app}/sqlnotify" if app and "sqlnotify" not in app else app or "sqlnotify"
+    )
     kwargs.setdefault("connect_timeout", "10")
     kwargs.setdefault("keepalives", "1")
     kwargs.setdefault("keepalives_idle", "10")
