@@ -113,7 +113,7 @@ def test_default_payload_is_the_key_only(
     n = make_notifier(notifiers, pg_engine)
     n.watch(setup.User, Operation.INSERT)
     rec = EventRecorder()
-    n.subscribe(setup.User, Operation.INSERT)(rec)
+    assert n.subscribe(setup.User, Operation.INSERT)(rec) is rec  # returned unchanged
     n.start()
     execute(pg_engine, f"INSERT INTO {users(schema)} (id, email, name) VALUES (7, 'a', 'b')")
     (event,) = rec.wait_for(1, TIMEOUT)
@@ -690,3 +690,19 @@ def test_same_table_name_in_two_schemas_does_not_cross_talk(
             engine.dispose()
         for name in schemas:
             execute(pg_engine, f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_a_table_name_past_postgresql_limit_is_an_error(pg_engine: sa.Engine, schema: str) -> None:
+    from sqlnotify import SQLNotifyIdentifierSizeError
+
+    name = "t" + "_very_long_name" * 5  # 76 bytes: PostgreSQL would keep only 63
+    table = sa.Table(
+        name, sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), schema=schema
+    )
+    n = Notifier(pg_engine)
+    n.watch(table, "insert")
+    with pytest.raises(SQLNotifyIdentifierSizeError, match=r"table name .*76 bytes.*at most 63"):
+        n.install()
+    with pytest.raises(SQLNotifyIdentifierSizeError):
+        n.ddl()
+    assert not n.is_running

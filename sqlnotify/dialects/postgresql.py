@@ -20,13 +20,15 @@ import sqlalchemy as sa
 from .._names import digest, qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
 from .._watch import Watch
-from ..exceptions import SQLNotifyListenerError
+from ..exceptions import SQLNotifyIdentifierSizeError, SQLNotifyListenerError
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 
 #: PostgreSQL rejects NOTIFY payloads of 8000 bytes or more.
 MAX_PAYLOAD = 7999
+#: PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1).
+MAX_IDENTIFIER = 63
 #: Comment prefix marking objects sqlnotify created (``COMMENT ON FUNCTION``).
 MARKER = "sqlnotify:"
 #: Key of the transaction-level advisory lock that serialises installation.
@@ -278,7 +280,21 @@ class PostgresDialect(Dialect):
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
+    def check_names(self, watch: Watch) -> None:
+        """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes)."""
+        names = [("schema", watch.effective_schema or ""), ("table", watch.table)]
+        names += [("column", c) for c in (*watch.payload_columns, *watch.trigger_columns)]
+        for what, name in names:
+            size = len(name.encode("utf-8"))
+            if size > MAX_IDENTIFIER:
+                raise SQLNotifyIdentifierSizeError(
+                    f"the {what} name {name!r} of the watch ({watch.describe()}) is {size}"
+                    f" bytes; PostgreSQL identifiers are at most {MAX_IDENTIFIER} bytes, so no"
+                    " such object can exist: use the name as the database stores it"
+                )
+
     def ddl(self, watch: Watch) -> list[str]:
+        self.check_names(watch)
         return [
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
@@ -322,6 +338,8 @@ class PostgresDialect(Dialect):
     def install(
         self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
     ) -> list[InstallState]:
+        for watch in watches:
+            self.check_names(watch)
         with self.engine.connect() as conn:
             found = self._installed(conn)
             states = [self._state(w, found) for w in watches]
