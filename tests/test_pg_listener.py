@@ -213,7 +213,8 @@ class FreezableProxy:
     """A loopback TCP proxy to PostgreSQL that can stop forwarding without closing.
 
     ``freeze()`` silences the connections open at that moment (the server seems
-    alive to the OS but never answers); ``refuse`` makes new connections close at once.
+    alive to the OS but never answers); ``refuse`` makes new connections close at
+    once; ``blackhole`` accepts new connections and never answers them.
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -223,6 +224,8 @@ class FreezableProxy:
         self.frozen: set[socket.socket] = set()
         self.conns: list[socket.socket] = []
         self.refuse = False
+        self.blackhole = False
+        self.held: list[socket.socket] = []
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._accept, name="test-proxy", daemon=True)]
         self.threads[0].start()
@@ -235,6 +238,9 @@ class FreezableProxy:
             client, _ = self.server.accept()
             if self.refuse:
                 client.close()
+                continue
+            if self.blackhole:  # accept, then never answer
+                self.held.append(client)
                 continue
             upstream = socket.create_connection(self.target, timeout=5)
             self.conns += [client, upstream]
@@ -270,6 +276,8 @@ class FreezableProxy:
         self.stopping.set()
         for t in self.threads:
             t.join(5)
+        for s in self.held:
+            s.close()
         self.server.close()
 
 
@@ -430,3 +438,30 @@ def test_asyncpg_async_engine_starts_and_receives(
     asyncio.run(write())
     assert [e.id for e in rec.wait_for(2, TIMEOUT)] == [1, 2]
     n.stop()
+
+
+def test_stop_is_prompt_while_a_reconnect_hangs(
+    Item: Any,
+    pg_url: str,
+    notifiers: Any,
+    fast_reconnect: None,
+    proxy: FreezableProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(PostgresSource, "IDLE_PROBE_INTERVAL", 0.2)
+    monkeypatch.setattr(PostgresSource, "PROBE_TIMEOUT", 0.5)
+    monkeypatch.setattr(PostgresSource, "CONNECT_TIMEOUT", 60.0)
+    engine = sa.create_engine(sa.make_url(pg_url).set(host="127.0.0.1", port=proxy.port))
+    n = make_notifier(notifiers, engine)
+    n.watch(Item, "insert")
+    n.start()
+    engine.dispose()
+    proxy.blackhole = True
+    proxy.freeze()  # the probe fails; the reconnect then hangs in the handshake
+    wait_until(lambda: proxy.held, TIMEOUT, "a reconnect attempt")
+    listener = n._listener
+    assert listener is not None
+    started = time.monotonic()
+    n.stop()
+    assert time.monotonic() - started < 20  # far less than the 60 s connect timeout
+    assert not listener.is_alive

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._listener import stop_requested
 from .._names import digest, qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
 from .._watch import Watch
@@ -29,6 +30,8 @@ __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 MAX_PAYLOAD = 7999
 #: PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1).
 MAX_IDENTIFIER = 63
+#: While connecting, check this often whether the listener is stopping.
+STOP_CHECK = 0.2
 #: Comment prefix marking objects sqlnotify created (``COMMENT ON FUNCTION``).
 MARKER = "sqlnotify:"
 #: Key of the transaction-level advisory lock that serialises installation.
@@ -480,6 +483,11 @@ class PostgresSource(Source):
         self._poller_wake = -1
         self.backend_pid: int = conn.info.backend_pid
 
+    @staticmethod
+    def _check_stop() -> None:
+        if stop_requested():
+            raise SQLNotifyListenerError("the listener is stopping")
+
     def _complete(self, deadline: float) -> None:
         """Drive the pending asynchronous operation to completion within ``deadline``."""
         ext = self._ext
@@ -491,7 +499,8 @@ class PostgresSource(Source):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SQLNotifyListenerError("the server did not answer the listener in time")
-            wait_fd(conn.fileno(), remaining, write=state == ext.POLL_WRITE)
+            wait_fd(conn.fileno(), min(remaining, STOP_CHECK), write=state == ext.POLL_WRITE)
+            self._check_stop()
 
     def _await_ping(self, deadline: float) -> None:
         conn = self._conn
@@ -507,7 +516,8 @@ class PostgresSource(Source):
                     " never came back (is it a transaction-mode pooler such as PgBouncer?"
                     " connect the listener to the server directly)"
                 )
-            wait_fd(self._fd, remaining)
+            wait_fd(self._fd, min(remaining, STOP_CHECK))
+            self._check_stop()
             conn.poll()
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
