@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import signals
 from ._dispatch import Dispatcher
 from ._listener import Listener
-from ._route import Route, Stats, receiver_name, send_isolated
+from ._route import Route, Stats, ordered_receivers, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
@@ -596,7 +596,7 @@ class Notifier:
         signal = route.signal
         if signal.receivers:
             sender = route.sender
-            for receiver in signal.receivers_for(sender):
+            for receiver in ordered_receivers(signal, sender):
                 try:
                     receiver(sender, event=event)
                 except Exception as exc:

@@ -377,3 +377,33 @@ def test_the_library_does_not_configure_logging() -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     ).stdout.split()
     assert out == ["0", "0", "0", "True"]
+
+
+def test_receivers_run_in_subscription_order(
+    Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+) -> None:
+    n = make_notifier(notifiers, pg_engine)
+    n.watch(Item, "insert")
+    calls: list[tuple[int, int]] = []
+
+    class Receiver:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def method(self, sender: Any, event: Any) -> None:
+            calls.append((event.id, self.number))
+
+    kept = []
+    for number in range(20):
+        if number % 3 == 0:  # blinker receivers, some of them weakly referenced bound methods
+            receiver = Receiver(number)
+            kept.append(receiver)
+            n.signal(Item, "insert").connect(receiver.method)
+        else:
+            n.subscribe(Item, "insert")(
+                lambda event, number=number: calls.append((event.id, number))
+            )
+    n.start()
+    execute(pg_engine, f"INSERT INTO {items(schema)} (id, label) VALUES (1, 'a'), (2, 'b')")
+    wait_until(lambda: len(calls) == 40, TIMEOUT, "40 calls")
+    assert calls == [(i, number) for i in (1, 2) for number in range(20)]
