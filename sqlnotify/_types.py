@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import re
 import uuid
@@ -116,13 +117,56 @@ def _unwrap(type_: Any) -> Any:
     return t
 
 
+def _decorators(type_: Any) -> list[sqltypes.TypeDecorator[Any]]:
+    """The ``TypeDecorator`` layers of ``type_`` that convert values read, outermost first."""
+    found = []
+    t = type_
+    while isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, _AbstractInterval):
+        own = type(t).process_result_value
+        if own.__code__ is not sqltypes.TypeDecorator.process_result_value.__code__:
+            found.append(t)
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    return found
+
+
+@functools.cache
+def _sa_dialect(name: str) -> Any:
+    # The dialects' base modules import no driver.
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql.base import PGDialect
+
+        return PGDialect()  # type: ignore[no-untyped-call]
+    from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+
+    return SQLiteDialect()
+
+
 def converter_for(type_: Any, dialect: str) -> Converter | None:
     """The converter for one column type, or ``None`` when JSON already gives the type.
 
     ``dialect`` is ``"postgresql"`` or ``"sqlite"``; SQLite stores booleans as
     integers, JSON as text and BLOBs (hex-encoded in payloads) differently.
+    A ``TypeDecorator``'s ``process_result_value`` is applied after the
+    conversion, as SQLAlchemy does when it reads the row.
     """
-    t = _unwrap(type_)
+    base = _base_converter(_unwrap(type_), dialect)
+    layers = _decorators(type_)
+    if not layers:
+        return base
+    sa_dialect = _sa_dialect(dialect)
+    inner_first = layers[::-1]
+
+    def convert(value: Any) -> Any:
+        if base is not None:
+            value = base(value)
+        for layer in inner_first:
+            value = layer.process_result_value(value, sa_dialect)
+        return value
+
+    return convert
+
+
+def _base_converter(t: Any, dialect: str) -> Converter | None:
     if isinstance(t, sqltypes.Enum):
         return _enum_converter(t)
     if isinstance(t, sqltypes.Boolean):

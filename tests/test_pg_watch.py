@@ -455,6 +455,51 @@ def test_values_have_the_types_sqlalchemy_reads(
     assert got["color"] is Color.GREEN
 
 
+class LowerCase(sa.types.TypeDecorator[str]):
+    """A user type: stored as text, read back lowercased."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return value.lower() if value is not None else None
+
+
+class Cents(sa.types.TypeDecorator[Decimal]):
+    """A user type over a numeric column, read back as a number of cents."""
+
+    impl = sa.Numeric(10, 2)
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return int(value * 100) if value is not None else None
+
+
+def test_type_decorators_convert_like_sqlalchemy(
+    pg_engine: sa.Engine, schema: str, notifiers: Any
+) -> None:
+    Base = new_base()
+
+    class Tagged(Base):
+        __tablename__ = "tagged"
+        __table_args__ = {"schema": schema}
+        id: Mapped[int] = mapped_column(primary_key=True)
+        tag: Mapped[str] = mapped_column(LowerCase)
+        price: Mapped[int] = mapped_column(Cents)
+
+    Base.metadata.create_all(pg_engine)
+    n = make_notifier(notifiers, pg_engine)
+    n.watch(Tagged, "insert", extra_columns=["tag", "price"])
+    rec = EventRecorder()
+    n.subscribe(Tagged, "insert")(rec)
+    n.start()
+    execute(pg_engine, f"INSERT INTO \"{schema}\".tagged VALUES (1, 'MiXeD', 12.34)")
+    (event,) = rec.wait_for(1, TIMEOUT)
+    with pg_engine.connect() as conn:
+        read = dict(conn.execute(sa.select(Tagged.__table__)).mappings().one())
+    assert dict(event.row) == read == {"id": 1, "tag": "mixed", "price": 1234}
+
+
 # -- awkward names -----------------------------------------------------------------------
 
 
