@@ -13,6 +13,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 import blinker
@@ -21,7 +22,7 @@ from ._types import Converter, converter_for
 from ._watch import Watch
 from .events import ChangeEvent
 
-__all__ = ["Route", "Stats", "decode_json", "send_isolated"]
+__all__ = ["Route", "Stats", "decode_json", "ordered_receivers", "send_isolated"]
 
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
     json.JSONDecoder()  # type: ignore[arg-type]
@@ -125,7 +126,7 @@ class Route:
             self._receivers = None
 
     def receivers(self) -> tuple[Callable[..., Any], ...]:
-        """The receivers for this route's sender, as ``signal.receivers_for`` yields them.
+        """The receivers for this route's sender, as :func:`ordered_receivers` lists them.
 
         Cached while every receiver is strongly connected; a weakly connected
         receiver may die at any time, so then blinker is asked on every call.
@@ -138,7 +139,7 @@ class Route:
         if not signal.receivers:
             found: tuple[Callable[..., Any], ...] = ()
         else:
-            found = tuple(signal.receivers_for(self.sender))
+            found = tuple(ordered_receivers(signal, self.sender))
         if not any(isinstance(r, weakref.ref) for r in list(signal.receivers.values())):
             with self._lock:
                 if generation == self._generation:
@@ -180,6 +181,29 @@ class Route:
         )
 
 
+def ordered_receivers(signal: blinker.Signal, sender: Any) -> list[Callable[..., Any]]:
+    """The receivers of ``signal`` for ``sender``, in the order they were connected.
+
+    blinker yields them from a set, in no particular order; receivers of one
+    watch should run in the order the application subscribed them.
+    """
+    live = list(signal.receivers_for(sender))
+    if len(live) < 2:
+        return live
+    connected = [
+        ref() if isinstance(ref, weakref.ref) else ref for ref in signal.receivers.values()
+    ]
+
+    def position(receiver: Any) -> int:
+        for i, other in enumerate(connected):
+            if other is receiver or (isinstance(receiver, MethodType) and other == receiver):
+                return i
+        return len(connected)
+
+    live.sort(key=position)
+    return live
+
+
 def send_isolated(
     signal: blinker.Signal,
     sender: Any,
@@ -190,7 +214,7 @@ def send_isolated(
     """``signal.send`` where one receiver's exception does not stop the others."""
     if not signal.receivers:
         return
-    for receiver in signal.receivers_for(sender):
+    for receiver in ordered_receivers(signal, sender):
         try:
             receiver(sender, **kwargs)
         except Exception as exc:
