@@ -52,6 +52,8 @@ class Tally:
         self.t_first = 0.0
         self.t_last = 0.0
         self.latencies: list[float] = []
+        self.receipts: list[tuple[int, float]] = []
+        self.commits: list[tuple[int, float]] = []
         self.done = threading.Event()
         self.warm = threading.Event()
 
@@ -59,6 +61,9 @@ class Tally:
         out: dict[str, Any] = {"count": self.n, "t_first": self.t_first, "t_last": self.t_last}
         if measure == "latency":
             out["latencies"] = self.latencies[self.warmup :]
+        if measure == "receipts":
+            out["receipts"] = self.receipts
+            out["commits"] = self.commits
         return out
 
 
@@ -108,7 +113,11 @@ def pg_bare(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], No
 
 
 def _receiver(tally: Tally, measure: str) -> Callable[[Any], None]:
-    """The receiver every sqlnotify mode runs: counts, and records latency or progress."""
+    """The receiver every sqlnotify mode runs: counts, and records latency or progress.
+
+    ``latency``: from the payload's timestamp; ``receipts``: the row's ``a``
+    and the time it arrived, matched later with the producer's commit times.
+    """
     total = tally.total
     warmup = tally.warmup
     progress = tally.progress_every
@@ -116,6 +125,20 @@ def _receiver(tally: Tally, measure: str) -> Callable[[Any], None]:
     wall = time.time
     append = tally.latencies.append
     count = 0
+
+    if measure == "receipts":
+        receipt = tally.receipts.append
+
+        def receive_receipt(event: Any) -> None:
+            nonlocal count
+            receipt((event.extra_columns["a"], wall()))
+            count += 1
+            if count == total:
+                tally.n = count
+                tally.t_last = clock()
+                tally.done.set()
+
+        return receive_receipt
 
     if measure == "latency":
 
@@ -211,7 +234,132 @@ def pg_aio(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], Non
     return run
 
 
-CONSUMERS = {"bare": pg_bare, "sqlnotify": pg_sqlnotify, "aio": pg_aio}
+def sqlite_table() -> Any:
+    """The SQLite cases' table: a key, two payload columns, and the producer's clock."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        "bench",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("a", sa.Integer, nullable=False),
+        sa.Column("b", sa.Text, nullable=False),
+        sa.Column("sent", sa.Float, nullable=False),
+    )
+
+
+SQLITE_INSERT = "INSERT INTO bench (a, b, sent) VALUES (?, 'paced', ?)"
+
+
+def _local_producer(
+    spec: dict[str, Any], tally: Tally, write: Callable[[int], None]
+) -> threading.Thread:
+    """A thread of this process committing ``count`` rows at ``rate`` a second."""
+    rate = float(spec["local"]["rate"])
+    count = int(spec["local"]["count"])
+    committed = tally.commits.append
+
+    def produce() -> None:
+        start = time.monotonic()
+        for i in range(count):
+            due = start + i / rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            write(i)
+            committed((i, time.time()))
+
+    return threading.Thread(target=produce, name="bench-producer", daemon=True)
+
+
+def sqlite_bare(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """The reference: a plain loop checking ``PRAGMA data_version`` every millisecond."""
+    import sqlite3
+
+    path = spec["path"]
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    last = conn.execute("SELECT coalesce(max(seq), 0) FROM sqlnotify_log").fetchone()[0]
+    total = tally.total
+    loads = json.loads
+    wall = time.time
+    receipts = tally.receipts
+    producer = None
+    if spec.get("local"):
+        writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        producer = _local_producer(
+            spec, tally, lambda i: writer.execute(SQLITE_INSERT, (i, time.time())) and None
+        )
+
+    def run() -> None:
+        nonlocal last
+        if producer is not None:
+            producer.start()
+        n = 0
+        version = None
+        interval = float(spec.get("poll", 0.001))
+        fetch = "SELECT seq, payload FROM sqlnotify_log WHERE seq > ? ORDER BY seq"
+        while n < total:
+            now_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if now_version != version:
+                version = now_version
+                rows = conn.execute(fetch, (last,)).fetchall()
+                if rows:
+                    last = rows[-1][0]
+                    for _, payload in rows:
+                        data = loads(payload)
+                        if measure == "receipts":
+                            receipts.append((data["row"]["a"], wall()))
+                    if n == 0:
+                        tally.t_first = time.monotonic()
+                    n += len(rows)
+                    continue
+            time.sleep(interval)
+        tally.n = n
+        tally.t_last = time.monotonic()
+        conn.close()
+
+    return run
+
+
+def sqlite_sqlnotify(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """sqlnotify on the SQLite file; a local producer writes through the notifier's engine."""
+    import sqlalchemy as sa
+
+    from sqlnotify import Notifier
+
+    engine = sa.create_engine(f"sqlite:///{spec['path']}")
+    table = sqlite_table()
+    notifier = Notifier(engine)
+    notifier.watch(table, "insert", extra_columns=["a", "b", "sent"])
+    notifier.subscribe(table, "insert")(_receiver(tally, measure))
+    notifier.start()
+    producer = None
+    if spec.get("local"):
+        insert = table.insert()
+
+        def write(i: int) -> None:
+            with engine.begin() as conn:
+                conn.execute(insert, {"a": i, "b": "paced", "sent": time.time()})
+
+        producer = _local_producer(spec, tally, write)
+
+    def run() -> None:
+        if producer is not None:
+            producer.start()
+        tally.done.wait(spec.get("timeout", 300.0))
+        notifier.stop()
+        engine.dispose()
+
+    return run
+
+
+CONSUMERS = {
+    "bare": pg_bare,
+    "sqlnotify": pg_sqlnotify,
+    "aio": pg_aio,
+    "sqlite_bare": sqlite_bare,
+    "sqlite": sqlite_sqlnotify,
+}
 
 
 def consumer(spec: dict[str, Any]) -> None:
@@ -234,6 +382,9 @@ def consumer(spec: dict[str, Any]) -> None:
 
 def producer(spec: dict[str, Any]) -> None:
     """Paced writes: ``count`` single-row transactions at ``rate`` per second."""
+    if spec["mode"] == "sqlite":
+        sqlite_producer(spec)
+        return
     conn = pg_connect(spec["url"], autocommit=spec["mode"] == "notify")
     rate = float(spec["rate"])
     count = int(spec["count"])
@@ -259,6 +410,27 @@ def producer(spec: dict[str, Any]) -> None:
     elapsed = time.monotonic() - start
     conn.close()
     say(result={"elapsed": elapsed, "rate": count / elapsed, "late": late})
+
+
+def sqlite_producer(spec: dict[str, Any]) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(spec["path"], timeout=30, isolation_level=None)
+    commits: list[tuple[int, float]] = []
+    rate = float(spec["rate"])
+    count = int(spec["count"])
+    say(ready={})
+    start = time.monotonic()
+    for i in range(count):
+        due = start + i / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        conn.execute(SQLITE_INSERT, (i, time.time()))
+        commits.append((i, time.time()))
+    elapsed = time.monotonic() - start
+    conn.close()
+    say(result={"elapsed": elapsed, "rate": count / elapsed, "commits": commits})
 
 
 ROLES = {"consumer": consumer, "producer": producer}

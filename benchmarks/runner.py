@@ -22,12 +22,13 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import pg_cases
+    from benchmarks import pg_cases, sqlite_cases
 
     cases = [
         pg_cases.THROUGHPUT,
         pg_cases.LATENCY,
         pg_cases.NOTIFY_LATENCY,
+        sqlite_cases.SQLITE,
         pg_cases.AIO,
         pg_cases.WRITER,
         pg_cases.MEMORY,
@@ -232,12 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(_run_case(case, repeat, args.smoke, pg_url, pg_reason, scratch))
             failed = failed or bool(results[-1].get("error"))
     finally:
-        from benchmarks import pg_cases
+        from benchmarks import pg_cases, sqlite_cases
 
         engine = scratch.get("pg_engine")
         if engine is not None:
             engine.dispose()
         pg_cases.close()
+        sqlite_cases.close()
     command = "python -m benchmarks" + (" " + " ".join(argv) if argv else "")
     if argv is None:
         command = "python -m benchmarks " + " ".join(sys.argv[1:])
@@ -262,6 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _sqlite_reason() -> str | None:
+    try:
+        from sqlnotify.dialects import get_dialect_class
+
+        get_dialect_class("sqlite")
+    except Exception as exc:
+        return f"this sqlnotify has no SQLite dialect ({exc})"
+    return None
+
+
 def _run_case(
     case: Case,
     repeat: int,
@@ -272,6 +284,8 @@ def _run_case(
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": case.name, "title": case.title, "what": case.what}
     reason = pg_reason if "postgresql" in case.needs else None
+    if reason is None and "sqlite" in case.needs:
+        reason = _sqlite_reason()
     if reason is None and case.available is not None:
         reason = case.available()
     if reason:
@@ -287,7 +301,8 @@ def _run_case(
             values = case.run(ctx)
         except Exception as exc:
             traceback.print_exc()
-            entry["error"] = f"{type(exc).__name__}: {exc}"
+            lines = str(exc).strip().splitlines() or [""]
+            entry["error"] = f"{type(exc).__name__}: {lines[-1][:160]}"
             break
         runs.append(values)
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
