@@ -153,14 +153,8 @@ class Route:
             if value is not None:
                 row[name] = fn(value)
         if len(data) == 2:
-            return ChangeEvent(
-                schema=self.schema,
-                table=self.table,
-                operation=self.op,
-                row=row,
-                primary_keys=self.keys,
-                epoch=data["ts"],
-                channel=self.channel,
+            return ChangeEvent._complete(
+                self.schema, self.table, self.op, row, self.keys, data["ts"], self.channel
             )
         status = "complete"
         if data.get("trunc"):

@@ -49,6 +49,7 @@ class Operation(str, enum.Enum):
 
 _FIELDS = ("schema", "table", "operation", "id", "extra_columns", "timestamp", "channel")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_new = object.__new__
 
 
 class ChangeEvent(Mapping[str, Any]):
@@ -132,6 +133,35 @@ class ChangeEvent(Mapping[str, Any]):
         self._custom = custom
         self._status = status
         self._extra: Mapping[str, Any] | None = None
+
+    @classmethod
+    def _complete(
+        cls,
+        schema: str | None,
+        table: str,
+        operation: Operation,
+        row: Mapping[str, Any],
+        primary_keys: tuple[str, ...],
+        epoch: float | None,
+        channel: str,
+    ) -> ChangeEvent:
+        """The dispatcher's constructor for a plain row event, without keyword parsing.
+
+        Sets every slot exactly as :meth:`__init__` does with the defaults.
+        """
+        self = _new(cls)
+        self._schema = schema
+        self._table = table
+        self._operation = operation
+        self._row = row
+        self._keys = primary_keys
+        self._epoch = epoch
+        self._channel = channel
+        self._position = None
+        self._custom = False
+        self._status = "complete"
+        self._extra = None
+        return self
 
     # -- fields -----------------------------------------------------------
     @property

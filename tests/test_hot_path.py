@@ -228,3 +228,22 @@ def test_generated_trigger_sends_keys_only_for_an_oversize_row(
     first, second = recorder.wait_for(2, timeout=10)
     assert (first.id, first.status, dict(first.extra_columns)) == (1, "keys_only", {})
     assert (second.id, second.status, second.extra_columns["body"]) == (2, "complete", "small")
+
+
+def test_the_dispatcher_constructor_matches_the_public_one() -> None:
+    from sqlnotify.events import ChangeEvent, Operation
+
+    args = ("shop", "items", Operation.UPDATE, {"id": 3, "name": "x"}, ("id",), 12.5, "ch")
+    fast = ChangeEvent._complete(*args)
+    slow = ChangeEvent(
+        schema="shop",
+        table="items",
+        operation=Operation.UPDATE,
+        row={"id": 3, "name": "x"},
+        primary_keys=("id",),
+        epoch=12.5,
+        channel="ch",
+    )
+    for slot in ChangeEvent.__slots__:
+        assert getattr(fast, slot) == getattr(slow, slot), slot
+    assert fast == slow and dict(fast) == dict(slow) and fast.status == "complete"
