@@ -158,12 +158,15 @@ class Listener:
                 items = source.wait(timeout, wake_r)
             except Exception as exc:  # SourceDisconnected or a driver error
                 return exc
-            self._drain_wake()
             if items:
+                # Queue first: the wake pipe is drained by the next empty wait
+                # (a pending wake byte only makes that wait return at once).
                 try:
                     sink(items)
                 except Exception:
                     self._log.exception("the listener could not queue %d notifications", len(items))
+            else:
+                self._drain_wake()
         return None
 
     def _notify_connected(self, reconnect: bool, source: Source) -> None:
