@@ -25,12 +25,14 @@ class Stats:
     """Counters shared by the listener and dispatcher threads (each counter has one writer)."""
 
     __slots__ = (
+        "async_abandoned",
         "dispatched",
         "dropped",
         "lock",
         "received",
         "receiver_errors",
         "reconnects",
+        "stream_dropped",
         "truncated",
     )
 
@@ -42,6 +44,8 @@ class Stats:
         self.receiver_errors = 0
         self.reconnects = 0
         self.truncated = 0
+        self.async_abandoned = 0
+        self.stream_dropped = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -51,6 +55,8 @@ class Stats:
             "receiver_errors": self.receiver_errors,
             "reconnects": self.reconnects,
             "truncated": self.truncated,
+            "async_abandoned": self.async_abandoned,
+            "stream_dropped": self.stream_dropped,
         }
 
 
