@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import EventRecorder, async_wait_until, wait_until
 
 pytestmark = pytest.mark.postgresql
 
@@ -44,16 +44,7 @@ async def ainsert(engine: sa.Engine, table: sa.Table, *names: str, per_tx: int =
 
 
 async def wait_for(predicate: Callable[[], Any], what: str) -> None:
-    """Wait on the loop (yielding to it) until ``predicate()`` holds."""
-
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-    try:
-        await asyncio.wait_for(poll(), TIMEOUT)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+    await async_wait_until(predicate, TIMEOUT, what)
 
 
 def run(coro: Awaitable[Any]) -> Any:
