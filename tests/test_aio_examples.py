@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ TIMEOUT = 30.0
 class Server:
     """uvicorn serving one example in a subprocess; its output is read line by line."""
 
-    def __init__(self, module: str, env: dict[str, str]) -> None:
+    def __init__(self, module: str, env: dict[str, str], app_dir: Path | None = None) -> None:
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
@@ -39,7 +40,7 @@ class Server:
                 "-m",
                 "uvicorn",
                 "--app-dir",
-                str(ROOT / "examples"),
+                str(app_dir or ROOT / "examples"),
                 f"{module}:app",
                 "--host",
                 "127.0.0.1",
@@ -186,3 +187,85 @@ def test_websocket_clients_receive_the_broadcast_of_a_new_row(serve: Any) -> Non
         {"type": "post_created", "id": post.json()["id"], "title": "Hi", "user_id": user_id},
         {"type": "user_updated", "id": user_id},
     ]
+
+
+# -- the README's asyncio section, run as written ------------------------------
+README_URL = "postgresql+asyncpg://app:secret@localhost/shop"
+
+
+def readme_blocks() -> list[str]:
+    """The Python code blocks of the README's asyncio section."""
+    text = (ROOT / "README.rst").read_text(encoding="utf-8")
+    start = text.index("\nasyncio, FastAPI and ASGI\n=====")
+    end = text.index("\n=====", start + 40)
+    section = text[start : text.rindex("\n", 0, end)]
+    blocks = []
+    for part in section.split(".. code-block:: python\n")[1:]:
+        lines = []
+        for line in part.split("\n")[1:]:
+            if line and not line.startswith("    "):
+                break
+            lines.append(line[4:])
+        blocks.append("\n".join(lines).strip() + "\n")
+    return blocks
+
+
+@pytest.fixture
+def fresh_database(pg_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (the README's snippets use unqualified names)."""
+    import psycopg2
+
+    from sqlnotify.dialects.postgresql import listener_dsn
+
+    name = f"sqlnotify_readme_{uuid.uuid4().hex[:10]}"
+    url = sa.make_url(pg_url)
+    admin = psycopg2.connect(**listener_dsn(url))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield url.set(drivername="postgresql+asyncpg", database=name).render_as_string(
+            hide_password=False
+        )
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def test_readme_async_callback_and_stream_snippets(fresh_database: str, tmp_path: Path) -> None:
+    blocks = readme_blocks()
+    assert len(blocks) == 3
+    assert all(README_URL in b for b in (blocks[0], blocks[2]))
+    script = tmp_path / "readme_async.py"
+    script.write_text((blocks[0] + "\n" + blocks[1]).replace(README_URL, fresh_database))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "order 1: 12.50"
+    assert "big order 3" in lines
+    assert "Traceback" not in done.stderr
+
+
+def test_readme_fastapi_snippet_under_uvicorn(fresh_database: str, tmp_path: Path) -> None:
+    module = tmp_path / "readme_app.py"
+    module.write_text(readme_blocks()[2].replace(README_URL, fresh_database))
+    server = Server("readme_app", {}, app_dir=tmp_path)
+    try:
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+            response = client.post("/customers/", params={"email": "kim@example.com"})
+        assert response.status_code == 200, response.text
+        server.wait_line(r"^welcome mail for kim@example\.com$")
+    finally:
+        assert server.stop() == 0, server.output()
