@@ -315,7 +315,8 @@ class EventStream:
     ``"block"``
         The dispatcher thread waits up to ``block_timeout`` seconds for room
         (holding back every other receiver of the notifier meanwhile), then
-        drops the arriving event.
+        drops the arriving event.  Once the notifier is stopping it no
+        longer waits.
     ``"raise"``
         The arriving event (and every later one) is dropped, and the consumer
         gets :class:`~sqlnotify.exceptions.SQLNotifyStreamOverflowError` after
@@ -369,6 +370,7 @@ class EventStream:
         self._waiter: asyncio.Future[None] | None = None
         self._waiter_loop: asyncio.AbstractEventLoop | None = None
         self._ended = False
+        self._stopping = False
         self._error: BaseException | None = None
         self._overflowing = 0  # drops in the current overflow episode
         self.receiver: Any = None  # the signal receiver; set by the notifier
@@ -390,9 +392,11 @@ class EventStream:
                     dropped = buffer.popleft()
                     buffer.append(event)
                 elif policy == "block":
-                    self._room.wait_for(
-                        lambda: self._ended or len(buffer) < self.maxsize, self.block_timeout
-                    )
+                    if not self._stopping:
+                        self._room.wait_for(
+                            lambda: self._ended or self._stopping or len(buffer) < self.maxsize,
+                            self.block_timeout,
+                        )
                     if self._ended:
                         return
                     if len(buffer) >= self.maxsize:
@@ -450,6 +454,12 @@ class EventStream:
             loop.call_soon_threadsafe(resolve)
         except RuntimeError:  # the consumer's loop is closed
             pass
+
+    def stopping(self) -> None:
+        """The notifier is stopping: a full ``"block"`` stream drops instead of waiting."""
+        with self._lock:
+            self._stopping = True
+            self._room.notify_all()
 
     def end(self) -> None:
         """End the stream (any thread): readers get the buffered events, then the end."""

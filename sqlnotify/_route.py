@@ -22,7 +22,12 @@ __all__ = ["Route", "Stats", "send_isolated"]
 
 
 class Stats:
-    """Counters shared by the listener and dispatcher threads (each counter has one writer)."""
+    """Counters kept by the notifier's threads.
+
+    Counters written from more than one thread (``receiver_errors``,
+    ``async_abandoned``, ``stream_dropped``: the dispatcher and an event
+    loop) are updated under ``lock``; the others have a single writer.
+    """
 
     __slots__ = (
         "async_abandoned",

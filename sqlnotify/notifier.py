@@ -306,7 +306,9 @@ class Notifier:
         where ``sender`` is the watched model class (or the
         :class:`~sqlalchemy.Table`, or the table name string as given to
         :meth:`watch`), so ``sig.connect(fn, sender=User)`` works.  They run
-        on the dispatcher thread.
+        on the dispatcher thread, so connect plain functions here; an
+        ``async def`` function goes through :meth:`subscribe`, which runs it
+        on the event loop.
         """
         return self._entry(model_or_name, operation, channel_label).signal
 
@@ -638,6 +640,10 @@ class Notifier:
             self._listener = self._dispatcher = None
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
+            with self._bridge_lock:
+                streams = list(self._streams)
+            for stream in streams:
+                stream.stopping()  # a full "block" stream must not hold the dispatcher now
             if dispatcher is not None:
                 dispatcher.stop(self.STOP_TIMEOUT)
             with self._bridge_lock:

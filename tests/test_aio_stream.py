@@ -284,3 +284,26 @@ def test_bad_stream_options_are_rejected(setup: tuple[Notifier, sa.Table]) -> No
         notifier.stream(table, Operation.INSERT, maxsize=0)
     with pytest.raises(SQLNotifyConfigurationError, match="no watch"):
         notifier.stream(table, Operation.DELETE)
+
+
+def test_a_full_block_stream_does_not_hold_up_stop(
+    setup: tuple[Notifier, sa.Table], pg_engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier, table = setup
+
+    async def main() -> Any:
+        await notifier.astart()
+        stream = notifier.stream(
+            table, Operation.INSERT, maxsize=2, overflow="block", block_timeout=60.0
+        )
+        await ainsert(pg_engine, table, *(f"r{i}" for i in range(5)), per_tx=5)
+        await wait_for(lambda: len(stream) == 2, "a full buffer")
+        await notifier.astop()
+        return stream
+
+    with caplog.at_level(logging.WARNING, logger="sqlnotify"):
+        stream = run(main())
+    # The dispatcher was waiting for room for r2; stopping made it drop r2..r4 at once.
+    assert stream.dropped == 3
+    assert names(run(drain(stream))) == ["r0", "r1"]
+    assert "did not stop" not in caplog.text
