@@ -415,3 +415,88 @@ def test_stop_after_the_loop_closed_counts_the_callbacks_it_could_not_run(
     notifier.stop()
     assert called == []
     assert notifier.stats.async_abandoned == 2
+
+
+def test_a_cancelled_astart_is_undone(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema)
+    notifier = Notifier(pg_engine)
+    notifiers.append(notifier)
+    notifier.watch(table, Operation.INSERT)
+    connected = EventRecorder()
+    signals.listener_connected.connect(connected, sender=notifier)
+
+    async def main() -> None:
+        task = asyncio.create_task(notifier.astart())
+        await asyncio.sleep(0)  # the task is now waiting for the worker thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        run(main())
+    finally:
+        signals.listener_connected.disconnect(connected, sender=notifier)
+    assert len(connected) == 1  # the start did complete in its thread...
+    assert not notifier.is_running  # ...and was stopped before the cancellation propagated
+
+
+def test_an_object_with_an_async_call_method_is_an_async_callback(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema)
+    notifier = Notifier(pg_engine)
+    notifiers.append(notifier)
+    notifier.watch(table, Operation.INSERT)
+
+    class Handler:
+        def __init__(self) -> None:
+            self.loops: list[Any] = []
+
+        async def __call__(self, event: ChangeEvent) -> None:
+            self.loops.append(asyncio.get_running_loop())
+
+    handler = Handler()
+    notifier.subscribe(table, Operation.INSERT)(handler)
+
+    async def main() -> Any:
+        async with notifier:
+            await ainsert(pg_engine, table, "a")
+            await wait_for(lambda: handler.loops, "the handler")
+        return asyncio.get_running_loop()
+
+    loop = run(main())
+    assert handler.loops == [loop]
+    assert notifier.unsubscribe(handler, table, Operation.INSERT)
+
+
+def test_sync_stop_on_the_loops_thread_reports_what_it_cannot_wait_for(
+    pg_engine: sa.Engine,
+    schema: str,
+    notifiers: list[Notifier],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table = make_table(pg_engine, schema)
+    notifier = Notifier(pg_engine)
+    notifiers.append(notifier)
+    notifier.watch(table, Operation.INSERT)
+    started = EventRecorder()
+
+    @notifier.subscribe(table, Operation.INSERT)
+    async def stuck(event: ChangeEvent) -> None:
+        started(event)
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        await notifier.astart()
+        await ainsert(pg_engine, table, "a", "b", per_tx=2)
+        await wait_for(lambda: len(started) == 1, "the first callback")
+        await wait_for(lambda: notifier.stats.dispatched == 2, "both dispatched")
+        notifier.stop()  # blocks this loop: it cannot wait for the callbacks
+
+    with caplog.at_level(logging.WARNING, logger="sqlnotify"):
+        run(main())
+    assert not notifier.is_running
+    assert notifier.stats.async_abandoned == 2
+    assert "1 running (cancelled), 1 queued (not run)" in caplog.text
