@@ -22,7 +22,8 @@ last no-op callback.
 
 Usage::
 
-    python benchmarks/aio_bridge.py [--url URL] [--rate 1000] [--seconds 5] [--burst 20000] [--repeat 5] [--json]
+    python benchmarks/aio_bridge.py [--url URL] [--rate 1000] [--seconds 5]
+        [--burst 20000] [--repeat 5] [--json]
 """
 
 from __future__ import annotations
