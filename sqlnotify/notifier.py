@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import inspect
 import json
 import logging
@@ -45,7 +46,7 @@ _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: Any, binary: str = "base64") -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -53,6 +54,8 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if binary == "hex":
+            return bytes(value).hex()
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, enum.Enum):
         return value.name
@@ -614,6 +617,7 @@ class Notifier:
                 raise
             self._dispatcher = dispatcher
             self._listener = listener
+            self._dialect.attach(listener.wake)
             self._running = True
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
@@ -638,6 +642,7 @@ class Notifier:
             self._running = False
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
+            self._dialect.detach()
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             with self._bridge_lock:
@@ -722,7 +727,7 @@ class Notifier:
             )
         body = json.dumps(
             {"ts": time.time(), "row": dict(payload), "custom": True},
-            default=_json_default,
+            default=functools.partial(_json_default, binary=self._dialect.binary_encoding),
             separators=(",", ":"),
         )
         limit = self._dialect.max_payload

@@ -111,7 +111,7 @@ class Server:
         return self.proc.returncode
 
 
-@pytest.fixture(params=["postgresql+asyncpg"])
+@pytest.fixture(params=["postgresql+asyncpg", "sqlite+aiosqlite"])
 def example_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """Where an example keeps its tables: a fresh PostgreSQL schema, or a SQLite file."""
     if request.param.startswith("postgresql"):
