@@ -152,6 +152,8 @@ class LoopBridge:
         queue = state.queue
         fn = sub.fn
         on_error = self._on_error
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
         try:
             while queue:
                 event = queue.popleft()
@@ -160,6 +162,10 @@ class LoopBridge:
                     await fn(event)
                 except Exception as exc:
                     on_error(sub, event, exc)
+                except asyncio.CancelledError as exc:
+                    if cancelling is None or cancelling():
+                        raise  # this worker is being cancelled
+                    on_error(sub, event, exc)  # the callback's own cancelled await
         finally:
             state.current = None
             state.task = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -500,3 +501,30 @@ def test_sync_stop_on_the_loops_thread_reports_what_it_cannot_wait_for(
     assert not notifier.is_running
     assert notifier.stats.async_abandoned == 2
     assert "1 running (cancelled), 1 queued (not run)" in caplog.text
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is Python 3.11+")
+def test_a_callback_raising_cancelled_error_is_a_failure_not_the_end_of_its_queue(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema)
+    notifier = Notifier(pg_engine)
+    notifiers.append(notifier)
+    notifier.watch(table, Operation.INSERT, extra_columns=["name"])
+    done: list[str] = []
+
+    @notifier.subscribe(table, Operation.INSERT)
+    async def callback(event: ChangeEvent) -> None:
+        if event.extra_columns["name"] == "a":
+            inner = asyncio.get_running_loop().create_future()
+            inner.cancel()
+            await inner  # raises CancelledError inside the callback only
+        done.append(event.extra_columns["name"])
+
+    async def main() -> None:
+        async with notifier:
+            await ainsert(pg_engine, table, "a", "b", per_tx=2)
+            await wait_for(lambda: done == ["b"], "the second event")
+
+    run(main())
+    assert notifier.stats.receiver_errors == 1
