@@ -528,3 +528,61 @@ def test_a_callback_raising_cancelled_error_is_a_failure_not_the_end_of_its_queu
 
     run(main())
     assert notifier.stats.receiver_errors == 1
+
+
+def test_the_bridge_wakes_the_loop_once_per_dispatcher_batch() -> None:
+    from sqlnotify._aio import LoopBridge
+
+    def event(i: int) -> ChangeEvent:
+        return ChangeEvent(
+            schema=None,
+            table="t",
+            operation=Operation.INSERT,
+            row={"id": i},
+            primary_keys=("id",),
+            epoch=None,
+            channel="c",
+        )
+
+    class Sub:
+        def __init__(self) -> None:
+            self.got: list[int] = []
+
+        async def fn(self, ev: ChangeEvent) -> None:
+            self.got.append(ev.id)
+
+    async def main() -> tuple[int, list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        bridge = LoopBridge(
+            loop,
+            log=logging.getLogger("test"),
+            on_error=lambda *a: None,
+            on_abandoned=lambda n: None,
+        )
+        a, b = Sub(), Sub()
+
+        def dispatcher() -> int:  # what the dispatcher thread does for one batch
+            bridge.batch_thread = threading.get_ident()
+            for i in range(100):
+                bridge.submit(a, event(i))
+                bridge.submit(b, event(i))
+            bridge.flush()
+            return wakes
+
+        batch_wakes = await asyncio.to_thread(dispatcher)
+        await wait_for(lambda: len(a.got) == len(b.got) == 100, "200 callbacks")
+        await bridge.drain(1.0)
+        return batch_wakes, a.got, b.got
+
+    wakes, got_a, got_b = run(main())
+    assert wakes == 1
+    assert got_a == got_b == list(range(100))
