@@ -210,9 +210,12 @@ def readme_blocks() -> list[str]:
     return blocks
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fresh_database(pg_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database (the README's snippets use unqualified names)."""
+    """A new PostgreSQL database for this session (the README's snippets use plain names).
+
+    Each README test uses tables of its own in it.
+    """
     import psycopg2
 
     from sqlnotify.dialects.postgresql import listener_dsn
