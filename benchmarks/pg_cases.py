@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -602,4 +603,145 @@ STARTUP = Case(
         Row("first_ddl", "DDL statements, first start()", "stmts"),
     ],
     run=startup,
+)
+
+
+# -- durable watches ------------------------------------------------------------
+
+
+def _durable_available() -> str | None:
+    import inspect
+
+    from sqlnotify import Notifier
+
+    if "durable" not in inspect.signature(Notifier.watch).parameters:
+        return "this sqlnotify has no durable watches (watch(durable=...))"
+    return None
+
+
+def _durable_setup(ctx: Context) -> None:
+    if "durable" in ctx.scratch:
+        return
+    from sqlnotify import Notifier
+
+    schema = _schema(ctx)
+    engine = _engine(ctx)
+    plain = bench_table("d_plain", schema)
+    journaled = bench_table("d_durable", schema)
+    replay = bench_table("d_replay", schema)
+    for table in (plain, journaled, replay):
+        table.metadata.create_all(engine)
+    notifier = Notifier(engine, use_logger=False)
+    notifier.watch(plain, "insert", extra_columns=["a", "b"])
+    notifier.watch(journaled, "insert", extra_columns=["a", "b"], durable=True)
+    notifier.install()
+    ctx.scratch["durable"] = True
+
+
+def durable(ctx: Context) -> dict[str, float]:
+    """Writer cost of a durable watch against a plain one, then catch-up speed."""
+    import sqlalchemy as sa
+
+    from sqlnotify import Notifier
+
+    _durable_setup(ctx)
+    schema = _schema(ctx)
+    rounds = ctx.count(10, 2)
+    per_round = ctx.count(300, 20)
+    bulk_per_round = ctx.count(3, 1)
+    backlog = ctx.count(100_000, 2_000)
+    tables = {"plain": "d_plain", "durable": "d_durable"}
+    conn = pg_connect(str(ctx.pg_url))
+    cpu = _backend_cpu(conn) or (lambda: float("nan"))
+    wall = dict.fromkeys(tables, 0.0)
+    spent = dict.fromkeys(tables, 0.0)
+    bulk_wall = dict.fromkeys(tables, 0.0)
+    out: dict[str, float] = {}
+    with conn.cursor() as cur:
+        for r in range(rounds):
+            order = list(tables.items()) if r % 2 == 0 else list(tables.items())[::-1]
+            for variant, table in order:
+                sql = f'INSERT INTO "{schema}".{table} (a, b) VALUES (%s, %s)'
+                start, cpu0 = time.perf_counter(), cpu()
+                for i in range(per_round):
+                    cur.execute(sql, (i, "single row"))
+                wall[variant] += time.perf_counter() - start
+                spent[variant] += cpu() - cpu0
+                bulk = (
+                    f'INSERT INTO "{schema}".{table} (a, b)'
+                    " SELECT g, 'bulk row' FROM generate_series(1, 1000) g"
+                )
+                start = time.perf_counter()
+                for _ in range(bulk_per_round):
+                    cur.execute(bulk)
+                bulk_wall[variant] += time.perf_counter() - start
+    conn.close()
+    for variant in tables:
+        out[f"single_{variant}"] = rounds * per_round / wall[variant]
+        out[f"single_cpu_{variant}"] = spent[variant] * 1000 / (rounds * per_round)
+        out[f"bulk_{variant}"] = rounds * bulk_per_round * 1000 / bulk_wall[variant]
+
+    # Catch-up: a named consumer is away while ``backlog`` rows are committed.
+    engine = sa.create_engine(ctx.pg_url, pool_size=2, max_overflow=2)
+    replay = bench_table("d_replay", schema)
+    consumer = f"bench{ctx.run_index}"
+
+    def make() -> Any:
+        notifier = Notifier(engine, use_logger=False, consumer=consumer)
+        notifier.watch(replay, "insert", extra_columns=["a", "b"], durable=True)
+        return notifier
+
+    first = make()
+    first.start()
+    first.stop()
+    _fill(ctx, "d_replay", backlog, per_tx=1000)
+    done = threading.Event()
+    count = 0
+
+    def receive(event: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == backlog:
+            done.set()
+
+    second = make()
+    second.subscribe(replay, "insert")(receive)
+    start = time.perf_counter()
+    second.start()
+    finished = done.wait(300)
+    elapsed = time.perf_counter() - start
+    second.stop()
+    engine.dispose()
+    if not finished:
+        raise RuntimeError(f"catch-up delivered {count} of {backlog} events")
+    out["catch_up"] = backlog / elapsed
+    return out
+
+
+DURABLE = Case(
+    name="pg_durable",
+    title="Durable watches",
+    what=(
+        "a durable watch (journal table + NOTIFY) against a plain one on the same table shape:"
+        " single-row INSERTs per second and server CPU per row, 1,000-row INSERT statements in"
+        " rows/s, in alternating rounds; and catch-up: events/s from start() to the last"
+        " event of 100,000 committed while the named consumer was stopped"
+    ),
+    needs=("postgresql",),
+    rows=[
+        Row("single_plain", "single-row INSERT, plain watch", "rows/s"),
+        Row("single_durable", "single-row INSERT, durable", "rows/s", "single_plain", ">=0.85x"),
+        Row("single_cpu_plain", "single-row INSERT server CPU, plain", "us/row"),
+        Row(
+            "single_cpu_durable",
+            "single-row INSERT server CPU, durable",
+            "us/row",
+            "single_cpu_plain",
+        ),
+        Row("bulk_plain", "1,000-row INSERT, plain watch", "rows/s"),
+        Row("bulk_durable", "1,000-row INSERT, durable", "rows/s", "bulk_plain"),
+        Row("catch_up", "catch-up after a disconnect", "events/s", target=">=50000"),
+    ],
+    run=durable,
+    available=_durable_available,
 )

@@ -31,6 +31,7 @@ def all_cases() -> list[Case]:
         sqlite_cases.SQLITE,
         pg_cases.AIO,
         pg_cases.WRITER,
+        pg_cases.DURABLE,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
     ]
