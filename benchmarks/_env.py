@@ -213,3 +213,55 @@ def pg_version(url: str) -> str | None:
             return str(row[0]).split()[0] if row else None
     finally:
         conn.close()
+
+
+def _pg_binaries() -> tuple[str, str] | None:
+    import glob
+    import shutil
+
+    for folder in [None, *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]:
+        pg_ctl = shutil.which("pg_ctl", path=folder)
+        initdb = shutil.which("initdb", path=folder)
+        if pg_ctl and initdb:
+            return pg_ctl, initdb
+    return None
+
+
+@contextlib.contextmanager
+def throwaway_pg() -> Iterator[str]:
+    """A temporary PostgreSQL server from the local binaries, stopped and removed afterwards."""
+    import shutil
+    import socket
+    import tempfile
+
+    found = _pg_binaries()
+    if found is None:
+        raise RuntimeError("no PostgreSQL binaries (pg_ctl, initdb) on this machine")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        raise RuntimeError("initdb refuses to run as root")
+    pg_ctl, initdb = found
+    folder = tempfile.mkdtemp(prefix="sqlnotify-bench-pg-")
+    data = os.path.join(folder, "data")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        subprocess.run(
+            [initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+        subprocess.run(
+            [pg_ctl, "-D", data, "-o", options, "-l", os.path.join(folder, "log"), "-w", "start"],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run(
+                [pg_ctl, "-D", data, "-m", "fast", "-w", "stop"], check=False, capture_output=True
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

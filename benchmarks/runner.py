@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -217,6 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = _env.machine()
     needs = {n for c in cases for n in c.needs}
     pg_reason = _env.pg_available(pg_url) if "postgresql" in needs else None
+    server = contextlib.ExitStack()
+    if pg_reason is not None and "SQLNOTIFY_TEST_POSTGRES_URL" not in os.environ:
+        # Nothing answers at the default address: start a throwaway server.
+        try:
+            pg_url = server.enter_context(_env.throwaway_pg())
+        except Exception as exc:
+            pg_reason += f"; and no throwaway server: {exc}"
+        else:
+            pg_reason = None
+            print(f"started a throwaway PostgreSQL server at {pg_url}", flush=True)
     if "postgresql" in needs and pg_reason is None:
         machine["postgresql"] = _env.pg_version(pg_url)
     try:
@@ -241,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.dispose()
         pg_cases.close()
         sqlite_cases.close()
+        server.close()
     command = "python -m benchmarks" + (" " + " ".join(argv) if argv else "")
     if argv is None:
         command = "python -m benchmarks " + " ".join(sys.argv[1:])
