@@ -92,13 +92,15 @@ def summarise(case: Case, runs: list[dict[str, float]]) -> list[dict[str, Any]]:
 def _table_lines(results: list[dict[str, Any]]) -> list[str]:
     header = ["case", "measurement", "median", "min - max", "unit", "vs baseline", "target"]
     body: list[list[str]] = []
+    notes: list[str] = []
     for case in results:
         first = True
-        if case.get("skipped"):
-            body.append([case["name"], f"skipped: {case['skipped']}", "", "", "", "", ""])
-            continue
-        if case.get("error"):
-            body.append([case["name"], f"failed: {case['error']}", "", "", "", "", ""])
+        for word in ("skipped", "error"):
+            if case.get(word):
+                notes.append(f"[{len(notes) + 1}] {case['name']}: {case[word]}")
+                label = "skipped" if word == "skipped" else "failed"
+                body.append([case["name"], f"{label} [{len(notes)}]", "", "", "", "", ""])
+        if case.get("skipped") or case.get("error"):
             continue
         for row in case["rows"]:
             vs = ""
@@ -128,6 +130,8 @@ def _table_lines(results: list[dict[str, Any]]) -> list[str]:
     for r in body:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     lines.append(rule)
+    if notes:
+        lines.extend(["", *notes])
     return lines
 
 
