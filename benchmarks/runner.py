@@ -126,7 +126,11 @@ def _table_lines(results: list[dict[str, Any]]) -> list[str]:
             first = False
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     rule = "  ".join("=" * w for w in widths)
-    lines = [rule, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), rule]
+    lines = [
+        rule,
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+        rule,
+    ]
     for r in body:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     lines.append(rule)
