@@ -11,6 +11,7 @@ from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
+    SQLNotifyForkError,
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
     SQLNotifyPayloadSizeError,
@@ -26,6 +27,7 @@ __all__ = [
     "Operation",
     "SQLNotifyConfigurationError",
     "SQLNotifyException",
+    "SQLNotifyForkError",
     "SQLNotifyIdentifierSizeError",
     "SQLNotifyListenerError",
     "SQLNotifyPayloadSizeError",

@@ -91,6 +91,21 @@ class Listener:
                     pass
         return not alive
 
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's connection and pipe, touching neither.
+
+        The thread does not exist in the child, so nothing is joined and no
+        lock it may have held is taken.
+        """
+        source, self.source = self.source, None
+        if source is not None:
+            source.abandon()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     @property
     def is_alive(self) -> bool:
         return self._thread.is_alive()

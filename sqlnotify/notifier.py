@@ -9,9 +9,12 @@ import decimal
 import enum
 import json
 import logging
+import os
+import signal as _signal
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -31,6 +34,7 @@ from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
+    SQLNotifyForkError,
     SQLNotifyPayloadSizeError,
 )
 
@@ -40,6 +44,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
+
+# Notifiers whose threads run in this process; a forked child resets them.
+_started: weakref.WeakSet[Notifier] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for notifier in list(_started):
+        notifier._after_fork()
+    _started.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _json_default(value: Any) -> Any:
@@ -104,6 +121,12 @@ class Notifier:
     Threads: receivers connected with :meth:`subscribe` or :meth:`signal` run
     on the notifier's dispatcher thread (``sqlnotify-dispatcher``), one event
     at a time, in the order the database committed them.
+
+    Processes: a notifier started before ``os.fork()`` is stopped in the
+    child (its threads do not exist there), and the child never touches the
+    parent's listening connection.  Call :meth:`start` in the child to give
+    it a listener of its own (gunicorn's ``post_fork``, Celery's
+    ``worker_process_init``); :attr:`forked` tells it happened.
     """
 
     #: Bound on joining each thread in :meth:`stop`.
@@ -143,6 +166,11 @@ class Notifier:
         self._listener: Listener | None = None
         self._dispatcher: Dispatcher | None = None
         self._running = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._fork_error: str | None = None
+        #: ``True`` in a child process forked while this notifier was running.
+        self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
 
@@ -419,7 +447,11 @@ class Notifier:
 
         :raises SQLNotifyConfigurationError: for a watch that does not match its table.
         :raises SQLNotifyListenerError: when the listener cannot connect or listen.
+        :raises SQLNotifyForkError: in a child forked while another thread of
+            the parent was starting or stopping this notifier.
         """
+        if self._fork_error is not None:
+            raise SQLNotifyForkError(self._fork_error)
         with self._lock:
             if self._running:
                 return
@@ -447,6 +479,8 @@ class Notifier:
             self._dispatcher = dispatcher
             self._listener = listener
             self._running = True
+            self._stopped.clear()
+            _started.add(self)
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
     def stop(self, cleanup: bool | None = None) -> None:
@@ -460,6 +494,7 @@ class Notifier:
             if not self._running:
                 return
             self._running = False
+            _started.discard(self)
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
             if listener is not None:
@@ -469,7 +504,73 @@ class Notifier:
             if cleanup if cleanup is not None else self.cleanup_on_stop:
                 self._dialect.uninstall(self.watches)
             self._dialect.close()
+            self._stopped.set()
             self.log.info("sqlnotify stopped")
+
+    def run_forever(
+        self, stop_signals: Sequence[int] = (_signal.SIGINT, _signal.SIGTERM)
+    ) -> int | None:
+        """Start if needed, block until a stop signal arrives, then stop cleanly.
+
+        For worker-style scripts.  On the main thread, handlers for
+        ``stop_signals`` are installed for the duration and the previous
+        handlers restored before stopping (so a second Ctrl-C during a slow
+        stop acts as usual).  On another thread no handler is installed and
+        the call returns once :meth:`stop` was called elsewhere.
+
+        :returns: the signal number that ended the wait, or ``None`` when
+            :meth:`stop` was called from another thread (or a receiver).
+        """
+        self.start()
+        received: list[int] = []
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            received.append(signum)  # no lock here: the main thread may hold any
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in stop_signals:
+                previous[signum] = _signal.signal(signum, handler)
+        try:
+            stopped = self._stopped
+            while not received and not stopped.wait(0.2):
+                pass
+        finally:
+            for signum, old in previous.items():
+                _signal.signal(signum, old)
+        self.log.info(
+            "sqlnotify stopping on %s",
+            _signal.Signals(received[0]).name if received else "stop()",
+        )
+        self.stop()
+        return received[0] if received else None
+
+    def _after_fork(self) -> None:
+        """Forget the parent's threads and connection; runs in the child, right after fork."""
+        # Only the forking thread exists now.  A lock held by another thread
+        # of the parent would never be released: replace it, and refuse to
+        # restart if the fork caught a start() or stop() half done.
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+        else:
+            self._fork_error = (
+                f"{self!r} was being started or stopped by another thread when process"
+                f" {os.getppid()} forked this one; create a new Notifier in the child"
+            )
+        self._lock = threading.RLock()
+        listener = self._listener
+        self._listener = self._dispatcher = None
+        self._running = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self.forked = True
+        if listener is not None:
+            listener.abandon()
+        try:
+            # The parent's pooled connections stay the parent's (closed=False).
+            self._dialect.engine.dispose(close=False)
+        except Exception:  # noqa: S110 - nothing to log safely this early in a child
+            pass
 
     def __enter__(self) -> Notifier:
         self.start()

@@ -72,6 +72,15 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Close the connection; never raises."""
 
+    def abandon(self) -> None:
+        """Forget the connection in a forked child, without a word to the server.
+
+        The parent process still owns the connection: the child must neither
+        read from it nor close it (closing sends a goodbye on the shared
+        socket).  The default does nothing; sources whose connection is a
+        socket replace it in the child by a dead one.
+        """
+
 
 class Dialect(abc.ABC):
     """Everything sqlnotify needs from one database."""

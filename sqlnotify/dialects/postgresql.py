@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -520,3 +521,21 @@ class PostgresSource(Source):
             self._conn.close()
         except Exception:  # noqa: S110 - closing a broken connection
             pass
+
+    def abandon(self) -> None:
+        # Point the child's copy of the socket's descriptor at a dead socket:
+        # the child lets go of the parent's connection, and anything libpq
+        # might still write in the child (a Terminate) goes nowhere.  The
+        # descriptor number stays taken, so nothing else reuses it.
+        try:
+            fd = self._conn.fileno()
+        except Exception:
+            return
+        a, b = socket.socketpair()
+        try:
+            os.dup2(a.fileno(), fd)
+        except OSError:
+            pass
+        finally:
+            a.close()
+            b.close()
