@@ -50,11 +50,11 @@ class Proc:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
-    def expect(self, text: str, timeout: float = 30.0) -> str:
-        """Wait for an output line containing ``text``; return it."""
-        for line in self.lines:
-            if text in line:
-                return line
+    def expect(self, text: str, timeout: float = 30.0, count: int = 1) -> str:
+        """Wait until ``count`` output lines contain ``text``; return the last of them."""
+        found = [line for line in self.lines if text in line]
+        if len(found) >= count:
+            return found[count - 1]
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -72,7 +72,9 @@ class Proc:
                 )
             self.lines.append(line)
             if text in line:
-                return line
+                found.append(line)
+                if len(found) >= count:
+                    return line
 
     def wait(self, timeout: float = 30.0) -> int:
         """Wait for exit and for the rest of the output; return the exit code."""
