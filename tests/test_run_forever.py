@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import textwrap
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from _procs import Proc, child_env
+from _procs import ROOT, Proc, child_env
 
 pytestmark = pytest.mark.postgresql
 
@@ -69,4 +70,27 @@ def test_run_forever_delivers_until_a_signal_then_exits_cleanly(
     assert code == 0, proc.output
     assert f"returned {int(signum)} running False" in proc.lines, proc.output
     assert "restored True" in proc.lines, proc.output
+    assert "Traceback" not in proc.output
+
+
+def test_the_worker_example_runs_until_sigterm(
+    pg_url: str, schema: str, pg_engine: sa.Engine
+) -> None:
+    url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    env = child_env(DATABASE_URL=url.render_as_string(hide_password=False))
+    proc = Proc.python(os.path.join(ROOT, "examples", "worker.py"), env=env)
+    try:
+        proc.expect("listening")
+        with pg_engine.begin() as conn:
+            job = conn.exec_driver_sql(
+                f"INSERT INTO \"{schema}\".worker_jobs (kind) VALUES ('resize') RETURNING id"
+            ).scalar_one()
+        proc.expect(f"job {job}: resize")
+        proc.popen.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        proc.kill()
+    assert code == 0, proc.output
+    assert proc.lines[-1] == "stopped by SIGTERM", proc.output
+    assert "sqlnotify: sqlnotify stopped" in proc.lines
     assert "Traceback" not in proc.output
