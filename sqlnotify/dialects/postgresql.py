@@ -548,7 +548,7 @@ class PostgresSource(Source):
             return
         a, b = socket.socketpair()
         try:
-            os.dup2(a.fileno(), fd)
+            os.dup2(a.fileno(), fd, inheritable=False)
         except OSError:
             pass
         finally:
