@@ -45,14 +45,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
 
-# Notifiers whose threads run in this process; a forked child resets them.
-_started: weakref.WeakSet[Notifier] = weakref.WeakSet()
+# Every notifier of this process; a forked child resets their state.
+_notifiers: weakref.WeakSet[Notifier] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    for notifier in list(_started):
+    for notifier in list(_notifiers):
         notifier._after_fork()
-    _started.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -173,6 +172,7 @@ class Notifier:
         self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
+        _notifiers.add(self)
 
     # -- introspection --------------------------------------------------------
     @property
@@ -480,7 +480,6 @@ class Notifier:
             self._listener = listener
             self._running = True
             self._stopped.clear()
-            _started.add(self)
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
     def stop(self, cleanup: bool | None = None) -> None:
@@ -494,7 +493,6 @@ class Notifier:
             if not self._running:
                 return
             self._running = False
-            _started.discard(self)
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
             if listener is not None:
@@ -558,6 +556,8 @@ class Notifier:
                 f" {os.getppid()} forked this one; create a new Notifier in the child"
             )
         self._lock = threading.RLock()
+        if not self._running and self._listener is None:
+            return  # never started: nothing of the parent's to let go of
         listener = self._listener
         self._listener = self._dispatcher = None
         self._running = False
