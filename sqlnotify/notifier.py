@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import signals
 from ._dispatch import Dispatcher
 from ._listener import Listener
-from ._route import Route, Stats, receiver_name, send_isolated
+from ._route import Route, Stats, ordered_receivers, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
@@ -58,7 +59,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: Any, binary: str = "base64") -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -66,6 +67,8 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if binary == "hex":
+            return bytes(value).hex()
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, enum.Enum):
         return value.name
@@ -398,8 +401,8 @@ class Notifier:
     def install(self) -> list[InstallState]:
         """Install (or update) the triggers of every watch without starting the listener."""
         with self._lock:
-            watches = self.prepare()
             try:
+                watches = self.prepare()
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, cleanup_first=self.cleanup_on_start
                 )
@@ -478,6 +481,7 @@ class Notifier:
                 raise
             self._dispatcher = dispatcher
             self._listener = listener
+            self._dialect.attach(listener.wake)
             self._running = True
             self._stopped.clear()
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
@@ -495,6 +499,7 @@ class Notifier:
             self._running = False
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
+            self._dialect.detach()
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             if dispatcher is not None:
@@ -590,8 +595,8 @@ class Notifier:
     ) -> tuple[str, str]:
         """The channel and payload text :meth:`notify` would send (checks included)."""
         entry = self._entry(model, operation, channel_label)
-        if entry.watch is None:
-            self.prepare()
+        if entry.watch is None or entry.watch.default_schema is None:
+            self.prepare()  # reflects tables given by name, resolves the default schema
         assert entry.watch is not None
         if not isinstance(payload, Mapping):
             raise SQLNotifyConfigurationError(
@@ -599,7 +604,7 @@ class Notifier:
             )
         body = json.dumps(
             {"ts": time.time(), "row": dict(payload), "custom": True},
-            default=_json_default,
+            default=functools.partial(_json_default, binary=self._dialect.binary_encoding),
             separators=(",", ":"),
         )
         limit = self._dialect.max_payload
@@ -667,7 +672,9 @@ class Notifier:
                 data = loads(n.payload)
                 event = route.decode(data)
             except Exception as exc:
-                self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
+                # The exception's text may quote a row value: DEBUG only.
+                self.log.debug("cannot decode a payload on %r: %s", channel, exc)
+                self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             stats.received += 1
             if event.status != "complete":
@@ -676,6 +683,13 @@ class Notifier:
 
     def _incomplete(self, route: Route, event: ChangeEvent) -> None:
         self.stats.truncated += 1
+        if event.status == "lost":
+            self.log.warning(
+                "a row of %s was too large for one notification, and so were its keys alone;"
+                " the event carries no values (use_overflow_table=True delivers it whole)",
+                route.watch.describe(),
+            )
+            return
         self.log.warning(
             "a row of %s was too large for one notification; the event carries its keys only"
             " (use_overflow_table=True delivers it whole)",
@@ -688,7 +702,7 @@ class Notifier:
         signal = route.signal
         if signal.receivers:
             sender = route.sender
-            for receiver in signal.receivers_for(sender):
+            for receiver in ordered_receivers(signal, sender):
                 try:
                     receiver(sender, event=event)
                 except Exception as exc:
