@@ -117,6 +117,8 @@ class Listener:
                 os.close(fd)
             except OSError:
                 pass
+        # A late wake() (from a commit hook) must not write to a reused descriptor.
+        self._wake_r = self._wake_w = -1
 
     @property
     def is_alive(self) -> bool:

@@ -561,6 +561,7 @@ class Notifier:
                 f" {os.getppid()} forked this one; create a new Notifier in the child"
             )
         self._lock = threading.RLock()
+        self._dialect.after_fork()
         if not self._running and self._listener is None:
             return  # never started: nothing of the parent's to let go of
         listener = self._listener

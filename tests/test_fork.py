@@ -15,7 +15,6 @@ from sqlnotify import Notifier, SQLNotifyForkError
 from sqlnotify.testing import EventRecorder
 
 pytestmark = [
-    pytest.mark.postgresql,
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()"),
     # Python 3.12+ warns when a multi-threaded process forks; forking one is the point here.
     pytest.mark.filterwarnings("ignore:This process .* fork:DeprecationWarning"),
@@ -67,6 +66,7 @@ def _in_child(work: Any) -> dict[str, Any]:
     return dict(json.loads(b"".join(chunks)))
 
 
+@pytest.mark.postgresql
 def test_child_restarts_its_own_listener_and_parent_keeps_receiving(
     pg_schema_engine: sa.Engine, notifiers: list[Notifier]
 ) -> None:
@@ -117,6 +117,7 @@ def test_child_restarts_its_own_listener_and_parent_keeps_receiving(
     assert alive == 1
 
 
+@pytest.mark.postgresql
 def test_fork_during_start_in_another_thread_raises_a_fork_error(
     pg_schema_engine: sa.Engine, notifiers: list[Notifier]
 ) -> None:
@@ -152,3 +153,39 @@ def test_fork_during_start_in_another_thread_raises_a_fork_error(
     assert result["fork_error"] and "create a new Notifier in the child" in result["fork_error"]
     assert result["running"] is False
     assert notifier.is_running  # the parent is not affected
+
+
+@pytest.mark.sqlite
+def test_sqlite_child_listens_on_its_own_and_parent_keeps_receiving(
+    sqlite_path: str, notifiers: list[Notifier]
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
+    items = _items(engine)
+    notifier = Notifier(engine)
+    notifiers.append(notifier)
+    notifier.watch(items, "insert")
+    parent_events = EventRecorder()
+    notifier.subscribe(items, "insert")(parent_events)
+    notifier.start()
+    first = _insert(engine, items, "parent")
+    parent_events.wait_for(1, timeout=10)
+
+    def child() -> dict[str, Any]:
+        state = {"running": notifier.is_running, "forked": notifier.forked}
+        notifier.unsubscribe(parent_events, items, "insert")
+        mine = EventRecorder()
+        notifier.subscribe(items, "insert")(mine)
+        notifier.start()
+        row = _insert(engine, items, "child")
+        got = mine.wait_for(1, timeout=10)
+        notifier.stop()
+        return {**state, "row": row, "got": [e.id for e in got]}
+
+    result = _in_child(child)
+    assert "error" not in result, result["error"]
+    assert result["running"] is False and result["forked"] is True
+    assert result["got"] == [result["row"]]
+    last = _insert(engine, items, "parent")
+    events = parent_events.wait_for(3, timeout=10)
+    assert [e.id for e in events] == [first, result["row"], last]
+    engine.dispose()

@@ -153,5 +153,14 @@ class Dialect(abc.ABC):
     def detach(self) -> None:
         """Undo :meth:`attach` (called by :meth:`Notifier.stop`)."""
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the connections and locks inherited from the parent.
+
+        Runs right after ``fork()``, while the child has a single thread, so
+        it must take no lock another thread of the parent may have held, and
+        neither use nor close what the parent still owns.  The default does
+        nothing.
+        """
+
     def close(self) -> None:
         """Release what the dialect holds (pools it created)."""
