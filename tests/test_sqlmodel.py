@@ -20,14 +20,14 @@ class Base(DeclarativeBase):
 
 
 class DeclarativeHero(Base):
-    __tablename__ = "heroes"
+    __tablename__ = "sqlmodel_heroes"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
     power: Mapped[int]
 
 
 class SQLModelHero(SQLModel, table=True):
-    __tablename__ = "heroes"
+    __tablename__ = "sqlmodel_heroes"
     id: int | None = Field(default=None, primary_key=True)
     name: str
     power: int
@@ -46,7 +46,7 @@ def test_the_same_watches_give_the_same_events(
     every_update = EventRecorder()
     notifier.subscribe(model, "insert")(inserted)
     notifier.subscribe(model.__name__, "update", filters={"power": 9})(updated)
-    notifier.subscribe("heroes", "update")(every_update)
+    notifier.subscribe("sqlmodel_heroes", "update")(every_update)
     notifier.signal(model, "insert").connect(via_blinker, sender=model)
     notifier.start()
 
@@ -62,7 +62,11 @@ def test_the_same_watches_give_the_same_events(
 
     (created,) = inserted.wait_for(1, timeout=10)
     (powered,) = updated.wait_for(1, timeout=10)
-    assert (created.table, created.operation.value, created.id) == ("heroes", "insert", hero_id)
+    assert (created.table, created.operation.value, created.id) == (
+        "sqlmodel_heroes",
+        "insert",
+        hero_id,
+    )
     assert created.extra_columns == {"name": "Deadpond"}
     assert powered.id == hero_id and powered.extra_columns == {"power": 9}
     assert isinstance(powered.extra_columns["power"], int)
