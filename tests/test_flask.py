@@ -126,6 +126,9 @@ def test_configuration_errors_name_what_is_missing(pg_schema_engine: sa.Engine) 
     SQLNotify(app, engine=pg_schema_engine)
     with pytest.raises(SQLNotifyConfigurationError, match="already initialised"):
         SQLNotify(app, engine=pg_schema_engine)
+    shared = SQLNotify(Flask("first"), notifier=Notifier(pg_schema_engine))
+    with pytest.raises(SQLNotifyConfigurationError, match="a notifier belongs to one app"):
+        shared.init_app(Flask("second"))
 
 
 def test_the_notifier_stops_at_interpreter_exit(schema_url: str) -> None:

@@ -41,6 +41,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -102,6 +103,19 @@ def in_app_context(app: Flask) -> Callable[[F], F]:
     return decorator
 
 
+_states: weakref.WeakSet[_State] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread of the parent would never be released here.
+    for state in list(_states):
+        state.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _State:
     """What the extension keeps per application, in ``app.extensions["sqlnotify"]``."""
 
@@ -113,6 +127,7 @@ class _State:
         self.owned_engine = owned_engine
         self.started_pid: int | None = None
         self.lock = threading.Lock()
+        _states.add(self)
 
     def start(self) -> None:
         with self.lock:
@@ -168,6 +183,12 @@ class SQLNotify:
         if EXTENSION_KEY in app.extensions:
             raise SQLNotifyConfigurationError(
                 f"sqlnotify is already initialised on the Flask app {app.name!r}"
+            )
+        if self._notifier is not None and self._apps:
+            raise SQLNotifyConfigurationError(
+                f"this SQLNotify's notifier already serves the Flask app {self._apps[0].name!r};"
+                " a notifier belongs to one app: create another SQLNotify for"
+                f" {app.name!r}"
             )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
