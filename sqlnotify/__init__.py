@@ -7,6 +7,7 @@ receivers (and, through the asyncio bridge, to ``async def`` callbacks).
 
 from __future__ import annotations
 
+from ._aio import EventStream
 from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
@@ -15,6 +16,7 @@ from .exceptions import (
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
     SQLNotifyPayloadSizeError,
+    SQLNotifyStreamOverflowError,
     SQLNotifyUnSupportedDatabaseProviderError,
 )
 from .notifier import Notifier
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChangeEvent",
+    "EventStream",
     "Notifier",
     "Operation",
     "SQLNotifyConfigurationError",
@@ -31,6 +34,7 @@ __all__ = [
     "SQLNotifyIdentifierSizeError",
     "SQLNotifyListenerError",
     "SQLNotifyPayloadSizeError",
+    "SQLNotifyStreamOverflowError",
     "SQLNotifyUnSupportedDatabaseProviderError",
     "__version__",
 ]

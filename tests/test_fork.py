@@ -189,3 +189,39 @@ def test_sqlite_child_listens_on_its_own_and_parent_keeps_receiving(
     events = parent_events.wait_for(3, timeout=10)
     assert [e.id for e in events] == [first, result["row"], last]
     engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_async_callbacks_run_on_the_childs_own_loop_after_a_restart(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    items = _items(pg_schema_engine)
+    notifier = Notifier(pg_schema_engine)
+    notifiers.append(notifier)
+    notifier.watch(items, "insert")
+    seen: list[tuple[int, int, str]] = []
+    arrived = threading.Event()
+
+    @notifier.subscribe(items, "insert")
+    async def remember(event: Any) -> None:
+        seen.append((os.getpid(), event.id, threading.current_thread().name))
+        arrived.set()
+
+    notifier.start()
+    _insert(pg_schema_engine, items, "parent")
+    assert arrived.wait(10)
+
+    def child() -> dict[str, Any]:
+        seen.clear()
+        arrived.clear()
+        notifier.start()
+        row = _insert(pg_schema_engine, items, "child")
+        assert arrived.wait(10), "the async callback did not run in the child"
+        notifier.stop()
+        return {"row": row, "seen": seen, "pid": os.getpid()}
+
+    result = _in_child(child)
+    assert "error" not in result, result["error"]
+    assert [tuple(s) for s in result["seen"]] == [
+        (result["pid"], result["row"], "sqlnotify-asyncio")
+    ]
