@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import logging
 import threading
@@ -42,7 +43,7 @@ _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: Any, binary: str = "base64") -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -50,6 +51,8 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if binary == "hex":
+            return bytes(value).hex()
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, enum.Enum):
         return value.name
@@ -446,6 +449,7 @@ class Notifier:
                 raise
             self._dispatcher = dispatcher
             self._listener = listener
+            self._dialect.attach(listener.wake)
             self._running = True
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
@@ -462,6 +466,7 @@ class Notifier:
             self._running = False
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
+            self._dialect.detach()
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             if dispatcher is not None:
@@ -498,7 +503,7 @@ class Notifier:
             )
         body = json.dumps(
             {"ts": time.time(), "row": dict(payload), "custom": True},
-            default=_json_default,
+            default=functools.partial(_json_default, binary=self._dialect.binary_encoding),
             separators=(",", ":"),
         )
         limit = self._dialect.max_payload
