@@ -465,3 +465,25 @@ def test_stop_is_prompt_while_a_reconnect_hangs(
     n.stop()
     assert time.monotonic() - started < 20  # far less than the 60 s connect timeout
     assert not listener.is_alive
+
+
+def test_a_receiver_may_stop_the_notifier(
+    Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, caplog: Any
+) -> None:
+    n = make_notifier(notifiers, pg_engine)
+    n.watch(Item, "insert")
+    before = sqlnotify_threads()
+    got: list[int] = []
+
+    @n.subscribe(Item, "insert")
+    def stop_on_first(event: Any) -> None:
+        got.append(event.id)
+        n.stop()
+
+    n.start()
+    with caplog.at_level(logging.WARNING, logger="sqlnotify"):
+        insert(pg_engine, schema, 1)
+        wait_until(lambda: not n.is_running, TIMEOUT, "the receiver to stop the notifier")
+        wait_until(lambda: sqlnotify_threads() - before == set(), TIMEOUT, "both threads to end")
+    assert got == [1]
+    assert [r.getMessage() for r in caplog.records] == []
