@@ -450,6 +450,13 @@ def test_values_have_the_types_sqlalchemy_reads(
         assert got[name] == expected, name
         assert type(got[name]) is type(expected), name
     assert event.id == 2**40
+    # notify() sends the same values through JSON; they come back with the same types.
+    n.notify(Thing, "insert", payload=values)
+    custom = rec.wait_for(2, TIMEOUT)[1]
+    assert custom.custom
+    for name, expected in read.items():
+        assert custom.row[name] == expected, name
+        assert type(custom.row[name]) is type(expected), name
     assert got["at_tz"].utcoffset() is not None
     assert got["at_naive"].tzinfo is None
     assert got["color"] is Color.GREEN
