@@ -471,9 +471,11 @@ class Notifier:
                 listener.stop(self.STOP_TIMEOUT)
             if dispatcher is not None:
                 dispatcher.stop(self.STOP_TIMEOUT)
-            if cleanup if cleanup is not None else self.cleanup_on_stop:
-                self._dialect.uninstall(self.watches)
-            self._dialect.close()
+            try:
+                if cleanup if cleanup is not None else self.cleanup_on_stop:
+                    self._dialect.uninstall(self.watches)
+            finally:
+                self._dialect.close()
             self.log.info("sqlnotify stopped")
 
     def __enter__(self) -> Notifier:
