@@ -101,8 +101,11 @@ class Notifier:
     :param cleanup_on_stop: remove the watches' triggers when :meth:`stop`
         runs (by default they stay, so a restart needs no DDL).
     :param start_timeout: how long :meth:`start` waits for the listener.
-    :param dialect_options: options for the database's dialect (see the
-        SQLite section of the documentation).
+    :param dialect_options: options for the database's dialect.  PostgreSQL:
+        ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
+        ...) for sqlnotify's own connections when the engine gets them from
+        ``connect_args`` rather than its URL.  SQLite: see its section of the
+        documentation.  An unknown option is an error.
 
     Threads: receivers connected with :meth:`subscribe` or :meth:`signal` run
     on the notifier's dispatcher thread (``sqlnotify-dispatcher``), one event

@@ -487,3 +487,28 @@ def test_a_receiver_may_stop_the_notifier(
         wait_until(lambda: sqlnotify_threads() - before == set(), TIMEOUT, "both threads to end")
     assert got == [1]
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_listener_connect_args(pg_url: str, Item: Any, schema: str, notifiers: Any) -> None:
+    engine = sa.create_engine(pg_url, connect_args={"application_name": "from-connect-args"})
+    n = make_notifier(
+        notifiers, engine, listener_connect_args={"application_name": "mine", "connect_timeout": 4}
+    )
+    dsn = n.dialect.dsn  # type: ignore[attr-defined]
+    assert (dsn["application_name"], dsn["connect_timeout"]) == ("mine/sqlnotify", "4")
+    n.watch(Item, "insert")
+    n.start()
+    assert n._listener is not None and n._listener.source is not None
+    pid = n._listener.source.backend_pid  # type: ignore[attr-defined]
+    name = scalar(
+        engine, "SELECT application_name FROM pg_stat_activity WHERE pid = :p", {"p": pid}
+    )
+    assert name == "mine/sqlnotify"
+    n.stop()
+    engine.dispose()
+    with pytest.raises(SQLNotifyException, match="'sslmod' is not a libpq connection keyword"):
+        Notifier(engine, listener_connect_args={"sslmod": "require"})
+    with pytest.raises(
+        SQLNotifyException, match=r"unknown option 'poll_interval'.*listener_connect_args"
+    ):
+        Notifier(engine, poll_interval=1)
