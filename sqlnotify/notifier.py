@@ -582,11 +582,28 @@ class Notifier:
                 continue
             stats.received += 1
             if event.status != "complete":
-                self._incomplete(route, event)
+                self._incomplete(route, event, data.get("err"), data.get("msg"))
             self._deliver(route, event)
 
-    def _incomplete(self, route: Route, event: ChangeEvent) -> None:
+    def _incomplete(
+        self,
+        route: Route,
+        event: ChangeEvent,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> None:
         self.stats.truncated += 1
+        if error is not None:
+            self.log.warning(
+                "the trigger for %s could not build its payload (SQLSTATE %s): the table no"
+                " longer matches the watch (a column dropped or renamed?); the event carries"
+                " no values. Restart the notifier to replace the trigger",
+                route.watch.describe(),
+                error,
+            )
+            # The server's message may quote a value: DEBUG only.
+            self.log.debug("trigger error on %r: %s", route.channel, message)
+            return
         if event.status == "lost":
             self.log.warning(
                 "a row of %s was too large for one notification, and so were its keys alone;"

@@ -94,15 +94,26 @@ LANGUAGE plpgsql AS {tag}
 DECLARE
     payload text;
 BEGIN
-    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                 'row', json_build_object({row}))::text;
-    IF octet_length(payload) > {limit} THEN
-        {oversize}
-    END IF;
+    BEGIN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object({row}))::text;
+        IF octet_length(payload) > {limit} THEN
+            {oversize}
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object(), 'lost', true,
+                                     'err', SQLSTATE, 'msg', left(SQLERRM, 300))::text;
+    END;
     PERFORM pg_notify({channel}, payload);
     RETURN NULL;
 END;
 {tag}"""
+
+# The inner block keeps the user's write alive when the table no longer
+# matches the watch (a watched column dropped or renamed since the trigger
+# was installed): the event then says so ("err") instead.  It never writes,
+# so the subtransaction it opens gets no transaction id and costs little.
 
 # Without an overflow table, a row too large for NOTIFY is announced by its
 # keys only ("trunc"); the listener re-reads the row.  If even the keys do not
