@@ -145,8 +145,8 @@ def converter_for(type_: Any, dialect: str) -> Converter | None:
     """The converter for one column type, or ``None`` when JSON already gives the type.
 
     ``dialect`` is ``"postgresql"`` or ``"sqlite"``; SQLite stores booleans as
-    integers and BLOBs (hex-encoded in payloads) differently.  JSON columns
-    need no converter on either: both triggers embed the document itself.
+    integers and BLOBs (hex-encoded in payloads) differently; JSON columns need
+    no converter on either, since both triggers embed the document itself.
     A ``TypeDecorator``'s ``process_result_value`` is applied after the
     conversion, as SQLAlchemy does when it reads the row.
     """
