@@ -780,3 +780,17 @@ def test_channels_of_different_tables_never_collide(pg_engine: sa.Engine) -> Non
     assert channel("public", "order_items", "insert") == "sqlnotify_public_order_items_insert"
     assert channel("shop", "orders", "delete", "audit") == "sqlnotify_shop_orders_delete_audit"
     assert channel(None, "users", "insert").startswith("sqlnotify_public_users_insert")
+
+
+def test_unsubscribe(setup: Any, pg_engine: sa.Engine, schema: str, notifiers: Any) -> None:
+    n = make_notifier(notifiers, pg_engine)
+    n.watch(setup.User, "insert")
+    gone, kept = EventRecorder(), EventRecorder()
+    n.subscribe(setup.User, "insert")(gone)
+    n.subscribe(setup.User, "insert")(kept)
+    assert n.unsubscribe(gone, setup.User, "insert") is True
+    assert n.unsubscribe(gone, setup.User, "insert") is False
+    n.start()
+    execute(pg_engine, f"INSERT INTO {users(schema)} (id, email, name) VALUES (1, 'e', 'n')")
+    kept.wait_for(1, TIMEOUT)
+    assert gone.events == []
