@@ -24,15 +24,22 @@ __all__ = ["Route", "Stats", "ordered_receivers", "send_isolated"]
 
 
 class Stats:
-    """Counters shared by the listener and dispatcher threads (each counter has one writer)."""
+    """Counters kept by the notifier's threads.
+
+    Counters written from more than one thread (``receiver_errors``,
+    ``async_abandoned``, ``stream_dropped``: the dispatcher and an event
+    loop) are updated under ``lock``; the others have a single writer.
+    """
 
     __slots__ = (
+        "async_abandoned",
         "dispatched",
         "dropped",
         "lock",
         "received",
         "receiver_errors",
         "reconnects",
+        "stream_dropped",
         "truncated",
     )
 
@@ -44,6 +51,8 @@ class Stats:
         self.receiver_errors = 0
         self.reconnects = 0
         self.truncated = 0
+        self.async_abandoned = 0
+        self.stream_dropped = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -53,6 +62,8 @@ class Stats:
             "receiver_errors": self.receiver_errors,
             "reconnects": self.reconnects,
             "truncated": self.truncated,
+            "async_abandoned": self.async_abandoned,
+            "stream_dropped": self.stream_dropped,
         }
 
 
