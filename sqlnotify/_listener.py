@@ -144,6 +144,8 @@ class Listener:
             try:
                 source = self._open_source()
             except BaseException as exc:
+                if self._stop.is_set():
+                    return  # stop() cut the attempt short: nothing to report
                 if first:
                     self._start_error = exc
                     self._ready.set()

@@ -123,8 +123,11 @@ class Notifier:
     :param drain_timeout: how long :meth:`stop` and :meth:`astop` wait for
         ``async def`` callbacks already queued or running before cancelling
         them (and logging how many).
-    :param dialect_options: options for the database's dialect (see the
-        SQLite section of the documentation).
+    :param dialect_options: options for the database's dialect.  PostgreSQL:
+        ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
+        ...) for sqlnotify's own connections when the engine gets them from
+        ``connect_args`` rather than its URL.  SQLite: see its section of the
+        documentation.  An unknown option is an error.
 
     Threads: plain receivers connected with :meth:`subscribe` or
     :meth:`signal` run on the notifier's dispatcher thread
@@ -688,10 +691,12 @@ class Notifier:
                 bridge, self._bridge = self._bridge, None
             self._close_bridge(bridge, drain_timeout)
             self._end_streams()
-            if cleanup if cleanup is not None else self.cleanup_on_stop:
-                self._dialect.uninstall(self.watches)
-            self._dialect.close()
-            self._stopped.set()
+            try:
+                if cleanup if cleanup is not None else self.cleanup_on_stop:
+                    self._dialect.uninstall(self.watches)
+            finally:
+                self._dialect.close()
+                self._stopped.set()
             self.log.info("sqlnotify stopped")
 
     def run_forever(
@@ -928,11 +933,28 @@ class Notifier:
                 continue
             stats.received += 1
             if event.status != "complete":
-                self._incomplete(route, event)
+                self._incomplete(route, event, data.get("err"), data.get("msg"))
             self._deliver(route, event)
 
-    def _incomplete(self, route: Route, event: ChangeEvent) -> None:
+    def _incomplete(
+        self,
+        route: Route,
+        event: ChangeEvent,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> None:
         self.stats.truncated += 1
+        if error is not None:
+            self.log.warning(
+                "the trigger for %s could not build its payload (SQLSTATE %s): the table no"
+                " longer matches the watch (a column dropped or renamed?); the event carries"
+                " no values. Restart the notifier to replace the trigger",
+                route.watch.describe(),
+                error,
+            )
+            # The server's message may quote a value: DEBUG only.
+            self.log.debug("trigger error on %r: %s", route.channel, message)
+            return
         if event.status == "lost":
             self.log.warning(
                 "a row of %s was too large for one notification, and so were its keys alone;"
