@@ -45,7 +45,9 @@ class Dispatcher:
         """Dispatch what is queued, then stop; ``False`` if not done within ``timeout``."""
         self._stop.set()
         self.queue.put(_STOP)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread is threading.current_thread():
+            return True  # stop() called by a receiver: the thread ends after this batch
+        if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
             self._log.warning(

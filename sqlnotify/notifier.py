@@ -12,9 +12,12 @@ import functools
 import inspect
 import json
 import logging
+import os
+import signal as _signal
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -35,6 +38,7 @@ from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
+    SQLNotifyForkError,
     SQLNotifyPayloadSizeError,
 )
 
@@ -45,6 +49,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
 _event_received = signals.event_received
+
+# Every notifier of this process; a forked child resets their state.
+_notifiers: weakref.WeakSet[Notifier] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for notifier in list(_notifiers):
+        notifier._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _json_default(value: Any, binary: str = "base64") -> Any:
@@ -108,8 +124,11 @@ class Notifier:
     :param drain_timeout: how long :meth:`stop` and :meth:`astop` wait for
         ``async def`` callbacks already queued or running before cancelling
         them (and logging how many).
-    :param dialect_options: options for the database's dialect (see the
-        SQLite section of the documentation).
+    :param dialect_options: options for the database's dialect.  PostgreSQL:
+        ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
+        ...) for sqlnotify's own connections when the engine gets them from
+        ``connect_args`` rather than its URL.  SQLite: see its section of the
+        documentation.  An unknown option is an error.
 
     Threads: plain receivers connected with :meth:`subscribe` or
     :meth:`signal` run on the notifier's dispatcher thread
@@ -118,6 +137,12 @@ class Notifier:
     that called :meth:`astart` (or, after :meth:`start`, on a private loop
     thread named ``sqlnotify-asyncio``), one at a time per subscription, in
     the same order.
+
+    Processes: a notifier started before ``os.fork()`` is stopped in the
+    child (its threads do not exist there), and the child never touches the
+    parent's listening connection.  Call :meth:`start` in the child to give
+    it a listener of its own (gunicorn's ``post_fork``, Celery's
+    ``worker_process_init``); :attr:`forked` tells it happened.
     """
 
     #: Bound on joining each thread in :meth:`stop`.
@@ -163,8 +188,14 @@ class Notifier:
         self._bridge_lock = threading.Lock()
         self._wants_loop = False
         self._streams: set[EventStream] = set()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._fork_error: str | None = None
+        #: ``True`` in a child process forked while this notifier was running.
+        self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
+        _notifiers.add(self)
 
     # -- introspection --------------------------------------------------------
     @property
@@ -580,10 +611,14 @@ class Notifier:
 
         :raises SQLNotifyConfigurationError: for a watch that does not match its table.
         :raises SQLNotifyListenerError: when the listener cannot connect or listen.
+        :raises SQLNotifyForkError: in a child forked while another thread of
+            the parent was starting or stopping this notifier.
         """
         self._start(timeout, None)
 
     def _start(self, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> None:
+        if self._fork_error is not None:
+            raise SQLNotifyForkError(self._fork_error)
         with self._lock:
             if self._running:
                 return
@@ -620,6 +655,7 @@ class Notifier:
             self._listener = listener
             self._dialect.attach(listener.wake)
             self._running = True
+            self._stopped.clear()
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
     def stop(self, cleanup: bool | None = None) -> None:
@@ -656,10 +692,85 @@ class Notifier:
                 bridge, self._bridge = self._bridge, None
             self._close_bridge(bridge, drain_timeout)
             self._end_streams()
-            if cleanup if cleanup is not None else self.cleanup_on_stop:
-                self._dialect.uninstall(self.watches)
-            self._dialect.close()
+            try:
+                if cleanup if cleanup is not None else self.cleanup_on_stop:
+                    self._dialect.uninstall(self.watches)
+            finally:
+                self._dialect.close()
+                self._stopped.set()
             self.log.info("sqlnotify stopped")
+
+    def run_forever(
+        self, stop_signals: Sequence[int] = (_signal.SIGINT, _signal.SIGTERM)
+    ) -> int | None:
+        """Start if needed, block until a stop signal arrives, then stop cleanly.
+
+        For worker-style scripts.  On the main thread, handlers for
+        ``stop_signals`` are installed for the duration and the previous
+        handlers restored before stopping (so a second Ctrl-C during a slow
+        stop acts as usual).  On another thread no handler is installed and
+        the call returns once :meth:`stop` was called elsewhere.
+
+        :returns: the signal number that ended the wait, or ``None`` when
+            :meth:`stop` was called from another thread (or a receiver).
+        """
+        self.start()
+        received: list[int] = []
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            received.append(signum)  # no lock here: the main thread may hold any
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in stop_signals:
+                previous[signum] = _signal.signal(signum, handler)
+        try:
+            stopped = self._stopped
+            while not received and not stopped.wait(0.2):
+                pass
+        finally:
+            for signum, old in previous.items():
+                _signal.signal(signum, old)
+        self.log.info(
+            "sqlnotify stopping on %s",
+            _signal.Signals(received[0]).name if received else "stop()",
+        )
+        self.stop()
+        return received[0] if received else None
+
+    def _after_fork(self) -> None:
+        """Forget the parent's threads and connection; runs in the child, right after fork."""
+        # Only the forking thread exists now.  A lock held by another thread
+        # of the parent would never be released: replace it, and refuse to
+        # restart if the fork caught a start() or stop() half done.
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+        else:
+            self._fork_error = (
+                f"{self!r} was being started or stopped by another thread when process"
+                f" {os.getppid()} forked this one; create a new Notifier in the child"
+            )
+        self._lock = threading.RLock()
+        self._bridge_lock = threading.Lock()
+        self._dialect.after_fork()
+        if not self._running and self._listener is None:
+            return  # never started: nothing of the parent's to let go of
+        listener = self._listener
+        self._listener = self._dispatcher = None
+        # The event loop thread is the parent's too; its streams serve the parent's loop.
+        self._bridge = None
+        self._streams = set()
+        self._running = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self.forked = True
+        if listener is not None:
+            listener.abandon()
+        try:
+            # The parent's pooled connections stay the parent's (closed=False).
+            self._dialect.engine.dispose(close=False)
+        except Exception:  # noqa: S110 - nothing to log safely this early in a child
+            pass
 
     def __enter__(self) -> Notifier:
         self.start()
@@ -815,7 +926,8 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                event = route.decode(loads(n.payload))
+                data = loads(n.payload)
+                event = route.decode(data)
             except Exception as exc:
                 # The exception's text may quote a row value: DEBUG only.
                 self.log.debug("cannot decode a payload on %r: %s", channel, exc)
@@ -823,11 +935,28 @@ class Notifier:
                 continue
             stats.received += 1
             if event._status != "complete":
-                self._incomplete(route, event)
+                self._incomplete(route, event, data.get("err"), data.get("msg"))
             deliver(route, event)
 
-    def _incomplete(self, route: Route, event: ChangeEvent) -> None:
+    def _incomplete(
+        self,
+        route: Route,
+        event: ChangeEvent,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> None:
         self.stats.truncated += 1
+        if error is not None:
+            self.log.warning(
+                "the trigger for %s could not build its payload (SQLSTATE %s): the table no"
+                " longer matches the watch (a column dropped or renamed?); the event carries"
+                " no values. Restart the notifier to replace the trigger",
+                route.watch.describe(),
+                error,
+            )
+            # The server's message may quote a value: DEBUG only.
+            self.log.debug("trigger error on %r: %s", route.channel, message)
+            return
         if event.status == "lost":
             self.log.warning(
                 "a row of %s was too large for one notification, and so were its keys alone;"
