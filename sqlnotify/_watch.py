@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -204,7 +205,7 @@ class Watch:
     def payload_columns(self) -> tuple[str, ...]:
         return (*self.primary_keys, *self.extra_columns)
 
-    @property
+    @functools.cached_property
     def channel(self) -> str:
         """The notification channel, also the trigger's and its function's name.
 
