@@ -39,7 +39,7 @@ def check_target(target: str, value: float, base: float | None) -> bool | None:
     op, plus, number, ratio = m.groups()
     limit = float(number)
     if ratio or plus:
-        if base is None or base == 0:
+        if base is None or (ratio and base == 0):
             return None
         subject = value / base if ratio else value - base
     else:

@@ -106,7 +106,7 @@ def _fill(ctx: Context, table: str, count: int, per_tx: int = 100) -> float:
 
 
 def throughput(ctx: Context, modes: tuple[str, ...] = ("bare", "sqlnotify")) -> dict[str, float]:
-    count = ctx.count(100_000, 2_000)
+    count = ctx.count(200_000, 2_000)
     channel = _watched_table(ctx, "tp")
     out: dict[str, float] = {}
     for mode in _modes(ctx, modes):

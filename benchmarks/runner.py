@@ -84,7 +84,14 @@ def summarise(case: Case, runs: list[dict[str, float]]) -> list[dict[str, Any]]:
         else:
             base = None
         if row.target and entry["median"] is not None:
-            entry["met"] = check_target(row.target, entry["median"], base)
+            # Judge the figure the table shows: the median of the run-by-run
+            # ratios (or differences), not a ratio of two medians.
+            value, against = entry["median"], base
+            if row.baseline and "x" in row.target and entry.get("ratio") is not None:
+                value, against = entry["ratio"], 1.0
+            elif row.baseline and "+" in row.target and entry.get("delta") is not None:
+                value, against = entry["delta"], 0.0
+            entry["met"] = check_target(row.target, value, against)
         rows.append(entry)
     return rows
 

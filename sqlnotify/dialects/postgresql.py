@@ -492,6 +492,9 @@ class PostgresSource(Source):
     PROBE_TIMEOUT = 5.0
     #: Bound on connecting, LISTEN and the ready round trip.
     CONNECT_TIMEOUT = 15.0
+    #: While more data is already waiting, keep reading up to this many
+    #: notifications before handing them over (one handoff per batch).
+    MAX_BATCH = 2000
 
     def __init__(self, dsn: dict[str, Any], channels: Sequence[str]) -> None:
         import psycopg2
@@ -523,6 +526,8 @@ class PostgresSource(Source):
         self._probe_deadline: float | None = None
         self._poller: select.poll | None = None
         self._poller_wake = -1
+        self._data_poller = select.poll()
+        self._data_poller.register(self._fd, select.POLLIN)
         self.backend_pid: int = conn.info.backend_pid
 
     @staticmethod
@@ -585,6 +590,10 @@ class PostgresSource(Source):
             ready = poller.poll(timeout * 1000.0)
             if probe is not None or any(fd == self._fd for fd, _ in ready):
                 state = conn.poll()
+                more = self._data_poller.poll
+                limit = self.MAX_BATCH
+                while state == ext.POLL_OK and len(conn.notifies) < limit and more(0):
+                    state = conn.poll()
                 self._last_data = time.monotonic()
                 if probe is not None and state == ext.POLL_OK:
                     self._probe_deadline = None
