@@ -27,7 +27,10 @@ class Stats:
     __slots__ = (
         "dispatched",
         "dropped",
+        "duplicates",
+        "gaps",
         "lock",
+        "overflowed",
         "received",
         "receiver_errors",
         "reconnects",
@@ -42,6 +45,9 @@ class Stats:
         self.receiver_errors = 0
         self.reconnects = 0
         self.truncated = 0
+        self.gaps = 0
+        self.overflowed = 0
+        self.duplicates = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -51,6 +57,9 @@ class Stats:
             "receiver_errors": self.receiver_errors,
             "reconnects": self.reconnects,
             "truncated": self.truncated,
+            "gaps": self.gaps,
+            "overflowed": self.overflowed,
+            "duplicates": self.duplicates,
         }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import datetime as dt
 import decimal
@@ -22,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import signals
 from ._dispatch import Dispatcher
+from ._intake import Intake
+from ._journal import JournalEvent, JournalReader
 from ._listener import Listener
 from ._route import Route, Stats, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
@@ -40,6 +43,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
+
+
+def _seconds(value: float | dt.timedelta, name: str) -> float:
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise SQLNotifyConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, not {value!r}"
+        )
+    return float(value)
+
+
+def _check_consumer(name: str | None) -> str | None:
+    if name is None:
+        return None
+    ok = isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith(".")
+    if not ok or not all(c.isalnum() or c in "_.-:" for c in name):
+        raise SQLNotifyConfigurationError(
+            f"invalid consumer name {name!r}: use 1 to 200 letters, digits, '_', '.', '-'"
+            " or ':', not starting with '.'"
+        )
+    return name
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _json_default(value: Any) -> Any:
@@ -100,6 +129,23 @@ class Notifier:
     :param start_timeout: how long :meth:`start` waits for the listener.
     :param dialect_options: options for the database's dialect (see the
         SQLite section of the documentation).
+    :param max_queue: most events queued between the listener and the
+        dispatcher.  When full, durable watches leave their events in the
+        journal until there is room; other watches wait up to
+        ``queue_timeout`` seconds, then drop the newest notifications
+        (counted, logged, and reported by a ``gap`` signal).
+    :param queue_timeout: see ``max_queue``.
+    :param consumer: a name under which the position of durable watches is
+        kept in the database, so a restarted process resumes where it
+        stopped.  One name is read by one process at a time (a second
+        process starting with it gets :class:`SQLNotifyListenerError`).
+    :param journal_retention: seconds (or a :class:`~datetime.timedelta`)
+        journal rows are kept at least; older rows go once no known
+        consumer still needs them.
+    :param consumer_expiry: seconds (or a timedelta) after which a consumer
+        that has not been seen stops holding journal rows back.
+    :param journal_schema: schema of the journal tables (default: the
+        database's default schema).
 
     Threads: receivers connected with :meth:`subscribe` or :meth:`signal` run
     on the notifier's dispatcher thread (``sqlnotify-dispatcher``), one event
@@ -108,6 +154,8 @@ class Notifier:
 
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
+    #: How many recent events the lag percentiles of :meth:`health` cover.
+    LAG_WINDOW = 4096
 
     def __init__(
         self,
@@ -118,6 +166,12 @@ class Notifier:
         *,
         cleanup_on_stop: bool = False,
         start_timeout: float = 30.0,
+        max_queue: int = 100_000,
+        queue_timeout: float = 5.0,
+        consumer: str | None = None,
+        journal_retention: float | dt.timedelta = 86400.0,
+        consumer_expiry: float | dt.timedelta = 7 * 86400.0,
+        journal_schema: str | None = None,
         **dialect_options: Any,
     ) -> None:
         if isinstance(db_engine, AsyncEngine):
@@ -145,6 +199,19 @@ class Notifier:
         self._running = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
+        if not isinstance(max_queue, int) or max_queue < 1:
+            raise SQLNotifyConfigurationError(
+                f"max_queue must be a positive integer, not {max_queue!r}"
+            )
+        self.max_queue = max_queue
+        self.queue_timeout = float(queue_timeout)
+        self.consumer = _check_consumer(consumer)
+        self.journal_retention = _seconds(journal_retention, "journal_retention")
+        self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
+        self.journal_schema = journal_schema
+        self._intake: Intake | None = None
+        self._lags: collections.deque[float] = collections.deque(maxlen=self.LAG_WINDOW)
+        self._started_at: dt.datetime | None = None
 
     # -- introspection --------------------------------------------------------
     @property
@@ -181,6 +248,7 @@ class Notifier:
         primary_keys: Sequence[str] | None = None,
         channel_label: str | None = None,
         use_overflow_table: bool = False,
+        durable: bool = False,
     ) -> Notifier:
         """Watch one operation on one table; return the notifier, so calls chain.
 
@@ -197,6 +265,10 @@ class Notifier:
             and operation; letters, digits, ``_``, ``.``, ``-``.
         :param use_overflow_table: deliver rows larger than the database's
             notification limit through an overflow table.
+        :param durable: also append each event to a journal table in the
+            writer's transaction, so events committed while the listener was
+            disconnected or the process was down are delivered later (at
+            least once, each with ``event.position``).
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
@@ -207,6 +279,7 @@ class Notifier:
             primary_keys,
             channel_label,
             use_overflow_table,
+            durable,
         )
         watch = None
         if not isinstance(model, str):
@@ -431,19 +504,25 @@ class Notifier:
             }
             channels = list(self._routes)
             dispatcher = Dispatcher(self._handle_batch, log=self.log)
+            intake = self._make_intake(watches, dispatcher)
             dispatcher.start()
             listener = Listener(
                 lambda: self._dialect.open_source(channels),
-                dispatcher.put,
+                intake.push,
                 log=self.log,
                 on_connected=self._on_connected,
                 on_disconnected=self._on_disconnected,
+                on_tick=intake.tick,
             )
+            self._intake = intake
             try:
                 listener.start(self.start_timeout if timeout is None else timeout)
             except BaseException:
                 dispatcher.stop(self.STOP_TIMEOUT)
+                self._intake = None
+                self._dialect.close()
                 raise
+            self._started_at = dt.datetime.now(dt.timezone.utc)
             self._dispatcher = dispatcher
             self._listener = listener
             self._running = True
@@ -464,8 +543,9 @@ class Notifier:
             self._listener = self._dispatcher = None
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
-            if dispatcher is not None:
-                dispatcher.stop(self.STOP_TIMEOUT)
+            drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
+            if self._intake is not None:
+                self._intake.close(drained)
             if cleanup if cleanup is not None else self.cleanup_on_stop:
                 self._dialect.uninstall(self.watches)
             self._dialect.close()
@@ -541,9 +621,39 @@ class Notifier:
             self.stats.reconnects += 1
             self.log.info("listener reconnected")
         send_isolated(signals.listener_connected, self, self.log, reconnect=reconnect)
+        if self._intake is not None:
+            self._intake.on_connected(reconnect, source)
 
     def _on_disconnected(self, error: BaseException) -> None:
+        if self._intake is not None:
+            self._intake.on_disconnected()
         send_isolated(signals.listener_disconnected, self, self.log, error=error)
+
+    def _send_gap(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        channels: tuple[str, ...],
+        reason: str,
+        count: int | None,
+    ) -> None:
+        self.log.warning(
+            "events of %d channel(s) may be missing between %s and %s (%s)",
+            len(channels),
+            start.isoformat(),
+            end.isoformat(),
+            reason,
+        )
+        send_isolated(
+            signals.gap,
+            self,
+            self.log,
+            start=start,
+            end=end,
+            channels=channels,
+            reason=reason,
+            count=count,
+        )
 
     def _drop(self, channel: str, reason: str, payload: str | None = None) -> None:
         self.stats.dropped += 1
@@ -556,6 +666,8 @@ class Notifier:
         routes = self._routes
         loads = json.loads
         stats = self.stats
+        received_at = getattr(batch, "received_at", None)
+        lags = self._lags
         for n in batch:
             channel = n.channel
             route = routes.get(channel)
@@ -563,12 +675,20 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                data = loads(n.payload)
+                if type(n) is JournalEvent:
+                    data = n.data
+                    if data is None:
+                        data = loads(n.payload)
+                        data["pos"] = n.position
+                else:
+                    data = loads(n.payload)
                 event = route.decode(data)
             except Exception as exc:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
                 continue
             stats.received += 1
+            if received_at is not None and event.epoch is not None:
+                lags.append(received_at - event.epoch)
             if event.status != "complete":
                 self._incomplete(route, event)
             self._deliver(route, event)
@@ -607,6 +727,102 @@ class Notifier:
         send_isolated(
             signals.receiver_failed, self, self.log, receiver=receiver, event=event, exception=exc
         )
+
+    def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
+        durable = [w.channel for w in watches if w.durable]
+        reader = store = None
+        position_time = None
+        if durable:
+            store = self._dialect.journal()
+            try:
+                store.ensure()
+                loaded = store.load(self.consumer) if self.consumer else None
+                if loaded is not None:
+                    cursor, position_time = loaded
+                    skip = None
+                else:
+                    cursor, skip = store.start_key()
+                    if self.consumer is not None:
+                        store.save(self.consumer, cursor)
+            except DBAPIError as exc:
+                raise SQLNotifyException(f"could not open the journal: {exc.orig or exc}") from exc
+            except Exception as exc:
+                if isinstance(exc, SQLNotifyException):
+                    raise
+                raise SQLNotifyException(f"could not open the journal: {exc}") from exc
+            reader = JournalReader(store, durable, cursor, skip)
+            if self.consumer is not None:
+                self._dialect.consumer_lock = (
+                    store.consumer_lock_key(self.consumer),
+                    self.consumer,
+                )
+        return Intake(
+            dispatcher=dispatcher,
+            stats=self.stats,
+            log=self.log,
+            send_gap=self._send_gap,
+            channels=[w.channel for w in watches],
+            durable_channels=durable,
+            reader=reader,
+            store=store,
+            consumer=self.consumer,
+            position_time=position_time,
+            max_queue=self.max_queue,
+            queue_timeout=self.queue_timeout,
+            retention=self.journal_retention,
+            consumer_expiry=self.consumer_expiry,
+        )
+
+    def health(self, server_timeout: float = 2.0) -> dict[str, Any]:
+        """A snapshot of the notifier's state, for health checks and metrics.
+
+        Keys: ``running``; ``connected`` and ``since`` (when the listener last
+        connected or disconnected, an aware datetime); ``received``,
+        ``dispatched``, ``failed`` (receiver exceptions), ``dropped``
+        (undecodable or unroutable notifications), ``overflowed`` (dropped
+        because the queue was full), ``duplicates`` (durable events
+        suppressed as already delivered), ``gaps``, ``reconnects``;
+        ``queue_depth`` and ``max_queue``; ``lag_p50`` and ``lag_p99``
+        (seconds from the trigger's timestamp to receipt, over the last
+        :attr:`LAG_WINDOW` events; ``None`` before any event); and
+        ``server_queue_usage`` (PostgreSQL's ``pg_notification_queue_usage()``,
+        0 to 1, read on a separate connection within ``server_timeout``
+        seconds; ``None`` when unavailable).  Durable watches add
+        ``consumer`` and ``position`` (the last position whose receivers ran).
+
+        Safe to call from any thread; it blocks at most ``server_timeout``.
+        """
+        intake, dispatcher = self._intake, self._dispatcher
+        stats = self.stats
+        lags = sorted(self._lags)
+        usage: float | None = None
+        probe = getattr(self._dialect, "server_queue_usage", None)
+        if probe is not None:
+            usage = probe(server_timeout)
+            if usage is None and intake is not None and intake.source is not None:
+                usage = intake.source.queue_usage
+        report: dict[str, Any] = {
+            "running": self._running,
+            "connected": bool(intake and intake.connected and self._running),
+            "since": intake.since if intake is not None else self._started_at,
+            "received": stats.received,
+            "dispatched": stats.dispatched,
+            "failed": stats.receiver_errors,
+            "dropped": stats.dropped,
+            "overflowed": stats.overflowed,
+            "duplicates": stats.duplicates,
+            "gaps": stats.gaps,
+            "reconnects": stats.reconnects,
+            "queue_depth": dispatcher.depth if dispatcher is not None else 0,
+            "max_queue": self.max_queue,
+            "lag_p50": _percentile(lags, 0.5) if lags else None,
+            "lag_p99": _percentile(lags, 0.99) if lags else None,
+            "server_queue_usage": usage,
+        }
+        if intake is not None and intake.acked is not None:
+            report["consumer"] = self.consumer
+            report["position"] = intake.acked[-1]
+        return report
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

@@ -22,6 +22,7 @@ from .._types import pg_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyListenerError
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+from .postgresql_journal import PostgresJournal, journal_ddl, journal_insert_sql
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 
@@ -106,6 +107,30 @@ payload := json_build_object('ts', extract(epoch from clock_timestamp()),
                                          'row', json_build_object(), 'lost', true)::text;
         END IF;"""
 
+# A durable watch appends the event to the journal in the writer's transaction;
+# the notification is then a wake-up carrying the journal key ("pos", "xid"),
+# and the payload too when it fits.
+DURABLE_FUNCTION_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS {tag}
+DECLARE
+    payload text;
+    note text;
+    pos bigint;
+    tx xid8;
+BEGIN
+    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                 'row', json_build_object({row}))::text;
+    {insert}
+    note := '{{"pos":' || pos || ',"xid":' || tx || ',' || substr(payload, 2);
+    IF octet_length(note) > {limit} THEN
+        note := '{{"pos":' || pos || ',"xid":' || tx || ',"wake":true}}';
+    END IF;
+    PERFORM pg_notify({channel}, note);
+    RETURN NULL;
+END;
+{tag}"""
+
 TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
 FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
@@ -180,8 +205,14 @@ class PostgresDialect(Dialect):
             self._own_engine = None
         super().__init__(engine, log, options)
         self._schema: str | None = None
+        #: Schema of the journal tables (``None``: the default schema).
+        self.journal_schema: str | None = None
+        self._journal: PostgresJournal | None = None
 
     def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
 
@@ -209,19 +240,25 @@ class PostgresDialect(Dialect):
                 for c in columns
             )
 
-        if watch.use_overflow_table:
-            oversize = self.overflow_sql(watch)
-        else:
-            oversize = TRUNCATE_SQL.format(keys=pairs(watch.primary_keys), limit=MAX_PAYLOAD)
         body_args = {
             "function": self.function_ref(watch),
             "row": pairs(watch.payload_columns),
             "limit": MAX_PAYLOAD,
-            "oversize": oversize,
             "channel": quote_literal(watch.channel),
         }
+        if watch.durable:
+            body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
+            template = DURABLE_FUNCTION_SQL
+        else:
+            if watch.use_overflow_table:
+                body_args["oversize"] = self.overflow_sql(watch)
+            else:
+                body_args["oversize"] = TRUNCATE_SQL.format(
+                    keys=pairs(watch.primary_keys), limit=MAX_PAYLOAD
+                )
+            template = FUNCTION_SQL
         tag = "$sqlnotify$"
-        text = FUNCTION_SQL.format(tag="{tag}", **body_args)
+        text = template.format(tag="{tag}", **body_args)
         n = 0
         while tag in text.replace("{tag}", ""):
             n += 1
@@ -274,8 +311,20 @@ class PostgresDialect(Dialect):
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
+    def journal_schema_name(self) -> str | None:
+        """The schema of the journal tables of durable watches (default: the default schema)."""
+        return self.journal_schema or self.default_schema()
+
+    def journal(self) -> PostgresJournal:
+        """The journal store durable watches use (one connection, opened lazily)."""
+        if self._journal is None:
+            self._journal = PostgresJournal(self.dsn, self.journal_schema_name())
+        return self._journal
+
     def ddl(self, watch: Watch) -> list[str]:
+        journal = [journal_ddl(self.journal_schema_name())] if watch.durable else []
         return [
+            *journal,
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
             f" IS {quote_literal(self.comment(watch))}",
@@ -396,7 +445,31 @@ class PostgresDialect(Dialect):
             conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     def open_source(self, channels: Sequence[str]) -> Source:
-        return PostgresSource(self.dsn, channels)
+        return PostgresSource(self.dsn, channels, log=self.log, lock=self.consumer_lock)
+
+    #: ``(key, consumer name)`` of the session lock the listener holds for a
+    #: named consumer of durable watches; ``None`` without one.
+    consumer_lock: tuple[int, str] | None = None
+
+    def server_queue_usage(self, timeout: float) -> float | None:
+        """``pg_notification_queue_usage()`` read on a new connection; ``None`` on failure."""
+        import psycopg2
+
+        dsn = dict(self.dsn)
+        dsn["connect_timeout"] = str(max(1, round(timeout)))
+        dsn["options"] = dsn.get("options", "") + f" -c statement_timeout={int(timeout * 1000)}"
+        try:
+            conn = psycopg2.connect(**dsn)
+        except psycopg2.Error:
+            return None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_notification_queue_usage()")
+                return float(cur.fetchone()[0])
+        except psycopg2.Error:
+            return None
+        finally:
+            conn.close()
 
 
 _URL_KEYS = frozenset({"host", "port", "user", "password", "dbname"})
@@ -414,12 +487,30 @@ class PostgresSource(Source):
     PROBE_TIMEOUT = 5.0
     #: Bound on connecting, LISTEN and the ready round trip.
     CONNECT_TIMEOUT = 15.0
+    #: Bound on the ready round trip alone: a healthy server answers in
+    #: milliseconds; a connection that cannot LISTEN never does.
+    PING_TIMEOUT = 5.0
+    #: Read ``pg_notification_queue_usage()`` at least this often (seconds).
+    QUEUE_CHECK_INTERVAL = 30.0
+    #: Warn when the server's notification queue is fuller than this.
+    QUEUE_WARN_LEVEL = 0.5
 
-    def __init__(self, dsn: dict[str, Any], channels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        dsn: dict[str, Any],
+        channels: Sequence[str],
+        *,
+        log: Any = None,
+        lock: tuple[int, str] | None = None,
+    ) -> None:
         import psycopg2
         import psycopg2.extensions as ext
 
         self._ext = ext
+        self._log = log
+        #: Server notification queue usage (0..1) at the last check, or ``None``.
+        self.queue_usage: float | None = None
+        self._queue_warned = 0.0
         self._ping = f"sqlnotify_ping_{os.getpid()}_{id(self):x}"
         deadline = time.monotonic() + self.CONNECT_TIMEOUT
         try:
@@ -432,16 +523,34 @@ class PostgresSource(Source):
             self._fd = conn.fileno()
             cur = conn.cursor()
             self._cursor = cur
+            cur.execute("SELECT pg_is_in_recovery()")
+            self._complete(deadline)
+            if cur.fetchone()[0]:
+                raise SQLNotifyListenerError(
+                    "the listener's server is in recovery (a read replica or standby):"
+                    " notifications are only sent on the primary; connect to the primary"
+                )
+            if lock is not None:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (lock[0],))
+                self._complete(deadline)
+                if not cur.fetchone()[0]:
+                    raise SQLNotifyListenerError(
+                        f"consumer {lock[1]!r} is already active in another process; one"
+                        " consumer name is read by one process at a time (use another name"
+                        " for an independent reader)"
+                    )
             listens = "".join(f"LISTEN {quote_ident(c)};" for c in (*channels, self._ping))
             cur.execute(listens)
             self._complete(deadline)
             cur.execute("SELECT pg_notify(%s, 'ready')", (self._ping,))
             self._complete(deadline)
-            self._await_ping(deadline)
+            self._await_ping(min(deadline, time.monotonic() + self.PING_TIMEOUT))
         except BaseException:
             self.close()
             raise
         self._last_data = time.monotonic()
+        self._last_check = self._last_data
+        self.last_alive = time.time()
         self._probe_deadline: float | None = None
         self.backend_pid: int = conn.info.backend_pid
 
@@ -484,9 +593,13 @@ class PostgresSource(Source):
         ext = self._ext
         now = time.monotonic()
         probe = self._probe_deadline
-        if probe is None and now - self._last_data >= self.IDLE_PROBE_INTERVAL:
+        if probe is None and (
+            now - self._last_data >= self.IDLE_PROBE_INTERVAL
+            or now - self._last_check >= self.QUEUE_CHECK_INTERVAL
+        ):
+            self._last_check = now
             try:
-                self._cursor.execute("SELECT 1")
+                self._cursor.execute("SELECT pg_notification_queue_usage()")
             except Exception as exc:
                 raise SourceDisconnected(str(exc)) from exc
             probe = self._probe_deadline = now + self.PROBE_TIMEOUT
@@ -497,8 +610,11 @@ class PostgresSource(Source):
             if self._fd in ready or probe is not None:
                 state = conn.poll()
                 self._last_data = time.monotonic()
+                if self._fd in ready:
+                    self.last_alive = time.time()
                 if probe is not None and state == ext.POLL_OK:
                     self._probe_deadline = None
+                    self._queue_checked(self._cursor.fetchone())
             elif conn.closed:
                 raise SourceDisconnected("connection closed")
         except SourceDisconnected:
@@ -514,6 +630,21 @@ class PostgresSource(Source):
             return ()
         conn.notifies = []
         return notifies  # type: ignore[no-any-return]
+
+    def _queue_checked(self, row: Any) -> None:
+        if not row or row[0] is None:
+            return
+        usage = self.queue_usage = float(row[0])
+        now = time.monotonic()
+        warn = usage >= self.QUEUE_WARN_LEVEL and now - self._queue_warned >= 60.0
+        if warn and self._log is not None:
+            self._queue_warned = now
+            self._log.warning(
+                "the server's notification queue is %.0f%% full: a listening session is"
+                " not consuming (or a transaction holds it back); at 100%% every"
+                " NOTIFY fails",
+                usage * 100,
+            )
 
     def close(self) -> None:
         try:

@@ -1,0 +1,220 @@
+"""Durable watches, gap signals and health against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sqlnotify import Notifier, signals
+from sqlnotify.testing import EventRecorder, wait_until
+
+
+def make_table(engine: sa.Engine, name: str = "item") -> sa.Table:
+    meta = sa.MetaData()
+    table = sa.Table(
+        name,
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("note", sa.Text),
+    )
+    meta.create_all(engine)
+    return table
+
+
+def insert(engine: sa.Engine, table: sa.Table, ids: range | list[int], note: str = "x") -> None:
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": i, "note": note} for i in ids])
+
+
+def terminate_listener(engine: sa.Engine, notifier: Notifier) -> None:
+    source = notifier._intake.source if notifier._intake else None
+    assert source is not None
+    pid = source.backend_pid  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+
+
+class GapRecorder:
+    def __init__(self) -> None:
+        self.gaps: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, sender: Any, **kw: Any) -> None:
+        with self._lock:
+            self.gaps.append(kw)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.gaps)
+
+
+@pytest.fixture
+def gaps() -> Any:
+    rec = GapRecorder()
+    signals.gap.connect(rec)
+    yield rec
+    signals.gap.disconnect(rec)
+
+
+def test_durable_events_carry_positions(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_schema_engine)
+    n = Notifier(pg_schema_engine).watch(table, "insert", extra_columns=["note"], durable=True)
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    insert(pg_schema_engine, table, range(1, 6))
+    events = rec.wait_for(5, timeout=10)
+    assert [e.id for e in events] == [1, 2, 3, 4, 5]
+    positions = [e.position for e in events]
+    assert all(isinstance(p, int) for p in positions)
+    assert len(set(positions)) == 5
+    assert events[0].extra_columns == {"note": "x"}
+    with pg_schema_engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT id FROM sqlnotify_journal ORDER BY id").scalars()
+        assert sorted(stored) == sorted(positions)
+
+
+def test_large_durable_row_arrives_whole(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_schema_engine)
+    n = Notifier(pg_schema_engine).watch(table, "insert", extra_columns=["note"], durable=True)
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    insert(pg_schema_engine, table, [1], note="y" * 20000)
+    (event,) = rec.wait_for(1, timeout=10)
+    assert event.extra_columns["note"] == "y" * 20000
+    assert event.status == "complete"
+
+
+def test_gap_after_reconnect_for_plain_watches(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None, gaps: GapRecorder
+) -> None:
+    table = make_table(pg_schema_engine)
+    other = make_table(pg_schema_engine, "other")
+    n = Notifier(pg_schema_engine).watch(table, "insert").watch(other, "insert", durable=True)
+    notifiers.append(n)
+    n.start()
+    before = dt.datetime.now(dt.timezone.utc)
+    terminate_listener(pg_schema_engine, n)
+    wait_until(lambda: len(gaps) >= 1, timeout=10, message="a gap signal")
+    gap = gaps.gaps[0]
+    assert gap["reason"] == "disconnected"
+    assert gap["channels"] == (n.watches[0].channel,)
+    assert gap["start"].tzinfo is not None and gap["end"].tzinfo is not None
+    assert gap["start"] <= gap["end"]
+    assert gap["end"] >= before
+    health = n.health()
+    assert health["gaps"] == 1 and health["reconnects"] == 1 and health["connected"]
+
+
+def test_durable_catch_up_after_disconnect(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None, gaps: GapRecorder
+) -> None:
+    table = make_table(pg_schema_engine)
+    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    written = threading.Event()
+
+    def write_while_down(sender: Any, **kw: Any) -> None:
+        # Runs on the listener thread before it reconnects: these commits
+        # can only reach the receivers through the journal.
+        if not written.is_set():
+            insert(pg_schema_engine, table, range(1, 101))
+            written.set()
+
+    signals.listener_disconnected.connect(write_while_down, sender=n)
+    try:
+        n.start()
+        terminate_listener(pg_schema_engine, n)
+        events = rec.wait_for(100, timeout=10)
+    finally:
+        signals.listener_disconnected.disconnect(write_while_down)
+    assert sorted(e.id for e in events) == list(range(1, 101))
+    assert len(gaps) == 0  # durable watches need no resync
+
+
+def test_consumer_resumes_after_restart(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_schema_engine)
+
+    def make() -> tuple[Notifier, EventRecorder]:
+        n = Notifier(pg_schema_engine, consumer="resumer").watch(table, "insert", durable=True)
+        notifiers.append(n)
+        rec = EventRecorder()
+        n.subscribe(table, "insert")(rec)
+        return n, rec
+
+    n1, rec1 = make()
+    n1.start()
+    insert(pg_schema_engine, table, range(1, 11))
+    rec1.wait_for(10, timeout=10)
+    n1.stop()
+    insert(pg_schema_engine, table, range(11, 21))  # nobody listens
+    n2, rec2 = make()
+    n2.start()
+    insert(pg_schema_engine, table, range(21, 31))
+    events = rec2.wait_for(20, timeout=10)
+    assert sorted(e.id for e in events) == list(range(11, 31))
+
+
+def test_second_process_with_same_consumer_is_refused(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    from sqlnotify import SQLNotifyListenerError
+
+    table = make_table(pg_schema_engine)
+    n1 = Notifier(pg_schema_engine, consumer="solo").watch(table, "insert", durable=True)
+    notifiers.append(n1)
+    n1.start()
+    n2 = Notifier(pg_schema_engine, consumer="solo").watch(table, "insert", durable=True)
+    with pytest.raises(SQLNotifyListenerError, match="'solo' is already active"):
+        n2.start(timeout=10)
+
+
+def test_fresh_notifier_skips_history(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_schema_engine)
+    n0 = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
+    n0.install()
+    insert(pg_schema_engine, table, range(1, 6))  # journalled before anyone listens
+    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    insert(pg_schema_engine, table, [6])
+    events = rec.wait_for(1, timeout=10)
+    wait_until(lambda: n._intake and not n._intake._reader.pending, timeout=10)  # type: ignore[union-attr]
+    assert [e.id for e in rec.events] == [6], events
+
+
+def test_health(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    table = make_table(pg_schema_engine)
+    n = Notifier(pg_schema_engine).watch(table, "insert")
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    insert(pg_schema_engine, table, range(1, 21))
+    rec.wait_for(20, timeout=10)
+    wait_until(lambda: n.health()["dispatched"] == 20, timeout=10)
+    h = n.health()
+    assert h["connected"] is True and h["running"] is True
+    assert h["since"].tzinfo is not None
+    assert h["received"] == 20 and h["failed"] == 0 and h["queue_depth"] == 0
+    assert h["lag_p50"] is not None and 0 <= h["lag_p50"] <= h["lag_p99"] < 60
+    assert h["server_queue_usage"] is not None and 0.0 <= h["server_queue_usage"] < 0.5
