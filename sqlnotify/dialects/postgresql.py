@@ -622,10 +622,11 @@ class PostgresSource(Source):
                 poller.register(wake_fd, select.POLLIN)
                 self._poller_wake = wake_fd
             ready = poller.poll(timeout * 1000.0)
-            if probe is not None or any(fd == self._fd for fd, _ in ready):
+            data = any(fd == self._fd for fd, _ in ready)
+            if probe is not None or data:
                 state = conn.poll()
                 self._last_data = time.monotonic()
-                if self._fd in ready:
+                if data:
                     self.last_alive = time.time()
                 if probe is not None and state == ext.POLL_OK:
                     self._probe_deadline = None
