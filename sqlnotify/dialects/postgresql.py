@@ -453,23 +453,20 @@ class PostgresDialect(Dialect):
 
     def server_queue_usage(self, timeout: float) -> float | None:
         """``pg_notification_queue_usage()`` read on a new connection; ``None`` on failure."""
-        import psycopg2
+        from .postgresql_journal import _BoundedCursor, connect_bounded
 
-        dsn = dict(self.dsn)
-        dsn["connect_timeout"] = str(max(1, round(timeout)))
-        dsn["options"] = dsn.get("options", "") + f" -c statement_timeout={int(timeout * 1000)}"
+        deadline = time.monotonic() + timeout
+        conn = None
         try:
-            conn = psycopg2.connect(**dsn)
-        except psycopg2.Error:
-            return None
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_notification_queue_usage()")
-                return float(cur.fetchone()[0])
-        except psycopg2.Error:
+            conn = connect_bounded(self.dsn, timeout)
+            cur = _BoundedCursor(conn, max(0.0, deadline - time.monotonic()))
+            cur.execute("SELECT pg_notification_queue_usage()")
+            return float(cur.fetchone()[0])
+        except Exception:
             return None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
 
 _URL_KEYS = frozenset({"host", "port", "user", "password", "dbname"})

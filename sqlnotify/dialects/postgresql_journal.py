@@ -11,6 +11,8 @@ below it is final; rows at or above it wait for a later read.
 from __future__ import annotations
 
 import datetime as dt
+import select
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -99,6 +101,54 @@ def journal_insert_sql(schema: str | None, channel: str) -> str:
     )
 
 
+def _wait(conn: Any, deadline: float) -> None:
+    import psycopg2.extensions as ext
+
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            conn.close()
+            raise TimeoutError("the server did not answer in time")
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLOUT if state == ext.POLL_WRITE else select.POLLIN)
+        poller.poll(remaining * 1000.0)
+
+
+def connect_bounded(dsn: dict[str, Any], timeout: float) -> Any:
+    """An asynchronous-mode psycopg2 connection whose every wait is bounded."""
+    import psycopg2
+
+    conn = psycopg2.connect(async_=1, **dsn)
+    try:
+        _wait(conn, time.monotonic() + timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _BoundedCursor:
+    """A cursor whose ``execute`` waits for the answer at most ``timeout`` seconds."""
+
+    def __init__(self, conn: Any, timeout: float) -> None:
+        self._conn = conn
+        self._cur = conn.cursor()
+        self._timeout = timeout
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self._cur.execute(sql, params)
+        _wait(self._conn, time.monotonic() + self._timeout)
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()  # type: ignore[no-any-return]
+
+
 class PostgresJournal:
     """A :class:`~sqlnotify._journal.JournalStore` over one schema's journal tables.
 
@@ -109,6 +159,9 @@ class PostgresJournal:
 
     CONNECT_TIMEOUT = 5
     STATEMENT_TIMEOUT_MS = 15_000
+    #: Client-side bound on each statement: a server (or network path) that
+    #: stops answering cannot hold the listener thread longer than this.
+    QUERY_TIMEOUT = 20.0
 
     def __init__(self, dsn: dict[str, Any], schema: str | None) -> None:
         self.dsn = dict(dsn)
@@ -130,19 +183,14 @@ class PostgresJournal:
         self._conn: Any = None
 
     # -- connection -----------------------------------------------------------
-    def _cursor(self) -> Any:
+    def _cursor(self) -> _BoundedCursor:
         if self._conn is None or self._conn.closed:
-            import psycopg2
-
-            conn = psycopg2.connect(**self.dsn)
-            conn.autocommit = True
-            self._conn = conn
-        return self._conn.cursor()
+            self._conn = connect_bounded(self.dsn, self.QUERY_TIMEOUT)
+        return _BoundedCursor(self._conn, self.QUERY_TIMEOUT)
 
     def _run(self, fn: Callable[[Any], Any]) -> Any:
         try:
-            with self._cursor() as cur:
-                return fn(cur)
+            return fn(self._cursor())
         except Exception:
             self.close()
             raise
