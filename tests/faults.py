@@ -22,6 +22,12 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sqlnotify import Notifier, signals
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -215,3 +221,51 @@ def proxy_to(port: int) -> Iterator[Proxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+# -- shared test helpers -------------------------------------------------------
+def make_table(engine: sa.Engine, name: str = "item") -> sa.Table:
+    meta = sa.MetaData()
+    table = sa.Table(
+        name,
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("note", sa.Text),
+    )
+    meta.create_all(engine)
+    return table
+
+
+def insert(engine: sa.Engine, table: sa.Table, ids: range | list[int], note: str = "x") -> None:
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": i, "note": note} for i in ids])
+
+
+def terminate_listener(engine: sa.Engine, notifier: Notifier) -> None:
+    source = notifier._intake.source if notifier._intake else None
+    assert source is not None
+    pid = source.backend_pid  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+
+
+class GapRecorder:
+    def __init__(self) -> None:
+        self.gaps: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, sender: Any, **kw: Any) -> None:
+        with self._lock:
+            self.gaps.append(kw)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.gaps)
+
+
+@pytest.fixture(name="gaps")
+def gaps_fixture() -> Any:
+    rec = GapRecorder()
+    signals.gap.connect(rec)
+    yield rec
+    signals.gap.disconnect(rec)

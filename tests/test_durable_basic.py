@@ -8,56 +8,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from faults import GapRecorder, gaps_fixture, insert, make_table, terminate_listener  # noqa: F401
 
 from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, wait_until
-
-
-def make_table(engine: sa.Engine, name: str = "item") -> sa.Table:
-    meta = sa.MetaData()
-    table = sa.Table(
-        name,
-        meta,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("note", sa.Text),
-    )
-    meta.create_all(engine)
-    return table
-
-
-def insert(engine: sa.Engine, table: sa.Table, ids: range | list[int], note: str = "x") -> None:
-    with engine.begin() as conn:
-        conn.execute(table.insert(), [{"id": i, "note": note} for i in ids])
-
-
-def terminate_listener(engine: sa.Engine, notifier: Notifier) -> None:
-    source = notifier._intake.source if notifier._intake else None
-    assert source is not None
-    pid = source.backend_pid  # type: ignore[attr-defined]
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-
-
-class GapRecorder:
-    def __init__(self) -> None:
-        self.gaps: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, sender: Any, **kw: Any) -> None:
-        with self._lock:
-            self.gaps.append(kw)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self.gaps)
-
-
-@pytest.fixture
-def gaps() -> Any:
-    rec = GapRecorder()
-    signals.gap.connect(rec)
-    yield rec
-    signals.gap.disconnect(rec)
 
 
 def test_durable_events_carry_positions(
