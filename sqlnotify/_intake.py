@@ -195,7 +195,7 @@ class Intake:
             key = (int(data["xid"]), int(position))
         except Exception:
             return n  # a custom or foreign payload: the dispatcher decodes (or drops) it
-        decision = reader.live(key, position, take and not data.get("wake"))
+        decision = reader.live(key, take and not data.get("wake"))
         if decision:
             return JournalEvent(n.channel, n.payload, data, position)
         if decision is False:

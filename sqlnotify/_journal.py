@@ -120,7 +120,7 @@ class JournalReader:
         self.channels = list(channels)
         self.cursor: Key = cursor
         self._skip = skip
-        self._ahead: set[int] = set()
+        self._ahead: set[Key] = set()
         self.target: Key | None = None
         self._want_now = True
         self.duplicates = 0
@@ -138,20 +138,20 @@ class JournalReader:
         if self.target is None or key > self.target:
             self.target = key
 
-    def live(self, key: Key, position: int, take: bool) -> bool | None:
+    def live(self, key: Key, take: bool) -> bool | None:
         """Decide about a live notification: ``True`` deliver it now, ``False`` drop it
         as a duplicate, ``None`` leave it to the journal walk.
 
         ``take`` is ``False`` when the caller cannot accept the payload now
         (queue full, payload not in the notification).
         """
-        if key <= self.cursor or position in self._ahead:
+        if key <= self.cursor or key in self._ahead:
             self.duplicates += 1
             return False
         self._need(key)
         if not take or len(self._ahead) >= self.MAX_AHEAD:
             return None
-        self._ahead.add(position)
+        self._ahead.add(key)
         return True
 
     def read(self) -> tuple[list[JournalEvent], bool]:
@@ -164,8 +164,8 @@ class JournalReader:
         skip = self._skip
         out: list[JournalEvent] = []
         for key, position, channel, payload in batch.rows:
-            if position in ahead:
-                ahead.discard(position)
+            if key in ahead:
+                ahead.discard(key)
                 continue
             if skip is not None and skip(key):
                 continue
@@ -186,8 +186,8 @@ class JournalReader:
         while self._ahead:
             batch = self.store.read(self.cursor, self.channels, self.BATCH)
             for row in batch.rows:
-                if row.position in self._ahead:
-                    self._ahead.discard(row.position)
+                if row.key in self._ahead:
+                    self._ahead.discard(row.key)
                 elif self._skip is None or not self._skip(row.key):
                     return
                 self.cursor = row.key

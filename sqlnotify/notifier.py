@@ -687,8 +687,9 @@ class Notifier:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
                 continue
             stats.received += 1
-            if received_at is not None and event.epoch is not None:
-                lags.append(received_at - event.epoch)
+            epoch = event.epoch
+            if received_at is not None and type(epoch) is float:
+                lags.append(received_at - epoch)
             if event.status != "complete":
                 self._incomplete(route, event)
             self._deliver(route, event)

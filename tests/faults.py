@@ -170,12 +170,16 @@ class ThrowawayPostgres:
             conf.write(
                 f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
                 f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
-                "synchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\n"
+                "synchronous_commit = off\nfull_page_writes = off\n"
             )
         if standby:
             open(os.path.join(self.data, "standby.signal"), "w").close()
             shutil.chown(os.path.join(self.data, "standby.signal"), "postgres", "postgres")
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     @staticmethod
     def available() -> bool:

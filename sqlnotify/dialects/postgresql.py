@@ -368,6 +368,12 @@ class PostgresDialect(Dialect):
         self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
     ) -> list[InstallState]:
         with self.engine.connect() as conn:
+            if conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
+                raise SQLNotifyListenerError(
+                    f"the server at {self.engine.url.host}:{self.engine.url.port or 5432} is in"
+                    " recovery (a read replica or standby): triggers cannot be installed and"
+                    " notifications are only sent on the primary; connect to the primary"
+                )
             found = self._installed(conn)
             states = [self._state(w, found) for w in watches]
             conn.rollback()
