@@ -96,6 +96,14 @@ class Route:
 
     def decode(self, data: dict[str, Any]) -> ChangeEvent:
         row = data["row"]
+        if type(row) is not dict:
+            raise ValueError(f"'row' is a {type(row).__name__}, not an object")
+        ts = data.get("ts")
+        if ts is not None and (type(ts) is not float and type(ts) is not int):
+            raise ValueError(f"'ts' is a {type(ts).__name__}, not a number")
+        for key in self.keys:
+            if key not in row:
+                raise ValueError(f"the row lacks its key column {key!r}")
         for name, fn in self.converters:
             value = row.get(name)
             if value is not None:
