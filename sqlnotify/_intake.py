@@ -105,6 +105,7 @@ class Intake:
         self._last_save = now
         self._last_prune = now
         self._sweep_failed = 0.0
+        self.prune_passes = 0
 
     # -- listener callbacks ---------------------------------------------------
     def on_connected(self, reconnect: bool, source: Source) -> None:
@@ -183,6 +184,7 @@ class Intake:
             self._last_prune = now
             self._check_retention()
             self.prune()
+            self.prune_passes += 1
         return self.SWEEP_INTERVAL if reader.pending else None
 
     # -- durable --------------------------------------------------------------
