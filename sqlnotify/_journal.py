@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple, Protocol
 
 __all__ = ["JournalBatch", "JournalEvent", "JournalReader", "JournalRow", "JournalStore", "Key"]
@@ -37,7 +37,7 @@ class JournalRow(NamedTuple):
     key: Key
     position: int
     channel: str
-    payload: str
+    payload: str | None
 
 
 class JournalEvent(NamedTuple):
@@ -74,8 +74,14 @@ class JournalStore(Protocol):
         """The cursor of a new reader, and an optional test for rows before it to skip."""
         ...
 
-    def read(self, after: Key, channels: Sequence[str], limit: int) -> JournalBatch:
-        """Up to ``limit`` rows of ``channels`` with ``after < key < horizon``."""
+    def read(
+        self, after: Key, channels: Sequence[str], limit: int, known: Collection[int] = ()
+    ) -> JournalBatch:
+        """Up to ``limit`` rows of ``channels`` with ``after < key < horizon``.
+
+        Rows whose position is in ``known`` (already delivered) may come
+        without their payload (``None``), which saves moving it again.
+        """
         ...
 
     def load(self, consumer: str) -> tuple[Key, dt.datetime] | None:
@@ -156,11 +162,20 @@ class JournalReader:
 
     def read(self) -> tuple[list[JournalEvent], bool]:
         """Read one batch; return the events to deliver and whether more remain."""
-        batch = self.store.read(self.cursor, self.channels, self.BATCH)
+        ahead = self._ahead
+        known = [k[-1] for k in ahead] if ahead else ()
+        batch = self.store.read(self.cursor, self.channels, self.BATCH, known)
+        if known and any(r.payload is None and r.key not in ahead for r in batch.rows):
+            # A position matched but not its key (a foreign notification): read whole.
+            batch = self.store.read(self.cursor, self.channels, self.BATCH)
         if self._want_now:
             self._want_now = False
             self._need(batch.now)
-        ahead = self._ahead
+        if self.target is not None and self.target > batch.now:
+            # Every real event committed before this read is at or below ``now``:
+            # anything beyond came from a foreign notification.
+            self.target = batch.now
+            ahead.difference_update([k for k in ahead if k > batch.now])
         skip = self._skip
         out: list[JournalEvent] = []
         for key, position, channel, payload in batch.rows:
@@ -169,12 +184,17 @@ class JournalReader:
                 continue
             if skip is not None and skip(key):
                 continue
+            if payload is None:  # cannot happen for a row not delivered early
+                raise RuntimeError(f"journal row {position} came without its payload")
             out.append(JournalEvent(channel, payload, None, position))
         if batch.rows:
             self.cursor = batch.rows[-1].key
         more = len(batch.rows) >= self.BATCH
-        if not more and self.target is not None and batch.horizon > self.target:
-            self.target = None
+        if not more:
+            if ahead:  # early events below the horizon not in the journal were foreign
+                ahead.difference_update([k for k in ahead if k < batch.horizon])
+            if self.target is not None and batch.horizon > self.target:
+                self.target = None
         return out, more
 
     def settle(self) -> None:
@@ -184,7 +204,8 @@ class JournalReader:
         are through their receivers, and the saved position can pass them.
         """
         while self._ahead:
-            batch = self.store.read(self.cursor, self.channels, self.BATCH)
+            known = [k[-1] for k in self._ahead]
+            batch = self.store.read(self.cursor, self.channels, self.BATCH, known)
             for row in batch.rows:
                 if row.key in self._ahead:
                     self._ahead.discard(row.key)

@@ -125,3 +125,33 @@ def test_malformed_payloads_are_counted_never_fatal(
         return {e.id for e in list(durable.events) if type(e.id) is int}
 
     wait_until(lambda: real <= durable_ids(), timeout=10, message="every real durable row")
+
+
+def test_forged_journal_keys_cannot_hide_real_events(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_schema_engine)
+    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    channel = n.watches[0].channel
+    with pg_schema_engine.connect() as conn:
+        next_pos = conn.exec_driver_sql(
+            "SELECT coalesce(max(id), 0) + 1 FROM sqlnotify_journal"
+        ).scalar_one()
+    forged = [
+        # The next real position under a wrong transaction id, and one far ahead.
+        {"pos": next_pos, "xid": 3, "ts": 1.0, "row": {"id": -1}},
+        {"pos": next_pos + 1, "xid": 2**62, "ts": 1.0, "row": {"id": -2}},
+    ]
+    with pg_schema_engine.begin() as conn:
+        for body in forged:
+            conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": json.dumps(body)})
+    insert(pg_schema_engine, table, [1, 2, 3])
+    wait_until(
+        lambda: {1, 2, 3} <= {e.id for e in list(rec.events)}, timeout=10, message="real rows"
+    )
+    reader = n._intake._reader  # type: ignore[union-attr]
+    wait_until(lambda: not reader.pending, timeout=10, message="the reader to settle")

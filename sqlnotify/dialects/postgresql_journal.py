@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import select
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .._journal import JournalBatch, JournalRow, Key
@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS {consumers} (
 
 READ_SQL = """\
 SELECT xid::text, id, channel, payload FROM {journal}
+WHERE (xid, id) > (%s::xid8, %s) AND xid < %s::xid8 AND channel = ANY(%s)
+ORDER BY xid, id LIMIT %s"""
+
+# Rows the reader already delivered from live notifications come back without
+# their payload (a constant array: PostgreSQL 14+ hashes the lookup).
+READ_KNOWN_SQL = """\
+SELECT xid::text, id, channel, CASE WHEN id = ANY(%s::bigint[]) THEN NULL ELSE payload END
+FROM {journal}
 WHERE (xid, id) > (%s::xid8, %s) AND xid < %s::xid8 AND channel = ANY(%s)
 ORDER BY xid, id LIMIT %s"""
 
@@ -176,6 +184,7 @@ class PostgresJournal:
             "consumers": qualified(schema, CONSUMERS_TABLE),
         }
         self._read = READ_SQL.format(**names)
+        self._read_known = READ_KNOWN_SQL.format(**names)
         self._save = SAVE_SQL.format(**names)
         self._oldest = OLDEST_CONSUMER_SQL.format(**names)
         self._prune = PRUNE_SQL.format(**names)
@@ -226,9 +235,9 @@ class PostgresJournal:
 
         return (xmin, 0), committed_before_start
 
-    def read(self, after: Key, channels: Sequence[str], limit: int) -> JournalBatch:
-        sql = self._read
-
+    def read(
+        self, after: Key, channels: Sequence[str], limit: int, known: Collection[int] = ()
+    ) -> JournalBatch:
         def q(cur: Any) -> JournalBatch:
             cur.execute(
                 "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text"
@@ -236,7 +245,11 @@ class PostgresJournal:
             )
             xmin_s, xmax_s = cur.fetchone()
             xmin = int(xmin_s)
-            cur.execute(sql, (str(after[0]), after[1], xmin_s, list(channels), limit))
+            params = (str(after[0]), after[1], xmin_s, list(channels), limit)
+            if known:
+                cur.execute(self._read_known, (list(known), *params))
+            else:
+                cur.execute(self._read, params)
             rows = [JournalRow((int(x), i), i, c, p) for x, i, c, p in cur.fetchall()]
             # Everything committed by now has a transaction id below xmax.
             return JournalBatch(rows, (xmin, 0), (int(xmax_s) - 1, MAX_XID))
