@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._dispatch import Dispatcher
-from ._journal import JournalEvent, JournalReader, JournalStore, Key
+from ._journal import EarlyEvents, JournalEvent, JournalReader, JournalStore
 from ._route import Stats
 from .dialects.base import RawNotification, Source
 
@@ -68,6 +68,7 @@ class Intake:
         channels: Sequence[str],
         durable_channels: Sequence[str],
         reader: JournalReader | None,
+        early: EarlyEvents | None,
         store: JournalStore | None,
         consumer: str | None,
         position_time: dt.datetime | None,
@@ -83,7 +84,11 @@ class Intake:
         self._durable = frozenset(durable_channels)
         self._plain = tuple(c for c in channels if c not in self._durable)
         self._reader = reader
+        self._early = early
         self._store = store
+        #: The journal store of durable watches (``None`` without them).
+        self.store = store
+        self._read_channels = tuple(durable_channels)
         self._consumer = consumer
         self._max_queue = max_queue
         self._queue_timeout = queue_timeout
@@ -97,9 +102,9 @@ class Intake:
         self._overflow_count = 0
         self._overflow_channels: set[str] = set()
         # Written by the dispatcher thread (a tuple assignment), read here.
-        self.acked: Key | None = reader.cursor if reader is not None else None
+        self.acked: int | None = reader.position if reader is not None else None
         self._acked_at: dt.datetime | None = position_time
-        self._saved: Key | None = self.acked
+        self._saved: int | None = self.acked
         now = time.monotonic()
         self._last_sweep = 0.0
         self._last_save = now
@@ -116,9 +121,9 @@ class Intake:
         if reconnect and self._plain:
             start = self._lost_at if self._lost_at is not None else now
             self._gap(start, now, self._plain, "disconnected", None)
-        if self._reader is not None:
+        if self._early is not None:
             if reconnect:
-                self._reader.catch_up()
+                self._early.catch_up()
             self._check_retention()
             self._sweep()
 
@@ -168,10 +173,10 @@ class Intake:
         now = time.monotonic()
         if self._overflow_start is not None and self._dispatcher.depth < self._max_queue:
             self._overflow_over()
-        reader = self._reader
-        if reader is None:
+        early = self._early
+        if early is None:
             return None
-        if reader.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
+        if early.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
             self._sweep()
         if self._consumer is not None:
             acked = self.acked
@@ -185,52 +190,57 @@ class Intake:
             self._check_retention()
             self.prune()
             self.prune_passes += 1
-        return self.SWEEP_INTERVAL if reader.pending else None
+        return self.SWEEP_INTERVAL if early.pending else None
 
     # -- durable --------------------------------------------------------------
     def _live(self, n: RawNotification, take: bool) -> Any:
-        reader = self._reader
-        assert reader is not None
+        early, reader = self._early, self._reader
+        assert early is not None and reader is not None
         try:
             data = json.loads(n.payload)
-            position = data["pos"]
-            key = (int(data["xid"]), int(position))
+            position = (int(data["xid"]) << 64) | int(data["pos"])
         except Exception:
             return n  # a custom or foreign payload: the dispatcher decodes (or drops) it
-        decision = reader.live(key, take and not data.get("wake"))
+        decision = early.live(position, reader.position, take and not data.get("wake"))
         if decision:
-            return JournalEvent(n.channel, n.payload, data, position)
+            return JournalEvent(n.channel, n.payload, data, data["pos"])
         if decision is False:
             self._stats.duplicates += 1
         return None
 
+    def _fetch(self, after: int, limit: int) -> list[tuple[int, str, str | None]]:
+        early, store = self._early, self._store
+        assert early is not None and store is not None
+        batch = store.read(after, self._read_channels, limit, early.ahead)
+        return early.screen(batch, limit)
+
     def _sweep(self) -> None:
         reader = self._reader
-        assert reader is not None
+        assert reader is not None and self._early is not None
         d = self._dispatcher
         self._last_sweep = time.monotonic()
         try:
-            while reader.pending and d.depth < self._max_queue:
-                before = reader.cursor
-                events, more = reader.read()
-                if events:
-                    d.put(Batch(events, time.time()))
-                if reader.cursor != before:
-                    cursor = reader.cursor
-                    d.put_control(lambda c=cursor: self._ack(c))  # type: ignore[misc]
-                if not more:
+            while self._early.pending and d.depth < self._max_queue:
+                before = reader.position
+                items = reader.read(self._fetch, max(1, self._max_queue - d.depth))
+                if items:
+                    d.put(Batch(items, time.time()))
+                if reader.position != before:
+                    position = reader.position
+                    d.put_control(lambda p=position: self._ack(p))  # type: ignore[misc]
+                if not reader.more:
                     break
         except Exception as exc:
             if self._last_sweep - self._sweep_failed >= 10.0:
                 self._sweep_failed = self._last_sweep
                 self._log.warning("could not read the journal (will retry): %s", exc)
 
-    def _ack(self, cursor: Key) -> None:
-        # Dispatcher thread: every event up to ``cursor`` went through the receivers.
-        self.acked = cursor
+    def _ack(self, position: int) -> None:
+        # Dispatcher thread: every event up to ``position`` went through the receivers.
+        self.acked = position
         self._acked_at = dt.datetime.now(dt.timezone.utc)
 
-    def _save(self, key: Key | None) -> None:
+    def _save(self, key: int | None) -> None:
         self._last_save = time.monotonic()
         if key is None or self._store is None or self._consumer is None:
             return
@@ -249,7 +259,7 @@ class Intake:
         except Exception as exc:
             self._log.warning("could not read the journal's retention mark: %s", exc)
             return
-        if pruned is None or not reader.cursor < pruned[0]:
+        if pruned is None or not reader.position < pruned[0]:
             return
         key, pruned_at = pruned
         start = self._acked_at or pruned_at
@@ -260,7 +270,7 @@ class Intake:
             start.isoformat(),
             pruned_at.isoformat(),
         )
-        reader.jump(key)
+        reader.position = key
         self._gap(start.timestamp(), pruned_at.timestamp(), tuple(self._durable), "retention", None)
 
     def prune(self) -> int:
@@ -282,16 +292,27 @@ class Intake:
 
     def close(self, drained: bool) -> None:
         """Save the final position; ``drained``: the dispatcher ran everything queued."""
-        reader = self._reader
-        if reader is not None and drained and self._consumer is not None:
-            try:
-                if self.acked == reader.cursor:
-                    reader.settle()
-                    self.acked = reader.cursor
-            except Exception as exc:
-                self._log.warning("could not read the journal at stop: %s", exc)
+        if drained and self._consumer is not None:
+            self._settle()
         if self._consumer is not None and self.acked != self._saved:
             self._save(self.acked)
+
+    def _settle(self) -> None:
+        # Events delivered early went through their receivers: the saved
+        # position may pass them (up to the first row not delivered).
+        reader, early, store = self._reader, self._early, self._store
+        if reader is None or early is None or store is None or self.acked != reader.position:
+            return
+        try:
+            more = bool(early.ahead)
+            while more:
+                batch = store.read(reader.position, self._read_channels, 1000, early.ahead)
+                reached, more = early.settle(batch)
+                if reached is not None:
+                    reader.position = reached
+            self.acked = reader.position
+        except Exception as exc:
+            self._log.warning("could not read the journal at stop: %s", exc)
 
     # -- gaps -----------------------------------------------------------------
     def _gap(

@@ -1,99 +1,222 @@
-"""Reading a change journal in order, from a position, without skipping anything.
+"""Reading an append-only change log in order, from a remembered position.
 
-A durable watch's trigger appends each event to a journal table in the
-writer's own transaction.  A :class:`JournalReader` (on the listener thread)
-walks that table in key order from its cursor, batch by batch, through a
-:class:`JournalStore` the dialect supplies (the SQL differs; the walk does
-not).
+A database that keeps its changes in a table (SQLite's change log;
+PostgreSQL's journal of durable watches) supplies one function,
+``fetch(after, limit)``, returning up to ``limit`` rows
+``(position, channel, payload)`` with ``position > after`` in ascending
+order.  :class:`JournalReader` owns the position: it reads in batches, keeps
+the channels it serves, stamps each payload with its position (``"pos"``),
+and reports positions that vanished before it read them.
 
-Keys are tuples of integers.  The store guarantees that every row whose key
-is below the *horizon* it returns is final: no row with a smaller key can be
-committed later.  The reader only moves its cursor through final rows, so it
-never steps over a row that commits afterwards.  PostgreSQL keys are
-``(transaction id, journal id)`` with the horizon at the oldest running
-transaction; SQLite keys are ``(rowid,)``, final as soon as visible, since
-SQLite commits one writer at a time.
+Positions are integers.  A dialect whose natural key is wider packs it into
+one integer that orders the same way (PostgreSQL: transaction id and journal
+id), and gives a ``stamp`` function for the number events carry.
 
-Events can also arrive early (a live notification carrying the payload):
-the reader remembers their positions until its cursor passes them, so the
-journal walk does not deliver them twice.
+A row may come with a ``None`` payload: it is one the caller already
+delivered (or must not deliver); the position moves past it silently.
+
+The fetch function must only return rows that are *final*: no row with a
+smaller position may appear after it was read.  SQLite commits one writer at
+a time, so its sequence is final as soon as it is visible.  PostgreSQL's is
+not (sequence numbers are taken in statement order, not commit order), so
+its fetch stops at a horizon: see :class:`EarlyEvents` and
+``sqlnotify.dialects.postgresql_journal``.
+
+The reader knows no SQL and no driver, so every dialect shares it.  It is used
+by one thread at a time (the listener's).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["JournalBatch", "JournalEvent", "JournalReader", "JournalRow", "JournalStore", "Key"]
+from .dialects.base import Notification
 
-Key = tuple[int, ...]
+__all__ = [
+    "EarlyEvents",
+    "Fetch",
+    "JournalBatch",
+    "JournalEvent",
+    "JournalReader",
+    "JournalStore",
+    "with_position",
+]
+
+#: ``fetch(after, limit)`` -> rows ``(position, channel, payload)``, ascending.
+Fetch = Callable[[int, int], Sequence[tuple[int, str, "str | None"]]]
 
 
-class JournalRow(NamedTuple):
-    """One journal row: its key, its position (unique id), channel and payload."""
+def with_position(payload: str, position: int) -> str:
+    """``payload`` (a JSON object's text) with ``"pos": position`` added."""
+    body = payload.rstrip()
+    if not body.endswith("}"):
+        return payload  # not an object: left for the decoder to reject
+    head = body[:-1].rstrip()
+    sep = "" if head.endswith("{") else ","
+    return f'{head}{sep}"pos":{position}}}'
 
-    key: Key
-    position: int
-    channel: str
-    payload: str | None
+
+class JournalReader:
+    """A position in an ordered log and the logic to read past it.
+
+    :param position: the last position already consumed; reading returns
+        rows after it.
+    :param channels: the channels to return; rows of other channels are
+        skipped (the position still moves past them).  ``None``: all.
+    :param contiguous: positions have no holes (each row's position is the
+        previous one plus one), so a hole means rows were removed before this
+        reader saw them, which is reported through ``on_gap`` and counted.
+    :param on_gap: called as ``on_gap(first, last)`` with the missing
+        positions, on the reading thread.
+    :param batch_size: rows per ``fetch`` call.
+    :param stamp: maps a position to the number written as ``"pos"``
+        (default: the position itself).
+    """
+
+    def __init__(
+        self,
+        position: int,
+        channels: Collection[str] | None = None,
+        *,
+        contiguous: bool = False,
+        on_gap: Callable[[int, int], None] | None = None,
+        batch_size: int = 1000,
+        log: logging.Logger | None = None,
+        stamp: Callable[[int], int] | None = None,
+    ) -> None:
+        self.position = position
+        self.channels = frozenset(channels) if channels is not None else None
+        self.contiguous = contiguous
+        self.on_gap = on_gap
+        self.batch_size = batch_size
+        self.log = log or logging.getLogger("sqlnotify")
+        self.stamp = stamp
+        #: The last read stopped at its row limit: more rows are waiting.
+        self.more = False
+        #: How many positions vanished before this reader saw them.
+        self.missed = 0
+        #: How many holes were found.
+        self.gaps = 0
+
+    def read(self, fetch: Fetch, max_rows: int = 10_000) -> list[Notification]:
+        """Read rows after the position (at most about ``max_rows``) and advance past them."""
+        out: list[Notification] = []
+        append = out.append
+        channels = self.channels
+        stamp = self.stamp
+        pos = self.position
+        batch = self.batch_size
+        seen = 0
+        self.more = False
+        while True:
+            try:
+                rows = fetch(pos, batch)
+            except Exception:
+                if pos == self.position:
+                    raise
+                # Hand out what was read; the next read meets the error again.
+                self.more = True
+                break
+            for seq, channel, payload in rows:
+                if self.contiguous and seq != pos + 1:
+                    self._gap(pos + 1, seq - 1)
+                pos = seq
+                if payload is not None and (channels is None or channel in channels):
+                    label = seq if stamp is None else stamp(seq)
+                    append(Notification(channel, with_position(payload, label)))
+            seen += len(rows)
+            if len(rows) < batch:
+                break
+            if seen >= max_rows:
+                self.more = True
+                break
+        self.position = pos
+        return out
+
+    def _gap(self, first: int, last: int) -> None:
+        if last < first:
+            return
+        count = last - first + 1
+        self.gaps += 1
+        self.missed += count
+        self.log.warning(
+            "change log positions %d to %d (%d rows) were removed before this listener read"
+            " them; their events are lost (was the listener behind by more than the retention"
+            " period?)",
+            first,
+            last,
+            count,
+        )
+        if self.on_gap is not None:
+            try:
+                self.on_gap(first, last)
+            except Exception:
+                self.log.exception("a change log gap handler failed")
+
+
+# -- journals with a live path (PostgreSQL's durable watches) -------------------
 
 
 class JournalEvent(NamedTuple):
-    """A notification whose payload came from (or was checked against) the journal.
+    """A live notification of a durable watch, already decoded by the listener.
 
-    ``data`` is the decoded payload when the listener already parsed it
-    (``None`` otherwise); ``position`` is the journal position.
+    ``data`` is the decoded payload; ``position`` the journal position it carries.
     """
 
     channel: str
     payload: str
-    data: dict[str, object] | None
+    data: dict[str, Any]
     position: int
 
 
 @dataclasses.dataclass
 class JournalBatch:
-    """What one read returns.
+    """What one read of a horizon-bound journal returns.
 
-    ``rows`` in key order, all below ``horizon``; ``now``: a key such that
-    every row committed before the read is at or below it (used to know when
-    a catch-up after a disconnect is complete).
+    ``rows`` ``(position, channel, payload)`` in order, all below ``horizon``
+    (every row below it is final); ``now``: a position such that every row
+    committed before the read is at or below it.
     """
 
-    rows: Sequence[JournalRow]
-    horizon: Key
-    now: Key
+    rows: Sequence[tuple[int, str, str | None]]
+    horizon: int
+    now: int
 
 
 class JournalStore(Protocol):
-    """The dialect's side: the SQL of one journal."""
+    """A dialect's journal of durable watches, with consumers' saved positions."""
 
-    def start_key(self) -> tuple[Key, Callable[[Key], bool] | None]:
-        """The cursor of a new reader, and an optional test for rows before it to skip."""
+    def start_position(self) -> tuple[int, Callable[[int], bool] | None]:
+        """The position of a new reader, and an optional test for rows after it to skip."""
         ...
 
     def read(
-        self, after: Key, channels: Sequence[str], limit: int, known: Collection[int] = ()
+        self, after: int, channels: Sequence[str], limit: int, known: Collection[int] = ()
     ) -> JournalBatch:
-        """Up to ``limit`` rows of ``channels`` with ``after < key < horizon``.
+        """Up to ``limit`` rows of ``channels`` after ``after`` and below the horizon.
 
-        Rows whose position is in ``known`` (already delivered) may come
-        without their payload (``None``), which saves moving it again.
+        Rows whose position is in ``known`` may come without their payload.
         """
         ...
 
-    def load(self, consumer: str) -> tuple[Key, dt.datetime] | None:
+    def stamp(self, position: int) -> int:
+        """The number an event at ``position`` carries as ``event.position``."""
+        ...
+
+    def load(self, consumer: str) -> tuple[int, dt.datetime] | None:
         """A consumer's saved position and when it was saved; ``None`` if unknown."""
         ...
 
-    def save(self, consumer: str, key: Key) -> None:
+    def save(self, consumer: str, position: int) -> None:
         """Store a consumer's position (never moving it backwards)."""
         ...
 
-    def pruned(self) -> tuple[Key, dt.datetime] | None:
-        """The newest key retention removed and that row's time; ``None`` if none was."""
+    def pruned(self) -> tuple[int, dt.datetime] | None:
+        """The newest position retention removed and that row's time; ``None`` if none."""
         ...
 
     def prune(self, retention: float, consumer_expiry: float) -> int:
@@ -101,35 +224,28 @@ class JournalStore(Protocol):
         ...
 
 
-class JournalReader:
-    """A cursor over a :class:`JournalStore`; used by the listener thread only.
+class EarlyEvents:
+    """Live events delivered before the journal walk reached them.
 
-    ``target`` is the key the horizon must pass before the reader has seen
-    everything it knows exists (live events taken early or skipped, or the
-    end of the journal at a reconnect); ``None`` when nothing is pending.
+    A durable watch's notification carries its payload and journal position,
+    so the listener delivers it at once; the journal walk, which only moves
+    through final rows, meets it later and must not deliver it again.  This
+    remembers those positions until the walk passes them, and what the walk
+    still has to reach (``target``) before everything known to exist was
+    seen.  Used by the listener thread only.
+
+    :param skip: rows for which it returns ``True`` are passed over silently
+        (events committed before a new reader started).
     """
 
-    #: Rows per read.
-    BATCH = 5000
-    #: Positions of early events remembered at most; past this, live
-    #: payloads are no longer taken and the walk delivers them instead.
-    MAX_AHEAD = 100_000
+    #: Positions remembered at most; past this, live payloads are left to the walk.
+    LIMIT = 100_000
 
-    def __init__(
-        self,
-        store: JournalStore,
-        channels: Sequence[str],
-        cursor: Key,
-        skip: Callable[[Key], bool] | None = None,
-    ) -> None:
-        self.store = store
-        self.channels = list(channels)
-        self.cursor: Key = cursor
+    def __init__(self, skip: Callable[[int], bool] | None = None) -> None:
+        self.ahead: set[int] = set()
+        self.target: int | None = None
         self._skip = skip
-        self._ahead: set[Key] = set()
-        self.target: Key | None = None
         self._want_now = True
-        self.duplicates = 0
 
     @property
     def pending(self) -> bool:
@@ -140,81 +256,65 @@ class JournalReader:
         """Ask the next read to cover everything committed until then (after a reconnect)."""
         self._want_now = True
 
-    def _need(self, key: Key) -> None:
-        if self.target is None or key > self.target:
-            self.target = key
+    def _need(self, position: int) -> None:
+        if self.target is None or position > self.target:
+            self.target = position
 
-    def live(self, key: Key, take: bool) -> bool | None:
-        """Decide about a live notification: ``True`` deliver it now, ``False`` drop it
-        as a duplicate, ``None`` leave it to the journal walk.
+    def live(self, position: int, walked: int, take: bool) -> bool | None:
+        """Decide about a live event: ``True`` deliver it now, ``False`` it is a
+        duplicate, ``None`` leave it to the walk.
 
-        ``take`` is ``False`` when the caller cannot accept the payload now
-        (queue full, payload not in the notification).
+        ``walked`` is the reader's position; ``take`` is ``False`` when the
+        caller cannot accept the payload now (queue full, or the notification
+        carried no payload).
         """
-        if key <= self.cursor or key in self._ahead:
-            self.duplicates += 1
+        if position <= walked or position in self.ahead:
             return False
-        self._need(key)
-        if not take or len(self._ahead) >= self.MAX_AHEAD:
+        self._need(position)
+        if not take or len(self.ahead) >= self.LIMIT:
             return None
-        self._ahead.add(key)
+        self.ahead.add(position)
         return True
 
-    def read(self) -> tuple[list[JournalEvent], bool]:
-        """Read one batch; return the events to deliver and whether more remain."""
-        ahead = self._ahead
-        known = [k[-1] for k in ahead] if ahead else ()
-        batch = self.store.read(self.cursor, self.channels, self.BATCH, known)
-        if known and any(r.payload is None and r.key not in ahead for r in batch.rows):
-            # A position matched but not its key (a foreign notification): read whole.
-            batch = self.store.read(self.cursor, self.channels, self.BATCH)
+    def screen(self, batch: JournalBatch, limit: int) -> list[tuple[int, str, str | None]]:
+        """Blank the payloads of rows delivered early or skipped; track the horizon."""
+        ahead = self.ahead
         if self._want_now:
             self._want_now = False
             self._need(batch.now)
         if self.target is not None and self.target > batch.now:
-            # Every real event committed before this read is at or below ``now``:
+            # Every real event committed before the read is at or below ``now``:
             # anything beyond came from a foreign notification.
             self.target = batch.now
-            ahead.difference_update([k for k in ahead if k > batch.now])
+            ahead.difference_update([p for p in ahead if p > batch.now])
         skip = self._skip
-        out: list[JournalEvent] = []
-        for key, position, channel, payload in batch.rows:
-            if key in ahead:
-                ahead.discard(key)
-                continue
-            if skip is not None and skip(key):
-                continue
-            if payload is None:  # cannot happen for a row not delivered early
-                raise RuntimeError(f"journal row {position} came without its payload")
-            out.append(JournalEvent(channel, payload, None, position))
-        if batch.rows:
-            self.cursor = batch.rows[-1].key
-        more = len(batch.rows) >= self.BATCH
-        if not more:
-            if ahead:  # early events below the horizon not in the journal were foreign
-                ahead.difference_update([k for k in ahead if k < batch.horizon])
+        out: list[tuple[int, str, str | None]] = []
+        for position, channel, payload in batch.rows:
+            if position in ahead:
+                ahead.discard(position)
+                out.append((position, channel, None))
+            elif skip is not None and skip(position):
+                out.append((position, channel, None))
+            else:
+                out.append((position, channel, payload))
+        if len(batch.rows) < limit:
+            # Everything below the horizon was read.
+            if ahead:
+                ahead.difference_update([p for p in ahead if p < batch.horizon])
             if self.target is not None and batch.horizon > self.target:
                 self.target = None
-        return out, more
+        return out
 
-    def settle(self) -> None:
-        """Move the cursor over rows already delivered early, stopping at the first other.
+    def settle(self, batch: JournalBatch) -> tuple[int | None, bool]:
+        """The furthest position the rows delivered early let a reader pass, for a clean stop.
 
-        For a clean stop: once the dispatcher has drained, the early events
-        are through their receivers, and the saved position can pass them.
+        Returns the new position (or ``None``) and whether to read on.
         """
-        while self._ahead:
-            known = [k[-1] for k in self._ahead]
-            batch = self.store.read(self.cursor, self.channels, self.BATCH, known)
-            for row in batch.rows:
-                if row.key in self._ahead:
-                    self._ahead.discard(row.key)
-                elif self._skip is None or not self._skip(row.key):
-                    return
-                self.cursor = row.key
-            if len(batch.rows) < self.BATCH:
-                return
-
-    def jump(self, key: Key) -> None:
-        """Move the cursor forward to ``key`` (rows before it are gone)."""
-        self.cursor = max(self.cursor, key)
+        reached = None
+        for position, _, _ in batch.rows:
+            if position in self.ahead:
+                self.ahead.discard(position)
+            elif self._skip is None or not self._skip(position):
+                return reached, False
+            reached = position
+        return reached, bool(batch.rows) and bool(self.ahead)

@@ -100,9 +100,12 @@ def converter_for(type_: Any, dialect: str) -> Converter | None:
     """The converter for one column type, or ``None`` when JSON already gives the type.
 
     ``dialect`` is ``"postgresql"`` or ``"sqlite"``; SQLite stores booleans as
-    integers, JSON as text and BLOBs (hex-encoded in payloads) differently.
+    integers and BLOBs (hex-encoded in payloads) differently.  JSON columns
+    need no converter on either: both triggers embed the document itself.
     """
     t = type_
+    if isinstance(t, sqltypes.Interval):  # a TypeDecorator over DateTime
+        return to_timedelta if dialect == "postgresql" else to_datetime_delta_sqlite
     if isinstance(t, sqltypes.TypeDecorator):
         t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
     if isinstance(t, sqltypes.Enum):
@@ -115,37 +118,68 @@ def converter_for(type_: Any, dialect: str) -> Converter | None:
         return to_date
     if isinstance(t, sqltypes.Time):
         return to_time
-    if isinstance(t, sqltypes.Interval):
-        return to_timedelta if dialect == "postgresql" else to_datetime_delta_sqlite
+    if isinstance(t, sqltypes.Float):  # not a Numeric subclass in every SQLAlchemy version
+        return to_decimal if getattr(t, "asdecimal", False) else to_float
     if isinstance(t, sqltypes.Numeric):
-        if isinstance(t, sqltypes.Float) or not t.asdecimal:
-            return to_float if isinstance(t, sqltypes.Float) else None
-        return to_decimal
+        return to_decimal if t.asdecimal else None
     if isinstance(t, sqltypes.Uuid) and t.as_uuid:
         return to_uuid
     if isinstance(t, sqltypes.LargeBinary):
         return to_bytes_b64 if dialect == "postgresql" else to_bytes_hex
-    if isinstance(t, sqltypes.JSON):
-        return from_json_text if dialect == "sqlite" else None
     return None
 
 
 def to_datetime_delta_sqlite(value: Any) -> Any:
-    # SQLAlchemy stores an Interval on SQLite as a datetime after the epoch.
+    # SQLAlchemy stores an Interval on SQLite as a datetime after the epoch;
+    # notify() sends one as seconds.
     if isinstance(value, str):
         return to_datetime(value) - dt.datetime(1970, 1, 1)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
     return value
 
 
 def pg_value_sql(type_: Any, ref: str) -> str:
     """The SQL expression a PostgreSQL trigger puts in the payload for one column."""
     t = type_
+    if isinstance(t, sqltypes.Interval):  # a TypeDecorator over DateTime
+        return f"extract(epoch from {ref})"
     if isinstance(t, sqltypes.TypeDecorator):
         t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
-    if isinstance(t, sqltypes.Interval):
-        return f"extract(epoch from {ref})"
     if isinstance(t, sqltypes.Numeric) and not isinstance(t, sqltypes.Float) and t.asdecimal:
         return f"{ref}::text"
     if isinstance(t, sqltypes.LargeBinary):
         return f"encode({ref}, 'base64')"
     return ref
+
+
+# SQLite renders REAL values in JSON with 15 significant digits, and version
+# 3.40 writes infinity as the invalid token ``Inf``.  Floats therefore travel
+# as text with 17 digits (exact round trip), and ``json_object`` never sees a
+# BLOB, which it rejects (that would fail the user's write).
+_SQLITE_FINITE = "{r} BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+
+
+def sqlite_value_sql(type_: Any, ref: str) -> str:
+    """The SQL expression an SQLite trigger puts in the payload for one column.
+
+    Never raises inside the trigger, whatever the column holds (SQLite lets
+    any column hold any type).
+    """
+    t = type_
+    if isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, sqltypes.Interval):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    if isinstance(t, sqltypes.LargeBinary):
+        return f"CASE WHEN {ref} IS NULL THEN NULL ELSE hex({ref}) END"
+    real = f"CASE WHEN {_SQLITE_FINITE.format(r=ref)} THEN {ref} ELSE printf('%!.17g', {ref}) END"
+    if isinstance(t, sqltypes.Float):
+        real = f"printf('%!.17g', {ref})"
+    elif isinstance(t, sqltypes.Numeric) and t.asdecimal:
+        real = f"printf('%!.15g', {ref})"
+    if isinstance(t, sqltypes.JSON):
+        text = f"CASE WHEN json_valid({ref}) THEN json({ref}) ELSE {ref} END"
+        return (
+            f"CASE typeof({ref}) WHEN 'text' THEN {text} WHEN 'blob' THEN hex({ref})"
+            f" WHEN 'real' THEN {real} ELSE {ref} END"
+        )
+    return f"CASE typeof({ref}) WHEN 'blob' THEN hex({ref}) WHEN 'real' THEN {real} ELSE {ref} END"

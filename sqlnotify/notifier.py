@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import logging
 import threading
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import signals
 from ._dispatch import Dispatcher
 from ._intake import Intake
-from ._journal import JournalEvent, JournalReader
+from ._journal import EarlyEvents, JournalEvent, JournalReader
 from ._listener import Listener
 from ._route import Route, Stats, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
@@ -71,7 +72,7 @@ def _percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: Any, binary: str = "base64") -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -79,6 +80,8 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if binary == "hex":
+            return bytes(value).hex()
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, enum.Enum):
         return value.name
@@ -525,6 +528,7 @@ class Notifier:
             self._started_at = dt.datetime.now(dt.timezone.utc)
             self._dispatcher = dispatcher
             self._listener = listener
+            self._dialect.attach(listener.wake)
             self._running = True
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
@@ -541,6 +545,7 @@ class Notifier:
             self._running = False
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
+            self._dialect.detach()
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
@@ -578,7 +583,7 @@ class Notifier:
             )
         body = json.dumps(
             {"ts": time.time(), "row": dict(payload), "custom": True},
-            default=_json_default,
+            default=functools.partial(_json_default, binary=self._dialect.binary_encoding),
             separators=(",", ":"),
         )
         limit = self._dialect.max_payload
@@ -675,13 +680,7 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                if type(n) is JournalEvent:
-                    data = n.data
-                    if data is None:
-                        data = loads(n.payload)
-                        data["pos"] = n.position
-                else:
-                    data = loads(n.payload)
+                data = n.data if type(n) is JournalEvent else loads(n.payload)
                 event = route.decode(data)
             except Exception as exc:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
@@ -731,7 +730,7 @@ class Notifier:
 
     def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
         durable = [w.channel for w in watches if w.durable]
-        reader = store = None
+        reader = early = store = None
         position_time = None
         if durable:
             store = self._dialect.journal()
@@ -739,19 +738,20 @@ class Notifier:
                 store.ensure()
                 loaded = store.load(self.consumer) if self.consumer else None
                 if loaded is not None:
-                    cursor, position_time = loaded
+                    position, position_time = loaded
                     skip = None
                 else:
-                    cursor, skip = store.start_key()
+                    position, skip = store.start_position()
                     if self.consumer is not None:
-                        store.save(self.consumer, cursor)
+                        store.save(self.consumer, position)
             except DBAPIError as exc:
                 raise SQLNotifyException(f"could not open the journal: {exc.orig or exc}") from exc
             except Exception as exc:
                 if isinstance(exc, SQLNotifyException):
                     raise
                 raise SQLNotifyException(f"could not open the journal: {exc}") from exc
-            reader = JournalReader(store, durable, cursor, skip)
+            reader = JournalReader(position, None, batch_size=5000, log=self.log, stamp=store.stamp)
+            early = EarlyEvents(skip)
             if self.consumer is not None:
                 self._dialect.consumer_lock = (
                     store.consumer_lock_key(self.consumer),
@@ -765,6 +765,7 @@ class Notifier:
             channels=[w.channel for w in watches],
             durable_channels=durable,
             reader=reader,
+            early=early,
             store=store,
             consumer=self.consumer,
             position_time=position_time,
@@ -820,9 +821,10 @@ class Notifier:
             "lag_p99": _percentile(lags, 0.99) if lags else None,
             "server_queue_usage": usage,
         }
-        if intake is not None and intake.acked is not None:
+        store = intake.store if intake is not None else None
+        if intake is not None and intake.acked is not None and store is not None:
             report["consumer"] = self.consumer
-            report["position"] = intake.acked[-1]
+            report["position"] = store.stamp(intake.acked)
         return report
 
     def __repr__(self) -> str:

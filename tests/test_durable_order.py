@@ -31,9 +31,9 @@ def test_commit_out_of_id_order_loses_nothing(
     early.execute(table.insert(), {"id": 1, "note": "early id, late commit"})
     insert(pg_schema_engine, table, [2])  # a later journal id, committed first
     rec.wait_for(1, timeout=10)
-    reader = n._intake._reader  # type: ignore[union-attr]
+    reader = n._intake._early  # type: ignore[union-attr]
     # The walk may run as often as it likes: it cannot pass the open transaction.
-    wait_until(lambda: reader.cursor >= (0, 0) and reader.pending, timeout=10)
+    wait_until(lambda: reader is not None and reader.pending, timeout=10)
     committed = threading.Event()
 
     def commit_while_down(sender: Any, **kw: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
@@ -86,6 +86,8 @@ class Dialect(abc.ABC):
     name: str = ""
     #: Largest payload, in UTF-8 bytes, one notification carries; ``None``: no limit.
     max_payload: int | None = None
+    #: How :meth:`Notifier.notify` spells ``bytes`` values: ``"base64"`` or ``"hex"``.
+    binary_encoding: str = "base64"
 
     def __init__(self, engine: sa.Engine, log: logging.Logger, options: dict[str, Any]) -> None:
         self.engine = engine
@@ -147,6 +149,17 @@ class Dialect(abc.ABC):
 
     #: ``(key, consumer name)`` of the lock held for a named consumer, if any.
     consumer_lock: tuple[int, str] | None = None
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Called by :meth:`Notifier.start` with the listener's ``wake``.
+
+        A dialect whose listener polls calls ``wake`` when the notifier's own
+        engine commits, so changes made in this process are found at once.
+        ``wake`` is thread-safe and never blocks.  The default does nothing.
+        """
+
+    def detach(self) -> None:
+        """Undo :meth:`attach` (called by :meth:`Notifier.stop`)."""
 
     def close(self) -> None:
         """Release what the dialect holds (pools it created)."""

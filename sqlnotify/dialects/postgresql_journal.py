@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from .._journal import JournalBatch, JournalRow, Key
+from .._journal import JournalBatch
 from .._names import digest, qualified, quote_literal
 
 __all__ = ["PostgresJournal", "journal_ddl"]
@@ -92,6 +92,19 @@ SELECT count(*) FROM gone"""
 
 #: Larger than any real transaction id, for "no consumer bounds pruning".
 MAX_XID = 2**63 - 1
+#: A position packs ``(xid, id)`` into one integer that orders the same way.
+ID_BITS = 64
+ID_MASK = (1 << ID_BITS) - 1
+
+
+def pack(xid: int, id_: int) -> int:
+    """The reader's position of journal row ``(xid, id)``."""
+    return (xid << ID_BITS) | id_
+
+
+def unpack(position: int) -> tuple[int, int]:
+    """``(xid, id)`` of a position."""
+    return position >> ID_BITS, position & ID_MASK
 
 
 def journal_ddl(schema: str | None) -> str:
@@ -220,7 +233,10 @@ class PostgresJournal:
         return int(digest(CONSUMER_LOCK_SALT + (self.schema or "") + "." + consumer, 15), 16)
 
     # -- JournalStore ---------------------------------------------------------
-    def start_key(self) -> tuple[Key, Callable[[Key], bool] | None]:
+    def stamp(self, position: int) -> int:
+        return position & ID_MASK
+
+    def start_position(self) -> tuple[int, Callable[[int], bool] | None]:
         def q(cur: Any) -> str:
             cur.execute("SELECT pg_current_snapshot()::text")
             return str(cur.fetchone()[0])
@@ -229,37 +245,42 @@ class PostgresJournal:
         xmin, xmax = int(xmin_s), int(xmax_s)
         running = frozenset(int(x) for x in xip_s.split(",") if x)
 
-        def committed_before_start(key: Key) -> bool:
-            xid = key[0]
+        def committed_before_start(position: int) -> bool:
+            xid = position >> ID_BITS
             return xid < xmax and xid not in running
 
-        return (xmin, 0), committed_before_start
+        return pack(xmin, 0), committed_before_start
 
     def read(
-        self, after: Key, channels: Sequence[str], limit: int, known: Collection[int] = ()
+        self, after: int, channels: Sequence[str], limit: int, known: Collection[int] = ()
     ) -> JournalBatch:
+        xid, id_ = unpack(after)
+
         def q(cur: Any) -> JournalBatch:
             cur.execute(
                 "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text"
                 " FROM pg_current_snapshot() s"
             )
             xmin_s, xmax_s = cur.fetchone()
-            xmin = int(xmin_s)
-            params = (str(after[0]), after[1], xmin_s, list(channels), limit)
+            params = (str(xid), id_, xmin_s, list(channels), limit)
             if known:
-                cur.execute(self._read_known, (list(known), *params))
+                cur.execute(self._read_known, ([k & ID_MASK for k in known], *params))
             else:
                 cur.execute(self._read, params)
-            rows = [JournalRow((int(x), i), i, c, p) for x, i, c, p in cur.fetchall()]
+            rows = [((int(x) << ID_BITS) | i, c, p) for x, i, c, p in cur.fetchall()]
+            if known and any(p is None and pos not in known for pos, _, p in rows):
+                # An id matched but not its transaction: read the payloads too.
+                cur.execute(self._read, params)
+                rows = [((int(x) << ID_BITS) | i, c, p) for x, i, c, p in cur.fetchall()]
             # Everything committed by now has a transaction id below xmax.
-            return JournalBatch(rows, (xmin, 0), (int(xmax_s) - 1, MAX_XID))
+            return JournalBatch(rows, pack(int(xmin_s), 0), pack(int(xmax_s), 0) - 1)
 
         return self._run(q)  # type: ignore[no-any-return]
 
-    def load(self, consumer: str) -> tuple[Key, dt.datetime] | None:
+    def load(self, consumer: str) -> tuple[int, dt.datetime] | None:
         return self._load(consumer)
 
-    def _load(self, name: str) -> tuple[Key, dt.datetime] | None:
+    def _load(self, name: str) -> tuple[int, dt.datetime] | None:
         def q(cur: Any) -> Any:
             cur.execute(
                 f"SELECT xid::text, id, updated FROM {self._consumers} WHERE name = %s", (name,)
@@ -269,12 +290,13 @@ class PostgresJournal:
         row = self._run(q)
         if row is None:
             return None
-        return (int(row[0]), int(row[1])), row[2]
+        return pack(int(row[0]), int(row[1])), row[2]
 
-    def save(self, consumer: str, key: Key) -> None:
-        self._run(lambda cur: cur.execute(self._save, (consumer, str(key[0]), key[1])))
+    def save(self, consumer: str, position: int) -> None:
+        xid, id_ = unpack(position)
+        self._run(lambda cur: cur.execute(self._save, (consumer, str(xid), id_)))
 
-    def pruned(self) -> tuple[Key, dt.datetime] | None:
+    def pruned(self) -> tuple[int, dt.datetime] | None:
         return self._load(PRUNED)
 
     def prune(self, retention: float, consumer_expiry: float, batch: int = 1000) -> int:
