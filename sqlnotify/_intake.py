@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,6 +68,7 @@ class Intake:
         send_gap: GapSender,
         channels: Sequence[str],
         durable_channels: Sequence[str],
+        replays_log: bool,
         reader: JournalReader | None,
         early: EarlyEvents | None,
         store: JournalStore | None,
@@ -82,7 +84,10 @@ class Intake:
         self._log = log
         self._send_gap = send_gap
         self._durable = frozenset(durable_channels)
-        self._plain = tuple(c for c in channels if c not in self._durable)
+        self._replays = replays_log
+        self._channels = tuple(channels)
+        # Channels whose events a disconnect loses (a replayed log loses none).
+        self._plain = () if replays_log else tuple(c for c in channels if c not in self._durable)
         self._reader = reader
         self._early = early
         self._store = store
@@ -98,6 +103,9 @@ class Intake:
         self.since = dt.datetime.now(dt.timezone.utc)
         self.source: Source | None = None
         self._lost_at: float | None = None
+        self._log_reader: JournalReader | None = None
+        #: Set when the notifier stops: a full queue no longer holds the listener.
+        self.stopping = threading.Event()
         self._overflow_start: float | None = None
         self._overflow_count = 0
         self._overflow_channels: set[str] = set()
@@ -121,6 +129,11 @@ class Intake:
         if reconnect and self._plain:
             start = self._lost_at if self._lost_at is not None else now
             self._gap(start, now, self._plain, "disconnected", None)
+        log_reader = getattr(source, "reader", None)
+        if self._replays and isinstance(log_reader, JournalReader):
+            self._log_reader = log_reader
+            if log_reader.on_gap is None:
+                log_reader.on_gap = self._log_gap
         if self._early is not None:
             if reconnect:
                 self._early.catch_up()
@@ -141,6 +154,16 @@ class Intake:
         d = self._dispatcher
         durable = self._durable
         full = d.depth >= self._max_queue
+        if self._replays:
+            # The log keeps everything: wait for room rather than drop.
+            while full and not self.stopping.is_set():
+                full = not d.wait_room(self._max_queue, 0.5)
+            d.put(Batch(items, received_at))
+            reader = self._log_reader
+            if self._consumer is not None and reader is not None:
+                position = reader.position
+                d.put_control(lambda p=position: self._ack(p))  # type: ignore[misc]
+            return
         if not durable:
             if full and not d.wait_room(self._max_queue, self._queue_timeout):
                 self._overflowed(items)
@@ -173,11 +196,6 @@ class Intake:
         now = time.monotonic()
         if self._overflow_start is not None and self._dispatcher.depth < self._max_queue:
             self._overflow_over()
-        early = self._early
-        if early is None:
-            return None
-        if early.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
-            self._sweep()
         if self._consumer is not None:
             acked = self.acked
             due = now - self._last_save >= (
@@ -185,6 +203,11 @@ class Intake:
             )
             if due:
                 self._save(acked)
+        early = self._early
+        if early is None:
+            return None
+        if early.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
+            self._sweep()
         if now - self._last_prune >= self.PRUNE_INTERVAL:
             self._last_prune = now
             self._check_retention()
@@ -296,6 +319,14 @@ class Intake:
             self._settle()
         if self._consumer is not None and self.acked != self._saved:
             self._save(self.acked)
+        if self._store is not None:
+            self._store.close()
+
+    def _log_gap(self, first: int, last: int) -> None:
+        # A replayed log lost rows before this reader saw them (retention).
+        now = time.time()
+        start = self._acked_at.timestamp() if self._acked_at is not None else now
+        self._gap(min(start, now), now, self._channels, "retention", last - first + 1)
 
     def _settle(self) -> None:
         # Events delivered early went through their receivers: the saved

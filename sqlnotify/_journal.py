@@ -223,6 +223,10 @@ class JournalStore(Protocol):
         """Remove a bounded batch of rows no known consumer needs; return how many."""
         ...
 
+    def close(self) -> None:
+        """Release connections and locks."""
+        ...
+
 
 class EarlyEvents:
     """Live events delivered before the journal walk reached them.

@@ -546,6 +546,8 @@ class Notifier:
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
             self._dialect.detach()
+            if self._intake is not None:
+                self._intake.stopping.set()
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
@@ -729,10 +731,32 @@ class Notifier:
         )
 
     def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
+        channels = [w.channel for w in watches]
         durable = [w.channel for w in watches if w.durable]
         reader = early = store = None
         position_time = None
-        if durable:
+        replays = self._dialect.replays_log
+        if replays:
+            # Every watch is read from a change log (SQLite): all are durable,
+            # and a named consumer resumes from its saved position.
+            durable = []
+            self._dialect.consumer_expiry = self.consumer_expiry  # type: ignore[attr-defined]
+            if self.consumer is not None:
+                store = self._dialect.journal()
+                try:
+                    store.ensure()
+                    store.acquire(self.consumer)
+                    loaded = store.load(self.consumer)
+                    if loaded is not None:
+                        position, position_time = loaded
+                    else:
+                        position = store.start_position()[0]
+                        store.save(self.consumer, position)
+                except SQLNotifyException:
+                    store.close()
+                    raise
+                self._dialect.resume(position, channels)  # type: ignore[attr-defined]
+        elif durable:
             store = self._dialect.journal()
             try:
                 store.ensure()
@@ -762,8 +786,9 @@ class Notifier:
             stats=self.stats,
             log=self.log,
             send_gap=self._send_gap,
-            channels=[w.channel for w in watches],
+            channels=channels,
             durable_channels=durable,
+            replays_log=replays,
             reader=reader,
             early=early,
             store=store,

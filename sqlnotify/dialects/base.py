@@ -149,6 +149,9 @@ class Dialect(abc.ABC):
 
     #: ``(key, consumer name)`` of the lock held for a named consumer, if any.
     consumer_lock: tuple[int, str] | None = None
+    #: The source reads every watch from a change log and resumes its position
+    #: after a reconnect, so nothing is lost while disconnected (SQLite).
+    replays_log: bool = False
 
     def attach(self, wake: Callable[[], None]) -> None:
         """Called by :meth:`Notifier.start` with the listener's ``wake``.
