@@ -120,8 +120,15 @@ def test_consumer_resumes_after_restart(
     n2, rec2 = make()
     n2.start()
     insert(pg_schema_engine, table, range(21, 31))
-    events = rec2.wait_for(20, timeout=10)
-    assert sorted(e.id for e in events) == list(range(11, 31))
+    wait_until(
+        lambda: set(range(11, 31)) <= {e.id for e in list(rec2.events)}, timeout=10, message="all"
+    )
+    # At least once: a row delivered before the stop may come again (when a
+    # transaction elsewhere kept the saved position from passing it), always
+    # with the position it had.
+    first = {e.id: e.position for e in rec1.events}
+    for e in rec2.events:
+        assert e.id in range(11, 31) or first[e.id] == e.position
 
 
 def test_second_process_with_same_consumer_is_refused(
