@@ -27,7 +27,7 @@ from ._dispatch import Dispatcher
 from ._intake import Intake
 from ._journal import EarlyEvents, JournalEvent, JournalReader
 from ._listener import Listener
-from ._route import Route, Stats, receiver_name, send_isolated
+from ._route import Route, Stats, ordered_receivers, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
@@ -446,8 +446,8 @@ class Notifier:
     def install(self) -> list[InstallState]:
         """Install (or update) the triggers of every watch without starting the listener."""
         with self._lock:
-            watches = self.prepare()
             try:
+                watches = self.prepare()
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, cleanup_first=self.cleanup_on_start
                 )
@@ -576,8 +576,8 @@ class Notifier:
     ) -> tuple[str, str]:
         """The channel and payload text :meth:`notify` would send (checks included)."""
         entry = self._entry(model, operation, channel_label)
-        if entry.watch is None:
-            self.prepare()
+        if entry.watch is None or entry.watch.default_schema is None:
+            self.prepare()  # reflects tables given by name, resolves the default schema
         assert entry.watch is not None
         if not isinstance(payload, Mapping):
             raise SQLNotifyConfigurationError(
@@ -685,7 +685,9 @@ class Notifier:
                 data = n.data if type(n) is JournalEvent else loads(n.payload)
                 event = route.decode(data)
             except Exception as exc:
-                self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
+                # The exception's text may quote a row value: DEBUG only.
+                self.log.debug("cannot decode a payload on %r: %s", channel, exc)
+                self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             stats.received += 1
             epoch = event.epoch
@@ -697,6 +699,13 @@ class Notifier:
 
     def _incomplete(self, route: Route, event: ChangeEvent) -> None:
         self.stats.truncated += 1
+        if event.status == "lost":
+            self.log.warning(
+                "a row of %s was too large for one notification, and so were its keys alone;"
+                " the event carries no values (use_overflow_table=True delivers it whole)",
+                route.watch.describe(),
+            )
+            return
         self.log.warning(
             "a row of %s was too large for one notification; the event carries its keys only"
             " (use_overflow_table=True delivers it whole)",
@@ -709,7 +718,7 @@ class Notifier:
         signal = route.signal
         if signal.receivers:
             sender = route.sender
-            for receiver in signal.receivers_for(sender):
+            for receiver in ordered_receivers(signal, sender):
                 try:
                     receiver(sender, event=event)
                 except Exception as exc:

@@ -30,6 +30,7 @@ near_misses = st.fixed_dictionaries(
         "wake": json_values,
         "trunc": json_values,
         "custom": json_values,
+        "lost": json_values,
     },
 ).map(json.dumps)
 payloads = (
@@ -54,7 +55,8 @@ def certainly_bad(payload: str, durable: bool) -> bool:
             pass
     row, ts = data.get("row"), data.get("ts")
     ts_ok = ts is None or (isinstance(ts, (int, float)) and not isinstance(ts, bool))
-    return not isinstance(row, dict) or "id" not in row or not ts_ok
+    keys_ok = bool(data.get("lost")) or (isinstance(row, dict) and "id" in row)
+    return not isinstance(row, dict) or not keys_ok or not ts_ok
 
 
 class Counter:
