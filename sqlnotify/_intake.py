@@ -58,6 +58,7 @@ class Intake:
     #: Seconds between retention passes (each removes a bounded batch).
     PRUNE_INTERVAL = 60.0
     PRUNE_BATCHES = 10
+    PRUNE_BATCH = 1000
 
     def __init__(
         self,
@@ -211,7 +212,9 @@ class Intake:
         if now - self._last_prune >= self.PRUNE_INTERVAL:
             self._last_prune = now
             self._check_retention()
-            self.prune()
+            if self.prune() >= self.PRUNE_BATCHES * self.PRUNE_BATCH:
+                # A backlog: come back in a second rather than a minute.
+                self._last_prune = now - self.PRUNE_INTERVAL + 1.0
             self.prune_passes += 1
         return self.SWEEP_INTERVAL if early.pending else None
 
@@ -305,7 +308,7 @@ class Intake:
             for _ in range(self.PRUNE_BATCHES):
                 n = self._store.prune(self._retention, self._consumer_expiry)
                 total += n
-                if n == 0:
+                if n < self.PRUNE_BATCH:
                     break
         except Exception as exc:
             self._log.warning("could not prune the journal: %s", exc)
