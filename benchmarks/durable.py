@@ -80,6 +80,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--catch-up", type=int, default=100_000, dest="catch_up")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument(
+        "--no-listener",
+        action="store_true",
+        dest="no_listener",
+        help="measure the writes with the triggers installed but nothing listening",
+    )
     args = ap.parse_args()
 
     admin = sa.create_engine(args.url)
@@ -98,7 +104,10 @@ def main() -> None:
         counter = Counter()
         notifier.subscribe(plain, "insert")(counter)
         notifier.subscribe(durable, "insert")(counter)
-        notifier.start()
+        if args.no_listener:
+            notifier.install()  # the triggers alone: the writer's own cost
+        else:
+            notifier.start()
 
         # Short rounds, alternating which table goes first, compared by their
         # medians: other work on the machine hits both sides alike.

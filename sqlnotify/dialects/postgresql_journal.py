@@ -11,6 +11,7 @@ below it is final; rows at or above it wait for a later read.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import select
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -26,6 +27,8 @@ CONSUMERS_TABLE = "sqlnotify_consumers"
 #: Name of the consumers row that records how far retention pruned.
 PRUNED = ".pruned"
 PRUNE_LOCK_KEY = int(digest("sqlnotify.prune", 15), 16)
+#: The key ``PostgresDialect.install`` locks; creating the tables takes it too.
+INSTALL_LOCK_KEY = int(digest("sqlnotify.install", 15), 16)
 CONSUMER_LOCK_SALT = "sqlnotify.consumer:"
 
 TABLES_SQL = """\
@@ -226,8 +229,19 @@ class PostgresJournal:
                 pass
 
     def ensure(self) -> None:
-        """Create the tables if missing."""
-        self._run(lambda cur: cur.execute(journal_ddl(self.schema)))
+        """Create the tables if missing (under the installation lock, like the triggers)."""
+
+        def q(cur: Any) -> None:
+            cur.execute("BEGIN")
+            try:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK_KEY,))
+                cur.execute(journal_ddl(self.schema))
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+        self._run(q)
 
     def consumer_lock_key(self, consumer: str) -> int:
         return int(digest(CONSUMER_LOCK_SALT + (self.schema or "") + "." + consumer, 15), 16)
@@ -255,6 +269,12 @@ class PostgresJournal:
         self, after: int, channels: Sequence[str], limit: int, known: Collection[int] = ()
     ) -> JournalBatch:
         xid, id_ = unpack(after)
+        if len(known) > limit:
+            # Only the next ``limit`` rows come back: the positions among them
+            # are among the ``limit`` smallest known ones after ``after``.
+            known = set(heapq.nsmallest(limit, (k for k in known if k > after)))
+        elif not isinstance(known, (set, frozenset)):
+            known = set(known)
 
         def q(cur: Any) -> JournalBatch:
             cur.execute(
