@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from typing import Any
 
-import psycopg2
 import sqlalchemy as sa
 
 from sqlnotify import Notifier
@@ -55,21 +56,34 @@ def make_table(engine: sa.Engine, name: str) -> sa.Table:
     return table
 
 
+WRITER = """
+import sys, time, psycopg2
+dsn, schema, table, statements, rows, start = sys.argv[1:7]
+statements, rows, start = int(statements), int(rows), int(start)
+conn = psycopg2.connect(dsn, options=f"-csearch_path={schema}")
+conn.autocommit = True
+cur = conn.cursor()
+values = ",".join(["(%s, 'benchmark row', 42)"] * rows)
+sql = f'INSERT INTO "{table}" (id, note, amount) VALUES {values}'
+t0 = time.perf_counter()
+for n in range(statements):
+    first = start + n * rows
+    cur.execute(sql, list(range(first, first + rows)))
+print(statements / (time.perf_counter() - t0))
+"""
+
+
 def write_rate(dsn: str, schema: str, table: str, statements: int, rows: int, start: int) -> float:
-    """Statements per second, each its own transaction of ``rows`` rows."""
-    conn = psycopg2.connect(dsn, options=f"-csearch_path={schema}")
-    conn.autocommit = True
-    cur = conn.cursor()
-    values = ",".join(["(%s, 'benchmark row', 42)"] * rows)
-    sql = f'INSERT INTO "{table}" (id, note, amount) VALUES {values}'
-    t0 = time.perf_counter()
-    next_id = start
-    for _ in range(statements):
-        cur.execute(sql, list(range(next_id, next_id + rows)))
-        next_id += rows
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return statements / elapsed
+    """Statements per second, each its own transaction of ``rows`` rows.
+
+    The writer is a separate process, as an application's would be, so the
+    notifier's threads do not share its interpreter.
+    """
+    args = [dsn, schema, table, str(statements), str(rows), str(start)]
+    out = subprocess.run(
+        [sys.executable, "-c", WRITER, *args], check=True, capture_output=True, text=True
+    )
+    return float(out.stdout)
 
 
 def main() -> None:

@@ -179,3 +179,34 @@ def test_health(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
     assert h["received"] == 20 and h["failed"] == 0 and h["queue_depth"] == 0
     assert h["lag_p50"] is not None and 0 <= h["lag_p50"] <= h["lag_p99"] < 60
     assert h["server_queue_usage"] is not None and 0.0 <= h["server_queue_usage"] < 0.5
+
+
+def test_durable_update_and_delete(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    table = make_table(pg_schema_engine)
+    insert(pg_schema_engine, table, range(1, 4))
+    n = (
+        Notifier(pg_schema_engine)
+        .watch(table, "update", extra_columns=["note"], durable=True)
+        .watch(table, "update", trigger_columns=["note"], channel_label="changed", durable=True)
+        .watch(table, "delete", extra_columns=["note"], durable=True)
+    )
+    notifiers.append(n)
+    updates, changed, deletes = EventRecorder(), EventRecorder(), EventRecorder()
+    n.subscribe(table, "update")(updates)
+    n.subscribe(table, "update", channel_label="changed")(changed)
+    n.subscribe(table, "delete")(deletes)
+    n.start()
+    with pg_schema_engine.begin() as conn:
+        conn.execute(table.update().where(table.c.id <= 2).values(note="new"))
+        conn.execute(table.update().where(table.c.id == 3).values(note="x"))  # unchanged
+        conn.execute(table.delete().where(table.c.id == 1))
+    got = updates.wait_for(3, timeout=10)
+    assert sorted((e.id, e.extra_columns["note"]) for e in got) == [
+        (1, "new"),
+        (2, "new"),
+        (3, "x"),
+    ]
+    assert sorted(e.id for e in changed.wait_for(2, timeout=10)) == [1, 2]
+    (deleted,) = deletes.wait_for(1, timeout=10)
+    assert (deleted.id, deleted.extra_columns["note"]) == (1, "new")
+    assert all(e.position is not None for e in [*got, *changed.events, deleted])

@@ -23,7 +23,7 @@ from .._types import pg_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyIdentifierSizeError, SQLNotifyListenerError
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
-from .postgresql_journal import PostgresJournal, journal_ddl, journal_insert_sql
+from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 
@@ -136,6 +136,36 @@ BEGIN
 END;
 {tag}"""
 
+# The same for a whole statement: one INSERT ... SELECT over the transition
+# table, then one notification per journalled row.
+DURABLE_STATEMENT_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS {tag}
+DECLARE
+    sent bigint;
+BEGIN
+    WITH journalled AS (
+        INSERT INTO {journal} (channel, payload)
+        SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
+                                            'row', json_build_object({row}))::text
+        FROM {rows} r
+        RETURNING id, xid, payload
+    )
+    SELECT count(pg_notify({channel}, CASE
+        WHEN octet_length(payload) < {limit} - 64
+        THEN '{{"pos":' || id || ',"xid":' || xid || ',' || substr(payload, 2)
+        ELSE '{{"pos":' || id || ',"xid":' || xid || ',"wake":true}}' END))
+    INTO sent FROM journalled;
+    RETURN NULL;
+END;
+{tag}"""
+
+STATEMENT_TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER {operation} ON {table}
+REFERENCING {side} TABLE AS {rows} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
+#: Name of the transition table in statement-level triggers.
+TRANSITION_TABLE = "sqlnotify_rows"
+
 TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
 FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
@@ -238,8 +268,19 @@ class PostgresDialect(Dialect):
     def table_ref(self, watch: Watch) -> str:
         return qualified(watch.effective_schema, watch.table)
 
+    def statement_level(self, watch: Watch) -> bool:
+        """Whether the watch's trigger runs once per statement (over a transition table).
+
+        Durable watches do, unless they compare old and new values per row
+        (``trigger_columns``): one ``INSERT ... SELECT`` into the journal per
+        statement costs the writer far less than one insert per row.
+        """
+        return watch.durable and not watch.trigger_columns
+
     def function_sql(self, watch: Watch) -> str:
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
+        if self.statement_level(watch):
+            ref = "r"
 
         def pairs(columns: Sequence[str]) -> str:
             return ", ".join(
@@ -255,7 +296,11 @@ class PostgresDialect(Dialect):
             "limit": MAX_PAYLOAD,
             "channel": quote_literal(watch.channel),
         }
-        if watch.durable:
+        if self.statement_level(watch):
+            body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
+            body_args["rows"] = TRANSITION_TABLE
+            template = DURABLE_STATEMENT_SQL
+        elif watch.durable:
             body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
             template = DURABLE_FUNCTION_SQL
         else:
@@ -293,6 +338,16 @@ class PostgresDialect(Dialect):
                 for c in watch.trigger_columns
             )
             when = f" WHEN ({cond})"
+        if self.statement_level(watch):
+            side = "OLD" if watch.operation.value == "delete" else "NEW"
+            return STATEMENT_TRIGGER_SQL.format(
+                trigger=quote_ident(watch.channel),
+                operation=watch.operation.value.upper(),
+                table=self.table_ref(watch),
+                side=side,
+                rows=TRANSITION_TABLE,
+                function=self.function_ref(watch),
+            )
         return TRIGGER_SQL.format(
             trigger=quote_ident(watch.channel),
             operation=watch.operation.value.upper(),
