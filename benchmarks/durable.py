@@ -2,7 +2,7 @@
 
 Run against a PostgreSQL server (default: the local test server)::
 
-    python benchmarks/durable.py [--url URL] [--single 2000] [--bulk 20] [--catch-up 100000]
+    python benchmarks/durable.py [--url URL] [--per-statement] [--no-listener] [--catch-up N]
 
 Writer cost: transactions per second of single-row INSERT statements, and of
 1,000-row INSERT statements, on a table with a plain watch and on one with a
@@ -95,6 +95,12 @@ def main() -> None:
     ap.add_argument("--catch-up", type=int, default=100_000, dest="catch_up")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument(
+        "--per-statement",
+        action="store_true",
+        dest="per_statement",
+        help="durable triggers journal once per statement (pg_journal_per_statement=True)",
+    )
+    ap.add_argument(
         "--no-listener",
         action="store_true",
         dest="no_listener",
@@ -114,7 +120,8 @@ def main() -> None:
     try:
         plain = make_table(engine, "plain_rows")
         durable = make_table(engine, "durable_rows")
-        notifier = Notifier(engine).watch(plain, "insert").watch(durable, "insert", durable=True)
+        notifier = Notifier(engine, pg_journal_per_statement=args.per_statement)
+        notifier.watch(plain, "insert").watch(durable, "insert", durable=True)
         counter = Counter()
         notifier.subscribe(plain, "insert")(counter)
         notifier.subscribe(durable, "insert")(counter)

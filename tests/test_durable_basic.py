@@ -181,24 +181,33 @@ def test_health(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
     assert h["server_queue_usage"] is not None and 0.0 <= h["server_queue_usage"] < 0.5
 
 
-def test_durable_update_and_delete(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
+@pytest.mark.parametrize("per_statement", [False, True])
+def test_durable_insert_update_delete(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier], per_statement: bool
+) -> None:
     table = make_table(pg_schema_engine)
     insert(pg_schema_engine, table, range(1, 4))
     n = (
-        Notifier(pg_schema_engine)
+        Notifier(pg_schema_engine, pg_journal_per_statement=per_statement)
+        .watch(table, "insert", durable=True)
         .watch(table, "update", extra_columns=["note"], durable=True)
         .watch(table, "update", trigger_columns=["note"], channel_label="changed", durable=True)
         .watch(table, "delete", extra_columns=["note"], durable=True)
     )
     notifiers.append(n)
-    updates, changed, deletes = EventRecorder(), EventRecorder(), EventRecorder()
+    inserts, updates, changed, deletes = (EventRecorder() for _ in range(4))
+    n.subscribe(table, "insert")(inserts)
     n.subscribe(table, "update")(updates)
     n.subscribe(table, "update", channel_label="changed")(changed)
     n.subscribe(table, "delete")(deletes)
     n.start()
+    insert(pg_schema_engine, table, range(10, 510))  # one statement of 500 rows
+    insert(pg_schema_engine, table, [600], note="z" * 9000)  # too large to notify
+    assert sorted(e.id for e in inserts.wait_for(501, timeout=10)) == [*range(10, 510), 600]
+    assert len({e.position for e in inserts.events}) == 501
     with pg_schema_engine.begin() as conn:
         conn.execute(table.update().where(table.c.id <= 2).values(note="new"))
-        conn.execute(table.update().where(table.c.id == 3).values(note="x"))  # unchanged
+        conn.execute(table.update().where(table.c.id == 3).values(note="x"))  # the same
         conn.execute(table.delete().where(table.c.id == 1))
     got = updates.wait_for(3, timeout=10)
     assert sorted((e.id, e.extra_columns["note"]) for e in got) == [

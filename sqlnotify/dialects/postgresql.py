@@ -21,7 +21,11 @@ from .._listener import stop_requested
 from .._names import digest, qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
 from .._watch import Watch
-from ..exceptions import SQLNotifyIdentifierSizeError, SQLNotifyListenerError
+from ..exceptions import (
+    SQLNotifyConfigurationError,
+    SQLNotifyIdentifierSizeError,
+    SQLNotifyListenerError,
+)
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
@@ -246,6 +250,12 @@ class PostgresDialect(Dialect):
         self._schema: str | None = None
         #: Schema of the journal tables (``None``: the default schema).
         self.journal_schema: str | None = None
+        per_statement = options.get("pg_journal_per_statement", False)
+        if not isinstance(per_statement, bool):
+            raise SQLNotifyConfigurationError(
+                f"pg_journal_per_statement must be True or False, not {per_statement!r}"
+            )
+        self.journal_per_statement = per_statement
         self._journal: PostgresJournal | None = None
 
     def close(self) -> None:
@@ -271,11 +281,13 @@ class PostgresDialect(Dialect):
     def statement_level(self, watch: Watch) -> bool:
         """Whether the watch's trigger runs once per statement (over a transition table).
 
-        Durable watches do, unless they compare old and new values per row
-        (``trigger_columns``): one ``INSERT ... SELECT`` into the journal per
-        statement costs the writer far less than one insert per row.
+        Only durable watches with the ``pg_journal_per_statement=True`` option,
+        and without ``trigger_columns`` (those compare old and new values row
+        by row).  One ``INSERT ... SELECT`` into the journal per statement
+        costs a statement of many rows far less than one insert per row, and
+        a single-row statement a little more.
         """
-        return watch.durable and not watch.trigger_columns
+        return watch.durable and not watch.trigger_columns and self.journal_per_statement
 
     def function_sql(self, watch: Watch) -> str:
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
