@@ -105,6 +105,23 @@ class Listener:
                     pass
         return not alive
 
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's connection and pipe, touching neither.
+
+        The thread does not exist in the child, so nothing is joined and no
+        lock it may have held is taken.
+        """
+        source, self.source = self.source, None
+        if source is not None:
+            source.abandon()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        # A late wake() (from a commit hook) must not write to a reused descriptor.
+        self._wake_r = self._wake_w = -1
+
     @property
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -129,6 +146,8 @@ class Listener:
             try:
                 source = self._open_source()
             except BaseException as exc:
+                if self._stop.is_set():
+                    return  # stop() cut the attempt short: nothing to report
                 if first:
                     self._start_error = exc
                     self._ready.set()

@@ -85,7 +85,8 @@ class ChangeEvent(Mapping[str, Any]):
     ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``
     (``"complete"``; for a row too large for one notification without an
     overflow table, ``"keys_only"`` (the keys, no extra columns) or
-    ``"lost"`` (not even the keys fitted); with an overflow table see the
+    ``"lost"`` (not even the keys fitted, or the table no longer matches the
+    installed trigger: no values at all); with an overflow table see the
     overflow documentation: ``"hydrated"`` or ``"row_gone"``).
 
     Values arrive as the columns' Python types where SQLAlchemy knows them

@@ -31,6 +31,10 @@ thread-safe against a concurrent send.
     journal's retention) and ``count`` (events known to be dropped, or
     ``None`` when unknown).  Runs on the dispatcher thread, in order with
     the events: every event received before the gap was dispatched first.
+``stream_overflow``
+    An event stream's buffer was full and an event was dropped.  Keywords
+    ``stream``, ``event`` (the dropped event), ``policy``.  Runs on the
+    dispatcher thread.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "listener_disconnected",
     "notification_dropped",
     "receiver_failed",
+    "stream_overflow",
 ]
 
 _signals = Namespace()
@@ -61,4 +66,7 @@ notification_dropped = _signals.signal(
 )
 gap = _signals.signal(
     "sqlnotify.gap", doc="Events in a time window may be missing: resync from the database."
+)
+stream_overflow = _signals.signal(
+    "sqlnotify.stream-overflow", doc="A full event stream dropped an event."
 )

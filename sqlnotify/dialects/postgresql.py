@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,15 +96,26 @@ LANGUAGE plpgsql AS {tag}
 DECLARE
     payload text;
 BEGIN
-    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                 'row', json_build_object({row}))::text;
-    IF octet_length(payload) > {limit} THEN
-        {oversize}
-    END IF;
+    BEGIN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object({row}))::text;
+        IF octet_length(payload) > {limit} THEN
+            {oversize}
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object(), 'lost', true,
+                                     'err', SQLSTATE, 'msg', left(SQLERRM, 300))::text;
+    END;
     PERFORM pg_notify({channel}, payload);
     RETURN NULL;
 END;
 {tag}"""
+
+# The inner block keeps the user's write alive when the table no longer
+# matches the watch (a watched column dropped or renamed since the trigger
+# was installed): the event then says so ("err") instead.  It never writes,
+# so the subtransaction it opens gets no transaction id and costs little.
 
 # Without an overflow table, a row too large for NOTIFY is announced by its
 # keys only ("trunc"); the listener re-reads the row.  If even the keys do not
@@ -186,13 +198,15 @@ WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE
 """
 
 
-def listener_dsn(url: sa.URL) -> dict[str, Any]:
+def listener_dsn(url: sa.URL, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """psycopg2 connection keywords for ``url``, whatever its PostgreSQL driver.
 
     Host, port, user, password, database and libpq query parameters
     (``sslmode``, a unix-socket ``host``, ...) are kept; asyncpg's ``ssl=``
     becomes ``sslmode=``; driver-specific options libpq does not know are
-    dropped.
+    dropped.  ``extra`` (the ``listener_connect_args`` option) is applied
+    last, for settings an application passes to its engine through
+    ``connect_args`` rather than the URL.
     """
     kwargs: dict[str, Any] = {}
     args = url.translate_connect_args(username="user", database="dbname")
@@ -206,6 +220,13 @@ def listener_dsn(url: sa.URL) -> dict[str, Any]:
             kwargs["sslmode"] = mapping.get(text.lower(), text)
         elif key in _LIBPQ_KEYWORDS:
             kwargs[key] = text
+    for key, value in (extra or {}).items():
+        if key not in _LIBPQ_KEYWORDS:
+            raise SQLNotifyConfigurationError(
+                f"listener_connect_args: {key!r} is not a libpq connection keyword"
+                " (for example sslmode, sslrootcert, password, options, connect_timeout)"
+            )
+        kwargs[key] = str(value)
     # The listener's session must be recognisable in pg_stat_activity.
     app = kwargs.get("application_name")
     kwargs["application_name"] = (
@@ -229,9 +250,20 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     max_payload = MAX_PAYLOAD
 
+    #: The keyword options a PostgreSQL notifier accepts (see :meth:`__init__`).
+    OPTIONS = frozenset({"listener_connect_args", "pg_journal_per_statement"})
+
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
+        """:param options: ``listener_connect_args``: libpq keywords for sqlnotify's
+        own connections, on top of what the engine's URL says."""
+        unknown = sorted(set(options) - self.OPTIONS)
+        if unknown:
+            raise SQLNotifyConfigurationError(
+                f"unknown option {unknown[0]!r} for a PostgreSQL notifier; valid options:"
+                f" {', '.join(sorted(self.OPTIONS))}"
+            )
         self.user_engine = engine
-        self.dsn = listener_dsn(engine.url)
+        self.dsn = listener_dsn(engine.url, options.get("listener_connect_args"))
         if not _is_psycopg2(engine):
             # asyncpg, psycopg 3, pg8000: sqlnotify's own work goes through a
             # small psycopg2 engine on the same server.
@@ -257,6 +289,10 @@ class PostgresDialect(Dialect):
             )
         self.journal_per_statement = per_statement
         self._journal: PostgresJournal | None = None
+
+    def after_fork(self) -> None:
+        # The journal's connection is the parent's: never use nor close it here.
+        self._journal = None
 
     def close(self) -> None:
         if self._journal is not None:
@@ -769,3 +805,21 @@ class PostgresSource(Source):
             self._conn.close()
         except Exception:  # noqa: S110 - closing a broken connection
             pass
+
+    def abandon(self) -> None:
+        # Point the child's copy of the socket's descriptor at a dead socket:
+        # the child lets go of the parent's connection, and anything libpq
+        # might still write in the child (a Terminate) goes nowhere.  The
+        # descriptor number stays taken, so nothing else reuses it.
+        try:
+            fd = self._conn.fileno()
+        except Exception:
+            return
+        a, b = socket.socketpair()
+        try:
+            os.dup2(a.fileno(), fd, inheritable=False)
+        except OSError:
+            pass
+        finally:
+            a.close()
+            b.close()
