@@ -1154,9 +1154,8 @@ class Notifier:
                     position, skip = store.start_position()
                     if self.consumer is not None:
                         store.save(self.consumer, position)
-            except DBAPIError as exc:
-                raise SQLNotifyException(f"could not open the journal: {exc.orig or exc}") from exc
             except Exception as exc:
+                store.close()
                 if isinstance(exc, SQLNotifyException):
                     raise
                 raise SQLNotifyException(f"could not open the journal: {exc}") from exc
@@ -1207,7 +1206,7 @@ class Notifier:
         """
         intake, dispatcher = self._intake, self._dispatcher
         stats = self.stats
-        lags = sorted(self._lags)
+        lags = sorted(self._lags.copy())  # one C call: safe while the dispatcher appends
         usage: float | None = None
         probe = getattr(self._dialect, "server_queue_usage", None)
         if probe is not None:
