@@ -219,3 +219,28 @@ def test_durable_insert_update_delete(
     (deleted,) = deletes.wait_for(1, timeout=10)
     assert (deleted.id, deleted.extra_columns["note"]) == (1, "new")
     assert all(e.position is not None for e in [*got, *changed.events, deleted])
+
+
+def test_journal_reads_in_numeric_key_order(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    """Keys sort as numbers: transaction 10 comes after transaction 9."""
+    table = make_table(pg_schema_engine)
+    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
+    n.install()
+    store = n.dialect.journal()
+    store.ensure()
+    channel = n.watches[0].channel
+    with pg_schema_engine.begin() as conn:
+        for xid in (10, 9, 100, 99):
+            conn.exec_driver_sql(
+                "INSERT INTO sqlnotify_journal (xid, channel, payload)"
+                f" VALUES ('{xid}', '{channel}', '{{}}')"
+            )
+    try:
+        batch = store.read(0, [channel], 3)
+        first = [p >> 64 for p, _, _ in batch.rows]
+        batch = store.read(batch.rows[-1][0], [channel], 3)
+        assert first + [p >> 64 for p, _, _ in batch.rows] == [9, 10, 99, 100]
+    finally:
+        n.dialect.close()

@@ -47,18 +47,21 @@ CREATE TABLE IF NOT EXISTS {consumers} (
     updated timestamptz NOT NULL DEFAULT now()
 )"""
 
+# Output columns get their own names: ``ORDER BY xid`` must sort the xid8
+# column, never its text form (which orders "10" before "9").
 READ_SQL = """\
-SELECT xid::text, id, channel, payload FROM {journal}
-WHERE (xid, id) > (%s::xid8, %s) AND xid < %s::xid8 AND channel = ANY(%s)
-ORDER BY xid, id LIMIT %s"""
+SELECT j.xid::text AS xid_text, j.id, j.channel, j.payload FROM {journal} j
+WHERE (j.xid, j.id) > (%s::xid8, %s) AND j.xid < %s::xid8 AND j.channel = ANY(%s)
+ORDER BY j.xid, j.id LIMIT %s"""
 
 # Rows the reader already delivered from live notifications come back without
 # their payload (a constant array: PostgreSQL 14+ hashes the lookup).
 READ_KNOWN_SQL = """\
-SELECT xid::text, id, channel, CASE WHEN id = ANY(%s::bigint[]) THEN NULL ELSE payload END
-FROM {journal}
-WHERE (xid, id) > (%s::xid8, %s) AND xid < %s::xid8 AND channel = ANY(%s)
-ORDER BY xid, id LIMIT %s"""
+SELECT j.xid::text AS xid_text, j.id, j.channel,
+       CASE WHEN j.id = ANY(%s::bigint[]) THEN NULL ELSE j.payload END
+FROM {journal} j
+WHERE (j.xid, j.id) > (%s::xid8, %s) AND j.xid < %s::xid8 AND j.channel = ANY(%s)
+ORDER BY j.xid, j.id LIMIT %s"""
 
 SAVE_SQL = """\
 INSERT INTO {consumers} AS c (name, xid, id) VALUES (%s, %s::xid8, %s)
@@ -66,9 +69,9 @@ ON CONFLICT (name) DO UPDATE SET xid = EXCLUDED.xid, id = EXCLUDED.id, updated =
 WHERE (c.xid, c.id) <= (EXCLUDED.xid, EXCLUDED.id)"""
 
 OLDEST_CONSUMER_SQL = """\
-SELECT xid::text, id FROM {consumers}
-WHERE name NOT LIKE '.%%' AND updated > now() - make_interval(secs => %s)
-ORDER BY xid, id LIMIT 1"""
+SELECT c.xid::text AS xid_text, c.id FROM {consumers} c
+WHERE c.name NOT LIKE '.%%' AND c.updated > now() - make_interval(secs => %s)
+ORDER BY c.xid, c.id LIMIT 1"""
 
 # Only the first rows in key order are examined, so a prune costs the same
 # however large the journal is; rows are roughly in time order, so the old
