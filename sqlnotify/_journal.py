@@ -75,6 +75,9 @@ class JournalReader:
     :param batch_size: rows per ``fetch`` call.
     :param stamp: maps a position to the number written as ``"pos"``
         (default: the position itself).
+    :param make: builds each item from ``(channel, payload, stamped
+        position)``; the default is a :class:`Notification` whose payload
+        carries ``"pos"``.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class JournalReader:
         batch_size: int = 1000,
         log: logging.Logger | None = None,
         stamp: Callable[[int], int] | None = None,
+        make: Callable[[str, str, int], Any] | None = None,
     ) -> None:
         self.position = position
         self.channels = frozenset(channels) if channels is not None else None
@@ -95,6 +99,7 @@ class JournalReader:
         self.batch_size = batch_size
         self.log = log or logging.getLogger("sqlnotify")
         self.stamp = stamp
+        self.make = make
         #: The last read stopped at its row limit: more rows are waiting.
         self.more = False
         #: How many positions vanished before this reader saw them.
@@ -102,12 +107,13 @@ class JournalReader:
         #: How many holes were found.
         self.gaps = 0
 
-    def read(self, fetch: Fetch, max_rows: int = 10_000) -> list[Notification]:
+    def read(self, fetch: Fetch, max_rows: int = 10_000) -> list[Any]:
         """Read rows after the position (at most about ``max_rows``) and advance past them."""
-        out: list[Notification] = []
+        out: list[Any] = []
         append = out.append
         channels = self.channels
         stamp = self.stamp
+        make = self.make
         pos = self.position
         batch = self.batch_size
         seen = 0
@@ -127,7 +133,10 @@ class JournalReader:
                 pos = seq
                 if payload is not None and (channels is None or channel in channels):
                     label = seq if stamp is None else stamp(seq)
-                    append(Notification(channel, with_position(payload, label)))
+                    if make is None:
+                        append(Notification(channel, with_position(payload, label)))
+                    else:
+                        append(make(channel, payload, label))
             seen += len(rows)
             if len(rows) < batch:
                 break
@@ -162,14 +171,14 @@ class JournalReader:
 
 
 class JournalEvent(NamedTuple):
-    """A live notification of a durable watch, already decoded by the listener.
-
-    ``data`` is the decoded payload; ``position`` the journal position it carries.
+    """An event of a durable watch: a live one the listener already decoded
+    (``data``), or one read from the journal (``data`` is ``None``: the
+    dispatcher decodes ``payload`` and adds ``position``).
     """
 
     channel: str
     payload: str
-    data: dict[str, Any]
+    data: dict[str, Any] | None
     position: int
 
 
@@ -292,8 +301,22 @@ class EarlyEvents:
             self.target = batch.now
             ahead.difference_update([p for p in ahead if p > batch.now])
         skip = self._skip
+        rows = batch.rows
+        out = list(rows) if not ahead and skip is None else self._blank(rows, skip)
+        if len(rows) < limit:
+            # Everything below the horizon was read.
+            if ahead:
+                ahead.difference_update([p for p in ahead if p < batch.horizon])
+            if self.target is not None and batch.horizon > self.target:
+                self.target = None
+        return out
+
+    def _blank(
+        self, rows: Sequence[tuple[int, str, str | None]], skip: Callable[[int], bool] | None
+    ) -> list[tuple[int, str, str | None]]:
+        ahead = self.ahead
         out: list[tuple[int, str, str | None]] = []
-        for position, channel, payload in batch.rows:
+        for position, channel, payload in rows:
             if position in ahead:
                 ahead.discard(position)
                 out.append((position, channel, None))
@@ -301,12 +324,6 @@ class EarlyEvents:
                 out.append((position, channel, None))
             else:
                 out.append((position, channel, payload))
-        if len(batch.rows) < limit:
-            # Everything below the horizon was read.
-            if ahead:
-                ahead.difference_update([p for p in ahead if p < batch.horizon])
-            if self.target is not None and batch.horizon > self.target:
-                self.target = None
         return out
 
     def settle(self, batch: JournalBatch) -> tuple[int | None, bool]:

@@ -87,6 +87,10 @@ def _check_consumer(name: str | None) -> str | None:
     return name
 
 
+def _journal_event(channel: str, payload: str, position: int) -> JournalEvent:
+    return JournalEvent(channel, payload, None, position)
+
+
 def _percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -1041,7 +1045,13 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                data = n.data if type(n) is JournalEvent else loads(n.payload)
+                if type(n) is JournalEvent:
+                    data = n.data
+                    if data is None:  # read from the journal: the position is apart
+                        data = loads(n.payload)
+                        data["pos"] = n.position
+                else:
+                    data = loads(n.payload)
                 event = route.decode(data)
             except Exception as exc:
                 # The exception's text may quote a row value: DEBUG only.
@@ -1159,7 +1169,14 @@ class Notifier:
                 if isinstance(exc, SQLNotifyException):
                     raise
                 raise SQLNotifyException(f"could not open the journal: {exc}") from exc
-            reader = JournalReader(position, None, batch_size=5000, log=self.log, stamp=store.stamp)
+            reader = JournalReader(
+                position,
+                None,
+                batch_size=5000,
+                log=self.log,
+                stamp=store.stamp,
+                make=_journal_event,
+            )
             early = EarlyEvents(skip)
             if self.consumer is not None:
                 self._dialect.consumer_lock = (

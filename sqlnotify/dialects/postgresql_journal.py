@@ -50,14 +50,14 @@ CREATE TABLE IF NOT EXISTS {consumers} (
 # Output columns get their own names: ``ORDER BY xid`` must sort the xid8
 # column, never its text form (which orders "10" before "9").
 READ_SQL = """\
-SELECT j.xid::text AS xid_text, j.id, j.channel, j.payload FROM {journal} j
+SELECT j.xid::text::bigint AS xid_int, j.id, j.channel, j.payload FROM {journal} j
 WHERE (j.xid, j.id) > (%s::xid8, %s) AND j.xid < %s::xid8 AND j.channel = ANY(%s)
 ORDER BY j.xid, j.id LIMIT %s"""
 
 # Rows the reader already delivered from live notifications come back without
 # their payload (a constant array: PostgreSQL 14+ hashes the lookup).
 READ_KNOWN_SQL = """\
-SELECT j.xid::text AS xid_text, j.id, j.channel,
+SELECT j.xid::text::bigint AS xid_int, j.id, j.channel,
        CASE WHEN j.id = ANY(%s::bigint[]) THEN NULL ELSE j.payload END
 FROM {journal} j
 WHERE (j.xid, j.id) > (%s::xid8, %s) AND j.xid < %s::xid8 AND j.channel = ANY(%s)
@@ -290,11 +290,11 @@ class PostgresJournal:
                 cur.execute(self._read_known, ([k & ID_MASK for k in known], *params))
             else:
                 cur.execute(self._read, params)
-            rows = [((int(x) << ID_BITS) | i, c, p) for x, i, c, p in cur.fetchall()]
+            rows = [((x << ID_BITS) | i, c, p) for x, i, c, p in cur.fetchall()]
             if known and any(p is None and pos not in known for pos, _, p in rows):
                 # An id matched but not its transaction: read the payloads too.
                 cur.execute(self._read, params)
-                rows = [((int(x) << ID_BITS) | i, c, p) for x, i, c, p in cur.fetchall()]
+                rows = [((x << ID_BITS) | i, c, p) for x, i, c, p in cur.fetchall()]
             # Everything committed by now has a transaction id below xmax.
             return JournalBatch(rows, pack(int(xmin_s), 0), pack(int(xmax_s), 0) - 1)
 

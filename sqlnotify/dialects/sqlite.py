@@ -725,7 +725,7 @@ class SQLiteSource(Source):
         reader = self.reader
         items = reader.read(self._fetch, self.MAX_ROWS)
         self._more = reader.more
-        return items  # type: ignore[return-value]
+        return items
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         try:
