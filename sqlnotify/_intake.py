@@ -246,7 +246,8 @@ class Intake:
         d = self._dispatcher
         self._last_sweep = time.monotonic()
         try:
-            while self._early.pending and d.depth < self._max_queue:
+            stopping = self.stopping
+            while self._early.pending and d.depth < self._max_queue and not stopping.is_set():
                 before = reader.position
                 items = reader.read(self._fetch, max(1, self._max_queue - d.depth))
                 if items:
