@@ -27,7 +27,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -37,6 +37,9 @@ from .._types import sqlite_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+
+if TYPE_CHECKING:
+    from .sqlite_journal import SQLiteJournal
 
 __all__ = ["SQLiteDialect", "SQLiteOptions", "SQLiteSource", "database_path", "driver_for"]
 
@@ -223,6 +226,7 @@ class SQLiteDialect(Dialect):
         self._wake: Callable[[], None] | None = None
         self._listening = False
         self._reader: JournalReader | None = None
+        self._journal: SQLiteJournal | None = None
 
     # -- connections ----------------------------------------------------------
     def connect(self, busy_timeout: float) -> Any:
@@ -283,6 +287,9 @@ class SQLiteDialect(Dialect):
                     pass
                 self._conn = None
         self._reader = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
 
@@ -293,6 +300,8 @@ class SQLiteDialect(Dialect):
         self._conn_lock = threading.Lock()
         self._reader = None
         self._wake = None
+        # The consumer lock stays the parent's (its file descriptor too).
+        self._journal = None
 
     # -- same-process wake-up -------------------------------------------------
     def attach(self, wake: Callable[[], None]) -> None:
@@ -510,6 +519,31 @@ class SQLiteDialect(Dialect):
             ).fetchone()
         return {"rows": count, "first": first, "last": last}
 
+    # -- consumers --------------------------------------------------------------
+    #: Every watch is read from the change log: nothing is lost across reconnects.
+    replays_log = True
+    #: Seconds after which a consumer not seen stops holding log rows back.
+    consumer_expiry = 7 * 86400.0
+
+    def journal(self) -> SQLiteJournal:
+        """The consumer positions of this database's change log."""
+        from .sqlite_journal import SQLiteJournal
+
+        if self._journal is None:
+            self._journal = SQLiteJournal(self)
+        return self._journal
+
+    def resume(self, position: int, channels: Sequence[str]) -> None:
+        """Make the next source read the change log after ``position`` (a consumer's)."""
+        self._reader = JournalReader(position, channels, contiguous=True, log=self.log)
+
+    def prune_upto(self, conn: Any, position: int) -> int:
+        """The last position pruning may remove: none a known consumer still needs."""
+        from .sqlite_journal import oldest_needed
+
+        oldest = oldest_needed(conn, self.consumer_expiry, self.driver.OperationalError)
+        return position if oldest is None else min(position, oldest)
+
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:
         with self._connection() as conn:
@@ -523,6 +557,7 @@ class SQLiteDialect(Dialect):
         with self._connection() as conn:
             if not self._log_exists(conn):
                 return 0
+            upto = self.prune_upto(conn, 2**62 if upto is None else upto)
             return prune_log(conn, self.settings.retention, upto, budget=0.05)
 
     def open_source(self, channels: Sequence[str]) -> Source:
@@ -690,7 +725,7 @@ class SQLiteSource(Source):
         reader = self.reader
         items = reader.read(self._fetch, self.MAX_ROWS)
         self._more = reader.more
-        return items  # type: ignore[return-value]
+        return items
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         try:
@@ -749,7 +784,10 @@ class SQLiteSource(Source):
     def _prune(self, now: float) -> None:
         try:
             deleted = prune_log(
-                self._conn, self._retention, self.reader.position, budget=self.PRUNE_BUDGET
+                self._conn,
+                self._retention,
+                self._dialect.prune_upto(self._conn, self.reader.position),
+                budget=self.PRUNE_BUDGET,
             )
         except self._operational as exc:
             if not _is_busy(exc):
