@@ -125,20 +125,25 @@ class Worker:
 
     def expect(self, key: str, timeout: float | None = None) -> Any:
         """Wait for the next message carrying ``key`` and return its value."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
-            line = self._line(deadline)
-            if line is None:
-                code = self.proc.poll()
-                self.kill()
-                why = f"exited with {code}" if code is not None else "timed out"
-                raise RuntimeError(f"worker {self.spec.get('role')} {why} waiting for {key!r}")
-            message = json.loads(line)
-            if "error" in message:
-                self.kill()
-                raise RuntimeError(f"worker {self.spec.get('role')} failed: {message['error']}")
+            message = self.next(timeout, waiting_for=key)
             if key in message:
                 return message[key]
+
+    def next(self, timeout: float | None = None, waiting_for: str = "a message") -> Any:
+        """The next message (a dict); raises if the worker failed, ended or timed out."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        line = self._line(deadline)
+        if line is None:
+            code = self.proc.poll()
+            self.kill()
+            why = f"exited with {code}" if code is not None else "timed out"
+            raise RuntimeError(f"worker {self.spec.get('role')} {why} waiting for {waiting_for!r}")
+        message = json.loads(line)
+        if "error" in message:
+            self.kill()
+            raise RuntimeError(f"worker {self.spec.get('role')} failed: {message['error']}")
+        return message
 
     def _line(self, deadline: float) -> str | None:
         # Read the pipe's descriptor directly: a buffered reader would hold

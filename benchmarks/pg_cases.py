@@ -109,7 +109,10 @@ def throughput(ctx: Context, modes: tuple[str, ...] = ("bare", "sqlnotify")) -> 
     count = ctx.count(200_000, 2_000)
     channel = _watched_table(ctx, "tp")
     out: dict[str, float] = {}
-    for mode in _modes(ctx, modes):
+    # A-B-B-A, best of two per side: drift hits both sides alike, and a drain
+    # slowed by other work on the machine does not count.
+    order = _modes(ctx, modes)
+    for mode in (*order, *reversed(order)):
         with Worker(_consumer_spec(ctx, mode, "tp", channel, count=count)) as worker:
             worker.expect("ready")
             # The consumer is frozen while the producer commits every row, so
@@ -125,7 +128,7 @@ def throughput(ctx: Context, modes: tuple[str, ...] = ("bare", "sqlnotify")) -> 
             worker.wait()
         if result["count"] < count:
             raise RuntimeError(f"{mode} received {result['count']} of {count} events")
-        out[mode] = count / (result["t_last"] - t0)
+        out[mode] = max(out.get(mode, 0.0), count / (result["t_last"] - t0))
     return out
 
 
@@ -135,7 +138,8 @@ THROUGHPUT = Case(
     what=(
         "events/s from a backlog of committed INSERTs (100 rows a transaction, one watch with"
         " two extra columns) to a receiver that only counts; the consumer process is paused"
-        " while the producer commits, then timed from resume to the last event"
+        " while the producer commits, then timed from resume to the last event; each run"
+        " drains twice per side (A-B-B-A) and keeps the better drain"
     ),
     needs=("postgresql",),
     rows=[
@@ -447,7 +451,7 @@ FROM generate_series(%s, %s) g"""
 
 def memory(ctx: Context) -> dict[str, float]:
     total = ctx.count(1_000_000, 5_000)
-    warmup = ctx.count(20_000, 1_000)
+    warmup = ctx.count(100_000, 1_000)
     chunk = ctx.count(5_000, 500)
     window = chunk * 8
     channel = _watched_table(ctx, "mem")
@@ -467,24 +471,27 @@ def memory(ctx: Context) -> dict[str, float]:
         with Worker(spec, timeout=600) as worker, conn.cursor() as cur:
             worker.expect("ready")
             sent = received = 0
-
-            def send(n: int) -> None:
-                nonlocal sent
-                cur.execute(_NOTIFY_SQL, (channel, sent + 1, sent + n))
-                conn.commit()
-                sent += n
-
-            send(warmup)
-            before = worker.expect("warm")["rss"]
+            before = after = None
             # Flow control: never more than a few chunks ahead of the consumer,
-            # so what grows is the consumer's own state, not a backlog.
-            while sent < warmup + total:
-                if sent - received < window:
-                    send(min(chunk, warmup + total - sent))
-                else:
-                    received = worker.expect("progress")
-            after = worker.expect("result")["rss"]
+            # so what grows is the consumer's own state, not a backlog.  The
+            # warm-up goes the same way, so "before" already holds what a
+            # steady stream keeps in flight.
+            while after is None:
+                if sent < warmup + total and sent - received < window:
+                    n = min(chunk, warmup + total - sent)
+                    cur.execute(_NOTIFY_SQL, (channel, sent + 1, sent + n))
+                    conn.commit()
+                    sent += n
+                    continue
+                message = worker.next()
+                if "progress" in message:
+                    received = message["progress"]
+                elif "warm" in message:
+                    before = message["warm"]["rss"]
+                elif "result" in message:
+                    after = message["result"]["rss"]
             worker.wait()
+        assert before is not None
         out[f"{mode}_before"] = before / 2**20
         out[f"{mode}_after"] = after / 2**20
         out[f"{mode}_growth"] = (after - before) / 2**20
@@ -496,9 +503,9 @@ MEMORY = Case(
     name="pg_memory",
     title="Listener memory",
     what=(
-        "resident memory (VmRSS) of a consumer process after a warm-up and after 1,000,000"
-        " more events, sent with pg_notify() in transactions of 5,000, never more than 40,000"
-        " ahead of the consumer"
+        "resident memory (VmRSS) of a consumer process after a warm-up of 100,000 events and"
+        " after 1,000,000 more, sent with pg_notify() in transactions of 5,000, never more"
+        " than 40,000 ahead of the consumer"
     ),
     needs=("postgresql",),
     rows=[
