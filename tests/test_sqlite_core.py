@@ -502,7 +502,7 @@ def test_same_process_commit_wakes_the_listener(
     assert isinstance(source, SQLiteSource)
     for i in (1, 2):
         # Wait until the listener has left its quick checks after activity.
-        wait_until(lambda: source._burst == -1, 10, "the listener to go idle")
+        wait_until(lambda: source.settled, 10, "the listener to go idle")
         with engine.begin() as conn:
             conn.execute(sa.insert(Account).values(id=i, email="e", name="n"))
         assert rec.wait_for(i, timeout=10)[-1].id == i

@@ -184,21 +184,31 @@ def test_restart_starts_at_the_end(engine: sa.Engine, notifiers: list[Notifier])
 
 
 def test_reconnect_resumes_without_loss(
-    engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None
+    engine: sa.Engine, sqlite_path: str, notifiers: list[Notifier], fast_reconnect: None
 ) -> None:
     rec = start(engine, notifiers)
     notifier = notifiers[0]
-    assert notifier._listener is not None
-    old = notifier._listener.source
-    assert isinstance(old, SQLiteSource)
-    # Break the listener's connection under it: the listener reconnects.
-    old._conn.close()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO item (id, name) VALUES (1, 'a')"))
-    wait_until(lambda: notifier.stats.reconnects == 1, 10, "a reconnect")
+    rec.wait_for(1)
+    # Someone drops the change log: the listener's reads fail and it reconnects
+    # (and retries) until the notifier installs it again.
+    with sqlite3.connect(sqlite_path) as conn:
+        conn.execute("DROP TABLE sqlnotify_log")
+    wait_until(
+        lambda: notifier._listener is not None and notifier._listener.source is None,
+        10,
+        "the listener to lose its source",
+    )
+    notifier.install()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO item (id, name) VALUES (2, 'b')"))
-    assert ids(rec.wait_for(2)) == [1, 2]
+    wait_until(lambda: notifier.stats.reconnects == 1, 10, "a reconnect")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO item (id, name) VALUES (3, 'c')"))
+    # The new log starts at 1 again; the listener reads it from its start.
+    assert ids(rec.wait_for(3)) == [1, 2, 3]
+    assert [e.position for e in rec.events] == [1, 1, 2]
 
 
 def test_pruning(engine: sa.Engine, notifiers: list[Notifier]) -> None:

@@ -25,6 +25,7 @@ import select
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -44,13 +45,22 @@ LOG_TABLE = "sqlnotify_log"
 MARKER = "-- sqlnotify:"
 FORMAT_VERSION = 1
 
+# The comment names this copy of the table: a listener that finds a
+# different one after a reconnect knows the log was recreated.
 LOG_TABLE_SQL = f"""\
 CREATE TABLE IF NOT EXISTS {quote_ident(LOG_TABLE)} (
+    -- sqlnotify change log {{generation}}
     "seq" INTEGER PRIMARY KEY AUTOINCREMENT,
     "ts" REAL NOT NULL,
     "channel" TEXT NOT NULL,
     "payload" TEXT NOT NULL
 )"""
+
+
+def log_table_sql() -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for the change log, with a new generation mark."""
+    return LOG_TABLE_SQL.format(generation=uuid.uuid4().hex)
+
 
 # julianday('now') is the statement's time with millisecond resolution.
 TRIGGER_SQL = """\
@@ -70,6 +80,7 @@ FETCH_SQL = (
     ' WHERE "seq" > ? ORDER BY "seq" LIMIT ?'
 )
 END_SQL = "SELECT seq FROM sqlite_sequence WHERE name = ?"
+GENERATION_SQL = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?"
 INSERT_SQL = f'INSERT INTO {quote_ident(LOG_TABLE)} ("ts", "channel", "payload") VALUES (?, ?, ?)'
 # Deletes a prefix of at most ``batch`` rows: never a long scan, never a long lock.
 PRUNE_SQL = f"""\
@@ -223,6 +234,7 @@ class SQLiteDialect(Dialect):
         self._wake: Callable[[], None] | None = None
         self._listening = False
         self._reader: JournalReader | None = None
+        self._generation: str | None = None
 
     # -- connections ----------------------------------------------------------
     def connect(self, busy_timeout: float) -> Any:
@@ -283,6 +295,7 @@ class SQLiteDialect(Dialect):
                     pass
                 self._conn = None
         self._reader = None
+        self._generation = None
         if self._own_engine is not None:
             self._own_engine.dispose()
 
@@ -363,7 +376,7 @@ class SQLiteDialect(Dialect):
 
     def ddl(self, watch: Watch) -> list[str]:
         return [
-            LOG_TABLE_SQL,
+            log_table_sql(),
             f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)}",
             self.trigger_sql(watch),
         ]
@@ -429,7 +442,7 @@ class SQLiteDialect(Dialect):
             def work() -> list[InstallState]:
                 if cleanup_first:
                     self._cleanup(conn, watches)
-                conn.execute(LOG_TABLE_SQL)
+                conn.execute(log_table_sql())
                 found = self._installed(conn)
                 result = []
                 for watch in watches:
@@ -590,9 +603,25 @@ class SQLiteSource(Source):
     """
 
     #: Pauses between checks after a wake-up that found nothing yet: the
-    #: commit that caused it may still be landing (an fsync, or the engine's
-    #: commit event, which fires just before the commit).
-    BURST = (0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512)
+    #: commit that caused it may still be landing (the writer's fsync runs
+    #: between its write to the WAL and the commit becoming visible; the
+    #: engine's commit event fires just before the commit).
+    WAKE_STEPS = (
+        *(0.0001,) * 4,
+        *(0.0002,) * 4,
+        *(0.0005,) * 4,
+        0.001,
+        0.002,
+        0.004,
+        0.008,
+        0.016,
+        0.032,
+        0.064,
+    )
+    #: Checks after a change was read while inotify is in use: the wake-up
+    #: for a commit that was still landing may have been consumed with the
+    #: one just read.
+    AFTER_READ_STEPS = (0.0005, 0.002, 0.008, 0.032)
     #: First pause of the polling fallback after activity; it doubles up to
     #: the ``sqlite_poll_interval`` option while nothing happens.
     MIN_POLL = 0.001
@@ -624,11 +653,21 @@ class SQLiteSource(Source):
                 # The version first: a commit landing between the two reads is
                 # then seen as a change and read, never skipped.
                 self._version = execute("PRAGMA data_version").fetchone()[0]
+                row = execute(END_SQL, (LOG_TABLE,)).fetchone()
+                end = row[0] if row else 0
+                row = execute(GENERATION_SQL, (LOG_TABLE,)).fetchone()
+                generation = row[0] if row else None
                 if reader is None:
-                    row = execute(END_SQL, (LOG_TABLE,)).fetchone()
-                    reader = JournalReader(
-                        row[0] if row else 0, channels, contiguous=True, log=self._log
+                    reader = JournalReader(end, channels, contiguous=True, log=self._log)
+                elif generation != dialect._generation:
+                    self._log.warning(
+                        "the change log of %s was recreated while the listener was away;"
+                        " reading the new one from its start (events written to the old"
+                        " one meanwhile are lost)",
+                        dialect.path,
                     )
+                    reader.position = 0
+                dialect._generation = generation
                 execute(FETCH_SQL, (reader.position, 1)).fetchall()
                 mode = str(execute("PRAGMA journal_mode").fetchone()[0]).lower()
             except self._error as exc:
@@ -644,7 +683,9 @@ class SQLiteSource(Source):
             raise
         self._fetch_sql = FETCH_SQL
         self._more = False
-        self._burst = -1  # index into BURST; -1: not in a burst
+        # Quick checks in progress: a schedule of pauses and the next index.
+        self._steps: tuple[float, ...] = ()
+        self._step = 0
         self._poll = self.MIN_POLL
         #: How often the database was busy (locked by a writer) for this source.
         self.busy = 0
@@ -660,6 +701,11 @@ class SQLiteSource(Source):
                 "cannot watch %s with inotify (%s): the SQLite listener polls", path, exc
             )
         return None
+
+    @property
+    def settled(self) -> bool:
+        """No quick checks pending: the source waits for a wake-up (or its poll)."""
+        return self._step >= len(self._steps)
 
     @property
     def uses_inotify(self) -> bool:
@@ -693,7 +739,7 @@ class SQLiteSource(Source):
                 # outside WAL mode, or during recovery): try again shortly.
                 self._log.debug("the SQLite listener found the database busy: %s", exc)
                 self.busy += 1
-                self._burst = 0
+                self._quick(self.WAKE_STEPS)
                 return ()
             raise SourceDisconnected(f"SQLite error: {exc}") from exc
         except self._error as exc:
@@ -708,9 +754,9 @@ class SQLiteSource(Source):
             self._activity()
             return items
         ino = self._inotify
-        burst = self._burst
-        if burst >= 0:
-            pause = self.BURST[burst]
+        steps, step = self._steps, self._step
+        if step < len(steps):
+            pause = steps[step]
         elif ino is not None:
             pause = timeout
         else:
@@ -725,18 +771,21 @@ class SQLiteSource(Source):
         if items:
             self._activity()
         elif ready:
-            self._burst = 0
-        elif burst >= 0:
-            self._burst = burst + 1 if burst + 1 < len(self.BURST) else -1
+            self._quick(self.WAKE_STEPS)
+        elif step < len(steps):
+            self._step = step + 1
         elif ino is None:
             self._poll = min(self._poll * 2, self._max_poll)
         return items
 
+    def _quick(self, steps: tuple[float, ...]) -> None:
+        self._steps = steps
+        self._step = 0
+
     def _activity(self) -> None:
-        # Something happened: more may follow soon, and with inotify the
-        # wake-up for the next commit may already have been consumed.
-        self._burst = 0
+        # Something happened: more may follow soon.
         self._poll = self.MIN_POLL
+        self._quick(self.AFTER_READ_STEPS if self._inotify is not None else ())
 
     def _prune(self, now: float) -> None:
         try:
