@@ -22,12 +22,14 @@ Scenarios:
     A writer process inserts rows in transactions of 1,000 as fast as it can;
     events per second from the writer's start to the last event received.
 ``memory``
-    Resident memory while many events flow (batching writer, no-op receiver).
+    Resident memory after each of ten rounds of events (batching writer,
+    no-op receiver), measured once each round is drained.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import shutil
@@ -230,33 +232,47 @@ def throughput(count: int, batch: int = 1000) -> dict[str, Any]:
         }
 
 
-def memory(count: int, batch: int = 1000) -> dict[str, Any]:
+def memory(count: int, rounds: int = 10) -> dict[str, Any]:
+    """RSS after each of ``rounds`` rounds of ``count / rounds`` events, once drained.
+
+    While events flow, memory also holds the batches queued for the
+    dispatcher (the listener can read faster than receivers run); measuring
+    once each round is drained shows whether anything accumulates.
+    """
+    per_round = count // rounds
     with database() as path:
         received = [0]
-        marks: dict[int, float] = {}
-        checkpoints = {count * k // 10 for k in range(1, 11)}
+        target = [0]
         done = threading.Event()
+        peak_queue = [0]
 
         def receive(event: ChangeEvent) -> None:
             received[0] += 1
-            if received[0] in checkpoints:
-                marks[received[0]] = rss_mib()
-                if received[0] >= count:
-                    done.set()
+            if received[0] >= target[0]:
+                done.set()
 
-        with notifier(path, receive):
+        series = []
+        with notifier(path, receive) as n:
+            dispatcher = n._dispatcher
+            assert dispatcher is not None
             before = rss_mib()
-            proc = run_python(BATCH_WRITER, path, str(count), str(batch))
-            proc.wait()
-            if not done.wait(600):
-                raise SystemExit(f"only {received[0]} of {count} events arrived")
-        series = [marks[k] for k in sorted(marks)]
+            for _ in range(rounds):
+                target[0] += per_round
+                done.clear()
+                proc = run_python(BATCH_WRITER, path, str(per_round), "1000")
+                while proc.poll() is None:
+                    peak_queue[0] = max(peak_queue[0], dispatcher.queue.qsize())
+                    time.sleep(0.01)
+                if not done.wait(300):
+                    raise SystemExit(f"only {received[0]} of {target[0]} events arrived")
+                gc.collect()
+                series.append(rss_mib())
         return {
-            "events": count,
+            "events": per_round * rounds,
             "rss_before_mib": before,
-            "rss_at_10pct_mib": series[0],
-            "rss_at_end_mib": series[-1],
-            "growth_10pct_to_end_mib": series[-1] - series[0],
+            "rss_after_each_round_mib": " ".join(f"{v:.0f}" for v in series),
+            "last_minus_first_round_mib": series[-1] - series[0],
+            "peak_queued_batches": peak_queue[0],
         }
 
 
