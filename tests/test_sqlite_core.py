@@ -511,3 +511,16 @@ def test_same_process_commit_wakes_the_listener(
     assert sa.event.contains(engine, "commit", dialect._on_commit)
     n.stop()
     assert not sa.event.contains(engine, "commit", dialect._on_commit)
+
+
+def test_notify_before_the_first_start(engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    n = make(engine, notifiers)
+    n.watch(Account, "insert")
+    n.notify(Account, "insert", {"id": 1})  # nobody listens yet: not delivered later
+    rec = EventRecorder()
+    n.subscribe(Account, "insert")(rec)
+    n.start()
+    n.notify(Account, "insert", {"id": 2})
+    assert ids(rec.wait_for(1)) == [2]
+    n.notify(Account, "insert", {"id": 3})
+    assert ids(rec.wait_for(2)) == [2, 3]

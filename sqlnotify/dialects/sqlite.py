@@ -417,7 +417,18 @@ class SQLiteDialect(Dialect):
             return
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
-            mode = self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            try:
+                mode = self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except self.driver.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                self.log.warning(
+                    "could not switch %s to WAL mode, the database stayed busy (%s);"
+                    " the next start tries again",
+                    self.path,
+                    exc,
+                )
+                return
             if str(mode).lower() != "wal":
                 self.log.warning(
                     "could not switch %s to WAL mode (it stays in %r mode): the listener's"
@@ -518,7 +529,18 @@ class SQLiteDialect(Dialect):
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:
         with self._connection() as conn:
-            self._retry(lambda: conn.execute(INSERT_SQL, (time.time(), channel, payload)))
+
+            def insert() -> None:
+                try:
+                    conn.execute(INSERT_SQL, (time.time(), channel, payload))
+                except self.driver.OperationalError as exc:
+                    if "no such table" not in str(exc):
+                        raise
+                    # notify() before the first start: create the log first.
+                    conn.execute(log_table_sql())
+                    conn.execute(INSERT_SQL, (time.time(), channel, payload))
+
+            self._retry(insert)
         wake = self._wake
         if wake is not None:
             wake()
