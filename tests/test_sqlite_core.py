@@ -13,7 +13,8 @@ from sqlite_support import file_engine, ids
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
 from sqlnotify._listener import Listener
-from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect, SQLiteSource
+from sqlnotify.dialects._sqlite_source import SQLiteSource
+from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
 
@@ -502,7 +503,7 @@ def test_same_process_commit_wakes_the_listener(
     assert isinstance(source, SQLiteSource)
     for i in (1, 2):
         # Wait until the listener has left its quick checks after activity.
-        wait_until(lambda: source.settled, 10, "the listener to go idle")
+        wait_until(lambda: source.pacer.settled, 10, "the listener to go idle")
         with engine.begin() as conn:
             conn.execute(sa.insert(Account).values(id=i, email="e", name="n"))
         assert rec.wait_for(i, timeout=10)[-1].id == i
