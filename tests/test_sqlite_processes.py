@@ -253,6 +253,8 @@ def test_rows_pruned_before_reading_are_reported(
     n.install()
     dialect = n.dialect
     assert isinstance(dialect, SQLiteDialect)
+    gaps: list[tuple[int, int]] = []
+    dialect.on_gap = lambda first, last: gaps.append((first, last))
     source = dialect.open_source([n.watches[0].channel])
     assert isinstance(source, SQLiteSource)
     try:
@@ -272,6 +274,7 @@ def test_rows_pruned_before_reading_are_reported(
         os.close(write)
         assert [json.loads(n.payload)["row"]["id"] for n in got] == [4]
         assert source.reader.missed == 3 and source.reader.gaps == 1
+        assert gaps == [(1, 3)]
         assert "positions 1 to 3 (3 rows) were removed" in caplog.text
     finally:
         source.close()

@@ -100,7 +100,13 @@ class SQLiteSource(Source):
                 row = execute(GENERATION_SQL, (LOG_TABLE,)).fetchone()
                 generation = row[0] if row else None
                 if reader is None:
-                    reader = JournalReader(end, channels, contiguous=True, log=self._log)
+                    reader = JournalReader(
+                        dialect.start_position(end),
+                        channels,
+                        contiguous=True,
+                        on_gap=dialect.on_gap,
+                        log=self._log,
+                    )
                 elif generation != dialect._generation:
                     self._log.warning(
                         "the change log of %s was recreated while the listener was away;"

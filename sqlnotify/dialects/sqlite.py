@@ -218,6 +218,9 @@ class SQLiteDialect(Dialect):
         self._listening = False
         self._reader: JournalReader | None = None
         self._generation: str | None = None
+        #: Called as ``on_gap(first, last)`` (listener thread) when log rows
+        #: were pruned before the listener read them; they are also logged.
+        self.on_gap: Callable[[int, int], None] | None = None
 
     # -- connections ----------------------------------------------------------
     def connect(self, busy_timeout: float) -> Any:
@@ -536,6 +539,14 @@ class SQLiteDialect(Dialect):
             if not self._log_exists(conn):
                 return 0
             return prune_log(conn, self.settings.retention, upto, budget=0.05)
+
+    def start_position(self, end: int) -> int:
+        """Where a listener that starts afresh begins reading: the end of the log.
+
+        ``end`` is the log's last sequence number.  A listener resumes after
+        a reconnect from its own position instead.
+        """
+        return end
 
     def open_source(self, channels: Sequence[str]) -> Source:
         from ._sqlite_source import SQLiteSource
