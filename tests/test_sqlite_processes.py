@@ -279,3 +279,27 @@ def test_rows_pruned_before_reading_are_reported(
     finally:
         source.close()
         dialect.close()
+
+
+def test_install_waits_for_the_lock_then_says_why(
+    engine: sa.Engine, sqlite_path: str, notifiers: list[Notifier]
+) -> None:
+    from sqlnotify.exceptions import SQLNotifyException
+
+    holder = python(HOLDER, sqlite_path, "IMMEDIATE")
+    try:
+        read_line(holder, "locked")
+        n = Notifier(engine, sqlite_busy_timeout=0.2)
+        notifiers.append(n)
+        n.watch("item", "insert")
+        with pytest.raises(SQLNotifyException, match="sqlite_busy_timeout"):
+            n.start()
+        assert not n.is_running
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        finish(holder)
+    # Once the lock is gone, the same notifier starts.
+    n.start()
+    assert [s.state for s in n.install_states] == ["installed"]

@@ -243,6 +243,12 @@ class SQLiteDialect(Dialect):
             try:
                 yield self._conn
             except self.driver.Error as exc:
+                if is_busy(exc):
+                    raise SQLNotifyException(
+                        f"{self.path} stayed locked by another connection for"
+                        f" {self.settings.busy_timeout:g}s ({exc}); try again, or raise the"
+                        " sqlite_busy_timeout option"
+                    ) from exc
                 raise SQLNotifyException(f"SQLite error on {self.path}: {exc}") from exc
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
