@@ -14,7 +14,8 @@ Scenarios:
     the moment the receiver runs (on the notifier's dispatcher thread), so it
     includes the commit itself.
 ``latency-local``
-    The same through the notifier's own engine in this process.
+    Commits through the notifier's own engine in this process, at the same
+    rate; latency from just before ``Connection.commit()`` to the receiver.
 ``idle``
     CPU time used by this process (listener and dispatcher threads) while
     nothing is written, as a share of one core, with inotify and with polling.
@@ -173,19 +174,29 @@ def latency_cross(count: int, rate: float, **options: Any) -> dict[str, Any]:
 
 
 def latency_local(count: int, rate: float) -> dict[str, Any]:
+    """Commits through the notifier's own engine; latency from just before ``commit()``."""
     with database() as path:
+        before_commit: dict[int, float] = {}
         rec = Latencies(count)
-        with notifier(path, rec) as n:
+
+        def receive(event: ChangeEvent) -> None:
+            rec.values.append((time.time() - before_commit[event.id]) * 1000.0)
+            if len(rec.values) >= count:
+                rec.done.set()
+
+        with notifier(path, receive) as n:
             engine = n.db_engine
             assert isinstance(engine, sa.Engine)
-            insert = sa.text("INSERT INTO bench (sent_at) VALUES (:t)")
+            insert = sa.text("INSERT INTO bench (id, sent_at) VALUES (:i, 0)")
             pause = 1.0 / rate
             next_at = time.monotonic()
-            for _ in range(count):
+            for i in range(1, count + 1):
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += pause
-                with engine.begin() as conn:
-                    conn.execute(insert, {"t": time.time()})
+                with engine.connect() as conn:
+                    conn.execute(insert, {"i": i})
+                    before_commit[i] = time.time()
+                    conn.commit()
             if not rec.done.wait(30):
                 raise SystemExit(f"only {len(rec.values)} of {count} events arrived")
         return rec.summary()
