@@ -12,7 +12,8 @@ Scenarios:
     A writer process commits one row per transaction at ``--rate`` commits/s;
     the latency of each event is the time from just before its ``COMMIT`` to
     the moment the receiver runs (on the notifier's dispatcher thread), so it
-    includes the commit itself.
+    includes the commit itself; ``after_commit_*`` counts from the moment the
+    writer's ``COMMIT`` returned instead.
 ``latency-local``
     Commits through the notifier's own engine in this process, at the same
     rate; latency from just before ``Connection.commit()`` to the receiver.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import resource
 import shutil
@@ -55,17 +57,21 @@ from sqlnotify import ChangeEvent, Notifier  # noqa: E402
 TABLE_SQL = "CREATE TABLE bench (id INTEGER PRIMARY KEY, sent_at REAL NOT NULL)"
 
 PACED_WRITER = """
-import sqlite3, sys, time
+import json, sqlite3, sys, time
 path, count, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 conn = sqlite3.connect(path, timeout=30, isolation_level=None)
 pause = 1.0 / rate
 next_at = time.monotonic() + 0.2
+commits = []
 for i in range(count):
     time.sleep(max(0.0, next_at - time.monotonic()))
     next_at += pause
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO bench (sent_at) VALUES (?)", (time.time(),))
+    before = time.time()
+    row = conn.execute("INSERT INTO bench (sent_at) VALUES (?)", (before,)).lastrowid
     conn.execute("COMMIT")
+    commits.append((row, before, time.time()))
+print(json.dumps(commits))
 """
 
 BATCH_WRITER = """
@@ -160,17 +166,51 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def percentiles(values: list[float], prefix: str) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+    return {
+        f"{prefix}p50_ms": statistics.median(ordered),
+        f"{prefix}p90_ms": pct(0.90),
+        f"{prefix}p99_ms": pct(0.99),
+        f"{prefix}max_ms": ordered[-1],
+    }
+
+
 def latency_cross(count: int, rate: float, **options: Any) -> dict[str, Any]:
+    """Latency from just before the writer's COMMIT, and from when COMMIT returned.
+
+    The second leaves out the writer's own commit (its fsync); it can be
+    negative: the listener may see the commit before the writer's call returns.
+    """
     with database() as path:
-        rec = Latencies(count)
-        with notifier(path, rec, **options):
+        received: dict[int, float] = {}
+        done = threading.Event()
+
+        def receive(event: ChangeEvent) -> None:
+            received[event.id] = time.time()
+            if len(received) >= count:
+                done.set()
+
+        with notifier(path, receive, **options):
             cpu0, wall0 = cpu_seconds(), time.monotonic()
             proc = run_python(PACED_WRITER, path, str(count), str(rate))
-            proc.wait()
-            if not rec.done.wait(30):
-                raise SystemExit(f"only {len(rec.values)} of {count} events arrived")
+            out, _ = proc.communicate()
+            if not done.wait(30):
+                raise SystemExit(f"only {len(received)} of {count} events arrived")
             cpu = (cpu_seconds() - cpu0) / (time.monotonic() - wall0)
-        return {**rec.summary(), "listener_cpu_pct": cpu * 100.0}
+        commits = json.loads(out)
+        from_before = [(received[i] - before) * 1000.0 for i, before, _ in commits]
+        from_after = [(received[i] - after) * 1000.0 for i, _, after in commits]
+        return {
+            "events": len(commits),
+            **percentiles(from_before, ""),
+            **percentiles(from_after, "after_commit_"),
+            "listener_cpu_pct": cpu * 100.0,
+        }
 
 
 def latency_local(count: int, rate: float) -> dict[str, Any]:
