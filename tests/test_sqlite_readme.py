@@ -50,3 +50,14 @@ def test_demo_command_is_documented() -> None:
     section = sqlite_section()
     assert "python -m sqlnotify demo" in section
     assert "LATENCY_TABLE" not in section
+
+
+def test_readme_is_valid_restructuredtext() -> None:
+    core = pytest.importorskip("docutils.core")
+    with open(os.path.join(ROOT, "README.rst"), encoding="utf-8") as readme:
+        source = readme.read()
+    core.publish_string(
+        source,
+        writer_name="null",
+        settings_overrides={"report_level": 5, "halt_level": 2},  # raise on a warning
+    )
