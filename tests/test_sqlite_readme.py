@@ -58,6 +58,6 @@ def test_readme_is_valid_restructuredtext() -> None:
         source = readme.read()
     core.publish_string(
         source,
-        writer_name="null",
+        writer="null",
         settings_overrides={"report_level": 5, "halt_level": 2},  # raise on a warning
     )
