@@ -7,13 +7,16 @@ receivers (and, through the asyncio bridge, to ``async def`` callbacks).
 
 from __future__ import annotations
 
+from ._aio import EventStream
 from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
+    SQLNotifyForkError,
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
     SQLNotifyPayloadSizeError,
+    SQLNotifyStreamOverflowError,
     SQLNotifyUnSupportedDatabaseProviderError,
 )
 from .notifier import Notifier
@@ -22,13 +25,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChangeEvent",
+    "EventStream",
     "Notifier",
     "Operation",
     "SQLNotifyConfigurationError",
     "SQLNotifyException",
+    "SQLNotifyForkError",
     "SQLNotifyIdentifierSizeError",
     "SQLNotifyListenerError",
     "SQLNotifyPayloadSizeError",
+    "SQLNotifyStreamOverflowError",
     "SQLNotifyUnSupportedDatabaseProviderError",
     "__version__",
 ]

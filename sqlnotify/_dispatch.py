@@ -45,7 +45,9 @@ class Dispatcher:
         """Dispatch what is queued, then stop; ``False`` if not done within ``timeout``."""
         self._stop.set()
         self.queue.put(_STOP)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread is threading.current_thread():
+            return True  # stop() called by a receiver: the thread ends after this batch
+        if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
             self._log.warning(
@@ -58,6 +60,11 @@ class Dispatcher:
     @property
     def is_alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def ident(self) -> int | None:
+        """The thread's identifier once started."""
+        return self._thread.ident
 
     def _run(self) -> None:
         get = self.queue.get

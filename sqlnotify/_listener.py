@@ -11,7 +11,19 @@ from collections.abc import Callable, Sequence
 from .dialects.base import RawNotification, Source
 from .exceptions import SQLNotifyListenerError
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "stop_requested"]
+
+_current = threading.local()
+
+
+def stop_requested() -> bool:
+    """Whether the listener whose thread calls this is stopping.
+
+    A :class:`Source` checks it while it connects, so :meth:`Listener.stop`
+    is prompt even when a server never answers a connection attempt.
+    """
+    stop: threading.Event | None = getattr(_current, "stop", None)
+    return stop is not None and stop.is_set()
 
 
 class Listener:
@@ -91,6 +103,23 @@ class Listener:
                     pass
         return not alive
 
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's connection and pipe, touching neither.
+
+        The thread does not exist in the child, so nothing is joined and no
+        lock it may have held is taken.
+        """
+        source, self.source = self.source, None
+        if source is not None:
+            source.abandon()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        # A late wake() (from a commit hook) must not write to a reused descriptor.
+        self._wake_r = self._wake_w = -1
+
     @property
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -108,12 +137,15 @@ class Listener:
             pass
 
     def _run(self) -> None:
+        _current.stop = self._stop
         delay = self.INITIAL_DELAY
         first = True
         while not self._stop.is_set():
             try:
                 source = self._open_source()
             except BaseException as exc:
+                if self._stop.is_set():
+                    return  # stop() cut the attempt short: nothing to report
                 if first:
                     self._start_error = exc
                     self._ready.set()

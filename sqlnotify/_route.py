@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 import blinker
@@ -18,19 +20,26 @@ from ._types import Converter, converter_for
 from ._watch import Watch
 from .events import ChangeEvent
 
-__all__ = ["Route", "Stats", "send_isolated"]
+__all__ = ["Route", "Stats", "ordered_receivers", "send_isolated"]
 
 
 class Stats:
-    """Counters shared by the listener and dispatcher threads (each counter has one writer)."""
+    """Counters kept by the notifier's threads.
+
+    Counters written from more than one thread (``receiver_errors``,
+    ``async_abandoned``, ``stream_dropped``: the dispatcher and an event
+    loop) are updated under ``lock``; the others have a single writer.
+    """
 
     __slots__ = (
+        "async_abandoned",
         "dispatched",
         "dropped",
         "lock",
         "received",
         "receiver_errors",
         "reconnects",
+        "stream_dropped",
         "truncated",
     )
 
@@ -42,6 +51,8 @@ class Stats:
         self.receiver_errors = 0
         self.reconnects = 0
         self.truncated = 0
+        self.async_abandoned = 0
+        self.stream_dropped = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -51,6 +62,8 @@ class Stats:
             "receiver_errors": self.receiver_errors,
             "reconnects": self.reconnects,
             "truncated": self.truncated,
+            "async_abandoned": self.async_abandoned,
+            "stream_dropped": self.stream_dropped,
         }
 
 
@@ -120,6 +133,29 @@ class Route:
         )
 
 
+def ordered_receivers(signal: blinker.Signal, sender: Any) -> list[Callable[..., Any]]:
+    """The receivers of ``signal`` for ``sender``, in the order they were connected.
+
+    blinker yields them from a set, in no particular order; receivers of one
+    watch should run in the order the application subscribed them.
+    """
+    live = list(signal.receivers_for(sender))
+    if len(live) < 2:
+        return live
+    connected = [
+        ref() if isinstance(ref, weakref.ref) else ref for ref in signal.receivers.values()
+    ]
+
+    def position(receiver: Any) -> int:
+        for i, other in enumerate(connected):
+            if other is receiver or (isinstance(receiver, MethodType) and other == receiver):
+                return i
+        return len(connected)
+
+    live.sort(key=position)
+    return live
+
+
 def send_isolated(
     signal: blinker.Signal,
     sender: Any,
@@ -130,7 +166,7 @@ def send_isolated(
     """``signal.send`` where one receiver's exception does not stop the others."""
     if not signal.receivers:
         return
-    for receiver in signal.receivers_for(sender):
+    for receiver in ordered_receivers(signal, sender):
         try:
             receiver(sender, **kwargs)
         except Exception as exc:

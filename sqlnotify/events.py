@@ -83,7 +83,10 @@ class ChangeEvent(Mapping[str, Any]):
     Also available: ``row`` (keys and extra columns together), ``position``
     (the event's journal position for durable delivery, else ``None``),
     ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``
-    (``"complete"``; for rows too large for one notification see the
+    (``"complete"``; for a row too large for one notification without an
+    overflow table, ``"keys_only"`` (the keys, no extra columns) or
+    ``"lost"`` (not even the keys fitted, or the table no longer matches the
+    installed trigger: no values at all); with an overflow table see the
     overflow documentation: ``"hydrated"`` or ``"row_gone"``).
 
     Values arrive as the columns' Python types where SQLAlchemy knows them
@@ -205,7 +208,7 @@ class ChangeEvent(Mapping[str, Any]):
 
     @property
     def status(self) -> str:
-        """``"complete"``, ``"hydrated"`` or ``"row_gone"`` (see large payloads)."""
+        """``"complete"``, ``"keys_only"``, ``"lost"``, ``"hydrated"`` or ``"row_gone"``."""
         return self._status
 
     # -- mapping ----------------------------------------------------------

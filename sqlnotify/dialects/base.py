@@ -72,6 +72,15 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Close the connection; never raises."""
 
+    def abandon(self) -> None:
+        """Forget the connection in a forked child, without a word to the server.
+
+        The parent process still owns the connection: the child must neither
+        read from it nor close it (closing sends a goodbye on the shared
+        socket).  The default does nothing; sources whose connection is a
+        socket replace it in the child by a dead one.
+        """
+
 
 class Dialect(abc.ABC):
     """Everything sqlnotify needs from one database."""
@@ -143,6 +152,15 @@ class Dialect(abc.ABC):
 
     def detach(self) -> None:
         """Undo :meth:`attach` (called by :meth:`Notifier.stop`)."""
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the connections and locks inherited from the parent.
+
+        Runs right after ``fork()``, while the child has a single thread, so
+        it must take no lock another thread of the parent may have held, and
+        neither use nor close what the parent still owns.  The default does
+        nothing.
+        """
 
     def close(self) -> None:
         """Release what the dialect holds (pools it created)."""

@@ -11,22 +11,32 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from .._listener import stop_requested
 from .._names import digest, qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
 from .._watch import Watch
-from ..exceptions import SQLNotifyListenerError
+from ..exceptions import (
+    SQLNotifyConfigurationError,
+    SQLNotifyIdentifierSizeError,
+    SQLNotifyListenerError,
+)
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 
 #: PostgreSQL rejects NOTIFY payloads of 8000 bytes or more.
 MAX_PAYLOAD = 7999
+#: PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1).
+MAX_IDENTIFIER = 63
+#: While connecting, check this often whether the listener is stopping.
+STOP_CHECK = 0.2
 #: Comment prefix marking objects sqlnotify created (``COMMENT ON FUNCTION``).
 MARKER = "sqlnotify:"
 #: Key of the transaction-level advisory lock that serialises installation.
@@ -85,15 +95,26 @@ LANGUAGE plpgsql AS {tag}
 DECLARE
     payload text;
 BEGIN
-    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                 'row', json_build_object({row}))::text;
-    IF octet_length(payload) > {limit} THEN
-        {oversize}
-    END IF;
+    BEGIN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object({row}))::text;
+        IF octet_length(payload) > {limit} THEN
+            {oversize}
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object(), 'lost', true,
+                                     'err', SQLSTATE, 'msg', left(SQLERRM, 300))::text;
+    END;
     PERFORM pg_notify({channel}, payload);
     RETURN NULL;
 END;
 {tag}"""
+
+# The inner block keeps the user's write alive when the table no longer
+# matches the watch (a watched column dropped or renamed since the trigger
+# was installed): the event then says so ("err") instead.  It never writes,
+# so the subtransaction it opens gets no transaction id and costs little.
 
 # Without an overflow table, a row too large for NOTIFY is announced by its
 # keys only ("trunc"); the listener re-reads the row.  If even the keys do not
@@ -122,13 +143,15 @@ WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE
 """
 
 
-def listener_dsn(url: sa.URL) -> dict[str, Any]:
+def listener_dsn(url: sa.URL, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """psycopg2 connection keywords for ``url``, whatever its PostgreSQL driver.
 
     Host, port, user, password, database and libpq query parameters
     (``sslmode``, a unix-socket ``host``, ...) are kept; asyncpg's ``ssl=``
     becomes ``sslmode=``; driver-specific options libpq does not know are
-    dropped.
+    dropped.  ``extra`` (the ``listener_connect_args`` option) is applied
+    last, for settings an application passes to its engine through
+    ``connect_args`` rather than the URL.
     """
     kwargs: dict[str, Any] = {}
     args = url.translate_connect_args(username="user", database="dbname")
@@ -142,7 +165,18 @@ def listener_dsn(url: sa.URL) -> dict[str, Any]:
             kwargs["sslmode"] = mapping.get(text.lower(), text)
         elif key in _LIBPQ_KEYWORDS:
             kwargs[key] = text
-    kwargs.setdefault("application_name", "sqlnotify")
+    for key, value in (extra or {}).items():
+        if key not in _LIBPQ_KEYWORDS:
+            raise SQLNotifyConfigurationError(
+                f"listener_connect_args: {key!r} is not a libpq connection keyword"
+                " (for example sslmode, sslrootcert, password, options, connect_timeout)"
+            )
+        kwargs[key] = str(value)
+    # The listener's session must be recognisable in pg_stat_activity.
+    app = kwargs.get("application_name")
+    kwargs["application_name"] = (
+        f"{app}/sqlnotify" if app and "sqlnotify" not in app else app or "sqlnotify"
+    )
     kwargs.setdefault("connect_timeout", "10")
     kwargs.setdefault("keepalives", "1")
     kwargs.setdefault("keepalives_idle", "10")
@@ -161,9 +195,20 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     max_payload = MAX_PAYLOAD
 
+    #: The keyword options a PostgreSQL notifier accepts (see :meth:`__init__`).
+    OPTIONS = frozenset({"listener_connect_args"})
+
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
+        """:param options: ``listener_connect_args``: libpq keywords for sqlnotify's
+        own connections, on top of what the engine's URL says."""
+        unknown = sorted(set(options) - self.OPTIONS)
+        if unknown:
+            raise SQLNotifyConfigurationError(
+                f"unknown option {unknown[0]!r} for a PostgreSQL notifier; valid options:"
+                f" {', '.join(sorted(self.OPTIONS))}"
+            )
         self.user_engine = engine
-        self.dsn = listener_dsn(engine.url)
+        self.dsn = listener_dsn(engine.url, options.get("listener_connect_args"))
         if not _is_psycopg2(engine):
             # asyncpg, psycopg 3, pg8000: sqlnotify's own work goes through a
             # small psycopg2 engine on the same server.
@@ -274,7 +319,21 @@ class PostgresDialect(Dialect):
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
+    def check_names(self, watch: Watch) -> None:
+        """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes)."""
+        names = [("schema", watch.effective_schema or ""), ("table", watch.table)]
+        names += [("column", c) for c in (*watch.payload_columns, *watch.trigger_columns)]
+        for what, name in names:
+            size = len(name.encode("utf-8"))
+            if size > MAX_IDENTIFIER:
+                raise SQLNotifyIdentifierSizeError(
+                    f"the {what} name {name!r} of the watch ({watch.describe()}) is {size}"
+                    f" bytes; PostgreSQL identifiers are at most {MAX_IDENTIFIER} bytes, so no"
+                    " such object can exist: use the name as the database stores it"
+                )
+
     def ddl(self, watch: Watch) -> list[str]:
+        self.check_names(watch)
         return [
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
@@ -318,6 +377,8 @@ class PostgresDialect(Dialect):
     def install(
         self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
     ) -> list[InstallState]:
+        for watch in watches:
+            self.check_names(watch)
         with self.engine.connect() as conn:
             found = self._installed(conn)
             states = [self._state(w, found) for w in watches]
@@ -458,6 +519,11 @@ class PostgresSource(Source):
         self._poller_wake = -1
         self.backend_pid: int = conn.info.backend_pid
 
+    @staticmethod
+    def _check_stop() -> None:
+        if stop_requested():
+            raise SQLNotifyListenerError("the listener is stopping")
+
     def _complete(self, deadline: float) -> None:
         """Drive the pending asynchronous operation to completion within ``deadline``."""
         ext = self._ext
@@ -469,7 +535,8 @@ class PostgresSource(Source):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SQLNotifyListenerError("the server did not answer the listener in time")
-            wait_fd(conn.fileno(), remaining, write=state == ext.POLL_WRITE)
+            wait_fd(conn.fileno(), min(remaining, STOP_CHECK), write=state == ext.POLL_WRITE)
+            self._check_stop()
 
     def _await_ping(self, deadline: float) -> None:
         conn = self._conn
@@ -485,7 +552,8 @@ class PostgresSource(Source):
                     " never came back (is it a transaction-mode pooler such as PgBouncer?"
                     " connect the listener to the server directly)"
                 )
-            wait_fd(self._fd, remaining)
+            wait_fd(self._fd, min(remaining, STOP_CHECK))
+            self._check_stop()
             conn.poll()
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
@@ -535,3 +603,21 @@ class PostgresSource(Source):
             self._conn.close()
         except Exception:  # noqa: S110 - closing a broken connection
             pass
+
+    def abandon(self) -> None:
+        # Point the child's copy of the socket's descriptor at a dead socket:
+        # the child lets go of the parent's connection, and anything libpq
+        # might still write in the child (a Terminate) goes nowhere.  The
+        # descriptor number stays taken, so nothing else reuses it.
+        try:
+            fd = self._conn.fileno()
+        except Exception:
+            return
+        a, b = socket.socketpair()
+        try:
+            os.dup2(a.fileno(), fd, inheritable=False)
+        except OSError:
+            pass
+        finally:
+            a.close()
+            b.close()

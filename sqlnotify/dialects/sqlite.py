@@ -291,6 +291,14 @@ class SQLiteDialect(Dialect):
         if self._own_engine is not None:
             self._own_engine.dispose()
 
+    def after_fork(self) -> None:
+        # SQLite forbids using a connection in a child that the parent opened;
+        # the child opens its own when it needs one.
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self._reader = None
+        self._wake = None
+
     # -- same-process wake-up -------------------------------------------------
     def attach(self, wake: Callable[[], None]) -> None:
         self._wake = wake
