@@ -81,7 +81,8 @@ class ChangeEvent(Mapping[str, Any]):
         The notification channel the event came through.
 
     Also available: ``row`` (keys and extra columns together), ``position``
-    (the event's journal position for durable delivery, else ``None``),
+    (the event's position in SQLite's change log or in the durable journal,
+    else ``None``),
     ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``
     (``"complete"``; for a row too large for one notification without an
     overflow table, ``"keys_only"`` (the keys, no extra columns) or
@@ -198,7 +199,11 @@ class ChangeEvent(Mapping[str, Any]):
 
     @property
     def position(self) -> int | None:
-        """The journal position of a durable event, else ``None``."""
+        """The event's position in a log, else ``None``.
+
+        On SQLite, its sequence number in the change log; for durable
+        delivery, its journal position.
+        """
         return self._position
 
     @property

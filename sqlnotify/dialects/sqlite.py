@@ -313,8 +313,9 @@ class SQLiteDialect(Dialect):
             self._listening = False
 
     def _on_commit(self, conn: Any) -> None:
-        # Runs just before the commit reaches SQLite: the listener polls
-        # briefly after a wake-up, so it sees the commit as soon as it lands.
+        # Runs on the committing thread, just before the commit reaches
+        # SQLite: the listener checks again quickly after a wake-up, so it
+        # sees the commit as soon as it lands.
         wake = self._wake
         if wake is not None:
             wake()
