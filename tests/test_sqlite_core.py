@@ -525,3 +525,29 @@ def test_notify_before_the_first_start(engine: sa.Engine, notifiers: list[Notifi
     assert ids(rec.wait_for(1)) == [2]
     n.notify(Account, "insert", {"id": 3})
     assert ids(rec.wait_for(2)) == [2, 3]
+
+
+def test_database_behind_a_symlink(tmp_path: os.PathLike[str], notifiers: list[Notifier]) -> None:
+    pytest.importorskip("inotify_simple")
+    real_dir = os.path.join(os.fspath(tmp_path), "real")
+    os.mkdir(real_dir)
+    real = os.path.join(real_dir, "app.db")
+    link = os.path.join(os.fspath(tmp_path), "link.db")
+    with sqlite3.connect(real) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    os.symlink(real, link)
+    engine = file_engine(link)
+    n = make(engine, notifiers)
+    n.watch("t", "insert")
+    rec = EventRecorder()
+    n.subscribe("t", "insert")(rec)
+    n.start()
+    assert n._listener is not None
+    source = n._listener.source
+    assert isinstance(source, SQLiteSource) and source.uses_inotify
+    # SQLite keeps the WAL next to the real file.
+    assert os.path.exists(real + "-wal") and not os.path.exists(link + "-wal")
+    with sqlite3.connect(link) as conn:
+        conn.execute("INSERT INTO t (id) VALUES (1)")
+    assert rec.wait_for(1)[0].id == 1
+    engine.dispose()

@@ -8,6 +8,7 @@ of the file each commit writes, or polls (see :mod:`sqlnotify._wake`).
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Sequence
@@ -138,8 +139,9 @@ class SQLiteSource(Source):
         self.busy = 0
 
     def _watch(self, mode: str) -> FileWatch | None:
-        # A commit writes the WAL (WAL mode) or the database file itself.
-        path = self._dialect.path + ("-wal" if mode == "wal" else "")
+        # A commit writes the WAL (WAL mode) or the database file itself;
+        # SQLite names the WAL after the real file when the path is a symlink.
+        path = os.path.realpath(self._dialect.path) + ("-wal" if mode == "wal" else "")
         try:
             return FileWatch(path)
         except ImportError:
