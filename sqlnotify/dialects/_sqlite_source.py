@@ -191,14 +191,14 @@ class SQLiteSource(Source):
             raise SourceDisconnected(f"SQLite error: {exc}") from exc
 
     def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
-        now = time.monotonic()
-        if now >= self._next_prune:
-            self._prune(now)
         pacer = self.pacer
         items = self._check()
         if items or self._more:
             pacer.found()
             return items
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._prune(now)
         ino = self._inotify
         fds = [wake_fd] if ino is None else [wake_fd, ino.fd]
         ready, _, _ = select.select(fds, [], [], pacer.pause(timeout))
@@ -217,9 +217,13 @@ class SQLiteSource(Source):
         return items
 
     def _prune(self, now: float) -> None:
+        # Pruning can wait: while a writer holds the lock, give up at once
+        # instead of keeping the listener from its reads.
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout = 0")
         try:
             deleted = prune_log(
-                self._conn, self._retention, self.reader.position, budget=self.PRUNE_BUDGET
+                conn, self._retention, self.reader.position, budget=self.PRUNE_BUDGET
             )
         except self._operational as exc:
             if not is_busy(exc):
@@ -227,6 +231,8 @@ class SQLiteSource(Source):
             self.busy += 1
             self._next_prune = now + min(1.0, self._prune_every)
             return
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.READ_BUSY_TIMEOUT * 1000)}")
         if deleted:
             self._log.debug("pruned %d change log rows", deleted)
         # More to do (the budget ran out): come back soon.
