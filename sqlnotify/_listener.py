@@ -49,6 +49,7 @@ class Listener:
         log: logging.Logger,
         on_connected: Callable[[bool, Source], None],
         on_disconnected: Callable[[BaseException], None],
+        on_tick: Callable[[], float | None] | None = None,
         name: str = "sqlnotify-listener",
     ) -> None:
         self._open_source = open_source
@@ -56,6 +57,7 @@ class Listener:
         self._log = log
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
+        self._on_tick = on_tick
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -171,6 +173,7 @@ class Listener:
         stop = self._stop
         wake_r = self._wake_r
         sink = self._sink
+        tick = self._on_tick
         timeout = self.WAIT_TIMEOUT
         while not stop.is_set():
             try:
@@ -183,6 +186,15 @@ class Listener:
                     sink(items)
                 except Exception:
                     self._log.exception("the listener could not queue %d notifications", len(items))
+            if tick is not None:
+                try:
+                    next_wait = tick()
+                except Exception:
+                    self._log.exception("the listener's periodic work failed")
+                    next_wait = None
+                timeout = self.WAIT_TIMEOUT
+                if next_wait is not None:
+                    timeout = max(0.0, min(next_wait, timeout))
         return None
 
     def _notify_connected(self, reconnect: bool, source: Source) -> None:

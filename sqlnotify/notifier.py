@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import dataclasses
 import datetime as dt
 import decimal
@@ -29,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import signals
 from ._aio import EventStream, LoopBridge, LoopThread
 from ._dispatch import Dispatcher
+from ._intake import Intake
+from ._journal import EarlyEvents, JournalEvent, JournalReader
 from ._listener import Listener
 from ._route import Route, Stats, ordered_receivers, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
@@ -60,6 +63,36 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _seconds(value: float | dt.timedelta, name: str) -> float:
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise SQLNotifyConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, not {value!r}"
+        )
+    return float(value)
+
+
+def _check_consumer(name: str | None) -> str | None:
+    if name is None:
+        return None
+    ok = isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith(".")
+    if not ok or not all(c.isalnum() or c in "_.-:" for c in name):
+        raise SQLNotifyConfigurationError(
+            f"invalid consumer name {name!r}: use 1 to 200 letters, digits, '_', '.', '-'"
+            " or ':', not starting with '.'"
+        )
+    return name
+
+
+def _journal_event(channel: str, payload: str, position: int) -> JournalEvent:
+    return JournalEvent(channel, payload, None, position)
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _json_default(value: Any, binary: str = "base64") -> Any:
@@ -126,8 +159,27 @@ class Notifier:
     :param dialect_options: options for the database's dialect.  PostgreSQL:
         ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
         ...) for sqlnotify's own connections when the engine gets them from
-        ``connect_args`` rather than its URL.  SQLite: see its section of the
-        documentation.  An unknown option is an error.
+        ``connect_args`` rather than its URL; ``pg_journal_per_statement``,
+        durable watches journal once per statement rather than per row.
+        SQLite: see its section of the documentation.  An unknown option is
+        an error.
+    :param max_queue: most events queued between the listener and the
+        dispatcher.  When full, durable watches leave their events in the
+        journal until there is room; other watches wait up to
+        ``queue_timeout`` seconds, then drop the newest notifications
+        (counted, logged, and reported by a ``gap`` signal).
+    :param queue_timeout: see ``max_queue``.
+    :param consumer: a name under which the position of durable watches is
+        kept in the database, so a restarted process resumes where it
+        stopped.  One name is read by one process at a time (a second
+        process starting with it gets :class:`SQLNotifyListenerError`).
+    :param journal_retention: seconds (or a :class:`~datetime.timedelta`)
+        journal rows are kept at least; older rows go once no known
+        consumer still needs them.
+    :param consumer_expiry: seconds (or a timedelta) after which a consumer
+        that has not been seen stops holding journal rows back.
+    :param journal_schema: schema of the journal tables (default: the
+        database's default schema).
 
     Threads: plain receivers connected with :meth:`subscribe` or
     :meth:`signal` run on the notifier's dispatcher thread
@@ -146,6 +198,8 @@ class Notifier:
 
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
+    #: How many recent events the lag percentiles of :meth:`health` cover.
+    LAG_WINDOW = 4096
 
     def __init__(
         self,
@@ -156,6 +210,12 @@ class Notifier:
         *,
         cleanup_on_stop: bool = False,
         start_timeout: float = 30.0,
+        max_queue: int = 100_000,
+        queue_timeout: float = 5.0,
+        consumer: str | None = None,
+        journal_retention: float | dt.timedelta = 86400.0,
+        consumer_expiry: float | dt.timedelta = 7 * 86400.0,
+        journal_schema: str | None = None,
         drain_timeout: float = 10.0,
         **dialect_options: Any,
     ) -> None:
@@ -194,6 +254,19 @@ class Notifier:
         self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
+        if not isinstance(max_queue, int) or max_queue < 1:
+            raise SQLNotifyConfigurationError(
+                f"max_queue must be a positive integer, not {max_queue!r}"
+            )
+        self.max_queue = max_queue
+        self.queue_timeout = float(queue_timeout)
+        self.consumer = _check_consumer(consumer)
+        self.journal_retention = _seconds(journal_retention, "journal_retention")
+        self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
+        self.journal_schema = journal_schema
+        self._intake: Intake | None = None
+        self._lags: collections.deque[float] = collections.deque(maxlen=self.LAG_WINDOW)
+        self._started_at: dt.datetime | None = None
         _notifiers.add(self)
 
     # -- introspection --------------------------------------------------------
@@ -245,6 +318,7 @@ class Notifier:
         primary_keys: Sequence[str] | None = None,
         channel_label: str | None = None,
         use_overflow_table: bool = False,
+        durable: bool = False,
     ) -> Notifier:
         """Watch one operation on one table; return the notifier, so calls chain.
 
@@ -261,6 +335,10 @@ class Notifier:
             and operation; letters, digits, ``_``, ``.``, ``-``.
         :param use_overflow_table: deliver rows larger than the database's
             notification limit through an overflow table.
+        :param durable: also append each event to a journal table in the
+            writer's transaction, so events committed while the listener was
+            disconnected or the process was down are delivered later (at
+            least once, each with ``event.position``).
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
@@ -271,6 +349,7 @@ class Notifier:
             primary_keys,
             channel_label,
             use_overflow_table,
+            durable,
         )
         watch = None
         if not isinstance(model, str):
@@ -633,23 +712,29 @@ class Notifier:
                 bridge = self._new_bridge(loop)
             self._bridge = bridge
             dispatcher = Dispatcher(self._handle_batch, log=self.log)
+            intake = self._make_intake(watches, dispatcher)
             dispatcher.start()
             if bridge is not None:
                 bridge.batch_thread = dispatcher.ident
             listener = Listener(
                 lambda: self._dialect.open_source(channels),
-                dispatcher.put,
+                intake.push,
                 log=self.log,
                 on_connected=self._on_connected,
                 on_disconnected=self._on_disconnected,
+                on_tick=intake.tick,
             )
+            self._intake = intake
             try:
                 listener.start(self.start_timeout if timeout is None else timeout)
             except BaseException:
                 dispatcher.stop(self.STOP_TIMEOUT)
+                self._intake = None
+                self._dialect.close()
                 self._bridge = None
                 self._close_bridge(bridge, 0.0)
                 raise
+            self._started_at = dt.datetime.now(dt.timezone.utc)
             self._dispatcher = dispatcher
             self._listener = listener
             self._dialect.attach(listener.wake)
@@ -679,14 +764,17 @@ class Notifier:
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
             self._dialect.detach()
+            if self._intake is not None:
+                self._intake.stopping.set()
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             with self._bridge_lock:
                 streams = list(self._streams)
             for stream in streams:
                 stream.stopping()  # a full "block" stream must not hold the dispatcher now
-            if dispatcher is not None:
-                dispatcher.stop(self.STOP_TIMEOUT)
+            drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
+            if self._intake is not None:
+                self._intake.close(drained)
             with self._bridge_lock:
                 bridge, self._bridge = self._bridge, None
             self._close_bridge(bridge, drain_timeout)
@@ -759,6 +847,7 @@ class Notifier:
         # The event loop thread is the parent's too; its streams serve the parent's loop.
         self._bridge = None
         self._streams = set()
+        self._intake = None
         self._running = False
         self._stopped = threading.Event()
         self._stopped.set()
@@ -894,9 +983,39 @@ class Notifier:
             self.stats.reconnects += 1
             self.log.info("listener reconnected")
         send_isolated(signals.listener_connected, self, self.log, reconnect=reconnect)
+        if self._intake is not None:
+            self._intake.on_connected(reconnect, source)
 
     def _on_disconnected(self, error: BaseException) -> None:
+        if self._intake is not None:
+            self._intake.on_disconnected()
         send_isolated(signals.listener_disconnected, self, self.log, error=error)
+
+    def _send_gap(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        channels: tuple[str, ...],
+        reason: str,
+        count: int | None,
+    ) -> None:
+        self.log.warning(
+            "events of %d channel(s) may be missing between %s and %s (%s)",
+            len(channels),
+            start.isoformat(),
+            end.isoformat(),
+            reason,
+        )
+        send_isolated(
+            signals.gap,
+            self,
+            self.log,
+            start=start,
+            end=end,
+            channels=channels,
+            reason=reason,
+            count=count,
+        )
 
     def _drop(self, channel: str, reason: str, payload: str | None = None) -> None:
         self.stats.dropped += 1
@@ -917,6 +1036,8 @@ class Notifier:
         routes = self._routes
         loads = json.loads
         stats = self.stats
+        received_at = getattr(batch, "received_at", None)
+        lags = self._lags
         for n in batch:
             channel = n.channel
             route = routes.get(channel)
@@ -924,7 +1045,13 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                data = loads(n.payload)
+                if type(n) is JournalEvent:
+                    data = n.data
+                    if data is None:  # read from the journal: the position is apart
+                        data = loads(n.payload)
+                        data["pos"] = n.position
+                else:
+                    data = loads(n.payload)
                 event = route.decode(data)
             except Exception as exc:
                 # The exception's text may quote a row value: DEBUG only.
@@ -932,6 +1059,9 @@ class Notifier:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             stats.received += 1
+            epoch = event.epoch
+            if received_at is not None and type(epoch) is float:
+                lags.append(received_at - epoch)
             if event.status != "complete":
                 self._incomplete(route, event, data.get("err"), data.get("msg"))
             self._deliver(route, event)
@@ -995,6 +1125,134 @@ class Notifier:
         send_isolated(
             signals.receiver_failed, self, self.log, receiver=receiver, event=event, exception=exc
         )
+
+    def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
+        channels = [w.channel for w in watches]
+        durable = [w.channel for w in watches if w.durable]
+        reader = early = store = None
+        position_time = None
+        replays = self._dialect.replays_log
+        if replays:
+            # Every watch is read from a change log (SQLite): all are durable,
+            # and a named consumer resumes from its saved position.
+            durable = []
+            self._dialect.consumer_expiry = self.consumer_expiry  # type: ignore[attr-defined]
+            if self.consumer is not None:
+                store = self._dialect.journal()
+                try:
+                    store.ensure()
+                    store.acquire(self.consumer)
+                    loaded = store.load(self.consumer)
+                    if loaded is not None:
+                        position, position_time = loaded
+                    else:
+                        position = store.start_position()[0]
+                        store.save(self.consumer, position)
+                except SQLNotifyException:
+                    store.close()
+                    raise
+                self._dialect.resume(position, channels)  # type: ignore[attr-defined]
+        elif durable:
+            store = self._dialect.journal()
+            try:
+                store.ensure()
+                loaded = store.load(self.consumer) if self.consumer else None
+                if loaded is not None:
+                    position, position_time = loaded
+                    skip = None
+                else:
+                    position, skip = store.start_position()
+                    if self.consumer is not None:
+                        store.save(self.consumer, position)
+            except Exception as exc:
+                store.close()
+                if isinstance(exc, SQLNotifyException):
+                    raise
+                raise SQLNotifyException(f"could not open the journal: {exc}") from exc
+            reader = JournalReader(
+                position,
+                None,
+                batch_size=5000,
+                log=self.log,
+                stamp=store.stamp,
+                make=_journal_event,
+            )
+            early = EarlyEvents(skip)
+            if self.consumer is not None:
+                self._dialect.consumer_lock = (
+                    store.consumer_lock_key(self.consumer),
+                    self.consumer,
+                )
+        return Intake(
+            dispatcher=dispatcher,
+            stats=self.stats,
+            log=self.log,
+            send_gap=self._send_gap,
+            channels=channels,
+            durable_channels=durable,
+            replays_log=replays,
+            reader=reader,
+            early=early,
+            store=store,
+            consumer=self.consumer,
+            position_time=position_time,
+            max_queue=self.max_queue,
+            queue_timeout=self.queue_timeout,
+            retention=self.journal_retention,
+            consumer_expiry=self.consumer_expiry,
+        )
+
+    def health(self, server_timeout: float = 2.0) -> dict[str, Any]:
+        """A snapshot of the notifier's state, for health checks and metrics.
+
+        Keys: ``running``; ``connected`` and ``since`` (when the listener last
+        connected or disconnected, an aware datetime); ``received``,
+        ``dispatched``, ``failed`` (receiver exceptions), ``dropped``
+        (undecodable or unroutable notifications), ``overflowed`` (dropped
+        because the queue was full), ``duplicates`` (durable events
+        suppressed as already delivered), ``gaps``, ``reconnects``;
+        ``queue_depth`` and ``max_queue``; ``lag_p50`` and ``lag_p99``
+        (seconds from the trigger's timestamp to receipt, over the last
+        :attr:`LAG_WINDOW` events; ``None`` before any event); and
+        ``server_queue_usage`` (PostgreSQL's ``pg_notification_queue_usage()``,
+        0 to 1, read on a separate connection within ``server_timeout``
+        seconds; ``None`` when unavailable).  Durable watches add
+        ``consumer`` and ``position`` (the last position whose receivers ran).
+
+        Safe to call from any thread; it blocks at most ``server_timeout``.
+        """
+        intake, dispatcher = self._intake, self._dispatcher
+        stats = self.stats
+        lags = sorted(self._lags.copy())  # one C call: safe while the dispatcher appends
+        usage: float | None = None
+        probe = getattr(self._dialect, "server_queue_usage", None)
+        if probe is not None:
+            usage = probe(server_timeout)
+            if usage is None and intake is not None and intake.source is not None:
+                usage = intake.source.queue_usage
+        report: dict[str, Any] = {
+            "running": self._running,
+            "connected": bool(intake and intake.connected and self._running),
+            "since": intake.since if intake is not None else self._started_at,
+            "received": stats.received,
+            "dispatched": stats.dispatched,
+            "failed": stats.receiver_errors,
+            "dropped": stats.dropped,
+            "overflowed": stats.overflowed,
+            "duplicates": stats.duplicates,
+            "gaps": stats.gaps,
+            "reconnects": stats.reconnects,
+            "queue_depth": dispatcher.depth if dispatcher is not None else 0,
+            "max_queue": self.max_queue,
+            "lag_p50": _percentile(lags, 0.5) if lags else None,
+            "lag_p99": _percentile(lags, 0.99) if lags else None,
+            "server_queue_usage": usage,
+        }
+        store = intake.store if intake is not None else None
+        if intake is not None and intake.acked is not None and store is not None:
+            report["consumer"] = self.consumer
+            report["position"] = store.stamp(intake.acked)
+        return report
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

@@ -108,7 +108,7 @@ class SQLiteSource(Source):
                         on_gap=dialect.on_gap,
                         log=self._log,
                     )
-                elif generation != dialect._generation:
+                elif dialect._generation is not None and generation != dialect._generation:
                     self._log.warning(
                         "the change log of %s was recreated while the listener was away;"
                         " reading the new one from its start (events written to the old"
@@ -173,7 +173,7 @@ class SQLiteSource(Source):
         reader = self.reader
         items = reader.read(self._fetch, self.MAX_ROWS)
         self._more = reader.more
-        return items  # type: ignore[return-value]
+        return items
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         try:
@@ -223,7 +223,10 @@ class SQLiteSource(Source):
         conn.execute("PRAGMA busy_timeout = 0")
         try:
             deleted = prune_log(
-                conn, self._retention, self.reader.position, budget=self.PRUNE_BUDGET
+                conn,
+                self._retention,
+                self._dialect.prune_upto(conn, self.reader.position),
+                budget=self.PRUNE_BUDGET,
             )
         except self._operational as exc:
             if not is_busy(exc):

@@ -59,6 +59,12 @@ class InstallState:
 class Source(abc.ABC):
     """One listening connection, used only by the listener thread."""
 
+    #: Wall-clock time (``time.time()``) the server last sent data; after a
+    #: disconnect, notifications may be missing from then on.
+    last_alive: float | None = None
+    #: The server's notification queue usage (0..1) at the last check, if known.
+    queue_usage: float | None = None
+
     @abc.abstractmethod
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         """Return the notifications that arrived, waiting at most ``timeout`` seconds.
@@ -141,6 +147,20 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def open_source(self, channels: Sequence[str]) -> Source:
         """Connect, listen on ``channels`` and prove it with a round trip."""
+
+    def journal(self) -> Any:
+        """The journal store of durable watches (a ``JournalStore``)."""
+        from ..exceptions import SQLNotifyConfigurationError
+
+        raise SQLNotifyConfigurationError(
+            f"durable watches are not available on {self.name or 'this database'}"
+        )
+
+    #: ``(key, consumer name)`` of the lock held for a named consumer, if any.
+    consumer_lock: tuple[int, str] | None = None
+    #: The source reads every watch from a change log and resumes its position
+    #: after a reconnect, so nothing is lost while disconnected (SQLite).
+    replays_log: bool = False
 
     def attach(self, wake: Callable[[], None]) -> None:
         """Called by :meth:`Notifier.start` with the listener's ``wake``.

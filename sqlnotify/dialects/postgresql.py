@@ -28,6 +28,7 @@ from ..exceptions import (
     SQLNotifyListenerError,
 )
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 
@@ -127,6 +128,60 @@ payload := json_build_object('ts', extract(epoch from clock_timestamp()),
                                          'row', json_build_object(), 'lost', true)::text;
         END IF;"""
 
+# A durable watch appends the event to the journal in the writer's transaction;
+# the notification is then a wake-up carrying the journal key ("pos", "xid"),
+# and the payload too when it fits.
+DURABLE_FUNCTION_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS {tag}
+DECLARE
+    payload text;
+    note text;
+    pos bigint;
+    tx xid8;
+BEGIN
+    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                 'row', json_build_object({row}))::text;
+    {insert}
+    note := '{{"pos":' || pos || ',"xid":' || tx || ',' || substr(payload, 2);
+    IF octet_length(note) > {limit} THEN
+        note := '{{"pos":' || pos || ',"xid":' || tx || ',"wake":true}}';
+    END IF;
+    PERFORM pg_notify({channel}, note);
+    RETURN NULL;
+END;
+{tag}"""
+
+# The same for a whole statement: one INSERT ... SELECT over the transition
+# table, then one notification per journalled row.
+DURABLE_STATEMENT_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS {tag}
+DECLARE
+    sent bigint;
+BEGIN
+    WITH journalled AS (
+        INSERT INTO {journal} (channel, payload)
+        SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
+                                            'row', json_build_object({row}))::text
+        FROM {rows} r
+        RETURNING id, xid, payload
+    )
+    SELECT count(pg_notify({channel}, CASE
+        WHEN octet_length(payload) < {limit} - 64
+        THEN '{{"pos":' || id || ',"xid":' || xid || ',' || substr(payload, 2)
+        ELSE '{{"pos":' || id || ',"xid":' || xid || ',"wake":true}}' END))
+    INTO sent FROM journalled;
+    RETURN NULL;
+END;
+{tag}"""
+
+STATEMENT_TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER {operation} ON {table}
+REFERENCING {side} TABLE AS {rows} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
+#: Name of the transition table in statement-level triggers.
+TRANSITION_TABLE = "sqlnotify_rows"
+
 TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
 FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
@@ -196,7 +251,7 @@ class PostgresDialect(Dialect):
     max_payload = MAX_PAYLOAD
 
     #: The keyword options a PostgreSQL notifier accepts (see :meth:`__init__`).
-    OPTIONS = frozenset({"listener_connect_args"})
+    OPTIONS = frozenset({"listener_connect_args", "pg_journal_per_statement"})
 
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
         """:param options: ``listener_connect_args``: libpq keywords for sqlnotify's
@@ -225,8 +280,24 @@ class PostgresDialect(Dialect):
             self._own_engine = None
         super().__init__(engine, log, options)
         self._schema: str | None = None
+        #: Schema of the journal tables (``None``: the default schema).
+        self.journal_schema: str | None = None
+        per_statement = options.get("pg_journal_per_statement", False)
+        if not isinstance(per_statement, bool):
+            raise SQLNotifyConfigurationError(
+                f"pg_journal_per_statement must be True or False, not {per_statement!r}"
+            )
+        self.journal_per_statement = per_statement
+        self._journal: PostgresJournal | None = None
+
+    def after_fork(self) -> None:
+        # The journal's connection is the parent's: never use nor close it here.
+        self._journal = None
 
     def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
 
@@ -243,8 +314,21 @@ class PostgresDialect(Dialect):
     def table_ref(self, watch: Watch) -> str:
         return qualified(watch.effective_schema, watch.table)
 
+    def statement_level(self, watch: Watch) -> bool:
+        """Whether the watch's trigger runs once per statement (over a transition table).
+
+        Only durable watches with the ``pg_journal_per_statement=True`` option,
+        and without ``trigger_columns`` (those compare old and new values row
+        by row).  One ``INSERT ... SELECT`` into the journal per statement
+        costs a statement of many rows far less than one insert per row, and
+        a single-row statement a little more.
+        """
+        return watch.durable and not watch.trigger_columns and self.journal_per_statement
+
     def function_sql(self, watch: Watch) -> str:
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
+        if self.statement_level(watch):
+            ref = "r"
 
         def pairs(columns: Sequence[str]) -> str:
             return ", ".join(
@@ -254,19 +338,29 @@ class PostgresDialect(Dialect):
                 for c in columns
             )
 
-        if watch.use_overflow_table:
-            oversize = self.overflow_sql(watch)
-        else:
-            oversize = TRUNCATE_SQL.format(keys=pairs(watch.primary_keys), limit=MAX_PAYLOAD)
         body_args = {
             "function": self.function_ref(watch),
             "row": pairs(watch.payload_columns),
             "limit": MAX_PAYLOAD,
-            "oversize": oversize,
             "channel": quote_literal(watch.channel),
         }
+        if self.statement_level(watch):
+            body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
+            body_args["rows"] = TRANSITION_TABLE
+            template = DURABLE_STATEMENT_SQL
+        elif watch.durable:
+            body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
+            template = DURABLE_FUNCTION_SQL
+        else:
+            if watch.use_overflow_table:
+                body_args["oversize"] = self.overflow_sql(watch)
+            else:
+                body_args["oversize"] = TRUNCATE_SQL.format(
+                    keys=pairs(watch.primary_keys), limit=MAX_PAYLOAD
+                )
+            template = FUNCTION_SQL
         tag = "$sqlnotify$"
-        text = FUNCTION_SQL.format(tag="{tag}", **body_args)
+        text = template.format(tag="{tag}", **body_args)
         n = 0
         while tag in text.replace("{tag}", ""):
             n += 1
@@ -292,6 +386,16 @@ class PostgresDialect(Dialect):
                 for c in watch.trigger_columns
             )
             when = f" WHEN ({cond})"
+        if self.statement_level(watch):
+            side = "OLD" if watch.operation.value == "delete" else "NEW"
+            return STATEMENT_TRIGGER_SQL.format(
+                trigger=quote_ident(watch.channel),
+                operation=watch.operation.value.upper(),
+                table=self.table_ref(watch),
+                side=side,
+                rows=TRANSITION_TABLE,
+                function=self.function_ref(watch),
+            )
         return TRIGGER_SQL.format(
             trigger=quote_ident(watch.channel),
             operation=watch.operation.value.upper(),
@@ -319,6 +423,16 @@ class PostgresDialect(Dialect):
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
+    def journal_schema_name(self) -> str | None:
+        """The schema of the journal tables of durable watches (default: the default schema)."""
+        return self.journal_schema or self.default_schema()
+
+    def journal(self) -> PostgresJournal:
+        """The journal store durable watches use (one connection, opened lazily)."""
+        if self._journal is None:
+            self._journal = PostgresJournal(self.dsn, self.journal_schema_name())
+        return self._journal
+
     def check_names(self, watch: Watch) -> None:
         """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes)."""
         names = [("schema", watch.effective_schema or ""), ("table", watch.table)]
@@ -334,7 +448,9 @@ class PostgresDialect(Dialect):
 
     def ddl(self, watch: Watch) -> list[str]:
         self.check_names(watch)
+        journal = [journal_ddl(self.journal_schema_name())] if watch.durable else []
         return [
+            *journal,
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
             f" IS {quote_literal(self.comment(watch))}",
@@ -380,6 +496,12 @@ class PostgresDialect(Dialect):
         for watch in watches:
             self.check_names(watch)
         with self.engine.connect() as conn:
+            if conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
+                raise SQLNotifyListenerError(
+                    f"the server at {self.engine.url.host}:{self.engine.url.port or 5432} is in"
+                    " recovery (a read replica or standby): triggers cannot be installed and"
+                    " notifications are only sent on the primary; connect to the primary"
+                )
             found = self._installed(conn)
             states = [self._state(w, found) for w in watches]
             conn.rollback()
@@ -457,7 +579,28 @@ class PostgresDialect(Dialect):
             conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     def open_source(self, channels: Sequence[str]) -> Source:
-        return PostgresSource(self.dsn, channels)
+        return PostgresSource(self.dsn, channels, log=self.log, lock=self.consumer_lock)
+
+    #: ``(key, consumer name)`` of the session lock the listener holds for a
+    #: named consumer of durable watches; ``None`` without one.
+    consumer_lock: tuple[int, str] | None = None
+
+    def server_queue_usage(self, timeout: float) -> float | None:
+        """``pg_notification_queue_usage()`` read on a new connection; ``None`` on failure."""
+        from .postgresql_journal import _BoundedCursor, connect_bounded
+
+        deadline = time.monotonic() + timeout
+        conn = None
+        try:
+            conn = connect_bounded(self.dsn, timeout)
+            cur = _BoundedCursor(conn, max(0.0, deadline - time.monotonic()))
+            cur.execute("SELECT pg_notification_queue_usage()")
+            return float(cur.fetchone()[0])
+        except Exception:
+            return None
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 _URL_KEYS = frozenset({"host", "port", "user", "password", "dbname"})
@@ -486,12 +629,30 @@ class PostgresSource(Source):
     PROBE_TIMEOUT = 5.0
     #: Bound on connecting, LISTEN and the ready round trip.
     CONNECT_TIMEOUT = 15.0
+    #: Bound on the ready round trip alone: a healthy server answers in
+    #: milliseconds; a connection that cannot LISTEN never does.
+    PING_TIMEOUT = 5.0
+    #: Read ``pg_notification_queue_usage()`` at least this often (seconds).
+    QUEUE_CHECK_INTERVAL = 30.0
+    #: Warn when the server's notification queue is fuller than this.
+    QUEUE_WARN_LEVEL = 0.5
 
-    def __init__(self, dsn: dict[str, Any], channels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        dsn: dict[str, Any],
+        channels: Sequence[str],
+        *,
+        log: Any = None,
+        lock: tuple[int, str] | None = None,
+    ) -> None:
         import psycopg2
         import psycopg2.extensions as ext
 
         self._ext = ext
+        self._log = log
+        #: Server notification queue usage (0..1) at the last check, or ``None``.
+        self.queue_usage: float | None = None
+        self._queue_warned = 0.0
         self._ping = f"sqlnotify_ping_{os.getpid()}_{id(self):x}"
         deadline = time.monotonic() + self.CONNECT_TIMEOUT
         try:
@@ -504,16 +665,34 @@ class PostgresSource(Source):
             self._fd = conn.fileno()
             cur = conn.cursor()
             self._cursor = cur
+            cur.execute("SELECT pg_is_in_recovery()")
+            self._complete(deadline)
+            if cur.fetchone()[0]:
+                raise SQLNotifyListenerError(
+                    "the listener's server is in recovery (a read replica or standby):"
+                    " notifications are only sent on the primary; connect to the primary"
+                )
+            if lock is not None:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (lock[0],))
+                self._complete(deadline)
+                if not cur.fetchone()[0]:
+                    raise SQLNotifyListenerError(
+                        f"consumer {lock[1]!r} is already active in another process; one"
+                        " consumer name is read by one process at a time (use another name"
+                        " for an independent reader)"
+                    )
             listens = "".join(f"LISTEN {quote_ident(c)};" for c in (*channels, self._ping))
             cur.execute(listens)
             self._complete(deadline)
             cur.execute("SELECT pg_notify(%s, 'ready')", (self._ping,))
             self._complete(deadline)
-            self._await_ping(deadline)
+            self._await_ping(min(deadline, time.monotonic() + self.PING_TIMEOUT))
         except BaseException:
             self.close()
             raise
         self._last_data = time.monotonic()
+        self._last_check = self._last_data
+        self.last_alive = time.time()
         self._probe_deadline: float | None = None
         self._poller: select.poll | None = None
         self._poller_wake = -1
@@ -561,9 +740,13 @@ class PostgresSource(Source):
         ext = self._ext
         now = time.monotonic()
         probe = self._probe_deadline
-        if probe is None and now - self._last_data >= self.IDLE_PROBE_INTERVAL:
+        if probe is None and (
+            now - self._last_data >= self.IDLE_PROBE_INTERVAL
+            or now - self._last_check >= self.QUEUE_CHECK_INTERVAL
+        ):
+            self._last_check = now
             try:
-                self._cursor.execute("SELECT 1")
+                self._cursor.execute("SELECT pg_notification_queue_usage()")
             except Exception as exc:
                 raise SourceDisconnected(str(exc)) from exc
             probe = self._probe_deadline = now + self.PROBE_TIMEOUT
@@ -577,11 +760,15 @@ class PostgresSource(Source):
                 poller.register(wake_fd, select.POLLIN)
                 self._poller_wake = wake_fd
             ready = poller.poll(timeout * 1000.0)
-            if probe is not None or any(fd == self._fd for fd, _ in ready):
+            data = any(fd == self._fd for fd, _ in ready)
+            if probe is not None or data:
                 state = conn.poll()
                 self._last_data = time.monotonic()
+                if data:
+                    self.last_alive = time.time()
                 if probe is not None and state == ext.POLL_OK:
                     self._probe_deadline = None
+                    self._queue_checked(self._cursor.fetchone())
             elif conn.closed:
                 raise SourceDisconnected("connection closed")
         except SourceDisconnected:
@@ -597,6 +784,21 @@ class PostgresSource(Source):
             return ()
         conn.notifies = []
         return notifies  # type: ignore[no-any-return]
+
+    def _queue_checked(self, row: Any) -> None:
+        if not row or row[0] is None:
+            return
+        usage = self.queue_usage = float(row[0])
+        now = time.monotonic()
+        warn = usage >= self.QUEUE_WARN_LEVEL and now - self._queue_warned >= 60.0
+        if warn and self._log is not None:
+            self._queue_warned = now
+            self._log.warning(
+                "the server's notification queue is %.0f%% full: a listening session is"
+                " not consuming (or a transaction holds it back); at 100%% every"
+                " NOTIFY fails",
+                usage * 100,
+            )
 
     def close(self) -> None:
         try:

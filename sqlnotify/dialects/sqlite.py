@@ -24,7 +24,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -34,6 +34,9 @@ from .._types import sqlite_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
 from .base import Dialect, InstallState, Source
+
+if TYPE_CHECKING:
+    from .sqlite_journal import SQLiteJournal
 
 __all__ = ["SQLiteDialect", "SQLiteOptions", "database_path", "driver_for", "is_busy"]
 
@@ -221,6 +224,7 @@ class SQLiteDialect(Dialect):
         #: Called as ``on_gap(first, last)`` (listener thread) when log rows
         #: were pruned before the listener read them; they are also logged.
         self.on_gap: Callable[[int, int], None] | None = None
+        self._journal: SQLiteJournal | None = None
 
     # -- connections ----------------------------------------------------------
     def connect(self, busy_timeout: float) -> Any:
@@ -288,6 +292,9 @@ class SQLiteDialect(Dialect):
                 self._conn = None
         self._reader = None
         self._generation = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
 
@@ -298,6 +305,8 @@ class SQLiteDialect(Dialect):
         self._conn_lock = threading.Lock()
         self._reader = None
         self._wake = None
+        # The consumer lock stays the parent's (its file descriptor too).
+        self._journal = None
 
     # -- same-process wake-up -------------------------------------------------
     def attach(self, wake: Callable[[], None]) -> None:
@@ -527,6 +536,31 @@ class SQLiteDialect(Dialect):
             ).fetchone()
         return {"rows": count, "first": first, "last": last}
 
+    # -- consumers --------------------------------------------------------------
+    #: Every watch is read from the change log: nothing is lost across reconnects.
+    replays_log = True
+    #: Seconds after which a consumer not seen stops holding log rows back.
+    consumer_expiry = 7 * 86400.0
+
+    def journal(self) -> SQLiteJournal:
+        """The consumer positions of this database's change log."""
+        from .sqlite_journal import SQLiteJournal
+
+        if self._journal is None:
+            self._journal = SQLiteJournal(self)
+        return self._journal
+
+    def resume(self, position: int, channels: Sequence[str]) -> None:
+        """Make the next source read the change log after ``position`` (a consumer's)."""
+        self._reader = JournalReader(position, channels, contiguous=True, log=self.log)
+
+    def prune_upto(self, conn: Any, position: int) -> int:
+        """The last position pruning may remove: none a known consumer still needs."""
+        from .sqlite_journal import oldest_needed
+
+        oldest = oldest_needed(conn, self.consumer_expiry, self.driver.OperationalError)
+        return position if oldest is None else min(position, oldest)
+
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:
         with self._connection() as conn:
@@ -547,12 +581,16 @@ class SQLiteDialect(Dialect):
             wake()
 
     def prune(self, upto: int | None = None) -> int:
+        """Delete change-log rows older than the retention period; return how many.
+
+        Never rows a known consumer still needs (see :meth:`prune_upto`).
+        """
         from ._sqlite_source import prune_log
 
-        """Delete change-log rows older than the retention period; return how many."""
         with self._connection() as conn:
             if not self._log_exists(conn):
                 return 0
+            upto = self.prune_upto(conn, 2**62 if upto is None else upto)
             return prune_log(conn, self.settings.retention, upto, budget=0.05)
 
     def start_position(self, end: int) -> int:
