@@ -9,7 +9,13 @@ Neither knows SQL; both belong to the listener thread.
 
 from __future__ import annotations
 
+import os
+import struct
+
 __all__ = ["FileWatch", "Pacer"]
+
+# struct inotify_event: wd, mask, cookie, len (then len bytes of name).
+_EVENT = struct.Struct("iIII")
 
 
 class FileWatch:
@@ -39,14 +45,23 @@ class FileWatch:
 
     def drain(self) -> bool:
         """Consume pending events; ``False`` when the watched file went away."""
+        # Read the events directly: this runs after every commit, and
+        # inotify_simple's reader builds an object per event.
         alive = True
-        try:
-            for event in self._ino.read(timeout=0):
-                if event.mask & self._lost:
+        fd, lost, unpack = self.fd, self._lost, _EVENT.unpack_from
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # includes BlockingIOError: nothing left
+                return alive
+            offset = 0
+            while offset + _EVENT.size <= len(data):
+                _, mask, _, name_len = unpack(data, offset)
+                if mask & lost:
                     alive = False
-        except OSError:  # includes BlockingIOError: nothing to read
-            pass
-        return alive
+                offset += _EVENT.size + name_len
+            if len(data) < 4096 - _EVENT.size:
+                return alive
 
     def close(self) -> None:
         try:

@@ -132,6 +132,7 @@ class SQLiteSource(Source):
             raise
         self._fetch_sql = FETCH_SQL
         self._more = False
+        self._recheck = True
         self.pacer = Pacer(
             self.MIN_POLL, settings.poll_interval, watching=self._inotify is not None
         )
@@ -184,6 +185,7 @@ class SQLiteSource(Source):
                 # outside WAL mode, or during recovery): try again shortly.
                 self._log.debug("the SQLite listener found the database busy: %s", exc)
                 self.busy += 1
+                self._recheck = True
                 self.pacer.woke()
                 return ()
             raise SourceDisconnected(f"SQLite error: {exc}") from exc
@@ -192,10 +194,14 @@ class SQLiteSource(Source):
 
     def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         pacer = self.pacer
-        items = self._check()
-        if items or self._more:
-            pacer.found()
-            return items
+        if self._recheck:
+            # The last wait found changes (or failed): more may have landed
+            # since.  After an empty check, checking again at once is wasted.
+            items = self._check()
+            if items or self._more:
+                pacer.found()
+                return items
+            self._recheck = False
         now = time.monotonic()
         if now >= self._next_prune:
             self._prune(now)
@@ -209,6 +215,7 @@ class SQLiteSource(Source):
             pacer.watching = False
         items = self._check()
         if items:
+            self._recheck = True
             pacer.found()
         elif ready:
             pacer.woke()
