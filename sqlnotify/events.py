@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from typing import Any
 
 from .exceptions import SQLNotifyConfigurationError
 
-__all__ = ["ChangeEvent", "Operation"]
+__all__ = ["ChangeEvent", "Gap", "Operation"]
 
 
 class Operation(str, enum.Enum):
@@ -82,7 +83,8 @@ class ChangeEvent(Mapping[str, Any]):
         The notification channel the event came through.
 
     Also available: ``row`` (keys and extra columns together), ``position``
-    (the event's journal position for durable delivery, else ``None``),
+    (the event's position in SQLite's change log or in the durable journal,
+    else ``None``),
     ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``
     (``"complete"``; for a row too large for one notification without an
     overflow table, ``"keys_only"`` (the keys, no extra columns) or
@@ -228,7 +230,11 @@ class ChangeEvent(Mapping[str, Any]):
 
     @property
     def position(self) -> int | None:
-        """The journal position of a durable event, else ``None``."""
+        """The event's position in a log, else ``None``.
+
+        On SQLite, its sequence number in the change log; for durable
+        delivery, its journal position.
+        """
         return self._position
 
     @property
@@ -320,3 +326,26 @@ def _rebuild(
         custom=custom,
         status=status,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """A window in which events of some channels may have been missed.
+
+    Passed to callbacks registered with :meth:`Notifier.on_gap
+    <sqlnotify.Notifier.on_gap>`; the same fields are the keywords of the
+    :data:`sqlnotify.signals.gap` blinker signal.  Re-read the state you
+    derive from those channels' tables.
+
+    :ivar start: start of the window (aware UTC datetime).
+    :ivar end: end of the window (aware UTC datetime).
+    :ivar channels: the channels affected.
+    :ivar reason: ``"disconnected"``, ``"overflow"`` or ``"retention"``.
+    :ivar count: events known to be missing, or ``None`` when unknown.
+    """
+
+    start: datetime
+    end: datetime
+    channels: tuple[str, ...]
+    reason: str
+    count: int | None = None
