@@ -27,7 +27,9 @@ class Stats:
     __slots__ = (
         "dispatched",
         "dropped",
+        "hydrated",
         "lock",
+        "overflowed",
         "received",
         "receiver_errors",
         "reconnects",
@@ -42,6 +44,8 @@ class Stats:
         self.receiver_errors = 0
         self.reconnects = 0
         self.truncated = 0
+        self.overflowed = 0
+        self.hydrated = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -51,6 +55,8 @@ class Stats:
             "receiver_errors": self.receiver_errors,
             "reconnects": self.reconnects,
             "truncated": self.truncated,
+            "overflowed": self.overflowed,
+            "hydrated": self.hydrated,
         }
 
 
@@ -85,13 +91,14 @@ class Route:
                 conv.append((name, fn))
         self.converters = tuple(conv)
 
-    def decode(self, data: dict[str, Any]) -> ChangeEvent:
+    def decode(self, data: dict[str, Any], status: str | None = None) -> ChangeEvent:
+        """Build the event; ``status`` overrides the one the payload's flags imply."""
         row = data["row"]
         for name, fn in self.converters:
             value = row.get(name)
             if value is not None:
                 row[name] = fn(value)
-        if len(data) == 2:
+        if len(data) == 2 and status is None:
             return ChangeEvent(
                 schema=self.schema,
                 table=self.table,
@@ -101,11 +108,12 @@ class Route:
                 epoch=data["ts"],
                 channel=self.channel,
             )
-        status = "complete"
-        if data.get("trunc"):
-            status = "keys_only"
-        elif data.get("lost"):
-            status = "lost"
+        if status is None:
+            status = "complete"
+            if data.get("trunc"):
+                status = "keys_only"
+            elif data.get("lost"):
+                status = "lost"
         return ChangeEvent(
             schema=self.schema,
             table=self.table,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import signals
 from ._dispatch import Dispatcher
 from ._listener import Listener
+from ._maintenance import Periodic
 from ._route import Route, Stats, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
@@ -145,6 +146,8 @@ class Notifier:
         self._running = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
+        self._maintenance: Periodic | None = None
+        self._warned: set[str] = set()
 
     # -- introspection --------------------------------------------------------
     @property
@@ -406,8 +409,28 @@ class Notifier:
         with self._lock:
             statements: list[str] = []
             for watch in self.prepare():
-                statements.extend(self._dialect.ddl(watch))
+                for stmt in self._dialect.ddl(watch):
+                    if stmt not in statements:  # shared objects (the overflow table) once
+                        statements.append(stmt)
             return statements
+
+    def prune_overflow(self) -> int:
+        """Delete stored overflow payloads older than the retention period; return how many.
+
+        A running notifier calls it by itself every ``overflow_prune_interval``
+        seconds on its ``sqlnotify-maintenance`` thread, for the schemas of its
+        watches; calling it by hand is only useful without a listener.
+        """
+        retention = self._dialect.overflow_retention
+        if retention is None:
+            return 0
+        schemas = sorted({w.effective_schema for w in self.watches}, key=str)
+        deleted = self._dialect.prune_overflow(
+            schemas, retention, self._dialect.overflow_prune_batch
+        )
+        if deleted:
+            self.log.debug("pruned %d stored overflow payload(s)", deleted)
+        return deleted
 
     def start(self, timeout: float | None = None) -> None:
         """Install triggers, start the listener and dispatcher threads, and wait until listening.
@@ -446,6 +469,10 @@ class Notifier:
                 raise
             self._dispatcher = dispatcher
             self._listener = listener
+            interval = self._dialect.overflow_prune_interval
+            if interval is not None and self._dialect.overflow_retention is not None:
+                self._maintenance = Periodic(self.prune_overflow, interval, log=self.log)
+                self._maintenance.start()
             self._running = True
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
@@ -462,6 +489,9 @@ class Notifier:
             self._running = False
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
+            if self._maintenance is not None:
+                self._maintenance.stop(self.STOP_TIMEOUT)
+                self._maintenance = None
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             if dispatcher is not None:
@@ -496,13 +526,19 @@ class Notifier:
             raise SQLNotifyConfigurationError(
                 f"payload must be a mapping of column names to values, not {type(payload).__name__}"
             )
-        body = json.dumps(
-            {"ts": time.time(), "row": dict(payload), "custom": True},
-            default=_json_default,
-            separators=(",", ":"),
+        row = json.dumps(
+            dict(payload), default=_json_default, separators=(",", ":"), ensure_ascii=False
         )
+        # A fixed-width timestamp keeps the size of a given payload stable.
+        body = f'{{"ts":{time.time():.6f},"row":{row},"custom":true}}'
         limit = self._dialect.max_payload
-        size = len(body.encode("utf-8"))
+        try:
+            size = len(body.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise SQLNotifyConfigurationError(
+                f"payload for channel {entry.watch.channel!r} holds text that is not valid"
+                f" Unicode ({exc.reason})"
+            ) from exc
         if limit is not None and size > limit and not use_overflow_table:
             raise SQLNotifyPayloadSizeError(
                 f"payload for channel {entry.watch.channel!r} is {size} bytes; the limit is"
@@ -527,13 +563,24 @@ class Notifier:
         events.  Values that JSON cannot hold are sent as text (datetime as
         ISO 8601, Decimal and UUID as strings, bytes as base64).
 
+        With ``use_overflow_table=True``, a payload over the database's limit
+        is stored in the overflow table and only its reference is notified;
+        receivers get the whole payload all the same.  Payloads that fit are
+        always sent directly.
+
         :raises SQLNotifyPayloadSizeError: when the payload is over the
             database's limit and ``use_overflow_table`` is false; nothing is sent.
         """
         channel, body = self.encode_custom(
             model, operation, payload, channel_label, use_overflow_table
         )
-        self._dialect.send(channel, body)
+        limit = self._dialect.max_payload
+        if limit is not None and len(body.encode("utf-8")) > limit:
+            watch = self._entry(model, operation, channel_label).watch
+            assert watch is not None
+            self._dialect.send_overflow(watch.effective_schema, channel, body)
+        else:
+            self._dialect.send(channel, body)
 
     # -- threads' callbacks ---------------------------------------------------
     def _on_connected(self, reconnect: bool, source: Source) -> None:
@@ -556,6 +603,8 @@ class Notifier:
         routes = self._routes
         loads = json.loads
         stats = self.stats
+        items: list[_Item] = []
+        large = False
         for n in batch:
             channel = n.channel
             route = routes.get(channel)
@@ -564,20 +613,124 @@ class Notifier:
                 continue
             try:
                 data = loads(n.payload)
-                event = route.decode(data)
+                if "ovf" in data or "trunc" in data:
+                    large = True
             except Exception as exc:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
+                continue
+            items.append(_Item(route, data, n.payload))
+        if large:
+            items = self._resolve_large(items)
+        for item in items:
+            route = item.route
+            try:
+                event = route.decode(item.data, item.status)
+            except Exception as exc:
+                self._drop(
+                    route.channel, f"undecodable payload ({type(exc).__name__}: {exc})", item.raw
+                )
                 continue
             stats.received += 1
             if event.status != "complete":
                 self._incomplete(route, event)
             self._deliver(route, event)
 
+    def _resolve_large(self, items: list[_Item]) -> list[_Item]:
+        """Fetch overflowed payloads and re-read rows sent by their keys (dispatcher thread).
+
+        One query per schema for the overflow references of the batch, one
+        per watch for its re-reads, each on a pooled connection in autocommit.
+        """
+        dialect = self._dialect
+        wanted: dict[str | None, list[int]] = {}
+        rereads: dict[str, list[_Item]] = {}
+        for item in items:
+            data = item.data
+            if "ovf" in data:
+                wanted.setdefault(item.route.watch.effective_schema, []).append(data["ovf"])
+            elif data.get("trunc"):
+                if item.route.op is Operation.DELETE:
+                    item.status = "row_gone"  # the old row cannot be read back
+                else:
+                    rereads.setdefault(item.route.channel, []).append(item)
+        stored: dict[tuple[str | None, int], tuple[str, str]] = {}
+        failed: dict[str | None, str] = {}
+        for schema, ids in wanted.items():
+            try:
+                for ovf_id, pair in dialect.fetch_overflow(schema, ids).items():
+                    stored[(schema, ovf_id)] = pair
+            except Exception as exc:
+                failed[schema] = f"{type(exc).__name__}: {exc}"
+        out: list[_Item] = []
+        for item in items:
+            data = item.data
+            if "ovf" not in data:
+                out.append(item)
+                continue
+            route = item.route
+            schema = route.watch.effective_schema
+            found = stored.get((schema, data["ovf"]))
+            if found is None:
+                why = failed.get(schema) or "no longer stored (older than the retention period?)"
+                self._drop(route.channel, f"overflow payload {data['ovf']!r}: {why}", item.raw)
+                continue
+            if found[0] != route.channel:
+                self._drop(
+                    route.channel,
+                    f"overflow payload {data['ovf']!r} belongs to channel {found[0]!r}",
+                    item.raw,
+                )
+                continue
+            try:
+                item.data = json.loads(found[1])
+            except ValueError as exc:
+                self._drop(route.channel, f"undecodable overflow payload ({exc})", found[1])
+                continue
+            item.raw = found[1]
+            self.stats.overflowed += 1
+            out.append(item)
+        for group in rereads.values():
+            self._reread(group)
+        return out
+
+    def _reread(self, group: list[_Item]) -> None:
+        route = group[0].route
+        keys = route.keys
+
+        def key_of(row: Mapping[str, Any]) -> str:
+            return json.dumps([row.get(k) for k in keys], sort_keys=True)
+
+        unique = {key_of(i.data["row"]): [i.data["row"].get(k) for k in keys] for i in group}
+        try:
+            rows = self._dialect.reread(route.watch, list(unique.values()))
+        except Exception as exc:
+            self.log.warning(
+                "could not re-read %d row(s) of %s; their events carry the keys only: %s",
+                len(group),
+                route.watch.describe(),
+                exc,
+            )
+            return
+        found = {key_of(json.loads(text)): text for text in rows}
+        for item in group:
+            hit = found.get(key_of(item.data["row"]))
+            if hit is None:
+                item.status = "row_gone"
+            else:
+                item.data["row"] = json.loads(hit)  # a fresh dict per event
+                item.status = "hydrated"
+                self.stats.hydrated += 1
+
     def _incomplete(self, route: Route, event: ChangeEvent) -> None:
         self.stats.truncated += 1
+        if route.channel in self._warned:
+            return
+        self._warned.add(route.channel)
         self.log.warning(
-            "a row of %s was too large for one notification; the event carries its keys only"
-            " (use_overflow_table=True delivers it whole)",
+            "rows of %s are too large for one notification: their events are sent by key and"
+            " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
+            " is deleted); watch(..., use_overflow_table=True) delivers them whole, as of the"
+            " change. This is logged once per watch.",
             route.watch.describe(),
         )
 
@@ -611,6 +764,18 @@ class Notifier:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<Notifier {self.dialect_name} {state} watches={len(self._entries)}>"
+
+
+class _Item:
+    """One notification of a batch between parsing and decoding (dispatcher thread)."""
+
+    __slots__ = ("data", "raw", "route", "status")
+
+    def __init__(self, route: Route, data: dict[str, Any], raw: str) -> None:
+        self.route = route
+        self.data = data
+        self.raw = raw
+        self.status: str | None = None
 
 
 class _Subscription:
