@@ -13,3 +13,6 @@ __all__ = ["main"]
 @click.version_option(__version__, prog_name="sqlnotify")
 def main() -> None:
     """See and manage database change notifications."""
+
+
+from . import _cli_commands  # noqa: E402, F401  (registers the commands)

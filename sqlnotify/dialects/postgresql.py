@@ -8,6 +8,7 @@ timeout, not only when data arrives.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from .._names import digest, qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
-from .._watch import Watch
+from .._watch import Watch, WatchRequest
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 
@@ -149,6 +150,12 @@ DELETE FROM {table} WHERE id IN (
 # Re-reads rows announced by their keys only, building the same JSON the
 # trigger would have sent.
 REREAD_SQL = "SELECT json_build_object({row})::text FROM {table} AS t WHERE ({keys}) IN ({values})"
+
+OVERFLOW_TABLES_SQL = """\
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relname = :name
+  AND obj_description(c.oid, 'pg_class') LIKE 'sqlnotify:%'
+ORDER BY 1"""
 
 TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
@@ -556,10 +563,53 @@ class PostgresDialect(Dialect):
                         "function": f"{entry['schema']}.{entry['name']}",
                         "fingerprint": meta.get("fp"),
                         "triggers": [f"{s}.{t}" for s, t, _ in entry["triggers"]],
-                        "state": "installed" if entry["triggers"] else "orphaned",
+                        "state": self._installed_state(conn, entry),
                     }
                 )
         return rows
+
+    def _installed_state(self, conn: sa.Connection, entry: dict[str, Any]) -> str:
+        """``installed``, ``orphaned`` (no trigger) or ``outdated`` (differs from a fresh build)."""
+        if not entry["triggers"]:
+            return "orphaned"
+        meta = entry["meta"]
+        if meta.get("v") != FORMAT_VERSION:
+            return "outdated"
+        try:
+            table = sa.Table(
+                meta["table"], sa.MetaData(), schema=meta["schema"], autoload_with=conn
+            )
+            watch = WatchRequest.build(
+                meta["table"],
+                meta["operation"],
+                meta["columns"],
+                meta["trigger_columns"] or None,
+                meta["keys"],
+                meta["label"],
+                meta["overflow"],
+            ).resolve(table)
+        except (KeyError, TypeError, sa.exc.NoSuchTableError, SQLNotifyConfigurationError):
+            return "outdated"  # the table lost a column, or the metadata is unreadable
+        if watch.channel != meta["channel"]:  # watched by unqualified name
+            watch = dataclasses.replace(watch, schema=None, default_schema=meta["schema"])
+        return "installed" if self.fingerprint(watch) == meta.get("fp") else "outdated"
+
+    def queue_usage(self) -> float:
+        """The fraction of the server's notification queue in use (0 to 1)."""
+        with self.engine.connect() as conn:
+            return float(conn.exec_driver_sql("SELECT pg_notification_queue_usage()").scalar_one())
+
+    def overflow_tables(self) -> list[dict[str, Any]]:
+        """Every sqlnotify overflow table, with how many payloads it stores."""
+        found = []
+        with self.engine.connect() as conn:
+            names = conn.execute(sa.text(OVERFLOW_TABLES_SQL), {"name": OVERFLOW_TABLE}).all()
+            for schema, name in names:
+                count = conn.exec_driver_sql(
+                    f"SELECT count(*) FROM {qualified(schema, name)}"
+                ).scalar_one()
+                found.append({"schema": schema, "table": name, "rows": count})
+        return found
 
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:
