@@ -95,6 +95,8 @@ def _readable_errors(engine: sa.Engine | None = None) -> Iterator[None]:
         raise click.ClickException(f"no such table: {exc}") from None
     except (SQLNotifyException, sa.exc.SQLAlchemyError) as exc:
         raise click.ClickException(_first_line(exc)) from None
+    except ImportError as exc:  # a dialect's optional dependency
+        raise click.ClickException(f"missing dependency: {exc}") from None
 
 
 def load_notifier(spec: str) -> Notifier:
