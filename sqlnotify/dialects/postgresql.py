@@ -623,6 +623,17 @@ class PostgresDialect(Dialect):
 _URL_KEYS = frozenset({"host", "port", "user", "password", "dbname"})
 
 
+def wait_fd(fd: int, timeout: float, *, write: bool = False) -> bool:
+    """Wait until ``fd`` is readable (or writable); ``False`` on timeout.
+
+    ``select.poll`` rather than ``select.select``: it works for descriptors
+    above ``FD_SETSIZE`` (1024), which busy applications reach.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000.0))
+
+
 class PostgresSource(Source):
     """A psycopg2 connection in asynchronous mode that LISTENs on every channel.
 
@@ -664,6 +675,8 @@ class PostgresSource(Source):
             raise
         self._last_data = time.monotonic()
         self._probe_deadline: float | None = None
+        self._poller: select.poll | None = None
+        self._poller_wake = -1
         self.backend_pid: int = conn.info.backend_pid
 
     def _complete(self, deadline: float) -> None:
@@ -677,11 +690,7 @@ class PostgresSource(Source):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SQLNotifyListenerError("the server did not answer the listener in time")
-            fd = conn.fileno()
-            if state == ext.POLL_WRITE:
-                select.select([], [fd], [], remaining)
-            else:
-                select.select([fd], [], [], remaining)
+            wait_fd(conn.fileno(), remaining, write=state == ext.POLL_WRITE)
 
     def _await_ping(self, deadline: float) -> None:
         conn = self._conn
@@ -697,7 +706,7 @@ class PostgresSource(Source):
                     " never came back (is it a transaction-mode pooler such as PgBouncer?"
                     " connect the listener to the server directly)"
                 )
-            select.select([self._fd], [], [], remaining)
+            wait_fd(self._fd, remaining)
             conn.poll()
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
@@ -714,8 +723,14 @@ class PostgresSource(Source):
         if probe is not None:
             timeout = max(0.0, min(timeout, probe - now))
         try:
-            ready, _, _ = select.select([self._fd, wake_fd], [], [], timeout)
-            if self._fd in ready or probe is not None:
+            poller = self._poller
+            if poller is None or self._poller_wake != wake_fd:
+                poller = self._poller = select.poll()
+                poller.register(self._fd, select.POLLIN)
+                poller.register(wake_fd, select.POLLIN)
+                self._poller_wake = wake_fd
+            ready = poller.poll(timeout * 1000.0)
+            if probe is not None or any(fd == self._fd for fd, _ in ready):
                 state = conn.poll()
                 self._last_data = time.monotonic()
                 if probe is not None and state == ext.POLL_OK:
