@@ -100,7 +100,11 @@ class Notifier:
         runs (by default they stay, so a restart needs no DDL).
     :param start_timeout: how long :meth:`start` waits for the listener.
     :param dialect_options: options for the database's dialect (see the
-        SQLite section of the documentation).
+        SQLite section of the documentation).  PostgreSQL takes
+        ``overflow_retention`` (seconds a payload stays in the overflow
+        table; default 3600), ``overflow_prune_interval`` (seconds between
+        two prunes; default 60) and ``overflow_prune_batch`` (most rows one
+        DELETE removes; default 500).
 
     Threads: receivers connected with :meth:`subscribe` or :meth:`signal` run
     on the notifier's dispatcher thread (``sqlnotify-dispatcher``), one event
@@ -199,7 +203,11 @@ class Notifier:
         :param channel_label: a label for a separate channel on the same table
             and operation; letters, digits, ``_``, ``.``, ``-``.
         :param use_overflow_table: deliver rows larger than the database's
-            notification limit through an overflow table.
+            notification limit (PostgreSQL: 7999 bytes of JSON) whole: the
+            trigger stores them in the ``sqlnotify_overflow`` table of the
+            watched table's schema, in the same transaction, and notifies a
+            reference the listener resolves.  Without it such rows arrive
+            by key, re-read from the table (see :attr:`ChangeEvent.status`).
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
