@@ -144,7 +144,7 @@ def load_notifier(spec: str) -> Notifier:
 
 
 def _parse_targets(targets: Sequence[str]) -> list[tuple[str, list[Operation]]]:
-    parsed = []
+    parsed: list[tuple[str, list[Operation]]] = []
     for target in targets:
         table, sep, ops = target.partition(":")
         if not table:
@@ -153,7 +153,10 @@ def _parse_targets(targets: Sequence[str]) -> list[tuple[str, list[Operation]]]:
             operations = [Operation.coerce(op) for op in ops.split(",")] if sep else list(Operation)
         except SQLNotifyConfigurationError as exc:
             raise click.BadParameter(f"{target!r}: {exc}") from None
-        parsed.append((table, list(dict.fromkeys(operations))))
+        known = {op for t, ops in parsed if t == table for op in ops}
+        fresh = [op for op in dict.fromkeys(operations) if op not in known]
+        if fresh:
+            parsed.append((table, fresh))
     return parsed
 
 

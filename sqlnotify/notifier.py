@@ -621,11 +621,14 @@ class Notifier:
                 continue
             try:
                 data = loads(n.payload)
-                if "ovf" in data or "trunc" in data:
-                    large = True
             except Exception as exc:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
                 continue
+            if type(data) is not dict:
+                self._drop(channel, "undecodable payload (not a JSON object)", n.payload)
+                continue
+            if "ovf" in data or "trunc" in data:
+                large = True
             items.append(_Item(route, data, n.payload))
         if large:
             items = self._resolve_large(items)
@@ -655,7 +658,8 @@ class Notifier:
         for item in items:
             data = item.data
             if "ovf" in data:
-                wanted.setdefault(item.route.watch.effective_schema, []).append(data["ovf"])
+                if type(data["ovf"]) is int:
+                    wanted.setdefault(item.route.watch.effective_schema, []).append(data["ovf"])
             elif data.get("trunc"):
                 if item.route.op is Operation.DELETE:
                     item.status = "row_gone"  # the old row cannot be read back
@@ -677,9 +681,11 @@ class Notifier:
                 continue
             route = item.route
             schema = route.watch.effective_schema
-            found = stored.get((schema, data["ovf"]))
+            found = stored.get((schema, data["ovf"])) if type(data["ovf"]) is int else None
             if found is None:
                 why = failed.get(schema) or "no longer stored (older than the retention period?)"
+                if type(data["ovf"]) is not int:
+                    why = "not a valid reference"
                 self._drop(route.channel, f"overflow payload {data['ovf']!r}: {why}", item.raw)
                 continue
             if found[0] != route.channel:

@@ -224,6 +224,33 @@ def test_listen_prints_each_event_as_a_json_line(
 
 
 @pytest.mark.postgresql
+def test_several_processes_each_get_every_overflowed_row(
+    pg_url: str, pg_engine: sa.Engine, schema: str, orders: str
+) -> None:
+    url = as_pasted(pg_url, "postgresql")
+    procs = [
+        Running("listen", url, f"{orders}:insert", "--columns", "item", "--overflow-table")
+        for _ in range(2)
+    ]
+    items = {1: "😀" * 2500, 2: "small", 3: "ß" * 6000}
+    try:
+        for proc in procs:
+            proc.wait_stderr("listening")
+        with pg_engine.begin() as conn:
+            for item in items.values():
+                conn.exec_driver_sql(f"INSERT INTO {orders} (item) VALUES (%(i)s)", {"i": item})
+        results = [proc.json_lines(len(items)) for proc in procs]
+    finally:
+        codes = [proc.stop() for proc in procs]
+    assert codes == [0, 0]
+    for lines in results:
+        assert {x["id"]: x["extra_columns"]["item"] for x in lines} == items
+    with pg_engine.connect() as conn:
+        stored = conn.exec_driver_sql(f'SELECT count(*) FROM "{schema}".sqlnotify_overflow')
+        assert stored.scalar_one() == 2, "each large row is stored once, read by both"
+
+
+@pytest.mark.postgresql
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

@@ -320,3 +320,37 @@ def test_notify_around_the_limit(
 def test_bad_overflow_option_is_named(pg_engine: sa.Engine) -> None:
     with pytest.raises(ValueError, match="overflow_retention=-1 is invalid"):
         Notifier(pg_engine, overflow_retention=-1)
+
+
+def test_bad_or_expired_references_are_dropped_and_counted(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema)
+    rec = EventRecorder()
+    dropped: list[str] = []
+
+    def setup(n: Notifier) -> None:
+        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
+        n.subscribe(table, "insert")(rec)
+
+    notifier = started(notifiers, pg_engine, setup)
+    from sqlnotify import signals
+
+    def on_drop(sender: object, channel: str, reason: str) -> None:
+        dropped.append(reason)
+
+    signals.notification_dropped.connect(on_drop, sender=notifier)
+    try:
+        channel = notifier.watches[0].channel
+        with pg_engine.begin() as conn:
+            for payload in ('"ovf"', '{"ts": 1, "ovf": "x"}', '{"ts": 1, "ovf": 987654}'):
+                conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
+            conn.execute(table.insert().values(id=1, body="w" * 9000))
+        (event,) = rec.wait_for(1, timeout=10)
+        assert event.extra_columns["body"] == "w" * 9000
+        wait_until(lambda: notifier.stats.dropped == 3, 10, "three drops")
+        assert "not a JSON object" in dropped[0]
+        assert "not a valid reference" in dropped[1]
+        assert "987654" in dropped[2] and "no longer stored" in dropped[2]
+    finally:
+        signals.notification_dropped.disconnect(on_drop, sender=notifier)

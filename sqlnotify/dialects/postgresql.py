@@ -231,6 +231,8 @@ class PostgresDialect(Dialect):
     max_payload = MAX_PAYLOAD
     #: Most bounded DELETE rounds one :meth:`prune_overflow` call runs per schema.
     PRUNE_ROUNDS = 10
+    #: Most rows one re-read query asks for.
+    REREAD_CHUNK = 500
 
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
         self.user_engine = engine
@@ -392,21 +394,26 @@ class PostgresDialect(Dialect):
 
         One query (on a pooled connection in autocommit) for all ``keys``.
         """
-        if not keys:
-            return []
         width = len(watch.primary_keys)
-        placeholders = ", ".join(
-            "(" + ", ".join(f"%(k{i}_{j})s" for j in range(width)) + ")" for i in range(len(keys))
-        )
-        params = {f"k{i}_{j}": value for i, key in enumerate(keys) for j, value in enumerate(key)}
-        sql = REREAD_SQL.format(
-            row=_pairs(watch, watch.payload_columns, "t."),
-            table=self.table_ref(watch),
-            keys=", ".join("t." + quote_ident(k) for k in watch.primary_keys),
-            values=placeholders,
-        )
+        found: list[str] = []
         with self._autocommit().connect() as conn:
-            return [row[0] for row in conn.exec_driver_sql(sql, params)]
+            for start in range(0, len(keys), self.REREAD_CHUNK):
+                chunk = keys[start : start + self.REREAD_CHUNK]
+                placeholders = ", ".join(
+                    "(" + ", ".join(f"%(k{i}_{j})s" for j in range(width)) + ")"
+                    for i in range(len(chunk))
+                )
+                sql = REREAD_SQL.format(
+                    row=_pairs(watch, watch.payload_columns, "t."),
+                    table=self.table_ref(watch),
+                    keys=", ".join("t." + quote_ident(k) for k in watch.primary_keys),
+                    values=placeholders,
+                )
+                params = {
+                    f"k{i}_{j}": value for i, key in enumerate(chunk) for j, value in enumerate(key)
+                }
+                found.extend(row[0] for row in conn.exec_driver_sql(sql, params))
+        return found
 
     def trigger_sql(self, watch: Watch) -> str:
         when = ""
@@ -576,9 +583,10 @@ class PostgresDialect(Dialect):
         if meta.get("v") != FORMAT_VERSION:
             return "outdated"
         try:
-            table = sa.Table(
-                meta["table"], sa.MetaData(), schema=meta["schema"], autoload_with=conn
-            )
+            with conn.begin_nested():  # a concurrent DROP must not abort the whole report
+                table = sa.Table(
+                    meta["table"], sa.MetaData(), schema=meta["schema"], autoload_with=conn
+                )
             watch = WatchRequest.build(
                 meta["table"],
                 meta["operation"],
@@ -588,7 +596,7 @@ class PostgresDialect(Dialect):
                 meta["label"],
                 meta["overflow"],
             ).resolve(table)
-        except (KeyError, TypeError, sa.exc.NoSuchTableError, SQLNotifyConfigurationError):
+        except (KeyError, TypeError, sa.exc.SQLAlchemyError, SQLNotifyConfigurationError):
             return "outdated"  # the table lost a column, or the metadata is unreadable
         if watch.channel != meta["channel"]:  # watched by unqualified name
             watch = dataclasses.replace(watch, schema=None, default_schema=meta["schema"])
