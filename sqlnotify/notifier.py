@@ -611,9 +611,7 @@ class Notifier:
         routes = self._routes
         loads = json.loads
         stats = self.stats
-        items: list[_Item] = []
-        large = False
-        for n in batch:
+        for index, n in enumerate(batch):
             channel = n.channel
             route = routes.get(channel)
             if route is None:
@@ -621,30 +619,49 @@ class Notifier:
                 continue
             try:
                 data = loads(n.payload)
+                if ("ovf" in data or "trunc" in data) and type(data) is dict:
+                    # The rest of the batch takes the slower path, in order.
+                    self._handle_large(route, data, n.payload, batch[index + 1 :])
+                    return
+                event = route.decode(data)
             except Exception as exc:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
-                continue
-            if type(data) is not dict:
-                self._drop(channel, "undecodable payload (not a JSON object)", n.payload)
-                continue
-            if "ovf" in data or "trunc" in data:
-                large = True
-            items.append(_Item(route, data, n.payload))
-        if large:
-            items = self._resolve_large(items)
-        for item in items:
-            route = item.route
-            try:
-                event = route.decode(item.data, item.status)
-            except Exception as exc:
-                self._drop(
-                    route.channel, f"undecodable payload ({type(exc).__name__}: {exc})", item.raw
-                )
                 continue
             stats.received += 1
             if event.status != "complete":
                 self._incomplete(route, event)
             self._deliver(route, event)
+
+    def _handle_large(
+        self, route: Route, data: dict[str, Any], raw: str, rest: Sequence[RawNotification]
+    ) -> None:
+        """Deliver a batch holding references or keys-only rows, resolving them in bulk."""
+        items = [_Item(route, data, raw)]
+        for n in rest:
+            other = self._routes.get(n.channel)
+            if other is None:
+                self._drop(n.channel, "no watch uses this channel", n.payload)
+                continue
+            try:
+                parsed = json.loads(n.payload)
+            except ValueError as exc:
+                self._drop(n.channel, f"undecodable payload (ValueError: {exc})", n.payload)
+                continue
+            if type(parsed) is not dict:
+                self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
+                continue
+            items.append(_Item(other, parsed, n.payload))
+        for item in self._resolve_large(items):
+            try:
+                event = item.route.decode(item.data, item.status)
+            except Exception as exc:
+                reason = f"undecodable payload ({type(exc).__name__}: {exc})"
+                self._drop(item.route.channel, reason, item.raw)
+                continue
+            self.stats.received += 1
+            if event.status != "complete":
+                self._incomplete(item.route, event)
+            self._deliver(item.route, event)
 
     def _resolve_large(self, items: list[_Item]) -> list[_Item]:
         """Fetch overflowed payloads and re-read rows sent by their keys (dispatcher thread).

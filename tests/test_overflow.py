@@ -349,7 +349,7 @@ def test_bad_or_expired_references_are_dropped_and_counted(
         (event,) = rec.wait_for(1, timeout=10)
         assert event.extra_columns["body"] == "w" * 9000
         wait_until(lambda: notifier.stats.dropped == 3, 10, "three drops")
-        assert "not a JSON object" in dropped[0]
+        assert "undecodable payload" in dropped[0]
         assert "not a valid reference" in dropped[1]
         assert "987654" in dropped[2] and "no longer stored" in dropped[2]
     finally:
