@@ -21,7 +21,6 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from ._watch import Watch
 from .cli import main
 from .events import ChangeEvent, Operation
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyException
@@ -54,6 +53,13 @@ def engine_from_url(text: str) -> sa.Engine:
             connect_args["connect_timeout"] = 10
     elif backend == "sqlite":
         url = url.set(drivername="sqlite")
+        path = url.database
+        in_file = bool(path) and path != ":memory:" and not str(path).startswith("file:")
+        if in_file and not os.path.isfile(str(path)):
+            raise SQLNotifyConfigurationError(
+                f"no SQLite database at {path!r} (from {text!r}); sqlite:///relative.db"
+                " and sqlite:////absolute/path.db name a file that exists"
+            )
     else:
         raise SQLNotifyConfigurationError(
             f"unsupported database URL {url.render_as_string(hide_password=True)!r}:"
@@ -233,13 +239,9 @@ def listen(
     parsed = _parse_targets(targets)
     extra = [c.strip() for c in columns.split(",") if c.strip()]
     engine = _open(url)
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    installed: list[Watch] = []
     with _readable_errors(engine):
         notifier = Notifier(engine, revoke_on_model_change=False)
+    stop = threading.Event()
     out = sys.stdout
 
     def emit(event: ChangeEvent) -> None:
@@ -249,6 +251,9 @@ def listen(
         except BrokenPipeError:  # the reader went away (| head)
             stop.set()
 
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         with _readable_errors(engine):
             for table, operations in parsed:
@@ -262,12 +267,12 @@ def listen(
                     )
                     notifier.subscribe(table, op, channel_label=label)(emit)
             notifier.start()
-        installed = [s.watch for s in notifier.install_states if s.state == "installed"]
         watched = ", ".join(w.describe() for w in notifier.watches)
         click.echo(f"sqlnotify: listening for {watched} (Ctrl-C to stop)", err=True)
         while not stop.wait(1.0):
             pass
     finally:
+        installed = [s.watch for s in notifier.install_states if s.state == "installed"]
         with _readable_errors(engine):
             notifier.stop()
             if installed and not keep_triggers:

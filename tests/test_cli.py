@@ -256,6 +256,7 @@ def test_several_processes_each_get_every_overflowed_row(
     [
         (["not a url", "orders"], ["invalid database URL 'not a url'", "postgresql://"]),
         (["mysql://u@h/db", "orders"], ["unsupported database URL", "sqlite:///"]),
+        (["sqlite:///no/such/dir/x.db", "orders"], ["no SQLite database at 'no/such/dir/x.db'"]),
         (
             ["postgresql://postgres@127.0.0.1:1/test", "orders"],
             ["cannot connect to the database", "127.0.0.1:1"],
@@ -303,7 +304,7 @@ def test_status_reports_installed_outdated_and_orphaned(
     assert 0.0 <= report["notification_queue_usage"] < 1.0
 
     Notifier(pg_engine).watch(orders, "insert", extra_columns=["qty"]).install()  # up to date
-    text = run("status", url)
+    text = run("status", pg_url)  # postgresql+psycopg2://, as SQLAlchemy writes it
     assert text.returncode == 0, text.stderr
     rows = [line.split() for line in text.stdout.splitlines() if schema in line]
     assert sorted((r[0], r[2]) for r in rows) == [
