@@ -304,6 +304,9 @@ def _status_rows(engine: sa.Engine) -> tuple[list[dict[str, Any]], dict[str, Any
     tables = getattr(dialect, "overflow_tables", None)
     if tables is not None:
         extra["overflow_tables"] = tables()
+    log_info = getattr(dialect, "log_info", None)  # databases with a change log (SQLite)
+    if log_info is not None:
+        extra["change_log"] = log_info()
     dialect.close()
     return rows, extra
 
@@ -347,6 +350,8 @@ def status(url: str, as_json: bool) -> None:
         click.echo(
             f"overflow table {table['schema']}.{table['table']}: {table['rows']} stored payload(s)"
         )
+    if "change_log" in extra:
+        click.echo(f"change log: {extra['change_log'].get('rows')} row(s)")
     if "notification_queue_usage" in extra:
         click.echo(f"notification queue usage: {extra['notification_queue_usage']:.4%}")
 
