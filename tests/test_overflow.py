@@ -275,6 +275,35 @@ def test_a_missing_overflow_table_never_fails_the_write(
     assert overflow_rows(pg_engine, schema) == 0
 
 
+def test_a_writer_without_rights_on_the_overflow_table_still_writes(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema)
+    rec = EventRecorder()
+
+    def setup(n: Notifier) -> None:
+        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
+        n.subscribe(table, "insert")(rec)
+
+    started(notifiers, pg_engine, setup)
+    role = f"sqlnotify_writer_{schema}"
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}"')
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        conn.exec_driver_sql(f'GRANT INSERT ON "{schema}".doc TO "{role}"')
+    try:
+        with pg_engine.begin() as conn:
+            conn.exec_driver_sql(f'SET LOCAL ROLE "{role}"')
+            conn.execute(table.insert().values(id=1, body="r" * 9000))
+        (event,) = rec.wait_for(1, timeout=10)
+        assert (event.status, event.extra_columns["body"]) == ("hydrated", "r" * 9000)
+        assert overflow_rows(pg_engine, schema) == 0
+    finally:
+        with pg_engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
+
+
 def custom_payload(notifier: Notifier, table: sa.Table, target: int, char: str, width: int) -> dict:
     _, probe = notifier.encode_custom(table, "insert", {"id": 1, "body": ""})
     base = len(probe.encode("utf-8"))
