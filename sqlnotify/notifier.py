@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import signals
 from ._dispatch import Dispatcher
+from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
 from ._route import Route, Stats, receiver_name, send_isolated
@@ -151,6 +152,7 @@ class Notifier:
         self.stats = Stats()
         self.install_states: list[InstallState] = []
         self._maintenance: Periodic | None = None
+        self._large = LargeRows(self._dialect, self.stats, self.log, self._drop)
         self._warned: set[str] = set()
 
     # -- introspection --------------------------------------------------------
@@ -636,7 +638,7 @@ class Notifier:
         self, route: Route, data: dict[str, Any], raw: str, rest: Sequence[RawNotification]
     ) -> None:
         """Deliver a batch holding references or keys-only rows, resolving them in bulk."""
-        items = [_Item(route, data, raw)]
+        items = [Pending(route, data, raw)]
         for n in rest:
             other = self._routes.get(n.channel)
             if other is None:
@@ -650,8 +652,8 @@ class Notifier:
             if type(parsed) is not dict:
                 self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
                 continue
-            items.append(_Item(other, parsed, n.payload))
-        for item in self._resolve_large(items):
+            items.append(Pending(other, parsed, n.payload))
+        for item in self._large.resolve(items):
             try:
                 event = item.route.decode(item.data, item.status)
             except Exception as exc:
@@ -662,95 +664,6 @@ class Notifier:
             if event.status != "complete":
                 self._incomplete(item.route, event)
             self._deliver(item.route, event)
-
-    def _resolve_large(self, items: list[_Item]) -> list[_Item]:
-        """Fetch overflowed payloads and re-read rows sent by their keys (dispatcher thread).
-
-        One query per schema for the overflow references of the batch, one
-        per watch for its re-reads, each on a pooled connection in autocommit.
-        """
-        dialect = self._dialect
-        wanted: dict[str | None, list[int]] = {}
-        rereads: dict[str, list[_Item]] = {}
-        for item in items:
-            data = item.data
-            if "ovf" in data:
-                if type(data["ovf"]) is int:
-                    wanted.setdefault(item.route.watch.effective_schema, []).append(data["ovf"])
-            elif data.get("trunc"):
-                if item.route.op is Operation.DELETE:
-                    item.status = "row_gone"  # the old row cannot be read back
-                else:
-                    rereads.setdefault(item.route.channel, []).append(item)
-        stored: dict[tuple[str | None, int], tuple[str, str]] = {}
-        failed: dict[str | None, str] = {}
-        for schema, ids in wanted.items():
-            try:
-                for ovf_id, pair in dialect.fetch_overflow(schema, ids).items():
-                    stored[(schema, ovf_id)] = pair
-            except Exception as exc:
-                failed[schema] = f"{type(exc).__name__}: {exc}"
-        out: list[_Item] = []
-        for item in items:
-            data = item.data
-            if "ovf" not in data:
-                out.append(item)
-                continue
-            route = item.route
-            schema = route.watch.effective_schema
-            found = stored.get((schema, data["ovf"])) if type(data["ovf"]) is int else None
-            if found is None:
-                why = failed.get(schema) or "no longer stored (older than the retention period?)"
-                if type(data["ovf"]) is not int:
-                    why = "not a valid reference"
-                self._drop(route.channel, f"overflow payload {data['ovf']!r}: {why}", item.raw)
-                continue
-            if found[0] != route.channel:
-                self._drop(
-                    route.channel,
-                    f"overflow payload {data['ovf']!r} belongs to channel {found[0]!r}",
-                    item.raw,
-                )
-                continue
-            try:
-                item.data = json.loads(found[1])
-            except ValueError as exc:
-                self._drop(route.channel, f"undecodable overflow payload ({exc})", found[1])
-                continue
-            item.raw = found[1]
-            self.stats.overflowed += 1
-            out.append(item)
-        for group in rereads.values():
-            self._reread(group)
-        return out
-
-    def _reread(self, group: list[_Item]) -> None:
-        route = group[0].route
-        keys = route.keys
-
-        def key_of(row: Mapping[str, Any]) -> str:
-            return json.dumps([row.get(k) for k in keys], sort_keys=True)
-
-        unique = {key_of(i.data["row"]): [i.data["row"].get(k) for k in keys] for i in group}
-        try:
-            rows = self._dialect.reread(route.watch, list(unique.values()))
-        except Exception as exc:
-            self.log.warning(
-                "could not re-read %d row(s) of %s; their events carry the keys only: %s",
-                len(group),
-                route.watch.describe(),
-                exc,
-            )
-            return
-        found = {key_of(json.loads(text)): text for text in rows}
-        for item in group:
-            hit = found.get(key_of(item.data["row"]))
-            if hit is None:
-                item.status = "row_gone"
-            else:
-                item.data["row"] = json.loads(hit)  # a fresh dict per event
-                item.status = "hydrated"
-                self.stats.hydrated += 1
 
     def _incomplete(self, route: Route, event: ChangeEvent) -> None:
         self.stats.truncated += 1
@@ -795,18 +708,6 @@ class Notifier:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<Notifier {self.dialect_name} {state} watches={len(self._entries)}>"
-
-
-class _Item:
-    """One notification of a batch between parsing and decoding (dispatcher thread)."""
-
-    __slots__ = ("data", "raw", "route", "status")
-
-    def __init__(self, route: Route, data: dict[str, Any], raw: str) -> None:
-        self.route = route
-        self.data = data
-        self.raw = raw
-        self.status: str | None = None
 
 
 class _Subscription:

@@ -19,9 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from .._names import digest, qualified, quote_ident, quote_literal
-from .._types import pg_value_sql
 from .._watch import Watch, WatchRequest
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
+from ._pg_large import OverflowStore, pairs, positive
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
@@ -107,56 +107,6 @@ payload := json_build_object('ts', extract(epoch from clock_timestamp()),
                                          'row', json_build_object(), 'lost', true)::text;
         END IF;"""
 
-# With an overflow table, a row too large for NOTIFY is stored whole in the same
-# transaction and only its reference is sent.  Should the table be missing or
-# not writable by this role, the keys-only path still keeps the write working.
-OVERFLOW_SQL = """\
-DECLARE
-            ovf_id bigint;
-        BEGIN
-            INSERT INTO {table} (channel, payload) VALUES ({channel}, payload)
-                RETURNING id INTO ovf_id;
-            payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                         'ovf', ovf_id)::text;
-        EXCEPTION WHEN undefined_table OR insufficient_privilege THEN
-            {fallback}
-        END;"""
-
-#: Name of the overflow table, created in the watched table's schema.
-OVERFLOW_TABLE = "sqlnotify_overflow"
-
-OVERFLOW_DDL = (
-    """\
-CREATE TABLE IF NOT EXISTS {table} (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    channel text NOT NULL,
-    payload text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
-)""",
-    "CREATE INDEX IF NOT EXISTS {index} ON {table} (created_at)",
-    "COMMENT ON TABLE {table} IS {comment}",
-)
-
-OVERFLOW_FETCH_SQL = "SELECT id, channel, payload FROM {table} WHERE id = ANY(%(ids)s)"
-
-# Bounded: one round deletes at most ``limit`` rows, skipping rows another
-# process is deleting at the same moment.
-OVERFLOW_PRUNE_SQL = """\
-DELETE FROM {table} WHERE id IN (
-    SELECT id FROM {table}
-    WHERE created_at < clock_timestamp() - make_interval(secs => %(retention)s)
-    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"""
-
-# Re-reads rows announced by their keys only, building the same JSON the
-# trigger would have sent.
-REREAD_SQL = "SELECT json_build_object({row})::text FROM {table} AS t WHERE ({keys}) IN ({values})"
-
-OVERFLOW_TABLES_SQL = """\
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relname = :name
-  AND obj_description(c.oid, 'pg_class') LIKE 'sqlnotify:%'
-ORDER BY 1"""
-
 TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
 FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
@@ -202,24 +152,6 @@ def listener_dsn(url: sa.URL) -> dict[str, Any]:
     return kwargs
 
 
-def _pairs(watch: Watch, columns: Sequence[str], ref: str) -> str:
-    """``'name', <value expression>, ...`` for ``json_build_object``."""
-    return ", ".join(
-        quote_literal(c) + ", " + pg_value_sql(watch.column_types[c], ref + quote_ident(c))
-        for c in columns
-    )
-
-
-def _positive(options: dict[str, Any], name: str, default: float) -> float:
-    value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise SQLNotifyConfigurationError(
-            f"Notifier option {name}={value!r} is invalid: use a positive number"
-            f" (default {default:g})"
-        )
-    return float(value)
-
-
 def _is_psycopg2(engine: sa.Engine) -> bool:
     return engine.dialect.driver == "psycopg2"
 
@@ -229,10 +161,6 @@ class PostgresDialect(Dialect):
 
     name = "postgresql"
     max_payload = MAX_PAYLOAD
-    #: Most bounded DELETE rounds one :meth:`prune_overflow` call runs per schema.
-    PRUNE_ROUNDS = 10
-    #: Most rows one re-read query asks for.
-    REREAD_CHUNK = 500
 
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
         self.user_engine = engine
@@ -253,11 +181,13 @@ class PostgresDialect(Dialect):
             self._own_engine = None
         super().__init__(engine, log, options)
         self._schema: str | None = None
-        self._autocommit_engine: sa.Engine | None = None
-        self.overflow_retention = _positive(options, "overflow_retention", 3600.0)
-        self.overflow_prune_interval = _positive(options, "overflow_prune_interval", 60.0)
-        self.overflow_prune_batch = int(_positive(options, "overflow_prune_batch", 500))
-        self._overflow_ready: set[str | None] = set()
+        self.overflow_retention = positive(options, "overflow_retention", 3600.0)
+        self.overflow_prune_interval = positive(options, "overflow_prune_interval", 60.0)
+        self.overflow_prune_batch = int(positive(options, "overflow_prune_batch", 500))
+        #: The overflow table and re-reads of large rows.
+        self.overflow = OverflowStore(
+            self.engine, marker=MARKER, lock_key=INSTALL_LOCK_KEY, version=FORMAT_VERSION
+        )
 
     def close(self) -> None:
         if self._own_engine is not None:
@@ -279,12 +209,14 @@ class PostgresDialect(Dialect):
     def function_sql(self, watch: Watch) -> str:
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         truncate = TRUNCATE_SQL.format(
-            keys=_pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
+            keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
         )
-        oversize = self.overflow_sql(watch, truncate) if watch.use_overflow_table else truncate
+        oversize = (
+            self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
+        )
         body_args = {
             "function": self.function_ref(watch),
-            "row": _pairs(watch, watch.payload_columns, ref + "."),
+            "row": pairs(watch, watch.payload_columns, ref + "."),
             "limit": MAX_PAYLOAD,
             "oversize": oversize,
             "channel": quote_literal(watch.channel),
@@ -297,123 +229,27 @@ class PostgresDialect(Dialect):
             tag = f"$sqlnotify{n}$"
         return text.replace("{tag}", tag)
 
-    def overflow_sql(self, watch: Watch, fallback: str) -> str:
-        """The oversize branch of a watch with ``use_overflow_table=True``."""
-        return OVERFLOW_SQL.format(
-            table=self.overflow_ref(watch.effective_schema),
-            channel=quote_literal(watch.channel),
-            fallback=fallback.replace("\n", "\n    "),
-        )
-
-    # -- overflow table -------------------------------------------------------
-    def overflow_ref(self, schema: str | None) -> str:
-        """The quoted name of the overflow table for watches in ``schema``."""
-        return qualified(schema, OVERFLOW_TABLE)
-
-    def overflow_ddl(self, schema: str | None) -> list[str]:
-        """The idempotent statements that create the overflow table in ``schema``."""
-        comment = MARKER + json.dumps({"v": FORMAT_VERSION, "kind": "overflow"})
-        index = quote_ident(OVERFLOW_TABLE + "_created_at")
-        table = self.overflow_ref(schema)
-        return [
-            stmt.format(table=table, index=index, comment=quote_literal(comment))
-            for stmt in OVERFLOW_DDL
-        ]
-
-    def _overflow_missing(self, conn: sa.Connection, schemas: set[str | None]) -> list[str | None]:
-        missing = []
-        for schema in sorted(schemas, key=str):
-            name = self.overflow_ref(schema)
-            found = conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar()
-            if found is None:
-                missing.append(schema)
-        return missing
-
-    def _ensure_overflow(self, schema: str | None) -> None:
-        if schema in self._overflow_ready:
-            return
-        with self.engine.begin() as conn:
-            if self._overflow_missing(conn, {schema}):
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
-                for stmt in self.overflow_ddl(schema):
-                    conn.exec_driver_sql(stmt)
-        self._overflow_ready.add(schema)
-
+    # -- large payloads -------------------------------------------------------
     def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
-        """Store ``payload`` in the overflow table and notify its reference; return its id."""
-        self._ensure_overflow(schema)
-        table = self.overflow_ref(schema)
-        with self.engine.begin() as conn:
-            ovf_id: int = conn.exec_driver_sql(
-                f"INSERT INTO {table} (channel, payload) VALUES (%(c)s, %(p)s) RETURNING id",
-                {"c": channel, "p": payload},
-            ).scalar_one()
-            ref = json.dumps({"ts": round(time.time(), 6), "ovf": ovf_id})
-            conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": ref})
-        return ovf_id
-
-    def _autocommit(self) -> sa.Engine:
-        engine = self._autocommit_engine
-        if engine is None:
-            engine = self._autocommit_engine = self.engine.execution_options(
-                isolation_level="AUTOCOMMIT"
-            )
-        return engine
+        return self.overflow.send(schema, channel, payload)
 
     def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-        """Stored payloads by id: ``{id: (channel, payload)}``; ids no longer stored are absent.
-
-        One query on a pooled connection in autocommit (never the listening one).
-        """
-        sql = OVERFLOW_FETCH_SQL.format(table=self.overflow_ref(schema))
-        with self._autocommit().connect() as conn:
-            rows = conn.exec_driver_sql(sql, {"ids": list(ids)}).all()
-        return {row[0]: (row[1], row[2]) for row in rows}
+        return self.overflow.fetch(schema, ids)
 
     def prune_overflow(self, schemas: Sequence[str | None], retention: float, limit: int) -> int:
-        """Delete stored payloads older than ``retention`` seconds, ``limit`` rows per round.
-
-        Runs at most a few rounds per call, so one call stays short; returns
-        the number of rows deleted.
-        """
-        deleted = 0
-        with self._autocommit().connect() as conn:
-            for schema in schemas:
-                if self._overflow_missing(conn, {schema}):
-                    continue
-                sql = OVERFLOW_PRUNE_SQL.format(table=self.overflow_ref(schema))
-                for _ in range(self.PRUNE_ROUNDS):
-                    n = conn.exec_driver_sql(sql, {"retention": retention, "limit": limit}).rowcount
-                    deleted += n
-                    if n < limit:
-                        break
-        return deleted
+        return self.overflow.prune(schemas, retention, limit)
 
     def reread(self, watch: Watch, keys: Sequence[Sequence[Any]]) -> list[str]:
-        """Re-read rows by their raw key values; return each found row as the trigger's JSON.
+        return self.overflow.reread(watch, self.table_ref(watch), keys)
 
-        One query (on a pooled connection in autocommit) for all ``keys``.
-        """
-        width = len(watch.primary_keys)
-        found: list[str] = []
-        with self._autocommit().connect() as conn:
-            for start in range(0, len(keys), self.REREAD_CHUNK):
-                chunk = keys[start : start + self.REREAD_CHUNK]
-                placeholders = ", ".join(
-                    "(" + ", ".join(f"%(k{i}_{j})s" for j in range(width)) + ")"
-                    for i in range(len(chunk))
-                )
-                sql = REREAD_SQL.format(
-                    row=_pairs(watch, watch.payload_columns, "t."),
-                    table=self.table_ref(watch),
-                    keys=", ".join("t." + quote_ident(k) for k in watch.primary_keys),
-                    values=placeholders,
-                )
-                params = {
-                    f"k{i}_{j}": value for i, key in enumerate(chunk) for j, value in enumerate(key)
-                }
-                found.extend(row[0] for row in conn.exec_driver_sql(sql, params))
-        return found
+    def overflow_tables(self) -> list[dict[str, Any]]:
+        """Every sqlnotify overflow table, with how many payloads it stores."""
+        return self.overflow.tables()
+
+    def queue_usage(self) -> float:
+        """The fraction of the server's notification queue in use (0 to 1)."""
+        with self.engine.connect() as conn:
+            return float(conn.exec_driver_sql("SELECT pg_notification_queue_usage()").scalar_one())
 
     def trigger_sql(self, watch: Watch) -> str:
         when = ""
@@ -451,7 +287,7 @@ class PostgresDialect(Dialect):
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
     def ddl(self, watch: Watch) -> list[str]:
-        first = self.overflow_ddl(watch.effective_schema) if watch.use_overflow_table else []
+        first = self.overflow.ddl(watch.effective_schema) if watch.use_overflow_table else []
         return [
             *first,
             self.function_sql(watch),
@@ -500,18 +336,18 @@ class PostgresDialect(Dialect):
         with self.engine.connect() as conn:
             found = self._installed(conn)
             states = [self._state(w, found) for w in watches]
-            missing_overflow = self._overflow_missing(conn, overflow)
+            missing_overflow = self.overflow.missing(conn, overflow)
             conn.rollback()
         todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
         if not todo and not cleanup_first and not missing_overflow:
-            self._overflow_ready.update(overflow)
+            self.overflow.ready.update(overflow)
             return states
         with self.engine.begin() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
             if cleanup_first:
                 self._cleanup(conn, watches)
-            for schema in self._overflow_missing(conn, overflow):
-                for stmt in self.overflow_ddl(schema):
+            for schema in self.overflow.missing(conn, overflow):
+                for stmt in self.overflow.ddl(schema):
                     conn.exec_driver_sql(stmt)
             found = self._installed(conn)
             result = []
@@ -524,7 +360,7 @@ class PostgresDialect(Dialect):
                     result.append(InstallState(watch, new, state.installed_fingerprint))
                 else:
                     result.append(state)
-        self._overflow_ready.update(overflow)
+        self.overflow.ready.update(overflow)
         return result
 
     def uninstall(self, watches: Sequence[Watch]) -> int:
@@ -601,23 +437,6 @@ class PostgresDialect(Dialect):
         if watch.channel != meta["channel"]:  # watched by unqualified name
             watch = dataclasses.replace(watch, schema=None, default_schema=meta["schema"])
         return "installed" if self.fingerprint(watch) == meta.get("fp") else "outdated"
-
-    def queue_usage(self) -> float:
-        """The fraction of the server's notification queue in use (0 to 1)."""
-        with self.engine.connect() as conn:
-            return float(conn.exec_driver_sql("SELECT pg_notification_queue_usage()").scalar_one())
-
-    def overflow_tables(self) -> list[dict[str, Any]]:
-        """Every sqlnotify overflow table, with how many payloads it stores."""
-        found = []
-        with self.engine.connect() as conn:
-            names = conn.execute(sa.text(OVERFLOW_TABLES_SQL), {"name": OVERFLOW_TABLE}).all()
-            for schema, name in names:
-                count = conn.exec_driver_sql(
-                    f"SELECT count(*) FROM {qualified(schema, name)}"
-                ).scalar_one()
-                found.append({"schema": schema, "table": name, "rows": count})
-        return found
 
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:
