@@ -17,8 +17,10 @@ from typing import IO, Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from sqlnotify import Notifier
+from sqlnotify.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -155,12 +157,20 @@ def as_pasted(pg_url: str, scheme: str) -> str:
     return scheme + "://" + pg_url.split("://", 1)[1]
 
 
-@pytest.mark.parametrize("command", ["", "listen", "status", "install", "uninstall", "sql"])
-def test_help_on_every_command(command: str) -> None:
-    result = run(*filter(None, [command]), "--help")
+def test_help_lists_every_command() -> None:
+    result = run("--help")
     assert result.returncode == 0, result.stderr
-    assert "Usage: sqlnotify" in result.stdout
-    assert len(result.stdout.splitlines()) > 3
+    assert result.stdout.startswith("Usage: sqlnotify")
+    for command in ("listen", "status", "install", "uninstall", "sql"):
+        assert f"  {command} " in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_help_on_every_command(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"], prog_name="sqlnotify")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: sqlnotify {command} [OPTIONS]")
+    assert len(result.output.splitlines()) > 5
 
 
 def test_python_dash_m() -> None:
@@ -320,7 +330,10 @@ import os
 
 import sqlalchemy as sa
 
+from click.testing import CliRunner
+
 from sqlnotify import Notifier
+from sqlnotify.cli import main
 
 engine = sa.create_engine(os.environ["APP_URL"])
 notifier = Notifier(engine)
