@@ -70,9 +70,22 @@ def engine_from_url(text: str) -> sa.Engine:
 
 def _open(url: str) -> sa.Engine:
     try:
-        return engine_from_url(url)
+        engine = engine_from_url(url)
     except SQLNotifyException as exc:
         raise click.ClickException(str(exc)) from None
+    _check_connect(engine)
+    return engine
+
+
+def _check_connect(engine: sa.Engine) -> None:
+    """Fail early, and say so plainly, when the database does not answer."""
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as exc:
+        raise click.ClickException(
+            f"cannot connect to the database {_describe_url(engine)}: {_first_line(exc)}"
+        ) from None
 
 
 def _describe_url(engine: sa.Engine) -> str:
@@ -365,6 +378,7 @@ def install(app: str) -> None:
     start without DDL rights.
     """
     notifier = load_notifier(app)
+    _check_connect(_engine_of(notifier))
     with _readable_errors(_engine_of(notifier)):
         states = notifier.install()
     for state in states:
@@ -376,6 +390,7 @@ def install(app: str) -> None:
 def uninstall(app: str) -> None:
     """Remove the triggers and functions your notifier declares."""
     notifier = load_notifier(app)
+    _check_connect(_engine_of(notifier))
     with _readable_errors(_engine_of(notifier)):
         dropped = notifier.uninstall()
     click.echo(f"removed {dropped} trigger(s)")
@@ -390,6 +405,7 @@ def sql(app: str) -> None:
     nothing is changed in it.
     """
     notifier = load_notifier(app)
+    _check_connect(_engine_of(notifier))
     with _readable_errors(_engine_of(notifier)):
         statements = notifier.ddl()
     for stmt in statements:

@@ -11,7 +11,19 @@ from collections.abc import Callable, Sequence
 from .dialects.base import RawNotification, Source
 from .exceptions import SQLNotifyListenerError
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "stop_requested"]
+
+_current = threading.local()
+
+
+def stop_requested() -> bool:
+    """Whether the listener whose thread calls this is stopping.
+
+    A :class:`Source` checks it while it connects, so :meth:`Listener.stop`
+    is prompt even when a server never answers a connection attempt.
+    """
+    stop: threading.Event | None = getattr(_current, "stop", None)
+    return stop is not None and stop.is_set()
 
 
 class Listener:
@@ -108,6 +120,7 @@ class Listener:
             pass
 
     def _run(self) -> None:
+        _current.stop = self._stop
         delay = self.INITIAL_DELAY
         first = True
         while not self._stop.is_set():

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 import blinker
@@ -18,7 +20,7 @@ from ._types import Converter, converter_for
 from ._watch import Watch
 from .events import ChangeEvent
 
-__all__ = ["Route", "Stats", "send_isolated"]
+__all__ = ["Route", "Stats", "ordered_receivers", "send_isolated"]
 
 
 class Stats:
@@ -128,6 +130,29 @@ class Route:
         )
 
 
+def ordered_receivers(signal: blinker.Signal, sender: Any) -> list[Callable[..., Any]]:
+    """The receivers of ``signal`` for ``sender``, in the order they were connected.
+
+    blinker yields them from a set, in no particular order; receivers of one
+    watch should run in the order the application subscribed them.
+    """
+    live = list(signal.receivers_for(sender))
+    if len(live) < 2:
+        return live
+    connected = [
+        ref() if isinstance(ref, weakref.ref) else ref for ref in signal.receivers.values()
+    ]
+
+    def position(receiver: Any) -> int:
+        for i, other in enumerate(connected):
+            if other is receiver or (isinstance(receiver, MethodType) and other == receiver):
+                return i
+        return len(connected)
+
+    live.sort(key=position)
+    return live
+
+
 def send_isolated(
     signal: blinker.Signal,
     sender: Any,
@@ -138,7 +163,7 @@ def send_isolated(
     """``signal.send`` where one receiver's exception does not stop the others."""
     if not signal.receivers:
         return
-    for receiver in signal.receivers_for(sender):
+    for receiver in ordered_receivers(signal, sender):
         try:
             receiver(sender, **kwargs)
         except Exception as exc:

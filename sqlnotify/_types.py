@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import re
 import uuid
@@ -12,15 +13,25 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import types as sqltypes
+from sqlalchemy.sql.sqltypes import _AbstractInterval
 
 Converter = Callable[[Any], Any]
 
 _FRACTION = re.compile(r"(\.\d{1,5})(?=[+-]|Z|$)")
+_HOURS_OFFSET = re.compile(r"[+-]\d\d$")
 
 
 def _pad_fraction(text: str) -> str:
     # Python 3.10's fromisoformat wants 3 or 6 fraction digits; PostgreSQL trims them.
     return _FRACTION.sub(lambda m: m.group(1).ljust(7, "0"), text)
+
+
+def _py310_iso(text: str) -> str:
+    """Rewrite PostgreSQL's ISO 8601 forms into the subset Python 3.10 parses."""
+    text = _pad_fraction(text)
+    if ":" in text and _HOURS_OFFSET.search(text):  # "+05" -> "+05:00"
+        text += ":00"
+    return text
 
 
 def to_datetime(value: Any) -> Any:
@@ -30,10 +41,7 @@ def to_datetime(value: Any) -> Any:
     try:
         return dt.datetime.fromisoformat(text)
     except ValueError:
-        text = _pad_fraction(text)
-        if len(text) > 3 and text[-3] in "+-" and text[-6] != ":":  # "+05" -> "+05:00"
-            text += ":00"
-        return dt.datetime.fromisoformat(text)
+        return dt.datetime.fromisoformat(_py310_iso(text))
 
 
 def to_date(value: Any) -> Any:
@@ -46,7 +54,7 @@ def to_time(value: Any) -> Any:
     try:
         return dt.time.fromisoformat(value)
     except ValueError:
-        return dt.time.fromisoformat(_pad_fraction(value))
+        return dt.time.fromisoformat(_py310_iso(value))
 
 
 def to_timedelta(value: Any) -> Any:
@@ -96,15 +104,70 @@ def _enum_converter(type_: sqltypes.Enum) -> Converter | None:
     return convert
 
 
+def _unwrap(type_: Any) -> Any:
+    """The type that decides the payload's JSON form.
+
+    ``Interval`` is a ``TypeDecorator`` over ``DateTime`` (for databases
+    without an interval type), but it is stored natively on PostgreSQL and
+    read back as a ``timedelta``: it is kept, not unwrapped.
+    """
+    t = type_
+    while isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, _AbstractInterval):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    return t
+
+
+def _decorators(type_: Any) -> list[sqltypes.TypeDecorator[Any]]:
+    """The ``TypeDecorator`` layers of ``type_`` that convert values read, outermost first."""
+    found = []
+    t = type_
+    while isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, _AbstractInterval):
+        own = type(t).process_result_value
+        if own.__code__ is not sqltypes.TypeDecorator.process_result_value.__code__:
+            found.append(t)
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    return found
+
+
+@functools.cache
+def _sa_dialect(name: str) -> Any:
+    # The dialects' base modules import no driver.
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql.base import PGDialect
+
+        return PGDialect()  # type: ignore[no-untyped-call]
+    from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+
+    return SQLiteDialect()
+
+
 def converter_for(type_: Any, dialect: str) -> Converter | None:
     """The converter for one column type, or ``None`` when JSON already gives the type.
 
     ``dialect`` is ``"postgresql"`` or ``"sqlite"``; SQLite stores booleans as
-    integers, JSON as text and BLOBs (hex-encoded in payloads) differently.
+    integers and BLOBs (hex-encoded in payloads) differently; JSON columns need
+    no converter on either, since both triggers embed the document itself.
+    A ``TypeDecorator``'s ``process_result_value`` is applied after the
+    conversion, as SQLAlchemy does when it reads the row.
     """
-    t = type_
-    if isinstance(t, sqltypes.TypeDecorator):
-        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    base = _base_converter(_unwrap(type_), dialect)
+    layers = _decorators(type_)
+    if not layers:
+        return base
+    sa_dialect = _sa_dialect(dialect)
+    inner_first = layers[::-1]
+
+    def convert(value: Any) -> Any:
+        if base is not None:
+            value = base(value)
+        for layer in inner_first:
+            value = layer.process_result_value(value, sa_dialect)
+        return value
+
+    return convert
+
+
+def _base_converter(t: Any, dialect: str) -> Converter | None:
     if isinstance(t, sqltypes.Enum):
         return _enum_converter(t)
     if isinstance(t, sqltypes.Boolean):
@@ -115,37 +178,68 @@ def converter_for(type_: Any, dialect: str) -> Converter | None:
         return to_date
     if isinstance(t, sqltypes.Time):
         return to_time
-    if isinstance(t, sqltypes.Interval):
+    if isinstance(t, _AbstractInterval):
         return to_timedelta if dialect == "postgresql" else to_datetime_delta_sqlite
+    if isinstance(t, sqltypes.Float):  # not a Numeric subclass in every SQLAlchemy version
+        return to_decimal if getattr(t, "asdecimal", False) else to_float
     if isinstance(t, sqltypes.Numeric):
-        if isinstance(t, sqltypes.Float) or not t.asdecimal:
-            return to_float if isinstance(t, sqltypes.Float) else None
-        return to_decimal
+        return to_decimal if t.asdecimal else None
     if isinstance(t, sqltypes.Uuid) and t.as_uuid:
         return to_uuid
     if isinstance(t, sqltypes.LargeBinary):
         return to_bytes_b64 if dialect == "postgresql" else to_bytes_hex
-    if isinstance(t, sqltypes.JSON):
-        return from_json_text if dialect == "sqlite" else None
     return None
 
 
 def to_datetime_delta_sqlite(value: Any) -> Any:
-    # SQLAlchemy stores an Interval on SQLite as a datetime after the epoch.
+    # SQLAlchemy stores an Interval on SQLite as a datetime after the epoch;
+    # notify() sends one as seconds.
     if isinstance(value, str):
         return to_datetime(value) - dt.datetime(1970, 1, 1)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
     return value
 
 
 def pg_value_sql(type_: Any, ref: str) -> str:
     """The SQL expression a PostgreSQL trigger puts in the payload for one column."""
-    t = type_
-    if isinstance(t, sqltypes.TypeDecorator):
-        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
-    if isinstance(t, sqltypes.Interval):
+    t = _unwrap(type_)
+    if isinstance(t, _AbstractInterval):
         return f"extract(epoch from {ref})"
     if isinstance(t, sqltypes.Numeric) and not isinstance(t, sqltypes.Float) and t.asdecimal:
         return f"{ref}::text"
     if isinstance(t, sqltypes.LargeBinary):
         return f"encode({ref}, 'base64')"
     return ref
+
+
+# SQLite renders REAL values in JSON with 15 significant digits, and version
+# 3.40 writes infinity as the invalid token ``Inf``.  Floats therefore travel
+# as text with 17 digits (exact round trip), and ``json_object`` never sees a
+# BLOB, which it rejects (that would fail the user's write).
+_SQLITE_FINITE = "{r} BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+
+
+def sqlite_value_sql(type_: Any, ref: str) -> str:
+    """The SQL expression an SQLite trigger puts in the payload for one column.
+
+    Never raises inside the trigger, whatever the column holds (SQLite lets
+    any column hold any type).
+    """
+    t = type_
+    if isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, sqltypes.Interval):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    if isinstance(t, sqltypes.LargeBinary):
+        return f"CASE WHEN {ref} IS NULL THEN NULL ELSE hex({ref}) END"
+    real = f"CASE WHEN {_SQLITE_FINITE.format(r=ref)} THEN {ref} ELSE printf('%!.17g', {ref}) END"
+    if isinstance(t, sqltypes.Float):
+        real = f"printf('%!.17g', {ref})"
+    elif isinstance(t, sqltypes.Numeric) and t.asdecimal:
+        real = f"printf('%!.15g', {ref})"
+    if isinstance(t, sqltypes.JSON):
+        text = f"CASE WHEN json_valid({ref}) THEN json({ref}) ELSE {ref} END"
+        return (
+            f"CASE typeof({ref}) WHEN 'text' THEN {text} WHEN 'blob' THEN hex({ref})"
+            f" WHEN 'real' THEN {real} ELSE {ref} END"
+        )
+    return f"CASE typeof({ref}) WHEN 'blob' THEN hex({ref}) WHEN 'real' THEN {real} ELSE {ref} END"

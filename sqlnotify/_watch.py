@@ -204,10 +204,16 @@ class Watch:
 
     @property
     def channel(self) -> str:
-        """The notification channel, also the trigger's and its function's name."""
+        """The notification channel, also the trigger's and its function's name.
+
+        It names the effective schema even for an unqualified table, because
+        channels are database-wide: two schemas' ``orders`` tables must not
+        share one.
+        """
         parts = [self.table, self.operation.value]
-        if self.schema:
-            parts.insert(0, self.schema)
+        schema = self.effective_schema
+        if schema:
+            parts.insert(0, schema)
         if self.channel_label:
             parts.append(self.channel_label)
         return object_name(*parts)

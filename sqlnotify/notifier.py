@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from ._dispatch import Dispatcher
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
-from ._route import Route, Stats, receiver_name, send_isolated
+from ._route import Route, Stats, ordered_receivers, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
@@ -44,7 +45,7 @@ _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: Any, binary: str = "base64") -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -52,6 +53,8 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if binary == "hex":
+            return bytes(value).hex()
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, enum.Enum):
         return value.name
@@ -153,7 +156,7 @@ class Notifier:
         self.install_states: list[InstallState] = []
         self._maintenance: Periodic | None = None
         self._large = LargeRows(self._dialect, self.stats, self.log, self._drop)
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, bool]] = set()
 
     # -- introspection --------------------------------------------------------
     @property
@@ -383,8 +386,8 @@ class Notifier:
     def install(self) -> list[InstallState]:
         """Install (or update) the triggers of every watch without starting the listener."""
         with self._lock:
-            watches = self.prepare()
             try:
+                watches = self.prepare()
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, cleanup_first=self.cleanup_on_start
                 )
@@ -424,12 +427,21 @@ class Notifier:
                         statements.append(stmt)
             return statements
 
+    def _start_maintenance(self) -> None:
+        """Start pruning the overflow tables (once there is one to prune)."""
+        interval = self._dialect.overflow_prune_interval
+        if self._maintenance is None and interval and self._dialect.overflow_retention:
+            self._maintenance = Periodic(self.prune_overflow, interval, log=self.log)
+            self._maintenance.start()
+
     def prune_overflow(self) -> int:
         """Delete stored overflow payloads older than the retention period; return how many.
 
         A running notifier calls it by itself every ``overflow_prune_interval``
         seconds on its ``sqlnotify-maintenance`` thread, for the schemas of its
-        watches; calling it by hand is only useful without a listener.
+        watches, once one of them has an overflow table (a watch with
+        ``use_overflow_table=True``, or an earlier ``notify()`` through it);
+        calling it by hand is only useful without a listener.
         """
         retention = self._dialect.overflow_retention
         if retention is None:
@@ -479,11 +491,11 @@ class Notifier:
                 raise
             self._dispatcher = dispatcher
             self._listener = listener
-            interval = self._dialect.overflow_prune_interval
-            if interval is not None and self._dialect.overflow_retention is not None:
-                self._maintenance = Periodic(self.prune_overflow, interval, log=self.log)
-                self._maintenance.start()
+            self._dialect.attach(listener.wake)
             self._running = True
+            schemas = {w.effective_schema for w in watches}
+            if any(w.use_overflow_table for w in watches) or self._dialect.has_overflow(schemas):
+                self._start_maintenance()
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
     def stop(self, cleanup: bool | None = None) -> None:
@@ -499,6 +511,7 @@ class Notifier:
             self._running = False
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
+            self._dialect.detach()
             if self._maintenance is not None:
                 self._maintenance.stop(self.STOP_TIMEOUT)
                 self._maintenance = None
@@ -529,15 +542,18 @@ class Notifier:
     ) -> tuple[str, str]:
         """The channel and payload text :meth:`notify` would send (checks included)."""
         entry = self._entry(model, operation, channel_label)
-        if entry.watch is None:
-            self.prepare()
+        if entry.watch is None or entry.watch.default_schema is None:
+            self.prepare()  # reflects tables given by name, resolves the default schema
         assert entry.watch is not None
         if not isinstance(payload, Mapping):
             raise SQLNotifyConfigurationError(
                 f"payload must be a mapping of column names to values, not {type(payload).__name__}"
             )
         row = json.dumps(
-            dict(payload), default=_json_default, separators=(",", ":"), ensure_ascii=False
+            dict(payload),
+            default=functools.partial(_json_default, binary=self._dialect.binary_encoding),
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
         # A fixed-width timestamp keeps the size of a given payload stable.
         body = f'{{"ts":{time.time():.6f},"row":{row},"custom":true}}'
@@ -589,6 +605,10 @@ class Notifier:
             watch = self._entry(model, operation, channel_label).watch
             assert watch is not None
             self._dialect.send_overflow(watch.effective_schema, channel, body)
+            if self._running and self._maintenance is None:
+                with self._lock:
+                    if self._running:
+                        self._start_maintenance()
         else:
             self._dialect.send(channel, body)
 
@@ -627,7 +647,9 @@ class Notifier:
                     return
                 event = route.decode(data)
             except Exception as exc:
-                self._drop(channel, f"undecodable payload ({type(exc).__name__}: {exc})", n.payload)
+                # The exception's text may quote a row value: DEBUG only.
+                self.log.debug("cannot decode a payload on %r: %s", channel, exc)
+                self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             stats.received += 1
             if event.status != "complete":
@@ -647,7 +669,8 @@ class Notifier:
             try:
                 parsed = json.loads(n.payload)
             except ValueError as exc:
-                self._drop(n.channel, f"undecodable payload (ValueError: {exc})", n.payload)
+                self.log.debug("cannot decode a payload on %r: %s", n.channel, exc)
+                self._drop(n.channel, "undecodable payload (ValueError)", n.payload)
                 continue
             if type(parsed) is not dict:
                 self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
@@ -657,7 +680,9 @@ class Notifier:
             try:
                 event = item.route.decode(item.data, item.status)
             except Exception as exc:
-                reason = f"undecodable payload ({type(exc).__name__}: {exc})"
+                # The exception's text may quote a row value: DEBUG only.
+                self.log.debug("cannot decode a payload on %r: %s", item.route.channel, exc)
+                reason = f"undecodable payload ({type(exc).__name__})"
                 self._drop(item.route.channel, reason, item.raw)
                 continue
             self.stats.received += 1
@@ -667,9 +692,18 @@ class Notifier:
 
     def _incomplete(self, route: Route, event: ChangeEvent) -> None:
         self.stats.truncated += 1
-        if route.channel in self._warned:
+        lost = event.status == "lost"
+        if (route.channel, lost) in self._warned:
             return
-        self._warned.add(route.channel)
+        self._warned.add((route.channel, lost))
+        if lost:
+            self.log.warning(
+                "a row of %s was too large for one notification, and so were its keys alone;"
+                " the event carries no values (use_overflow_table=True delivers it whole)."
+                " This is logged once per watch.",
+                route.watch.describe(),
+            )
+            return
         self.log.warning(
             "rows of %s are too large for one notification: their events are sent by key and"
             " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
@@ -684,7 +718,7 @@ class Notifier:
         signal = route.signal
         if signal.receivers:
             sender = route.sender
-            for receiver in signal.receivers_for(sender):
+            for receiver in ordered_receivers(signal, sender):
                 try:
                     receiver(sender, event=event)
                 except Exception as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -384,3 +385,30 @@ def test_bad_or_expired_references_are_dropped_and_counted(
         assert "987654" in dropped[2] and "no longer stored" in dropped[2]
     finally:
         signals.notification_dropped.disconnect(on_drop, sender=notifier)
+
+
+def test_pruning_starts_with_the_first_overflowed_notify(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema)
+    rec = EventRecorder()
+
+    def setup(n: Notifier) -> None:
+        n.watch(table, "insert", extra_columns=["body"])
+        n.subscribe(table, "insert")(rec)
+
+    def maintenance_threads() -> int:
+        return sum(t.name == "sqlnotify-maintenance" for t in threading.enumerate())
+
+    before = maintenance_threads()
+    notifier = started(
+        notifiers, pg_engine, setup, overflow_retention=1, overflow_prune_interval=0.2
+    )
+    assert maintenance_threads() == before, "nothing to prune yet: no thread"
+    notifier.notify(table, "insert", {"id": 1, "body": "n" * 9000}, use_overflow_table=True)
+    (event,) = rec.wait_for(1, timeout=10)
+    assert event.extra_columns["body"] == "n" * 9000
+    assert maintenance_threads() == before + 1
+    wait_until(lambda: overflow_rows(pg_engine, schema) == 0, 15, "the payload pruned")
+    notifier.stop()
+    assert maintenance_threads() == before

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
@@ -87,6 +87,8 @@ class Dialect(abc.ABC):
     overflow_prune_interval: float | None = None
     #: Most rows one bounded DELETE of the prune removes.
     overflow_prune_batch: int = 500
+    #: How :meth:`Notifier.notify` spells ``bytes`` values: ``"base64"`` or ``"hex"``.
+    binary_encoding: str = "base64"
 
     def __init__(self, engine: sa.Engine, log: logging.Logger, options: dict[str, Any]) -> None:
         self.engine = engine
@@ -138,6 +140,17 @@ class Dialect(abc.ABC):
     def open_source(self, channels: Sequence[str]) -> Source:
         """Connect, listen on ``channels`` and prove it with a round trip."""
 
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Called by :meth:`Notifier.start` with the listener's ``wake``.
+
+        A dialect whose listener polls calls ``wake`` when the notifier's own
+        engine commits, so changes made in this process are found at once.
+        ``wake`` is thread-safe and never blocks.  The default does nothing.
+        """
+
+    def detach(self) -> None:
+        """Undo :meth:`attach` (called by :meth:`Notifier.stop`)."""
+
     def close(self) -> None:
         """Release what the dialect holds (pools it created)."""
 
@@ -147,6 +160,10 @@ class Dialect(abc.ABC):
         raise SQLNotifyConfigurationError(
             f"the {self.name} dialect has no overflow table; its notifications have no size limit"
         )
+
+    def has_overflow(self, schemas: set[str | None]) -> bool:
+        """Whether any of ``schemas`` has an overflow table to prune."""
+        return False
 
     def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
         """Stored payloads by id, as ``{id: (channel, payload)}``."""

@@ -18,9 +18,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._listener import stop_requested
 from .._names import digest, qualified, quote_ident, quote_literal
 from .._watch import Watch, WatchRequest
-from ..exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
+from ..exceptions import (
+    SQLNotifyConfigurationError,
+    SQLNotifyIdentifierSizeError,
+    SQLNotifyListenerError,
+)
 from ._pg_large import OverflowStore, pairs, positive
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 
@@ -28,6 +33,10 @@ __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 
 #: PostgreSQL rejects NOTIFY payloads of 8000 bytes or more.
 MAX_PAYLOAD = 7999
+#: PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1).
+MAX_IDENTIFIER = 63
+#: While connecting, check this often whether the listener is stopping.
+STOP_CHECK = 0.2
 #: Comment prefix marking objects sqlnotify created (``COMMENT ON FUNCTION``).
 MARKER = "sqlnotify:"
 #: Key of the transaction-level advisory lock that serialises installation.
@@ -143,7 +152,11 @@ def listener_dsn(url: sa.URL) -> dict[str, Any]:
             kwargs["sslmode"] = mapping.get(text.lower(), text)
         elif key in _LIBPQ_KEYWORDS:
             kwargs[key] = text
-    kwargs.setdefault("application_name", "sqlnotify")
+    # The listener's session must be recognisable in pg_stat_activity.
+    app = kwargs.get("application_name")
+    kwargs["application_name"] = (
+        f"{app}/sqlnotify" if app and "sqlnotify" not in app else app or "sqlnotify"
+    )
     kwargs.setdefault("connect_timeout", "10")
     kwargs.setdefault("keepalives", "1")
     kwargs.setdefault("keepalives_idle", "10")
@@ -233,6 +246,10 @@ class PostgresDialect(Dialect):
     def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
         return self.overflow.send(schema, channel, payload)
 
+    def has_overflow(self, schemas: set[str | None]) -> bool:
+        with self.engine.connect() as conn:
+            return len(self.overflow.missing(conn, schemas)) < len(schemas)
+
     def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
         return self.overflow.fetch(schema, ids)
 
@@ -286,7 +303,21 @@ class PostgresDialect(Dialect):
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
+    def check_names(self, watch: Watch) -> None:
+        """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes)."""
+        names = [("schema", watch.effective_schema or ""), ("table", watch.table)]
+        names += [("column", c) for c in (*watch.payload_columns, *watch.trigger_columns)]
+        for what, name in names:
+            size = len(name.encode("utf-8"))
+            if size > MAX_IDENTIFIER:
+                raise SQLNotifyIdentifierSizeError(
+                    f"the {what} name {name!r} of the watch ({watch.describe()}) is {size}"
+                    f" bytes; PostgreSQL identifiers are at most {MAX_IDENTIFIER} bytes, so no"
+                    " such object can exist: use the name as the database stores it"
+                )
+
     def ddl(self, watch: Watch) -> list[str]:
+        self.check_names(watch)
         first = self.overflow.ddl(watch.effective_schema) if watch.use_overflow_table else []
         return [
             *first,
@@ -332,6 +363,8 @@ class PostgresDialect(Dialect):
     def install(
         self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
     ) -> list[InstallState]:
+        for watch in watches:
+            self.check_names(watch)
         overflow = {w.effective_schema for w in watches if w.use_overflow_table}
         with self.engine.connect() as conn:
             found = self._installed(conn)
@@ -506,6 +539,11 @@ class PostgresSource(Source):
         self._poller_wake = -1
         self.backend_pid: int = conn.info.backend_pid
 
+    @staticmethod
+    def _check_stop() -> None:
+        if stop_requested():
+            raise SQLNotifyListenerError("the listener is stopping")
+
     def _complete(self, deadline: float) -> None:
         """Drive the pending asynchronous operation to completion within ``deadline``."""
         ext = self._ext
@@ -517,7 +555,8 @@ class PostgresSource(Source):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SQLNotifyListenerError("the server did not answer the listener in time")
-            wait_fd(conn.fileno(), remaining, write=state == ext.POLL_WRITE)
+            wait_fd(conn.fileno(), min(remaining, STOP_CHECK), write=state == ext.POLL_WRITE)
+            self._check_stop()
 
     def _await_ping(self, deadline: float) -> None:
         conn = self._conn
@@ -533,7 +572,8 @@ class PostgresSource(Source):
                     " never came back (is it a transaction-mode pooler such as PgBouncer?"
                     " connect the listener to the server directly)"
                 )
-            wait_fd(self._fd, remaining)
+            wait_fd(self._fd, min(remaining, STOP_CHECK))
+            self._check_stop()
             conn.poll()
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:

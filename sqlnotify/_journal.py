@@ -1,0 +1,126 @@
+"""Reading an append-only change log in order, from a remembered position.
+
+A database that keeps its changes in a table (SQLite's change log; a durable
+journal) supplies one function, ``fetch(after, limit)``, returning up to
+``limit`` rows ``(position, channel, payload)`` with ``position > after`` in
+ascending order.  :class:`JournalReader` owns the position: it reads in
+batches, keeps the channels it serves, stamps each payload with its position
+(``"pos"``), and reports positions that vanished before it read them.
+
+The reader knows no SQL and no driver, so every dialect shares it.  It is used
+by one thread at a time (the listener's).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+
+from .dialects.base import Notification
+
+__all__ = ["Fetch", "JournalReader", "with_position"]
+
+#: ``fetch(after, limit)`` -> rows ``(position, channel, payload)``, ascending.
+Fetch = Callable[[int, int], Sequence[tuple[int, str, str]]]
+
+
+def with_position(payload: str, position: int) -> str:
+    """``payload`` (a JSON object's text) with ``"pos": position`` added."""
+    body = payload.rstrip()
+    if not body.endswith("}"):
+        return payload  # not an object: left for the decoder to reject
+    head = body[:-1].rstrip()
+    sep = "" if head.endswith("{") else ","
+    return f'{head}{sep}"pos":{position}}}'
+
+
+class JournalReader:
+    """A position in an ordered log and the logic to read past it.
+
+    :param position: the last position already consumed; reading returns
+        rows after it.
+    :param channels: the channels to return; rows of other channels are
+        skipped (the position still moves past them).  ``None``: all.
+    :param contiguous: positions have no holes (each row's position is the
+        previous one plus one), so a hole means rows were removed before this
+        reader saw them, which is reported through ``on_gap`` and counted.
+    :param on_gap: called as ``on_gap(first, last)`` with the missing
+        positions, on the reading thread.
+    :param batch_size: rows per ``fetch`` call.
+    """
+
+    def __init__(
+        self,
+        position: int,
+        channels: Collection[str] | None = None,
+        *,
+        contiguous: bool = False,
+        on_gap: Callable[[int, int], None] | None = None,
+        batch_size: int = 1000,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.position = position
+        self.channels = frozenset(channels) if channels is not None else None
+        self.contiguous = contiguous
+        self.on_gap = on_gap
+        self.batch_size = batch_size
+        self.log = log or logging.getLogger("sqlnotify")
+        #: The last read stopped at its row limit: more rows are waiting.
+        self.more = False
+        #: How many positions vanished before this reader saw them.
+        self.missed = 0
+        #: How many holes were found.
+        self.gaps = 0
+
+    def read(self, fetch: Fetch, max_rows: int = 10_000) -> list[Notification]:
+        """Read rows after the position (at most about ``max_rows``) and advance past them."""
+        out: list[Notification] = []
+        append = out.append
+        channels = self.channels
+        pos = self.position
+        batch = self.batch_size
+        seen = 0
+        self.more = False
+        while True:
+            try:
+                rows = fetch(pos, batch)
+            except Exception:
+                if pos == self.position:
+                    raise
+                # Hand out what was read; the next read meets the error again.
+                self.more = True
+                break
+            for seq, channel, payload in rows:
+                if self.contiguous and seq != pos + 1:
+                    self._gap(pos + 1, seq - 1)
+                pos = seq
+                if channels is None or channel in channels:
+                    append(Notification(channel, with_position(payload, seq)))
+            seen += len(rows)
+            if len(rows) < batch:
+                break
+            if seen >= max_rows:
+                self.more = True
+                break
+        self.position = pos
+        return out
+
+    def _gap(self, first: int, last: int) -> None:
+        if last < first:
+            return
+        count = last - first + 1
+        self.gaps += 1
+        self.missed += count
+        self.log.warning(
+            "change log positions %d to %d (%d rows) were removed before this listener read"
+            " them; their events are lost (was the listener behind by more than the retention"
+            " period?)",
+            first,
+            last,
+            count,
+        )
+        if self.on_gap is not None:
+            try:
+                self.on_gap(first, last)
+            except Exception:
+                self.log.exception("a change log gap handler failed")

@@ -1,0 +1,66 @@
+"""Small helpers shared by the PostgreSQL core tests (not fixtures: plain functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase
+
+from sqlnotify import Notifier
+
+TIMEOUT = 10.0
+
+
+def new_base() -> type[DeclarativeBase]:
+    """A fresh declarative base, so each test's models have their own metadata."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    return Base
+
+
+def make_notifier(notifiers: list[Notifier], engine: Any, **options: Any) -> Notifier:
+    """A notifier the ``notifiers`` fixture stops at teardown."""
+    notifier = Notifier(engine, **options)
+    notifiers.append(notifier)
+    return notifier
+
+
+def execute(engine: sa.Engine, sql: str, params: Any = None) -> None:
+    """Run one statement in its own committed transaction."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), params or {})
+
+
+def scalar(engine: sa.Engine, sql: str, params: Any = None) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params or {}).scalar()
+
+
+def sqlnotify_functions(engine: sa.Engine, schema: str) -> list[str]:
+    """Names of the sqlnotify trigger functions in ``schema``."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                " WHERE n.nspname = :s AND p.proname LIKE 'sqlnotify%' ORDER BY 1"
+            ),
+            {"s": schema},
+        )
+        return [r[0] for r in rows]
+
+
+def triggers(engine: sa.Engine, schema: str, table: str) -> list[str]:
+    """Names of the user-visible triggers on one table."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = :s AND c.relname = :t AND NOT t.tgisinternal ORDER BY 1"
+            ),
+            {"s": schema, "t": table},
+        )
+        return [r[0] for r in rows]

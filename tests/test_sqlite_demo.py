@@ -1,0 +1,59 @@
+"""The README's first command: ``python -m sqlnotify demo``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from sqlite_support import ROOT
+
+pytestmark = pytest.mark.sqlite
+
+
+def demo(*args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen(
+        [sys.executable, "-m", "sqlnotify", "demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_demo_runs_and_cleans_up() -> None:
+    proc = demo("--seconds", "1.5", "--rate", "40")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    events = re.findall(r"^  (insert|update|delete) +id=(\d+) .* +(\d+\.\d\d) ms$", out, re.M)
+    assert {op for op, _, _ in events} == {"insert", "update", "delete"}, out
+    received = re.search(r"^received (\d+) of (\d+) changes$", out, re.M)
+    assert received is not None, out
+    assert int(received.group(1)) == int(received.group(2)) == len(events)
+    assert re.search(r"^write to receipt: median \d+\.\d\d ms", out, re.M)
+    pid = re.search(r"another process \(pid (\d+)\)", out)
+    assert pid is not None and int(pid.group(1)) != proc.pid
+    removed = re.search(r"^removed (.+)$", out, re.M)
+    assert removed is not None and not os.path.exists(removed.group(1))
+
+
+def test_demo_stops_on_ctrl_c() -> None:
+    proc = demo("--seconds", "60")
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if re.match(r"^  (insert|update|delete) ", line):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    text = "".join(lines) + out
+    assert "interrupted; received" in text
+    removed = re.search(r"^removed (.+)$", text, re.M)
+    assert removed is not None and not os.path.exists(removed.group(1))
