@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def items_db(sqlite_path: str) -> sa.Engine:
     return engine
 
 
-def test_listen_on_sqlite(sqlite_path: str, items_db: sa.Engine) -> None:
+def test_listen_on_sqlite_stops_on_ctrl_c(sqlite_path: str, items_db: sa.Engine) -> None:
     proc = Running("listen", f"sqlite:///{sqlite_path}", "items", "--columns", "item,qty")
     try:
         proc.wait_stderr("listening")
@@ -38,7 +39,7 @@ def test_listen_on_sqlite(sqlite_path: str, items_db: sa.Engine) -> None:
             conn.exec_driver_sql("DELETE FROM items WHERE id = 2")
         lines = proc.json_lines(4)
     finally:
-        code = proc.stop()
+        code = proc.stop(signal.SIGINT)
         items_db.dispose()
     assert code == 0, proc.err_lines
     assert [(x["operation"], x["id"], x["extra_columns"]) for x in lines] == [
