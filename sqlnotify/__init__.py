@@ -7,6 +7,7 @@ receivers (and, through the asyncio bridge, to ``async def`` callbacks).
 
 from __future__ import annotations
 
+from ._aio import EventStream
 from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
@@ -14,6 +15,7 @@ from .exceptions import (
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
     SQLNotifyPayloadSizeError,
+    SQLNotifyStreamOverflowError,
     SQLNotifyUnSupportedDatabaseProviderError,
 )
 from .notifier import Notifier
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChangeEvent",
+    "EventStream",
     "Notifier",
     "Operation",
     "SQLNotifyConfigurationError",
@@ -29,6 +32,7 @@ __all__ = [
     "SQLNotifyIdentifierSizeError",
     "SQLNotifyListenerError",
     "SQLNotifyPayloadSizeError",
+    "SQLNotifyStreamOverflowError",
     "SQLNotifyUnSupportedDatabaseProviderError",
     "__version__",
 ]

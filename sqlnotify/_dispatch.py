@@ -59,6 +59,11 @@ class Dispatcher:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def ident(self) -> int | None:
+        """The thread's identifier once started."""
+        return self._thread.ident
+
     def _run(self) -> None:
         get = self.queue.get
         handle = self._handle

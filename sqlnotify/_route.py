@@ -24,9 +24,15 @@ __all__ = ["Route", "Stats", "ordered_receivers", "send_isolated"]
 
 
 class Stats:
-    """Counters shared by the listener and dispatcher threads (each counter has one writer)."""
+    """Counters kept by the notifier's threads.
+
+    Counters written from more than one thread (``receiver_errors``,
+    ``async_abandoned``, ``stream_dropped``: the dispatcher and an event
+    loop) are updated under ``lock``; the others have a single writer.
+    """
 
     __slots__ = (
+        "async_abandoned",
         "dispatched",
         "dropped",
         "hydrated",
@@ -35,6 +41,7 @@ class Stats:
         "received",
         "receiver_errors",
         "reconnects",
+        "stream_dropped",
         "truncated",
     )
 
@@ -48,6 +55,8 @@ class Stats:
         self.truncated = 0
         self.overflowed = 0
         self.hydrated = 0
+        self.async_abandoned = 0
+        self.stream_dropped = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -59,6 +68,8 @@ class Stats:
             "truncated": self.truncated,
             "overflowed": self.overflowed,
             "hydrated": self.hydrated,
+            "async_abandoned": self.async_abandoned,
+            "stream_dropped": self.stream_dropped,
         }
 
 

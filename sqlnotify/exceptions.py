@@ -10,6 +10,7 @@ them all::
      +-- SQLNotifyIdentifierSizeError       a name cannot be made to fit the database's limit
      +-- SQLNotifyListenerError             the listener could not connect or listen
      +-- SQLNotifyForkError                 a notifier started before fork() was used in the child
+     +-- SQLNotifyStreamOverflowError       a stream with overflow="raise" overflowed
 
 Messages name the model, column or channel at fault and say what would be
 valid.  Driver errors are wrapped at the boundary with ``raise ... from exc``,
@@ -28,6 +29,7 @@ __all__ = [
     "SQLNotifyIdentifierSizeError",
     "SQLNotifyListenerError",
     "SQLNotifyPayloadSizeError",
+    "SQLNotifyStreamOverflowError",
     "SQLNotifyUnSupportedDatabaseProviderError",
 ]
 
@@ -71,6 +73,20 @@ class SQLNotifyListenerError(SQLNotifyException):
 
 class SQLNotifyForkError(SQLNotifyException):
     """A notifier started before ``fork()`` was used in the child process."""
+
+
+class SQLNotifyStreamOverflowError(SQLNotifyException):
+    """An event stream created with ``overflow="raise"`` had to drop an event.
+
+    Raised in the stream's consumer after the events buffered before the
+    overflow; the stream has ended.
+
+    :ivar maxsize: the stream's buffer size.
+    """
+
+    def __init__(self, message: str, *, maxsize: int) -> None:
+        super().__init__(message)
+        self.maxsize = maxsize
 
 
 # Shorter aliases.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
 import decimal
 import enum
 import functools
+import inspect
 import json
 import logging
 import threading
@@ -22,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import signals
+from ._aio import EventStream, LoopBridge, LoopThread
 from ._dispatch import Dispatcher
 from ._large import LargeRows, Pending
 from ._listener import Listener
@@ -103,6 +106,9 @@ class Notifier:
     :param cleanup_on_stop: remove the watches' triggers when :meth:`stop`
         runs (by default they stay, so a restart needs no DDL).
     :param start_timeout: how long :meth:`start` waits for the listener.
+    :param drain_timeout: how long :meth:`stop` and :meth:`astop` wait for
+        ``async def`` callbacks already queued or running before cancelling
+        them (and logging how many).
     :param dialect_options: options for the database's dialect (see the
         SQLite section of the documentation).  PostgreSQL takes
         ``overflow_retention`` (seconds a payload stays in the overflow
@@ -110,9 +116,13 @@ class Notifier:
         two prunes; default 60) and ``overflow_prune_batch`` (most rows one
         DELETE removes; default 500).
 
-    Threads: receivers connected with :meth:`subscribe` or :meth:`signal` run
-    on the notifier's dispatcher thread (``sqlnotify-dispatcher``), one event
-    at a time, in the order the database committed them.
+    Threads: plain receivers connected with :meth:`subscribe` or
+    :meth:`signal` run on the notifier's dispatcher thread
+    (``sqlnotify-dispatcher``), one event at a time, in the order the
+    database committed them.  ``async def`` callbacks run on the event loop
+    that called :meth:`astart` (or, after :meth:`start`, on a private loop
+    thread named ``sqlnotify-asyncio``), one at a time per subscription, in
+    the same order.
     """
 
     #: Bound on joining each thread in :meth:`stop`.
@@ -127,6 +137,7 @@ class Notifier:
         *,
         cleanup_on_stop: bool = False,
         start_timeout: float = 30.0,
+        drain_timeout: float = 10.0,
         **dialect_options: Any,
     ) -> None:
         if isinstance(db_engine, AsyncEngine):
@@ -143,6 +154,7 @@ class Notifier:
         self.cleanup_on_start = cleanup_on_start
         self.cleanup_on_stop = cleanup_on_stop
         self.start_timeout = start_timeout
+        self.drain_timeout = drain_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
         dialect_cls = get_dialect_class(sync_engine.dialect.name)
         self._dialect: Dialect = dialect_cls(sync_engine, self.log, dict(dialect_options))
@@ -152,6 +164,10 @@ class Notifier:
         self._listener: Listener | None = None
         self._dispatcher: Dispatcher | None = None
         self._running = False
+        self._bridge: LoopBridge | None = None
+        self._bridge_lock = threading.Lock()
+        self._wants_loop = False
+        self._streams: set[EventStream] = set()
         self.stats = Stats()
         self.install_states: list[InstallState] = []
         self._maintenance: Periodic | None = None
@@ -182,6 +198,20 @@ class Notifier:
     @property
     def listener_thread_name(self) -> str | None:
         return self._listener.name if self._listener else None
+
+    @property
+    def callback_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop ``async def`` callbacks run on while running, else ``None``."""
+        bridge = self._bridge
+        return bridge.loop if bridge is not None else None
+
+    @property
+    def loop_thread(self) -> threading.Thread | None:
+        """The private event-loop thread (only after :meth:`start` with async callbacks)."""
+        bridge = self._bridge
+        if bridge is None or bridge.thread is None:
+            return None
+        return bridge.thread.thread
 
     # -- configuration --------------------------------------------------------
     def watch(
@@ -292,7 +322,9 @@ class Notifier:
         where ``sender`` is the watched model class (or the
         :class:`~sqlalchemy.Table`, or the table name string as given to
         :meth:`watch`), so ``sig.connect(fn, sender=User)`` works.  They run
-        on the dispatcher thread.
+        on the dispatcher thread, so connect plain functions here; an
+        ``async def`` function goes through :meth:`subscribe`, which runs it
+        on the event loop.
         """
         return self._entry(model_or_name, operation, channel_label).signal
 
@@ -313,8 +345,11 @@ class Notifier:
             must be in the watch's payload (a key or an extra column).
 
         The function is returned unchanged.  A plain function runs on the
-        dispatcher thread; an ``async def`` function runs on the event loop
-        (see the asyncio documentation).
+        dispatcher thread.  An ``async def`` function (or an object whose
+        ``__call__`` is one) runs on the event loop that called
+        :meth:`astart`, or on the notifier's private loop thread after
+        :meth:`start`; its calls for one subscription never overlap and
+        follow commit order.  The dispatcher never waits for it.
         """
         entry = self._entry(model_or_name, operation, channel_label)
         checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
@@ -325,13 +360,133 @@ class Notifier:
             receiver = self._make_receiver(fn, checked)
             if entry.watch is None and filters:
                 entry.pending_filters.append((filters, receiver))
+            if isinstance(receiver, _AsyncSubscription) and self._running:
+                self._ensure_loop()
             entry.signal.connect(receiver, weak=False)
             return fn
 
         return decorator
 
     def _make_receiver(self, fn: Callable[..., Any], filters: tuple[tuple[str, Any], ...]) -> Any:
+        if _is_async_callable(fn):
+            self._wants_loop = True
+            return _AsyncSubscription(fn, filters, self._submit_async)
         return _Subscription(fn, filters)
+
+    def stream(
+        self,
+        model_or_name: Any,
+        operation: Operation | str,
+        filters: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        channel_label: str | None = None,
+        maxsize: int = 1000,
+        overflow: str = "drop_oldest",
+        block_timeout: float = 1.0,
+    ) -> EventStream:
+        """An async iterator over one watch's events: ``async for event in notifier.stream(...)``.
+
+        Events are buffered from the moment this returns.  The stream ends
+        once the notifier stops (after the buffered events are read) or when
+        it is closed (``await stream.aclose()``, or leaving ``async with``).
+
+        :param filters: as for :meth:`subscribe`.
+        :param maxsize: the buffer's size, in events.
+        :param overflow: what happens when the buffer is full:
+            ``"drop_oldest"`` (default), ``"drop_newest"``, ``"block"`` (the
+            dispatcher thread waits up to ``block_timeout`` seconds, then
+            drops the arriving event) or ``"raise"`` (the reader gets
+            :class:`~sqlnotify.exceptions.SQLNotifyStreamOverflowError`).
+            Every drop is counted, logged and signalled
+            (:data:`sqlnotify.signals.stream_overflow`); see :class:`EventStream`.
+        """
+        entry = self._entry(model_or_name, operation, channel_label)
+        checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
+        stream = EventStream(
+            signal=entry.signal,
+            log=self.log,
+            description=(
+                entry.watch.describe()
+                if entry.watch is not None
+                else f"{describe_target(entry.request.target)} {entry.request.operation.value}"
+            ),
+            maxsize=maxsize,
+            overflow=overflow,
+            block_timeout=block_timeout,
+            on_drop=self._stream_dropped,
+            on_end=self._stream_ended,
+        )
+        receiver = _Subscription(stream.put, checked)
+        stream.receiver = receiver
+        if entry.watch is None and filters:
+            entry.pending_filters.append((filters, receiver))
+        with self._bridge_lock:
+            self._streams.add(stream)
+        entry.signal.connect(receiver, weak=False)
+        return stream
+
+    def _stream_dropped(self, stream: EventStream, event: ChangeEvent) -> None:
+        with self.stats.lock:
+            self.stats.stream_dropped += 1
+        send_isolated(
+            signals.stream_overflow,
+            self,
+            self.log,
+            stream=stream,
+            event=event,
+            policy=stream.overflow,
+        )
+
+    def _stream_ended(self, stream: EventStream) -> None:
+        with self._bridge_lock:
+            self._streams.discard(stream)
+
+    def _end_streams(self) -> None:
+        with self._bridge_lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.end()
+
+    # -- the asyncio bridge -----------------------------------------------------
+    def _new_bridge(self, loop: asyncio.AbstractEventLoop | None) -> LoopBridge:
+        thread = None
+        if loop is None:
+            thread = LoopThread(self.log)
+            thread.start(self.STOP_TIMEOUT)
+            loop = thread.loop
+        return LoopBridge(
+            loop,
+            log=self.log,
+            on_error=self._receiver_failed,
+            on_abandoned=self._count_abandoned,
+            thread=thread,
+        )
+
+    def _ensure_loop(self) -> LoopBridge:
+        with self._bridge_lock:
+            bridge = self._bridge
+            if bridge is None:
+                bridge = self._bridge = self._new_bridge(None)
+                dispatcher = self._dispatcher
+                bridge.batch_thread = dispatcher.ident if dispatcher is not None else None
+            return bridge
+
+    def _submit_async(self, sub: Any, event: ChangeEvent) -> None:
+        bridge = self._bridge
+        if bridge is None:
+            self._count_abandoned(1)
+            self.log.warning("an async callback was not run: the notifier is not running")
+            return
+        bridge.submit(sub, event)
+
+    def _count_abandoned(self, count: int) -> None:
+        with self.stats.lock:
+            self.stats.async_abandoned += count
+
+    def _close_bridge(self, bridge: LoopBridge | None, timeout: float | None = None) -> None:
+        if bridge is None:
+            return
+        bridge.drain_blocking(self.drain_timeout if timeout is None else timeout)
+        bridge.stop_thread(self.STOP_TIMEOUT)
 
     def unsubscribe(
         self,
@@ -460,11 +615,16 @@ class Notifier:
         Returns once the listener has proven with a round trip through the
         database that it receives notifications, so a change committed after
         ``start()`` returns is delivered.  Calling it on a running notifier
-        does nothing.
+        does nothing.  ``async def`` callbacks then run on a private event
+        loop thread (``sqlnotify-asyncio``) that :meth:`stop` ends; from
+        async code use :meth:`astart` instead, so they run on your loop.
 
         :raises SQLNotifyConfigurationError: for a watch that does not match its table.
         :raises SQLNotifyListenerError: when the listener cannot connect or listen.
         """
+        self._start(timeout, None)
+
+    def _start(self, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> None:
         with self._lock:
             if self._running:
                 return
@@ -475,8 +635,14 @@ class Notifier:
                 for w, e in zip(watches, self._entries, strict=True)
             }
             channels = list(self._routes)
+            bridge = None
+            if loop is not None or self._wants_loop:
+                bridge = self._new_bridge(loop)
+            self._bridge = bridge
             dispatcher = Dispatcher(self._handle_batch, log=self.log)
             dispatcher.start()
+            if bridge is not None:
+                bridge.batch_thread = dispatcher.ident
             listener = Listener(
                 lambda: self._dialect.open_source(channels),
                 dispatcher.put,
@@ -488,6 +654,8 @@ class Notifier:
                 listener.start(self.start_timeout if timeout is None else timeout)
             except BaseException:
                 dispatcher.stop(self.STOP_TIMEOUT)
+                self._bridge = None
+                self._close_bridge(bridge, 0.0)
                 raise
             self._dispatcher = dispatcher
             self._listener = listener
@@ -501,10 +669,18 @@ class Notifier:
     def stop(self, cleanup: bool | None = None) -> None:
         """Stop the listener, dispatch what was already received, and join both threads.
 
+        ``async def`` callbacks already queued or running get up to
+        ``drain_timeout`` seconds to finish; the rest are cancelled and
+        counted in the log (called on the loop's own thread, this cannot
+        wait: use :meth:`astop` there).  Streams end.
+
         :param cleanup: remove the watches' triggers too (default: the
             ``cleanup_on_stop`` option).  Calling it on a stopped notifier does
             nothing.
         """
+        self._stop(cleanup, None)
+
+    def _stop(self, cleanup: bool | None, drain_timeout: float | None) -> None:
         with self._lock:
             if not self._running:
                 return
@@ -517,8 +693,16 @@ class Notifier:
                 self._maintenance = None
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
+            with self._bridge_lock:
+                streams = list(self._streams)
+            for stream in streams:
+                stream.stopping()  # a full "block" stream must not hold the dispatcher now
             if dispatcher is not None:
                 dispatcher.stop(self.STOP_TIMEOUT)
+            with self._bridge_lock:
+                bridge, self._bridge = self._bridge, None
+            self._close_bridge(bridge, drain_timeout)
+            self._end_streams()
             if cleanup if cleanup is not None else self.cleanup_on_stop:
                 self._dialect.uninstall(self.watches)
             self._dialect.close()
@@ -530,6 +714,46 @@ class Notifier:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- asyncio --------------------------------------------------------------
+    async def astart(self, timeout: float | None = None) -> None:
+        """:meth:`start` for async code: ``async def`` callbacks run on the calling loop.
+
+        The blocking work (trigger installation, waiting for the listener)
+        runs in a worker thread, so the loop keeps serving meanwhile.  If
+        the awaiting task is cancelled, the start is allowed to finish and
+        is then undone before the cancellation propagates.  Calling it on a
+        running notifier does nothing (callbacks stay where they run).
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, self._start, timeout, loop)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            try:
+                await future
+            except BaseException:  # noqa: S110 - the start failed: nothing to undo
+                pass
+            else:
+                await asyncio.to_thread(self.stop)
+            raise
+
+    async def astop(self, cleanup: bool | None = None, timeout: float | None = None) -> None:
+        """:meth:`stop` for async code, without blocking the loop.
+
+        Waits up to ``timeout`` seconds (default: the ``drain_timeout``
+        option) for ``async def`` callbacks already queued or running, then
+        cancels what is left and logs how many callbacks that was.  Streams
+        end.  Calling it on a stopped notifier does nothing.
+        """
+        await asyncio.to_thread(self._stop, cleanup, timeout)
+
+    async def __aenter__(self) -> Notifier:
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
 
     # -- custom notifications -------------------------------------------------
     def encode_custom(
@@ -612,6 +836,19 @@ class Notifier:
         else:
             self._dialect.send(channel, body)
 
+    async def anotify(
+        self,
+        model: Any,
+        operation: Operation | str,
+        payload: Mapping[str, Any],
+        channel_label: str | None = None,
+        use_overflow_table: bool = False,
+    ) -> None:
+        """:meth:`notify` for async code: the same checks and result, run in a worker thread."""
+        await asyncio.to_thread(
+            self.notify, model, operation, payload, channel_label, use_overflow_table
+        )
+
     # -- threads' callbacks ---------------------------------------------------
     def _on_connected(self, reconnect: bool, source: Source) -> None:
         if reconnect:
@@ -630,6 +867,14 @@ class Notifier:
         send_isolated(signals.notification_dropped, self, self.log, channel=channel, reason=reason)
 
     def _handle_batch(self, batch: Sequence[RawNotification]) -> None:
+        try:
+            self._decode_batch(batch)
+        finally:
+            bridge = self._bridge
+            if bridge is not None:
+                bridge.flush()
+
+    def _decode_batch(self, batch: Sequence[RawNotification]) -> None:
         routes = self._routes
         loads = json.loads
         stats = self.stats
@@ -726,7 +971,8 @@ class Notifier:
         self.stats.dispatched += 1
 
     def _receiver_failed(self, receiver: Any, event: ChangeEvent, exc: BaseException) -> None:
-        self.stats.receiver_errors += 1
+        with self.stats.lock:  # async callbacks fail on the loop's thread
+            self.stats.receiver_errors += 1
         name = receiver_name(getattr(receiver, "fn", receiver))
         self.log.error(
             "receiver %s failed on %s event from channel %r",
@@ -770,3 +1016,31 @@ class _Subscription:
 
     def __repr__(self) -> str:
         return f"<subscription {receiver_name(self.fn)}>"
+
+
+class _AsyncSubscription(_Subscription):
+    """The receiver for an ``async def`` function: filters, then hands the event to the loop."""
+
+    __slots__ = ("submit",)
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        filters: tuple[tuple[str, Any], ...],
+        submit: Callable[[Any, ChangeEvent], None],
+    ) -> None:
+        super().__init__(fn, filters)
+        self.submit = submit
+
+    def __call__(self, sender: Any, event: ChangeEvent, **_: Any) -> Any:
+        if self.filters and not self.matches(event):
+            return None
+        self.submit(self, event)
+        return None
+
+
+def _is_async_callable(fn: Any) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)

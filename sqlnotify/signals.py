@@ -20,6 +20,10 @@ thread-safe against a concurrent send.
 ``notification_dropped``
     A notification could not be decoded or routed and was dropped.
     Keywords ``channel``, ``reason``.  Runs on the dispatcher thread.
+``stream_overflow``
+    An event stream's buffer was full and an event was dropped.  Keywords
+    ``stream``, ``event`` (the dropped event), ``policy``.  Runs on the
+    dispatcher thread.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "listener_disconnected",
     "notification_dropped",
     "receiver_failed",
+    "stream_overflow",
 ]
 
 _signals = Namespace()
@@ -46,4 +51,7 @@ listener_disconnected = _signals.signal(
 receiver_failed = _signals.signal("sqlnotify.receiver-failed", doc="A receiver raised.")
 notification_dropped = _signals.signal(
     "sqlnotify.notification-dropped", doc="A notification was undecodable and dropped."
+)
+stream_overflow = _signals.signal(
+    "sqlnotify.stream-overflow", doc="A full event stream dropped an event."
 )

@@ -6,6 +6,7 @@ a deadline and fails with a message saying what it was waiting for.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 
 from .events import ChangeEvent
 
-__all__ = ["EventRecorder", "wait_until"]
+__all__ = ["EventRecorder", "async_wait_until", "wait_until"]
 
 
 def wait_until(
@@ -30,6 +31,23 @@ def wait_until(
         if remaining <= 0:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
         time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)
+
+
+async def async_wait_until(
+    predicate: Callable[[], Any], timeout: float = 5.0, message: str = "condition"
+) -> Any:
+    """:func:`wait_until` for async code: checks between short sleeps that yield to the loop."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        value = predicate()
+        if value:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
+        await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.05)
 
 

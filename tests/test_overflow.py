@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -412,3 +413,23 @@ def test_pruning_starts_with_the_first_overflowed_notify(
     wait_until(lambda: overflow_rows(pg_engine, schema) == 0, 15, "the payload pruned")
     notifier.stop()
     assert maintenance_threads() == before
+
+
+def test_anotify_takes_the_same_path(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema)
+    rec = EventRecorder()
+
+    def setup(n: Notifier) -> None:
+        n.watch(table, "insert", extra_columns=["body"])
+        n.subscribe(table, "insert")(rec)
+
+    notifier = started(notifiers, pg_engine, setup)
+    big = {"id": 7, "body": "ø" * 5000}
+    with pytest.raises(SQLNotifyPayloadSizeError):
+        asyncio.run(notifier.anotify(table, "insert", big))
+    asyncio.run(notifier.anotify(table, "insert", big, use_overflow_table=True))
+    (event,) = rec.wait_for(1, timeout=10)
+    assert (event.id, event.extra_columns["body"], event.custom) == (7, big["body"], True)
+    assert overflow_rows(pg_engine, schema) == 1

@@ -1,0 +1,554 @@
+"""The asyncio bridge: ``async def`` callbacks, event streams, the private loop thread.
+
+The listener and the dispatcher stay threads.  For an ``async def``
+subscription the dispatcher thread only appends ``(subscription, event)`` to
+a :class:`LoopBridge`; at the end of each dispatcher batch the bridge wakes
+the target event loop once (``loop.call_soon_threadsafe``), never waiting for
+it.  On the loop, each subscription has a queue drained by one worker task,
+so its callbacks run one at a time, in commit order.
+
+The target loop is the one that ran :meth:`Notifier.astart`; after a plain
+:meth:`Notifier.start` it is a private loop on a thread the notifier owns
+(:class:`LoopThread`, named ``sqlnotify-asyncio``).
+
+:class:`EventStream` is the pulling side: a bounded buffer filled by the
+dispatcher thread and read with ``async for`` on any loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import blinker
+
+from .events import ChangeEvent
+from .exceptions import SQLNotifyConfigurationError, SQLNotifyStreamOverflowError
+
+__all__ = ["OVERFLOW_POLICIES", "EventStream", "LoopBridge", "LoopThread", "running_loop"]
+
+#: What :meth:`Notifier.stream` does when a stream's buffer is full.
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block", "raise")
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, or ``None``."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _SubState:
+    """One subscription's queue on one loop, and the worker task draining it."""
+
+    __slots__ = ("current", "queue", "task")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[ChangeEvent] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+        self.current: ChangeEvent | None = None
+
+
+class LoopBridge:
+    """Hands events from the dispatcher thread to ``async def`` callbacks on one loop.
+
+    :param loop: the loop the callbacks run on.
+    :param on_error: called on the loop thread with ``(subscription, event,
+        exception)`` when a callback raises.
+    :param on_abandoned: called with a count of callbacks that will never
+        run (the loop closed, or the notifier stopped before they could).
+    :param thread: the private loop thread, when the bridge owns one.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        log: logging.Logger,
+        on_error: Callable[[Any, ChangeEvent, BaseException], None],
+        on_abandoned: Callable[[int], None],
+        thread: LoopThread | None = None,
+    ) -> None:
+        self.loop = loop
+        self.thread = thread
+        self._log = log
+        self._on_error = on_error
+        self._on_abandoned = on_abandoned
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Any, ChangeEvent]] = []
+        self._scheduled = False
+        self._closed = False
+        self._states: dict[Any, _SubState] = {}
+        self._closed_loop_logged = False
+        #: Ident of the thread that calls :meth:`flush` after each batch (the
+        #: dispatcher); a submission from any other thread flushes at once.
+        self.batch_thread: int | None = None
+
+    # -- any thread -----------------------------------------------------------
+    def submit(self, sub: Any, event: ChangeEvent) -> None:
+        """Queue one callback; never blocks on the loop."""
+        with self._lock:
+            if not self._closed:
+                self._pending.append((sub, event))
+                if self._scheduled or threading.get_ident() == self.batch_thread:
+                    return
+                self._scheduled = True
+                closed = False
+            else:
+                closed = True
+        if closed:
+            self._abandon(1, "the notifier is stopping")
+        else:
+            self._schedule()
+
+    def flush(self) -> None:
+        """Wake the loop once for everything submitted since the last wake."""
+        if not self._pending:
+            return
+        with self._lock:
+            if self._scheduled or not self._pending:
+                return
+            self._scheduled = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._run_pending)
+        except RuntimeError:  # the loop is closed
+            with self._lock:
+                items, self._pending = self._pending, []
+                self._scheduled = False
+            self._abandon(len(items), "its event loop is closed")
+
+    def _abandon(self, count: int, why: str) -> None:
+        if not count:
+            return
+        self._on_abandoned(count)
+        level = logging.DEBUG if self._closed_loop_logged else logging.WARNING
+        self._closed_loop_logged = True
+        self._log.log(level, "%d async callback(s) not run: %s", count, why)
+
+    # -- the loop's thread ----------------------------------------------------
+    def _run_pending(self) -> None:
+        with self._lock:
+            items, self._pending = self._pending, []
+            self._scheduled = False
+        states = self._states
+        for sub, event in items:
+            state = states.get(sub)
+            if state is None:
+                state = states[sub] = _SubState()
+            state.queue.append(event)
+            if state.task is None:
+                state.task = self.loop.create_task(self._work(sub, state))
+
+    async def _work(self, sub: Any, state: _SubState) -> None:
+        queue = state.queue
+        fn = sub.fn
+        on_error = self._on_error
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+        try:
+            while queue:
+                event = queue.popleft()
+                state.current = event
+                try:
+                    await fn(event)
+                except Exception as exc:
+                    on_error(sub, event, exc)
+                except asyncio.CancelledError as exc:
+                    if cancelling is None or cancelling():
+                        raise  # this worker is being cancelled
+                    on_error(sub, event, exc)  # the callback's own cancelled await
+        finally:
+            state.current = None
+            state.task = None
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._run_pending()
+
+    def _give_up(self, waited: float) -> list[asyncio.Task[None]]:
+        """Count, log and cancel what is still pending; return the cancelled tasks."""
+        running = queued = 0
+        tasks = []
+        for state in self._states.values():
+            if state.task is not None:
+                tasks.append(state.task)
+                if state.current is not None:
+                    running += 1
+            queued += len(state.queue)
+            state.queue.clear()
+        if running or queued:
+            self._on_abandoned(running + queued)
+            self._log.warning(
+                "%d async callback(s) still pending after waiting %.1fs for them at stop:"
+                " %d running (cancelled), %d queued (not run)",
+                running + queued,
+                waited,
+                running,
+                queued,
+            )
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting events, wait up to ``timeout`` for queued callbacks, cancel the rest."""
+        self._close()
+        tasks = [s.task for s in self._states.values() if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        cancelled = self._give_up(timeout)
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=1.0)
+
+    # -- stopping from any thread ---------------------------------------------
+    def drain_blocking(self, timeout: float) -> None:
+        """:meth:`drain` for a synchronous caller (on any thread, the loop's included)."""
+        loop = self.loop
+        if running_loop() is loop:
+            # The caller blocks the loop itself: nothing can run any more.
+            self._close()
+            self._give_up(0.0)
+            return
+        if loop.is_closed() or not loop.is_running():
+            with self._lock:
+                self._closed = True
+                items, self._pending = self._pending, []
+            if self._states:
+                try:
+                    self._give_up(0.0)
+                except RuntimeError:  # tasks of a closed loop
+                    pass
+            self._abandon(len(items), "its event loop is not running")
+            return
+        future = asyncio.run_coroutine_threadsafe(self.drain(timeout), loop)
+        try:
+            future.result(timeout + 5.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            self._log.warning(
+                "the event loop did not finish the async callbacks within %.1fs", timeout
+            )
+        except Exception:
+            self._log.exception("stopping the async callbacks failed")
+
+    def stop_thread(self, timeout: float) -> None:
+        """Stop and join the private loop thread, if the bridge owns one."""
+        if self.thread is not None:
+            self.thread.stop(timeout)
+
+
+class LoopThread:
+    """A private event loop running forever on a named daemon thread."""
+
+    def __init__(self, log: logging.Logger, name: str = "sqlnotify-asyncio") -> None:
+        self._log = log
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError(f"the private event loop did not start within {timeout:g}s")
+
+    def _run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._started.set)
+        try:
+            loop.run_forever()
+            leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            if leftover:
+                # Tasks that callbacks started and left running.
+                self._log.warning(
+                    "cancelling %d task(s) left on the private event loop", len(leftover)
+                )
+                for task in leftover:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(
+                asyncio.wait([loop.create_task(loop.shutdown_default_executor())], timeout=5.0)
+            )
+        except Exception:
+            self._log.exception("the private event loop failed")
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the loop and join the thread; ``False`` if it did not end within ``timeout``."""
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # already closed
+            pass
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._log.warning("the private event loop thread did not stop within %.1fs", timeout)
+            return False
+        return True
+
+
+class EventStream:
+    """An async iterator over the events of one watch, with a bounded buffer.
+
+    Created by :meth:`Notifier.stream`.  The dispatcher thread appends events
+    to the buffer; ``async for`` reads them on whichever loop iterates.  The
+    stream ends (``StopAsyncIteration``) once the notifier stops and the
+    events already buffered have been read, or after :meth:`aclose`.
+
+    When the buffer holds ``maxsize`` events, the ``overflow`` policy decides:
+
+    ``"drop_oldest"`` (default)
+        The oldest buffered event is dropped to make room.
+    ``"drop_newest"``
+        The arriving event is dropped.
+    ``"block"``
+        The dispatcher thread waits up to ``block_timeout`` seconds for room
+        (holding back every other receiver of the notifier meanwhile), then
+        drops the arriving event.  Once the notifier is stopping it no
+        longer waits.
+    ``"raise"``
+        The arriving event (and every later one) is dropped, and the consumer
+        gets :class:`~sqlnotify.exceptions.SQLNotifyStreamOverflowError` after
+        the events buffered before the overflow.
+
+    Every drop is counted (:attr:`dropped`, the notifier's
+    ``stats.stream_dropped``), sent on
+    :data:`sqlnotify.signals.stream_overflow` (dispatcher thread), and
+    logged: a warning when the buffer first overflows and one with the total
+    when it has room again.
+    """
+
+    def __init__(
+        self,
+        *,
+        signal: blinker.Signal,
+        log: logging.Logger,
+        description: str,
+        maxsize: int,
+        overflow: str,
+        block_timeout: float,
+        on_drop: Callable[[EventStream, ChangeEvent], None],
+        on_end: Callable[[EventStream], None],
+    ) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise SQLNotifyConfigurationError(
+                f"overflow={overflow!r} is not a stream overflow policy;"
+                f" use one of {', '.join(map(repr, OVERFLOW_POLICIES))}"
+            )
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
+            raise SQLNotifyConfigurationError(
+                f"a stream's maxsize must be a positive integer, not {maxsize!r}"
+            )
+        if block_timeout < 0:
+            raise SQLNotifyConfigurationError(
+                f"block_timeout must be zero or more seconds, not {block_timeout!r}"
+            )
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.block_timeout = block_timeout
+        self.description = description
+        #: Events this stream dropped because its buffer was full.
+        self.dropped = 0
+        self._signal = signal
+        self._log = log
+        self._on_drop = on_drop
+        self._on_end = on_end
+        self._buffer: collections.deque[ChangeEvent] = collections.deque()
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._waiter: asyncio.Future[None] | None = None
+        self._waiter_loop: asyncio.AbstractEventLoop | None = None
+        self._ended = False
+        self._stopping = False
+        self._error: BaseException | None = None
+        self._overflowing = 0  # drops in the current overflow episode
+        self.receiver: Any = None  # the signal receiver; set by the notifier
+
+    # -- the dispatcher side ------------------------------------------------
+    def put(self, event: ChangeEvent) -> None:
+        """Buffer one event (dispatcher thread); applies the overflow policy."""
+        dropped: ChangeEvent | None = None
+        wake: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        with self._lock:
+            if self._ended:
+                return
+            buffer = self._buffer
+            if self._error is not None:
+                dropped = event
+            elif len(buffer) >= self.maxsize:
+                policy = self.overflow
+                if policy == "drop_oldest":
+                    dropped = buffer.popleft()
+                    buffer.append(event)
+                elif policy == "block":
+                    if not self._stopping:
+                        self._room.wait_for(
+                            lambda: self._ended or self._stopping or len(buffer) < self.maxsize,
+                            self.block_timeout,
+                        )
+                    if self._ended:
+                        return
+                    if len(buffer) >= self.maxsize:
+                        dropped = event
+                    else:
+                        buffer.append(event)
+                elif policy == "raise":
+                    dropped = event
+                    self._error = SQLNotifyStreamOverflowError(
+                        f"the stream on {self.description} overflowed its buffer of"
+                        f" {self.maxsize} events (overflow='raise'); read it faster or pass"
+                        " a larger maxsize",
+                        maxsize=self.maxsize,
+                    )
+                else:  # drop_newest
+                    dropped = event
+            else:
+                buffer.append(event)
+            first_drop = dropped is not None and self._overflowing == 0
+            recovered = 0
+            if dropped is not None:
+                self.dropped += 1
+                self._overflowing += 1
+            elif self._overflowing:
+                recovered, self._overflowing = self._overflowing, 0
+            waiter = self._waiter
+            if waiter is not None and self._waiter_loop is not None:
+                wake = (self._waiter_loop, waiter)
+                self._waiter = None
+        if wake is not None:
+            self._wake(*wake)
+        if first_drop:
+            self._log.warning(
+                "the stream on %s is full (maxsize=%d): dropping events (overflow=%r)",
+                self.description,
+                self.maxsize,
+                self.overflow,
+            )
+        if recovered:
+            self._log.warning(
+                "the stream on %s dropped %d event(s) while it was full",
+                self.description,
+                recovered,
+            )
+        if dropped is not None:
+            self._on_drop(self, dropped)
+
+    @staticmethod
+    def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> None:
+        def resolve() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        try:
+            loop.call_soon_threadsafe(resolve)
+        except RuntimeError:  # the consumer's loop is closed
+            pass
+
+    def stopping(self) -> None:
+        """The notifier is stopping: a full ``"block"`` stream drops instead of waiting."""
+        with self._lock:
+            self._stopping = True
+            self._room.notify_all()
+
+    def end(self) -> None:
+        """End the stream (any thread): readers get the buffered events, then the end."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            self._room.notify_all()
+            waiter, loop = self._waiter, self._waiter_loop
+            self._waiter = None
+            leftover = self._overflowing
+            self._overflowing = 0
+        if self.receiver is not None:
+            self._signal.disconnect(self.receiver)
+        if waiter is not None and loop is not None:
+            self._wake(loop, waiter)
+        if leftover:
+            self._log.warning(
+                "the stream on %s dropped %d event(s) while it was full",
+                self.description,
+                leftover,
+            )
+        self._on_end(self)
+
+    # -- the consumer side --------------------------------------------------
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ChangeEvent:
+        while True:
+            with self._lock:
+                if self._buffer:
+                    event = self._buffer.popleft()
+                    if self.overflow == "block":
+                        self._room.notify()
+                    return event
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    ended = True
+                elif self._ended:
+                    raise StopAsyncIteration
+                else:
+                    ended = False
+                    loop = asyncio.get_running_loop()
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._waiter, self._waiter_loop = waiter, loop
+            if ended:
+                self.end()
+                raise error
+            try:
+                await waiter
+            finally:
+                with self._lock:
+                    if self._waiter is waiter:
+                        self._waiter = None
+
+    def __len__(self) -> int:
+        """How many events are buffered now."""
+        with self._lock:
+            return len(self._buffer)
+
+    @property
+    def ended(self) -> bool:
+        """``True`` once the stream stopped receiving events."""
+        return self._ended
+
+    async def aclose(self) -> None:
+        """Stop receiving events; events already buffered can still be read."""
+        self.end()
+
+    def close(self) -> None:
+        """:meth:`aclose` for synchronous code."""
+        self.end()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.end()
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else "open"
+        return (
+            f"<EventStream {self.description} {state} buffered={len(self._buffer)}"
+            f" dropped={self.dropped} overflow={self.overflow!r}>"
+        )

@@ -1,0 +1,12 @@
+"""Glue between a :class:`~sqlnotify.Notifier` and application frameworks.
+
+Each adapter lives in its own module and imports its framework only when
+used, so importing :mod:`sqlnotify.adapters` costs nothing:
+
+- :mod:`sqlnotify.adapters.asgi`: FastAPI, Starlette and any ASGI server's
+  lifespan.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
