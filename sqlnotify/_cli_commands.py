@@ -99,17 +99,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _readable_errors(engine: sa.Engine | None = None) -> Iterator[None]:
+def _readable_errors() -> Iterator[None]:
     """Turn expected failures into a one-line :class:`click.ClickException`."""
     try:
         yield
     except click.ClickException:
         raise
-    except sa.exc.OperationalError as exc:
-        where = f" {_describe_url(engine)}" if engine is not None else ""
-        raise click.ClickException(
-            f"cannot connect to the database{where}: {_first_line(exc)}"
-        ) from None
     except sa.exc.NoSuchTableError as exc:
         raise click.ClickException(f"no such table: {exc}") from None
     except (SQLNotifyException, sa.exc.SQLAlchemyError) as exc:
@@ -252,7 +247,7 @@ def listen(
     parsed = _parse_targets(targets)
     extra = [c.strip() for c in columns.split(",") if c.strip()]
     engine = _open(url)
-    with _readable_errors(engine):
+    with _readable_errors():
         notifier = Notifier(engine, revoke_on_model_change=False)
     stop = threading.Event()
     out = sys.stdout
@@ -261,14 +256,17 @@ def listen(
         try:
             out.write(event_json(event) + "\n")
             out.flush()
-        except BrokenPipeError:  # the reader went away (| head)
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
             stop.set()
 
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        with _readable_errors(engine):
+        with _readable_errors():
             for table, operations in parsed:
                 for op in operations:
                     notifier.watch(
@@ -286,7 +284,7 @@ def listen(
             pass
     finally:
         installed = [s.watch for s in notifier.install_states if s.state == "installed"]
-        with _readable_errors(engine):
+        with _readable_errors():
             notifier.stop()
             if installed and not keep_triggers:
                 notifier.dialect.uninstall(installed)
@@ -337,7 +335,7 @@ def status(url: str, as_json: bool) -> None:
     notification queue.
     """
     engine = _open(url)
-    with _readable_errors(engine):
+    with _readable_errors():
         rows, extra = _status_rows(engine)
     engine.dispose()
     if as_json:
@@ -379,7 +377,7 @@ def install(app: str) -> None:
     """
     notifier = load_notifier(app)
     _check_connect(_engine_of(notifier))
-    with _readable_errors(_engine_of(notifier)):
+    with _readable_errors():
         states = notifier.install()
     for state in states:
         click.echo(f"{state.state}: {state.watch.describe()} (channel {state.watch.channel})")
@@ -391,7 +389,7 @@ def uninstall(app: str) -> None:
     """Remove the triggers and functions your notifier declares."""
     notifier = load_notifier(app)
     _check_connect(_engine_of(notifier))
-    with _readable_errors(_engine_of(notifier)):
+    with _readable_errors():
         dropped = notifier.uninstall()
     click.echo(f"removed {dropped} trigger(s)")
 
@@ -406,7 +404,7 @@ def sql(app: str) -> None:
     """
     notifier = load_notifier(app)
     _check_connect(_engine_of(notifier))
-    with _readable_errors(_engine_of(notifier)):
+    with _readable_errors():
         statements = notifier.ddl()
     for stmt in statements:
         click.echo(stmt.rstrip() + ";\n")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import select
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_cli import APP, Running, assert_one_line_error, run
+from test_cli import APP, Running, assert_one_line_error, cli, cli_env, run
+
+from sqlnotify.testing import wait_until
 
 pytestmark = [
     pytest.mark.sqlite,
@@ -79,3 +83,35 @@ def test_unknown_sqlite_table(sqlite_path: str, items_db: sa.Engine) -> None:
     items_db.dispose()
     result = run("listen", f"sqlite:///{sqlite_path}", "nope")
     assert_one_line_error(result, "cannot watch table 'nope'")
+
+
+def test_listen_stops_when_its_reader_goes_away(
+    sqlite_path: str, items_db: sa.Engine, tmp_path: Path
+) -> None:
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as err:
+        proc = subprocess.Popen(
+            [*cli(), "listen", f"sqlite:///{sqlite_path}", "items:insert"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=cli_env(),
+        )
+    assert proc.stdout is not None
+    try:
+        wait_until(lambda: "listening" in errors.read_text(), 30, "the readiness line")
+        with items_db.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO items (item) VALUES ('a')")
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "no event line"
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        proc.stdout.close()  # as `| head -1` does once it has its line
+        with items_db.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO items (item) VALUES ('b')")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        items_db.dispose()
+    text = errors.read_text()
+    assert "stopped" in text and "Traceback" not in text and "Exception" not in text, text
