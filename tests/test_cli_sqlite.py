@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import select
 import signal
@@ -15,13 +14,7 @@ from test_cli import APP, Running, assert_one_line_error, cli, cli_env, run
 
 from sqlnotify.testing import wait_until
 
-pytestmark = [
-    pytest.mark.sqlite,
-    pytest.mark.skipif(
-        importlib.util.find_spec("sqlnotify.dialects.sqlite") is None,
-        reason="the SQLite dialect is not part of this checkout yet",
-    ),
-]
+pytestmark = pytest.mark.sqlite
 
 
 @pytest.fixture
