@@ -12,6 +12,7 @@ from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
+    SQLNotifyForkError,
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
     SQLNotifyPayloadSizeError,
@@ -29,6 +30,7 @@ __all__ = [
     "Operation",
     "SQLNotifyConfigurationError",
     "SQLNotifyException",
+    "SQLNotifyForkError",
     "SQLNotifyIdentifierSizeError",
     "SQLNotifyListenerError",
     "SQLNotifyPayloadSizeError",

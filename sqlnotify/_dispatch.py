@@ -5,18 +5,33 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .dialects.base import RawNotification
 
-__all__ = ["Dispatcher"]
+__all__ = ["Control", "Dispatcher"]
 
 _STOP: Any = object()
 
 
+class Control:
+    """A queued action run on the dispatcher thread, in order with the batches around it."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+
 class Dispatcher:
-    """A named daemon thread that hands each queued batch to ``handle`` in order."""
+    """A named daemon thread that hands each queued batch to ``handle`` in order.
+
+    The queue counts the notifications it holds (:attr:`depth`) so the
+    producer can bound it: :meth:`wait_room` blocks, with a timeout, until
+    the dispatcher has caught up.
+    """
 
     #: Bound of one queue wait; the thread also stops on a sentinel.
     GET_TIMEOUT = 1.0
@@ -32,20 +47,46 @@ class Dispatcher:
         self._log = log
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._room = threading.Condition(threading.Lock())
+        self._depth = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def depth(self) -> int:
+        """How many notifications are queued and not yet dispatched."""
+        return self._depth
+
     def put(self, batch: Sequence[RawNotification]) -> None:
         """Queue one batch (called on the listener thread)."""
+        with self._room:
+            self._depth += len(batch)
         self.queue.put(batch)
+
+    def put_control(self, action: Callable[[], None]) -> None:
+        """Queue ``action`` to run on the dispatcher thread after what is queued now."""
+        self.queue.put(Control(action))
+
+    def wait_room(self, limit: int, timeout: float) -> bool:
+        """Wait until fewer than ``limit`` notifications are queued; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._room:
+            while self._depth >= limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return False
+                self._room.wait(min(remaining, 0.5))
+        return True
 
     def stop(self, timeout: float) -> bool:
         """Dispatch what is queued, then stop; ``False`` if not done within ``timeout``."""
         self._stop.set()
         self.queue.put(_STOP)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread is threading.current_thread():
+            return True  # stop() called by a receiver: the thread ends after this batch
+        if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
             self._log.warning(
@@ -67,6 +108,7 @@ class Dispatcher:
     def _run(self) -> None:
         get = self.queue.get
         handle = self._handle
+        room = self._room
         while True:
             try:
                 batch = get(timeout=self.GET_TIMEOUT)
@@ -76,7 +118,17 @@ class Dispatcher:
                 continue
             if batch is _STOP:
                 return
+            if type(batch) is Control:
+                try:
+                    batch.action()
+                except Exception:
+                    self._log.exception("a dispatcher action failed")
+                continue
             try:
                 handle(batch)
             except Exception:
                 self._log.exception("the dispatcher failed on a batch of %d", len(batch))
+            finally:
+                with room:
+                    self._depth -= len(batch)
+                    room.notify_all()

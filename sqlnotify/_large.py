@@ -121,7 +121,7 @@ class LargeRows:
             return False
         item.data = data
         item.raw = payload
-        self._stats.overflowed += 1
+        self._stats.overflow_fetched += 1
         return True
 
     def _reread(self, group: list[Pending]) -> None:

@@ -49,6 +49,7 @@ class Listener:
         log: logging.Logger,
         on_connected: Callable[[bool, Source], None],
         on_disconnected: Callable[[BaseException], None],
+        on_tick: Callable[[], float | None] | None = None,
         name: str = "sqlnotify-listener",
     ) -> None:
         self._open_source = open_source
@@ -56,6 +57,7 @@ class Listener:
         self._log = log
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
+        self._on_tick = on_tick
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -103,6 +105,23 @@ class Listener:
                     pass
         return not alive
 
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's connection and pipe, touching neither.
+
+        The thread does not exist in the child, so nothing is joined and no
+        lock it may have held is taken.
+        """
+        source, self.source = self.source, None
+        if source is not None:
+            source.abandon()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        # A late wake() (from a commit hook) must not write to a reused descriptor.
+        self._wake_r = self._wake_w = -1
+
     @property
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -127,6 +146,8 @@ class Listener:
             try:
                 source = self._open_source()
             except BaseException as exc:
+                if self._stop.is_set():
+                    return  # stop() cut the attempt short: nothing to report
                 if first:
                     self._start_error = exc
                     self._ready.set()
@@ -152,6 +173,7 @@ class Listener:
         stop = self._stop
         wake_r = self._wake_r
         sink = self._sink
+        tick = self._on_tick
         timeout = self.WAIT_TIMEOUT
         while not stop.is_set():
             try:
@@ -164,6 +186,15 @@ class Listener:
                     sink(items)
                 except Exception:
                     self._log.exception("the listener could not queue %d notifications", len(items))
+            if tick is not None:
+                try:
+                    next_wait = tick()
+                except Exception:
+                    self._log.exception("the listener's periodic work failed")
+                    next_wait = None
+                timeout = self.WAIT_TIMEOUT
+                if next_wait is not None:
+                    timeout = max(0.0, min(next_wait, timeout))
         return None
 
     def _notify_connected(self, reconnect: bool, source: Source) -> None:

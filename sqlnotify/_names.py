@@ -29,17 +29,18 @@ def digest(text: str, length: int = 10) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def object_name(*parts: str) -> str:
+def object_name(*parts: str, hashed: bool = False) -> str:
     """A lowercase ASCII name ``sqlnotify_<parts>`` of at most 63 bytes.
 
     When the readable form differs from the raw parts (case, punctuation,
-    non-ASCII) or is too long, a hash of the raw parts is appended, so two
-    different inputs never share a name.
+    non-ASCII), is too long, or ``hashed`` says the caller's parts could be
+    split another way, a hash of the raw parts is appended, so two different
+    inputs never share a name.
     """
     raw = "\x1f".join(parts)
     slug = "_".join(_SLUG_RE.sub("_", p.lower()).strip("_") or "x" for p in parts)
     name = PREFIX + slug
-    exact = "_".join(parts) == slug
+    exact = not hashed and "_".join(parts) == slug
     if exact and len(name.encode()) <= MAX_IDENTIFIER_BYTES:
         return name
     suffix = "_" + digest(raw)

@@ -35,8 +35,11 @@ class Stats:
         "async_abandoned",
         "dispatched",
         "dropped",
+        "duplicates",
+        "gaps",
         "hydrated",
         "lock",
+        "overflow_fetched",
         "overflowed",
         "received",
         "receiver_errors",
@@ -53,7 +56,10 @@ class Stats:
         self.receiver_errors = 0
         self.reconnects = 0
         self.truncated = 0
+        self.gaps = 0
         self.overflowed = 0
+        self.duplicates = 0
+        self.overflow_fetched = 0
         self.hydrated = 0
         self.async_abandoned = 0
         self.stream_dropped = 0
@@ -66,7 +72,10 @@ class Stats:
             "receiver_errors": self.receiver_errors,
             "reconnects": self.reconnects,
             "truncated": self.truncated,
+            "gaps": self.gaps,
             "overflowed": self.overflowed,
+            "duplicates": self.duplicates,
+            "overflow_fetched": self.overflow_fetched,
             "hydrated": self.hydrated,
             "async_abandoned": self.async_abandoned,
             "stream_dropped": self.stream_dropped,
@@ -107,6 +116,15 @@ class Route:
     def decode(self, data: dict[str, Any], status: str | None = None) -> ChangeEvent:
         """Build the event; ``status`` overrides the one the payload's flags imply."""
         row = data["row"]
+        if type(row) is not dict:
+            raise ValueError(f"'row' is a {type(row).__name__}, not an object")
+        ts = data.get("ts")
+        if ts is not None and (type(ts) is not float and type(ts) is not int):
+            raise ValueError(f"'ts' is a {type(ts).__name__}, not a number")
+        if not data.get("lost"):
+            for key in self.keys:
+                if key not in row:
+                    raise ValueError(f"the row lacks its key column {key!r}")
         for name, fn in self.converters:
             value = row.get(name)
             if value is not None:

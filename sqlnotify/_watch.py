@@ -15,6 +15,8 @@ from .exceptions import SQLNotifyConfigurationError
 
 __all__ = ["Watch", "WatchRequest", "describe_target", "table_of"]
 
+_OPERATION_NAMES = frozenset(op.value for op in Operation)
+
 
 def describe_target(target: Any) -> str:
     """A short human name for a model, Table or table name, for messages."""
@@ -208,15 +210,23 @@ class Watch:
 
         It names the effective schema even for an unqualified table, because
         channels are database-wide: two schemas' ``orders`` tables must not
-        share one.
+        share one.  The plain ``sqlnotify_<schema>_<table>_<op>[_<label>]``
+        form is used only when it reads back one way (a schema without ``_``;
+        a label without ``_`` that is not an operation's name): otherwise
+        ``shop_eu.orders`` and ``shop.eu_orders`` would share a channel, so a
+        hash of the parts is appended.
         """
         parts = [self.table, self.operation.value]
         schema = self.effective_schema
         if schema:
             parts.insert(0, schema)
-        if self.channel_label:
-            parts.append(self.channel_label)
-        return object_name(*parts)
+        label = self.channel_label
+        if label:
+            parts.append(label)
+        ambiguous = "_" in (schema or "") or (
+            label is not None and ("_" in label or label.lower() in _OPERATION_NAMES)
+        )
+        return object_name(*parts, hashed=ambiguous)
 
     @property
     def effective_schema(self) -> str | None:

@@ -81,7 +81,8 @@ class ChangeEvent(Mapping[str, Any]):
         The notification channel the event came through.
 
     Also available: ``row`` (keys and extra columns together), ``position``
-    (the event's journal position for durable delivery, else ``None``),
+    (the event's position in SQLite's change log or in the durable journal,
+    else ``None``),
     ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``.
 
     ``status`` says how complete the event is.  It is always ``"complete"``
@@ -102,7 +103,8 @@ class ChangeEvent(Mapping[str, Any]):
     ``"keys_only"``
         The re-read failed (the failure is logged): only the keys are set.
     ``"lost"``
-        Even the keys did not fit: only the table and operation are known.
+        Even the keys did not fit, or the table no longer matches the
+        installed trigger: only the table and operation are known.
 
     Values arrive as the columns' Python types where SQLAlchemy knows them
     (``int``, ``bool``, ``str``, ``Decimal``, ``datetime``, ``date``,
@@ -213,7 +215,11 @@ class ChangeEvent(Mapping[str, Any]):
 
     @property
     def position(self) -> int | None:
-        """The journal position of a durable event, else ``None``."""
+        """The event's position in a log, else ``None``.
+
+        On SQLite, its sequence number in the change log; for durable
+        delivery, its journal position.
+        """
         return self._position
 
     @property

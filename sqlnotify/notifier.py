@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import dataclasses
 import datetime as dt
 import decimal
@@ -12,9 +13,12 @@ import functools
 import inspect
 import json
 import logging
+import os
+import signal as _signal
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -26,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import signals
 from ._aio import EventStream, LoopBridge, LoopThread
 from ._dispatch import Dispatcher
+from ._intake import Intake
+from ._journal import EarlyEvents, JournalEvent, JournalReader
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
@@ -37,6 +43,7 @@ from .events import ChangeEvent, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
+    SQLNotifyForkError,
     SQLNotifyPayloadSizeError,
 )
 
@@ -46,6 +53,48 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
+
+# Every notifier of this process; a forked child resets their state.
+_notifiers: weakref.WeakSet[Notifier] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for notifier in list(_notifiers):
+        notifier._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _seconds(value: float | dt.timedelta, name: str) -> float:
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise SQLNotifyConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, not {value!r}"
+        )
+    return float(value)
+
+
+def _check_consumer(name: str | None) -> str | None:
+    if name is None:
+        return None
+    ok = isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith(".")
+    if not ok or not all(c.isalnum() or c in "_.-:" for c in name):
+        raise SQLNotifyConfigurationError(
+            f"invalid consumer name {name!r}: use 1 to 200 letters, digits, '_', '.', '-'"
+            " or ':', not starting with '.'"
+        )
+    return name
+
+
+def _journal_event(channel: str, payload: str, position: int) -> JournalEvent:
+    return JournalEvent(channel, payload, None, position)
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _json_default(value: Any, binary: str = "base64") -> Any:
@@ -109,12 +158,33 @@ class Notifier:
     :param drain_timeout: how long :meth:`stop` and :meth:`astop` wait for
         ``async def`` callbacks already queued or running before cancelling
         them (and logging how many).
-    :param dialect_options: options for the database's dialect (see the
-        SQLite section of the documentation).  PostgreSQL takes
+    :param dialect_options: options for the database's dialect.  PostgreSQL:
+        ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
+        ...) for sqlnotify's own connections when the engine gets them from
+        ``connect_args`` rather than its URL; ``pg_journal_per_statement``,
+        durable watches journal once per statement rather than per row;
         ``overflow_retention`` (seconds a payload stays in the overflow
         table; default 3600), ``overflow_prune_interval`` (seconds between
         two prunes; default 60) and ``overflow_prune_batch`` (most rows one
-        DELETE removes; default 500).
+        DELETE removes; default 500).  SQLite: see its section of the
+        documentation.  An unknown option is an error.
+    :param max_queue: most events queued between the listener and the
+        dispatcher.  When full, durable watches leave their events in the
+        journal until there is room; other watches wait up to
+        ``queue_timeout`` seconds, then drop the newest notifications
+        (counted, logged, and reported by a ``gap`` signal).
+    :param queue_timeout: see ``max_queue``.
+    :param consumer: a name under which the position of durable watches is
+        kept in the database, so a restarted process resumes where it
+        stopped.  One name is read by one process at a time (a second
+        process starting with it gets :class:`SQLNotifyListenerError`).
+    :param journal_retention: seconds (or a :class:`~datetime.timedelta`)
+        journal rows are kept at least; older rows go once no known
+        consumer still needs them.
+    :param consumer_expiry: seconds (or a timedelta) after which a consumer
+        that has not been seen stops holding journal rows back.
+    :param journal_schema: schema of the journal tables (default: the
+        database's default schema).
 
     Threads: plain receivers connected with :meth:`subscribe` or
     :meth:`signal` run on the notifier's dispatcher thread
@@ -123,10 +193,18 @@ class Notifier:
     that called :meth:`astart` (or, after :meth:`start`, on a private loop
     thread named ``sqlnotify-asyncio``), one at a time per subscription, in
     the same order.
+
+    Processes: a notifier started before ``os.fork()`` is stopped in the
+    child (its threads do not exist there), and the child never touches the
+    parent's listening connection.  Call :meth:`start` in the child to give
+    it a listener of its own (gunicorn's ``post_fork``, Celery's
+    ``worker_process_init``); :attr:`forked` tells it happened.
     """
 
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
+    #: How many recent events the lag percentiles of :meth:`health` cover.
+    LAG_WINDOW = 4096
 
     def __init__(
         self,
@@ -137,6 +215,12 @@ class Notifier:
         *,
         cleanup_on_stop: bool = False,
         start_timeout: float = 30.0,
+        max_queue: int = 100_000,
+        queue_timeout: float = 5.0,
+        consumer: str | None = None,
+        journal_retention: float | dt.timedelta = 86400.0,
+        consumer_expiry: float | dt.timedelta = 7 * 86400.0,
+        journal_schema: str | None = None,
         drain_timeout: float = 10.0,
         **dialect_options: Any,
     ) -> None:
@@ -168,11 +252,30 @@ class Notifier:
         self._bridge_lock = threading.Lock()
         self._wants_loop = False
         self._streams: set[EventStream] = set()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._fork_error: str | None = None
+        #: ``True`` in a child process forked while this notifier was running.
+        self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
         self._maintenance: Periodic | None = None
         self._large = LargeRows(self._dialect, self.stats, self.log, self._drop)
         self._warned: set[tuple[str, bool]] = set()
+        if not isinstance(max_queue, int) or max_queue < 1:
+            raise SQLNotifyConfigurationError(
+                f"max_queue must be a positive integer, not {max_queue!r}"
+            )
+        self.max_queue = max_queue
+        self.queue_timeout = float(queue_timeout)
+        self.consumer = _check_consumer(consumer)
+        self.journal_retention = _seconds(journal_retention, "journal_retention")
+        self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
+        self.journal_schema = journal_schema
+        self._intake: Intake | None = None
+        self._lags: collections.deque[float] = collections.deque(maxlen=self.LAG_WINDOW)
+        self._started_at: dt.datetime | None = None
+        _notifiers.add(self)
 
     # -- introspection --------------------------------------------------------
     @property
@@ -223,6 +326,7 @@ class Notifier:
         primary_keys: Sequence[str] | None = None,
         channel_label: str | None = None,
         use_overflow_table: bool = False,
+        durable: bool = False,
     ) -> Notifier:
         """Watch one operation on one table; return the notifier, so calls chain.
 
@@ -243,6 +347,10 @@ class Notifier:
             watched table's schema, in the same transaction, and notifies a
             reference the listener resolves.  Without it such rows arrive
             by key, re-read from the table (see :attr:`ChangeEvent.status`).
+        :param durable: also append each event to a journal table in the
+            writer's transaction, so events committed while the listener was
+            disconnected or the process was down are delivered later (at
+            least once, each with ``event.position``).
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
@@ -253,6 +361,7 @@ class Notifier:
             primary_keys,
             channel_label,
             use_overflow_table,
+            durable,
         )
         watch = None
         if not isinstance(model, str):
@@ -621,10 +730,14 @@ class Notifier:
 
         :raises SQLNotifyConfigurationError: for a watch that does not match its table.
         :raises SQLNotifyListenerError: when the listener cannot connect or listen.
+        :raises SQLNotifyForkError: in a child forked while another thread of
+            the parent was starting or stopping this notifier.
         """
         self._start(timeout, None)
 
     def _start(self, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> None:
+        if self._fork_error is not None:
+            raise SQLNotifyForkError(self._fork_error)
         with self._lock:
             if self._running:
                 return
@@ -640,27 +753,34 @@ class Notifier:
                 bridge = self._new_bridge(loop)
             self._bridge = bridge
             dispatcher = Dispatcher(self._handle_batch, log=self.log)
+            intake = self._make_intake(watches, dispatcher)
             dispatcher.start()
             if bridge is not None:
                 bridge.batch_thread = dispatcher.ident
             listener = Listener(
                 lambda: self._dialect.open_source(channels),
-                dispatcher.put,
+                intake.push,
                 log=self.log,
                 on_connected=self._on_connected,
                 on_disconnected=self._on_disconnected,
+                on_tick=intake.tick,
             )
+            self._intake = intake
             try:
                 listener.start(self.start_timeout if timeout is None else timeout)
             except BaseException:
                 dispatcher.stop(self.STOP_TIMEOUT)
+                self._intake = None
+                self._dialect.close()
                 self._bridge = None
                 self._close_bridge(bridge, 0.0)
                 raise
+            self._started_at = dt.datetime.now(dt.timezone.utc)
             self._dispatcher = dispatcher
             self._listener = listener
             self._dialect.attach(listener.wake)
             self._running = True
+            self._stopped.clear()
             schemas = {w.effective_schema for w in watches}
             if any(w.use_overflow_table for w in watches) or self._dialect.has_overflow(schemas):
                 self._start_maintenance()
@@ -691,22 +811,101 @@ class Notifier:
             if self._maintenance is not None:
                 self._maintenance.stop(self.STOP_TIMEOUT)
                 self._maintenance = None
+            if self._intake is not None:
+                self._intake.stopping.set()
             if listener is not None:
                 listener.stop(self.STOP_TIMEOUT)
             with self._bridge_lock:
                 streams = list(self._streams)
             for stream in streams:
                 stream.stopping()  # a full "block" stream must not hold the dispatcher now
-            if dispatcher is not None:
-                dispatcher.stop(self.STOP_TIMEOUT)
+            drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
+            if self._intake is not None:
+                self._intake.close(drained)
             with self._bridge_lock:
                 bridge, self._bridge = self._bridge, None
             self._close_bridge(bridge, drain_timeout)
             self._end_streams()
-            if cleanup if cleanup is not None else self.cleanup_on_stop:
-                self._dialect.uninstall(self.watches)
-            self._dialect.close()
+            try:
+                if cleanup if cleanup is not None else self.cleanup_on_stop:
+                    self._dialect.uninstall(self.watches)
+            finally:
+                self._dialect.close()
+                self._stopped.set()
             self.log.info("sqlnotify stopped")
+
+    def run_forever(
+        self, stop_signals: Sequence[int] = (_signal.SIGINT, _signal.SIGTERM)
+    ) -> int | None:
+        """Start if needed, block until a stop signal arrives, then stop cleanly.
+
+        For worker-style scripts.  On the main thread, handlers for
+        ``stop_signals`` are installed for the duration and the previous
+        handlers restored before stopping (so a second Ctrl-C during a slow
+        stop acts as usual).  On another thread no handler is installed and
+        the call returns once :meth:`stop` was called elsewhere.
+
+        :returns: the signal number that ended the wait, or ``None`` when
+            :meth:`stop` was called from another thread (or a receiver).
+        """
+        self.start()
+        received: list[int] = []
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            received.append(signum)  # no lock here: the main thread may hold any
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in stop_signals:
+                previous[signum] = _signal.signal(signum, handler)
+        try:
+            stopped = self._stopped
+            while not received and not stopped.wait(0.2):
+                pass
+        finally:
+            for signum, old in previous.items():
+                _signal.signal(signum, old)
+        self.log.info(
+            "sqlnotify stopping on %s",
+            _signal.Signals(received[0]).name if received else "stop()",
+        )
+        self.stop()
+        return received[0] if received else None
+
+    def _after_fork(self) -> None:
+        """Forget the parent's threads and connection; runs in the child, right after fork."""
+        # Only the forking thread exists now.  A lock held by another thread
+        # of the parent would never be released: replace it, and refuse to
+        # restart if the fork caught a start() or stop() half done.
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+        else:
+            self._fork_error = (
+                f"{self!r} was being started or stopped by another thread when process"
+                f" {os.getppid()} forked this one; create a new Notifier in the child"
+            )
+        self._lock = threading.RLock()
+        self._bridge_lock = threading.Lock()
+        self._dialect.after_fork()
+        if not self._running and self._listener is None:
+            return  # never started: nothing of the parent's to let go of
+        listener = self._listener
+        self._listener = self._dispatcher = None
+        # The event loop thread is the parent's too; its streams serve the parent's loop.
+        self._bridge = None
+        self._streams = set()
+        self._intake = None
+        self._running = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self.forked = True
+        if listener is not None:
+            listener.abandon()
+        try:
+            # The parent's pooled connections stay the parent's (closed=False).
+            self._dialect.engine.dispose(close=False)
+        except Exception:  # noqa: S110 - nothing to log safely this early in a child
+            pass
 
     def __enter__(self) -> Notifier:
         self.start()
@@ -855,9 +1054,39 @@ class Notifier:
             self.stats.reconnects += 1
             self.log.info("listener reconnected")
         send_isolated(signals.listener_connected, self, self.log, reconnect=reconnect)
+        if self._intake is not None:
+            self._intake.on_connected(reconnect, source)
 
     def _on_disconnected(self, error: BaseException) -> None:
+        if self._intake is not None:
+            self._intake.on_disconnected()
         send_isolated(signals.listener_disconnected, self, self.log, error=error)
+
+    def _send_gap(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        channels: tuple[str, ...],
+        reason: str,
+        count: int | None,
+    ) -> None:
+        self.log.warning(
+            "events of %d channel(s) may be missing between %s and %s (%s)",
+            len(channels),
+            start.isoformat(),
+            end.isoformat(),
+            reason,
+        )
+        send_isolated(
+            signals.gap,
+            self,
+            self.log,
+            start=start,
+            end=end,
+            channels=channels,
+            reason=reason,
+            count=count,
+        )
 
     def _drop(self, channel: str, reason: str, payload: str | None = None) -> None:
         self.stats.dropped += 1
@@ -876,8 +1105,9 @@ class Notifier:
 
     def _decode_batch(self, batch: Sequence[RawNotification]) -> None:
         routes = self._routes
-        loads = json.loads
         stats = self.stats
+        received_at = getattr(batch, "received_at", None)
+        lags = self._lags
         for index, n in enumerate(batch):
             channel = n.channel
             route = routes.get(channel)
@@ -885,10 +1115,10 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                data = loads(n.payload)
+                data = self._payload_of(n)
                 if ("ovf" in data or "trunc" in data) and type(data) is dict:
                     # The rest of the batch takes the slower path, in order.
-                    self._handle_large(route, data, n.payload, batch[index + 1 :])
+                    self._decode_large(route, data, n.payload, batch[index + 1 :], received_at)
                     return
                 event = route.decode(data)
             except Exception as exc:
@@ -897,12 +1127,30 @@ class Notifier:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             stats.received += 1
+            epoch = event.epoch
+            if received_at is not None and type(epoch) is float:
+                lags.append(received_at - epoch)
             if event.status != "complete":
-                self._incomplete(route, event)
+                self._incomplete(route, event, data.get("err"), data.get("msg"))
             self._deliver(route, event)
 
-    def _handle_large(
-        self, route: Route, data: dict[str, Any], raw: str, rest: Sequence[RawNotification]
+    @staticmethod
+    def _payload_of(n: RawNotification) -> Any:
+        if type(n) is JournalEvent:
+            data = n.data
+            if data is None:  # read from the journal: the position is apart
+                data = json.loads(n.payload)
+                data["pos"] = n.position
+            return data
+        return json.loads(n.payload)
+
+    def _decode_large(
+        self,
+        route: Route,
+        data: dict[str, Any],
+        raw: str,
+        rest: Sequence[RawNotification],
+        received_at: float | None,
     ) -> None:
         """Deliver a batch holding references or keys-only rows, resolving them in bulk."""
         items = [Pending(route, data, raw)]
@@ -912,10 +1160,10 @@ class Notifier:
                 self._drop(n.channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                parsed = json.loads(n.payload)
-            except ValueError as exc:
+                parsed = self._payload_of(n)
+            except Exception as exc:
                 self.log.debug("cannot decode a payload on %r: %s", n.channel, exc)
-                self._drop(n.channel, "undecodable payload (ValueError)", n.payload)
+                self._drop(n.channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             if type(parsed) is not dict:
                 self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
@@ -931,12 +1179,32 @@ class Notifier:
                 self._drop(item.route.channel, reason, item.raw)
                 continue
             self.stats.received += 1
+            epoch = event.epoch
+            if received_at is not None and type(epoch) is float:
+                self._lags.append(received_at - epoch)
             if event.status != "complete":
-                self._incomplete(item.route, event)
+                self._incomplete(item.route, event, item.data.get("err"), item.data.get("msg"))
             self._deliver(item.route, event)
 
-    def _incomplete(self, route: Route, event: ChangeEvent) -> None:
+    def _incomplete(
+        self,
+        route: Route,
+        event: ChangeEvent,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> None:
         self.stats.truncated += 1
+        if error is not None:
+            self.log.warning(
+                "the trigger for %s could not build its payload (SQLSTATE %s): the table no"
+                " longer matches the watch (a column dropped or renamed?); the event carries"
+                " no values. Restart the notifier to replace the trigger",
+                route.watch.describe(),
+                error,
+            )
+            # The server's message may quote a value: DEBUG only.
+            self.log.debug("trigger error on %r: %s", route.channel, message)
+            return
         lost = event.status == "lost"
         if (route.channel, lost) in self._warned:
             return
@@ -984,6 +1252,134 @@ class Notifier:
         send_isolated(
             signals.receiver_failed, self, self.log, receiver=receiver, event=event, exception=exc
         )
+
+    def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
+        channels = [w.channel for w in watches]
+        durable = [w.channel for w in watches if w.durable]
+        reader = early = store = None
+        position_time = None
+        replays = self._dialect.replays_log
+        if replays:
+            # Every watch is read from a change log (SQLite): all are durable,
+            # and a named consumer resumes from its saved position.
+            durable = []
+            self._dialect.consumer_expiry = self.consumer_expiry  # type: ignore[attr-defined]
+            if self.consumer is not None:
+                store = self._dialect.journal()
+                try:
+                    store.ensure()
+                    store.acquire(self.consumer)
+                    loaded = store.load(self.consumer)
+                    if loaded is not None:
+                        position, position_time = loaded
+                    else:
+                        position = store.start_position()[0]
+                        store.save(self.consumer, position)
+                except SQLNotifyException:
+                    store.close()
+                    raise
+                self._dialect.resume(position, channels)  # type: ignore[attr-defined]
+        elif durable:
+            store = self._dialect.journal()
+            try:
+                store.ensure()
+                loaded = store.load(self.consumer) if self.consumer else None
+                if loaded is not None:
+                    position, position_time = loaded
+                    skip = None
+                else:
+                    position, skip = store.start_position()
+                    if self.consumer is not None:
+                        store.save(self.consumer, position)
+            except Exception as exc:
+                store.close()
+                if isinstance(exc, SQLNotifyException):
+                    raise
+                raise SQLNotifyException(f"could not open the journal: {exc}") from exc
+            reader = JournalReader(
+                position,
+                None,
+                batch_size=5000,
+                log=self.log,
+                stamp=store.stamp,
+                make=_journal_event,
+            )
+            early = EarlyEvents(skip)
+            if self.consumer is not None:
+                self._dialect.consumer_lock = (
+                    store.consumer_lock_key(self.consumer),
+                    self.consumer,
+                )
+        return Intake(
+            dispatcher=dispatcher,
+            stats=self.stats,
+            log=self.log,
+            send_gap=self._send_gap,
+            channels=channels,
+            durable_channels=durable,
+            replays_log=replays,
+            reader=reader,
+            early=early,
+            store=store,
+            consumer=self.consumer,
+            position_time=position_time,
+            max_queue=self.max_queue,
+            queue_timeout=self.queue_timeout,
+            retention=self.journal_retention,
+            consumer_expiry=self.consumer_expiry,
+        )
+
+    def health(self, server_timeout: float = 2.0) -> dict[str, Any]:
+        """A snapshot of the notifier's state, for health checks and metrics.
+
+        Keys: ``running``; ``connected`` and ``since`` (when the listener last
+        connected or disconnected, an aware datetime); ``received``,
+        ``dispatched``, ``failed`` (receiver exceptions), ``dropped``
+        (undecodable or unroutable notifications), ``overflowed`` (dropped
+        because the queue was full), ``duplicates`` (durable events
+        suppressed as already delivered), ``gaps``, ``reconnects``;
+        ``queue_depth`` and ``max_queue``; ``lag_p50`` and ``lag_p99``
+        (seconds from the trigger's timestamp to receipt, over the last
+        :attr:`LAG_WINDOW` events; ``None`` before any event); and
+        ``server_queue_usage`` (PostgreSQL's ``pg_notification_queue_usage()``,
+        0 to 1, read on a separate connection within ``server_timeout``
+        seconds; ``None`` when unavailable).  Durable watches add
+        ``consumer`` and ``position`` (the last position whose receivers ran).
+
+        Safe to call from any thread; it blocks at most ``server_timeout``.
+        """
+        intake, dispatcher = self._intake, self._dispatcher
+        stats = self.stats
+        lags = sorted(self._lags.copy())  # one C call: safe while the dispatcher appends
+        usage: float | None = None
+        probe = getattr(self._dialect, "server_queue_usage", None)
+        if probe is not None:
+            usage = probe(server_timeout)
+            if usage is None and intake is not None and intake.source is not None:
+                usage = intake.source.queue_usage
+        report: dict[str, Any] = {
+            "running": self._running,
+            "connected": bool(intake and intake.connected and self._running),
+            "since": intake.since if intake is not None else self._started_at,
+            "received": stats.received,
+            "dispatched": stats.dispatched,
+            "failed": stats.receiver_errors,
+            "dropped": stats.dropped,
+            "overflowed": stats.overflowed,
+            "duplicates": stats.duplicates,
+            "gaps": stats.gaps,
+            "reconnects": stats.reconnects,
+            "queue_depth": dispatcher.depth if dispatcher is not None else 0,
+            "max_queue": self.max_queue,
+            "lag_p50": _percentile(lags, 0.5) if lags else None,
+            "lag_p99": _percentile(lags, 0.99) if lags else None,
+            "server_queue_usage": usage,
+        }
+        store = intake.store if intake is not None else None
+        if intake is not None and intake.acked is not None and store is not None:
+            report["consumer"] = self.consumer
+            report["position"] = store.stamp(intake.acked)
+        return report
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

@@ -20,6 +20,17 @@ thread-safe against a concurrent send.
 ``notification_dropped``
     A notification could not be decoded or routed and was dropped.
     Keywords ``channel``, ``reason``.  Runs on the dispatcher thread.
+``gap``
+    Events of some channels may have been missed, so state derived from
+    them should be re-read from the database.  Keywords ``start`` and
+    ``end`` (timezone-aware :class:`~datetime.datetime` in UTC: the window
+    in which events may be missing), ``channels`` (a tuple of the channel
+    names affected), ``reason`` (``"disconnected"``: the listener lost its
+    connection; ``"overflow"``: the in-process queue was full and events
+    were dropped; ``"retention"``: a durable consumer fell behind the
+    journal's retention) and ``count`` (events known to be dropped, or
+    ``None`` when unknown).  Runs on the dispatcher thread, in order with
+    the events: every event received before the gap was dispatched first.
 ``stream_overflow``
     An event stream's buffer was full and an event was dropped.  Keywords
     ``stream``, ``event`` (the dropped event), ``policy``.  Runs on the
@@ -32,6 +43,7 @@ from blinker import Namespace
 
 __all__ = [
     "event_received",
+    "gap",
     "listener_connected",
     "listener_disconnected",
     "notification_dropped",
@@ -51,6 +63,9 @@ listener_disconnected = _signals.signal(
 receiver_failed = _signals.signal("sqlnotify.receiver-failed", doc="A receiver raised.")
 notification_dropped = _signals.signal(
     "sqlnotify.notification-dropped", doc="A notification was undecodable and dropped."
+)
+gap = _signals.signal(
+    "sqlnotify.gap", doc="Events in a time window may be missing: resync from the database."
 )
 stream_overflow = _signals.signal(
     "sqlnotify.stream-overflow", doc="A full event stream dropped an event."

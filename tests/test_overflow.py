@@ -117,7 +117,7 @@ def test_rows_around_the_limit_with_overflow_table(
         assert events[row_id].status == "complete"
     # Only the three 8000-byte payloads went through the table.
     assert overflow_rows(pg_engine, schema) == 3
-    assert notifier.stats.overflowed == 3
+    assert notifier.stats.overflow_fetched == 3
     assert notifier.stats.dropped == 0
 
 

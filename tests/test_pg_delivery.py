@@ -408,3 +408,36 @@ def test_receivers_run_in_subscription_order(
     execute(pg_engine, f"INSERT INTO {items(schema)} (id, label) VALUES (1, 'a'), (2, 'b')")
     wait_until(lambda: len(calls) == 40, TIMEOUT, "40 calls")
     assert calls == [(i, number) for i in (1, 2) for number in range(20)]
+
+
+def test_a_dropped_watched_column_never_fails_writes(
+    pg_engine: sa.Engine, schema: str, notifiers: Any, caplog: Any
+) -> None:
+    table = f'"{schema}".products'
+    execute(pg_engine, f"CREATE TABLE {table} (id int PRIMARY KEY, name text, note text)")
+    n = make_notifier(notifiers, pg_engine)
+    n.watch(f"{schema}.products", "insert", extra_columns=["name", "note"])
+    rec = EventRecorder()
+    n.subscribe(f"{schema}.products", "insert")(rec)
+    n.start()
+    # A migration drops a watched column while the trigger is installed.
+    execute(pg_engine, f"ALTER TABLE {table} DROP COLUMN note")
+    with caplog.at_level(logging.WARNING, logger="sqlnotify"):
+        execute(pg_engine, f"INSERT INTO {table} VALUES (1, 'kept')")  # does not raise
+        (event,) = rec.wait_for(1, TIMEOUT)
+    assert (event.status, event.id, dict(event.extra_columns)) == ("lost", None, {})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("42703" in w and "no longer matches" in w for w in warnings), warnings
+    assert "kept" not in " ".join(warnings)
+    with pg_engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT name FROM {table}")).scalar() == "kept"
+    # Restarted with a watch that matches the table again, the trigger is replaced.
+    n.stop()
+    fixed = make_notifier(notifiers, pg_engine)
+    fixed.watch(f"{schema}.products", "insert", extra_columns=["name"])
+    rec2 = EventRecorder()
+    fixed.subscribe(f"{schema}.products", "insert")(rec2)
+    fixed.start()
+    assert [s.state for s in fixed.install_states] == ["replaced"]
+    execute(pg_engine, f"INSERT INTO {table} VALUES (2, 'again')")
+    assert dict(rec2.wait_for(1, TIMEOUT)[0].row) == {"id": 2, "name": "again"}

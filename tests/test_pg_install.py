@@ -269,3 +269,33 @@ def test_ten_processes_install_at_once(
     assert [s.state for s in n.install_states] == ["unchanged"]
     execute(pg_engine, f'INSERT INTO "{schema}".orders (id) VALUES (1)')
     assert rec.wait_for(1, TIMEOUT)[0].id == 1
+
+
+def test_partitioned_table(pg_engine: sa.Engine, schema: str, notifiers: Any) -> None:
+    execute(
+        pg_engine,
+        f'CREATE TABLE "{schema}".events (id int, day date, PRIMARY KEY (id, day))'
+        " PARTITION BY RANGE (day)",
+    )
+    for year in (2023, 2024):
+        execute(
+            pg_engine,
+            f'CREATE TABLE "{schema}".events_{year} PARTITION OF "{schema}".events'
+            f" FOR VALUES FROM ('{year}-01-01') TO ('{year + 1}-01-01')",
+        )
+    n = make_notifier(notifiers, pg_engine)
+    n.watch(f"{schema}.events", "insert")
+    rec = EventRecorder()
+    n.subscribe(f"{schema}.events", "insert")(rec)
+    n.start()
+    execute(
+        pg_engine, f"INSERT INTO \"{schema}\".events VALUES (1, '2023-05-01'), (2, '2024-05-01')"
+    )
+    events = rec.wait_for(2, TIMEOUT)
+    assert [(e.table, e.id[0]) for e in events] == [("events", 1), ("events", 2)]
+    n.stop()
+    again = make_notifier(notifiers, pg_engine)
+    again.watch(f"{schema}.events", "insert")
+    assert [s.state for s in again.install()] == ["unchanged"]
+    assert again.cleanup() == 1
+    assert triggers(pg_engine, schema, "events_2023") == []

@@ -447,6 +447,7 @@ def test_stop_is_prompt_while_a_reconnect_hangs(
     fast_reconnect: None,
     proxy: FreezableProxy,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: Any,
 ) -> None:
     monkeypatch.setattr(PostgresSource, "IDLE_PROBE_INTERVAL", 0.2)
     monkeypatch.setattr(PostgresSource, "PROBE_TIMEOUT", 0.5)
@@ -462,6 +463,55 @@ def test_stop_is_prompt_while_a_reconnect_hangs(
     listener = n._listener
     assert listener is not None
     started = time.monotonic()
-    n.stop()
+    with caplog.at_level(logging.WARNING, logger="sqlnotify"):
+        n.stop()
     assert time.monotonic() - started < 20  # far less than the 60 s connect timeout
     assert not listener.is_alive
+    assert not [r for r in caplog.records if "reconnect failed" in r.getMessage()]
+
+
+def test_a_receiver_may_stop_the_notifier(
+    Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, caplog: Any
+) -> None:
+    n = make_notifier(notifiers, pg_engine)
+    n.watch(Item, "insert")
+    before = sqlnotify_threads()
+    got: list[int] = []
+
+    @n.subscribe(Item, "insert")
+    def stop_on_first(event: Any) -> None:
+        got.append(event.id)
+        n.stop()
+
+    n.start()
+    with caplog.at_level(logging.WARNING, logger="sqlnotify"):
+        insert(pg_engine, schema, 1)
+        wait_until(lambda: not n.is_running, TIMEOUT, "the receiver to stop the notifier")
+        wait_until(lambda: sqlnotify_threads() - before == set(), TIMEOUT, "both threads to end")
+    assert got == [1]
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_listener_connect_args(pg_url: str, Item: Any, schema: str, notifiers: Any) -> None:
+    engine = sa.create_engine(pg_url, connect_args={"application_name": "from-connect-args"})
+    n = make_notifier(
+        notifiers, engine, listener_connect_args={"application_name": "mine", "connect_timeout": 4}
+    )
+    dsn = n.dialect.dsn  # type: ignore[attr-defined]
+    assert (dsn["application_name"], dsn["connect_timeout"]) == ("mine/sqlnotify", "4")
+    n.watch(Item, "insert")
+    n.start()
+    assert n._listener is not None and n._listener.source is not None
+    pid = n._listener.source.backend_pid  # type: ignore[attr-defined]
+    name = scalar(
+        engine, "SELECT application_name FROM pg_stat_activity WHERE pid = :p", {"p": pid}
+    )
+    assert name == "mine/sqlnotify"
+    n.stop()
+    engine.dispose()
+    with pytest.raises(SQLNotifyException, match="'sslmod' is not a libpq connection keyword"):
+        Notifier(engine, listener_connect_args={"sslmod": "require"})
+    with pytest.raises(
+        SQLNotifyException, match=r"unknown option 'poll_interval'.*listener_connect_args"
+    ):
+        Notifier(engine, poll_interval=1)

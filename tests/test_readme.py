@@ -8,15 +8,16 @@ The convention (for every section of README.rst):
 * ``<backend>`` picks the environment (see ``BACKENDS`` below):
 
   - ``postgresql``: every string literal in the code that starts with
-    ``postgresql://`` or ``postgresql+<driver>://`` is replaced with the test
-    database's URL (the driver written in the example is kept), whose
-    ``search_path`` is a fresh schema dropped afterwards.  So write natural
-    URLs such as ``"postgresql+psycopg2://app:secret@localhost/app"``.
+    ``postgresql://`` or ``postgresql+<driver>://`` is replaced with the URL of
+    a fresh database on the test server, created for the chain and dropped
+    after it (the driver written in the example is kept, so ``+asyncpg``
+    works too).  So write natural URLs such as
+    ``"postgresql+psycopg2://app:secret@localhost/app"``.
   - ``sqlite``: the example runs in a fresh temporary working directory, so
     relative paths such as ``sqlite:///app.db`` land there.
 
 * ``.. sqlnotify-example: <backend> continued`` runs the block in the same
-  namespace (and database schema) as the example before it, so a section can
+  namespace (and database) as the example before it, so a section can
   build on the models and engine of an earlier one.  A chain of examples is one
   test, named after the line where it starts.
 * After a chain, every :class:`~sqlnotify.Notifier` left in its namespace is
@@ -99,18 +100,21 @@ EXAMPLES = collect(README.read_text(encoding="utf-8"))
 
 @contextlib.contextmanager
 def postgresql_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    import psycopg2
+
+    from sqlnotify.dialects.postgresql import listener_dsn
+
     base = sa.make_url(request.getfixturevalue("pg_url"))
-    engine: sa.Engine = request.getfixturevalue("pg_engine")
-    schema = f"readme_{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    database = f"readme_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(**listener_dsn(base))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{database}"')
 
     def rewrite(code: str) -> str:
         def url(match: re.Match[str]) -> str:
             written = sa.make_url(match["url"])
-            target = base.set(drivername=written.drivername).update_query_dict(
-                {"options": f"-csearch_path={schema}"}
-            )
+            target = base.set(drivername=written.drivername, database=database)
             return repr(target.render_as_string(hide_password=False))
 
         return re.sub(r"""(?P<q>["'])(?P<url>postgresql(\+\w+)?://[^"']*)(?P=q)""", url, code)
@@ -118,8 +122,9 @@ def postgresql_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[str
     try:
         yield rewrite
     finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+        admin.close()
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ from sqlite_support import file_engine, ids
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
 from sqlnotify._listener import Listener
-from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect, SQLiteSource
+from sqlnotify.dialects._sqlite_source import SQLiteSource
+from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
 
@@ -502,7 +503,7 @@ def test_same_process_commit_wakes_the_listener(
     assert isinstance(source, SQLiteSource)
     for i in (1, 2):
         # Wait until the listener has left its quick checks after activity.
-        wait_until(lambda: source._burst == -1, 10, "the listener to go idle")
+        wait_until(lambda: source.pacer.settled, 10, "the listener to go idle")
         with engine.begin() as conn:
             conn.execute(sa.insert(Account).values(id=i, email="e", name="n"))
         assert rec.wait_for(i, timeout=10)[-1].id == i
@@ -511,3 +512,42 @@ def test_same_process_commit_wakes_the_listener(
     assert sa.event.contains(engine, "commit", dialect._on_commit)
     n.stop()
     assert not sa.event.contains(engine, "commit", dialect._on_commit)
+
+
+def test_notify_before_the_first_start(engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    n = make(engine, notifiers)
+    n.watch(Account, "insert")
+    n.notify(Account, "insert", {"id": 1})  # nobody listens yet: not delivered later
+    rec = EventRecorder()
+    n.subscribe(Account, "insert")(rec)
+    n.start()
+    n.notify(Account, "insert", {"id": 2})
+    assert ids(rec.wait_for(1)) == [2]
+    n.notify(Account, "insert", {"id": 3})
+    assert ids(rec.wait_for(2)) == [2, 3]
+
+
+def test_database_behind_a_symlink(tmp_path: os.PathLike[str], notifiers: list[Notifier]) -> None:
+    pytest.importorskip("inotify_simple")
+    real_dir = os.path.join(os.fspath(tmp_path), "real")
+    os.mkdir(real_dir)
+    real = os.path.join(real_dir, "app.db")
+    link = os.path.join(os.fspath(tmp_path), "link.db")
+    with sqlite3.connect(real) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    os.symlink(real, link)
+    engine = file_engine(link)
+    n = make(engine, notifiers)
+    n.watch("t", "insert")
+    rec = EventRecorder()
+    n.subscribe("t", "insert")(rec)
+    n.start()
+    assert n._listener is not None
+    source = n._listener.source
+    assert isinstance(source, SQLiteSource) and source.uses_inotify
+    # SQLite keeps the WAL next to the real file.
+    assert os.path.exists(real + "-wal") and not os.path.exists(link + "-wal")
+    with sqlite3.connect(link) as conn:
+        conn.execute("INSERT INTO t (id) VALUES (1)")
+    assert rec.wait_for(1)[0].id == 1
+    engine.dispose()

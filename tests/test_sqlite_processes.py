@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlite_support import file_engine, finish, ids, python, read_line
 
 from sqlnotify import Notifier, Operation, signals
-from sqlnotify.dialects.sqlite import SQLiteDialect, SQLiteSource
+from sqlnotify.dialects._sqlite_source import SQLiteSource
+from sqlnotify.dialects.sqlite import SQLiteDialect
 from sqlnotify.testing import EventRecorder, wait_until
 
 pytestmark = pytest.mark.sqlite
@@ -184,21 +185,31 @@ def test_restart_starts_at_the_end(engine: sa.Engine, notifiers: list[Notifier])
 
 
 def test_reconnect_resumes_without_loss(
-    engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None
+    engine: sa.Engine, sqlite_path: str, notifiers: list[Notifier], fast_reconnect: None
 ) -> None:
     rec = start(engine, notifiers)
     notifier = notifiers[0]
-    assert notifier._listener is not None
-    old = notifier._listener.source
-    assert isinstance(old, SQLiteSource)
-    # Break the listener's connection under it: the listener reconnects.
-    old._conn.close()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO item (id, name) VALUES (1, 'a')"))
-    wait_until(lambda: notifier.stats.reconnects == 1, 10, "a reconnect")
+    rec.wait_for(1)
+    # Someone drops the change log: the listener's reads fail and it reconnects
+    # (and retries) until the notifier installs it again.
+    with sqlite3.connect(sqlite_path) as conn:
+        conn.execute("DROP TABLE sqlnotify_log")
+    wait_until(
+        lambda: notifier._listener is not None and notifier._listener.source is None,
+        10,
+        "the listener to lose its source",
+    )
+    notifier.install()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO item (id, name) VALUES (2, 'b')"))
-    assert ids(rec.wait_for(2)) == [1, 2]
+    wait_until(lambda: notifier.stats.reconnects == 1, 10, "a reconnect")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO item (id, name) VALUES (3, 'c')"))
+    # The new log starts at 1 again; the listener reads it from its start.
+    assert ids(rec.wait_for(3)) == [1, 2, 3]
+    assert [e.position for e in rec.events] == [1, 1, 2]
 
 
 def test_pruning(engine: sa.Engine, notifiers: list[Notifier]) -> None:
@@ -242,6 +253,8 @@ def test_rows_pruned_before_reading_are_reported(
     n.install()
     dialect = n.dialect
     assert isinstance(dialect, SQLiteDialect)
+    gaps: list[tuple[int, int]] = []
+    dialect.on_gap = lambda first, last: gaps.append((first, last))
     source = dialect.open_source([n.watches[0].channel])
     assert isinstance(source, SQLiteSource)
     try:
@@ -261,7 +274,32 @@ def test_rows_pruned_before_reading_are_reported(
         os.close(write)
         assert [json.loads(n.payload)["row"]["id"] for n in got] == [4]
         assert source.reader.missed == 3 and source.reader.gaps == 1
+        assert gaps == [(1, 3)]
         assert "positions 1 to 3 (3 rows) were removed" in caplog.text
     finally:
         source.close()
         dialect.close()
+
+
+def test_install_waits_for_the_lock_then_says_why(
+    engine: sa.Engine, sqlite_path: str, notifiers: list[Notifier]
+) -> None:
+    from sqlnotify.exceptions import SQLNotifyException
+
+    holder = python(HOLDER, sqlite_path, "IMMEDIATE")
+    try:
+        read_line(holder, "locked")
+        n = Notifier(engine, sqlite_busy_timeout=0.2)
+        notifiers.append(n)
+        n.watch("item", "insert")
+        with pytest.raises(SQLNotifyException, match="sqlite_busy_timeout"):
+            n.start()
+        assert not n.is_running
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        finish(holder)
+    # Once the lock is gone, the same notifier starts.
+    n.start()
+    assert [s.state for s in n.install_states] == ["installed"]

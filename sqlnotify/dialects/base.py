@@ -60,6 +60,12 @@ class InstallState:
 class Source(abc.ABC):
     """One listening connection, used only by the listener thread."""
 
+    #: Wall-clock time (``time.time()``) the server last sent data; after a
+    #: disconnect, notifications may be missing from then on.
+    last_alive: float | None = None
+    #: The server's notification queue usage (0..1) at the last check, if known.
+    queue_usage: float | None = None
+
     @abc.abstractmethod
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         """Return the notifications that arrived, waiting at most ``timeout`` seconds.
@@ -72,6 +78,15 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close the connection; never raises."""
+
+    def abandon(self) -> None:
+        """Forget the connection in a forked child, without a word to the server.
+
+        The parent process still owns the connection: the child must neither
+        read from it nor close it (closing sends a goodbye on the shared
+        socket).  The default does nothing; sources whose connection is a
+        socket replace it in the child by a dead one.
+        """
 
 
 class Dialect(abc.ABC):
@@ -140,6 +155,20 @@ class Dialect(abc.ABC):
     def open_source(self, channels: Sequence[str]) -> Source:
         """Connect, listen on ``channels`` and prove it with a round trip."""
 
+    def journal(self) -> Any:
+        """The journal store of durable watches (a ``JournalStore``)."""
+        from ..exceptions import SQLNotifyConfigurationError
+
+        raise SQLNotifyConfigurationError(
+            f"durable watches are not available on {self.name or 'this database'}"
+        )
+
+    #: ``(key, consumer name)`` of the lock held for a named consumer, if any.
+    consumer_lock: tuple[int, str] | None = None
+    #: The source reads every watch from a change log and resumes its position
+    #: after a reconnect, so nothing is lost while disconnected (SQLite).
+    replays_log: bool = False
+
     def attach(self, wake: Callable[[], None]) -> None:
         """Called by :meth:`Notifier.start` with the listener's ``wake``.
 
@@ -150,6 +179,15 @@ class Dialect(abc.ABC):
 
     def detach(self) -> None:
         """Undo :meth:`attach` (called by :meth:`Notifier.stop`)."""
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the connections and locks inherited from the parent.
+
+        Runs right after ``fork()``, while the child has a single thread, so
+        it must take no lock another thread of the parent may have held, and
+        neither use nor close what the parent still owns.  The default does
+        nothing.
+        """
 
     def close(self) -> None:
         """Release what the dialect holds (pools it created)."""

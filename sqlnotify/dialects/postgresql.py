@@ -12,8 +12,9 @@ import dataclasses
 import json
 import os
 import select
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +29,7 @@ from ..exceptions import (
 )
 from ._pg_large import OverflowStore, pairs, positive
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
 
@@ -95,15 +97,26 @@ LANGUAGE plpgsql AS {tag}
 DECLARE
     payload text;
 BEGIN
-    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                 'row', json_build_object({row}))::text;
-    IF octet_length(payload) > {limit} THEN
-        {oversize}
-    END IF;
+    BEGIN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object({row}))::text;
+        IF octet_length(payload) > {limit} THEN
+            {oversize}
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object(), 'lost', true,
+                                     'err', SQLSTATE, 'msg', left(SQLERRM, 300))::text;
+    END;
     PERFORM pg_notify({channel}, payload);
     RETURN NULL;
 END;
 {tag}"""
+
+# The inner block keeps the user's write alive when the table no longer
+# matches the watch (a watched column dropped or renamed since the trigger
+# was installed): the event then says so ("err") instead.  It never writes,
+# so the subtransaction it opens gets no transaction id and costs little.
 
 # Without an overflow table, a row too large for NOTIFY is announced by its
 # keys only ("trunc"); the listener re-reads the row.  If even the keys do not
@@ -115,6 +128,60 @@ payload := json_build_object('ts', extract(epoch from clock_timestamp()),
             payload := json_build_object('ts', extract(epoch from clock_timestamp()),
                                          'row', json_build_object(), 'lost', true)::text;
         END IF;"""
+
+# A durable watch appends the event to the journal in the writer's transaction;
+# the notification is then a wake-up carrying the journal key ("pos", "xid"),
+# and the payload too when it fits.
+DURABLE_FUNCTION_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS {tag}
+DECLARE
+    payload text;
+    note text;
+    pos bigint;
+    tx xid8;
+BEGIN
+    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                 'row', json_build_object({row}))::text;
+    {insert}
+    note := '{{"pos":' || pos || ',"xid":' || tx || ',' || substr(payload, 2);
+    IF octet_length(note) > {limit} THEN
+        note := '{{"pos":' || pos || ',"xid":' || tx || ',"wake":true}}';
+    END IF;
+    PERFORM pg_notify({channel}, note);
+    RETURN NULL;
+END;
+{tag}"""
+
+# The same for a whole statement: one INSERT ... SELECT over the transition
+# table, then one notification per journalled row.
+DURABLE_STATEMENT_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS {tag}
+DECLARE
+    sent bigint;
+BEGIN
+    WITH journalled AS (
+        INSERT INTO {journal} (channel, payload)
+        SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
+                                            'row', json_build_object({row}))::text
+        FROM {rows} r
+        RETURNING id, xid, payload
+    )
+    SELECT count(pg_notify({channel}, CASE
+        WHEN octet_length(payload) < {limit} - 64
+        THEN '{{"pos":' || id || ',"xid":' || xid || ',' || substr(payload, 2)
+        ELSE '{{"pos":' || id || ',"xid":' || xid || ',"wake":true}}' END))
+    INTO sent FROM journalled;
+    RETURN NULL;
+END;
+{tag}"""
+
+STATEMENT_TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER {operation} ON {table}
+REFERENCING {side} TABLE AS {rows} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
+#: Name of the transition table in statement-level triggers.
+TRANSITION_TABLE = "sqlnotify_rows"
 
 TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
@@ -132,13 +199,15 @@ WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE
 """
 
 
-def listener_dsn(url: sa.URL) -> dict[str, Any]:
+def listener_dsn(url: sa.URL, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """psycopg2 connection keywords for ``url``, whatever its PostgreSQL driver.
 
     Host, port, user, password, database and libpq query parameters
     (``sslmode``, a unix-socket ``host``, ...) are kept; asyncpg's ``ssl=``
     becomes ``sslmode=``; driver-specific options libpq does not know are
-    dropped.
+    dropped.  ``extra`` (the ``listener_connect_args`` option) is applied
+    last, for settings an application passes to its engine through
+    ``connect_args`` rather than the URL.
     """
     kwargs: dict[str, Any] = {}
     args = url.translate_connect_args(username="user", database="dbname")
@@ -152,6 +221,13 @@ def listener_dsn(url: sa.URL) -> dict[str, Any]:
             kwargs["sslmode"] = mapping.get(text.lower(), text)
         elif key in _LIBPQ_KEYWORDS:
             kwargs[key] = text
+    for key, value in (extra or {}).items():
+        if key not in _LIBPQ_KEYWORDS:
+            raise SQLNotifyConfigurationError(
+                f"listener_connect_args: {key!r} is not a libpq connection keyword"
+                " (for example sslmode, sslrootcert, password, options, connect_timeout)"
+            )
+        kwargs[key] = str(value)
     # The listener's session must be recognisable in pg_stat_activity.
     app = kwargs.get("application_name")
     kwargs["application_name"] = (
@@ -175,9 +251,28 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     max_payload = MAX_PAYLOAD
 
+    #: The keyword options a PostgreSQL notifier accepts (see :meth:`__init__`).
+    OPTIONS = frozenset(
+        {
+            "listener_connect_args",
+            "pg_journal_per_statement",
+            "overflow_retention",
+            "overflow_prune_interval",
+            "overflow_prune_batch",
+        }
+    )
+
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
+        """:param options: ``listener_connect_args``: libpq keywords for sqlnotify's
+        own connections, on top of what the engine's URL says."""
+        unknown = sorted(set(options) - self.OPTIONS)
+        if unknown:
+            raise SQLNotifyConfigurationError(
+                f"unknown option {unknown[0]!r} for a PostgreSQL notifier; valid options:"
+                f" {', '.join(sorted(self.OPTIONS))}"
+            )
         self.user_engine = engine
-        self.dsn = listener_dsn(engine.url)
+        self.dsn = listener_dsn(engine.url, options.get("listener_connect_args"))
         if not _is_psycopg2(engine):
             # asyncpg, psycopg 3, pg8000: sqlnotify's own work goes through a
             # small psycopg2 engine on the same server.
@@ -201,8 +296,24 @@ class PostgresDialect(Dialect):
         self.overflow = OverflowStore(
             self.engine, marker=MARKER, lock_key=INSTALL_LOCK_KEY, version=FORMAT_VERSION
         )
+        #: Schema of the journal tables (``None``: the default schema).
+        self.journal_schema: str | None = None
+        per_statement = options.get("pg_journal_per_statement", False)
+        if not isinstance(per_statement, bool):
+            raise SQLNotifyConfigurationError(
+                f"pg_journal_per_statement must be True or False, not {per_statement!r}"
+            )
+        self.journal_per_statement = per_statement
+        self._journal: PostgresJournal | None = None
+
+    def after_fork(self) -> None:
+        # The journal's connection is the parent's: never use nor close it here.
+        self._journal = None
 
     def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
 
@@ -219,23 +330,44 @@ class PostgresDialect(Dialect):
     def table_ref(self, watch: Watch) -> str:
         return qualified(watch.effective_schema, watch.table)
 
+    def statement_level(self, watch: Watch) -> bool:
+        """Whether the watch's trigger runs once per statement (over a transition table).
+
+        Only durable watches with the ``pg_journal_per_statement=True`` option,
+        and without ``trigger_columns`` (those compare old and new values row
+        by row).  One ``INSERT ... SELECT`` into the journal per statement
+        costs a statement of many rows far less than one insert per row, and
+        a single-row statement a little more.
+        """
+        return watch.durable and not watch.trigger_columns and self.journal_per_statement
+
     def function_sql(self, watch: Watch) -> str:
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
-        truncate = TRUNCATE_SQL.format(
-            keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
-        )
-        oversize = (
-            self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
-        )
+        if self.statement_level(watch):
+            ref = "r"
         body_args = {
             "function": self.function_ref(watch),
             "row": pairs(watch, watch.payload_columns, ref + "."),
             "limit": MAX_PAYLOAD,
-            "oversize": oversize,
             "channel": quote_literal(watch.channel),
         }
+        if self.statement_level(watch):
+            body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
+            body_args["rows"] = TRANSITION_TABLE
+            template = DURABLE_STATEMENT_SQL
+        elif watch.durable:
+            body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
+            template = DURABLE_FUNCTION_SQL
+        else:
+            truncate = TRUNCATE_SQL.format(
+                keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
+            )
+            body_args["oversize"] = (
+                self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
+            )
+            template = FUNCTION_SQL
         tag = "$sqlnotify$"
-        text = FUNCTION_SQL.format(tag="{tag}", **body_args)
+        text = template.format(tag="{tag}", **body_args)
         n = 0
         while tag in text.replace("{tag}", ""):
             n += 1
@@ -247,8 +379,8 @@ class PostgresDialect(Dialect):
         return self.overflow.send(schema, channel, payload)
 
     def has_overflow(self, schemas: set[str | None]) -> bool:
-        with self.engine.connect() as conn:
-            return len(self.overflow.missing(conn, schemas)) < len(schemas)
+        # Known since install() looked (no query: start() is waiting).
+        return bool(schemas & self.overflow.ready)
 
     def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
         return self.overflow.fetch(schema, ids)
@@ -276,6 +408,16 @@ class PostgresDialect(Dialect):
                 for c in watch.trigger_columns
             )
             when = f" WHEN ({cond})"
+        if self.statement_level(watch):
+            side = "OLD" if watch.operation.value == "delete" else "NEW"
+            return STATEMENT_TRIGGER_SQL.format(
+                trigger=quote_ident(watch.channel),
+                operation=watch.operation.value.upper(),
+                table=self.table_ref(watch),
+                side=side,
+                rows=TRANSITION_TABLE,
+                function=self.function_ref(watch),
+            )
         return TRIGGER_SQL.format(
             trigger=quote_ident(watch.channel),
             operation=watch.operation.value.upper(),
@@ -303,6 +445,16 @@ class PostgresDialect(Dialect):
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
+    def journal_schema_name(self) -> str | None:
+        """The schema of the journal tables of durable watches (default: the default schema)."""
+        return self.journal_schema or self.default_schema()
+
+    def journal(self) -> PostgresJournal:
+        """The journal store durable watches use (one connection, opened lazily)."""
+        if self._journal is None:
+            self._journal = PostgresJournal(self.dsn, self.journal_schema_name())
+        return self._journal
+
     def check_names(self, watch: Watch) -> None:
         """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes)."""
         names = [("schema", watch.effective_schema or ""), ("table", watch.table)]
@@ -318,9 +470,11 @@ class PostgresDialect(Dialect):
 
     def ddl(self, watch: Watch) -> list[str]:
         self.check_names(watch)
-        first = self.overflow.ddl(watch.effective_schema) if watch.use_overflow_table else []
+        journal = [journal_ddl(self.journal_schema_name())] if watch.durable else []
+        overflow = self.overflow.ddl(watch.effective_schema) if watch.use_overflow_table else []
         return [
-            *first,
+            *journal,
+            *overflow,
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
             f" IS {quote_literal(self.comment(watch))}",
@@ -367,9 +521,17 @@ class PostgresDialect(Dialect):
             self.check_names(watch)
         overflow = {w.effective_schema for w in watches if w.use_overflow_table}
         with self.engine.connect() as conn:
+            if conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
+                raise SQLNotifyListenerError(
+                    f"the server at {self.engine.url.host}:{self.engine.url.port or 5432} is in"
+                    " recovery (a read replica or standby): triggers cannot be installed and"
+                    " notifications are only sent on the primary; connect to the primary"
+                )
             found = self._installed(conn)
             states = [self._state(w, found) for w in watches]
-            missing_overflow = self.overflow.missing(conn, overflow)
+            absent = self.overflow.missing(conn, {w.effective_schema for w in watches})
+            self.overflow.ready.update({w.effective_schema for w in watches} - set(absent))
+            missing_overflow = [schema for schema in absent if schema in overflow]
             conn.rollback()
         todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
         if not todo and not cleanup_first and not missing_overflow:
@@ -477,7 +639,28 @@ class PostgresDialect(Dialect):
             conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     def open_source(self, channels: Sequence[str]) -> Source:
-        return PostgresSource(self.dsn, channels)
+        return PostgresSource(self.dsn, channels, log=self.log, lock=self.consumer_lock)
+
+    #: ``(key, consumer name)`` of the session lock the listener holds for a
+    #: named consumer of durable watches; ``None`` without one.
+    consumer_lock: tuple[int, str] | None = None
+
+    def server_queue_usage(self, timeout: float) -> float | None:
+        """``pg_notification_queue_usage()`` read on a new connection; ``None`` on failure."""
+        from .postgresql_journal import _BoundedCursor, connect_bounded
+
+        deadline = time.monotonic() + timeout
+        conn = None
+        try:
+            conn = connect_bounded(self.dsn, timeout)
+            cur = _BoundedCursor(conn, max(0.0, deadline - time.monotonic()))
+            cur.execute("SELECT pg_notification_queue_usage()")
+            return float(cur.fetchone()[0])
+        except Exception:
+            return None
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 _URL_KEYS = frozenset({"host", "port", "user", "password", "dbname"})
@@ -506,12 +689,30 @@ class PostgresSource(Source):
     PROBE_TIMEOUT = 5.0
     #: Bound on connecting, LISTEN and the ready round trip.
     CONNECT_TIMEOUT = 15.0
+    #: Bound on the ready round trip alone: a healthy server answers in
+    #: milliseconds; a connection that cannot LISTEN never does.
+    PING_TIMEOUT = 5.0
+    #: Read ``pg_notification_queue_usage()`` at least this often (seconds).
+    QUEUE_CHECK_INTERVAL = 30.0
+    #: Warn when the server's notification queue is fuller than this.
+    QUEUE_WARN_LEVEL = 0.5
 
-    def __init__(self, dsn: dict[str, Any], channels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        dsn: dict[str, Any],
+        channels: Sequence[str],
+        *,
+        log: Any = None,
+        lock: tuple[int, str] | None = None,
+    ) -> None:
         import psycopg2
         import psycopg2.extensions as ext
 
         self._ext = ext
+        self._log = log
+        #: Server notification queue usage (0..1) at the last check, or ``None``.
+        self.queue_usage: float | None = None
+        self._queue_warned = 0.0
         self._ping = f"sqlnotify_ping_{os.getpid()}_{id(self):x}"
         deadline = time.monotonic() + self.CONNECT_TIMEOUT
         try:
@@ -524,16 +725,34 @@ class PostgresSource(Source):
             self._fd = conn.fileno()
             cur = conn.cursor()
             self._cursor = cur
+            cur.execute("SELECT pg_is_in_recovery()")
+            self._complete(deadline)
+            if cur.fetchone()[0]:
+                raise SQLNotifyListenerError(
+                    "the listener's server is in recovery (a read replica or standby):"
+                    " notifications are only sent on the primary; connect to the primary"
+                )
+            if lock is not None:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (lock[0],))
+                self._complete(deadline)
+                if not cur.fetchone()[0]:
+                    raise SQLNotifyListenerError(
+                        f"consumer {lock[1]!r} is already active in another process; one"
+                        " consumer name is read by one process at a time (use another name"
+                        " for an independent reader)"
+                    )
             listens = "".join(f"LISTEN {quote_ident(c)};" for c in (*channels, self._ping))
             cur.execute(listens)
             self._complete(deadline)
             cur.execute("SELECT pg_notify(%s, 'ready')", (self._ping,))
             self._complete(deadline)
-            self._await_ping(deadline)
+            self._await_ping(min(deadline, time.monotonic() + self.PING_TIMEOUT))
         except BaseException:
             self.close()
             raise
         self._last_data = time.monotonic()
+        self._last_check = self._last_data
+        self.last_alive = time.time()
         self._probe_deadline: float | None = None
         self._poller: select.poll | None = None
         self._poller_wake = -1
@@ -581,9 +800,13 @@ class PostgresSource(Source):
         ext = self._ext
         now = time.monotonic()
         probe = self._probe_deadline
-        if probe is None and now - self._last_data >= self.IDLE_PROBE_INTERVAL:
+        if probe is None and (
+            now - self._last_data >= self.IDLE_PROBE_INTERVAL
+            or now - self._last_check >= self.QUEUE_CHECK_INTERVAL
+        ):
+            self._last_check = now
             try:
-                self._cursor.execute("SELECT 1")
+                self._cursor.execute("SELECT pg_notification_queue_usage()")
             except Exception as exc:
                 raise SourceDisconnected(str(exc)) from exc
             probe = self._probe_deadline = now + self.PROBE_TIMEOUT
@@ -597,11 +820,15 @@ class PostgresSource(Source):
                 poller.register(wake_fd, select.POLLIN)
                 self._poller_wake = wake_fd
             ready = poller.poll(timeout * 1000.0)
-            if probe is not None or any(fd == self._fd for fd, _ in ready):
+            data = any(fd == self._fd for fd, _ in ready)
+            if probe is not None or data:
                 state = conn.poll()
                 self._last_data = time.monotonic()
+                if data:
+                    self.last_alive = time.time()
                 if probe is not None and state == ext.POLL_OK:
                     self._probe_deadline = None
+                    self._queue_checked(self._cursor.fetchone())
             elif conn.closed:
                 raise SourceDisconnected("connection closed")
         except SourceDisconnected:
@@ -618,8 +845,41 @@ class PostgresSource(Source):
         conn.notifies = []
         return notifies  # type: ignore[no-any-return]
 
+    def _queue_checked(self, row: Any) -> None:
+        if not row or row[0] is None:
+            return
+        usage = self.queue_usage = float(row[0])
+        now = time.monotonic()
+        warn = usage >= self.QUEUE_WARN_LEVEL and now - self._queue_warned >= 60.0
+        if warn and self._log is not None:
+            self._queue_warned = now
+            self._log.warning(
+                "the server's notification queue is %.0f%% full: a listening session is"
+                " not consuming (or a transaction holds it back); at 100%% every"
+                " NOTIFY fails",
+                usage * 100,
+            )
+
     def close(self) -> None:
         try:
             self._conn.close()
         except Exception:  # noqa: S110 - closing a broken connection
             pass
+
+    def abandon(self) -> None:
+        # Point the child's copy of the socket's descriptor at a dead socket:
+        # the child lets go of the parent's connection, and anything libpq
+        # might still write in the child (a Terminate) goes nowhere.  The
+        # descriptor number stays taken, so nothing else reuses it.
+        try:
+            fd = self._conn.fileno()
+        except Exception:
+            return
+        a, b = socket.socketpair()
+        try:
+            os.dup2(a.fileno(), fd, inheritable=False)
+        except OSError:
+            pass
+        finally:
+            a.close()
+            b.close()

@@ -5,14 +5,11 @@ sequence number (``AUTOINCREMENT``, so a number is never reused, even after
 pruning), the channel, and the same JSON payload PostgreSQL sends.  SQLite
 has one writer at a time, so sequence order is commit order.
 
-The listener owns its own connection, made with the same SQLite module as
-the application's engine (two copies of the SQLite library in one process
-break each other's file locks).  It notices commits with ``PRAGMA data_version`` (a
-few microseconds) and then reads the rows after its position.  It sleeps on
-inotify (Linux, ``inotify_simple``) watching the write-ahead log, so an idle
-listener costs nothing; elsewhere it polls, quickly just after activity and
-more slowly while idle.  Commits through the notifier's own engine wake it
-directly.
+The listener's side lives in :mod:`sqlnotify.dialects._sqlite_source`.  It
+owns its own connection, made with the same SQLite module as the
+application's engine (two copies of the SQLite library in one process break
+each other's file locks).  Commits through the notifier's own engine wake it
+directly (:meth:`SQLiteDialect.attach`).
 """
 
 from __future__ import annotations
@@ -21,13 +18,13 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import select
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -36,21 +33,33 @@ from .._names import digest, quote_ident, quote_literal
 from .._types import sqlite_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
-from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+from .base import Dialect, InstallState, Source
 
-__all__ = ["SQLiteDialect", "SQLiteOptions", "SQLiteSource", "database_path", "driver_for"]
+if TYPE_CHECKING:
+    from .sqlite_journal import SQLiteJournal
+
+__all__ = ["SQLiteDialect", "SQLiteOptions", "database_path", "driver_for", "is_busy"]
 
 LOG_TABLE = "sqlnotify_log"
 MARKER = "-- sqlnotify:"
 FORMAT_VERSION = 1
 
+# The comment names this copy of the table: a listener that finds a
+# different one after a reconnect knows the log was recreated.
 LOG_TABLE_SQL = f"""\
 CREATE TABLE IF NOT EXISTS {quote_ident(LOG_TABLE)} (
+    -- sqlnotify change log {{generation}}
     "seq" INTEGER PRIMARY KEY AUTOINCREMENT,
     "ts" REAL NOT NULL,
     "channel" TEXT NOT NULL,
     "payload" TEXT NOT NULL
 )"""
+
+
+def log_table_sql() -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for the change log, with a new generation mark."""
+    return LOG_TABLE_SQL.format(generation=uuid.uuid4().hex)
+
 
 # julianday('now') is the statement's time with millisecond resolution.
 TRIGGER_SQL = """\
@@ -65,20 +74,7 @@ TRIGGERS_SQL = (
     "SELECT name, tbl_name, sql FROM sqlite_master"
     " WHERE type = 'trigger' AND name LIKE 'sqlnotify\\_%' ESCAPE '\\'"
 )
-FETCH_SQL = (
-    f'SELECT "seq", "channel", "payload" FROM {quote_ident(LOG_TABLE)}'
-    ' WHERE "seq" > ? ORDER BY "seq" LIMIT ?'
-)
-END_SQL = "SELECT seq FROM sqlite_sequence WHERE name = ?"
 INSERT_SQL = f'INSERT INTO {quote_ident(LOG_TABLE)} ("ts", "channel", "payload") VALUES (?, ?, ?)'
-# Deletes a prefix of at most ``batch`` rows: never a long scan, never a long lock.
-PRUNE_SQL = f"""\
-DELETE FROM {quote_ident(LOG_TABLE)} WHERE "seq" <= (
-    SELECT max("seq") FROM (
-        SELECT "seq", "ts" FROM {quote_ident(LOG_TABLE)} ORDER BY "seq" LIMIT ?
-    ) WHERE "ts" < ? AND "seq" <= ?
-)"""
-
 _OPTION_NAMES = {
     "sqlite_wal": "wal",
     "sqlite_retention": "retention",
@@ -107,7 +103,8 @@ def driver_for(engine: sa.Engine) -> Any:
     return sqlite3
 
 
-def _is_busy(exc: BaseException) -> bool:
+def is_busy(exc: BaseException) -> bool:
+    """Whether an SQLite error means "locked by another connection, try again"."""
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
@@ -223,6 +220,11 @@ class SQLiteDialect(Dialect):
         self._wake: Callable[[], None] | None = None
         self._listening = False
         self._reader: JournalReader | None = None
+        self._generation: str | None = None
+        #: Called as ``on_gap(first, last)`` (listener thread) when log rows
+        #: were pruned before the listener read them; they are also logged.
+        self.on_gap: Callable[[int, int], None] | None = None
+        self._journal: SQLiteJournal | None = None
 
     # -- connections ----------------------------------------------------------
     def connect(self, busy_timeout: float) -> Any:
@@ -245,6 +247,12 @@ class SQLiteDialect(Dialect):
             try:
                 yield self._conn
             except self.driver.Error as exc:
+                if is_busy(exc):
+                    raise SQLNotifyException(
+                        f"{self.path} stayed locked by another connection for"
+                        f" {self.settings.busy_timeout:g}s ({exc}); try again, or raise the"
+                        " sqlite_busy_timeout option"
+                    ) from exc
                 raise SQLNotifyException(f"SQLite error on {self.path}: {exc}") from exc
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
@@ -255,7 +263,7 @@ class SQLiteDialect(Dialect):
             try:
                 return fn()
             except self.driver.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
@@ -283,8 +291,22 @@ class SQLiteDialect(Dialect):
                     pass
                 self._conn = None
         self._reader = None
+        self._generation = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
+
+    def after_fork(self) -> None:
+        # SQLite forbids using a connection in a child that the parent opened;
+        # the child opens its own when it needs one.
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self._reader = None
+        self._wake = None
+        # The consumer lock stays the parent's (its file descriptor too).
+        self._journal = None
 
     # -- same-process wake-up -------------------------------------------------
     def attach(self, wake: Callable[[], None]) -> None:
@@ -300,8 +322,9 @@ class SQLiteDialect(Dialect):
             self._listening = False
 
     def _on_commit(self, conn: Any) -> None:
-        # Runs just before the commit reaches SQLite: the listener polls
-        # briefly after a wake-up, so it sees the commit as soon as it lands.
+        # Runs on the committing thread, just before the commit reaches
+        # SQLite: the listener checks again quickly after a wake-up, so it
+        # sees the commit as soon as it lands.
         wake = self._wake
         if wake is not None:
             wake()
@@ -363,7 +386,7 @@ class SQLiteDialect(Dialect):
 
     def ddl(self, watch: Watch) -> list[str]:
         return [
-            LOG_TABLE_SQL,
+            log_table_sql(),
             f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)}",
             self.trigger_sql(watch),
         ]
@@ -404,7 +427,18 @@ class SQLiteDialect(Dialect):
             return
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
-            mode = self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            try:
+                mode = self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except self.driver.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                self.log.warning(
+                    "could not switch %s to WAL mode, the database stayed busy (%s);"
+                    " the next start tries again",
+                    self.path,
+                    exc,
+                )
+                return
             if str(mode).lower() != "wal":
                 self.log.warning(
                     "could not switch %s to WAL mode (it stays in %r mode): the listener's"
@@ -429,7 +463,7 @@ class SQLiteDialect(Dialect):
             def work() -> list[InstallState]:
                 if cleanup_first:
                     self._cleanup(conn, watches)
-                conn.execute(LOG_TABLE_SQL)
+                conn.execute(log_table_sql())
                 found = self._installed(conn)
                 result = []
                 for watch in watches:
@@ -502,263 +536,76 @@ class SQLiteDialect(Dialect):
             ).fetchone()
         return {"rows": count, "first": first, "last": last}
 
+    # -- consumers --------------------------------------------------------------
+    #: Every watch is read from the change log: nothing is lost across reconnects.
+    replays_log = True
+    #: Seconds after which a consumer not seen stops holding log rows back.
+    consumer_expiry = 7 * 86400.0
+
+    def journal(self) -> SQLiteJournal:
+        """The consumer positions of this database's change log."""
+        from .sqlite_journal import SQLiteJournal
+
+        if self._journal is None:
+            self._journal = SQLiteJournal(self)
+        return self._journal
+
+    def resume(self, position: int, channels: Sequence[str]) -> None:
+        """Make the next source read the change log after ``position`` (a consumer's)."""
+        self._reader = JournalReader(position, channels, contiguous=True, log=self.log)
+
+    def prune_upto(self, conn: Any, position: int) -> int:
+        """The last position pruning may remove: none a known consumer still needs."""
+        from .sqlite_journal import oldest_needed
+
+        oldest = oldest_needed(conn, self.consumer_expiry, self.driver.OperationalError)
+        return position if oldest is None else min(position, oldest)
+
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:
         with self._connection() as conn:
-            self._retry(lambda: conn.execute(INSERT_SQL, (time.time(), channel, payload)))
+
+            def insert() -> None:
+                try:
+                    conn.execute(INSERT_SQL, (time.time(), channel, payload))
+                except self.driver.OperationalError as exc:
+                    if "no such table" not in str(exc):
+                        raise
+                    # notify() before the first start: create the log first.
+                    conn.execute(log_table_sql())
+                    conn.execute(INSERT_SQL, (time.time(), channel, payload))
+
+            self._retry(insert)
         wake = self._wake
         if wake is not None:
             wake()
 
     def prune(self, upto: int | None = None) -> int:
-        """Delete change-log rows older than the retention period; return how many."""
+        """Delete change-log rows older than the retention period; return how many.
+
+        Never rows a known consumer still needs (see :meth:`prune_upto`).
+        """
+        from ._sqlite_source import prune_log
+
         with self._connection() as conn:
             if not self._log_exists(conn):
                 return 0
+            upto = self.prune_upto(conn, 2**62 if upto is None else upto)
             return prune_log(conn, self.settings.retention, upto, budget=0.05)
 
+    def start_position(self, end: int) -> int:
+        """Where a listener that starts afresh begins reading: the end of the log.
+
+        ``end`` is the log's last sequence number.  A listener resumes after
+        a reconnect from its own position instead.
+        """
+        return end
+
     def open_source(self, channels: Sequence[str]) -> Source:
+        from ._sqlite_source import SQLiteSource
+
         source = SQLiteSource(self, channels, self._reader)
         # The position survives reconnects: a new connection resumes where the
         # last one stopped, so nothing is skipped; a new start() begins afresh.
         self._reader = source.reader
         return source
-
-
-def prune_log(
-    conn: Any, retention: float, upto: int | None, *, batch: int = 1000, budget: float = 0.02
-) -> int:
-    """Delete rows older than ``retention`` seconds (and at most ``upto``), batch by batch.
-
-    Each batch is its own short transaction; stops after ``budget`` seconds.
-    Raises the driver's ``OperationalError`` when the database is busy.
-    """
-    cutoff = time.time() - retention
-    limit = upto if upto is not None else 2**62
-    deleted = 0
-    stop = time.monotonic() + budget
-    while True:
-        n: int = conn.execute(PRUNE_SQL, (batch, cutoff, limit)).rowcount
-        deleted += max(n, 0)
-        if n < batch or time.monotonic() >= stop:
-            return deleted
-
-
-class _Inotify:
-    """inotify on the file SQLite writes at each commit (the WAL, or the database)."""
-
-    MASK_NAMES = ("MODIFY", "DELETE_SELF", "MOVE_SELF", "ATTRIB")
-
-    def __init__(self, path: str) -> None:
-        from inotify_simple import INotify, flags
-
-        mask = 0
-        for name in self.MASK_NAMES:
-            mask |= int(getattr(flags, name))
-        self._ino = INotify(nonblocking=True)
-        try:
-            self._ino.add_watch(path, mask)
-        except BaseException:
-            self._ino.close()
-            raise
-        self._lost = int(flags.DELETE_SELF) | int(flags.MOVE_SELF) | int(flags.IGNORED)
-        self.fd: int = self._ino.fileno()
-        self.path = path
-
-    def drain(self) -> bool:
-        """Consume pending events; ``False`` when the watched file went away."""
-        alive = True
-        try:
-            for event in self._ino.read(timeout=0):
-                if event.mask & self._lost:
-                    alive = False
-        except (BlockingIOError, OSError):
-            pass
-        return alive
-
-    def close(self) -> None:
-        try:
-            self._ino.close()
-        except OSError:
-            pass
-
-
-class SQLiteSource(Source):
-    """The listener's connection: notices commits and reads the change log.
-
-    The class attributes tune the waiting; tests and benchmarks may change them.
-    """
-
-    #: Pauses between checks after a wake-up that found nothing yet: the
-    #: commit that caused it may still be landing (an fsync, or the engine's
-    #: commit event, which fires just before the commit).
-    BURST = (0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512)
-    #: First pause of the polling fallback after activity; it doubles up to
-    #: the ``sqlite_poll_interval`` option while nothing happens.
-    MIN_POLL = 0.001
-    #: Listener reads wait this long for a lock before trying again later.
-    READ_BUSY_TIMEOUT = 0.1
-    #: Rows handed to the dispatcher per wait at most.
-    MAX_ROWS = 10_000
-    #: Time spent pruning per turn at most.
-    PRUNE_BUDGET = 0.02
-
-    def __init__(
-        self, dialect: SQLiteDialect, channels: Sequence[str], reader: JournalReader | None
-    ) -> None:
-        self._dialect = dialect
-        self._log = dialect.log
-        self._error = dialect.driver.Error
-        self._operational = dialect.driver.OperationalError
-        settings = dialect.settings
-        self._retention = settings.retention
-        self._max_poll = settings.poll_interval
-        self._prune_every = min(60.0, max(0.05, settings.retention / 4))
-        self._next_prune = time.monotonic() + min(1.0, self._prune_every)
-        conn = dialect.connect(self.READ_BUSY_TIMEOUT)
-        self._conn = conn
-        self._inotify: _Inotify | None = None
-        try:
-            execute = conn.execute
-            try:
-                # The version first: a commit landing between the two reads is
-                # then seen as a change and read, never skipped.
-                self._version = execute("PRAGMA data_version").fetchone()[0]
-                if reader is None:
-                    row = execute(END_SQL, (LOG_TABLE,)).fetchone()
-                    reader = JournalReader(
-                        row[0] if row else 0, channels, contiguous=True, log=self._log
-                    )
-                execute(FETCH_SQL, (reader.position, 1)).fetchall()
-                mode = str(execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            except self._error as exc:
-                raise SQLNotifyListenerError(
-                    f"the listener cannot read the change log of {dialect.path}: {exc}"
-                ) from exc
-            self.reader = reader
-            self.journal_mode = mode
-            if settings.inotify:
-                self._inotify = self._watch(mode)
-        except BaseException:
-            self.close()
-            raise
-        self._fetch_sql = FETCH_SQL
-        self._more = False
-        self._burst = -1  # index into BURST; -1: not in a burst
-        self._poll = self.MIN_POLL
-        #: How often the database was busy (locked by a writer) for this source.
-        self.busy = 0
-
-    def _watch(self, mode: str) -> _Inotify | None:
-        path = self._dialect.path + ("-wal" if mode == "wal" else "")
-        try:
-            return _Inotify(path)
-        except ImportError:
-            self._log.debug("inotify_simple is not installed: the SQLite listener polls")
-        except OSError as exc:
-            self._log.info(
-                "cannot watch %s with inotify (%s): the SQLite listener polls", path, exc
-            )
-        return None
-
-    @property
-    def uses_inotify(self) -> bool:
-        """Whether the source sleeps on inotify (else it polls)."""
-        return self._inotify is not None
-
-    def _fetch(self, after: int, limit: int) -> Sequence[tuple[int, str, str]]:
-        rows: Sequence[tuple[int, str, str]] = self._conn.execute(
-            self._fetch_sql, (after, limit)
-        ).fetchall()
-        return rows
-
-    def _check(self) -> list[RawNotification]:
-        """Read new rows if another connection committed since the last check."""
-        if not self._more:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version == self._version:
-                return []
-            self._version = version
-        reader = self.reader
-        items = reader.read(self._fetch, self.MAX_ROWS)
-        self._more = reader.more
-        return items  # type: ignore[return-value]
-
-    def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
-        try:
-            return self._wait(timeout, wake_fd)
-        except self._operational as exc:
-            if _is_busy(exc):
-                # A writer holds a lock SQLite makes readers wait for (only
-                # outside WAL mode, or during recovery): try again shortly.
-                self._log.debug("the SQLite listener found the database busy: %s", exc)
-                self.busy += 1
-                self._burst = 0
-                return ()
-            raise SourceDisconnected(f"SQLite error: {exc}") from exc
-        except self._error as exc:
-            raise SourceDisconnected(f"SQLite error: {exc}") from exc
-
-    def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
-        now = time.monotonic()
-        if now >= self._next_prune:
-            self._prune(now)
-        items = self._check()
-        if items or self._more:
-            self._activity()
-            return items
-        ino = self._inotify
-        burst = self._burst
-        if burst >= 0:
-            pause = self.BURST[burst]
-        elif ino is not None:
-            pause = timeout
-        else:
-            pause = self._poll
-        fds = [wake_fd] if ino is None else [wake_fd, ino.fd]
-        ready, _, _ = select.select(fds, [], [], min(timeout, pause))
-        if ino is not None and ino.fd in ready and not ino.drain():
-            self._log.info("the SQLite listener lost its inotify watch; polling instead")
-            ino.close()
-            self._inotify = None
-        items = self._check()
-        if items:
-            self._activity()
-        elif ready:
-            self._burst = 0
-        elif burst >= 0:
-            self._burst = burst + 1 if burst + 1 < len(self.BURST) else -1
-        elif ino is None:
-            self._poll = min(self._poll * 2, self._max_poll)
-        return items
-
-    def _activity(self) -> None:
-        # Something happened: more may follow soon, and with inotify the
-        # wake-up for the next commit may already have been consumed.
-        self._burst = 0
-        self._poll = self.MIN_POLL
-
-    def _prune(self, now: float) -> None:
-        try:
-            deleted = prune_log(
-                self._conn, self._retention, self.reader.position, budget=self.PRUNE_BUDGET
-            )
-        except self._operational as exc:
-            if not _is_busy(exc):
-                raise
-            self.busy += 1
-            self._next_prune = now + min(1.0, self._prune_every)
-            return
-        if deleted:
-            self._log.debug("pruned %d change log rows", deleted)
-        # More to do (the budget ran out): come back soon.
-        self._next_prune = now + (0.25 if deleted >= 1000 else self._prune_every)
-
-    def close(self) -> None:
-        if self._inotify is not None:
-            self._inotify.close()
-            self._inotify = None
-        try:
-            self._conn.close()
-        except Exception:  # noqa: S110 - closing a broken connection
-            pass

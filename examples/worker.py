@@ -1,0 +1,50 @@
+"""A worker-style script: react to new rows until Ctrl-C or SIGTERM, then stop cleanly.
+
+Models can be SQLModel classes, exactly like SQLAlchemy declarative ones::
+
+    DATABASE_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test python examples/worker.py
+    psql -h 127.0.0.1 -U postgres test -c "INSERT INTO worker_jobs (kind) VALUES ('resize')"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from sqlnotify import ChangeEvent, Notifier, signals
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "worker_jobs"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    engine = sa.create_engine(
+        os.environ.get("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    )
+    SQLModel.metadata.create_all(engine)
+    notifier = Notifier(engine)
+    notifier.watch(Job, "insert", extra_columns=["kind"])
+
+    @notifier.subscribe(Job, "insert")
+    def run_job(event: ChangeEvent) -> None:
+        print(f"job {event.id}: {event.extra_columns['kind']}", flush=True)
+
+    def announce(sender: Notifier, reconnect: bool, **_: Any) -> None:
+        print("listening again" if reconnect else "listening", flush=True)
+
+    signals.listener_connected.connect(announce, sender=notifier)
+    got = notifier.run_forever()  # blocks; SIGINT or SIGTERM ends it
+    print(f"stopped by {signal.Signals(got).name if got else 'stop()'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""Between the listener's source and the dispatcher queue (the listener thread's logic).
+
+The :class:`Intake` bounds the queue, sends ``gap`` signals after
+reconnects and overflows, and drives the journal of durable watches:
+it takes their live payloads while it can, walks the journal to deliver
+what the live path missed, and saves the consumer's position.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._dispatch import Dispatcher
+from ._journal import EarlyEvents, JournalEvent, JournalReader, JournalStore
+from ._route import Stats
+from .dialects.base import RawNotification, Source
+
+__all__ = ["Batch", "GapSender", "Intake"]
+
+GapSender = Callable[[dt.datetime, dt.datetime, tuple[str, ...], str, "int | None"], None]
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+
+
+class Batch(list[Any]):
+    """A list of notifications with the wall-clock time the listener received them."""
+
+    __slots__ = ("received_at",)
+
+    def __init__(self, items: Sequence[Any] = (), received_at: float = 0.0) -> None:
+        super().__init__(items)
+        self.received_at = received_at
+
+
+class Intake:
+    """The listener thread's side of delivery; see the module docstring.
+
+    ``max_queue`` bounds the notifications queued for the dispatcher.  When
+    the queue is full, live payloads of durable watches are left to the
+    journal walk, and notifications of other watches wait up to
+    ``queue_timeout`` seconds for room, then are dropped (counted, logged,
+    and reported by one ``gap`` signal per overflow episode).
+    """
+
+    #: Seconds between journal reads while something is pending.
+    SWEEP_INTERVAL = 0.2
+    #: Seconds between saves of a consumer's position (and heartbeat bound).
+    SAVE_INTERVAL = 1.0
+    HEARTBEAT_INTERVAL = 60.0
+    #: Seconds between retention passes (each removes a bounded batch).
+    PRUNE_INTERVAL = 60.0
+    PRUNE_BATCHES = 10
+    PRUNE_BATCH = 1000
+
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher,
+        stats: Stats,
+        log: logging.Logger,
+        send_gap: GapSender,
+        channels: Sequence[str],
+        durable_channels: Sequence[str],
+        replays_log: bool,
+        reader: JournalReader | None,
+        early: EarlyEvents | None,
+        store: JournalStore | None,
+        consumer: str | None,
+        position_time: dt.datetime | None,
+        max_queue: int,
+        queue_timeout: float,
+        retention: float,
+        consumer_expiry: float,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._stats = stats
+        self._log = log
+        self._send_gap = send_gap
+        self._durable = frozenset(durable_channels)
+        self._replays = replays_log
+        self._channels = tuple(channels)
+        # Channels whose events a disconnect loses (a replayed log loses none).
+        self._plain = () if replays_log else tuple(c for c in channels if c not in self._durable)
+        self._reader = reader
+        self._early = early
+        self._store = store
+        #: The journal store of durable watches (``None`` without them).
+        self.store = store
+        self._read_channels = tuple(durable_channels)
+        self._consumer = consumer
+        self._max_queue = max_queue
+        self._queue_timeout = queue_timeout
+        self._retention = retention
+        self._consumer_expiry = consumer_expiry
+        self.connected = False
+        self.since = dt.datetime.now(dt.timezone.utc)
+        self.source: Source | None = None
+        self._lost_at: float | None = None
+        self._log_reader: JournalReader | None = None
+        #: Set when the notifier stops: a full queue no longer holds the listener.
+        self.stopping = threading.Event()
+        self._overflow_start: float | None = None
+        self._overflow_count = 0
+        self._overflow_channels: set[str] = set()
+        # Written by the dispatcher thread (a tuple assignment), read here.
+        self.acked: int | None = reader.position if reader is not None else None
+        self._acked_at: dt.datetime | None = position_time
+        self._saved: int | None = self.acked
+        now = time.monotonic()
+        self._last_sweep = 0.0
+        self._last_save = now
+        self._last_prune = now
+        self._sweep_failed = 0.0
+        self.prune_passes = 0
+
+    # -- listener callbacks ---------------------------------------------------
+    def on_connected(self, reconnect: bool, source: Source) -> None:
+        now = time.time()
+        self.connected = True
+        self.since = _utc(now)
+        self.source = source
+        if reconnect and self._plain:
+            start = self._lost_at if self._lost_at is not None else now
+            self._gap(start, now, self._plain, "disconnected", None)
+        log_reader = getattr(source, "reader", None)
+        if self._replays and isinstance(log_reader, JournalReader):
+            self._log_reader = log_reader
+            if log_reader.on_gap is None:
+                log_reader.on_gap = self._log_gap
+        if self._early is not None:
+            if reconnect:
+                self._early.catch_up()
+            self._check_retention()
+            self._sweep()
+
+    def on_disconnected(self) -> None:
+        now = time.time()
+        self.connected = False
+        self.since = _utc(now)
+        source = self.source
+        alive = source.last_alive if source is not None else None
+        self._lost_at = alive if alive is not None else now
+
+    def push(self, items: Sequence[RawNotification]) -> None:
+        """Queue what the source returned (listener thread)."""
+        received_at = time.time()
+        d = self._dispatcher
+        durable = self._durable
+        full = d.depth >= self._max_queue
+        if self._replays:
+            # The log keeps everything: wait for room rather than drop.
+            while full and not self.stopping.is_set():
+                full = not d.wait_room(self._max_queue, 0.5)
+            d.put(Batch(items, received_at))
+            reader = self._log_reader
+            if self._consumer is not None and reader is not None:
+                position = reader.position
+                d.put_control(lambda p=position: self._ack(p))  # type: ignore[misc]
+            return
+        if not durable:
+            if full and not d.wait_room(self._max_queue, self._queue_timeout):
+                self._overflowed(items)
+                return
+            self._overflow_over()
+            d.put(Batch(items, received_at))
+            return
+        if full and any(n.channel not in durable for n in items):
+            full = not d.wait_room(self._max_queue, self._queue_timeout)
+        out = Batch((), received_at)
+        dropped: list[RawNotification] = []
+        for n in items:
+            if n.channel in durable:
+                item = self._live(n, not full)
+                if item is not None:
+                    out.append(item)
+            elif full:
+                dropped.append(n)
+            else:
+                out.append(n)
+        if dropped:
+            self._overflowed(dropped)
+        elif not full:
+            self._overflow_over()
+        if out:
+            d.put(out)
+
+    def tick(self) -> float | None:
+        """Periodic work on the listener thread; return how soon to run again."""
+        now = time.monotonic()
+        if self._overflow_start is not None and self._dispatcher.depth < self._max_queue:
+            self._overflow_over()
+        if self._consumer is not None:
+            acked = self.acked
+            due = now - self._last_save >= (
+                self.SAVE_INTERVAL if acked != self._saved else self.HEARTBEAT_INTERVAL
+            )
+            if due:
+                self._save(acked)
+        early = self._early
+        if early is None:
+            return None
+        if early.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
+            self._sweep()
+        if now - self._last_prune >= self.PRUNE_INTERVAL:
+            self._last_prune = now
+            self._check_retention()
+            if self.prune() >= self.PRUNE_BATCHES * self.PRUNE_BATCH:
+                # A backlog: come back in a second rather than a minute.
+                self._last_prune = now - self.PRUNE_INTERVAL + 1.0
+            self.prune_passes += 1
+        return self.SWEEP_INTERVAL if early.pending else None
+
+    # -- durable --------------------------------------------------------------
+    def _live(self, n: RawNotification, take: bool) -> Any:
+        early, reader = self._early, self._reader
+        assert early is not None and reader is not None
+        try:
+            data = json.loads(n.payload)
+            position = (int(data["xid"]) << 64) | int(data["pos"])
+        except Exception:
+            return n  # a custom or foreign payload: the dispatcher decodes (or drops) it
+        decision = early.live(position, reader.position, take and not data.get("wake"))
+        if decision:
+            return JournalEvent(n.channel, n.payload, data, data["pos"])
+        if decision is False:
+            self._stats.duplicates += 1
+        return None
+
+    def _fetch(self, after: int, limit: int) -> list[tuple[int, str, str | None]]:
+        early, store = self._early, self._store
+        assert early is not None and store is not None
+        batch = store.read(after, self._read_channels, limit, early.ahead)
+        return early.screen(batch, limit)
+
+    def _sweep(self) -> None:
+        reader = self._reader
+        assert reader is not None and self._early is not None
+        d = self._dispatcher
+        self._last_sweep = time.monotonic()
+        try:
+            stopping = self.stopping
+            while self._early.pending and d.depth < self._max_queue and not stopping.is_set():
+                before = reader.position
+                items = reader.read(self._fetch, max(1, self._max_queue - d.depth))
+                if items:
+                    d.put(Batch(items, time.time()))
+                if reader.position != before:
+                    position = reader.position
+                    d.put_control(lambda p=position: self._ack(p))  # type: ignore[misc]
+                if not reader.more:
+                    break
+        except Exception as exc:
+            if self._last_sweep - self._sweep_failed >= 10.0:
+                self._sweep_failed = self._last_sweep
+                self._log.warning("could not read the journal (will retry): %s", exc)
+
+    def _ack(self, position: int) -> None:
+        # Dispatcher thread: every event up to ``position`` went through the receivers.
+        self.acked = position
+        self._acked_at = dt.datetime.now(dt.timezone.utc)
+
+    def _save(self, key: int | None) -> None:
+        self._last_save = time.monotonic()
+        if key is None or self._store is None or self._consumer is None:
+            return
+        try:
+            self._store.save(self._consumer, key)
+            self._saved = key
+        except Exception as exc:
+            self._log.warning("could not save the position of consumer %r: %s", self._consumer, exc)
+
+    def _check_retention(self) -> None:
+        reader, store = self._reader, self._store
+        if reader is None or store is None:
+            return
+        try:
+            pruned = store.pruned()
+        except Exception as exc:
+            self._log.warning("could not read the journal's retention mark: %s", exc)
+            return
+        if pruned is None or not reader.position < pruned[0]:
+            return
+        key, pruned_at = pruned
+        start = self._acked_at or pruned_at
+        self._log.warning(
+            "%s fell behind the journal's retention: events from %s to %s were removed"
+            " before it read them",
+            f"consumer {self._consumer!r}" if self._consumer else "this notifier",
+            start.isoformat(),
+            pruned_at.isoformat(),
+        )
+        reader.position = key
+        self._gap(start.timestamp(), pruned_at.timestamp(), tuple(self._durable), "retention", None)
+
+    def prune(self) -> int:
+        """Remove journal rows past retention that no known consumer needs (bounded)."""
+        if self._store is None:
+            return 0
+        total = 0
+        try:
+            for _ in range(self.PRUNE_BATCHES):
+                n = self._store.prune(self._retention, self._consumer_expiry)
+                total += n
+                if n < self.PRUNE_BATCH:
+                    break
+        except Exception as exc:
+            self._log.warning("could not prune the journal: %s", exc)
+        if total:
+            self._log.info("pruned %d journal rows", total)
+        return total
+
+    def close(self, drained: bool) -> None:
+        """Save the final position; ``drained``: the dispatcher ran everything queued."""
+        if drained and self._consumer is not None:
+            self._settle()
+        if self._consumer is not None and self.acked != self._saved:
+            self._save(self.acked)
+        if self._store is not None:
+            self._store.close()
+
+    def _log_gap(self, first: int, last: int) -> None:
+        # A replayed log lost rows before this reader saw them (retention).
+        now = time.time()
+        start = self._acked_at.timestamp() if self._acked_at is not None else now
+        self._gap(min(start, now), now, self._channels, "retention", last - first + 1)
+
+    def _settle(self) -> None:
+        # Events delivered early went through their receivers: the saved
+        # position may pass them (up to the first row not delivered).
+        reader, early, store = self._reader, self._early, self._store
+        if reader is None or early is None or store is None or self.acked != reader.position:
+            return
+        try:
+            more = bool(early.ahead)
+            while more:
+                batch = store.read(reader.position, self._read_channels, 1000, early.ahead)
+                reached, more = early.settle(batch)
+                if reached is not None:
+                    reader.position = reached
+            self.acked = reader.position
+        except Exception as exc:
+            self._log.warning("could not read the journal at stop: %s", exc)
+
+    # -- gaps -----------------------------------------------------------------
+    def _gap(
+        self, start: float, end: float, channels: tuple[str, ...], reason: str, count: int | None
+    ) -> None:
+        self._stats.gaps += 1
+        s, e = _utc(start), _utc(end)
+        self._dispatcher.put_control(lambda: self._send_gap(s, e, channels, reason, count))
+
+    def _overflowed(self, items: Sequence[RawNotification]) -> None:
+        if self._overflow_start is None:
+            self._overflow_start = time.time()
+            self._log.warning(
+                "the event queue is full (%d events): dropping notifications of non-durable"
+                " watches until the receivers catch up",
+                self._max_queue,
+            )
+        self._overflow_count += len(items)
+        self._stats.overflowed += len(items)
+        self._overflow_channels.update(n.channel for n in items)
+
+    def _overflow_over(self) -> None:
+        start = self._overflow_start
+        if start is None:
+            return
+        count = self._overflow_count
+        channels = tuple(sorted(self._overflow_channels))
+        self._overflow_start = None
+        self._overflow_count = 0
+        self._overflow_channels = set()
+        self._log.warning("the event queue has room again; %d notifications were dropped", count)
+        self._gap(start, time.time(), channels, "overflow", count)

@@ -1,0 +1,42 @@
+"""The Python examples of the README's SQLite section run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from sqlite_support import ROOT
+
+pytestmark = pytest.mark.sqlite
+
+
+def sqlite_section() -> str:
+    with open(os.path.join(ROOT, "README.rst"), encoding="utf-8") as readme:
+        text = readme.read()
+    start = text.index("\nSQLite\n======\n")
+    end = re.compile(r"\n[^\n]+\n=+\n").search(text, start + 10)
+    return text[start : end.start() if end else len(text)]
+
+
+def test_sqlite_example_is_run_by_the_readme_tests() -> None:
+    # tests/test_readme.py runs every block marked like this one.
+    section = sqlite_section()
+    assert ".. sqlnotify-example: sqlite\n\n.. code-block:: python" in section
+
+
+def test_demo_command_is_documented() -> None:
+    section = sqlite_section()
+    assert "python -m sqlnotify demo" in section
+    assert "LATENCY_TABLE" not in section
+
+
+def test_readme_is_valid_restructuredtext() -> None:
+    core = pytest.importorskip("docutils.core")
+    with open(os.path.join(ROOT, "README.rst"), encoding="utf-8") as readme:
+        source = readme.read()
+    core.publish_string(
+        source,
+        writer="null",
+        settings_overrides={"report_level": 5, "halt_level": 2},  # raise on a warning
+    )
