@@ -8,7 +8,7 @@ receivers (and, through the asyncio bridge, to ``async def`` callbacks).
 from __future__ import annotations
 
 from ._aio import EventStream
-from .events import ChangeEvent, Operation
+from .events import ChangeEvent, Gap, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChangeEvent",
     "EventStream",
+    "Gap",
     "Notifier",
     "Operation",
     "SQLNotifyConfigurationError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from typing import Any
 
 from .exceptions import SQLNotifyConfigurationError
 
-__all__ = ["ChangeEvent", "Operation"]
+__all__ = ["ChangeEvent", "Gap", "Operation"]
 
 
 class Operation(str, enum.Enum):
@@ -311,3 +312,26 @@ def _rebuild(
         custom=custom,
         status=status,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """A window in which events of some channels may have been missed.
+
+    Passed to callbacks registered with :meth:`Notifier.on_gap
+    <sqlnotify.Notifier.on_gap>`; the same fields are the keywords of the
+    :data:`sqlnotify.signals.gap` blinker signal.  Re-read the state you
+    derive from those channels' tables.
+
+    :ivar start: start of the window (aware UTC datetime).
+    :ivar end: end of the window (aware UTC datetime).
+    :ivar channels: the channels affected.
+    :ivar reason: ``"disconnected"``, ``"overflow"`` or ``"retention"``.
+    :ivar count: events known to be missing, or ``None`` when unknown.
+    """
+
+    start: datetime
+    end: datetime
+    channels: tuple[str, ...]
+    reason: str
+    count: int | None = None

@@ -39,7 +39,7 @@ from ._route import Route, Stats, ordered_receivers, receiver_name, send_isolate
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
-from .events import ChangeEvent, Operation
+from .events import ChangeEvent, Gap, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
@@ -579,6 +579,34 @@ class Notifier:
                 bridge.batch_thread = dispatcher.ident if dispatcher is not None else None
             return bridge
 
+    def on_gap(self, fn: F) -> F:
+        """Decorator: call ``fn(gap)`` with a :class:`~sqlnotify.events.Gap` after each gap.
+
+        A gap is a window in which events may have been missed (the listener
+        was disconnected, the in-process queue overflowed, or a durable
+        consumer fell behind retention).  A plain function runs on the
+        dispatcher thread, after every event received before the gap; an
+        ``async def`` function runs on the event loop, like async
+        subscriptions.  The function is returned unchanged.
+        """
+        if not callable(fn):
+            raise SQLNotifyConfigurationError(f"on_gap() decorates a callable, not {fn!r}")
+        if _is_async_callable(fn):
+            self._wants_loop = True
+            sub = _AsyncSubscription(fn, (), self._submit_async)
+
+            def receiver(sender: Any, **gap: Any) -> None:
+                self._submit_async(sub, Gap(**gap))  # type: ignore[arg-type]
+
+        else:
+
+            def receiver(sender: Any, **gap: Any) -> None:
+                fn(Gap(**gap))
+
+        receiver.fn = fn  # type: ignore[attr-defined]
+        signals.gap.connect(receiver, sender=self, weak=False)
+        return fn
+
     def _submit_async(self, sub: Any, event: ChangeEvent) -> None:
         bridge = self._bridge
         if bridge is None:
@@ -1087,6 +1115,9 @@ class Notifier:
             reason=reason,
             count=count,
         )
+        bridge = self._bridge
+        if bridge is not None:
+            bridge.flush()  # async on_gap callbacks, submitted outside a batch
 
     def _drop(self, channel: str, reason: str, payload: str | None = None) -> None:
         self.stats.dropped += 1
@@ -1242,13 +1273,11 @@ class Notifier:
         with self.stats.lock:  # async callbacks fail on the loop's thread
             self.stats.receiver_errors += 1
         name = receiver_name(getattr(receiver, "fn", receiver))
-        self.log.error(
-            "receiver %s failed on %s event from channel %r",
-            name,
-            event.operation.value,
-            event.channel,
-            exc_info=exc,
-        )
+        if isinstance(event, ChangeEvent):
+            what = f"{event.operation.value} event from channel {event.channel!r}"
+        else:
+            what = type(event).__name__
+        self.log.error("receiver %s failed on %s", name, what, exc_info=exc)
         send_isolated(
             signals.receiver_failed, self, self.log, receiver=receiver, event=event, exception=exc
         )
