@@ -31,55 +31,46 @@ class Stats:
     loop) are updated under ``lock``; the others have a single writer.
     """
 
-    __slots__ = (
-        "async_abandoned",
+    #: Every counter, in the order :meth:`snapshot` lists them.
+    COUNTERS = (
+        "received",
         "dispatched",
         "dropped",
-        "duplicates",
-        "gaps",
-        "hydrated",
-        "lock",
-        "overflow_fetched",
-        "overflowed",
-        "received",
         "receiver_errors",
         "reconnects",
-        "stream_dropped",
         "truncated",
+        "gaps",
+        "overflowed",
+        "duplicates",
+        "overflow_fetched",
+        "hydrated",
+        "async_abandoned",
+        "stream_dropped",
     )
+    __slots__ = ("lock", *COUNTERS)
+
+    received: int
+    dispatched: int
+    dropped: int
+    receiver_errors: int
+    reconnects: int
+    truncated: int
+    gaps: int
+    overflowed: int
+    duplicates: int
+    overflow_fetched: int
+    hydrated: int
+    async_abandoned: int
+    stream_dropped: int
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.received = 0
-        self.dispatched = 0
-        self.dropped = 0
-        self.receiver_errors = 0
-        self.reconnects = 0
-        self.truncated = 0
-        self.gaps = 0
-        self.overflowed = 0
-        self.duplicates = 0
-        self.overflow_fetched = 0
-        self.hydrated = 0
-        self.async_abandoned = 0
-        self.stream_dropped = 0
+        for name in self.COUNTERS:
+            setattr(self, name, 0)
 
     def snapshot(self) -> dict[str, int]:
-        return {
-            "received": self.received,
-            "dispatched": self.dispatched,
-            "dropped": self.dropped,
-            "receiver_errors": self.receiver_errors,
-            "reconnects": self.reconnects,
-            "truncated": self.truncated,
-            "gaps": self.gaps,
-            "overflowed": self.overflowed,
-            "duplicates": self.duplicates,
-            "overflow_fetched": self.overflow_fetched,
-            "hydrated": self.hydrated,
-            "async_abandoned": self.async_abandoned,
-            "stream_dropped": self.stream_dropped,
-        }
+        """Every counter's current value."""
+        return {name: getattr(self, name) for name in self.COUNTERS}
 
 
 class Route:

@@ -434,13 +434,7 @@ class PostgresDialect(Dialect):
             "v": FORMAT_VERSION,
             "fp": self.fingerprint(watch),
             "schema": watch.effective_schema,
-            "table": watch.table,
-            "operation": watch.operation.value,
-            "channel": watch.channel,
-            "label": watch.channel_label,
-            "keys": list(watch.primary_keys),
-            "columns": list(watch.extra_columns),
-            "trigger_columns": list(watch.trigger_columns),
+            **watch.metadata(),
             "overflow": watch.use_overflow_table,
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)

@@ -372,13 +372,7 @@ class SQLiteDialect(Dialect):
         meta = {
             "v": FORMAT_VERSION,
             "fp": self.fingerprint(watch),
-            "table": watch.table,
-            "operation": watch.operation.value,
-            "channel": watch.channel,
-            "label": watch.channel_label,
-            "keys": list(watch.primary_keys),
-            "columns": list(watch.extra_columns),
-            "trigger_columns": list(watch.trigger_columns),
+            **watch.metadata(),
         }
         # ensure_ascii: no newline or other character can end the comment early.
         text = json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
