@@ -1367,6 +1367,10 @@ class Notifier:
         (undecodable or unroutable notifications), ``overflowed`` (dropped
         because the queue was full), ``duplicates`` (durable events
         suppressed as already delivered), ``gaps``, ``reconnects``;
+        ``large_fetched`` (rows read back from the overflow table),
+        ``hydrated`` (oversized rows re-read by key), ``keys_only`` (rows too
+        large for one notification), ``async_abandoned`` (async callbacks not
+        run at stop) and ``stream_dropped`` (events a full stream dropped);
         ``queue_depth`` and ``max_queue``; ``lag_p50`` and ``lag_p99``
         (seconds from the trigger's timestamp to receipt, over the last
         :attr:`LAG_WINDOW` events; ``None`` before any event); and
@@ -1398,6 +1402,11 @@ class Notifier:
             "duplicates": stats.duplicates,
             "gaps": stats.gaps,
             "reconnects": stats.reconnects,
+            "large_fetched": stats.overflow_fetched,
+            "hydrated": stats.hydrated,
+            "keys_only": stats.truncated,
+            "async_abandoned": stats.async_abandoned,
+            "stream_dropped": stats.stream_dropped,
             "queue_depth": dispatcher.depth if dispatcher is not None else 0,
             "max_queue": self.max_queue,
             "lag_p50": _percentile(lags, 0.5) if lags else None,

@@ -118,6 +118,7 @@ def test_rows_around_the_limit_with_overflow_table(
     # Only the three 8000-byte payloads went through the table.
     assert overflow_rows(pg_engine, schema) == 3
     assert notifier.stats.overflow_fetched == 3
+    assert notifier.health()["large_fetched"] == 3
     assert notifier.stats.dropped == 0
 
 
@@ -142,6 +143,7 @@ def test_rows_around_the_limit_without_overflow_are_reread(
         # Odd ids are 7999 bytes (sent whole), even ids 8000 (sent by key, re-read).
         assert events[row_id].status == ("complete" if row_id % 2 else "hydrated")
     assert notifier.stats.hydrated == 3
+    assert notifier.health()["hydrated"] == 3
     warnings = [r for r in caplog.records if "use_overflow_table" in r.getMessage()]
     assert len(warnings) == 1, "the advice is logged once per watch, not per row"
     assert "body" not in warnings[0].getMessage()
