@@ -108,3 +108,21 @@ def test_listen_stops_when_its_reader_goes_away(
         items_db.dispose()
     text = errors.read_text()
     assert "stopped" in text and "Traceback" not in text and "Exception" not in text, text
+
+
+def test_status_reports_a_trigger_its_table_no_longer_fits(
+    sqlite_path: str, items_db: sa.Engine
+) -> None:
+    from sqlnotify import Notifier
+
+    notifier = Notifier(items_db)
+    notifier.watch("items", "update", extra_columns=["qty"])
+    notifier.install()
+    states = [o["state"] for o in notifier.dialect.status()]
+    assert states == ["installed"]
+    with items_db.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE items RENAME COLUMN qty TO quantity")
+    report = json.loads(run("status", f"sqlite:///{sqlite_path}", "--json").stdout)
+    assert [(o["table"], o["state"]) for o in report["objects"]] == [("items", "outdated")]
+    notifier.dialect.close()
+    items_db.dispose()
