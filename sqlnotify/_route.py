@@ -53,49 +53,46 @@ class Stats:
     loop) are updated under ``lock``; the others have a single writer.
     """
 
-    __slots__ = (
-        "async_abandoned",
+    #: Every counter, in the order :meth:`snapshot` lists them.
+    COUNTERS = (
+        "received",
         "dispatched",
         "dropped",
-        "duplicates",
-        "gaps",
-        "lock",
-        "overflowed",
-        "received",
         "receiver_errors",
         "reconnects",
-        "stream_dropped",
         "truncated",
+        "gaps",
+        "overflowed",
+        "duplicates",
+        "overflow_fetched",
+        "hydrated",
+        "async_abandoned",
+        "stream_dropped",
     )
+    __slots__ = ("lock", *COUNTERS)
+
+    received: int
+    dispatched: int
+    dropped: int
+    receiver_errors: int
+    reconnects: int
+    truncated: int
+    gaps: int
+    overflowed: int
+    duplicates: int
+    overflow_fetched: int
+    hydrated: int
+    async_abandoned: int
+    stream_dropped: int
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.received = 0
-        self.dispatched = 0
-        self.dropped = 0
-        self.receiver_errors = 0
-        self.reconnects = 0
-        self.truncated = 0
-        self.gaps = 0
-        self.overflowed = 0
-        self.duplicates = 0
-        self.async_abandoned = 0
-        self.stream_dropped = 0
+        for name in self.COUNTERS:
+            setattr(self, name, 0)
 
     def snapshot(self) -> dict[str, int]:
-        return {
-            "received": self.received,
-            "dispatched": self.dispatched,
-            "dropped": self.dropped,
-            "receiver_errors": self.receiver_errors,
-            "reconnects": self.reconnects,
-            "truncated": self.truncated,
-            "gaps": self.gaps,
-            "overflowed": self.overflowed,
-            "duplicates": self.duplicates,
-            "async_abandoned": self.async_abandoned,
-            "stream_dropped": self.stream_dropped,
-        }
+        """Every counter's current value."""
+        return {name: getattr(self, name) for name in self.COUNTERS}
 
 
 class Route:
@@ -166,7 +163,8 @@ class Route:
                     self._receivers = found
         return found
 
-    def decode(self, data: dict[str, Any]) -> ChangeEvent:
+    def decode(self, data: dict[str, Any], status: str | None = None) -> ChangeEvent:
+        """Build the event; ``status`` overrides the one the payload's flags imply."""
         row = data["row"]
         if type(row) is not dict:
             raise ValueError(f"'row' is a {type(row).__name__}, not an object")
@@ -181,15 +179,16 @@ class Route:
             value = row.get(name)
             if value is not None:
                 row[name] = fn(value)
-        if len(data) == 2:
+        if len(data) == 2 and status is None:
             return ChangeEvent._complete(
                 self.schema, self.table, self.op, row, self.keys, data["ts"], self.channel
             )
-        status = "complete"
-        if data.get("trunc"):
-            status = "keys_only"
-        elif data.get("lost"):
-            status = "lost"
+        if status is None:
+            status = "complete"
+            if data.get("trunc"):
+                status = "keys_only"
+            elif data.get("lost"):
+                status = "lost"
         return ChangeEvent(
             schema=self.schema,
             table=self.table,

@@ -167,7 +167,19 @@ def converter_for(type_: Any, dialect: str) -> Converter | None:
     return convert
 
 
+def _array_converter(item: Converter) -> Converter:
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            return [convert(v) for v in value]  # nested for multi-dimensional arrays
+        return None if value is None else item(value)
+
+    return convert
+
+
 def _base_converter(t: Any, dialect: str) -> Converter | None:
+    if isinstance(t, sqltypes.ARRAY):
+        item = converter_for(t.item_type, dialect)
+        return _array_converter(item) if item is not None else None
     if isinstance(t, sqltypes.Enum):
         return _enum_converter(t)
     if isinstance(t, sqltypes.Boolean):
@@ -204,6 +216,11 @@ def to_datetime_delta_sqlite(value: Any) -> Any:
 def pg_value_sql(type_: Any, ref: str) -> str:
     """The SQL expression a PostgreSQL trigger puts in the payload for one column."""
     t = _unwrap(type_)
+    if isinstance(t, sqltypes.ARRAY):
+        item = _unwrap(t.item_type)
+        if isinstance(item, sqltypes.Numeric) and not isinstance(item, sqltypes.Float):
+            return f"{ref}::text[]" if item.asdecimal else ref  # exact decimals, as text
+        return ref
     if isinstance(t, _AbstractInterval):
         return f"extract(epoch from {ref})"
     if isinstance(t, sqltypes.Numeric) and not isinstance(t, sqltypes.Float) and t.asdecimal:

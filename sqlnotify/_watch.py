@@ -236,6 +236,18 @@ class Watch:
     def with_default_schema(self, schema: str | None) -> Watch:
         return dataclasses.replace(self, default_schema=schema)
 
+    def metadata(self) -> dict[str, Any]:
+        """What the installed objects record about the watch (for status and drift checks)."""
+        return {
+            "table": self.table,
+            "operation": self.operation.value,
+            "channel": self.channel,
+            "label": self.channel_label,
+            "keys": list(self.primary_keys),
+            "columns": list(self.extra_columns),
+            "trigger_columns": list(self.trigger_columns),
+        }
+
     def describe(self) -> str:
         where = f"{self.schema}.{self.table}" if self.schema else self.table
         label = f" label={self.channel_label!r}" if self.channel_label else ""

@@ -40,3 +40,6 @@ def demo(seconds: float, rate: float) -> None:
     from ._demo import run_demo
 
     raise SystemExit(run_demo(seconds, rate, echo=click.echo))
+
+
+from . import _cli_commands  # noqa: E402, F401  (registers the commands)

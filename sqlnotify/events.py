@@ -85,12 +85,28 @@ class ChangeEvent(Mapping[str, Any]):
     Also available: ``row`` (keys and extra columns together), ``position``
     (the event's position in SQLite's change log or in the durable journal,
     else ``None``),
-    ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``
-    (``"complete"``; for a row too large for one notification without an
-    overflow table, ``"keys_only"`` (the keys, no extra columns) or
-    ``"lost"`` (not even the keys fitted, or the table no longer matches the
-    installed trigger: no values at all); with an overflow table see the
-    overflow documentation: ``"hydrated"`` or ``"row_gone"``).
+    ``custom`` (``True`` for payloads sent with ``notify()``) and ``status``.
+
+    ``status`` says how complete the event is.  It is always ``"complete"``
+    unless a row was too large for one notification (PostgreSQL: 7999 bytes)
+    on a watch without ``use_overflow_table``:
+
+    ``"complete"``
+        Every column of the watch, as of the change (directly, or fetched
+        from the overflow table).
+    ``"hydrated"``
+        The row was sent by key and its extra columns were re-read from the
+        table after the commit: they hold the row as it was when re-read,
+        which may be newer than this change.
+    ``"row_gone"``
+        The row was sent by key and no longer existed when re-read: only
+        the keys are set.  Always the case for a too-large DELETE, whose old
+        row cannot be read back.
+    ``"keys_only"``
+        The re-read failed (the failure is logged): only the keys are set.
+    ``"lost"``
+        Even the keys did not fit, or the table no longer matches the
+        installed trigger: only the table and operation are known.
 
     Values arrive as the columns' Python types where SQLAlchemy knows them
     (``int``, ``bool``, ``str``, ``Decimal``, ``datetime``, ``date``,
@@ -244,7 +260,7 @@ class ChangeEvent(Mapping[str, Any]):
 
     @property
     def status(self) -> str:
-        """``"complete"``, ``"keys_only"``, ``"lost"``, ``"hydrated"`` or ``"row_gone"``."""
+        """``"complete"``, ``"hydrated"``, ``"row_gone"``, ``"keys_only"`` or ``"lost"``."""
         return self._status
 
     # -- mapping ----------------------------------------------------------

@@ -32,7 +32,9 @@ from ._aio import EventStream, LoopBridge, LoopThread
 from ._dispatch import Dispatcher
 from ._intake import Intake
 from ._journal import EarlyEvents, JournalEvent, JournalReader
+from ._large import LargeRows, Pending
 from ._listener import Listener
+from ._maintenance import Periodic
 from ._route import Route, Stats, decode_json, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
@@ -161,9 +163,12 @@ class Notifier:
         ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
         ...) for sqlnotify's own connections when the engine gets them from
         ``connect_args`` rather than its URL; ``pg_journal_per_statement``,
-        durable watches journal once per statement rather than per row.
-        SQLite: see its section of the documentation.  An unknown option is
-        an error.
+        durable watches journal once per statement rather than per row;
+        ``overflow_retention`` (seconds a payload stays in the overflow
+        table; default 3600), ``overflow_prune_interval`` (seconds between
+        two prunes; default 60) and ``overflow_prune_batch`` (most rows one
+        DELETE removes; default 500).  SQLite: see its section of the
+        documentation.  An unknown option is an error.
     :param max_queue: most events queued between the listener and the
         dispatcher.  When full, durable watches leave their events in the
         journal until there is room; other watches wait up to
@@ -255,6 +260,9 @@ class Notifier:
         self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
+        self._maintenance: Periodic | None = None
+        self._large = LargeRows(self._dialect, self.stats, self.log, self._drop)
+        self._warned: set[tuple[str, bool]] = set()
         if not isinstance(max_queue, int) or max_queue < 1:
             raise SQLNotifyConfigurationError(
                 f"max_queue must be a positive integer, not {max_queue!r}"
@@ -335,7 +343,11 @@ class Notifier:
         :param channel_label: a label for a separate channel on the same table
             and operation; letters, digits, ``_``, ``.``, ``-``.
         :param use_overflow_table: deliver rows larger than the database's
-            notification limit through an overflow table.
+            notification limit (PostgreSQL: 7999 bytes of JSON) whole: the
+            trigger stores them in the ``sqlnotify_overflow`` table of the
+            watched table's schema, in the same transaction, and notifies a
+            reference the listener resolves.  Without it such rows arrive
+            by key, re-read from the table (see :attr:`ChangeEvent.status`).
         :param durable: also append each event to a journal table in the
             writer's transaction, so events committed while the listener was
             disconnected or the process was down are delivered later (at
@@ -703,8 +715,37 @@ class Notifier:
         with self._lock:
             statements: list[str] = []
             for watch in self.prepare():
-                statements.extend(self._dialect.ddl(watch))
+                for stmt in self._dialect.ddl(watch):
+                    if stmt not in statements:  # shared objects (the overflow table) once
+                        statements.append(stmt)
             return statements
+
+    def _start_maintenance(self) -> None:
+        """Start pruning the overflow tables (once there is one to prune)."""
+        interval = self._dialect.overflow_prune_interval
+        if self._maintenance is None and interval and self._dialect.overflow_retention:
+            self._maintenance = Periodic(self.prune_overflow, interval, log=self.log)
+            self._maintenance.start()
+
+    def prune_overflow(self) -> int:
+        """Delete stored overflow payloads older than the retention period; return how many.
+
+        A running notifier calls it by itself every ``overflow_prune_interval``
+        seconds on its ``sqlnotify-maintenance`` thread, for the schemas of its
+        watches, once one of them has an overflow table (a watch with
+        ``use_overflow_table=True``, or an earlier ``notify()`` through it);
+        calling it by hand is only useful without a listener.
+        """
+        retention = self._dialect.overflow_retention
+        if retention is None:
+            return 0
+        schemas = sorted({w.effective_schema for w in self.watches}, key=str)
+        deleted = self._dialect.prune_overflow(
+            schemas, retention, self._dialect.overflow_prune_batch
+        )
+        if deleted:
+            self.log.debug("pruned %d stored overflow payload(s)", deleted)
+        return deleted
 
     def start(self, timeout: float | None = None) -> None:
         """Install triggers, start the listener and dispatcher threads, and wait until listening.
@@ -769,6 +810,9 @@ class Notifier:
             self._dialect.attach(listener.wake)
             self._running = True
             self._stopped.clear()
+            schemas = {w.effective_schema for w in watches}
+            if any(w.use_overflow_table for w in watches) or self._dialect.has_overflow(schemas):
+                self._start_maintenance()
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
     def stop(self, cleanup: bool | None = None) -> None:
@@ -793,6 +837,9 @@ class Notifier:
             listener, dispatcher = self._listener, self._dispatcher
             self._listener = self._dispatcher = None
             self._dialect.detach()
+            if self._maintenance is not None:
+                self._maintenance.stop(self.STOP_TIMEOUT)
+                self._maintenance = None
             if self._intake is not None:
                 self._intake.stopping.set()
             if listener is not None:
@@ -954,13 +1001,22 @@ class Notifier:
             raise SQLNotifyConfigurationError(
                 f"payload must be a mapping of column names to values, not {type(payload).__name__}"
             )
-        body = json.dumps(
-            {"ts": time.time(), "row": dict(payload), "custom": True},
+        row = json.dumps(
+            dict(payload),
             default=functools.partial(_json_default, binary=self._dialect.binary_encoding),
             separators=(",", ":"),
+            ensure_ascii=False,
         )
+        # A fixed-width timestamp keeps the size of a given payload stable.
+        body = f'{{"ts":{time.time():.6f},"row":{row},"custom":true}}'
         limit = self._dialect.max_payload
-        size = len(body.encode("utf-8"))
+        try:
+            size = len(body.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise SQLNotifyConfigurationError(
+                f"payload for channel {entry.watch.channel!r} holds text that is not valid"
+                f" Unicode ({exc.reason})"
+            ) from exc
         if limit is not None and size > limit and not use_overflow_table:
             raise SQLNotifyPayloadSizeError(
                 f"payload for channel {entry.watch.channel!r} is {size} bytes; the limit is"
@@ -985,13 +1041,28 @@ class Notifier:
         events.  Values that JSON cannot hold are sent as text (datetime as
         ISO 8601, Decimal and UUID as strings, bytes as base64).
 
+        With ``use_overflow_table=True``, a payload over the database's limit
+        is stored in the overflow table and only its reference is notified;
+        receivers get the whole payload all the same.  Payloads that fit are
+        always sent directly.
+
         :raises SQLNotifyPayloadSizeError: when the payload is over the
             database's limit and ``use_overflow_table`` is false; nothing is sent.
         """
         channel, body = self.encode_custom(
             model, operation, payload, channel_label, use_overflow_table
         )
-        self._dialect.send(channel, body)
+        limit = self._dialect.max_payload
+        if limit is not None and len(body.encode("utf-8")) > limit:
+            watch = self._entry(model, operation, channel_label).watch
+            assert watch is not None
+            self._dialect.send_overflow(watch.effective_schema, channel, body)
+            if self._running and self._maintenance is None:
+                with self._lock:
+                    if self._running:
+                        self._start_maintenance()
+        else:
+            self._dialect.send(channel, body)
 
     async def anotify(
         self,
@@ -1066,25 +1137,22 @@ class Notifier:
 
     def _decode_batch(self, batch: Sequence[RawNotification]) -> None:
         routes = self._routes
-        loads = decode_json
         stats = self.stats
         deliver = self._deliver
         received_at = getattr(batch, "received_at", None)
         lags = self._lags
-        for n in batch:
+        for index, n in enumerate(batch):
             channel = n.channel
             route = routes.get(channel)
             if route is None:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                if type(n) is JournalEvent:
-                    data = n.data
-                    if data is None:  # read from the journal: the position is apart
-                        data = loads(n.payload)
-                        data["pos"] = n.position
-                else:
-                    data = loads(n.payload)
+                data = self._payload_of(n)
+                if ("ovf" in data or "trunc" in data) and type(data) is dict:
+                    # The rest of the batch takes the slower path, in order.
+                    self._decode_large(route, data, n.payload, batch[index + 1 :], received_at)
+                    return
                 event = route.decode(data)
             except Exception as exc:
                 # The exception's text may quote a row value: DEBUG only.
@@ -1098,6 +1166,58 @@ class Notifier:
             if event._status != "complete":
                 self._incomplete(route, event, data.get("err"), data.get("msg"))
             deliver(route, event)
+
+    @staticmethod
+    def _payload_of(n: RawNotification) -> Any:
+        if type(n) is JournalEvent:
+            data = n.data
+            if data is None:  # read from the journal: the position is apart
+                data = json.loads(n.payload)
+                data["pos"] = n.position
+            return data
+        return decode_json(n.payload)
+
+    def _decode_large(
+        self,
+        route: Route,
+        data: dict[str, Any],
+        raw: str,
+        rest: Sequence[RawNotification],
+        received_at: float | None,
+    ) -> None:
+        """Deliver a batch holding references or keys-only rows, resolving them in bulk."""
+        items = [Pending(route, data, raw)]
+        for n in rest:
+            other = self._routes.get(n.channel)
+            if other is None:
+                self._drop(n.channel, "no watch uses this channel", n.payload)
+                continue
+            try:
+                parsed = self._payload_of(n)
+            except Exception as exc:
+                self.log.debug("cannot decode a payload on %r: %s", n.channel, exc)
+                self._drop(n.channel, f"undecodable payload ({type(exc).__name__})", n.payload)
+                continue
+            if type(parsed) is not dict:
+                self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
+                continue
+            items.append(Pending(other, parsed, n.payload))
+        for item in self._large.resolve(items):
+            try:
+                event = item.route.decode(item.data, item.status)
+            except Exception as exc:
+                # The exception's text may quote a row value: DEBUG only.
+                self.log.debug("cannot decode a payload on %r: %s", item.route.channel, exc)
+                reason = f"undecodable payload ({type(exc).__name__})"
+                self._drop(item.route.channel, reason, item.raw)
+                continue
+            self.stats.received += 1
+            epoch = event.epoch
+            if received_at is not None and type(epoch) is float:
+                self._lags.append(received_at - epoch)
+            if event.status != "complete":
+                self._incomplete(item.route, event, item.data.get("err"), item.data.get("msg"))
+            self._deliver(item.route, event)
 
     def _incomplete(
         self,
@@ -1118,16 +1238,23 @@ class Notifier:
             # The server's message may quote a value: DEBUG only.
             self.log.debug("trigger error on %r: %s", route.channel, message)
             return
-        if event.status == "lost":
+        lost = event.status == "lost"
+        if (route.channel, lost) in self._warned:
+            return
+        self._warned.add((route.channel, lost))
+        if lost:
             self.log.warning(
                 "a row of %s was too large for one notification, and so were its keys alone;"
-                " the event carries no values (use_overflow_table=True delivers it whole)",
+                " the event carries no values (use_overflow_table=True delivers it whole)."
+                " This is logged once per watch.",
                 route.watch.describe(),
             )
             return
         self.log.warning(
-            "a row of %s was too large for one notification; the event carries its keys only"
-            " (use_overflow_table=True delivers it whole)",
+            "rows of %s are too large for one notification: their events are sent by key and"
+            " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
+            " is deleted); watch(..., use_overflow_table=True) delivers them whole, as of the"
+            " change. This is logged once per watch.",
             route.watch.describe(),
         )
 
@@ -1240,6 +1367,10 @@ class Notifier:
         (undecodable or unroutable notifications), ``overflowed`` (dropped
         because the queue was full), ``duplicates`` (durable events
         suppressed as already delivered), ``gaps``, ``reconnects``;
+        ``large_fetched`` (rows read back from the overflow table),
+        ``hydrated`` (oversized rows re-read by key), ``keys_only`` (rows too
+        large for one notification), ``async_abandoned`` (async callbacks not
+        run at stop) and ``stream_dropped`` (events a full stream dropped);
         ``queue_depth`` and ``max_queue``; ``lag_p50`` and ``lag_p99``
         (seconds from the trigger's timestamp to receipt, over the last
         :attr:`LAG_WINDOW` events; ``None`` before any event); and
@@ -1271,6 +1402,11 @@ class Notifier:
             "duplicates": stats.duplicates,
             "gaps": stats.gaps,
             "reconnects": stats.reconnects,
+            "large_fetched": stats.overflow_fetched,
+            "hydrated": stats.hydrated,
+            "keys_only": stats.truncated,
+            "async_abandoned": stats.async_abandoned,
+            "stream_dropped": stats.stream_dropped,
             "queue_depth": dispatcher.depth if dispatcher is not None else 0,
             "max_queue": self.max_queue,
             "lag_p50": _percentile(lags, 0.5) if lags else None,

@@ -256,7 +256,7 @@ def test_notify_rejects_bad_payloads(Item: Any, pg_engine: sa.Engine) -> None:
 # -- oversized rows ----------------------------------------------------------------------
 
 
-def test_an_oversized_row_arrives_as_keys_only(
+def test_an_oversized_row_arrives_by_key_and_is_reread(
     Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, caplog: Any
 ) -> None:
     Base = new_base()
@@ -281,10 +281,11 @@ def test_an_oversized_row_arrives_as_keys_only(
         # Even the key is too large for a notification: only the fact arrives.
         execute(pg_engine, f"INSERT INTO {table} VALUES (repeat('k', 9000), 'a')")
         events = rec.wait_for(3, TIMEOUT)
+    # Sent by key, its columns re-read from the table.
     assert (events[0].id, events[0].status, dict(events[0].extra_columns)) == (
         "k1",
-        "keys_only",
-        {},
+        "hydrated",
+        {"body": "x" * 20000},
     )
     assert (events[1].id, events[1].status, events[1].extra_columns["body"]) == (
         "k2",
@@ -294,7 +295,7 @@ def test_an_oversized_row_arrives_as_keys_only(
     assert (events[2].id, events[2].status) == (None, "lost")
     assert n.stats.truncated == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("too large" in w and "keys only" in w for w in warnings), warnings
+    assert any("too large" in w and "re-read" in w for w in warnings), warnings
     assert any("too large" in w and "keys alone" in w for w in warnings), warnings
     with pg_engine.connect() as conn:
         assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() == 3

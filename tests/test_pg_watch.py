@@ -411,6 +411,10 @@ def test_values_have_the_types_sqlalchemy_reads(
         plain_enum: Mapped[str] = mapped_column(sa.Enum("a", "b", name="ab", schema=schema))
         span: Mapped[dt.timedelta] = mapped_column(sa.Interval)
         maybe: Mapped[int | None]
+        uids: Mapped[list[uuid.UUID]] = mapped_column(pg.ARRAY(sa.Uuid))
+        stamps: Mapped[list[dt.datetime]] = mapped_column(pg.ARRAY(sa.DateTime(timezone=True)))
+        amounts: Mapped[list[Decimal]] = mapped_column(pg.ARRAY(sa.Numeric(10, 2)))
+        grid: Mapped[list[list[int]]] = mapped_column(pg.ARRAY(sa.Integer, dimensions=2))
 
     Base.metadata.create_all(pg_engine)
     columns = [c.name for c in Thing.__table__.columns if c.name != "id"]
@@ -438,6 +442,10 @@ def test_values_have_the_types_sqlalchemy_reads(
         "plain_enum": "b",
         "span": dt.timedelta(days=3, seconds=7, microseconds=250000),
         "maybe": None,
+        "uids": [uuid.uuid4(), uuid.uuid4()],
+        "stamps": [dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), None],
+        "amounts": [Decimal("0.10"), Decimal("12345678.99")],
+        "grid": [[1, 2], [3, 4]],
     }
     with pg_engine.begin() as conn:
         conn.execute(sa.insert(Thing.__table__), [values])
@@ -449,6 +457,8 @@ def test_values_have_the_types_sqlalchemy_reads(
     for name, expected in read.items():
         assert got[name] == expected, name
         assert type(got[name]) is type(expected), name
+    for name in ("uids", "stamps", "amounts"):
+        assert [type(v) for v in got[name]] == [type(v) for v in read[name]], name
     assert event.id == 2**40
     # notify() sends the same values through JSON; they come back with the same types.
     n.notify(Thing, "insert", payload=values)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 import sqlalchemy as sa
 
 from .._watch import Watch
+from ..exceptions import SQLNotifyConfigurationError
 
 __all__ = ["Dialect", "InstallState", "Notification", "Source", "SourceDisconnected"]
 
@@ -95,6 +96,12 @@ class Dialect(abc.ABC):
     name: str = ""
     #: Largest payload, in UTF-8 bytes, one notification carries; ``None``: no limit.
     max_payload: int | None = None
+    #: Seconds an overflowed payload stays stored; ``None``: no overflow table.
+    overflow_retention: float | None = None
+    #: Seconds between two prunes of the overflow table.
+    overflow_prune_interval: float | None = None
+    #: Most rows one bounded DELETE of the prune removes.
+    overflow_prune_batch: int = 500
     #: How :meth:`Notifier.notify` spells ``bytes`` values: ``"base64"`` or ``"hex"``.
     binary_encoding: str = "base64"
 
@@ -184,3 +191,26 @@ class Dialect(abc.ABC):
 
     def close(self) -> None:
         """Release what the dialect holds (pools it created)."""
+
+    # -- large payloads (databases with a notification size limit) -----------
+    def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
+        """Store a payload too large for one notification and send its reference."""
+        raise SQLNotifyConfigurationError(
+            f"the {self.name} dialect has no overflow table; its notifications have no size limit"
+        )
+
+    def has_overflow(self, schemas: set[str | None]) -> bool:
+        """Whether any of ``schemas`` has an overflow table to prune."""
+        return False
+
+    def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """Stored payloads by id, as ``{id: (channel, payload)}``."""
+        return {}
+
+    def prune_overflow(self, schemas: Sequence[str | None], retention: float, limit: int) -> int:
+        """Delete stored payloads older than ``retention`` seconds; return how many."""
+        return 0
+
+    def reread(self, watch: Watch, keys: Sequence[Sequence[Any]]) -> list[str]:
+        """Re-read rows by raw key values; return each found row's payload JSON (``row`` part)."""
+        return []

@@ -8,6 +8,7 @@ timeout, not only when data arrives.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -20,13 +21,13 @@ import sqlalchemy as sa
 
 from .._listener import stop_requested
 from .._names import digest, qualified, quote_ident, quote_literal
-from .._types import pg_value_sql
-from .._watch import Watch
+from .._watch import Watch, WatchRequest
 from ..exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
 )
+from ._pg_large import OverflowStore, pairs, positive
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
@@ -257,7 +258,15 @@ class PostgresDialect(Dialect):
     max_payload = MAX_PAYLOAD
 
     #: The keyword options a PostgreSQL notifier accepts (see :meth:`__init__`).
-    OPTIONS = frozenset({"listener_connect_args", "pg_journal_per_statement"})
+    OPTIONS = frozenset(
+        {
+            "listener_connect_args",
+            "pg_journal_per_statement",
+            "overflow_retention",
+            "overflow_prune_interval",
+            "overflow_prune_batch",
+        }
+    )
 
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
         """:param options: ``listener_connect_args``: libpq keywords for sqlnotify's
@@ -286,6 +295,13 @@ class PostgresDialect(Dialect):
             self._own_engine = None
         super().__init__(engine, log, options)
         self._schema: str | None = None
+        self.overflow_retention = positive(options, "overflow_retention", 3600.0)
+        self.overflow_prune_interval = positive(options, "overflow_prune_interval", 60.0)
+        self.overflow_prune_batch = int(positive(options, "overflow_prune_batch", 500))
+        #: The overflow table and re-reads of large rows.
+        self.overflow = OverflowStore(
+            self.engine, marker=MARKER, lock_key=INSTALL_LOCK_KEY, version=FORMAT_VERSION
+        )
         #: Schema of the journal tables (``None``: the default schema).
         self.journal_schema: str | None = None
         per_statement = options.get("pg_journal_per_statement", False)
@@ -335,18 +351,9 @@ class PostgresDialect(Dialect):
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         if self.statement_level(watch):
             ref = "r"
-
-        def pairs(columns: Sequence[str]) -> str:
-            return ", ".join(
-                quote_literal(c)
-                + ", "
-                + pg_value_sql(watch.column_types[c], ref + "." + quote_ident(c))
-                for c in columns
-            )
-
         body_args = {
             "function": self.function_ref(watch),
-            "row": pairs(watch.payload_columns),
+            "row": pairs(watch, watch.payload_columns, ref + "."),
             "limit": MAX_PAYLOAD,
             "channel": quote_literal(watch.channel),
         }
@@ -358,12 +365,12 @@ class PostgresDialect(Dialect):
             body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
             template = DURABLE_FUNCTION_SQL
         else:
-            if watch.use_overflow_table:
-                body_args["oversize"] = self.overflow_sql(watch)
-            else:
-                body_args["oversize"] = TRUNCATE_SQL.format(
-                    keys=pairs(watch.primary_keys), limit=MAX_PAYLOAD
-                )
+            truncate = TRUNCATE_SQL.format(
+                keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
+            )
+            body_args["oversize"] = (
+                self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
+            )
             template = FUNCTION_SQL
         tag = "$sqlnotify$"
         text = template.format(tag="{tag}", **body_args)
@@ -373,16 +380,31 @@ class PostgresDialect(Dialect):
             tag = f"$sqlnotify{n}$"
         return text.replace("{tag}", tag)
 
-    def overflow_sql(self, watch: Watch) -> str:
-        """The oversize branch of a watch with ``use_overflow_table=True``."""
-        ref = "OLD" if watch.operation.value == "delete" else "NEW"
-        keys = ", ".join(
-            quote_literal(c)
-            + ", "
-            + pg_value_sql(watch.column_types[c], ref + "." + quote_ident(c))
-            for c in watch.primary_keys
-        )
-        return TRUNCATE_SQL.format(keys=keys, limit=MAX_PAYLOAD)
+    # -- large payloads -------------------------------------------------------
+    def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
+        return self.overflow.send(schema, channel, payload)
+
+    def has_overflow(self, schemas: set[str | None]) -> bool:
+        # Known since install() looked (no query: start() is waiting).
+        return bool(schemas & self.overflow.ready)
+
+    def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        return self.overflow.fetch(schema, ids)
+
+    def prune_overflow(self, schemas: Sequence[str | None], retention: float, limit: int) -> int:
+        return self.overflow.prune(schemas, retention, limit)
+
+    def reread(self, watch: Watch, keys: Sequence[Sequence[Any]]) -> list[str]:
+        return self.overflow.reread(watch, self.table_ref(watch), keys)
+
+    def overflow_tables(self) -> list[dict[str, Any]]:
+        """Every sqlnotify overflow table, with how many payloads it stores."""
+        return self.overflow.tables()
+
+    def queue_usage(self) -> float:
+        """The fraction of the server's notification queue in use (0 to 1)."""
+        with self.engine.connect() as conn:
+            return float(conn.exec_driver_sql("SELECT pg_notification_queue_usage()").scalar_one())
 
     def trigger_sql(self, watch: Watch) -> str:
         when = ""
@@ -418,13 +440,7 @@ class PostgresDialect(Dialect):
             "v": FORMAT_VERSION,
             "fp": self.fingerprint(watch),
             "schema": watch.effective_schema,
-            "table": watch.table,
-            "operation": watch.operation.value,
-            "channel": watch.channel,
-            "label": watch.channel_label,
-            "keys": list(watch.primary_keys),
-            "columns": list(watch.extra_columns),
-            "trigger_columns": list(watch.trigger_columns),
+            **watch.metadata(),
             "overflow": watch.use_overflow_table,
         }
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
@@ -455,8 +471,10 @@ class PostgresDialect(Dialect):
     def ddl(self, watch: Watch) -> list[str]:
         self.check_names(watch)
         journal = [journal_ddl(self.journal_schema_name())] if watch.durable else []
+        overflow = self.overflow.ddl(watch.effective_schema) if watch.use_overflow_table else []
         return [
             *journal,
+            *overflow,
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
             f" IS {quote_literal(self.comment(watch))}",
@@ -501,6 +519,7 @@ class PostgresDialect(Dialect):
     ) -> list[InstallState]:
         for watch in watches:
             self.check_names(watch)
+        overflow = {w.effective_schema for w in watches if w.use_overflow_table}
         with self.engine.connect() as conn:
             if conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
                 raise SQLNotifyListenerError(
@@ -510,14 +529,21 @@ class PostgresDialect(Dialect):
                 )
             found = self._installed(conn)
             states = [self._state(w, found) for w in watches]
+            absent = self.overflow.missing(conn, {w.effective_schema for w in watches})
+            self.overflow.ready.update({w.effective_schema for w in watches} - set(absent))
+            missing_overflow = [schema for schema in absent if schema in overflow]
             conn.rollback()
         todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
-        if not todo and not cleanup_first:
+        if not todo and not cleanup_first and not missing_overflow:
+            self.overflow.ready.update(overflow)
             return states
         with self.engine.begin() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
             if cleanup_first:
                 self._cleanup(conn, watches)
+            for schema in self.overflow.missing(conn, overflow):
+                for stmt in self.overflow.ddl(schema):
+                    conn.exec_driver_sql(stmt)
             found = self._installed(conn)
             result = []
             for watch in watches:
@@ -529,6 +555,7 @@ class PostgresDialect(Dialect):
                     result.append(InstallState(watch, new, state.installed_fingerprint))
                 else:
                     result.append(state)
+        self.overflow.ready.update(overflow)
         return result
 
     def uninstall(self, watches: Sequence[Watch]) -> int:
@@ -574,10 +601,37 @@ class PostgresDialect(Dialect):
                         "function": f"{entry['schema']}.{entry['name']}",
                         "fingerprint": meta.get("fp"),
                         "triggers": [f"{s}.{t}" for s, t, _ in entry["triggers"]],
-                        "state": "installed" if entry["triggers"] else "orphaned",
+                        "state": self._installed_state(conn, entry),
                     }
                 )
         return rows
+
+    def _installed_state(self, conn: sa.Connection, entry: dict[str, Any]) -> str:
+        """``installed``, ``orphaned`` (no trigger) or ``outdated`` (differs from a fresh build)."""
+        if not entry["triggers"]:
+            return "orphaned"
+        meta = entry["meta"]
+        if meta.get("v") != FORMAT_VERSION:
+            return "outdated"
+        try:
+            with conn.begin_nested():  # a concurrent DROP must not abort the whole report
+                table = sa.Table(
+                    meta["table"], sa.MetaData(), schema=meta["schema"], autoload_with=conn
+                )
+            watch = WatchRequest.build(
+                meta["table"],
+                meta["operation"],
+                meta["columns"],
+                meta["trigger_columns"] or None,
+                meta["keys"],
+                meta["label"],
+                meta["overflow"],
+            ).resolve(table)
+        except (KeyError, TypeError, sa.exc.SQLAlchemyError, SQLNotifyConfigurationError):
+            return "outdated"  # the table lost a column, or the metadata is unreadable
+        if watch.channel != meta["channel"]:  # watched by unqualified name
+            watch = dataclasses.replace(watch, schema=None, default_schema=meta["schema"])
+        return "installed" if self.fingerprint(watch) == meta.get("fp") else "outdated"
 
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:

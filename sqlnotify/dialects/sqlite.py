@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from .._journal import JournalReader
 from .._names import digest, quote_ident, quote_literal
 from .._types import sqlite_value_sql
-from .._watch import Watch
+from .._watch import Watch, WatchRequest
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
 from .base import Dialect, InstallState, Source
 
@@ -372,13 +372,7 @@ class SQLiteDialect(Dialect):
         meta = {
             "v": FORMAT_VERSION,
             "fp": self.fingerprint(watch),
-            "table": watch.table,
-            "operation": watch.operation.value,
-            "channel": watch.channel,
-            "label": watch.channel_label,
-            "keys": list(watch.primary_keys),
-            "columns": list(watch.extra_columns),
-            "trigger_columns": list(watch.trigger_columns),
+            **watch.metadata(),
         }
         # ensure_ascii: no newline or other character can end the comment early.
         text = json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
@@ -521,10 +515,29 @@ class SQLiteDialect(Dialect):
                         "function": None,
                         "fingerprint": meta.get("fp"),
                         "triggers": [name],
-                        "state": "installed",
+                        "state": self._installed_state(entry["table"], meta),
                     }
                 )
         return rows
+
+    def _installed_state(self, table_name: str, meta: dict[str, Any]) -> str:
+        """``installed``, or ``outdated`` when a fresh build of the recorded watch differs."""
+        if meta.get("v") != FORMAT_VERSION:
+            return "outdated"
+        try:
+            table = sa.Table(table_name, sa.MetaData(), autoload_with=self.engine)
+            watch = WatchRequest.build(
+                table_name,
+                meta["operation"],
+                meta["columns"],
+                meta["trigger_columns"] or None,
+                meta["keys"],
+                meta["label"],
+                False,
+            ).resolve(table)
+        except (KeyError, TypeError, sa.exc.SQLAlchemyError, SQLNotifyConfigurationError):
+            return "outdated"  # the table lost a column, or the metadata is unreadable
+        return "installed" if self.fingerprint(watch) == meta.get("fp") else "outdated"
 
     def log_info(self) -> dict[str, Any]:
         """The change log's size: ``rows``, ``first`` and ``last`` sequence numbers."""

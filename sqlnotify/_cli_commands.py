@@ -1,0 +1,415 @@
+"""The ``listen``, ``status``, ``install``, ``uninstall`` and ``sql`` commands.
+
+Each command turns sqlnotify's and the driver's errors into a one-line
+message and a non-zero exit status (click's ``Error: ...``), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from .cli import main
+from .events import ChangeEvent, Operation
+from .exceptions import SQLNotifyConfigurationError, SQLNotifyException
+from .notifier import Notifier, _json_default
+
+__all__ = ["engine_from_url", "load_notifier"]
+
+_POSTGRES_SCHEMES = ("postgres", "postgresql")
+
+
+def engine_from_url(text: str) -> sa.Engine:
+    """A synchronous engine for a URL as users paste it.
+
+    ``postgres://`` and ``postgresql://`` (which SQLAlchemy 2.1 would open
+    with psycopg 3) and any ``postgresql+driver://`` use psycopg2; every
+    ``sqlite+driver://`` uses the standard library's sqlite3 driver.
+    """
+    try:
+        url = sa.make_url(text)
+    except sa.exc.ArgumentError:
+        raise SQLNotifyConfigurationError(
+            f"invalid database URL {text!r}: expected e.g. postgresql://user@host:5432/db"
+            " or sqlite:///path/to/file.db"
+        ) from None
+    backend = url.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    if backend in _POSTGRES_SCHEMES:
+        url = url.set(drivername="postgresql+psycopg2")
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = 10
+    elif backend == "sqlite":
+        url = url.set(drivername="sqlite")
+        path = url.database
+        in_file = bool(path) and path != ":memory:" and not str(path).startswith("file:")
+        if in_file and not os.path.isfile(str(path)):
+            raise SQLNotifyConfigurationError(
+                f"no SQLite database at {path!r} (from {text!r}); sqlite:///relative.db"
+                " and sqlite:////absolute/path.db name a file that exists"
+            )
+    else:
+        raise SQLNotifyConfigurationError(
+            f"unsupported database URL {url.render_as_string(hide_password=True)!r}:"
+            " sqlnotify works with postgresql://... and sqlite:///..."
+        )
+    return sa.create_engine(url, connect_args=connect_args)
+
+
+def _open(url: str) -> sa.Engine:
+    try:
+        engine = engine_from_url(url)
+    except SQLNotifyException as exc:
+        raise click.ClickException(str(exc)) from None
+    _check_connect(engine)
+    return engine
+
+
+def _check_connect(engine: sa.Engine) -> None:
+    """Fail early, and say so plainly, when the database does not answer."""
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as exc:
+        raise click.ClickException(
+            f"cannot connect to the database {_describe_url(engine)}: {_first_line(exc)}"
+        ) from None
+
+
+def _describe_url(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _readable_errors() -> Iterator[None]:
+    """Turn expected failures into a one-line :class:`click.ClickException`."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except sa.exc.NoSuchTableError as exc:
+        raise click.ClickException(f"no such table: {exc}") from None
+    except (SQLNotifyException, sa.exc.SQLAlchemyError) as exc:
+        raise click.ClickException(_first_line(exc)) from None
+    except ImportError as exc:  # a dialect's optional dependency
+        raise click.ClickException(f"missing dependency: {exc}") from None
+
+
+def load_notifier(spec: str) -> Notifier:
+    """The :class:`Notifier` named by ``module:attribute`` (or returned by ``module:function``).
+
+    With ``module`` alone, the module must hold exactly one notifier.  The
+    current directory is importable, as for ``python -m``.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise click.BadParameter(f"{spec!r}: expected module:notifier, e.g. myapp.events:notifier")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot import {module_name!r} (from --app {spec!r}): {type(exc).__name__}: {exc}"
+        ) from None
+    if attr:
+        if not hasattr(module, attr):
+            raise click.ClickException(f"module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(module, attr)
+        if not isinstance(obj, Notifier) and callable(obj):
+            try:
+                obj = obj()
+            except Exception as exc:
+                raise click.ClickException(
+                    f"{spec}() failed: {type(exc).__name__}: {exc}"
+                ) from None
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, Notifier)]
+        if len(found) != 1:
+            raise click.ClickException(
+                f"module {module_name!r} holds {len(found)} Notifier objects:"
+                " name one with --app module:attribute"
+            )
+        obj = found[0]
+    if not isinstance(obj, Notifier):
+        raise click.ClickException(
+            f"{spec} is a {type(obj).__name__}, not a sqlnotify Notifier"
+            " (or a function returning one)"
+        )
+    return obj
+
+
+def _parse_targets(targets: Sequence[str]) -> list[tuple[str, list[Operation]]]:
+    parsed: list[tuple[str, list[Operation]]] = []
+    for target in targets:
+        table, sep, ops = target.partition(":")
+        if not table:
+            raise click.BadParameter(f"{target!r}: expected TABLE or TABLE:OPERATION")
+        try:
+            operations = [Operation.coerce(op) for op in ops.split(",")] if sep else list(Operation)
+        except SQLNotifyConfigurationError as exc:
+            raise click.BadParameter(f"{target!r}: {exc}") from None
+        known = {op for t, ops in parsed if t == table for op in ops}
+        fresh = [op for op in dict.fromkeys(operations) if op not in known]
+        if fresh:
+            parsed.append((table, fresh))
+    return parsed
+
+
+def event_json(event: ChangeEvent) -> str:
+    """One event as a JSON object on one line."""
+    ident = event.id
+    data = {
+        "schema": event.schema,
+        "table": event.table,
+        "operation": event.operation.value,
+        "id": list(ident) if isinstance(ident, tuple) else ident,
+        "extra_columns": dict(event.extra_columns),
+        "timestamp": event.timestamp.isoformat() if event.timestamp else None,
+        "channel": event.channel,
+        "status": event.status,
+        "custom": event.custom,
+    }
+    return json.dumps(data, default=_json_default, ensure_ascii=False)
+
+
+_app_option = click.option(
+    "--app",
+    "app",
+    required=True,
+    envvar="SQLNOTIFY_APP",
+    metavar="MODULE:NOTIFIER",
+    help="Where your Notifier is: module:attribute, or module:function returning one"
+    " (also $SQLNOTIFY_APP).",
+)
+
+
+@main.command()
+@click.argument("url")
+@click.argument("targets", metavar="TABLE[:OPERATION]...", nargs=-1, required=True)
+@click.option(
+    "--columns",
+    default="",
+    metavar="A,B",
+    help="Extra columns to include in every event (default: the keys only).",
+)
+@click.option("--label", default=None, help="Channel label, for a channel of its own.")
+@click.option(
+    "--overflow-table",
+    is_flag=True,
+    help="Deliver rows over the notification size limit whole, through the overflow table.",
+)
+@click.option(
+    "--keep-triggers",
+    is_flag=True,
+    help="Leave the triggers this command installed in place when it stops.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also log sqlnotify's informational messages.")
+def listen(
+    url: str,
+    targets: tuple[str, ...],
+    columns: str,
+    label: str | None,
+    overflow_table: bool,
+    keep_triggers: bool,
+    verbose: bool,
+) -> None:
+    """Print every change of the given tables as one JSON line, until Ctrl-C.
+
+    URL is a database URL (postgresql://user@host/db, sqlite:///file.db).
+    TABLE is a table name, schema-qualified if needed (shop.orders); add
+    :OPERATION (insert, update, delete, or several separated by commas) to
+    watch fewer operations than all three.  Events go to stdout, one JSON
+    object per line; messages go to stderr.
+
+    Triggers already installed (by your application, say) are used as they
+    are; the ones this command installs are removed when it stops.
+    """
+    _log_to_stderr(verbose)
+    parsed = _parse_targets(targets)
+    extra = [c.strip() for c in columns.split(",") if c.strip()]
+    engine = _open(url)
+    with _readable_errors():
+        notifier = Notifier(engine, revoke_on_model_change=False)
+    stop = threading.Event()
+    out = sys.stdout
+
+    def emit(event: ChangeEvent) -> None:
+        try:
+            out.write(event_json(event) + "\n")
+            out.flush()
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+            stop.set()
+
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with _readable_errors():
+            for table, operations in parsed:
+                for op in operations:
+                    notifier.watch(
+                        table,
+                        op,
+                        extra_columns=extra or None,
+                        channel_label=label,
+                        use_overflow_table=overflow_table,
+                    )
+                    notifier.subscribe(table, op, channel_label=label)(emit)
+            notifier.start()
+        watched = ", ".join(w.describe() for w in notifier.watches)
+        click.echo(f"sqlnotify: listening for {watched} (Ctrl-C to stop)", err=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        installed = [s.watch for s in notifier.install_states if s.state == "installed"]
+        with _readable_errors():
+            notifier.stop()
+            if installed and not keep_triggers:
+                notifier.dialect.uninstall(installed)
+            notifier.dialect.close()
+            engine.dispose()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("sqlnotify: stopped", err=True)
+
+
+def _log_to_stderr(verbose: bool) -> None:
+    log = logging.getLogger("sqlnotify")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("sqlnotify: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _status_rows(engine: sa.Engine) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    notifier = Notifier(engine)
+    dialect = notifier.dialect
+    rows = dialect.status()
+    extra: dict[str, Any] = {}
+    usage = getattr(dialect, "queue_usage", None)
+    if usage is not None:
+        extra["notification_queue_usage"] = usage()
+    tables = getattr(dialect, "overflow_tables", None)
+    if tables is not None:
+        extra["overflow_tables"] = tables()
+    log_info = getattr(dialect, "log_info", None)  # databases with a change log (SQLite)
+    if log_info is not None:
+        extra["change_log"] = log_info()
+    dialect.close()
+    return rows, extra
+
+
+@main.command()
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(url: str, as_json: bool) -> None:
+    """Show every trigger and function sqlnotify installed in the database.
+
+    Each is "installed" (attached and up to date), "outdated" (attached, but
+    the table changed or another sqlnotify version made it: the next start
+    of its notifier replaces it) or "orphaned" (a function without its
+    trigger).  On PostgreSQL, also the fill level of the server's
+    notification queue.
+    """
+    engine = _open(url)
+    with _readable_errors():
+        rows, extra = _status_rows(engine)
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"objects": rows, **extra}, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no sqlnotify triggers installed")
+    else:
+        headers = ("STATE", "TABLE", "OPERATION", "CHANNEL")
+        lines = [
+            (
+                r.get("state", ""),
+                f"{r['schema']}.{r['table']}" if r.get("schema") else str(r.get("table")),
+                str(r.get("operation")),
+                str(r.get("channel")),
+            )
+            for r in rows
+        ]
+        widths = [max(len(x) for x in col) for col in zip(headers, *lines, strict=True)]
+        for line in (headers, *lines):
+            click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    for table in extra.get("overflow_tables", []):
+        click.echo(
+            f"overflow table {table['schema']}.{table['table']}: {table['rows']} stored payload(s)"
+        )
+    if "change_log" in extra:
+        click.echo(f"change log: {extra['change_log'].get('rows')} row(s)")
+    if "notification_queue_usage" in extra:
+        click.echo(f"notification queue usage: {extra['notification_queue_usage']:.4%}")
+
+
+@main.command()
+@_app_option
+def install(app: str) -> None:
+    """Install or update the triggers your notifier declares, without listening.
+
+    For deploy scripts: run it once per release, and let the application
+    start without DDL rights.
+    """
+    notifier = load_notifier(app)
+    _check_connect(_engine_of(notifier))
+    with _readable_errors():
+        states = notifier.install()
+    for state in states:
+        click.echo(f"{state.state}: {state.watch.describe()} (channel {state.watch.channel})")
+
+
+@main.command()
+@_app_option
+def uninstall(app: str) -> None:
+    """Remove the triggers and functions your notifier declares."""
+    notifier = load_notifier(app)
+    _check_connect(_engine_of(notifier))
+    with _readable_errors():
+        dropped = notifier.uninstall()
+    click.echo(f"removed {dropped} trigger(s)")
+
+
+@main.command()
+@_app_option
+def sql(app: str) -> None:
+    """Print the SQL that installs your notifier's triggers (for migrations and review).
+
+    Tables given by name are reflected, so the database must be reachable;
+    nothing is changed in it.
+    """
+    notifier = load_notifier(app)
+    _check_connect(_engine_of(notifier))
+    with _readable_errors():
+        statements = notifier.ddl()
+    for stmt in statements:
+        click.echo(stmt.rstrip() + ";\n")
+
+
+def _engine_of(notifier: Notifier) -> sa.Engine:
+    engine = notifier.db_engine
+    return engine if isinstance(engine, sa.Engine) else engine.sync_engine

@@ -1,0 +1,238 @@
+"""PostgreSQL rows too large for one notification: the overflow table and re-reads.
+
+A watch with ``use_overflow_table=True`` stores an oversized payload in
+``sqlnotify_overflow`` (in the watched table's schema) within the writing
+transaction and notifies ``{"ts": ..., "ovf": <id>}``; the dispatcher
+fetches the payloads of a batch in one query.  Other watches send the keys
+(``"trunc": true``) and the dispatcher re-reads the row.  Every query here
+runs on a pooled connection in autocommit, never on the listening one.
+Stored payloads are kept for a retention period, since every listening
+process reads them, and pruned in bounded batches.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from .._names import qualified, quote_ident, quote_literal
+from .._types import pg_value_sql
+from .._watch import Watch
+from ..exceptions import SQLNotifyConfigurationError
+
+__all__ = ["OVERFLOW_TABLE", "OverflowStore", "pairs", "positive"]
+
+#: Name of the overflow table, created in the watched table's schema.
+OVERFLOW_TABLE = "sqlnotify_overflow"
+
+# The trigger's branch for a payload over the limit.  Should the table be
+# missing, or not writable by the role that writes, it falls back to the
+# keys-only branch so that the user's write still succeeds.
+OVERFLOW_SQL = """\
+DECLARE
+            ovf_id bigint;
+        BEGIN
+            INSERT INTO {table} (channel, payload) VALUES ({channel}, payload)
+                RETURNING id INTO ovf_id;
+            payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                         'ovf', ovf_id)::text;
+        EXCEPTION WHEN undefined_table OR insufficient_privilege THEN
+            {fallback}
+        END;"""
+
+OVERFLOW_DDL = (
+    """\
+CREATE TABLE IF NOT EXISTS {table} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel text NOT NULL,
+    payload text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)""",
+    "CREATE INDEX IF NOT EXISTS {index} ON {table} (created_at)",
+    "COMMENT ON TABLE {table} IS {comment}",
+)
+
+STORE_SQL = "INSERT INTO {table} (channel, payload) VALUES (%(c)s, %(p)s) RETURNING id"
+
+FETCH_SQL = "SELECT id, channel, payload FROM {table} WHERE id = ANY(%(ids)s)"
+
+# One round deletes at most ``limit`` rows and skips rows another process is
+# deleting at the same moment.
+PRUNE_SQL = """\
+DELETE FROM {table} WHERE id IN (
+    SELECT id FROM {table}
+    WHERE created_at < clock_timestamp() - make_interval(secs => %(retention)s)
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"""
+
+# Builds the same JSON object the trigger would have sent for each row.
+REREAD_SQL = "SELECT json_build_object({row})::text FROM {table} AS t WHERE ({keys}) IN ({values})"
+
+TABLES_SQL = """\
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relname = :name
+  AND obj_description(c.oid, 'pg_class') LIKE 'sqlnotify:%'
+ORDER BY 1"""
+
+
+def pairs(watch: Watch, columns: Sequence[str], ref: str) -> str:
+    """``'name', <value expression>, ...`` for ``json_build_object``; ``ref`` is ``"NEW."``..."""
+    return ", ".join(
+        quote_literal(c) + ", " + pg_value_sql(watch.column_types[c], ref + quote_ident(c))
+        for c in columns
+    )
+
+
+def positive(options: dict[str, Any], name: str, default: float) -> float:
+    """A positive number from the notifier's dialect options."""
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise SQLNotifyConfigurationError(
+            f"Notifier option {name}={value!r} is invalid: use a positive number"
+            f" (default {default:g})"
+        )
+    return float(value)
+
+
+class OverflowStore:
+    """The overflow tables of one database, and re-reads of rows sent by key.
+
+    Thread-safe: the dispatcher thread fetches and re-reads, the maintenance
+    thread prunes, application threads store custom payloads.
+    """
+
+    #: Most bounded DELETE rounds one :meth:`prune` call runs per schema.
+    PRUNE_ROUNDS = 10
+    #: Most rows one re-read query asks for.
+    REREAD_CHUNK = 500
+
+    def __init__(self, engine: sa.Engine, *, marker: str, lock_key: int, version: int) -> None:
+        self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._marker = marker
+        self._lock_key = lock_key
+        self._version = version
+        #: Schemas whose overflow table is known to exist.
+        self.ready: set[str | None] = set()
+
+    # -- DDL ----------------------------------------------------------------
+    def ref(self, schema: str | None) -> str:
+        """The quoted name of the overflow table of ``schema``."""
+        return qualified(schema, OVERFLOW_TABLE)
+
+    def ddl(self, schema: str | None) -> list[str]:
+        """The idempotent statements that create the overflow table of ``schema``."""
+        comment = self._marker + json.dumps({"v": self._version, "kind": "overflow"})
+        index = quote_ident(OVERFLOW_TABLE + "_created_at")
+        table = self.ref(schema)
+        return [
+            stmt.format(table=table, index=index, comment=quote_literal(comment))
+            for stmt in OVERFLOW_DDL
+        ]
+
+    def trigger_sql(self, watch: Watch, fallback: str) -> str:
+        """The trigger's oversize branch for a watch with ``use_overflow_table=True``."""
+        return OVERFLOW_SQL.format(
+            table=self.ref(watch.effective_schema),
+            channel=quote_literal(watch.channel),
+            fallback=fallback.replace("\n", "\n    "),
+        )
+
+    def missing(self, conn: sa.Connection, schemas: set[str | None]) -> list[str | None]:
+        """The schemas among ``schemas`` that have no overflow table."""
+        found = []
+        for schema in sorted(schemas, key=str):
+            name = self.ref(schema)
+            if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar() is None:
+                found.append(schema)
+        return found
+
+    def ensure(self, schema: str | None) -> None:
+        """Create the overflow table of ``schema`` unless it is known to exist."""
+        if schema in self.ready:
+            return
+        with self.engine.begin() as conn:
+            if self.missing(conn, {schema}):
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._lock_key})")
+                for stmt in self.ddl(schema):
+                    conn.exec_driver_sql(stmt)
+        self.ready.add(schema)
+
+    # -- payloads -------------------------------------------------------------
+    def send(self, schema: str | None, channel: str, payload: str) -> int:
+        """Store ``payload`` and notify its reference in one transaction; return its id."""
+        self.ensure(schema)
+        with self.engine.begin() as conn:
+            ovf_id: int = conn.exec_driver_sql(
+                STORE_SQL.format(table=self.ref(schema)), {"c": channel, "p": payload}
+            ).scalar_one()
+            ref = json.dumps({"ts": round(time.time(), 6), "ovf": ovf_id})
+            conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": ref})
+        return ovf_id
+
+    def fetch(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """Stored payloads by id, ``{id: (channel, payload)}``, in one query.
+
+        Ids no longer stored are absent from the result.
+        """
+        sql = FETCH_SQL.format(table=self.ref(schema))
+        with self._autocommit.connect() as conn:
+            rows = conn.exec_driver_sql(sql, {"ids": list(ids)}).all()
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def prune(self, schemas: Sequence[str | None], retention: float, limit: int) -> int:
+        """Delete payloads older than ``retention`` seconds, ``limit`` rows per round.
+
+        At most :attr:`PRUNE_ROUNDS` rounds per schema, so a call stays short;
+        returns how many rows were deleted.
+        """
+        deleted = 0
+        with self._autocommit.connect() as conn:
+            for schema in schemas:
+                if self.missing(conn, {schema}):
+                    continue
+                sql = PRUNE_SQL.format(table=self.ref(schema))
+                for _ in range(self.PRUNE_ROUNDS):
+                    n = conn.exec_driver_sql(sql, {"retention": retention, "limit": limit}).rowcount
+                    deleted += n
+                    if n < limit:
+                        break
+        return deleted
+
+    def reread(self, watch: Watch, table: str, keys: Sequence[Sequence[Any]]) -> list[str]:
+        """Re-read rows of ``table`` by raw key values; each found row as the trigger's JSON.
+
+        One query per :attr:`REREAD_CHUNK` keys.
+        """
+        width = len(watch.primary_keys)
+        row = pairs(watch, watch.payload_columns, "t.")
+        key_columns = ", ".join("t." + quote_ident(k) for k in watch.primary_keys)
+        found: list[str] = []
+        with self._autocommit.connect() as conn:
+            for start in range(0, len(keys), self.REREAD_CHUNK):
+                chunk = keys[start : start + self.REREAD_CHUNK]
+                values = ", ".join(
+                    "(" + ", ".join(f"%(k{i}_{j})s" for j in range(width)) + ")"
+                    for i in range(len(chunk))
+                )
+                params = {
+                    f"k{i}_{j}": value for i, key in enumerate(chunk) for j, value in enumerate(key)
+                }
+                sql = REREAD_SQL.format(row=row, table=table, keys=key_columns, values=values)
+                found.extend(r[0] for r in conn.exec_driver_sql(sql, params))
+        return found
+
+    def tables(self) -> list[dict[str, Any]]:
+        """Every sqlnotify overflow table in the database, with its number of rows."""
+        found = []
+        with self.engine.connect() as conn:
+            names = conn.execute(sa.text(TABLES_SQL), {"name": OVERFLOW_TABLE}).all()
+            for schema, name in names:
+                count = conn.exec_driver_sql(
+                    f"SELECT count(*) FROM {qualified(schema, name)}"
+                ).scalar_one()
+                found.append({"schema": schema, "table": name, "rows": count})
+        return found
