@@ -1141,6 +1141,7 @@ class Notifier:
         deliver = self._deliver
         received_at = getattr(batch, "received_at", None)
         lags = self._lags
+        loads = decode_json
         for index, n in enumerate(batch):
             channel = n.channel
             route = routes.get(channel)
@@ -1148,7 +1149,7 @@ class Notifier:
                 self._drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                data = self._payload_of(n)
+                data = self._payload_of(n) if type(n) is JournalEvent else loads(n.payload)
                 if ("ovf" in data or "trunc" in data) and type(data) is dict:
                     # The rest of the batch takes the slower path, in order.
                     self._decode_large(route, data, n.payload, batch[index + 1 :], received_at)
@@ -1160,7 +1161,7 @@ class Notifier:
                 self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
                 continue
             stats.received += 1
-            epoch = event.epoch
+            epoch = event._epoch
             if received_at is not None and type(epoch) is float:
                 lags.append(received_at - epoch)
             if event._status != "complete":
