@@ -15,17 +15,17 @@ import json
 import logging
 import os
 import signal as _signal
+import sys
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import blinker
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, NoSuchTableError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import signals
 from ._aio import EventStream, LoopBridge, LoopThread
@@ -46,6 +46,9 @@ from .exceptions import (
     SQLNotifyForkError,
     SQLNotifyPayloadSizeError,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["Notifier"]
 
@@ -139,6 +142,13 @@ class _Entry:
         return False
 
 
+def _is_async_engine(engine: object) -> TypeGuard[AsyncEngine]:
+    # sqlalchemy.ext.asyncio needs greenlet, which the base install does not
+    # bring; whoever made an AsyncEngine has imported the module already.
+    module = sys.modules.get("sqlalchemy.ext.asyncio")
+    return module is not None and isinstance(engine, module.AsyncEngine)
+
+
 class Notifier:
     """Turns committed row changes of watched tables into events for receivers.
 
@@ -225,7 +235,7 @@ class Notifier:
         drain_timeout: float = 10.0,
         **dialect_options: Any,
     ) -> None:
-        if isinstance(db_engine, AsyncEngine):
+        if _is_async_engine(db_engine):
             sync_engine = db_engine.sync_engine
         elif isinstance(db_engine, sa.Engine):
             sync_engine = db_engine

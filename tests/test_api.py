@@ -52,6 +52,30 @@ def test_importing_sqlnotify_imports_no_driver() -> None:
     assert out.strip() == "[]"
 
 
+def test_the_base_install_works_without_greenlet(tmp_path: Any) -> None:
+    # greenlet comes only with the asyncio extra; a sync notifier must not need it.
+    db = os.path.join(os.fspath(tmp_path), "base.db")
+    code = f"""
+import sys
+sys.modules["greenlet"] = None  # import greenlet now raises ImportError
+import sqlalchemy as sa
+import sqlnotify
+from sqlnotify.testing import EventRecorder
+engine = sa.create_engine("sqlite:///{db}")
+with engine.begin() as conn:
+    conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+n = sqlnotify.Notifier(engine)
+n.watch("t", "insert")
+rec = EventRecorder()
+n.subscribe("t", "insert")(rec)
+with n:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (7)")
+    print([e.id for e in rec.wait_for(1, 10)], sys.modules.get("greenlet", "absent"))
+"""
+    assert _run(code).split() == ["[7]", "None"]  # still blocked: nothing imported it
+
+
 def test_all_matches_the_public_names() -> None:
     public = {
         name
