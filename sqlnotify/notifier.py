@@ -1137,6 +1137,11 @@ class Notifier:
             self.log.debug("dropped payload on %r: %.500s", channel, payload)
         send_isolated(signals.notification_dropped, self, self.log, channel=channel, reason=reason)
 
+    def _undecodable(self, channel: str, exc: Exception, payload: str) -> None:
+        # The exception's text may quote a row value: DEBUG only.
+        self.log.debug("cannot decode a payload on %r: %s", channel, exc)
+        self._drop(channel, f"undecodable payload ({type(exc).__name__})", payload)
+
     def _handle_batch(self, batch: Sequence[RawNotification]) -> None:
         try:
             self._decode_batch(batch)
@@ -1166,9 +1171,7 @@ class Notifier:
                     return
                 event = route.decode(data)
             except Exception as exc:
-                # The exception's text may quote a row value: DEBUG only.
-                self.log.debug("cannot decode a payload on %r: %s", channel, exc)
-                self._drop(channel, f"undecodable payload ({type(exc).__name__})", n.payload)
+                self._undecodable(channel, exc, n.payload)
                 continue
             stats.received += 1
             epoch = event._epoch
@@ -1206,8 +1209,7 @@ class Notifier:
             try:
                 parsed = self._payload_of(n)
             except Exception as exc:
-                self.log.debug("cannot decode a payload on %r: %s", n.channel, exc)
-                self._drop(n.channel, f"undecodable payload ({type(exc).__name__})", n.payload)
+                self._undecodable(n.channel, exc, n.payload)
                 continue
             if type(parsed) is not dict:
                 self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
@@ -1217,10 +1219,7 @@ class Notifier:
             try:
                 event = item.route.decode(item.data, item.status)
             except Exception as exc:
-                # The exception's text may quote a row value: DEBUG only.
-                self.log.debug("cannot decode a payload on %r: %s", item.route.channel, exc)
-                reason = f"undecodable payload ({type(exc).__name__})"
-                self._drop(item.route.channel, reason, item.raw)
+                self._undecodable(item.route.channel, exc, item.raw)
                 continue
             self.stats.received += 1
             epoch = event.epoch
