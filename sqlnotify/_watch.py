@@ -123,6 +123,23 @@ class WatchRequest:
             durable=bool(durable),
         )
 
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any], target: str) -> WatchRequest:
+        """The request an installed trigger recorded (see :meth:`Watch.metadata`).
+
+        :raises KeyError: or :class:`TypeError`, or a configuration error, when
+            the record is incomplete or no longer valid.
+        """
+        return cls.build(
+            target,
+            meta["operation"],
+            meta["columns"],
+            meta["trigger_columns"] or None,
+            meta["keys"],
+            meta["label"],
+            bool(meta.get("overflow", False)),
+        )
+
     def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
         """Check every column against ``table`` and return the resolved :class:`Watch`."""
         what = describe_target(self.target)

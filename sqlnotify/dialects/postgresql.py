@@ -618,15 +618,7 @@ class PostgresDialect(Dialect):
                 table = sa.Table(
                     meta["table"], sa.MetaData(), schema=meta["schema"], autoload_with=conn
                 )
-            watch = WatchRequest.build(
-                meta["table"],
-                meta["operation"],
-                meta["columns"],
-                meta["trigger_columns"] or None,
-                meta["keys"],
-                meta["label"],
-                meta["overflow"],
-            ).resolve(table)
+            watch = WatchRequest.from_metadata(meta, meta["table"]).resolve(table)
         except (KeyError, TypeError, sa.exc.SQLAlchemyError, SQLNotifyConfigurationError):
             return "outdated"  # the table lost a column, or the metadata is unreadable
         if watch.channel != meta["channel"]:  # watched by unqualified name

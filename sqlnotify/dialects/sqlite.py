@@ -526,15 +526,7 @@ class SQLiteDialect(Dialect):
             return "outdated"
         try:
             table = sa.Table(table_name, sa.MetaData(), autoload_with=self.engine)
-            watch = WatchRequest.build(
-                table_name,
-                meta["operation"],
-                meta["columns"],
-                meta["trigger_columns"] or None,
-                meta["keys"],
-                meta["label"],
-                False,
-            ).resolve(table)
+            watch = WatchRequest.from_metadata(meta, table_name).resolve(table)
         except (KeyError, TypeError, sa.exc.SQLAlchemyError, SQLNotifyConfigurationError):
             return "outdated"  # the table lost a column, or the metadata is unreadable
         return "installed" if self.fingerprint(watch) == meta.get("fp") else "outdated"
