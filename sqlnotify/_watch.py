@@ -138,6 +138,7 @@ class WatchRequest:
             meta["keys"],
             meta["label"],
             bool(meta.get("overflow", False)),
+            bool(meta.get("durable", False)),
         )
 
     def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
