@@ -483,13 +483,18 @@ class PostgresDialect(Dialect):
         self.check_names(watch)
         journal = [journal_ddl(self.journal_schema_name())] if watch.durable else []
         overflow = self.overflow.ddl(watch.effective_schema) if watch.use_overflow_table else []
+        revoke = (
+            [f"REVOKE ALL ON FUNCTION {self.function_ref(watch)}() FROM PUBLIC"]
+            if self.definer(watch)
+            else []
+        )
         return [
             *journal,
             *overflow,
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
             f" IS {quote_literal(self.comment(watch))}",
-            f"REVOKE ALL ON FUNCTION {self.function_ref(watch)}() FROM PUBLIC",
+            *revoke,
             f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)} ON {self.table_ref(watch)}",
             self.trigger_sql(watch),
         ]
