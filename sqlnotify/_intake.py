@@ -55,6 +55,9 @@ class Intake:
 
     #: Seconds between journal reads while something is pending.
     SWEEP_INTERVAL = 0.2
+    #: Rows handed to the dispatcher at a time while catching up, so that it
+    #: works on one part while the next is read.
+    SWEEP_ROWS = 5000
     #: Seconds between saves of a consumer's position (and heartbeat bound).
     SAVE_INTERVAL = 1.0
     HEARTBEAT_INTERVAL = 60.0
@@ -258,7 +261,8 @@ class Intake:
             stopping = self.stopping
             while self.pending and d.depth < self._max_queue and not stopping.is_set():
                 before = reader.position
-                items = reader.read(self._fetch, max(1, self._max_queue - d.depth))
+                room = max(1, self._max_queue - d.depth)
+                items = reader.read(self._fetch, min(room, self.SWEEP_ROWS))
                 if items:
                     d.put(Batch(items, time.time()))
                 if reader.position != before:

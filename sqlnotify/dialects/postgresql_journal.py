@@ -18,13 +18,12 @@ need no privilege on these tables.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import select
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._names import digest, qualified, quote_literal
 from ..exceptions import SQLNotifyException
@@ -84,20 +83,25 @@ WHERE n.nspname = %s AND c.relname IN (%s, %s)"""
 # One statement: the window's end snapshot (the current one, or the one a
 # partly read window had) and its rows after ``after`` in id order.  The
 # statement's own snapshot is the current one, so every row of the window is
-# visible to it.
+# visible to it.  Prepared once per connection (planning costs more than
+# running it): $1 the previous xmax, $2 the previous snapshot's in-progress
+# transactions, $3 the last id read in the window, $4 the channels, $5 the
+# row limit, $6 the window's end snapshot when it is already known.
 WINDOW_SQL = """\
+PREPARE {name}(xid8, xid8[], bigint, text[], bigint{extra}) AS
 WITH w AS (SELECT {cur} AS cur)
 SELECT w.cur::text, e.id, e.channel, e.payload FROM w LEFT JOIN LATERAL (
     SELECT j.id, j.channel, j.payload FROM {journal} j
-    WHERE j.xid >= %(lo)s::xid8 AND j.xid < pg_snapshot_xmax(w.cur)
-      AND pg_visible_in_snapshot(j.xid, w.cur)
-      AND j.id > %(after)s AND j.channel = ANY(%(channels)s)
+    WHERE j.xid >= $1 AND j.xid < pg_snapshot_xmax(w.cur)
+      AND pg_visible_in_snapshot(j.xid, w.cur) AND j.id > $3 AND j.channel = ANY($4)
     UNION ALL
     SELECT j.id, j.channel, j.payload FROM {journal} j
-    WHERE j.xid = ANY(%(xip)s::xid8[]) AND pg_visible_in_snapshot(j.xid, w.cur)
-      AND j.id > %(after)s AND j.channel = ANY(%(channels)s)
-    ORDER BY 1 LIMIT %(limit)s
+    WHERE j.xid = ANY($2) AND pg_visible_in_snapshot(j.xid, w.cur)
+      AND j.id > $3 AND j.channel = ANY($4)
+    ORDER BY 1 LIMIT $5
 ) e ON true ORDER BY e.id"""
+WINDOW_NEW = "sqlnotify_window_new"
+WINDOW_AT = "sqlnotify_window_at"
 
 SAVE_SQL = """\
 INSERT INTO {consumers} AS c (name, snapshot, upto, after_id)
@@ -148,9 +152,13 @@ def parse_snapshot(text: str) -> tuple[int, int, frozenset[int]]:
         raise ValueError(f"not a pg_snapshot ('xmin:xmax:xip,...'): {text!r}") from exc
 
 
-@functools.total_ordering
-@dataclasses.dataclass(frozen=True)
-class SnapshotPosition:
+class _Parts(NamedTuple):
+    snapshot: str
+    window: str | None = None
+    after: int = 0
+
+
+class SnapshotPosition(_Parts):
     """How far a reader of the journal got: an opaque, ordered token.
 
     ``snapshot``: every row whose transaction is visible in it was consumed.
@@ -161,23 +169,27 @@ class SnapshotPosition:
     event, for display.
 
     Positions of one reader only grow; comparing two tells which is further.
+    One is built for every row read, so the constructor does not check its
+    arguments: :meth:`parse` does, for stored ones.
     """
 
-    snapshot: str
-    window: str | None = None
-    after: int = 0
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        parse_snapshot(self.snapshot)
-        if self.window is not None:
-            parse_snapshot(self.window)
+    @classmethod
+    def parse(cls, snapshot: str, window: str | None, after: int) -> SnapshotPosition:
+        """A position from stored parts, checked (``ValueError`` when malformed)."""
+        parse_snapshot(snapshot)
+        if window is not None:
+            parse_snapshot(window)
+        return cls(snapshot, window, int(after))
 
     def sees(self, xid: int) -> bool:
         """Whether rows of transaction ``xid`` are consumed (visible in ``snapshot``)."""
         xmin, xmax, xip = parse_snapshot(self.snapshot)
         return xid < xmin or (xid < xmax and xid not in xip)
 
-    def _key(self) -> tuple[int, int, int, int, int]:
+    def key(self) -> tuple[int, int, int, int, int]:
+        """What positions are ordered by."""
         xmin, xmax, xip = parse_snapshot(self.snapshot)
         # Snapshots only grow: a later one has a larger xmax, or the same
         # xmax with fewer transactions still in progress.
@@ -187,12 +199,30 @@ class SnapshotPosition:
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, SnapshotPosition):
             return NotImplemented
-        return self._key() < other._key()
+        return self.key() < other.key()
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, SnapshotPosition):
+            return NotImplemented
+        return self.key() <= other.key()
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, SnapshotPosition):
+            return NotImplemented
+        return self.key() > other.key()
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, SnapshotPosition):
+            return NotImplemented
+        return self.key() >= other.key()
 
     def __str__(self) -> str:
         if self.window is None:
             return self.snapshot
         return f"{self.snapshot}>{self.window}@{self.after}"
+
+
+_new_position = tuple.__new__
 
 
 def journal_ddl(schema: str | None) -> str:
@@ -284,27 +314,36 @@ class PostgresJournal:
     #: Rows one query asks for at least.  A window larger than a read's
     #: limit is read from this many rows kept in memory, so a long catch-up
     #: scans its window a few times, not once per read.
-    PAGE = 20_000
+    PAGE = 50_000
 
     def __init__(self, dsn: dict[str, Any], schema: str | None) -> None:
         self.dsn = dict(dsn)
         self.dsn["connect_timeout"] = str(self.CONNECT_TIMEOUT)
         self.dsn.setdefault("tcp_user_timeout", "15000")
+        # A read is a few index probes: planning it again each time costs more
+        # than running it, and parallel workers would cost milliseconds to start.
         self.dsn["options"] = (
-            self.dsn.get("options", "") + f" -c statement_timeout={self.STATEMENT_TIMEOUT_MS}"
+            self.dsn.get("options", "")
+            + f" -c statement_timeout={self.STATEMENT_TIMEOUT_MS}"
+            + " -c plan_cache_mode=force_generic_plan -c max_parallel_workers_per_gather=0"
         ).strip()
         self.schema = schema
         names = {
             "journal": qualified(schema, JOURNAL_TABLE),
             "consumers": qualified(schema, CONSUMERS_TABLE),
         }
-        self._window_new = WINDOW_SQL.format(cur="pg_current_snapshot()", **names)
-        self._window_old = WINDOW_SQL.format(cur="%(cur)s::pg_snapshot", **names)
+        self._prepare = ";\n".join(
+            [
+                WINDOW_SQL.format(name=WINDOW_NEW, extra="", cur="pg_current_snapshot()", **names),
+                WINDOW_SQL.format(name=WINDOW_AT, extra=", pg_snapshot", cur="$6", **names),
+            ]
+        )
         self._save = SAVE_SQL.format(**names)
         self._load_sql = LOAD_SQL.format(**names)
         self._prune = PRUNE_SQL.format(**names)
         self._migrate = MIGRATE_SQL.format(**names)
         self._conn: Any = None
+        self._prepared = False
         # Rows of a window read ahead: (window start, window end, rows, complete).
         self._ahead: tuple[str, str, Rows, bool] | None = None
 
@@ -312,6 +351,7 @@ class PostgresJournal:
     def _cursor(self) -> _BoundedCursor:
         if self._conn is None or self._conn.closed:
             self._conn = connect_bounded(self.dsn, self.QUERY_TIMEOUT)
+            self._prepared = False
         return _BoundedCursor(self._conn, self.QUERY_TIMEOUT)
 
     def _run(self, fn: Callable[[Any], Any]) -> Any:
@@ -386,7 +426,7 @@ class PostgresJournal:
             cur.execute("SELECT pg_current_snapshot()::text")
             return str(cur.fetchone()[0])
 
-        return SnapshotPosition(self._run(q)), None
+        return SnapshotPosition.parse(self._run(q), None, 0), None
 
     def read(self, after: SnapshotPosition, channels: Sequence[str], limit: int) -> Rows:
         """The next rows of ``channels`` after ``after``, at most ``limit`` of them.
@@ -427,23 +467,25 @@ class PostgresJournal:
         _, prev_xmax, prev_xip = parse_snapshot(after.snapshot)
         page = max(limit, self.PAGE)
         inside = after.window is not None
-        params: dict[str, Any] = {
-            "lo": str(prev_xmax),
-            "xip": [str(x) for x in sorted(prev_xip)],
-            "after": after.after if inside else 0,
-            "channels": list(channels),
-            "limit": page + 1,
-        }
+        if not self._prepared:
+            cur.execute(self._prepare)  # the tables exist: ensure() ran first
+            self._prepared = True
+        params = [
+            str(prev_xmax),
+            [str(x) for x in sorted(prev_xip)],
+            after.after if inside else 0,
+            list(channels),
+            page + 1,
+        ]
         if inside:
-            params["cur"] = after.window
-            cur.execute(self._window_old, params)
+            params.append(after.window)
+            cur.execute(f"EXECUTE {WINDOW_AT}(%s, %s::xid8[], %s, %s, %s, %s)", params)
         else:
-            cur.execute(self._window_new, params)
+            cur.execute(f"EXECUTE {WINDOW_NEW}(%s, %s::xid8[], %s, %s, %s)", params)
         result = cur.fetchall()
         start, end = after.snapshot, str(result[0][0])
-        rows: Rows = [
-            (SnapshotPosition(start, end, int(i)), c, p) for _, i, c, p in result if i is not None
-        ]
+        new, cls = _new_position, SnapshotPosition
+        rows: Rows = [(new(cls, (start, end, i)), c, p) for _, i, c, p in result if i is not None]
         complete = len(rows) <= page
         if not complete:
             rows.pop()
@@ -460,7 +502,7 @@ class PostgresJournal:
         if row is None:
             return None
         snapshot, window, after, updated = row
-        return SnapshotPosition(snapshot, window, int(after)), updated
+        return SnapshotPosition.parse(snapshot, window, after), updated
 
     def save(self, consumer: str, position: SnapshotPosition) -> None:
         """Store a position this journal handed out (never moving it backwards)."""
