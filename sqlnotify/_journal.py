@@ -75,8 +75,8 @@ class JournalReader:
     :param stamp: maps a position to the number written as ``"pos"``
         (default: the position itself).
     :param make: builds each item from ``(channel, payload, stamped
-        position)``; the default is a :class:`Notification` whose payload
-        carries ``"pos"``.
+        position, position)``; the default is a :class:`Notification` whose
+        payload carries ``"pos"``.
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class JournalReader:
         batch_size: int = 1000,
         log: logging.Logger | None = None,
         stamp: Callable[[Any], int] | None = None,
-        make: Callable[[str, str, int], Any] | None = None,
+        make: Callable[[str, str, int, Any], Any] | None = None,
     ) -> None:
         self.position = position
         self.channels = frozenset(channels) if channels is not None else None
@@ -135,7 +135,7 @@ class JournalReader:
                     if make is None:
                         append(Notification(channel, with_position(payload, label)))
                     else:
-                        append(make(channel, payload, label))
+                        append(make(channel, payload, label, seq))
             seen += len(rows)
             if len(rows) < batch:
                 break
@@ -172,12 +172,17 @@ class JournalReader:
 class JournalEvent(NamedTuple):
     """An event of a durable watch read from the journal: the dispatcher
     decodes ``payload`` and adds ``position`` (``data`` is always ``None``).
+
+    ``token`` is the journal store's position of the event: once every
+    receiver of this event and of all before it is done, it is the position
+    a consumer may save (opaque; only the store reads it).
     """
 
     channel: str
     payload: str
     data: dict[str, Any] | None
     position: int
+    token: Any = None
 
 
 class JournalStore(Protocol):

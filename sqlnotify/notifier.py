@@ -93,8 +93,8 @@ def _check_consumer(name: str | None) -> str | None:
     return name
 
 
-def _journal_event(channel: str, payload: str, position: int) -> JournalEvent:
-    return JournalEvent(channel, payload, None, position)
+def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
+    return JournalEvent(channel, payload, None, position, token)
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:

@@ -320,3 +320,24 @@ def test_status_reports_durable_watches_installed(
     finally:
         fresh.dialect.close()
     assert sorted(r["state"] for r in rows) == ["installed", "installed"]
+
+
+def test_snapshot_positions_order_and_visibility() -> None:
+    before = SnapshotPosition("100:105:100,102")
+    inside = SnapshotPosition("100:105:100,102", "100:110:100", 7)
+    further = SnapshotPosition("100:105:100,102", "100:110:100", 9)
+    after = SnapshotPosition("100:110:100", None, 9)
+    later = SnapshotPosition("110:110:")
+    assert before < inside < further < after < later
+    assert sorted([later, after, further, inside, before]) == [
+        before,
+        inside,
+        further,
+        after,
+        later,
+    ]
+    assert after.sees(99) and after.sees(101) and after.sees(109)
+    assert not after.sees(100) and not after.sees(110)
+    assert SnapshotPosition.parse("5:9:6,7", None, 0) == SnapshotPosition("5:9:6,7")
+    with pytest.raises(ValueError, match="not a pg_snapshot"):
+        SnapshotPosition.parse("5:9", None, 0)
