@@ -155,8 +155,8 @@ LANGUAGE plpgsql{security} AS {tag}
 DECLARE
     payload text;
 BEGIN
-    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                 'row', json_build_object({row}))::text;
+    payload := '{{"ts":' || extract(epoch from clock_timestamp())
+               || ',"row":' || json_build_object({row})::text || '}}';
     {insert}
     IF pg_notify({channel}, {wake}) IS NULL THEN
         NULL;
