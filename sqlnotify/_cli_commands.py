@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -241,7 +242,9 @@ def listen(
     object per line; messages go to stderr.
 
     Triggers already installed (by your application, say) are used as they
-    are; the ones this command installs are removed when it stops.
+    are; the ones this command installs are removed when it stops, unless a
+    notifier started using them meanwhile (or was seen using them within its
+    grace period): those stay.
     """
     _log_to_stderr(verbose)
     parsed = _parse_targets(targets)
@@ -287,7 +290,7 @@ def listen(
         with _readable_errors():
             notifier.stop()
             if installed and not keep_triggers:
-                notifier.dialect.uninstall(installed)
+                notifier.dialect.uninstall(installed, policy=notifier.policy)
             notifier.dialect.close()
             engine.dispose()
         for sig, handler in previous.items():
@@ -385,10 +388,19 @@ def install(app: str) -> None:
 
 @main.command()
 @_app_option
-def uninstall(app: str) -> None:
-    """Remove the triggers and functions your notifier declares."""
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Remove triggers nobody used for this many seconds (default: the notifier's"
+    " cleanup_grace). A trigger a live notifier uses always stays.",
+)
+def uninstall(app: str, grace: float | None) -> None:
+    """Remove the triggers your notifier declares, unless another notifier uses them."""
     notifier = load_notifier(app)
     _check_connect(_engine_of(notifier))
+    if grace is not None:
+        notifier._policy = dataclasses.replace(notifier.policy, grace=grace)
     with _readable_errors():
         dropped = notifier.uninstall()
     click.echo(f"removed {dropped} trigger(s)")
