@@ -367,7 +367,9 @@ def test_sql_install_uninstall_with_app(
     assert installed.stdout.startswith("unchanged: insert on"), installed.stdout
     assert len(triggers_on(pg_engine, schema)) == 1
 
-    removed = run("uninstall", "--app", module, cwd=tmp_path, **env)
+    kept = run("uninstall", "--app", module, cwd=tmp_path, **env)
+    assert kept.stdout.strip() == "removed 0 trigger(s)", "install just used it: grace period"
+    removed = run("uninstall", "--app", module, "--grace", "0", cwd=tmp_path, **env)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.strip() == "removed 1 trigger(s)"
     assert triggers_on(pg_engine, schema) == set()
