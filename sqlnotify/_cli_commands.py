@@ -325,11 +325,35 @@ def _status_rows(engine: sa.Engine) -> tuple[list[dict[str, Any]], dict[str, Any
     return rows, extra
 
 
+def _ownership_lines(row: dict[str, Any]) -> list[str]:
+    """The spec and the users of one trigger, for the status table."""
+    out = []
+    spec = row.get("spec")
+    if spec:
+        out.append("spec: " + ", ".join(f"{k}={v}" for k, v in spec.items() if v not in (None, [])))
+    users = row.get("users", [])
+    if row.get("listening"):
+        out.append("a listener holds its lock now")
+    for user in users:
+        seen = user["last_seen"]
+        when = seen.isoformat(timespec="seconds") if hasattr(seen, "isoformat") else str(seen)
+        state = "live" if user.get("live") else "stopped"
+        out.append(
+            f"user {user['app']} on {user['host']} pid {user['pid']}: {state}, last seen {when}"
+        )
+    if not users:
+        out.append("no recorded user")
+    return out
+
+
 @main.command()
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(url: str, as_json: bool) -> None:
     """Show every trigger and function sqlnotify installed in the database.
+
+    For each: its spec (key, payload and trigger columns, label), the
+    notifiers recorded as its users and when each was last seen.
 
     Each is "installed" (attached and up to date), "outdated" (attached, but
     the table changed or another sqlnotify version made it: the next start
@@ -358,8 +382,11 @@ def status(url: str, as_json: bool) -> None:
             for r in rows
         ]
         widths = [max(len(x) for x in col) for col in zip(headers, *lines, strict=True)]
-        for line in (headers, *lines):
+        click.echo("  ".join(v.ljust(w) for v, w in zip(headers, widths, strict=True)).rstrip())
+        for row, line in zip(rows, lines, strict=True):
             click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+            for text in _ownership_lines(row):
+                click.echo("    " + text)
     for table in extra.get("overflow_tables", []):
         click.echo(
             f"overflow table {table['schema']}.{table['table']}: {table['rows']} stored payload(s)"
