@@ -764,14 +764,17 @@ class Notifier:
     def cleanup(self) -> int:
         """Remove the unused sqlnotify triggers on the watched tables; return how many.
 
-        This notifier stops using its own; any trigger another notifier is
-        live on or was seen using within ``cleanup_grace`` stays, and so does
-        a durable watch's trigger while its journal rows are kept.
+        A running notifier keeps its own; a stopped one stops using them.
+        Any trigger another notifier is live on or was seen using within
+        ``cleanup_grace`` stays, and so does a durable watch's trigger while
+        its journal rows are kept.
 
         :raises SQLNotifyLockTimeoutError: naming the sessions that held a lock.
         """
         with self._lock:
-            return self._dialect.cleanup(self.prepare(), policy=self._policy)
+            return self._dialect.cleanup(
+                self.prepare(), policy=self._policy, keep_own=self._running
+            )
 
     def ddl(self) -> list[str]:
         """The SQL that installs every watch, for migrations and review."""
