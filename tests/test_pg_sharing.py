@@ -24,7 +24,7 @@ pytestmark = pytest.mark.postgresql
 def orders(pg_engine: sa.Engine, schema: str) -> str:
     execute(
         pg_engine,
-        f'CREATE TABLE "{schema}".orders (id serial PRIMARY KEY, email text DEFAULT \'a@x\','
+        f"CREATE TABLE \"{schema}\".orders (id serial PRIMARY KEY, email text DEFAULT 'a@x',"
         " total int DEFAULT 7, status text DEFAULT 'new')",
     )
     return f"{schema}.orders"

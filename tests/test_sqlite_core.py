@@ -345,8 +345,10 @@ def test_cleanup_uninstall_status_ddl(
     fresh_start.start()
     assert [s.state for s in fresh_start.install_states] == ["installed"]
     wait_until(
-        lambda: {s["table"] + ":" + s["operation"] for s in n.dialect.status()}
-        == {"account:update", "membership:insert"},
+        lambda: (
+            {s["table"] + ":" + s["operation"] for s in n.dialect.status()}
+            == {"account:update", "membership:insert"}
+        ),
         10,
         "the deferred cleanup",
     )
