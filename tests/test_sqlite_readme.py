@@ -33,7 +33,6 @@ def test_demo_command_is_documented() -> None:
 
 def test_readme_is_valid_restructuredtext() -> None:
     import docutils.core as core  # in the test extra: the README must always be checked
-
     with open(os.path.join(ROOT, "README.rst"), encoding="utf-8") as readme:
         source = readme.read()
     core.publish_string(
