@@ -138,6 +138,7 @@ class WatchRequest:
             meta["keys"],
             meta["label"],
             bool(meta.get("overflow", False)),
+            bool(meta.get("durable", False)),
         )
 
     def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
@@ -286,6 +287,8 @@ class Watch:
             "keys": list(self.primary_keys),
             "columns": list(self.extra_columns),
             "trigger_columns": list(self.trigger_columns),
+            "durable": self.durable,
+            "overflow": self.use_overflow_table,
         }
 
     def describe(self) -> str:

@@ -468,7 +468,6 @@ class PostgresDialect(Dialect):
             "schema": watch.effective_schema,
             **watch.metadata(),
             "overflow": watch.use_overflow_table,
-            "durable": watch.durable,
         }
         if watch.durable:
             meta["journal"] = self.journal_schema_name()
