@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlite_support import file_engine
 
-from sqlnotify import Notifier
+from sqlnotify import Notifier, SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
 
 pytestmark = pytest.mark.sqlite
@@ -117,3 +118,35 @@ def test_uninstall_spares_a_trigger_another_notifier_uses(
     assert rec.wait_for(1, TIMEOUT)[0].extra_columns == {"email": "a@x"}
     live.stop(cleanup=True)  # the last user: removed
     assert triggers(engine) == []
+
+
+def test_status_shows_spec_users_and_last_seen(
+    engine: sa.Engine, sqlite_path: str, notifiers: list[Notifier]
+) -> None:
+    from click.testing import CliRunner
+
+    from sqlnotify.cli import main
+
+    n, _ = app(notifiers, engine, ["email"])
+    n.start()
+    result = CliRunner().invoke(main, ["status", f"sqlite:///{sqlite_path}"])
+    assert result.exit_code == 0, result.output
+    assert "spec: keys=['id'], columns=['email']" in result.output
+    assert f"pid {os.getpid()}: live, last seen " in result.output
+    n.stop()
+    result = CliRunner().invoke(main, ["status", f"sqlite:///{sqlite_path}"])
+    assert f"pid {os.getpid()}: stopped, last seen " in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("lock_timeout", 0, "lock_timeout must be a positive number"),
+        ("install_timeout", "30", "install_timeout must be a positive number"),
+        ("install_timeout", 0.1, "must be at least lock_timeout"),
+        ("cleanup_grace", -1, "cleanup_grace must be a non-negative number"),
+    ],
+)
+def test_bad_bounds_are_named(engine: sa.Engine, option: str, value: object, message: str) -> None:
+    with pytest.raises(SQLNotifyConfigurationError, match=message):
+        Notifier(engine, **{option: value})  # type: ignore[arg-type]
