@@ -183,11 +183,14 @@ class Ownership:
     this notifier's registry rows every :data:`HEARTBEAT` seconds and, when
     ``cleanup_on_start`` asked for it, removes the unused triggers of the
     watched tables, one bounded attempt per due time, backing off while a
-    lock is busy.
+    lock is busy; then again every :attr:`CLEANUP_REPEAT` seconds, so a
+    trigger whose grace period ends while this notifier runs goes too.
     """
 
     #: Seconds between two tries of the deferred cleanup after a busy lock (at most).
     MAX_CLEANUP_DELAY = 60.0
+    #: Seconds between two passes of the deferred cleanup once one succeeded.
+    CLEANUP_REPEAT = 3600.0
 
     def __init__(
         self,
@@ -235,7 +238,8 @@ class Ownership:
             )
             return
         self.removed += removed
-        self._cleanup_due = None
+        self._cleanup_due = time.monotonic() + self.CLEANUP_REPEAT
+        self._cleanup_delay = Backoff.INITIAL_DELAY
         self.cleaned = True
         if removed:
             self._log.info("removed %d unused sqlnotify trigger(s)", removed)
