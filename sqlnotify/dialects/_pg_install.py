@@ -23,7 +23,7 @@ from .._names import qualified, quote_ident, quote_literal
 from .._ownership import Policy
 from .._watch import Watch
 from ..exceptions import SQLNotifyListenerError
-from ._pg_ownership import LockedRunner, Registry, channel_lock
+from ._pg_ownership import LockedRunner, Registry, channel_lock, execute_plain
 from .base import InstallState
 from .postgresql_journal import JOURNAL_TABLE
 
@@ -88,7 +88,7 @@ class PgInstaller:
                 if state.state == "missing" or (state.state == "outdated" and revoke):
                     entry = found.get((watch.effective_schema or "public", watch.channel))
                     for stmt in self.statements(watch, entry, replace_trigger):
-                        conn.exec_driver_sql(stmt)
+                        execute_plain(conn, stmt)
                     new = "replaced" if state.state == "outdated" else "installed"
                     result.append(InstallState(watch, new, state.installed_fingerprint))
                 else:
@@ -180,7 +180,7 @@ class PgInstaller:
                     continue
                 if self._journal_retained(conn, meta, channel):
                     continue
-                conn.exec_driver_sql(d.drop_sql(fschema, fname))
+                execute_plain(conn, d.drop_sql(fschema, fname))
                 registry.drop(fschema, channel)
                 dropped += 1
             return dropped

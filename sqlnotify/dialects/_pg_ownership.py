@@ -21,7 +21,14 @@ import sqlalchemy as sa
 from .._names import digest, qualified
 from .._ownership import LIVE_WINDOW, Policy, lock_timeout_error, retry_locked
 
-__all__ = ["REGISTRY_TABLE", "BlockerWatch", "LockedRunner", "Registry", "channel_lock"]
+__all__ = [
+    "REGISTRY_TABLE",
+    "BlockerWatch",
+    "LockedRunner",
+    "Registry",
+    "channel_lock",
+    "execute_plain",
+]
 
 T = TypeVar("T")
 
@@ -85,6 +92,17 @@ def channel_lock(channel: str) -> tuple[int, int]:
 def _sql(template: str, schema: str | None) -> str:
     # Parameters follow: a '%' in the schema's name must reach the server as is.
     return template.format(table=qualified(schema, REGISTRY_TABLE).replace("%", "%%"))
+
+
+def execute_plain(conn: sa.Connection, sql: str) -> None:
+    """Run one statement that has no parameters, so no ``%`` in it is read as one."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql)
+    finally:
+        cursor.close()
 
 
 def is_lock_timeout(exc: BaseException) -> bool:
@@ -207,7 +225,8 @@ class Registry:
 
     def ensure(self, schema: str | None) -> None:
         if not self.exists(schema):
-            self.conn.exec_driver_sql(_sql(REGISTRY_SQL, schema).replace("%%", "%"))
+            name = qualified(schema, REGISTRY_TABLE)
+            execute_plain(self.conn, REGISTRY_SQL.format(table=name))
             self._exists[schema] = True
 
     def touch(self, schema: str | None, channels: Sequence[str], policy: Policy) -> None:
