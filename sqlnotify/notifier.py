@@ -847,6 +847,9 @@ class Notifier:
 
         :raises SQLNotifyConfigurationError: for a watch that does not match its table.
         :raises SQLNotifyListenerError: when the listener cannot connect or listen.
+        :raises SQLNotifyLockTimeoutError: when a trigger could not be installed
+            within ``install_timeout`` (each try waits at most ``lock_timeout``);
+            it names the sessions that held the lock.
         :raises SQLNotifyForkError: in a child forked while another thread of
             the parent was starting or stopping this notifier.
         """
