@@ -218,6 +218,7 @@ def test_listener_without_create_privilege_starts_on_existing_tables(
         f'GRANT USAGE ON SCHEMA "{schema}" TO {{role}}',
         f'GRANT SELECT, DELETE ON "{schema}".sqlnotify_journal TO {{role}}',
         f'GRANT SELECT, INSERT, UPDATE ON "{schema}".sqlnotify_consumers TO {{role}}',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}".sqlnotify_users TO {{role}}',
     )
     engine = engine_as(pg_url, listener, schema)
     try:
@@ -294,6 +295,7 @@ def test_old_format_is_refused_clearly_without_rights_to_migrate(
         f'GRANT USAGE ON SCHEMA "{schema}" TO {{role}}',
         f'GRANT SELECT, DELETE ON "{schema}".sqlnotify_journal TO {{role}}',
         f'GRANT SELECT, INSERT, UPDATE ON "{schema}".sqlnotify_consumers TO {{role}}',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}".sqlnotify_users TO {{role}}',
     )
     engine = engine_as(pg_url, role, schema)
     n = Notifier(engine, consumer="old").watch(table, "insert", durable=True)

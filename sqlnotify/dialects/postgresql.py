@@ -476,8 +476,6 @@ class PostgresDialect(Dialect):
             "schema": watch.effective_schema,
             **watch.metadata(),
             "overflow": watch.use_overflow_table,
-            "durable": watch.durable,
-            "journal": self.journal_schema_name() if watch.durable else None,
             "per_statement": self.statement_level(watch),
         }
         if watch.durable:
