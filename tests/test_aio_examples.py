@@ -133,15 +133,38 @@ def new_database(pg_url: str) -> Iterator[sa.URL]:
         admin.close()
 
 
+@pytest.fixture(scope="session")
+def examples_database(pg_url: str) -> Iterator[sa.URL]:
+    """One PostgreSQL database for the examples, which use plain table names."""
+    with new_database(pg_url) as url:
+        yield url
+
+
+def empty_public_schema(url: sa.URL) -> None:
+    """Drop what an earlier test left in ``public`` (cheaper than a database per test)."""
+    import psycopg2
+
+    from sqlnotify.dialects.postgresql import listener_dsn
+
+    conn = psycopg2.connect(**listener_dsn(url))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")
+            cur.execute("DROP SCHEMA public CASCADE")
+            cur.execute("CREATE SCHEMA public")
+    finally:
+        conn.close()
+
+
 @pytest.fixture(params=["postgresql+asyncpg", "sqlite+aiosqlite"])
-def example_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The examples' one setting, DATABASE_URL: a new PostgreSQL database, or a SQLite file."""
+def example_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The examples' one setting, DATABASE_URL: an empty PostgreSQL schema, or a SQLite file."""
     if request.param.startswith("postgresql"):
-        with new_database(request.getfixturevalue("pg_url")) as url:
-            async_url = url.set(drivername=request.param)
-            yield {"DATABASE_URL": async_url.render_as_string(hide_password=False)}
-        return
-    yield {"DATABASE_URL": f"{request.param}:///{tmp_path / 'app.db'}"}
+        url = request.getfixturevalue("examples_database")
+        empty_public_schema(url)
+        url = url.set(drivername=request.param)
+        return {"DATABASE_URL": url.render_as_string(hide_password=False)}
+    return {"DATABASE_URL": f"{request.param}:///{tmp_path / 'app.db'}"}
 
 
 @pytest.fixture
@@ -227,14 +250,12 @@ def readme_blocks() -> list[str]:
     return blocks
 
 
-@pytest.fixture(scope="session")
-def fresh_database(pg_url: str) -> Iterator[str]:
-    """A new PostgreSQL database for this session (the page's snippets use plain names).
-
-    Each snippet test uses tables of its own in it.
-    """
-    with new_database(pg_url) as url:
-        yield url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+@pytest.fixture
+def fresh_database(examples_database: sa.URL) -> str:
+    """The examples' database, emptied (the page's snippets use plain names)."""
+    empty_public_schema(examples_database)
+    url = examples_database.set(drivername="postgresql+asyncpg")
+    return url.render_as_string(hide_password=False)
 
 
 def test_readme_async_callback_and_stream_snippets(fresh_database: str, tmp_path: Path) -> None:
