@@ -45,19 +45,18 @@ PLAIN_SCRIPT_OUTPUT = [
 
 @pytest.mark.sqlite
 def test_plain_script_defaults_to_sqlite(tmp_path: Path) -> None:
-    # No DATABASE_URL: an SQLite file in the working directory, twice in a row.
+    # No DATABASE_URL: an SQLite file in the working directory.
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    for _ in range(2):
-        result = subprocess.run(
-            [sys.executable, str(EXAMPLES / "plain_script.py")],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            check=False,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.splitlines() == PLAIN_SCRIPT_OUTPUT
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "plain_script.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == PLAIN_SCRIPT_OUTPUT
     assert (tmp_path / "sqlnotify-example.db").is_file()
