@@ -309,7 +309,7 @@ def test_old_format_is_refused_clearly_without_rights_to_migrate(
 
 @pytest.mark.parametrize("options", [{}, {"pg_journal_per_statement": True}])
 def test_status_reports_durable_watches_installed(
-    pg_schema_engine: sa.Engine, options: dict[str, Any]
+    pg_schema_engine: sa.Engine, schema: str, options: dict[str, Any]
 ) -> None:
     table = make_table(pg_schema_engine)
     n = Notifier(pg_schema_engine, **options).watch(table, "insert", durable=True)
@@ -318,7 +318,7 @@ def test_status_reports_durable_watches_installed(
     n.dialect.close()
     fresh = Notifier(pg_schema_engine)  # what ``sqlnotify status`` builds
     try:
-        rows = [r for r in fresh.dialect.status() if r["table"] == "item"]
+        rows = [r for r in fresh.dialect.status() if r["schema"] == schema]
     finally:
         fresh.dialect.close()
     assert sorted(r["state"] for r in rows) == ["installed", "installed"]
