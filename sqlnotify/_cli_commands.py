@@ -388,9 +388,9 @@ def status(url: str, as_json: bool) -> None:
             for text in _ownership_lines(row):
                 click.echo("    " + text)
     for table in extra.get("overflow_tables", []):
-        click.echo(
-            f"overflow table {table['schema']}.{table['table']}: {table['rows']} stored payload(s)"
-        )
+        rows = table["rows"]
+        count = "locked, not counted" if rows is None else f"{rows} stored payload(s)"
+        click.echo(f"overflow table {table['schema']}.{table['table']}: {count}")
     if "change_log" in extra:
         click.echo(f"change log: {extra['change_log'].get('rows')} row(s)")
     if "notification_queue_usage" in extra:

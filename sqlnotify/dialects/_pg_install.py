@@ -23,7 +23,14 @@ from .._names import qualified, quote_ident, quote_literal
 from .._ownership import Policy
 from .._watch import Watch
 from ..exceptions import SQLNotifyListenerError
-from ._pg_ownership import LockedRunner, Registry, channel_lock, execute_plain
+from ._pg_ownership import (
+    LockedRunner,
+    Registry,
+    brief_read,
+    channel_lock,
+    execute_plain,
+    is_lock_timeout,
+)
 from .base import InstallState
 from .postgresql_journal import JOURNAL_TABLE
 
@@ -202,10 +209,26 @@ class PgInstaller:
     def users(
         self, conn: sa.Connection, schemas: set[str]
     ) -> tuple[dict[str, list[dict[str, Any]]], set[int]]:
-        """Registry rows by channel, and the keys of the channel locks held now."""
+        """Registry rows by channel, and the keys of the channel locks held now.
+
+        Each schema's registry is read in a transaction of its own (see
+        :func:`brief_read`); one that stays locked past the bound is left out,
+        with a warning.
+        """
         registry = Registry(conn)
         out: dict[str, list[dict[str, Any]]] = {}
         for schema in sorted(schemas):
-            for channel, users in registry.users(schema).items():
+            try:
+                with brief_read(conn):
+                    found = registry.users(schema)
+            except sa.exc.OperationalError as exc:
+                if not is_lock_timeout(exc):
+                    raise
+                self.dialect.log.warning(
+                    "status: the registry of schema %r is locked; left out", schema
+                )
+                continue
+            for channel, users in found.items():
                 out.setdefault(channel, []).extend(users)
-        return out, registry.locked_channels()
+        with brief_read(conn):
+            return out, registry.locked_channels()

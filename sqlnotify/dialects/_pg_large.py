@@ -23,6 +23,7 @@ from .._names import qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError
+from ._pg_ownership import brief_read, is_lock_timeout
 
 __all__ = ["OVERFLOW_TABLE", "OverflowStore", "pairs", "positive"]
 
@@ -226,13 +227,27 @@ class OverflowStore:
         return found
 
     def tables(self) -> list[dict[str, Any]]:
-        """Every sqlnotify overflow table in the database, with its number of rows."""
-        found = []
+        """Every sqlnotify overflow table in the database, with its number of rows.
+
+        Each table is counted in a transaction of its own; ``rows`` is
+        ``None`` for one another session's DDL kept locked (or dropped) meanwhile.
+        """
+        found: list[dict[str, Any]] = []
         with self.engine.connect() as conn:
-            names = conn.execute(sa.text(TABLES_SQL), {"name": OVERFLOW_TABLE}).all()
+            with brief_read(conn):
+                names = conn.execute(sa.text(TABLES_SQL), {"name": OVERFLOW_TABLE}).all()
             for schema, name in names:
-                count = conn.exec_driver_sql(
-                    f"SELECT count(*) FROM {qualified(schema, name)}"
-                ).scalar_one()
+                count: int | None = None
+                try:
+                    with brief_read(conn):
+                        sql = f"SELECT count(*) FROM {qualified(schema, name)}"
+                        # '%%': a '%' in a name is not a parameter marker
+                        count = conn.exec_driver_sql(sql.replace("%", "%%"), {}).scalar_one()
+                except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+                    gone = getattr(exc.orig, "pgcode", None) == "42P01"  # undefined_table
+                    if not (gone or is_lock_timeout(exc)):
+                        raise
+                    if gone:
+                        continue
                 found.append({"schema": schema, "table": name, "rows": count})
         return found

@@ -11,9 +11,10 @@ the lock, so the error can name them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -103,6 +104,25 @@ def execute_plain(conn: sa.Connection, sql: str) -> None:
         cursor.execute(sql)
     finally:
         cursor.close()
+
+
+#: Seconds a status read waits for one lock before it gives up on that object.
+READ_LOCK_TIMEOUT = 0.5
+
+
+@contextlib.contextmanager
+def brief_read(conn: sa.Connection, lock_timeout: float = READ_LOCK_TIMEOUT) -> Iterator[None]:
+    """One short transaction for a read about one object, its lock waits bounded.
+
+    Reports that walk the whole database (``status``) read each table in its
+    own transaction: locks are released as soon as one object is read, so the
+    walk never holds a lock on one schema's table while it waits for another's
+    (``DROP SCHEMA ... CASCADE`` or a migration would deadlock with it), and a
+    wait ends after ``lock_timeout`` with :func:`is_lock_timeout` true.
+    """
+    with conn.begin():
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+        yield
 
 
 def is_lock_timeout(exc: BaseException) -> bool:

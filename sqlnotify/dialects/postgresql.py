@@ -30,7 +30,7 @@ from ..exceptions import (
 )
 from ._pg_install import PgInstaller
 from ._pg_large import OverflowStore, pairs, positive
-from ._pg_ownership import LockedRunner, channel_lock
+from ._pg_ownership import LockedRunner, brief_read, channel_lock, is_lock_timeout
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
@@ -585,7 +585,10 @@ class PostgresDialect(Dialect):
     def status(self) -> list[dict[str, Any]]:
         rows = []
         with self.engine.connect() as conn:
-            found = self._installed(conn)
+            # Each read below is a transaction of its own, so the walk over the
+            # database never holds one table's lock while it waits for another.
+            with brief_read(conn):
+                found = self._installed(conn)
             users, live = self.installer.users(conn, {s for s, _ in found})
             for entry in found.values():
                 meta = entry["meta"]
@@ -599,13 +602,23 @@ class PostgresDialect(Dialect):
                         "function": f"{entry['schema']}.{entry['name']}",
                         "fingerprint": meta.get("fp"),
                         "triggers": [f"{s}.{t}" for s, t, _ in entry["triggers"]],
-                        "state": self._installed_state(conn, entry),
+                        "state": self._read_state(conn, entry),
                         "spec": _spec_of(meta),
                         "listening": channel_lock(channel)[1] in live,
                         "users": users.get(channel, []),
                     }
                 )
         return rows
+
+    def _read_state(self, conn: sa.Connection, entry: dict[str, Any]) -> str:
+        """:meth:`_installed_state` in a short transaction; ``locked`` when it stays locked."""
+        try:
+            with brief_read(conn):
+                return self._installed_state(conn, entry)
+        except sa.exc.OperationalError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            return "locked"  # another session's DDL holds the table: state unknown now
 
     def _installed_state(self, conn: sa.Connection, entry: dict[str, Any]) -> str:
         """``installed``, ``orphaned`` (no trigger) or ``outdated`` (differs from a fresh build)."""
@@ -620,6 +633,10 @@ class PostgresDialect(Dialect):
                     meta["table"], sa.MetaData(), schema=meta["schema"], autoload_with=conn
                 )
             watch = WatchRequest.from_metadata(meta, meta["table"]).resolve(table)
+        except sa.exc.OperationalError as exc:
+            if is_lock_timeout(exc):
+                raise
+            return "outdated"
         except (KeyError, TypeError, sa.exc.SQLAlchemyError, SQLNotifyConfigurationError):
             return "outdated"  # the table lost a column, or the metadata is unreadable
         if watch.channel != meta["channel"]:  # watched by unqualified name
