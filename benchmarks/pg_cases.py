@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from benchmarks._case import Case, Context, Row
-from benchmarks._env import Worker, percentile, pg_connect, pg_schema
+from benchmarks._env import Worker, percentile, pg_connect, pg_schema, schema_url
 from benchmarks._worker import bench_table
 
 _stack: contextlib.ExitStack | None = None
@@ -28,6 +28,17 @@ def _schema(ctx: Context) -> str:
     return str(schema)
 
 
+def _url(ctx: Context) -> str:
+    """The run's URL with ``search_path`` set to its schema.
+
+    Everything a case creates without naming a schema (the durable journal,
+    the consumers' table, the trigger registry) then lands in the run's own
+    schema and is dropped with it, never in ``public``.
+    """
+    assert ctx.pg_url is not None
+    return schema_url(ctx.pg_url, _schema(ctx))
+
+
 def close() -> None:
     global _stack
     if _stack is not None:
@@ -40,7 +51,7 @@ def _engine(ctx: Context) -> Any:
 
     engine = ctx.scratch.get("pg_engine")
     if engine is None:
-        engine = sa.create_engine(ctx.pg_url, pool_size=2, max_overflow=4)
+        engine = sa.create_engine(_url(ctx), pool_size=2, max_overflow=4)
         ctx.scratch["pg_engine"] = engine
     return engine
 
@@ -81,7 +92,7 @@ def _consumer_spec(
     return {
         "role": "consumer",
         "mode": mode,
-        "url": ctx.pg_url,
+        "url": _url(ctx),
         "schema": _schema(ctx),
         "table": table,
         "channel": channel,
@@ -99,7 +110,7 @@ def _modes(ctx: Context, modes: tuple[str, ...]) -> tuple[str, ...]:
 
 def _fill(ctx: Context, table: str, count: int, per_tx: int = 100) -> float:
     """Commit ``count`` rows, ``per_tx`` a transaction; return the rows/s achieved."""
-    conn = pg_connect(str(ctx.pg_url), autocommit=False)
+    conn = pg_connect(_url(ctx), autocommit=False)
     ref = f'"{_schema(ctx)}"."{table}"'
     start = time.perf_counter()
     with conn.cursor() as cur:
@@ -183,7 +194,7 @@ def _latency(
             producer_spec = {
                 "role": "producer",
                 "mode": producer_mode,
-                "url": ctx.pg_url,
+                "url": _url(ctx),
                 "schema": _schema(ctx),
                 "table": table,
                 "channel": channel,
@@ -323,7 +334,7 @@ def _writer_setup(ctx: Context) -> None:
     for name in ("w_plain", "w_hand", "w_stmt"):
         bench_table(name, schema).metadata.create_all(engine)
     _watched_table(ctx, "w_watch", ("insert", "update"))
-    conn = pg_connect(str(ctx.pg_url))
+    conn = pg_connect(_url(ctx))
     with conn.cursor() as cur:
         for op in ("insert", "update"):
             cur.execute(_HAND_SQL.format(schema=schema, op=op, OP=op.upper()))
@@ -358,7 +369,7 @@ def writer(ctx: Context) -> dict[str, float]:
     rounds = ctx.count(10, 2)
     per_round = ctx.count(300, 20)
     bulk = ctx.count(10_000, 500)
-    conn = pg_connect(str(ctx.pg_url))
+    conn = pg_connect(_url(ctx))
     cpu = _backend_cpu(conn) or (lambda: float("nan"))
     wall = dict.fromkeys(_WRITER_TABLES, 0.0)
     spent = dict.fromkeys(_WRITER_TABLES, 0.0)
@@ -469,7 +480,7 @@ def memory(ctx: Context) -> dict[str, float]:
     window = chunk * 8
     channel = _watched_table(ctx, "mem")
     out: dict[str, float] = {}
-    conn = pg_connect(str(ctx.pg_url), autocommit=False)
+    conn = pg_connect(_url(ctx), autocommit=False)
     for mode in _modes(ctx, ("bare", "sqlnotify")):
         spec = _consumer_spec(
             ctx,
@@ -567,7 +578,7 @@ def startup(ctx: Context) -> dict[str, float]:
 
     n = ctx.count(50, 5)
     tables = _startup_setup(ctx, n)
-    engine = sa.create_engine(ctx.pg_url, pool_size=2, max_overflow=2)
+    engine = sa.create_engine(_url(ctx), pool_size=2, max_overflow=2)
     ddl = [0]
 
     @sa.event.listens_for(engine, "before_cursor_execute")
@@ -597,7 +608,7 @@ def startup(ctx: Context) -> dict[str, float]:
     # The floor: connect, LISTEN on every channel, and one round trip to itself.
     channels = [w.channel for w in cold.watches]
     start = time.perf_counter()
-    conn = pg_connect(str(ctx.pg_url))
+    conn = pg_connect(_url(ctx))
     with conn.cursor() as cur:
         cur.execute("".join(f'LISTEN "{c}";' for c in [*channels, "bench_ping"]))
         cur.execute("NOTIFY bench_ping")
@@ -674,7 +685,7 @@ def durable(ctx: Context) -> dict[str, float]:
     bulk_per_round = ctx.count(3, 1)
     backlog = ctx.count(100_000, 2_000)
     tables = {"plain": "d_plain", "durable": "d_durable"}
-    conn = pg_connect(str(ctx.pg_url))
+    conn = pg_connect(_url(ctx))
     cpu = _backend_cpu(conn) or (lambda: float("nan"))
     wall = dict.fromkeys(tables, 0.0)
     spent = dict.fromkeys(tables, 0.0)
@@ -705,7 +716,7 @@ def durable(ctx: Context) -> dict[str, float]:
         out[f"bulk_{variant}"] = rounds * bulk_per_round * 1000 / bulk_wall[variant]
 
     # Catch-up: a named consumer is away while ``backlog`` rows are committed.
-    engine = sa.create_engine(ctx.pg_url, pool_size=2, max_overflow=2)
+    engine = sa.create_engine(_url(ctx), pool_size=2, max_overflow=2)
     replay = bench_table("d_replay", schema)
     consumer = f"bench{ctx.run_index}"
 

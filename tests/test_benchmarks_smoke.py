@@ -25,6 +25,7 @@ def test_every_case_runs_in_smoke_mode(tmp_path: Path, pg_url: str) -> None:
     from benchmarks.runner import all_cases
 
     out = tmp_path / "results.json"
+    public_before = _public_relations(pg_url)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["SQLNOTIFY_TEST_POSTGRES_URL"] = pg_url
@@ -50,6 +51,24 @@ def test_every_case_runs_in_smoke_mode(tmp_path: Path, pg_url: str) -> None:
         expected = {row.key for row in next(c for c in all_cases() if c.name == name).rows}
         assert expected <= set(case["runs"][0]), f"{name} lacks {expected - set(case['runs'][0])}"
     assert "pg_throughput" in proc.stdout  # the table went to the terminal
+    # Every case works in its own schema: nothing of the run lands in public.
+    assert _public_relations(pg_url) - public_before == set()
+
+
+def _public_relations(pg_url: str) -> set[tuple[int, str]]:
+    """The sqlnotify relations in the ``public`` schema, by oid and name."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT oid::bigint, relname FROM pg_class"
+                " WHERE relnamespace = 'public'::regnamespace AND relname LIKE 'sqlnotify%%'"
+            ).all()
+    finally:
+        engine.dispose()
+    return {(int(oid), str(name)) for oid, name in rows}
 
 
 def test_only_filter_and_list(tmp_path: Path) -> None:
