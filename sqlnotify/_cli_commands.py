@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from .cli import main
 from .events import ChangeEvent, Operation
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyException
-from .notifier import Notifier, _json_default
+from .notifier import Notifier
 
 __all__ = ["engine_from_url", "load_notifier"]
 
@@ -175,20 +175,8 @@ def _parse_targets(targets: Sequence[str]) -> list[tuple[str, list[Operation]]]:
 
 
 def event_json(event: ChangeEvent) -> str:
-    """One event as a JSON object on one line."""
-    ident = event.id
-    data = {
-        "schema": event.schema,
-        "table": event.table,
-        "operation": event.operation.value,
-        "id": list(ident) if isinstance(ident, tuple) else ident,
-        "extra_columns": dict(event.extra_columns),
-        "timestamp": event.timestamp.isoformat() if event.timestamp else None,
-        "channel": event.channel,
-        "status": event.status,
-        "custom": event.custom,
-    }
-    return json.dumps(data, default=_json_default, ensure_ascii=False)
+    """One event as a JSON object on one line (:meth:`ChangeEvent.to_json`)."""
+    return event.to_json()
 
 
 _app_option = click.option(

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import dataclasses
 import datetime as dt
-import decimal
-import enum
 import functools
 import inspect
 import json
@@ -18,7 +15,6 @@ import signal as _signal
 import sys
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
@@ -39,7 +35,7 @@ from ._route import Route, Stats, decode_json, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
-from .events import ChangeEvent, Gap, Operation
+from .events import ChangeEvent, Gap, Operation, _json_default
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
@@ -99,24 +95,6 @@ def _journal_event(channel: str, payload: str, position: int) -> JournalEvent:
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _json_default(value: Any, binary: str = "base64") -> Any:
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        if binary == "hex":
-            return bytes(value).hex()
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, enum.Enum):
-        return value.name
-    raise TypeError(
-        f"payload value {value!r} of type {type(value).__name__} is not JSON-serialisable"
-    )
 
 
 @dataclasses.dataclass
