@@ -664,9 +664,16 @@ class Notifier:
         with self._lock:
             return self._resolve(self._dialect.default_schema())
 
-    def install(self) -> list[InstallState]:
-        """Install (or update) the triggers of every watch without starting the listener."""
+    def install(self, *, timeout: float | None = None) -> list[InstallState]:
+        """Install (or update) the triggers of every watch without starting the listener.
+
+        :param timeout: bound on reaching the server first (default: the
+            ``start_timeout`` option).
+        :raises SQLNotifyListenerError: naming the address, when the
+            database cannot be reached or does not answer as one.
+        """
         with self._lock:
+            self._dialect.check_reachable(self.start_timeout if timeout is None else timeout)
             try:
                 watches = self.prepare()
                 states = self._dialect.install(
@@ -758,7 +765,9 @@ class Notifier:
         with self._lock:
             if self._running:
                 return
-            states = self.install()
+            timeout = self.start_timeout if timeout is None else timeout
+            deadline = time.monotonic() + timeout
+            states = self.install(timeout=timeout)
             watches = [s.watch for s in states]
             self._routes = {
                 w.channel: Route(w, e.signal, self._dialect.name)
@@ -784,7 +793,7 @@ class Notifier:
             )
             self._intake = intake
             try:
-                listener.start(self.start_timeout if timeout is None else timeout)
+                listener.start(max(0.0, deadline - time.monotonic()))
             except BaseException:
                 dispatcher.stop(self.STOP_TIMEOUT)
                 self._intake = None

@@ -110,6 +110,14 @@ class Dialect(abc.ABC):
         self.log = log
         self.options = options
 
+    def check_reachable(self, timeout: float) -> None:
+        """Raise :class:`SQLNotifyListenerError` unless the server answers within ``timeout``.
+
+        The first step of :meth:`Notifier.install`, so no later step blocks
+        on an address that never answers.  The default does nothing (an
+        embedded database has no address).
+        """
+
     def default_schema(self) -> str | None:
         """The schema unqualified table names resolve to (``None`` if the database has none)."""
         return None

@@ -28,6 +28,7 @@ from ..exceptions import (
     SQLNotifyListenerError,
 )
 from ._pg_large import OverflowStore, pairs, positive
+from ._pg_probe import probe
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
@@ -322,6 +323,9 @@ class PostgresDialect(Dialect):
             self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
+
+    def check_reachable(self, timeout: float) -> None:
+        probe(self.dsn, timeout)
 
     # -- names and SQL ------------------------------------------------------
     def default_schema(self) -> str | None:
