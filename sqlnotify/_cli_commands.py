@@ -22,6 +22,7 @@ import click
 import sqlalchemy as sa
 
 from .cli import main
+from .dialects import missing_driver_error
 from .events import ChangeEvent, Operation
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyException
 from .notifier import Notifier
@@ -65,7 +66,10 @@ def engine_from_url(text: str) -> sa.Engine:
             f"unsupported database URL {url.render_as_string(hide_password=True)!r}:"
             " sqlnotify works with postgresql://... and sqlite:///..."
         )
-    return sa.create_engine(url, connect_args=connect_args)
+    try:
+        return sa.create_engine(url, connect_args=connect_args)
+    except ImportError as exc:
+        raise missing_driver_error(url, exc) from exc
 
 
 def _open(url: str) -> sa.Engine:

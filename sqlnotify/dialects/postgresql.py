@@ -27,6 +27,7 @@ from ..exceptions import (
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
 )
+from . import missing_driver_error
 from ._pg_large import OverflowStore, pairs, positive
 from ._pg_probe import probe
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
@@ -284,13 +285,16 @@ class PostgresDialect(Dialect):
             # asyncpg, psycopg 3, pg8000: sqlnotify's own work goes through a
             # small psycopg2 engine on the same server.
             url = engine.url.set(drivername="postgresql+psycopg2", query={})
-            engine = sa.create_engine(
-                url,
-                connect_args={k: v for k, v in self.dsn.items() if k not in _URL_KEYS},
-                pool_size=2,
-                max_overflow=2,
-                pool_pre_ping=True,
-            )
+            try:
+                engine = sa.create_engine(
+                    url,
+                    connect_args={k: v for k, v in self.dsn.items() if k not in _URL_KEYS},
+                    pool_size=2,
+                    max_overflow=2,
+                    pool_pre_ping=True,
+                )
+            except ImportError as exc:
+                raise missing_driver_error(url, exc) from exc
             self._own_engine: sa.Engine | None = engine
         else:
             self._own_engine = None
