@@ -31,6 +31,7 @@ from ._journal import EarlyEvents, JournalEvent, JournalReader
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
+from ._receivers import ONE_ARGUMENT, WatchSignal, check_receiver
 from ._route import Route, Stats, decode_json, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
@@ -381,7 +382,8 @@ class Notifier:
                 raise SQLNotifyConfigurationError(
                     "watch() must be called before start(); stop the notifier to add watches"
                 )
-            self._entries.append(_Entry(request=request, signal=blinker.Signal(), watch=watch))
+            signal = WatchSignal(f"{describe_target(model)} {request.operation.value}")
+            self._entries.append(_Entry(request=request, signal=signal, watch=watch))
         return self
 
     def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> _Entry:
@@ -423,6 +425,12 @@ class Notifier:
         on the dispatcher thread, so connect plain functions here; an
         ``async def`` function goes through :meth:`subscribe`, which runs it
         on the event loop.
+
+        Unlike a plain blinker signal, it holds receivers strongly unless
+        ``connect(fn, weak=True)`` says otherwise (a lambda or a function
+        defined inside another is kept, and called), and ``connect()``
+        raises :class:`SQLNotifyConfigurationError` for a receiver that
+        cannot be called as ``fn(sender, event=...)``.
         """
         return self._entry(model_or_name, operation, channel_label).signal
 
@@ -448,6 +456,9 @@ class Notifier:
         :meth:`astart`, or on the notifier's private loop thread after
         :meth:`start`; its calls for one subscription never overlap and
         follow commit order.  The dispatcher never waits for it.
+
+        :raises SQLNotifyConfigurationError: when the function cannot be
+            called as ``fn(event)`` (checked here, not at the first event).
         """
         entry = self._entry(model_or_name, operation, channel_label)
         checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
@@ -455,6 +466,7 @@ class Notifier:
         def decorator(fn: F) -> F:
             if not callable(fn):
                 raise SQLNotifyConfigurationError(f"subscribe() decorates a callable, not {fn!r}")
+            check_receiver(fn, ONE_ARGUMENT, "subscribe()")
             receiver = self._make_receiver(fn, checked)
             if entry.watch is None and filters:
                 entry.pending_filters.append((filters, receiver))
@@ -580,6 +592,7 @@ class Notifier:
         """
         if not callable(fn):
             raise SQLNotifyConfigurationError(f"on_gap() decorates a callable, not {fn!r}")
+        check_receiver(fn, ONE_ARGUMENT, "on_gap()", arg="gap")
         if _is_async_callable(fn):
             self._wants_loop = True
             sub = _AsyncSubscription(fn, (), self._submit_async)
