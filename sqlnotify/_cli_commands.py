@@ -126,6 +126,13 @@ def load_notifier(spec: str) -> Notifier:
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise click.BadParameter(f"{spec!r}: expected module:notifier, e.g. myapp.events:notifier")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted = module_name.removesuffix(".py").strip("./").replace("/", ".")
+        raise click.ClickException(
+            f"--app {spec!r} is a file path: --app takes module:attribute, the module as"
+            f" Python imports it from the current directory, e.g. --app"
+            f" {dotted}:{attr or 'notifier'}"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -133,6 +140,12 @@ def load_notifier(spec: str) -> Notifier:
     except Exception as exc:
         raise click.ClickException(
             f"cannot import {module_name!r} (from --app {spec!r}): {type(exc).__name__}: {exc}"
+            + (
+                "; --app takes module:attribute, the module importable from the current"
+                " directory (e.g. myapp.events:notifier)"
+                if isinstance(exc, ModuleNotFoundError)
+                else ""
+            )
         ) from None
     if attr:
         if not hasattr(module, attr):
@@ -241,6 +254,12 @@ def listen(
     engine = _open(url)
     with _readable_errors():
         notifier = Notifier(engine, revoke_on_model_change=False)
+        notifier._advice = {
+            "keep_outdated": "sqlnotify listen uses installed triggers as they are; `sqlnotify"
+            " install --app module:notifier`, or a restart of the application that declares"
+            " them, updates them",
+            "overflow_table": "the --overflow-table flag",
+        }
     stop = threading.Event()
     out = sys.stdout
 

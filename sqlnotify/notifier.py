@@ -31,9 +31,17 @@ from ._journal import EarlyEvents, JournalEvent, JournalReader
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
+from ._names import did_you_mean
 from ._receivers import ONE_ARGUMENT, WatchSignal, check_receiver
 from ._route import Route, Stats, decode_json, receiver_name, send_isolated
-from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
+from ._watch import (
+    Watch,
+    WatchRequest,
+    describe_target,
+    normalise_filters,
+    split_name,
+    why_not_installable,
+)
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
 from .events import ChangeEvent, Gap, Operation, _json_default
@@ -88,6 +96,24 @@ def _check_consumer(name: str | None) -> str | None:
             " or ':', not starting with '.'"
         )
     return name
+
+
+def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> None:
+    """Reject an unknown keyword, naming the closest valid one and every valid one."""
+    unknown = sorted(set(options) - dialect_cls.OPTIONS)
+    if not unknown:
+        return
+    params = [
+        p.name
+        for p in inspect.signature(Notifier.__init__).parameters.values()
+        if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
+    ]
+    name = unknown[0]
+    raise SQLNotifyConfigurationError(
+        f"unknown Notifier option {name!r}{did_you_mean(name, [*params, *dialect_cls.OPTIONS])};"
+        f" Notifier takes {', '.join(params)}; a {dialect_cls.name} notifier also takes"
+        f" {', '.join(sorted(dialect_cls.OPTIONS)) or 'no other option'}"
+    )
 
 
 def _journal_event(channel: str, payload: str, position: int) -> JournalEvent:
@@ -193,6 +219,12 @@ class Notifier:
 
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
+    # The settings that log messages advise, as the Python API spells them;
+    # the command line replaces them with its flags.
+    _advice: Mapping[str, str] = {
+        "keep_outdated": "revoke_on_model_change=False",
+        "overflow_table": "watch(..., use_overflow_table=True)",
+    }
     #: How many recent events the lag percentiles of :meth:`health` cover.
     LAG_WINDOW = 4096
 
@@ -231,6 +263,7 @@ class Notifier:
         self.drain_timeout = drain_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
         dialect_cls = get_dialect_class(sync_engine.dialect.name)
+        _check_options(dialect_options, dialect_cls)
         self._dialect: Dialect = dialect_cls(sync_engine, self.log, dict(dialect_options))
         self._entries: list[_Entry] = []
         self._lock = threading.RLock()
@@ -692,7 +725,19 @@ class Notifier:
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, cleanup_first=self.cleanup_on_start
                 )
-            except DBAPIError as exc:
+            except (DBAPIError, SQLNotifyException) as exc:
+                # A database error, raw or as the dialect wrapped it: a view, or a
+                # table never created, is said plainly.
+                database_error = isinstance(exc, DBAPIError) or type(exc) is SQLNotifyException
+                why = (
+                    why_not_installable(self._dialect.engine, self.watches)
+                    if database_error
+                    else None
+                )
+                if why is not None:
+                    raise SQLNotifyConfigurationError(why) from exc
+                if not isinstance(exc, DBAPIError):
+                    raise
                 raise SQLNotifyException(
                     f"could not install sqlnotify triggers: {exc.orig or exc}"
                 ) from exc
@@ -700,8 +745,9 @@ class Notifier:
                 if state.state == "outdated":
                     self.log.warning(
                         "the installed trigger for %s differs from its watch and was left in"
-                        " place (revoke_on_model_change=False)",
+                        " place (%s)",
                         state.watch.describe(),
+                        self._advice["keep_outdated"],
                     )
                 elif state.state in ("installed", "replaced"):
                     self.log.info("%s trigger for %s", state.state, state.watch.describe())
@@ -1255,17 +1301,19 @@ class Notifier:
         if lost:
             self.log.warning(
                 "a row of %s was too large for one notification, and so were its keys alone;"
-                " the event carries no values (use_overflow_table=True delivers it whole)."
+                " the event carries no values (%s delivers it whole)."
                 " This is logged once per watch.",
                 route.watch.describe(),
+                self._advice["overflow_table"],
             )
             return
         self.log.warning(
             "rows of %s are too large for one notification: their events are sent by key and"
             " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
-            " is deleted); watch(..., use_overflow_table=True) delivers them whole, as of the"
+            " is deleted); %s delivers them whole, as of the"
             " change. This is logged once per watch.",
             route.watch.describe(),
+            self._advice["overflow_table"],
         )
 
     def _deliver(self, route: Route, event: ChangeEvent) -> None:

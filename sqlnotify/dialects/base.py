@@ -104,6 +104,8 @@ class Dialect(abc.ABC):
     overflow_prune_batch: int = 500
     #: How :meth:`Notifier.notify` spells ``bytes`` values: ``"base64"`` or ``"hex"``.
     binary_encoding: str = "base64"
+    #: The keyword options a notifier for this database accepts.
+    OPTIONS: frozenset[str] = frozenset()
 
     def __init__(self, engine: sa.Engine, log: logging.Logger, options: dict[str, Any]) -> None:
         self.engine = engine
@@ -127,6 +129,11 @@ class Dialect(abc.ABC):
         from .._watch import split_name
 
         schema, table = split_name(name)
+        if table in sa.inspect(self.engine).get_view_names(schema=schema):
+            from .._watch import view_message
+            from ..exceptions import SQLNotifyConfigurationError
+
+            raise SQLNotifyConfigurationError(view_message(f"{name!r}"))
         return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine)
 
     @abc.abstractmethod

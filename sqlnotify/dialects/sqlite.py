@@ -201,6 +201,7 @@ class SQLiteDialect(Dialect):
     name = "sqlite"
     max_payload = None
     binary_encoding = "hex"
+    OPTIONS = frozenset(_OPTION_NAMES)
 
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
         self.user_engine = engine
