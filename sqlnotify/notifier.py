@@ -15,6 +15,7 @@ import signal as _signal
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
@@ -816,7 +817,24 @@ class Notifier:
         :raises SQLNotifyForkError: in a child forked while another thread of
             the parent was starting or stopping this notifier.
         """
+        self._warn_in_loop("start()")
         self._start(timeout, None)
+
+    def _warn_in_loop(self, call: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop on this thread: the usual case
+        if self._running:
+            return
+        warnings.warn(
+            f"{call} was called from a running event loop: it blocks the loop until the"
+            " listener listens, and async def callbacks will run on the private"
+            " sqlnotify-asyncio loop thread rather than this loop; use"
+            " 'await notifier.astart()' (or 'async with notifier') in async code",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _start(self, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._fork_error is not None:
@@ -993,7 +1011,8 @@ class Notifier:
             pass
 
     def __enter__(self) -> Notifier:
-        self.start()
+        self._warn_in_loop("'with notifier'")
+        self._start(None, None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1021,6 +1040,14 @@ class Notifier:
             else:
                 await asyncio.to_thread(self.stop)
             raise
+
+    async def acleanup(self) -> int:
+        """:meth:`cleanup` for async code: the DDL runs in a worker thread, the loop keeps serving.
+
+        Removes every sqlnotify-owned trigger and function on the watched
+        tables; returns how many objects were dropped.
+        """
+        return await asyncio.to_thread(self.cleanup)
 
     async def astop(self, cleanup: bool | None = None, timeout: float | None = None) -> None:
         """:meth:`stop` for async code, without blocking the loop.
