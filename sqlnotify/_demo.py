@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 
 import sqlalchemy as sa
 
@@ -163,7 +164,7 @@ def run_demo(seconds: float = 5.0, rate: float = 20.0, echo: Callable[[str], Non
         arrived.put((time.time(), event))
 
     try:
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute(TABLE_SQL)
         engine = sa.create_engine(f"sqlite:///{path}")
         notifier = Notifier(engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 import sqlalchemy as sa
@@ -256,7 +257,7 @@ def test_awkward_names(sqlite_path: str, notifiers: list[Notifier]) -> None:
 
 
 def _schema_version(path: str) -> int:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         version: int = conn.execute("PRAGMA schema_version").fetchone()[0]
     return version
 
@@ -315,7 +316,7 @@ def test_cleanup_uninstall_status_ddl(
     # ddl() is what install runs: applying it to a fresh file gives the same triggers.
     fresh = os.path.join(os.path.dirname(sqlite_path), "fresh.db")
     Base.metadata.create_all(file_engine(fresh))
-    with sqlite3.connect(fresh) as conn:
+    with closing(sqlite3.connect(fresh)) as conn, conn:
         for stmt in ddl:
             conn.execute(stmt)
     other = make(file_engine(fresh), notifiers)
@@ -420,7 +421,7 @@ def test_wal_switch_and_opt_out(sqlite_path: str, notifiers: list[Notifier], wal
     rec = EventRecorder()
     n.subscribe(Account, "insert")(rec)
     n.start()
-    with sqlite3.connect(sqlite_path) as conn:
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == ("wal" if wal else "delete")
     with engine.begin() as conn:
@@ -436,7 +437,7 @@ def test_polling_fallback(engine: sa.Engine, notifiers: list[Notifier]) -> None:
     n.subscribe(Account, "insert")(rec)
     n.start()
     # A writer outside the notifier's engine: only the poll can find it.
-    with sqlite3.connect(n.dialect.path) as conn:  # type: ignore[attr-defined]
+    with closing(sqlite3.connect(n.dialect.path)) as conn, conn:  # type: ignore[attr-defined]
         conn.execute("INSERT INTO account (id, email, name, active) VALUES (4, 'e', 'n', 1)")
     assert rec.wait_for(1)[0].id == 4
     assert n._listener is not None and n._listener.source is not None
@@ -452,7 +453,7 @@ def test_inotify_wakes_on_foreign_commit(engine: sa.Engine, notifiers: list[Noti
     n.start()
     assert n._listener is not None and n._listener.source is not None
     assert n._listener.source.uses_inotify  # type: ignore[attr-defined]
-    with sqlite3.connect(n.dialect.path) as conn:  # type: ignore[attr-defined]
+    with closing(sqlite3.connect(n.dialect.path)) as conn, conn:  # type: ignore[attr-defined]
         conn.execute("INSERT INTO account (id, email, name, active) VALUES (4, 'e', 'n', 1)")
     assert rec.wait_for(1)[0].id == 4
 
@@ -533,7 +534,7 @@ def test_database_behind_a_symlink(tmp_path: os.PathLike[str], notifiers: list[N
     os.mkdir(real_dir)
     real = os.path.join(real_dir, "app.db")
     link = os.path.join(os.fspath(tmp_path), "link.db")
-    with sqlite3.connect(real) as conn:
+    with closing(sqlite3.connect(real)) as conn, conn:
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
     os.symlink(real, link)
     engine = file_engine(link)
@@ -547,7 +548,7 @@ def test_database_behind_a_symlink(tmp_path: os.PathLike[str], notifiers: list[N
     assert isinstance(source, SQLiteSource) and source.uses_inotify
     # SQLite keeps the WAL next to the real file.
     assert os.path.exists(real + "-wal") and not os.path.exists(link + "-wal")
-    with sqlite3.connect(link) as conn:
+    with closing(sqlite3.connect(link)) as conn, conn:
         conn.execute("INSERT INTO t (id) VALUES (1)")
     assert rec.wait_for(1)[0].id == 1
     engine.dispose()
