@@ -162,6 +162,9 @@ class Notifier:
         :class:`~sqlalchemy.ext.asyncio.AsyncEngine` for PostgreSQL or SQLite.
         Any PostgreSQL driver works (psycopg2, psycopg, asyncpg, pg8000): the
         listener always uses its own psycopg2 connection to the same server.
+        Write ``postgresql+psycopg2://`` for a sync engine: psycopg2 comes
+        with sqlnotify, while SQLAlchemy 2.1 opens a bare ``postgresql://``
+        with psycopg 3, which the base install does not bring.
     :param revoke_on_model_change: on start, replace installed triggers whose
         definition differs from the watch (otherwise they are left in place
         and reported as outdated).
