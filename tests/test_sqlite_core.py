@@ -315,13 +315,15 @@ def test_cleanup_uninstall_status_ddl(
     assert any(LOG_TABLE in s and "CREATE TABLE IF NOT EXISTS" in s for s in ddl)
     # ddl() is what install runs: applying it to a fresh file gives the same triggers.
     fresh = os.path.join(os.path.dirname(sqlite_path), "fresh.db")
-    Base.metadata.create_all(file_engine(fresh))
+    fresh_engine = file_engine(fresh)
+    Base.metadata.create_all(fresh_engine)
     with closing(sqlite3.connect(fresh)) as conn, conn:
         for stmt in ddl:
             conn.execute(stmt)
-    other = make(file_engine(fresh), notifiers)
+    other = make(fresh_engine, notifiers)
     other.watch(Account, "insert").watch(Account, "delete").watch(Membership, "insert")
     assert [s.state for s in other.install()] == ["unchanged"] * 3
+    fresh_engine.dispose()
 
     only_account = make(engine, notifiers)
     only_account.watch(Account, "insert")
@@ -474,7 +476,8 @@ def test_async_engine(sqlite_path: str, notifiers: list[Notifier]) -> None:
         rec = EventRecorder()
         n.subscribe("account", "insert")(rec)
         n.subscribe(Account, "update")(rec)
-        n.start()
+        with pytest.warns(RuntimeWarning, match="called from a running event loop"):
+            n.start()
         async with engine.begin() as conn:
             await conn.execute(sa.insert(Account).values(id=1, email="e", name="Ann"))
             await conn.execute(sa.update(Account).values(active=False))
