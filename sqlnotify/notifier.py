@@ -767,10 +767,13 @@ class Notifier:
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, policy=policy
                 )
-            except (DBAPIError, SQLNotifyException) as exc:
+            except Exception as exc:
                 # A database error, raw or as the dialect wrapped it: a view, or a
                 # table never created, is said plainly.
-                database_error = isinstance(exc, DBAPIError) or type(exc) is SQLNotifyException
+                driver_error = self._dialect.engine.dialect.loaded_dbapi.Error
+                database_error = (
+                    isinstance(exc, (DBAPIError, driver_error)) or type(exc) is SQLNotifyException
+                )
                 why = (
                     why_not_installable(self._dialect.engine, self.watches)
                     if database_error

@@ -135,11 +135,19 @@ def test_cli_app_given_as_a_file_path(tmp_path: Path) -> None:
 def test_cli_warnings_name_cli_flags(sqlite_path: str, engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (id INTEGER PRIMARY KEY, item TEXT)")
-    # An application's trigger that differs from what the command asks for.
+    # An application's trigger built from a model whose types differ from the
+    # table's: the same spec, another definition, so the command finds it outdated.
+    declared = sa.Table(
+        "items",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("item", sa.Float),
+    )
     app = Notifier(engine)
-    app.watch("items", "insert", extra_columns=["item"])
+    app.watch(declared, "insert", extra_columns=["item"])
     app.install()
-    proc = Running("listen", f"sqlite:///{sqlite_path}", "items:insert")
+    app.dialect.close()
+    proc = Running("listen", f"sqlite:///{sqlite_path}", "items:insert", "--columns", "item")
     try:
         line = proc.wait_stderr("left in place")
         proc.wait_stderr("listening")
