@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import dataclasses
 import datetime as dt
-import decimal
-import enum
 import functools
 import inspect
 import json
@@ -18,7 +15,7 @@ import signal as _signal
 import sys
 import threading
 import time
-import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
@@ -35,12 +32,21 @@ from ._journal import JournalEvent, JournalReader
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
+from ._names import did_you_mean
 from ._ownership import Ownership, Policy, new_user_id
+from ._receivers import ONE_ARGUMENT, WatchSignal, check_receiver
 from ._route import Route, Stats, decode_json, receiver_name, send_isolated
-from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
+from ._watch import (
+    Watch,
+    WatchRequest,
+    describe_target,
+    normalise_filters,
+    split_name,
+    why_not_installable,
+)
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
-from .events import ChangeEvent, Gap, Operation
+from .events import ChangeEvent, Gap, Operation, _json_default
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
@@ -94,30 +100,30 @@ def _check_consumer(name: str | None) -> str | None:
     return name
 
 
+def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> None:
+    """Reject an unknown keyword, naming the closest valid one and every valid one."""
+    unknown = sorted(set(options) - dialect_cls.OPTIONS)
+    if not unknown:
+        return
+    params = [
+        p.name
+        for p in inspect.signature(Notifier.__init__).parameters.values()
+        if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
+    ]
+    name = unknown[0]
+    raise SQLNotifyConfigurationError(
+        f"unknown Notifier option {name!r}{did_you_mean(name, [*params, *dialect_cls.OPTIONS])};"
+        f" Notifier takes {', '.join(params)}; a {dialect_cls.name} notifier also takes"
+        f" {', '.join(sorted(dialect_cls.OPTIONS)) or 'no other option'}"
+    )
+
+
 def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
     return JournalEvent(channel, payload, None, position, token)
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _json_default(value: Any, binary: str = "base64") -> Any:
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        if binary == "hex":
-            return bytes(value).hex()
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, enum.Enum):
-        return value.name
-    raise TypeError(
-        f"payload value {value!r} of type {type(value).__name__} is not JSON-serialisable"
-    )
 
 
 @dataclasses.dataclass
@@ -157,6 +163,9 @@ class Notifier:
         :class:`~sqlalchemy.ext.asyncio.AsyncEngine` for PostgreSQL or SQLite.
         Any PostgreSQL driver works (psycopg2, psycopg, asyncpg, pg8000): the
         listener always uses its own psycopg2 connection to the same server.
+        Write ``postgresql+psycopg2://`` for a sync engine: psycopg2 comes
+        with sqlnotify, while SQLAlchemy 2.1 opens a bare ``postgresql://``
+        with psycopg 3, which the base install does not bring.
     :param revoke_on_model_change: on start, replace installed triggers whose
         definition differs from the watch (otherwise they are left in place
         and reported as outdated).
@@ -232,6 +241,12 @@ class Notifier:
 
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
+    # The settings that log messages advise, as the Python API spells them;
+    # the command line replaces them with its flags.
+    _advice: Mapping[str, str] = {
+        "keep_outdated": "revoke_on_model_change=False",
+        "overflow_table": "watch(..., use_overflow_table=True)",
+    }
     #: How many recent events the lag percentiles of :meth:`health` cover.
     LAG_WINDOW = 4096
 
@@ -273,6 +288,7 @@ class Notifier:
         self.drain_timeout = drain_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
         dialect_cls = get_dialect_class(sync_engine.dialect.name)
+        _check_options(dialect_options, dialect_cls)
         self._dialect: Dialect = dialect_cls(sync_engine, self.log, dict(dialect_options))
         self._entries: list[_Entry] = []
         self._lock = threading.RLock()
@@ -427,7 +443,8 @@ class Notifier:
                 raise SQLNotifyConfigurationError(
                     "watch() must be called before start(); stop the notifier to add watches"
                 )
-            self._entries.append(_Entry(request=request, signal=blinker.Signal(), watch=watch))
+            signal = WatchSignal(f"{describe_target(model)} {request.operation.value}")
+            self._entries.append(_Entry(request=request, signal=signal, watch=watch))
         return self
 
     def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> _Entry:
@@ -469,6 +486,12 @@ class Notifier:
         on the dispatcher thread, so connect plain functions here; an
         ``async def`` function goes through :meth:`subscribe`, which runs it
         on the event loop.
+
+        Unlike a plain blinker signal, it holds receivers strongly unless
+        ``connect(fn, weak=True)`` says otherwise (a lambda or a function
+        defined inside another is kept, and called), and ``connect()``
+        raises :class:`SQLNotifyConfigurationError` for a receiver that
+        cannot be called as ``fn(sender, event=...)``.
         """
         return self._entry(model_or_name, operation, channel_label).signal
 
@@ -494,6 +517,9 @@ class Notifier:
         :meth:`astart`, or on the notifier's private loop thread after
         :meth:`start`; its calls for one subscription never overlap and
         follow commit order.  The dispatcher never waits for it.
+
+        :raises SQLNotifyConfigurationError: when the function cannot be
+            called as ``fn(event)`` (checked here, not at the first event).
         """
         entry = self._entry(model_or_name, operation, channel_label)
         checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
@@ -501,6 +527,7 @@ class Notifier:
         def decorator(fn: F) -> F:
             if not callable(fn):
                 raise SQLNotifyConfigurationError(f"subscribe() decorates a callable, not {fn!r}")
+            check_receiver(fn, ONE_ARGUMENT, "subscribe()")
             receiver = self._make_receiver(fn, checked)
             if entry.watch is None and filters:
                 entry.pending_filters.append((filters, receiver))
@@ -626,6 +653,7 @@ class Notifier:
         """
         if not callable(fn):
             raise SQLNotifyConfigurationError(f"on_gap() decorates a callable, not {fn!r}")
+        check_receiver(fn, ONE_ARGUMENT, "on_gap()", arg="gap")
         if _is_async_callable(fn):
             self._wants_loop = True
             sub = _AsyncSubscription(fn, (), self._submit_async)
@@ -715,26 +743,46 @@ class Notifier:
         """The lock bounds, grace period and registry identity this notifier uses."""
         return self._policy
 
-    def install(self) -> list[InstallState]:
+    def install(self, *, timeout: float | None = None) -> list[InstallState]:
         """Install (or update) the triggers of every watch without starting the listener.
 
         Records this notifier as a user of each trigger.  Installs only what
         is missing or changed, with the weakest locks, each statement within
         ``lock_timeout``, all of it within ``install_timeout``.
 
+        :param timeout: bound on reaching the server first (default: the
+            ``start_timeout`` option).
+        :raises SQLNotifyListenerError: naming the address, when the
+            database cannot be reached or does not answer as one.
         :raises SQLNotifyLockTimeoutError: naming the sessions that held a lock.
         """
-        return self._install(live=False)
+        return self._install(live=False, timeout=timeout)
 
-    def _install(self, live: bool) -> list[InstallState]:
+    def _install(self, live: bool, timeout: float | None = None) -> list[InstallState]:
         with self._lock:
+            self._dialect.check_reachable(self.start_timeout if timeout is None else timeout)
             try:
                 watches = self.prepare()
                 policy = dataclasses.replace(self._policy, live=live)
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, policy=policy
                 )
-            except DBAPIError as exc:
+            except Exception as exc:
+                # A database error, raw or as the dialect wrapped it: a view, or a
+                # table never created, is said plainly.
+                driver_error = self._dialect.engine.dialect.loaded_dbapi.Error
+                database_error = (
+                    isinstance(exc, (DBAPIError, driver_error)) or type(exc) is SQLNotifyException
+                )
+                why = (
+                    why_not_installable(self._dialect.engine, self.watches)
+                    if database_error
+                    else None
+                )
+                if why is not None:
+                    raise SQLNotifyConfigurationError(why) from exc
+                if not isinstance(exc, DBAPIError):
+                    raise
                 raise SQLNotifyException(
                     f"could not install sqlnotify triggers: {exc.orig or exc}"
                 ) from exc
@@ -742,8 +790,9 @@ class Notifier:
                 if state.state == "outdated":
                     self.log.warning(
                         "the installed trigger for %s differs from its watch and was left in"
-                        " place (revoke_on_model_change=False)",
+                        " place (%s)",
                         state.watch.describe(),
+                        self._advice["keep_outdated"],
                     )
                 elif state.state in ("installed", "replaced"):
                     self.log.info("%s trigger for %s", state.state, state.watch.describe())
@@ -853,7 +902,24 @@ class Notifier:
         :raises SQLNotifyForkError: in a child forked while another thread of
             the parent was starting or stopping this notifier.
         """
+        self._warn_in_loop("start()")
         self._start(timeout, None)
+
+    def _warn_in_loop(self, call: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop on this thread: the usual case
+        if self._running:
+            return
+        warnings.warn(
+            f"{call} was called from a running event loop: it blocks the loop until the"
+            " listener listens, and async def callbacks will run on the private"
+            " sqlnotify-asyncio loop thread rather than this loop; use"
+            " 'await notifier.astart()' (or 'async with notifier') in async code",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _start(self, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._fork_error is not None:
@@ -861,7 +927,8 @@ class Notifier:
         with self._lock:
             if self._running:
                 return
-            states = self._install(live=True)
+            timeout = self.start_timeout if timeout is None else timeout
+            states = self._install(live=True, timeout=timeout)
             watches = [s.watch for s in states]
             self._routes = {
                 w.channel: Route(w, e.signal, self._dialect.name)
@@ -887,7 +954,7 @@ class Notifier:
             )
             self._intake = intake
             try:
-                listener.start(self.start_timeout if timeout is None else timeout)
+                listener.start(timeout)
             except BaseException:
                 dispatcher.stop(self.STOP_TIMEOUT)
                 self._intake = None
@@ -1053,7 +1120,8 @@ class Notifier:
             pass
 
     def __enter__(self) -> Notifier:
-        self.start()
+        self._warn_in_loop("'with notifier'")
+        self._start(None, None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1081,6 +1149,14 @@ class Notifier:
             else:
                 await asyncio.to_thread(self.stop)
             raise
+
+    async def acleanup(self) -> int:
+        """:meth:`cleanup` for async code: the DDL runs in a worker thread, the loop keeps serving.
+
+        Removes every sqlnotify-owned trigger and function on the watched
+        tables; returns how many objects were dropped.
+        """
+        return await asyncio.to_thread(self.cleanup)
 
     async def astop(self, cleanup: bool | None = None, timeout: float | None = None) -> None:
         """:meth:`stop` for async code, without blocking the loop.
@@ -1361,17 +1437,19 @@ class Notifier:
         if lost:
             self.log.warning(
                 "a row of %s was too large for one notification, and so were its keys alone;"
-                " the event carries no values (use_overflow_table=True delivers it whole)."
+                " the event carries no values (%s delivers it whole)."
                 " This is logged once per watch.",
                 route.watch.describe(),
+                self._advice["overflow_table"],
             )
             return
         self.log.warning(
             "rows of %s are too large for one notification: their events are sent by key and"
             " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
-            " is deleted); watch(..., use_overflow_table=True) delivers them whole, as of the"
+            " is deleted); %s delivers them whole, as of the"
             " change. This is logged once per watch.",
             route.watch.describe(),
+            self._advice["overflow_table"],
         )
 
     def _deliver(self, route: Route, event: ChangeEvent) -> None:
