@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._acks import Acks
 from ._dispatch import Dispatcher
 from ._journal import EarlyEvents, JournalEvent, JournalReader, JournalStore
 from ._route import Stats
@@ -110,8 +111,11 @@ class Intake:
         self._overflow_start: float | None = None
         self._overflow_count = 0
         self._overflow_channels: set[str] = set()
-        # Written by the dispatcher thread (a tuple assignment), read here.
-        self.acked: int | None = reader.position if reader is not None else None
+        #: Completion of deliveries: the furthest position whose receivers,
+        #: async callbacks included, have all finished (see :mod:`._acks`).
+        self.acks: Acks | None = (
+            Acks(reader.position if reader is not None else None) if store is not None else None
+        )
         self._acked_at: dt.datetime | None = position_time
         self._saved: int | None = self.acked
         now = time.monotonic()
@@ -120,6 +124,12 @@ class Intake:
         self._last_prune = now
         self._sweep_failed = 0.0
         self.prune_passes = 0
+
+    @property
+    def acked(self) -> Any:
+        """The position a consumer may save now (``None`` before any)."""
+        acks = self.acks
+        return acks.safe if acks is not None else None
 
     # -- listener callbacks ---------------------------------------------------
     def on_connected(self, reconnect: bool, source: Source) -> None:
@@ -263,8 +273,10 @@ class Intake:
                 self._log.warning("could not read the journal (will retry): %s", exc)
 
     def _ack(self, position: int) -> None:
-        # Dispatcher thread: every event up to ``position`` went through the receivers.
-        self.acked = position
+        # Dispatcher thread: every event up to ``position`` went through the
+        # sync receivers; it is safe once their async callbacks are done too.
+        if self.acks is not None:
+            self.acks.mark(position)
         self._acked_at = dt.datetime.now(dt.timezone.utc)
 
     def _save(self, key: int | None) -> None:
@@ -318,8 +330,13 @@ class Intake:
         return total
 
     def close(self, drained: bool) -> None:
-        """Save the final position; ``drained``: the dispatcher ran everything queued."""
-        if drained and self._consumer is not None:
+        """Save the final position; ``drained``: the dispatcher ran everything queued.
+
+        Call it once the async callbacks were drained: the saved position
+        never passes an event one of them did not finish.
+        """
+        acks = self.acks
+        if drained and self._consumer is not None and (acks is None or acks.settled):
             self._settle()
         if self._consumer is not None and self.acked != self._saved:
             self._save(self.acked)
@@ -335,8 +352,10 @@ class Intake:
     def _settle(self) -> None:
         # Events delivered early went through their receivers: the saved
         # position may pass them (up to the first row not delivered).
-        reader, early, store = self._reader, self._early, self._store
-        if reader is None or early is None or store is None or self.acked != reader.position:
+        reader, early, store, acks = self._reader, self._early, self._store, self.acks
+        if reader is None or early is None or store is None or acks is None:
+            return
+        if acks.safe != reader.position:
             return
         try:
             more = bool(early.ahead)
@@ -345,7 +364,7 @@ class Intake:
                 reached, more = early.settle(batch)
                 if reached is not None:
                     reader.position = reached
-            self.acked = reader.position
+            acks.mark(reader.position)
         except Exception as exc:
             self._log.warning("could not read the journal at stop: %s", exc)
 
