@@ -337,11 +337,10 @@ class LoopBridge:
         with self._lock:
             for state in self._states.values():
                 task = state.task
-                if task is not None:
+                if task is not None and task is not exempt:
                     if state.current is not None:
                         running += 1
-                    if task is not exempt:
-                        tasks.append(task)
+                    tasks.append(task)
                 queued += len(state.queue)
                 state.queue.clear()
         if running or queued:
