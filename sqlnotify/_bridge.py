@@ -362,9 +362,10 @@ class LoopBridge:
         self._close()
         exempt = self._exempt
         tasks = [s.task for s in self._states.values() if s.task not in (None, exempt)]
+        started = time.monotonic()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
-        cancelled = self._give_up(timeout)
+        cancelled = self._give_up(time.monotonic() - started)
         if cancelled:
             await asyncio.wait(cancelled, timeout=1.0)
 

@@ -68,9 +68,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     engine.dispose()
 
 
-def restart_and_collect(
-    backend: Backend, notifiers: list[Notifier], wanted: set[int]
-) -> list[int]:
+def restart_and_collect(backend: Backend, notifiers: list[Notifier], wanted: set[int]) -> list[int]:
     """Start a new notifier under the same consumer name; return the ids it gets."""
     n = backend.notifier(notifiers)
     got: list[int] = []
@@ -276,12 +274,16 @@ def test_a_full_blocking_async_queue_holds_the_dispatcher_and_stop_still_ends_it
     backend.insert(SIX)
     bridge = n1._bridge
     assert bridge is not None
+    # Row 1 running, row 2 queued, the dispatcher waiting to queue row 3.
     wait_until(
-        lambda: started == [1] and any(s.blocked for s in bridge._states.values()),
+        lambda: (
+            started == [1]
+            and n1.stats.dispatched == 2
+            and any(s.blocked for s in bridge._states.values())
+        ),
         TIMEOUT,
         "the dispatcher waiting for room in the full queue",
     )
-    assert n1.stats.dispatched == 2  # row 1 running, row 2 queued, row 3 waiting
     n1.stop()  # wakes the waiting dispatcher; nothing may hang
     stop_returned.set()
     assert n1.stats.async_dropped == 0
