@@ -182,7 +182,10 @@ class LoopBridge:
         queue = state.queue
         policy = self.overflow
         if policy == "drop_oldest":
-            oldest = queue.popleft()[0]
+            try:
+                oldest = queue.popleft()[0]
+            except IndexError:  # the worker took it meanwhile: room after all
+                oldest = None
             queue.append((event, seq))
             return _QUEUED, oldest
         if policy != "block":
@@ -298,14 +301,20 @@ class LoopBridge:
         cancelling = getattr(task, "cancelling", None)  # Python 3.11+
         try:
             while True:
-                with lock:
-                    if not queue:
+                # deque.popleft is atomic: the lock is only needed to go idle
+                # (a submission seeing ``active`` set relies on this worker).
+                try:
+                    event, seq = queue.popleft()
+                except IndexError:
+                    with lock:
+                        if queue:
+                            continue
                         state.current = state.task = None
                         state.active = False
                         return
-                    event, seq = queue.popleft()
-                    state.current = event
-                    if state.blocked:
+                state.current = event
+                if state.blocked:
+                    with lock:
                         self._room.notify_all()
                 try:
                     await fn(event)
