@@ -11,8 +11,11 @@ safe position once every number up to that one is done.
 
 A callback abandoned at stop (cancelled, or never run) or dropped by a full
 queue is never done: the safe position stays before its batch, and the
-batch comes again to the same consumer after a restart.  Tokens are never
-compared, only kept in delivery order, so any position type works.
+batch comes again to the same consumer after a restart.  One dropped while
+the notifier runs (:meth:`Acks.hold`) keeps the position where it is until
+the notifier stops; tracking ends there, so nothing piles up meanwhile.
+Tokens are never compared, only kept in delivery order, so any position
+type works.
 
 Threads: :meth:`begin` and :meth:`mark` run on the dispatcher thread (the
 order of deliveries), :meth:`done` on the loop's thread, :attr:`safe` is read
@@ -34,7 +37,7 @@ class Acks:
     :param position: the position already saved (safe from the start).
     """
 
-    __slots__ = ("_finished", "_lock", "_marks", "_next", "_open", "safe")
+    __slots__ = ("_finished", "_lock", "_marks", "_next", "_open", "held", "safe")
 
     def __init__(self, position: Any) -> None:
         self._lock = threading.Lock()
@@ -46,10 +49,14 @@ class Acks:
         self._marks: collections.deque[tuple[int, Any]] = collections.deque()
         #: The furthest position whose events' receivers have all finished.
         self.safe: Any = position
+        #: A delivery will never finish: :attr:`safe` stays until the notifier stops.
+        self.held = False
 
     def begin(self) -> int:
         """A number for one async callback of the delivery under way (dispatcher thread)."""
         with self._lock:
+            if self.held:
+                return 0
             self._next = seq = self._next + 1
             self._open.append(seq)
         return seq
@@ -58,6 +65,8 @@ class Acks:
         """The callback numbered ``seq`` finished (returned or raised)."""
         with self._lock:
             opened = self._open
+            if self.held:
+                return
             if not opened or seq != opened[0]:
                 self._finished.add(seq)
                 return
@@ -71,11 +80,23 @@ class Acks:
     def mark(self, token: Any) -> None:
         """Every event before this point was delivered; ``token`` is the position after them."""
         with self._lock:
+            if self.held:
+                return
             if not self._open:
                 self.safe = token
                 self._marks.clear()
             else:
                 self._marks.append((self._next, token))
+
+    def hold(self, seq: int) -> None:
+        """The callback numbered ``seq`` will never run (dropped): stop tracking here."""
+        if not seq:
+            return
+        with self._lock:
+            self.held = True
+            self._open.clear()
+            self._finished.clear()
+            self._marks.clear()
 
     def _advance(self) -> None:
         marks = self._marks
@@ -86,7 +107,7 @@ class Acks:
     @property
     def settled(self) -> bool:
         """``True`` when no async callback of a delivery is unfinished."""
-        return not self._open
+        return not self._open and not self.held
 
     @property
     def unfinished(self) -> int:

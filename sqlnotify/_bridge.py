@@ -138,6 +138,7 @@ class LoopBridge:
         acks = self.acks
         seq = acks.begin() if acks is not None else 0
         dropped: ChangeEvent | None = None
+        dropped_seq = 0
         wake = False
         recovered = episode = 0
         with self._lock:
@@ -151,7 +152,7 @@ class LoopBridge:
                     state.queue.append((event, seq))
                     outcome = _QUEUED
                 else:
-                    outcome, dropped = self._full(state, event, seq)
+                    outcome, dropped, dropped_seq = self._full(state, event, seq)
                 if dropped is not None:
                     state.dropping += 1
                     episode = state.dropping
@@ -167,6 +168,8 @@ class LoopBridge:
         if outcome is _ABANDON:
             self._abandon(1, "the notifier is stopping")
         if dropped is not None:
+            if acks is not None:
+                acks.hold(dropped_seq)
             self._dropped(sub, dropped, episode == 1)
         elif recovered:
             self._log.warning(
@@ -175,32 +178,32 @@ class LoopBridge:
                 recovered,
             )
 
-    def _full(self, state: _SubState, event: ChangeEvent, seq: int) -> tuple[str, Any]:
+    def _full(self, state: _SubState, event: ChangeEvent, seq: int) -> tuple[str, Any, int]:
         # Under the lock, with ``state.queue`` full: the outcome, and the
-        # event dropped (if any).  A dropped event's ``seq`` is never done, so
-        # a durable consumer's position holds before it.
+        # event dropped (if any) with its ``seq``, which is never done, so a
+        # durable consumer's position holds before it.
         queue = state.queue
         policy = self.overflow
         if policy == "drop_oldest":
             try:
-                oldest = queue.popleft()[0]
+                oldest, oldest_seq = queue.popleft()
             except IndexError:  # the worker took it meanwhile: room after all
-                oldest = None
+                oldest, oldest_seq = None, 0
             queue.append((event, seq))
-            return _QUEUED, oldest
+            return _QUEUED, oldest, oldest_seq
         if policy != "block":
-            return _DROPPED, event
+            return _DROPPED, event, seq
         if self._ready and not self._scheduled:
             # The loop must run to make room: wake it now, not at the batch's end.
             self._scheduled = True
             self._schedule_locked()
         self._wait_room(state)
         if self._closed or (self._stopping and len(queue) >= self.maxsize):
-            return _ABANDON, None
+            return _ABANDON, None, 0
         if len(queue) >= self.maxsize:
-            return _DROPPED, event
+            return _DROPPED, event, seq
         queue.append((event, seq))
-        return _QUEUED, None
+        return _QUEUED, None, 0
 
     def _wait_room(self, state: _SubState) -> None:
         timeout = self.block_timeout
@@ -267,8 +270,11 @@ class LoopBridge:
             self.loop.call_soon_threadsafe(self._run_pending)
         except RuntimeError:  # the loop is closed
             count = 0
+            acks = self.acks
             for _, state in self._ready:
                 count += len(state.queue)
+                if acks is not None and state.queue:
+                    acks.hold(state.queue[0][1])
                 state.queue.clear()
                 state.active = False
             self._ready = []

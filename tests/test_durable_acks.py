@@ -20,7 +20,13 @@ import sqlalchemy as sa
 from faults import make_table
 from sqlite_support import file_engine
 
-from sqlnotify import ChangeEvent, Notifier, SQLNotifyStreamOverflowError, signals
+from sqlnotify import (
+    ChangeEvent,
+    Notifier,
+    SQLNotifyConfigurationError,
+    SQLNotifyStreamOverflowError,
+    signals,
+)
 from sqlnotify._acks import Acks
 from sqlnotify.testing import async_wait_until, wait_until
 
@@ -307,6 +313,23 @@ def test_acks_pass_a_mark_only_once_every_callback_before_it_is_done() -> None:
     acks.done(c)
     assert acks.safe == "p3" and acks.settled
     d = acks.begin()
-    acks.mark("p4")  # d is never done (abandoned): the position holds
-    assert acks.safe == "p3"
-    assert d == 4
+    acks.mark("p4")  # d is never done (abandoned at stop): the position holds
+    assert acks.safe == "p3" and not acks.settled
+    acks.hold(d)  # or dropped while running: tracking ends, nothing piles up
+    assert acks.begin() == 0
+    acks.mark("p5")
+    acks.done(d)
+    assert acks.safe == "p3" and not acks.settled and acks.unfinished == 0
+
+
+def test_bad_async_queue_options_are_refused(sqlite_path: str) -> None:
+    engine = file_engine(sqlite_path)
+    try:
+        with pytest.raises(SQLNotifyConfigurationError, match="async_overflow='later'"):
+            Notifier(engine, async_overflow="later")
+        with pytest.raises(SQLNotifyConfigurationError, match="async_maxsize"):
+            Notifier(engine, async_maxsize=0)
+        with pytest.raises(SQLNotifyConfigurationError, match="async_block_timeout"):
+            Notifier(engine, async_block_timeout=-1)
+    finally:
+        engine.dispose()
