@@ -494,7 +494,8 @@ class Notifier:
         ``__call__`` is one) runs on the event loop that called
         :meth:`astart`, or on the notifier's private loop thread after
         :meth:`start`; its calls for one subscription never overlap and
-        follow commit order.  The dispatcher never waits for it.
+        follow commit order.  The dispatcher does not wait for it unless
+        its queue is full (see ``async_maxsize``).
         """
         entry = self._entry(model_or_name, operation, channel_label)
         checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
