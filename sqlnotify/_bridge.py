@@ -85,7 +85,7 @@ class LoopBridge:
         run (the loop closed, or the notifier stopped before they could).
     :param thread: the private loop thread, when the bridge owns one.
     :param maxsize: most events waiting in one subscription's queue.
-    :param overflow: what a full queue does, as for :class:`EventStream`:
+    :param overflow: what a full queue does, as for :class:`~sqlnotify._aio.EventStream`:
         ``"block"`` (the submitting thread waits up to ``block_timeout``
         seconds, ``None``: until there is room or the notifier stops),
         ``"drop_oldest"``, ``"drop_newest"``, ``"raise"`` (the arriving
