@@ -56,18 +56,22 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
 class _SubState:
     """One subscription's queue on one loop, and the worker task draining it.
 
-    ``queue`` holds ``(event, seq)`` pairs (``seq``: the delivery number of
-    :class:`~sqlnotify._acks.Acks`, 0 when untracked); ``active`` is set while
-    a worker runs or is about to (both under the bridge's lock).
+    Events are ``(event, seq)`` pairs (``seq``: the delivery number of
+    :class:`~sqlnotify._acks.Acks`, 0 when untracked).  Submissions wait in
+    ``staged`` (under the bridge's lock) until the loop's next wake moves
+    them to ``queue``, which only the loop's worker consumes: the worker
+    takes a whole dispatcher batch at a time instead of racing the
+    dispatcher for each event.  ``listed``: the state waits for that wake.
     """
 
-    __slots__ = ("active", "blocked", "current", "dropping", "queue", "task")
+    __slots__ = ("blocked", "current", "dropping", "listed", "queue", "staged", "task")
 
     def __init__(self) -> None:
         self.queue: collections.deque[tuple[ChangeEvent, int]] = collections.deque()
+        self.staged: list[tuple[ChangeEvent, int]] = []
         self.task: asyncio.Task[None] | None = None
         self.current: ChangeEvent | None = None
-        self.active = False
+        self.listed = False
         self.blocked = 0  # dispatcher waits for room (overflow="block")
         self.dropping = 0  # drops in the current overflow episode
 
@@ -148,8 +152,8 @@ class LoopBridge:
                 state = self._states.get(sub)
                 if state is None:
                     state = self._states[sub] = _SubState()
-                if len(state.queue) < self.maxsize:
-                    state.queue.append((event, seq))
+                if len(state.staged) + len(state.queue) < self.maxsize:
+                    state.staged.append((event, seq))
                     outcome = _QUEUED
                 else:
                     outcome, dropped, dropped_seq = self._full(state, event, seq)
@@ -158,8 +162,8 @@ class LoopBridge:
                     episode = state.dropping
                 elif state.dropping and outcome is _QUEUED:
                     recovered, state.dropping = state.dropping, 0
-                if outcome is _QUEUED and not state.active:
-                    state.active = True
+                if outcome is _QUEUED and not state.listed:
+                    state.listed = True
                     self._ready.append((sub, state))
                     if not self._scheduled and threading.get_ident() != self.batch_thread:
                         self._scheduled = wake = True
@@ -179,17 +183,19 @@ class LoopBridge:
             )
 
     def _full(self, state: _SubState, event: ChangeEvent, seq: int) -> tuple[str, Any, int]:
-        # Under the lock, with ``state.queue`` full: the outcome, and the
+        # Under the lock, with the state full: the outcome, and the
         # event dropped (if any) with its ``seq``, which is never done, so a
         # durable consumer's position holds before it.
-        queue = state.queue
         policy = self.overflow
         if policy == "drop_oldest":
             try:
-                oldest, oldest_seq = queue.popleft()
-            except IndexError:  # the worker took it meanwhile: room after all
-                oldest, oldest_seq = None, 0
-            queue.append((event, seq))
+                oldest, oldest_seq = state.queue.popleft()
+            except IndexError:  # the oldest is still staged (or just taken)
+                if state.staged:
+                    oldest, oldest_seq = state.staged.pop(0)
+                else:
+                    oldest, oldest_seq = None, 0
+            state.staged.append((event, seq))
             return _QUEUED, oldest, oldest_seq
         if policy != "block":
             return _DROPPED, event, seq
@@ -198,11 +204,12 @@ class LoopBridge:
             self._scheduled = True
             self._schedule_locked()
         self._wait_room(state)
-        if self._closed or (self._stopping and len(queue) >= self.maxsize):
+        full = len(state.staged) + len(state.queue) >= self.maxsize
+        if self._closed or (self._stopping and full):
             return _ABANDON, None, 0
-        if len(queue) >= self.maxsize:
+        if full:
             return _DROPPED, event, seq
-        queue.append((event, seq))
+        state.staged.append((event, seq))
         return _QUEUED, None, 0
 
     def _wait_room(self, state: _SubState) -> None:
@@ -210,7 +217,9 @@ class LoopBridge:
         deadline = None if timeout is None else time.monotonic() + timeout
         state.blocked += 1
         try:
-            while len(state.queue) >= self.maxsize and not (self._closed or self._stopping):
+            while len(state.staged) + len(state.queue) >= self.maxsize and not (
+                self._closed or self._stopping
+            ):
                 remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
                 if remaining <= 0:
                     return
@@ -272,11 +281,11 @@ class LoopBridge:
             count = 0
             acks = self.acks
             for _, state in self._ready:
-                count += len(state.queue)
-                if acks is not None and state.queue:
-                    acks.hold(state.queue[0][1])
-                state.queue.clear()
-                state.active = False
+                count += len(state.staged)
+                if acks is not None and state.staged:
+                    acks.hold(state.staged[0][1])
+                state.staged = []
+                state.listed = False
             self._ready = []
             self._scheduled = False
             self._abandon(count, "its event loop is closed")
@@ -294,33 +303,30 @@ class LoopBridge:
         with self._lock:
             ready, self._ready = self._ready, []
             self._scheduled = False
+            for _, state in ready:
+                state.queue.extend(state.staged)
+                state.staged = []
+                state.listed = False
         create_task = self.loop.create_task
         for sub, state in ready:
-            state.task = create_task(self._work(sub, state))
+            if state.task is None and state.queue:
+                state.task = create_task(self._work(sub, state))
 
     async def _work(self, sub: Any, state: _SubState) -> None:
         queue = state.queue
         fn = sub.fn
         on_error = self._on_error
-        lock = self._lock
         task = asyncio.current_task()
         cancelling = getattr(task, "cancelling", None)  # Python 3.11+
         try:
             while True:
-                # deque.popleft is atomic: the lock is only needed to go idle
-                # (a submission seeing ``active`` set relies on this worker).
                 try:
                     event, seq = queue.popleft()
-                except IndexError:
-                    with lock:
-                        if queue:
-                            continue
-                        state.current = state.task = None
-                        state.active = False
-                        return
+                except IndexError:  # empty (a full queue may drop its oldest meanwhile)
+                    return
                 state.current = event
                 if state.blocked:
-                    with lock:
+                    with self._lock:
                         self._room.notify_all()
                 try:
                     await fn(event)
@@ -332,11 +338,9 @@ class LoopBridge:
                     on_error(sub, event, exc)  # the callback's own cancelled await
                 if seq:
                     self.acks.done(seq)  # type: ignore[union-attr]
-        except BaseException:
-            with lock:
-                state.current = state.task = None
-                state.active = False
-            raise
+        finally:
+            state.current = None
+            state.task = None
 
     def _close(self) -> None:
         with self._lock:
@@ -356,8 +360,9 @@ class LoopBridge:
                     if state.current is not None:
                         running += 1
                     tasks.append(task)
-                queued += len(state.queue)
+                queued += len(state.queue) + len(state.staged)
                 state.queue.clear()
+                state.staged = []
         if running or queued:
             self._on_abandoned(running + queued)
             self._log.warning(
@@ -402,8 +407,8 @@ class LoopBridge:
                 ready, self._ready = self._ready, []
             count = 0
             for _, state in ready:
-                count += len(state.queue)
-                state.queue.clear()
+                count += len(state.staged)
+                state.staged = []
             if self._states:
                 try:
                     self._give_up(0.0)
