@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError
 
 from . import signals
 from ._aio import EventStream, LoopBridge, LoopThread
+from ._bridge import check_queue_options
 from ._dispatch import Dispatcher
 from ._intake import Intake
 from ._journal import JournalEvent, JournalReader
@@ -181,7 +182,22 @@ class Notifier:
     :param start_timeout: how long :meth:`start` waits for the listener.
     :param drain_timeout: how long :meth:`stop` and :meth:`astop` wait for
         ``async def`` callbacks already queued or running before cancelling
-        them (and logging how many).
+        them (and logging how many).  A durable consumer's saved position
+        stays before the events of callbacks cancelled or not run, so they
+        come again after a restart.
+    :param async_maxsize: most events waiting in the queue of one ``async
+        def`` callback (default 10,000).
+    :param async_overflow: what a full callback queue does, as for
+        :meth:`stream`: ``"block"`` (default: the dispatcher thread waits
+        for room, up to ``async_block_timeout`` seconds, ``None`` for as long
+        as it takes while the notifier runs, so the listener is held back
+        as by a slow sync receiver), ``"drop_oldest"``, ``"drop_newest"`` or
+        ``"raise"`` (the arriving event is dropped and reported as the
+        callback's failure).  Every drop is counted (``async_dropped`` in
+        :meth:`health`), logged and sent on
+        :data:`sqlnotify.signals.async_overflow`; a durable consumer's
+        position then stays before the dropped event.
+    :param async_block_timeout: see ``async_overflow``.
     :param dialect_options: options for the database's dialect.  PostgreSQL:
         ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
         ...) for sqlnotify's own connections when the engine gets them from
@@ -266,6 +282,9 @@ class Notifier:
         consumer_expiry: float | dt.timedelta = 7 * 86400.0,
         journal_schema: str | None = None,
         drain_timeout: float = 10.0,
+        async_maxsize: int = 10_000,
+        async_overflow: str = "block",
+        async_block_timeout: float | None = None,
         lock_timeout: float | dt.timedelta = 0.5,
         install_timeout: float | dt.timedelta = 30.0,
         cleanup_grace: float | dt.timedelta = 86400.0,
@@ -286,6 +305,10 @@ class Notifier:
         self.cleanup_on_stop = cleanup_on_stop
         self.start_timeout = start_timeout
         self.drain_timeout = drain_timeout
+        check_queue_options(async_maxsize, async_overflow, async_block_timeout, "async_")
+        self.async_maxsize = async_maxsize
+        self.async_overflow = async_overflow
+        self.async_block_timeout = async_block_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
         dialect_cls = get_dialect_class(sync_engine.dialect.name)
         _check_options(dialect_options, dialect_cls)
@@ -295,6 +318,8 @@ class Notifier:
         self._routes: dict[str, Route] = {}
         self._listener: Listener | None = None
         self._dispatcher: Dispatcher | None = None
+        # The last started dispatcher (kept after stop): receivers check it.
+        self._halt: Dispatcher | None = None
         self._running = False
         self._bridge: LoopBridge | None = None
         self._bridge_lock = threading.Lock()
@@ -516,7 +541,8 @@ class Notifier:
         ``__call__`` is one) runs on the event loop that called
         :meth:`astart`, or on the notifier's private loop thread after
         :meth:`start`; its calls for one subscription never overlap and
-        follow commit order.  The dispatcher never waits for it.
+        follow commit order.  The dispatcher does not wait for it unless
+        its queue is full (see ``async_maxsize``).
 
         :raises SQLNotifyConfigurationError: when the function cannot be
             called as ``fn(event)`` (checked here, not at the first event).
@@ -624,12 +650,31 @@ class Notifier:
             thread = LoopThread(self.log)
             thread.start(self.STOP_TIMEOUT)
             loop = thread.loop
-        return LoopBridge(
+        bridge = LoopBridge(
             loop,
             log=self.log,
             on_error=self._receiver_failed,
             on_abandoned=self._count_abandoned,
             thread=thread,
+            maxsize=self.async_maxsize,
+            overflow=self.async_overflow,
+            block_timeout=self.async_block_timeout,
+            on_drop=self._async_dropped,
+        )
+        intake = self._intake
+        bridge.acks = intake.acks if intake is not None else None
+        return bridge
+
+    def _async_dropped(self, sub: Any, event: ChangeEvent, policy: str) -> None:
+        with self.stats.lock:
+            self.stats.async_dropped += 1
+        send_isolated(
+            signals.async_overflow,
+            self,
+            self.log,
+            receiver=getattr(sub, "fn", sub),
+            event=event,
+            policy=policy,
         )
 
     def _ensure_loop(self) -> LoopBridge:
@@ -941,9 +986,11 @@ class Notifier:
             self._bridge = bridge
             dispatcher = Dispatcher(self._handle_batch, log=self.log)
             intake = self._make_intake(watches, dispatcher)
+            self._halt = dispatcher
             dispatcher.start()
             if bridge is not None:
                 bridge.batch_thread = dispatcher.ident
+                bridge.acks = intake.acks
             listener = Listener(
                 lambda: self._dialect.open_source(channels),
                 intake.push,
@@ -1013,14 +1060,18 @@ class Notifier:
                 listener.stop(self.STOP_TIMEOUT)
             with self._bridge_lock:
                 streams = list(self._streams)
+                bridge = self._bridge
             for stream in streams:
                 stream.stopping()  # a full "block" stream must not hold the dispatcher now
+            if bridge is not None:
+                bridge.stopping()  # nor a full "block" callback queue
             drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
-            if self._intake is not None:
-                self._intake.close(drained)
             with self._bridge_lock:
                 bridge, self._bridge = self._bridge, None
             self._close_bridge(bridge, drain_timeout)
+            if self._intake is not None:
+                # After the callbacks: the position never passes one not finished.
+                self._intake.close(drained)
             self._end_streams()
             owners, self._owners = self._owners, None
             try:
@@ -1166,6 +1217,9 @@ class Notifier:
         cancels what is left and logs how many callbacks that was.  Streams
         end.  Calling it on a stopped notifier does nothing.
         """
+        bridge = self._bridge
+        if bridge is not None and bridge.loop is asyncio.get_running_loop():
+            bridge.exempt(asyncio.current_task())  # a callback stopping its notifier
         await asyncio.to_thread(self._stop, cleanup, timeout)
 
     async def __aenter__(self) -> Notifier:
@@ -1339,7 +1393,10 @@ class Notifier:
         received_at = getattr(batch, "received_at", None)
         lags = self._lags
         loads = decode_json
+        halt = self._halt
         for index, n in enumerate(batch):
+            if halt is not None and halt.halted:
+                return  # stop() returned: no receiver runs any more
             channel = n.channel
             route = routes.get(channel)
             if route is None:
@@ -1453,10 +1510,15 @@ class Notifier:
         )
 
     def _deliver(self, route: Route, event: ChangeEvent) -> None:
+        halt = self._halt
+        if halt is not None and halt.halted:
+            return  # stop() returned: no receiver runs any more
         if _event_received.receivers:
             send_isolated(_event_received, self, self.log, event=event)
         sender = route.sender
         for receiver in route.receivers():
+            if halt is not None and halt.halted:
+                return
             try:
                 receiver(sender, event=event)
             except Exception as exc:
@@ -1563,7 +1625,8 @@ class Notifier:
         ``large_fetched`` (rows read back from the overflow table),
         ``hydrated`` (oversized rows re-read by key), ``keys_only`` (rows too
         large for one notification), ``async_abandoned`` (async callbacks not
-        run at stop) and ``stream_dropped`` (events a full stream dropped);
+        run at stop), ``stream_dropped`` (events a full stream dropped) and
+        ``async_dropped`` (events a full async callback queue dropped);
         ``queue_depth`` and ``max_queue``; ``lag_p50`` and ``lag_p99``
         (seconds from the trigger's timestamp to receipt, over the last
         :attr:`LAG_WINDOW` events; ``None`` before any event); and
@@ -1600,6 +1663,7 @@ class Notifier:
             "keys_only": stats.truncated,
             "async_abandoned": stats.async_abandoned,
             "stream_dropped": stats.stream_dropped,
+            "async_dropped": stats.async_dropped,
             "queue_depth": dispatcher.depth if dispatcher is not None else 0,
             "max_queue": self.max_queue,
             "lag_p50": _percentile(lags, 0.5) if lags else None,
