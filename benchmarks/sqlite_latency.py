@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ while done < count:
 def database() -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix="sqlnotify-bench-")
     path = os.path.join(tmp, "bench.db")
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute(TABLE_SQL)
     try:
         yield path

@@ -74,33 +74,21 @@ notifier.watch(User, Operation.UPDATE)
 notifier.watch(Post, Operation.INSERT, extra_columns=["title", "user_id"])
 
 
+# Each message carries the event's JSON form (ChangeEvent.to_dict()): datetimes,
+# decimals and UUIDs arrive as strings, the keys are the same for every table.
 @notifier.subscribe(User, Operation.INSERT)
 async def user_created(event: ChangeEvent) -> None:
-    await hub.broadcast(
-        {
-            "type": "user_created",
-            "id": event.id,
-            "email": event.extra_columns["email"],
-            "name": event.extra_columns["name"],
-        }
-    )
+    await hub.broadcast({"type": "user_created", "event": event.to_dict()})
 
 
 @notifier.subscribe(User, Operation.UPDATE)
 async def user_updated(event: ChangeEvent) -> None:
-    await hub.broadcast({"type": "user_updated", "id": event.id})
+    await hub.broadcast({"type": "user_updated", "event": event.to_dict()})
 
 
 @notifier.subscribe(Post, Operation.INSERT)
 async def post_created(event: ChangeEvent) -> None:
-    await hub.broadcast(
-        {
-            "type": "post_created",
-            "id": event.id,
-            "title": event.extra_columns["title"],
-            "user_id": event.extra_columns["user_id"],
-        }
-    )
+    await hub.broadcast({"type": "post_created", "event": event.to_dict()})
 
 
 @asynccontextmanager

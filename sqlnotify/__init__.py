@@ -22,7 +22,7 @@ from .exceptions import (
 )
 from .notifier import Notifier
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ChangeEvent",

@@ -1,11 +1,10 @@
 """The asyncio bridge: ``async def`` callbacks, event streams, the private loop thread.
 
 The listener and the dispatcher stay threads.  For an ``async def``
-subscription the dispatcher thread only appends ``(subscription, event)`` to
-a :class:`LoopBridge`; at the end of each dispatcher batch the bridge wakes
-the target event loop once (``loop.call_soon_threadsafe``), never waiting for
-it.  On the loop, each subscription has a queue drained by one worker task,
-so its callbacks run one at a time, in commit order.
+subscription the dispatcher thread hands the event to a :class:`LoopBridge`
+(see :mod:`sqlnotify._bridge`): one bounded queue per subscription, drained
+on the loop by one worker task, so its callbacks run one at a time, in
+commit order.
 
 The target loop is the one that ran :meth:`Notifier.astart`; after a plain
 :meth:`Notifier.start` it is a private loop on a thread the notifier owns
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
@@ -27,224 +25,11 @@ from typing import Any
 
 import blinker
 
+from ._bridge import OVERFLOW_POLICIES, LoopBridge, running_loop
 from .events import ChangeEvent
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyStreamOverflowError
 
 __all__ = ["OVERFLOW_POLICIES", "EventStream", "LoopBridge", "LoopThread", "running_loop"]
-
-#: What :meth:`Notifier.stream` does when a stream's buffer is full.
-OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block", "raise")
-
-
-def running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running on this thread, or ``None``."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-class _SubState:
-    """One subscription's queue on one loop, and the worker task draining it."""
-
-    __slots__ = ("current", "queue", "task")
-
-    def __init__(self) -> None:
-        self.queue: collections.deque[ChangeEvent] = collections.deque()
-        self.task: asyncio.Task[None] | None = None
-        self.current: ChangeEvent | None = None
-
-
-class LoopBridge:
-    """Hands events from the dispatcher thread to ``async def`` callbacks on one loop.
-
-    :param loop: the loop the callbacks run on.
-    :param on_error: called on the loop thread with ``(subscription, event,
-        exception)`` when a callback raises.
-    :param on_abandoned: called with a count of callbacks that will never
-        run (the loop closed, or the notifier stopped before they could).
-    :param thread: the private loop thread, when the bridge owns one.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        log: logging.Logger,
-        on_error: Callable[[Any, ChangeEvent, BaseException], None],
-        on_abandoned: Callable[[int], None],
-        thread: LoopThread | None = None,
-    ) -> None:
-        self.loop = loop
-        self.thread = thread
-        self._log = log
-        self._on_error = on_error
-        self._on_abandoned = on_abandoned
-        self._lock = threading.Lock()
-        self._pending: list[tuple[Any, ChangeEvent]] = []
-        self._scheduled = False
-        self._closed = False
-        self._states: dict[Any, _SubState] = {}
-        self._closed_loop_logged = False
-        #: Ident of the thread that calls :meth:`flush` after each batch (the
-        #: dispatcher); a submission from any other thread flushes at once.
-        self.batch_thread: int | None = None
-
-    # -- any thread -----------------------------------------------------------
-    def submit(self, sub: Any, event: ChangeEvent) -> None:
-        """Queue one callback; never blocks on the loop."""
-        with self._lock:
-            if not self._closed:
-                self._pending.append((sub, event))
-                if self._scheduled or threading.get_ident() == self.batch_thread:
-                    return
-                self._scheduled = True
-                closed = False
-            else:
-                closed = True
-        if closed:
-            self._abandon(1, "the notifier is stopping")
-        else:
-            self._schedule()
-
-    def flush(self) -> None:
-        """Wake the loop once for everything submitted since the last wake."""
-        if not self._pending:
-            return
-        with self._lock:
-            if self._scheduled or not self._pending:
-                return
-            self._scheduled = True
-        self._schedule()
-
-    def _schedule(self) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self._run_pending)
-        except RuntimeError:  # the loop is closed
-            with self._lock:
-                items, self._pending = self._pending, []
-                self._scheduled = False
-            self._abandon(len(items), "its event loop is closed")
-
-    def _abandon(self, count: int, why: str) -> None:
-        if not count:
-            return
-        self._on_abandoned(count)
-        level = logging.DEBUG if self._closed_loop_logged else logging.WARNING
-        self._closed_loop_logged = True
-        self._log.log(level, "%d async callback(s) not run: %s", count, why)
-
-    # -- the loop's thread ----------------------------------------------------
-    def _run_pending(self) -> None:
-        with self._lock:
-            items, self._pending = self._pending, []
-            self._scheduled = False
-        states = self._states
-        for sub, event in items:
-            state = states.get(sub)
-            if state is None:
-                state = states[sub] = _SubState()
-            state.queue.append(event)
-            if state.task is None:
-                state.task = self.loop.create_task(self._work(sub, state))
-
-    async def _work(self, sub: Any, state: _SubState) -> None:
-        queue = state.queue
-        fn = sub.fn
-        on_error = self._on_error
-        task = asyncio.current_task()
-        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-        try:
-            while queue:
-                event = queue.popleft()
-                state.current = event
-                try:
-                    await fn(event)
-                except Exception as exc:
-                    on_error(sub, event, exc)
-                except asyncio.CancelledError as exc:
-                    if cancelling is None or cancelling():
-                        raise  # this worker is being cancelled
-                    on_error(sub, event, exc)  # the callback's own cancelled await
-        finally:
-            state.current = None
-            state.task = None
-
-    def _close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self._run_pending()
-
-    def _give_up(self, waited: float) -> list[asyncio.Task[None]]:
-        """Count, log and cancel what is still pending; return the cancelled tasks."""
-        running = queued = 0
-        tasks = []
-        for state in self._states.values():
-            if state.task is not None:
-                tasks.append(state.task)
-                if state.current is not None:
-                    running += 1
-            queued += len(state.queue)
-            state.queue.clear()
-        if running or queued:
-            self._on_abandoned(running + queued)
-            self._log.warning(
-                "%d async callback(s) still pending after waiting %.1fs for them at stop:"
-                " %d running (cancelled), %d queued (not run)",
-                running + queued,
-                waited,
-                running,
-                queued,
-            )
-        for task in tasks:
-            task.cancel()
-        return tasks
-
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting events, wait up to ``timeout`` for queued callbacks, cancel the rest."""
-        self._close()
-        tasks = [s.task for s in self._states.values() if s.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
-        cancelled = self._give_up(timeout)
-        if cancelled:
-            await asyncio.wait(cancelled, timeout=1.0)
-
-    # -- stopping from any thread ---------------------------------------------
-    def drain_blocking(self, timeout: float) -> None:
-        """:meth:`drain` for a synchronous caller (on any thread, the loop's included)."""
-        loop = self.loop
-        if running_loop() is loop:
-            # The caller blocks the loop itself: nothing can run any more.
-            self._close()
-            self._give_up(0.0)
-            return
-        if loop.is_closed() or not loop.is_running():
-            with self._lock:
-                self._closed = True
-                items, self._pending = self._pending, []
-            if self._states:
-                try:
-                    self._give_up(0.0)
-                except RuntimeError:  # tasks of a closed loop
-                    pass
-            self._abandon(len(items), "its event loop is not running")
-            return
-        future = asyncio.run_coroutine_threadsafe(self.drain(timeout), loop)
-        try:
-            future.result(timeout + 5.0)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            self._log.warning(
-                "the event loop did not finish the async callbacks within %.1fs", timeout
-            )
-        except Exception:
-            self._log.exception("stopping the async callbacks failed")
-
-    def stop_thread(self, timeout: float) -> None:
-        """Stop and join the private loop thread, if the bridge owns one."""
-        if self.thread is not None:
-            self.thread.stop(timeout)
 
 
 class LoopThread:

@@ -23,9 +23,10 @@ import click
 import sqlalchemy as sa
 
 from .cli import main
+from .dialects import missing_driver_error
 from .events import ChangeEvent, Operation
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyException
-from .notifier import Notifier, _json_default
+from .notifier import Notifier
 
 __all__ = ["engine_from_url", "load_notifier"]
 
@@ -66,7 +67,10 @@ def engine_from_url(text: str) -> sa.Engine:
             f"unsupported database URL {url.render_as_string(hide_password=True)!r}:"
             " sqlnotify works with postgresql://... and sqlite:///..."
         )
-    return sa.create_engine(url, connect_args=connect_args)
+    try:
+        return sa.create_engine(url, connect_args=connect_args)
+    except ImportError as exc:
+        raise missing_driver_error(url, exc) from exc
 
 
 def _open(url: str) -> sa.Engine:
@@ -123,6 +127,13 @@ def load_notifier(spec: str) -> Notifier:
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise click.BadParameter(f"{spec!r}: expected module:notifier, e.g. myapp.events:notifier")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted = module_name.removesuffix(".py").strip("./").replace("/", ".")
+        raise click.ClickException(
+            f"--app {spec!r} is a file path: --app takes module:attribute, the module as"
+            f" Python imports it from the current directory, e.g. --app"
+            f" {dotted}:{attr or 'notifier'}"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -130,6 +141,12 @@ def load_notifier(spec: str) -> Notifier:
     except Exception as exc:
         raise click.ClickException(
             f"cannot import {module_name!r} (from --app {spec!r}): {type(exc).__name__}: {exc}"
+            + (
+                "; --app takes module:attribute, the module importable from the current"
+                " directory (e.g. myapp.events:notifier)"
+                if isinstance(exc, ModuleNotFoundError)
+                else ""
+            )
         ) from None
     if attr:
         if not hasattr(module, attr):
@@ -176,20 +193,8 @@ def _parse_targets(targets: Sequence[str]) -> list[tuple[str, list[Operation]]]:
 
 
 def event_json(event: ChangeEvent) -> str:
-    """One event as a JSON object on one line."""
-    ident = event.id
-    data = {
-        "schema": event.schema,
-        "table": event.table,
-        "operation": event.operation.value,
-        "id": list(ident) if isinstance(ident, tuple) else ident,
-        "extra_columns": dict(event.extra_columns),
-        "timestamp": event.timestamp.isoformat() if event.timestamp else None,
-        "channel": event.channel,
-        "status": event.status,
-        "custom": event.custom,
-    }
-    return json.dumps(data, default=_json_default, ensure_ascii=False)
+    """One event as a JSON object on one line (:meth:`ChangeEvent.to_json`)."""
+    return event.to_json()
 
 
 _app_option = click.option(
@@ -252,6 +257,12 @@ def listen(
     engine = _open(url)
     with _readable_errors():
         notifier = Notifier(engine, revoke_on_model_change=False)
+        notifier._advice = {
+            "keep_outdated": "sqlnotify listen uses installed triggers as they are; `sqlnotify"
+            " install --app module:notifier`, or a restart of the application that declares"
+            " them, updates them",
+            "overflow_table": "the --overflow-table flag",
+        }
     stop = threading.Event()
     out = sys.stdout
 

@@ -49,6 +49,10 @@ class Dispatcher:
         self._stop = threading.Event()
         self._room = threading.Condition(threading.Lock())
         self._depth = 0
+        #: Set once the notifier stopped without waiting for this thread (a
+        #: receiver called stop(), or one overran the join): no receiver may
+        #: run any more, and nothing queued is dispatched.
+        self.halted = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -81,14 +85,21 @@ class Dispatcher:
         return True
 
     def stop(self, timeout: float) -> bool:
-        """Dispatch what is queued, then stop; ``False`` if not done within ``timeout``."""
+        """Dispatch what is queued, then stop; ``False`` if not done within ``timeout``.
+
+        Called on the dispatcher thread itself (by a receiver), it cannot
+        wait: the thread halts after the receiver returns, leaving the rest
+        undispatched, and this returns ``False``.
+        """
         self._stop.set()
         self.queue.put(_STOP)
         if self._thread is threading.current_thread():
-            return True  # stop() called by a receiver: the thread ends after this batch
+            self.halted = True
+            return False
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
+            self.halted = True
             self._log.warning(
                 "the dispatcher thread did not stop within %.1fs (a receiver is still running?)",
                 timeout,
@@ -116,7 +127,7 @@ class Dispatcher:
                 if self._stop.is_set():
                     return
                 continue
-            if batch is _STOP:
+            if batch is _STOP or self.halted:
                 return
             if type(batch) is Control:
                 try:

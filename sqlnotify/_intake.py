@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._acks import Acks
 from ._dispatch import Dispatcher
 from ._journal import JournalReader, JournalStore
 from ._route import Stats
@@ -121,8 +122,11 @@ class Intake:
         self._overflow_start: float | None = None
         self._overflow_count = 0
         self._overflow_channels: set[str] = set()
-        # Written by the dispatcher thread (a tuple assignment), read here.
-        self.acked: Any = reader.position if reader is not None else None
+        #: Completion of deliveries: the furthest position whose receivers,
+        #: async callbacks included, have all finished (see :mod:`._acks`).
+        self.acks: Acks | None = (
+            Acks(reader.position if reader is not None else None) if store is not None else None
+        )
         self._acked_at: dt.datetime | None = position_time
         self._saved: Any = self.acked
         self._retention_seen: dt.datetime | None = None
@@ -132,6 +136,12 @@ class Intake:
         self._last_prune = now
         self._sweep_failed = 0.0
         self.prune_passes = 0
+
+    @property
+    def acked(self) -> Any:
+        """The position a consumer may save now (``None`` before any)."""
+        acks = self.acks
+        return acks.safe if acks is not None else None
 
     # -- listener callbacks ---------------------------------------------------
     def on_connected(self, reconnect: bool, source: Source) -> None:
@@ -277,8 +287,10 @@ class Intake:
                 self._log.warning("could not read the journal (will retry): %s", exc)
 
     def _ack(self, position: Any) -> None:
-        # Dispatcher thread: every event up to ``position`` went through the receivers.
-        self.acked = position
+        # Dispatcher thread: every event up to ``position`` went through the
+        # sync receivers; it is safe once their async callbacks are done too.
+        if self.acks is not None:
+            self.acks.mark(position)
         self._acked_at = dt.datetime.now(dt.timezone.utc)
 
     def _save(self, key: Any) -> None:
@@ -331,7 +343,11 @@ class Intake:
         return total
 
     def close(self, drained: bool) -> None:
-        """Save the final position; ``drained``: the dispatcher ran everything queued."""
+        """Save the final position; ``drained``: the dispatcher ran everything queued.
+
+        Call it once the async callbacks were drained: the saved position
+        never passes an event one of them did not finish.
+        """
         if self._consumer is not None and self.acked != self._saved:
             self._save(self.acked)
         if self._store is not None:

@@ -49,8 +49,9 @@ class Stats:
     """Counters kept by the notifier's threads.
 
     Counters written from more than one thread (``receiver_errors``,
-    ``async_abandoned``, ``stream_dropped``: the dispatcher and an event
-    loop) are updated under ``lock``; the others have a single writer.
+    ``async_abandoned``, ``stream_dropped``, ``async_dropped``: the
+    dispatcher and an event loop) are updated under ``lock``; the others
+    have a single writer.
     """
 
     #: Every counter, in the order :meth:`snapshot` lists them.
@@ -68,6 +69,7 @@ class Stats:
         "hydrated",
         "async_abandoned",
         "stream_dropped",
+        "async_dropped",
     )
     __slots__ = ("lock", *COUNTERS)
 
@@ -84,6 +86,7 @@ class Stats:
     hydrated: int
     async_abandoned: int
     stream_dropped: int
+    async_dropped: int
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

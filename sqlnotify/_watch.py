@@ -12,11 +12,18 @@ import sqlalchemy as sa
 from sqlalchemy.exc import NoInspectionAvailable
 
 from ._names import MAX_IDENTIFIER_BYTES as MAX_NAME_BYTES
-from ._names import check_label, digest, object_name
+from ._names import check_label, did_you_mean, digest, object_name
 from .events import Operation
 from .exceptions import SQLNotifyConfigurationError
 
-__all__ = ["Watch", "WatchRequest", "describe_target", "table_of"]
+__all__ = [
+    "Watch",
+    "WatchRequest",
+    "describe_target",
+    "table_of",
+    "view_message",
+    "why_not_installable",
+]
 
 
 def describe_target(target: Any) -> str:
@@ -152,7 +159,8 @@ class WatchRequest:
                     valid = ", ".join(cols) or "(none)"
                     raise SQLNotifyConfigurationError(
                         f"{param}: column {name!r} is not on {what} (table"
-                        f" {table.fullname!r}); its columns are: {valid}"
+                        f" {table.fullname!r}){did_you_mean(name, cols)}; its columns are:"
+                        f" {valid}"
                     )
 
         real_pk = tuple(c.name for c in table.primary_key.columns)
@@ -160,7 +168,8 @@ class WatchRequest:
             if not real_pk:
                 raise SQLNotifyConfigurationError(
                     f"{what} (table {table.fullname!r}) has no primary key: pass primary_keys="
-                    "[...] naming the columns that identify a row"
+                    "[...] naming the columns that identify a row (a view cannot be watched"
+                    " at all: watch the table it reads from)"
                 )
             keys = real_pk
         else:
@@ -342,7 +351,39 @@ def normalise_filters(
         if column not in valid:
             raise SQLNotifyConfigurationError(
                 f"filter column {column!r} is not in the payload of the watch"
-                f" ({watch.describe()}); filter on one of: {', '.join(valid)}, or add it"
-                " to the watch's extra_columns"
+                f" ({watch.describe()}){did_you_mean(column, valid)}; filter on one of:"
+                f" {', '.join(valid)}, or add it to the watch's extra_columns"
             )
     return tuple(pairs)
+
+
+def view_message(what: str) -> str:
+    """The error text for a watch whose target is a view."""
+    return (
+        f"{what} is a view: databases fire row triggers on tables only, so watch the"
+        " table(s) the view reads from instead (their changes are the view's)"
+    )
+
+
+def why_not_installable(engine: sa.Engine, watches: Sequence[Watch]) -> str | None:
+    """Why installing ``watches`` failed, when it is a view or a table never created.
+
+    Called after the installation failed, so it costs nothing on success.
+    """
+    try:
+        inspector = sa.inspect(engine)
+        for watch in watches:
+            what = f"{describe_target(watch.request.target)} ({watch.describe()})"
+            schema = watch.schema or watch.default_schema
+            if watch.table in inspector.get_view_names(schema=schema):
+                return view_message(what)
+            if not inspector.has_table(watch.table, schema=schema):
+                where = f"{schema}.{watch.table}" if schema else watch.table
+                return (
+                    f"table {where!r} of {what} does not exist in the database: create it"
+                    " first (metadata.create_all(engine), or your migrations), then start"
+                    " the notifier"
+                )
+    except sa.exc.SQLAlchemyError:
+        return None
+    return None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import datetime as dt
+import decimal
 import enum
+import json
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -46,6 +51,47 @@ class Operation(str, enum.Enum):
         raise SQLNotifyConfigurationError(
             f"unknown operation {value!r}: use an Operation member or one of {valid}"
         )
+
+
+def _json_default(value: Any, binary: str = "base64") -> Any:
+    """The JSON form of a column value :mod:`json` cannot write by itself.
+
+    The one encoder of the package: :meth:`ChangeEvent.to_dict`, the command
+    line and custom payloads (:meth:`Notifier.notify`) all use it.
+    Datetimes, dates and times become ISO 8601 strings, a timedelta its
+    seconds (a float), ``Decimal`` and ``UUID`` their ``str()``, bytes
+    base64 (or hex with ``binary="hex"``), an enum member its name (what
+    SQLAlchemy stores).  Any other type raises :class:`TypeError`.
+    """
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if binary == "hex":
+            return bytes(value).hex()
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, enum.Enum):
+        return value.name
+    raise TypeError(
+        f"payload value {value!r} of type {type(value).__name__} is not JSON-serialisable"
+    )
+
+
+_JSON_NATIVE = (str, int, float, bool, type(None))
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with every part :mod:`json` cannot write replaced by its JSON form."""
+    if isinstance(value, _JSON_NATIVE) and not isinstance(value, enum.Enum):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return _json_default(value)
 
 
 _FIELDS = ("schema", "table", "operation", "id", "extra_columns", "timestamp", "channel")
@@ -111,6 +157,7 @@ class ChangeEvent(Mapping[str, Any]):
     Values arrive as the columns' Python types where SQLAlchemy knows them
     (``int``, ``bool``, ``str``, ``Decimal``, ``datetime``, ``date``,
     ``UUID``, JSON as ``dict``/``list``), the same on every database.
+    :meth:`to_dict` and :meth:`to_json` give the event's stable JSON form.
     """
 
     __slots__ = (
@@ -262,6 +309,65 @@ class ChangeEvent(Mapping[str, Any]):
     def status(self) -> str:
         """``"complete"``, ``"hydrated"``, ``"row_gone"``, ``"keys_only"`` or ``"lost"``."""
         return self._status
+
+    # -- JSON -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a plain dict that :func:`json.dumps` writes as it is.
+
+        The keys, always all present and in this order, are the form's
+        stable contract:
+
+        ``schema``
+            string, or ``null`` (SQLite).
+        ``table``
+            string.
+        ``operation``
+            ``"insert"``, ``"update"`` or ``"delete"``.
+        ``id``
+            the key's JSON form; a list for a composite key; ``null`` when
+            ``status`` is ``"lost"``.
+        ``extra_columns``
+            an object of column name to JSON form.
+        ``timestamp``
+            ISO 8601 with the UTC offset (``"2026-01-31T12:00:00.123456+00:00"``),
+            or ``null``.
+        ``channel``
+            string.
+        ``position``
+            integer, or ``null`` (see :attr:`position`).
+        ``status``
+            string (see :attr:`status`).
+        ``custom``
+            ``true`` for a payload sent with :meth:`Notifier.notify`.
+
+        A value's JSON form: strings, integers, floats, booleans and
+        ``null`` as they are; JSON columns as objects and lists;
+        ``datetime``, ``date`` and ``time`` as ISO 8601 strings;
+        ``timedelta`` as seconds (a number); ``Decimal`` and ``UUID`` as
+        strings (no precision lost); ``bytes`` as base64; an enum member as
+        its name (what SQLAlchemy stores).  Call it on any thread.
+        """
+        timestamp = self.timestamp
+        return {
+            "schema": self._schema,
+            "table": self._table,
+            "operation": self._operation.value,
+            "id": _jsonable(self.id),
+            "extra_columns": _jsonable(self.extra_columns),
+            "timestamp": timestamp.isoformat() if timestamp is not None else None,
+            "channel": self._channel,
+            "position": self._position,
+            "status": self._status,
+            "custom": self._custom,
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as a JSON string (non-ASCII text kept as is).
+
+        ``kwargs`` go to :func:`json.dumps` (``indent=2``, ``sort_keys=True``, ...).
+        """
+        kwargs.setdefault("ensure_ascii", False)
+        return json.dumps(self.to_dict(), **kwargs)
 
     # -- mapping ----------------------------------------------------------
     def __getitem__(self, key: str) -> Any:

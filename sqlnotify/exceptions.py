@@ -8,7 +8,7 @@ them all::
      |    +-- SQLNotifyUnSupportedDatabaseProviderError  unsupported database
      +-- SQLNotifyPayloadSizeError          a payload is over the database's notification limit
      +-- SQLNotifyIdentifierSizeError       a name cannot be made to fit the database's limit
-     +-- SQLNotifyListenerError             the listener could not connect or listen
+     +-- SQLNotifyListenerError             the server could not be reached, or not listened to
      +-- SQLNotifyLockTimeoutError          DDL could not get its table lock within install_timeout
      +-- SQLNotifyForkError                 a notifier started before fork() was used in the child
      +-- SQLNotifyStreamOverflowError       a stream with overflow="raise" overflowed
@@ -70,7 +70,13 @@ class SQLNotifyIdentifierSizeError(SQLNotifyConfigurationError):
 
 
 class SQLNotifyListenerError(SQLNotifyException):
-    """The listener could not connect, or could not prove that it listens."""
+    """The database could not be reached, or the listener could not prove that it listens.
+
+    Raised by :meth:`Notifier.start` and :meth:`Notifier.install` for an
+    address that refuses, never answers within ``start_timeout``, or speaks
+    another protocol (the message names the address), and by the listener
+    for a server that cannot listen (a standby, a consumer name in use).
+    """
 
 
 class SQLNotifyLockTimeoutError(SQLNotifyException):

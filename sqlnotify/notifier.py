@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import dataclasses
 import datetime as dt
-import decimal
-import enum
 import functools
 import inspect
 import json
@@ -18,7 +15,7 @@ import signal as _signal
 import sys
 import threading
 import time
-import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
@@ -29,18 +26,28 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError
 
 from . import signals
 from ._aio import EventStream, LoopBridge, LoopThread
+from ._bridge import check_queue_options
 from ._dispatch import Dispatcher
 from ._intake import Intake
 from ._journal import JournalEvent, JournalReader
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
+from ._names import did_you_mean
 from ._ownership import Ownership, Policy, new_user_id
+from ._receivers import ONE_ARGUMENT, WatchSignal, check_receiver
 from ._route import Route, Stats, decode_json, receiver_name, send_isolated
-from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
+from ._watch import (
+    Watch,
+    WatchRequest,
+    describe_target,
+    normalise_filters,
+    split_name,
+    why_not_installable,
+)
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, RawNotification, Source
-from .events import ChangeEvent, Gap, Operation
+from .events import ChangeEvent, Gap, Operation, _json_default
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
@@ -94,30 +101,30 @@ def _check_consumer(name: str | None) -> str | None:
     return name
 
 
+def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> None:
+    """Reject an unknown keyword, naming the closest valid one and every valid one."""
+    unknown = sorted(set(options) - dialect_cls.OPTIONS)
+    if not unknown:
+        return
+    params = [
+        p.name
+        for p in inspect.signature(Notifier.__init__).parameters.values()
+        if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
+    ]
+    name = unknown[0]
+    raise SQLNotifyConfigurationError(
+        f"unknown Notifier option {name!r}{did_you_mean(name, [*params, *dialect_cls.OPTIONS])};"
+        f" Notifier takes {', '.join(params)}; a {dialect_cls.name} notifier also takes"
+        f" {', '.join(sorted(dialect_cls.OPTIONS)) or 'no other option'}"
+    )
+
+
 def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
     return JournalEvent(channel, payload, None, position, token)
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _json_default(value: Any, binary: str = "base64") -> Any:
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        if binary == "hex":
-            return bytes(value).hex()
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, enum.Enum):
-        return value.name
-    raise TypeError(
-        f"payload value {value!r} of type {type(value).__name__} is not JSON-serialisable"
-    )
 
 
 @dataclasses.dataclass
@@ -157,6 +164,9 @@ class Notifier:
         :class:`~sqlalchemy.ext.asyncio.AsyncEngine` for PostgreSQL or SQLite.
         Any PostgreSQL driver works (psycopg2, psycopg, asyncpg, pg8000): the
         listener always uses its own psycopg2 connection to the same server.
+        Write ``postgresql+psycopg2://`` for a sync engine: psycopg2 comes
+        with sqlnotify, while SQLAlchemy 2.1 opens a bare ``postgresql://``
+        with psycopg 3, which the base install does not bring.
     :param revoke_on_model_change: on start, replace installed triggers whose
         definition differs from the watch (otherwise they are left in place
         and reported as outdated).
@@ -172,7 +182,22 @@ class Notifier:
     :param start_timeout: how long :meth:`start` waits for the listener.
     :param drain_timeout: how long :meth:`stop` and :meth:`astop` wait for
         ``async def`` callbacks already queued or running before cancelling
-        them (and logging how many).
+        them (and logging how many).  A durable consumer's saved position
+        stays before the events of callbacks cancelled or not run, so they
+        come again after a restart.
+    :param async_maxsize: most events waiting in the queue of one ``async
+        def`` callback (default 10,000).
+    :param async_overflow: what a full callback queue does, as for
+        :meth:`stream`: ``"block"`` (default: the dispatcher thread waits
+        for room, up to ``async_block_timeout`` seconds, ``None`` for as long
+        as it takes while the notifier runs, so the listener is held back
+        as by a slow sync receiver), ``"drop_oldest"``, ``"drop_newest"`` or
+        ``"raise"`` (the arriving event is dropped and reported as the
+        callback's failure).  Every drop is counted (``async_dropped`` in
+        :meth:`health`), logged and sent on
+        :data:`sqlnotify.signals.async_overflow`; a durable consumer's
+        position then stays before the dropped event.
+    :param async_block_timeout: see ``async_overflow``.
     :param dialect_options: options for the database's dialect.  PostgreSQL:
         ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
         ...) for sqlnotify's own connections when the engine gets them from
@@ -232,6 +257,12 @@ class Notifier:
 
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
+    # The settings that log messages advise, as the Python API spells them;
+    # the command line replaces them with its flags.
+    _advice: Mapping[str, str] = {
+        "keep_outdated": "revoke_on_model_change=False",
+        "overflow_table": "watch(..., use_overflow_table=True)",
+    }
     #: How many recent events the lag percentiles of :meth:`health` cover.
     LAG_WINDOW = 4096
 
@@ -251,6 +282,9 @@ class Notifier:
         consumer_expiry: float | dt.timedelta = 7 * 86400.0,
         journal_schema: str | None = None,
         drain_timeout: float = 10.0,
+        async_maxsize: int = 10_000,
+        async_overflow: str = "block",
+        async_block_timeout: float | None = None,
         lock_timeout: float | dt.timedelta = 0.5,
         install_timeout: float | dt.timedelta = 30.0,
         cleanup_grace: float | dt.timedelta = 86400.0,
@@ -271,14 +305,21 @@ class Notifier:
         self.cleanup_on_stop = cleanup_on_stop
         self.start_timeout = start_timeout
         self.drain_timeout = drain_timeout
+        check_queue_options(async_maxsize, async_overflow, async_block_timeout, "async_")
+        self.async_maxsize = async_maxsize
+        self.async_overflow = async_overflow
+        self.async_block_timeout = async_block_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
         dialect_cls = get_dialect_class(sync_engine.dialect.name)
+        _check_options(dialect_options, dialect_cls)
         self._dialect: Dialect = dialect_cls(sync_engine, self.log, dict(dialect_options))
         self._entries: list[_Entry] = []
         self._lock = threading.RLock()
         self._routes: dict[str, Route] = {}
         self._listener: Listener | None = None
         self._dispatcher: Dispatcher | None = None
+        # The last started dispatcher (kept after stop): receivers check it.
+        self._halt: Dispatcher | None = None
         self._running = False
         self._bridge: LoopBridge | None = None
         self._bridge_lock = threading.Lock()
@@ -427,7 +468,8 @@ class Notifier:
                 raise SQLNotifyConfigurationError(
                     "watch() must be called before start(); stop the notifier to add watches"
                 )
-            self._entries.append(_Entry(request=request, signal=blinker.Signal(), watch=watch))
+            signal = WatchSignal(f"{describe_target(model)} {request.operation.value}")
+            self._entries.append(_Entry(request=request, signal=signal, watch=watch))
         return self
 
     def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> _Entry:
@@ -469,6 +511,12 @@ class Notifier:
         on the dispatcher thread, so connect plain functions here; an
         ``async def`` function goes through :meth:`subscribe`, which runs it
         on the event loop.
+
+        Unlike a plain blinker signal, it holds receivers strongly unless
+        ``connect(fn, weak=True)`` says otherwise (a lambda or a function
+        defined inside another is kept, and called), and ``connect()``
+        raises :class:`SQLNotifyConfigurationError` for a receiver that
+        cannot be called as ``fn(sender, event=...)``.
         """
         return self._entry(model_or_name, operation, channel_label).signal
 
@@ -493,7 +541,11 @@ class Notifier:
         ``__call__`` is one) runs on the event loop that called
         :meth:`astart`, or on the notifier's private loop thread after
         :meth:`start`; its calls for one subscription never overlap and
-        follow commit order.  The dispatcher never waits for it.
+        follow commit order.  The dispatcher does not wait for it unless
+        its queue is full (see ``async_maxsize``).
+
+        :raises SQLNotifyConfigurationError: when the function cannot be
+            called as ``fn(event)`` (checked here, not at the first event).
         """
         entry = self._entry(model_or_name, operation, channel_label)
         checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
@@ -501,6 +553,7 @@ class Notifier:
         def decorator(fn: F) -> F:
             if not callable(fn):
                 raise SQLNotifyConfigurationError(f"subscribe() decorates a callable, not {fn!r}")
+            check_receiver(fn, ONE_ARGUMENT, "subscribe()")
             receiver = self._make_receiver(fn, checked)
             if entry.watch is None and filters:
                 entry.pending_filters.append((filters, receiver))
@@ -597,12 +650,31 @@ class Notifier:
             thread = LoopThread(self.log)
             thread.start(self.STOP_TIMEOUT)
             loop = thread.loop
-        return LoopBridge(
+        bridge = LoopBridge(
             loop,
             log=self.log,
             on_error=self._receiver_failed,
             on_abandoned=self._count_abandoned,
             thread=thread,
+            maxsize=self.async_maxsize,
+            overflow=self.async_overflow,
+            block_timeout=self.async_block_timeout,
+            on_drop=self._async_dropped,
+        )
+        intake = self._intake
+        bridge.acks = intake.acks if intake is not None else None
+        return bridge
+
+    def _async_dropped(self, sub: Any, event: ChangeEvent, policy: str) -> None:
+        with self.stats.lock:
+            self.stats.async_dropped += 1
+        send_isolated(
+            signals.async_overflow,
+            self,
+            self.log,
+            receiver=getattr(sub, "fn", sub),
+            event=event,
+            policy=policy,
         )
 
     def _ensure_loop(self) -> LoopBridge:
@@ -626,6 +698,7 @@ class Notifier:
         """
         if not callable(fn):
             raise SQLNotifyConfigurationError(f"on_gap() decorates a callable, not {fn!r}")
+        check_receiver(fn, ONE_ARGUMENT, "on_gap()", arg="gap")
         if _is_async_callable(fn):
             self._wants_loop = True
             sub = _AsyncSubscription(fn, (), self._submit_async)
@@ -715,26 +788,46 @@ class Notifier:
         """The lock bounds, grace period and registry identity this notifier uses."""
         return self._policy
 
-    def install(self) -> list[InstallState]:
+    def install(self, *, timeout: float | None = None) -> list[InstallState]:
         """Install (or update) the triggers of every watch without starting the listener.
 
         Records this notifier as a user of each trigger.  Installs only what
         is missing or changed, with the weakest locks, each statement within
         ``lock_timeout``, all of it within ``install_timeout``.
 
+        :param timeout: bound on reaching the server first (default: the
+            ``start_timeout`` option).
+        :raises SQLNotifyListenerError: naming the address, when the
+            database cannot be reached or does not answer as one.
         :raises SQLNotifyLockTimeoutError: naming the sessions that held a lock.
         """
-        return self._install(live=False)
+        return self._install(live=False, timeout=timeout)
 
-    def _install(self, live: bool) -> list[InstallState]:
+    def _install(self, live: bool, timeout: float | None = None) -> list[InstallState]:
         with self._lock:
+            self._dialect.check_reachable(self.start_timeout if timeout is None else timeout)
             try:
                 watches = self.prepare()
                 policy = dataclasses.replace(self._policy, live=live)
                 states = self._dialect.install(
                     watches, revoke=self.revoke_on_model_change, policy=policy
                 )
-            except DBAPIError as exc:
+            except Exception as exc:
+                # A database error, raw or as the dialect wrapped it: a view, or a
+                # table never created, is said plainly.
+                driver_error = self._dialect.engine.dialect.loaded_dbapi.Error
+                database_error = (
+                    isinstance(exc, (DBAPIError, driver_error)) or type(exc) is SQLNotifyException
+                )
+                why = (
+                    why_not_installable(self._dialect.engine, self.watches)
+                    if database_error
+                    else None
+                )
+                if why is not None:
+                    raise SQLNotifyConfigurationError(why) from exc
+                if not isinstance(exc, DBAPIError):
+                    raise
                 raise SQLNotifyException(
                     f"could not install sqlnotify triggers: {exc.orig or exc}"
                 ) from exc
@@ -742,8 +835,9 @@ class Notifier:
                 if state.state == "outdated":
                     self.log.warning(
                         "the installed trigger for %s differs from its watch and was left in"
-                        " place (revoke_on_model_change=False)",
+                        " place (%s)",
                         state.watch.describe(),
+                        self._advice["keep_outdated"],
                     )
                 elif state.state in ("installed", "replaced"):
                     self.log.info("%s trigger for %s", state.state, state.watch.describe())
@@ -853,7 +947,24 @@ class Notifier:
         :raises SQLNotifyForkError: in a child forked while another thread of
             the parent was starting or stopping this notifier.
         """
+        self._warn_in_loop("start()")
         self._start(timeout, None)
+
+    def _warn_in_loop(self, call: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop on this thread: the usual case
+        if self._running:
+            return
+        warnings.warn(
+            f"{call} was called from a running event loop: it blocks the loop until the"
+            " listener listens, and async def callbacks will run on the private"
+            " sqlnotify-asyncio loop thread rather than this loop; use"
+            " 'await notifier.astart()' (or 'async with notifier') in async code",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _start(self, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._fork_error is not None:
@@ -861,7 +972,8 @@ class Notifier:
         with self._lock:
             if self._running:
                 return
-            states = self._install(live=True)
+            timeout = self.start_timeout if timeout is None else timeout
+            states = self._install(live=True, timeout=timeout)
             watches = [s.watch for s in states]
             self._routes = {
                 w.channel: Route(w, e.signal, self._dialect.name)
@@ -874,9 +986,11 @@ class Notifier:
             self._bridge = bridge
             dispatcher = Dispatcher(self._handle_batch, log=self.log)
             intake = self._make_intake(watches, dispatcher)
+            self._halt = dispatcher
             dispatcher.start()
             if bridge is not None:
                 bridge.batch_thread = dispatcher.ident
+                bridge.acks = intake.acks
             listener = Listener(
                 lambda: self._dialect.open_source(channels),
                 intake.push,
@@ -887,7 +1001,7 @@ class Notifier:
             )
             self._intake = intake
             try:
-                listener.start(self.start_timeout if timeout is None else timeout)
+                listener.start(timeout)
             except BaseException:
                 dispatcher.stop(self.STOP_TIMEOUT)
                 self._intake = None
@@ -946,14 +1060,18 @@ class Notifier:
                 listener.stop(self.STOP_TIMEOUT)
             with self._bridge_lock:
                 streams = list(self._streams)
+                bridge = self._bridge
             for stream in streams:
                 stream.stopping()  # a full "block" stream must not hold the dispatcher now
+            if bridge is not None:
+                bridge.stopping()  # nor a full "block" callback queue
             drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
-            if self._intake is not None:
-                self._intake.close(drained)
             with self._bridge_lock:
                 bridge, self._bridge = self._bridge, None
             self._close_bridge(bridge, drain_timeout)
+            if self._intake is not None:
+                # After the callbacks: the position never passes one not finished.
+                self._intake.close(drained)
             self._end_streams()
             owners, self._owners = self._owners, None
             try:
@@ -1053,7 +1171,8 @@ class Notifier:
             pass
 
     def __enter__(self) -> Notifier:
-        self.start()
+        self._warn_in_loop("'with notifier'")
+        self._start(None, None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1082,6 +1201,14 @@ class Notifier:
                 await asyncio.to_thread(self.stop)
             raise
 
+    async def acleanup(self) -> int:
+        """:meth:`cleanup` for async code: the DDL runs in a worker thread, the loop keeps serving.
+
+        Removes every sqlnotify-owned trigger and function on the watched
+        tables; returns how many objects were dropped.
+        """
+        return await asyncio.to_thread(self.cleanup)
+
     async def astop(self, cleanup: bool | None = None, timeout: float | None = None) -> None:
         """:meth:`stop` for async code, without blocking the loop.
 
@@ -1090,6 +1217,9 @@ class Notifier:
         cancels what is left and logs how many callbacks that was.  Streams
         end.  Calling it on a stopped notifier does nothing.
         """
+        bridge = self._bridge
+        if bridge is not None and bridge.loop is asyncio.get_running_loop():
+            bridge.exempt(asyncio.current_task())  # a callback stopping its notifier
         await asyncio.to_thread(self._stop, cleanup, timeout)
 
     async def __aenter__(self) -> Notifier:
@@ -1263,7 +1393,10 @@ class Notifier:
         received_at = getattr(batch, "received_at", None)
         lags = self._lags
         loads = decode_json
+        halt = self._halt
         for index, n in enumerate(batch):
+            if halt is not None and halt.halted:
+                return  # stop() returned: no receiver runs any more
             channel = n.channel
             route = routes.get(channel)
             if route is None:
@@ -1361,24 +1494,31 @@ class Notifier:
         if lost:
             self.log.warning(
                 "a row of %s was too large for one notification, and so were its keys alone;"
-                " the event carries no values (use_overflow_table=True delivers it whole)."
+                " the event carries no values (%s delivers it whole)."
                 " This is logged once per watch.",
                 route.watch.describe(),
+                self._advice["overflow_table"],
             )
             return
         self.log.warning(
             "rows of %s are too large for one notification: their events are sent by key and"
             " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
-            " is deleted); watch(..., use_overflow_table=True) delivers them whole, as of the"
+            " is deleted); %s delivers them whole, as of the"
             " change. This is logged once per watch.",
             route.watch.describe(),
+            self._advice["overflow_table"],
         )
 
     def _deliver(self, route: Route, event: ChangeEvent) -> None:
+        halt = self._halt
+        if halt is not None and halt.halted:
+            return  # stop() returned: no receiver runs any more
         if _event_received.receivers:
             send_isolated(_event_received, self, self.log, event=event)
         sender = route.sender
         for receiver in route.receivers():
+            if halt is not None and halt.halted:
+                return
             try:
                 receiver(sender, event=event)
             except Exception as exc:
@@ -1485,7 +1625,8 @@ class Notifier:
         ``large_fetched`` (rows read back from the overflow table),
         ``hydrated`` (oversized rows re-read by key), ``keys_only`` (rows too
         large for one notification), ``async_abandoned`` (async callbacks not
-        run at stop) and ``stream_dropped`` (events a full stream dropped);
+        run at stop), ``stream_dropped`` (events a full stream dropped) and
+        ``async_dropped`` (events a full async callback queue dropped);
         ``queue_depth`` and ``max_queue``; ``lag_p50`` and ``lag_p99``
         (seconds from the trigger's timestamp to receipt, over the last
         :attr:`LAG_WINDOW` events; ``None`` before any event); and
@@ -1522,6 +1663,7 @@ class Notifier:
             "keys_only": stats.truncated,
             "async_abandoned": stats.async_abandoned,
             "stream_dropped": stats.stream_dropped,
+            "async_dropped": stats.async_dropped,
             "queue_depth": dispatcher.depth if dispatcher is not None else 0,
             "max_queue": self.max_queue,
             "lag_p50": _percentile(lags, 0.5) if lags else None,

@@ -35,6 +35,11 @@ thread-safe against a concurrent send.
     An event stream's buffer was full and an event was dropped.  Keywords
     ``stream``, ``event`` (the dropped event), ``policy``.  Runs on the
     dispatcher thread.
+``async_overflow``
+    The queue of an ``async def`` callback was full (``async_maxsize``) and
+    an event was dropped for it.  Keywords ``receiver`` (the callback),
+    ``event`` (the dropped event), ``policy``.  Runs on the dispatcher
+    thread.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from __future__ import annotations
 from blinker import Namespace
 
 __all__ = [
+    "async_overflow",
     "event_received",
     "gap",
     "listener_connected",
@@ -69,4 +75,7 @@ gap = _signals.signal(
 )
 stream_overflow = _signals.signal(
     "sqlnotify.stream-overflow", doc="A full event stream dropped an event."
+)
+async_overflow = _signals.signal(
+    "sqlnotify.async-overflow", doc="A full async callback queue dropped an event."
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -197,6 +198,20 @@ def test_quickstart_callbacks_run_for_rows_written_through_the_api(serve: Any) -
     if user_id == 1:
         server.wait_line(r"^the first user was updated$")
 
+# The documented keys of ChangeEvent.to_dict(), in their order.
+EVENT_KEYS = (
+    "schema",
+    "table",
+    "operation",
+    "id",
+    "extra_columns",
+    "timestamp",
+    "channel",
+    "position",
+    "status",
+    "custom",
+)
+
 
 def test_websocket_clients_receive_the_broadcast_of_a_new_row(serve: Any) -> None:
     server = serve("websocket_broadcast")
@@ -211,24 +226,34 @@ def test_websocket_clients_receive_the_broadcast_of_a_new_row(serve: Any) -> Non
         created = client.post("/users/", params={"email": "lin@example.com", "name": "Lin"})
         assert created.status_code == 200, created.text
         user_id = created.json()["id"]
-        expected = {
-            "type": "user_created",
-            "id": user_id,
-            "email": "lin@example.com",
-            "name": "Lin",
-        }
         for ws in (first, second):
-            assert json.loads(ws.recv(timeout=TIMEOUT)) == expected
+            message = json.loads(ws.recv(timeout=TIMEOUT))
+            assert message["type"] == "user_created"
+            event = message["event"]
+            assert list(event) == list(EVENT_KEYS)
+            assert event["table"] == "user"
+            assert event["operation"] == "insert"
+            assert event["id"] == user_id
+            assert event["extra_columns"] == {"email": "lin@example.com", "name": "Lin"}
+            assert dt.datetime.fromisoformat(event["timestamp"]).utcoffset() == dt.timedelta(0)
+            assert event["status"] == "complete"
+            assert event["custom"] is False
+            # SQLite: no schema, a change-log position; PostgreSQL: a schema, no position.
+            assert (event["schema"] is None) == isinstance(event["position"], int)
         post = client.post("/posts/", params={"title": "Hi", "content": "...", "user_id": user_id})
         assert post.status_code == 200, post.text
         renamed = client.patch(f"/users/{user_id}", params={"name": "Lin Y."})
         assert renamed.status_code == 200, renamed.text
         messages = [json.loads(first.recv(timeout=TIMEOUT)) for _ in range(2)]
     # Two subscriptions: each keeps its own order, but they do not wait for each other.
-    assert sorted(messages, key=lambda m: m["type"]) == [
-        {"type": "post_created", "id": post.json()["id"], "title": "Hi", "user_id": user_id},
-        {"type": "user_updated", "id": user_id},
-    ]
+    by_type = {m["type"]: m["event"] for m in messages}
+    assert sorted(by_type) == ["post_created", "user_updated"]
+    assert by_type["post_created"]["table"] == "post"
+    assert by_type["post_created"]["id"] == post.json()["id"]
+    assert by_type["post_created"]["extra_columns"] == {"title": "Hi", "user_id": user_id}
+    assert by_type["user_updated"]["operation"] == "update"
+    assert by_type["user_updated"]["id"] == user_id
+    assert by_type["user_updated"]["extra_columns"] == {}
 
 
 # -- docs/asyncio.rst, run as written ------------------------------------------

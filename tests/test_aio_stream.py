@@ -128,7 +128,8 @@ def test_stream_ends_on_sync_stop_too(setup: tuple[Notifier, sa.Table]) -> None:
 
     async def main() -> list[ChangeEvent]:
         stream = notifier.stream(table, Operation.INSERT)
-        notifier.start()
+        with pytest.warns(RuntimeWarning, match="called from a running event loop"):
+            notifier.start()
         await asyncio.to_thread(notifier.stop)
         return [e async for e in stream]
 

@@ -216,3 +216,11 @@ def test_postgresql_iso_forms_are_rewritten_for_python_310(
 
     assert _py310_iso(text) == expected
     parse(expected)  # a form Python 3.10's fromisoformat accepts too
+
+
+def test_the_version_sorts_above_the_index_package_of_the_same_name() -> None:
+    # Another project publishes "sqlnotify" 0.1.1 on the package index: a lower
+    # version here would let `pip install -U sqlnotify` replace this one with it.
+    from packaging.version import Version
+
+    assert Version(sqlnotify.__version__) > Version("0.1.1")

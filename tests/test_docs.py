@@ -68,6 +68,8 @@ def test_parameter_table_defaults_are_the_real_ones() -> None:
         written = _cell_value(table[name])
         if isinstance(default, bool) or default is None:
             assert written is default, f"{name}: the table says {table[name]!r}, not {default!r}"
+        elif isinstance(default, str):
+            assert written == f'"{default}"', f"{name}: the table says {table[name]!r}"
         else:
             assert float(written) == default, f"{name}: the table says {table[name]!r}"
 

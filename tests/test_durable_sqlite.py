@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.sqlite
 
 @pytest.fixture
 def engine(sqlite_path: str) -> Iterator[sa.Engine]:
-    with sqlite3.connect(sqlite_path) as conn:
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, note TEXT)")
     engine = file_engine(sqlite_path)
     yield engine
@@ -79,7 +80,7 @@ def test_known_consumer_holds_the_log_and_an_expired_one_gets_a_gap(
     insert(engine, range(2, 12))
 
     def log_rows() -> int:
-        with sqlite3.connect(engine.url.database or "") as conn:
+        with closing(sqlite3.connect(engine.url.database or "")) as conn, conn:
             return int(conn.execute("SELECT count(*) FROM sqlnotify_log").fetchone()[0])
 
     pruner = Notifier(engine, sqlite_retention=0.0)

@@ -6,6 +6,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 import sqlalchemy as sa
@@ -257,7 +258,7 @@ def test_awkward_names(sqlite_path: str, notifiers: list[Notifier]) -> None:
 
 
 def _schema_version(path: str) -> int:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         version: int = conn.execute("PRAGMA schema_version").fetchone()[0]
     return version
 
@@ -320,13 +321,15 @@ def test_cleanup_uninstall_status_ddl(
     assert any(LOG_TABLE in s and "CREATE TABLE IF NOT EXISTS" in s for s in ddl)
     # ddl() is what install runs: applying it to a fresh file gives the same triggers.
     fresh = os.path.join(os.path.dirname(sqlite_path), "fresh.db")
-    Base.metadata.create_all(file_engine(fresh))
-    with sqlite3.connect(fresh) as conn:
+    fresh_engine = file_engine(fresh)
+    Base.metadata.create_all(fresh_engine)
+    with closing(sqlite3.connect(fresh)) as conn, conn:
         for stmt in ddl:
             conn.execute(stmt)
-    other = make(file_engine(fresh), notifiers)
+    other = make(fresh_engine, notifiers)
     other.watch(Account, "insert").watch(Account, "delete").watch(Membership, "insert")
     assert [s.state for s in other.install()] == ["unchanged"] * 3
+    fresh_engine.dispose()
 
     only_account = make(engine, notifiers)
     only_account.watch(Account, "insert")
@@ -435,7 +438,7 @@ def test_wal_switch_and_opt_out(sqlite_path: str, notifiers: list[Notifier], wal
     rec = EventRecorder()
     n.subscribe(Account, "insert")(rec)
     n.start()
-    with sqlite3.connect(sqlite_path) as conn:
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == ("wal" if wal else "delete")
     with engine.begin() as conn:
@@ -451,7 +454,7 @@ def test_polling_fallback(engine: sa.Engine, notifiers: list[Notifier]) -> None:
     n.subscribe(Account, "insert")(rec)
     n.start()
     # A writer outside the notifier's engine: only the poll can find it.
-    with sqlite3.connect(n.dialect.path) as conn:  # type: ignore[attr-defined]
+    with closing(sqlite3.connect(n.dialect.path)) as conn, conn:  # type: ignore[attr-defined]
         conn.execute("INSERT INTO account (id, email, name, active) VALUES (4, 'e', 'n', 1)")
     assert rec.wait_for(1)[0].id == 4
     assert n._listener is not None and n._listener.source is not None
@@ -467,7 +470,7 @@ def test_inotify_wakes_on_foreign_commit(engine: sa.Engine, notifiers: list[Noti
     n.start()
     assert n._listener is not None and n._listener.source is not None
     assert n._listener.source.uses_inotify  # type: ignore[attr-defined]
-    with sqlite3.connect(n.dialect.path) as conn:  # type: ignore[attr-defined]
+    with closing(sqlite3.connect(n.dialect.path)) as conn, conn:  # type: ignore[attr-defined]
         conn.execute("INSERT INTO account (id, email, name, active) VALUES (4, 'e', 'n', 1)")
     assert rec.wait_for(1)[0].id == 4
 
@@ -488,7 +491,8 @@ def test_async_engine(sqlite_path: str, notifiers: list[Notifier]) -> None:
         rec = EventRecorder()
         n.subscribe("account", "insert")(rec)
         n.subscribe(Account, "update")(rec)
-        n.start()
+        with pytest.warns(RuntimeWarning, match="called from a running event loop"):
+            n.start()
         async with engine.begin() as conn:
             await conn.execute(sa.insert(Account).values(id=1, email="e", name="Ann"))
             await conn.execute(sa.update(Account).values(active=False))
@@ -548,7 +552,7 @@ def test_database_behind_a_symlink(tmp_path: os.PathLike[str], notifiers: list[N
     os.mkdir(real_dir)
     real = os.path.join(real_dir, "app.db")
     link = os.path.join(os.fspath(tmp_path), "link.db")
-    with sqlite3.connect(real) as conn:
+    with closing(sqlite3.connect(real)) as conn, conn:
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
     os.symlink(real, link)
     engine = file_engine(link)
@@ -562,7 +566,7 @@ def test_database_behind_a_symlink(tmp_path: os.PathLike[str], notifiers: list[N
     assert isinstance(source, SQLiteSource) and source.uses_inotify
     # SQLite keeps the WAL next to the real file.
     assert os.path.exists(real + "-wal") and not os.path.exists(link + "-wal")
-    with sqlite3.connect(link) as conn:
+    with closing(sqlite3.connect(link)) as conn, conn:
         conn.execute("INSERT INTO t (id) VALUES (1)")
     assert rec.wait_for(1)[0].id == 1
     engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -30,6 +31,8 @@ def test_demo_runs_and_cleans_up() -> None:
     proc = demo("--seconds", "1.5", "--rate", "40")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    if importlib.util.find_spec("inotify_simple") is not None and sys.platform == "linux":
+        assert "woken by file changes (inotify)" in out, out
     events = re.findall(r"^  (insert|update|delete) +id=(\d+) .* +(\d+\.\d\d) ms$", out, re.M)
     assert {op for op, _, _ in events} == {"insert", "update", "delete"}, out
     received = re.search(r"^received (\d+) of (\d+) changes$", out, re.M)
@@ -57,3 +60,34 @@ def test_demo_stops_on_ctrl_c() -> None:
     assert "interrupted; received" in text
     removed = re.search(r"^removed (.+)$", text, re.M)
     assert removed is not None and not os.path.exists(removed.group(1))
+
+
+def test_demo_says_when_it_polls() -> None:
+    """Without inotify-simple (a base install), the demo says it polls and how to do better."""
+    block = (
+        "import runpy, sys\n"
+        "class Blocked:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'inotify_simple':\n"
+        "            raise ModuleNotFoundError(name=name)\n"
+        "sys.meta_path.insert(0, Blocked())\n"
+        "sys.argv = ['sqlnotify', 'demo', '--seconds', '0.5']\n"
+        "runpy.run_module('sqlnotify', run_name='__main__')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", block],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("polling"))
+    if sys.platform.startswith("linux"):
+        assert line == (
+            "polling every 50 ms: no file-change wake-ups here; install '.[sqlite]'"
+            " (inotify-simple) for file-change wake-ups, ~1 ms"
+        )

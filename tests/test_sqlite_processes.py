@@ -7,6 +7,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ TABLE_SQL = "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)"
 
 @pytest.fixture
 def engine(sqlite_path: str) -> Iterator[sa.Engine]:
-    with sqlite3.connect(sqlite_path) as conn:
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         conn.execute(TABLE_SQL)
     engine = file_engine(sqlite_path)
     yield engine
@@ -131,7 +132,7 @@ print("committed", flush=True)
 def test_busy_writer_holding_the_lock(
     sqlite_path: str, notifiers: list[Notifier], wal: bool, fast_reconnect: None
 ) -> None:
-    with sqlite3.connect(sqlite_path) as conn:
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         conn.execute(TABLE_SQL)
     engine = file_engine(sqlite_path)
     # A tiny retention: the listener tries to prune while the lock is held.
@@ -194,7 +195,7 @@ def test_reconnect_resumes_without_loss(
     rec.wait_for(1)
     # Someone drops the change log: the listener's reads fail and it reconnects
     # (and retries) until the notifier installs it again.
-    with sqlite3.connect(sqlite_path) as conn:
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         conn.execute("DROP TABLE sqlnotify_log")
     wait_until(
         lambda: notifier._listener is not None and notifier._listener.source is None,
@@ -239,7 +240,7 @@ def test_prune_keeps_recent_rows_and_batches(engine: sa.Engine, notifiers: list[
             {"a": json.dumps(list(range(2500)))},
         )
     assert dialect.prune() == 0  # younger than the hour of retention
-    with sqlite3.connect(dialect.path) as conn:
+    with closing(sqlite3.connect(dialect.path)) as conn, conn:
         conn.execute("UPDATE sqlnotify_log SET ts = ts - 7200 WHERE seq <= 2000")
     assert dialect.prune() == 2000
     assert dialect.log_info() == {"rows": 500, "first": 2001, "last": 2500}

@@ -8,6 +8,7 @@ import enum
 import math
 import sqlite3
 import uuid
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -167,7 +168,7 @@ def test_odd_values_never_fail_the_write(sqlite_path: str, notifiers: list[Notif
     table = typed_table(metadata)
     metadata.create_all(engine)
     rec = record_all(engine, table, notifiers)
-    with sqlite3.connect(sqlite_path) as conn:
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         conn.execute(
             "INSERT INTO typed (id, name, ratio, price, doc, big, blob)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -9,12 +9,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import SQLNotifyUnSupportedDatabaseProviderError
+from ..exceptions import SQLNotifyConfigurationError, SQLNotifyUnSupportedDatabaseProviderError
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from .base import Dialect
 
-__all__ = ["get_dialect_class", "registry"]
+__all__ = ["get_dialect_class", "missing_driver_error", "registry"]
+
+#: Driver module -> what to install for it.
+_DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'psycopg[binary]'",
+    "asyncpg": "asyncpg",
+    "aiosqlite": "aiosqlite",
+    "pg8000": "pg8000",
+}
 
 #: SQLAlchemy dialect name -> "module:ClassName"
 registry: dict[str, str] = {
@@ -35,3 +46,39 @@ def get_dialect_class(name: str) -> type[Dialect]:
     module: Any = importlib.import_module(module_name)
     cls: type[Dialect] = getattr(module, attr)
     return cls
+
+
+def missing_driver_error(url: sa.URL | str, exc: ImportError) -> SQLNotifyConfigurationError:
+    """The error for a database URL whose driver module is not installed.
+
+    It names the module, what to install, and for PostgreSQL the URL that
+    works with the base install: ``postgresql+psycopg2://`` (psycopg2 is a
+    dependency of sqlnotify, which its listener uses whatever the engine's
+    driver; SQLAlchemy 2.0 opens a bare ``postgresql://`` with psycopg2 but
+    2.1 with psycopg 3, which the base install does not bring).
+    """
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        backend = parsed.get_backend_name()
+        explicit = "+" in parsed.drivername
+    except sa.exc.ArgumentError:
+        shown, backend, explicit = str(url), "", True
+    module = (exc.name or str(exc)).partition(".")[0]
+    package = _DRIVER_PACKAGES.get(module, module)
+    text = f"the database URL {shown!r} needs the {module!r} module, which is not installed"
+    if backend == "postgresql" and module != "psycopg2":
+        if not explicit:
+            text += " (SQLAlchemy 2.1 opens a bare postgresql:// URL with psycopg 3)"
+        bare = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=True)
+        text += f": write {bare!r} (psycopg2 comes with sqlnotify), or pip install {package}"
+    elif module == "psycopg2":
+        text += (
+            "; sqlnotify's PostgreSQL listener always uses psycopg2, a dependency of sqlnotify:"
+            f" pip install {package}"
+        )
+    else:
+        text += f": pip install {package}"
+    return SQLNotifyConfigurationError(text)

@@ -131,7 +131,9 @@ class SQLiteSource(Source):
             self.close()
             raise
         self._fetch_sql = FETCH_SQL
-        self._more = False
+        # Read once before trusting data_version: a resumed consumer's
+        # backlog was committed before this connection opened.
+        self._more = True
         self._recheck = True
         self.pacer = Pacer(
             self.MIN_POLL, settings.poll_interval, watching=self._inotify is not None

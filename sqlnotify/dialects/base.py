@@ -108,11 +108,21 @@ class Dialect(abc.ABC):
     overflow_prune_batch: int = 500
     #: How :meth:`Notifier.notify` spells ``bytes`` values: ``"base64"`` or ``"hex"``.
     binary_encoding: str = "base64"
+    #: The keyword options a notifier for this database accepts.
+    OPTIONS: frozenset[str] = frozenset()
 
     def __init__(self, engine: sa.Engine, log: logging.Logger, options: dict[str, Any]) -> None:
         self.engine = engine
         self.log = log
         self.options = options
+
+    def check_reachable(self, timeout: float) -> None:
+        """Raise :class:`SQLNotifyListenerError` unless the server answers within ``timeout``.
+
+        The first step of :meth:`Notifier.install`, so no later step blocks
+        on an address that never answers.  The default does nothing (an
+        embedded database has no address).
+        """
 
     def default_schema(self) -> str | None:
         """The schema unqualified table names resolve to (``None`` if the database has none)."""
@@ -123,6 +133,11 @@ class Dialect(abc.ABC):
         from .._watch import split_name
 
         schema, table = split_name(name)
+        if table in sa.inspect(self.engine).get_view_names(schema=schema):
+            from .._watch import view_message
+            from ..exceptions import SQLNotifyConfigurationError
+
+            raise SQLNotifyConfigurationError(view_message(f"{name!r}"))
         return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine)
 
     @abc.abstractmethod

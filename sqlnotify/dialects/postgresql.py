@@ -28,9 +28,11 @@ from ..exceptions import (
     SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
 )
+from . import missing_driver_error
 from ._pg_install import PgInstaller
 from ._pg_large import OverflowStore, pairs, positive
 from ._pg_ownership import LockedRunner, brief_read, channel_lock, is_lock_timeout
+from ._pg_probe import probe
 from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
@@ -286,13 +288,16 @@ class PostgresDialect(Dialect):
             # asyncpg, psycopg 3, pg8000: sqlnotify's own work goes through a
             # small psycopg2 engine on the same server.
             url = engine.url.set(drivername="postgresql+psycopg2", query={})
-            engine = sa.create_engine(
-                url,
-                connect_args={k: v for k, v in self.dsn.items() if k not in _URL_KEYS},
-                pool_size=2,
-                max_overflow=2,
-                pool_pre_ping=True,
-            )
+            try:
+                engine = sa.create_engine(
+                    url,
+                    connect_args={k: v for k, v in self.dsn.items() if k not in _URL_KEYS},
+                    pool_size=2,
+                    max_overflow=2,
+                    pool_pre_ping=True,
+                )
+            except ImportError as exc:
+                raise missing_driver_error(url, exc) from exc
             self._own_engine: sa.Engine | None = engine
         else:
             self._own_engine = None
@@ -341,6 +346,9 @@ class PostgresDialect(Dialect):
         if self._own_engine is not None:
             self._own_engine.dispose()
         self.installer.runner.engine.dispose()
+
+    def check_reachable(self, timeout: float) -> None:
+        probe(self.dsn, timeout)
 
     # -- names and SQL ------------------------------------------------------
     def default_schema(self) -> str | None:

@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -193,6 +194,14 @@ def database_path(url: sa.URL) -> str:
     return os.path.abspath(database)
 
 
+def _close_quietly(conn: Any) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: S110 - closing is best effort
+            pass
+
+
 class SQLiteDialect(Dialect):
     """SQLite 3.38 or later (JSON functions built in) on a local file.
 
@@ -203,6 +212,7 @@ class SQLiteDialect(Dialect):
     name = "sqlite"
     max_payload = None
     binary_encoding = "hex"
+    OPTIONS = frozenset(_OPTION_NAMES)
 
     def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
         self.user_engine = engine
@@ -218,6 +228,7 @@ class SQLiteDialect(Dialect):
         super().__init__(engine, log, options)
         self.driver = driver_for(self.user_engine)
         self._conn: Any = None
+        self._closer = weakref.finalize(self, _close_quietly, None)
         self._conn_lock = threading.Lock()
         self._wake: Callable[[], None] | None = None
         self._listening = False
@@ -246,6 +257,9 @@ class SQLiteDialect(Dialect):
         with self._conn_lock:
             if self._conn is None:
                 self._conn = self.connect(self.settings.busy_timeout)
+                # A notifier used only to install (never started, never
+                # stopped) still closes its connection once it is dropped.
+                self._closer = weakref.finalize(self, _close_quietly, self._conn)
             try:
                 yield self._conn
             except self.driver.Error as exc:
@@ -287,10 +301,7 @@ class SQLiteDialect(Dialect):
         self.detach()
         with self._conn_lock:
             if self._conn is not None:
-                try:
-                    self._conn.close()
-                except Exception:  # noqa: S110 - closing is best effort
-                    pass
+                self._closer()
                 self._conn = None
         self._reader = None
         self._generation = None
@@ -303,6 +314,8 @@ class SQLiteDialect(Dialect):
     def after_fork(self) -> None:
         # SQLite forbids using a connection in a child that the parent opened;
         # the child opens its own when it needs one.
+        if self._conn is not None:
+            self._closer.detach()
         self._conn = None
         self._conn_lock = threading.Lock()
         self._reader = None
