@@ -24,11 +24,17 @@ from .._names import digest, qualified, quote_ident, quote_literal
 from .._watch import Watch, WatchRequest
 from ..exceptions import (
     SQLNotifyConfigurationError,
-    SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
 )
 from ._pg_large import OverflowStore, pairs, positive
-from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+from .base import (
+    Dialect,
+    InstallState,
+    RawNotification,
+    Source,
+    SourceDisconnected,
+    run_sql,
+)
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
@@ -97,7 +103,11 @@ _LIBPQ_KEYWORDS = frozenset(
 # planned query for every row.
 FUNCTION_SQL = """\
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql AS {tag}
+LANGUAGE plpgsql AS {body}"""
+
+# The body is dollar-quoted with a tag chosen once every name is in it (see
+# dollar_quote): no name can close the quote early.
+ROW_BODY = """
 DECLARE
     payload text;
 BEGIN
@@ -117,7 +127,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
-{tag}"""
+"""
 
 # The inner block keeps the user's write alive when the table no longer
 # matches the watch (a watched column dropped or renamed since the trigger
@@ -138,9 +148,7 @@ payload := json_build_object('ts', extract(epoch from clock_timestamp()),
 # A durable watch appends the event to the journal in the writer's transaction;
 # the notification is then a wake-up carrying the journal key ("pos", "xid"),
 # and the payload too when it fits.
-DURABLE_FUNCTION_SQL = """\
-CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql AS {tag}
+DURABLE_BODY = """
 DECLARE
     payload text;
     note text;
@@ -157,13 +165,11 @@ BEGIN
     PERFORM pg_notify({channel}, note);
     RETURN NULL;
 END;
-{tag}"""
+"""
 
 # The same for a whole statement: one INSERT ... SELECT over the transition
 # table, then one notification per journalled row.
-DURABLE_STATEMENT_SQL = """\
-CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql AS {tag}
+DURABLE_STATEMENT_BODY = """
 DECLARE
     sent bigint;
 BEGIN
@@ -181,7 +187,7 @@ BEGIN
     INTO sent FROM journalled;
     RETURN NULL;
 END;
-{tag}"""
+"""
 
 STATEMENT_TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
@@ -203,6 +209,22 @@ LEFT JOIN pg_class c ON c.oid = t.tgrelid
 LEFT JOIN pg_namespace tn ON tn.oid = c.relnamespace
 WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE 'sqlnotify:%%'
 """
+
+
+def dollar_quote(body: str) -> str:
+    """``body`` as a dollar-quoted string, with a tag that does not occur in it.
+
+    The tag is chosen from the finished text, names and all: the quote ends
+    exactly where the body does, whatever characters the names hold.
+    """
+    tag = "$sqlnotify$"
+    n = 0
+    # The closing tag must first occur at the end, also when the body ends
+    # with the beginning of a tag.
+    while (body + tag).find(tag) != len(body):
+        n += 1
+        tag = f"$sqlnotify{n}$"
+    return tag + body + tag
 
 
 def listener_dsn(url: sa.URL, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -352,7 +374,6 @@ class PostgresDialect(Dialect):
         if self.statement_level(watch):
             ref = "r"
         body_args = {
-            "function": self.function_ref(watch),
             "row": pairs(watch, watch.payload_columns, ref + "."),
             "limit": MAX_PAYLOAD,
             "channel": quote_literal(watch.channel),
@@ -360,10 +381,10 @@ class PostgresDialect(Dialect):
         if self.statement_level(watch):
             body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
             body_args["rows"] = TRANSITION_TABLE
-            template = DURABLE_STATEMENT_SQL
+            template = DURABLE_STATEMENT_BODY
         elif watch.durable:
             body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
-            template = DURABLE_FUNCTION_SQL
+            template = DURABLE_BODY
         else:
             truncate = TRUNCATE_SQL.format(
                 keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
@@ -371,14 +392,9 @@ class PostgresDialect(Dialect):
             body_args["oversize"] = (
                 self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
             )
-            template = FUNCTION_SQL
-        tag = "$sqlnotify$"
-        text = template.format(tag="{tag}", **body_args)
-        n = 0
-        while tag in text.replace("{tag}", ""):
-            n += 1
-            tag = f"$sqlnotify{n}$"
-        return text.replace("{tag}", tag)
+            template = ROW_BODY
+        body = dollar_quote(template.format(**body_args))
+        return FUNCTION_SQL.format(function=self.function_ref(watch), body=body)
 
     # -- large payloads -------------------------------------------------------
     def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
@@ -456,17 +472,8 @@ class PostgresDialect(Dialect):
         return self._journal
 
     def check_names(self, watch: Watch) -> None:
-        """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes)."""
-        names = [("schema", watch.effective_schema or ""), ("table", watch.table)]
-        names += [("column", c) for c in (*watch.payload_columns, *watch.trigger_columns)]
-        for what, name in names:
-            size = len(name.encode("utf-8"))
-            if size > MAX_IDENTIFIER:
-                raise SQLNotifyIdentifierSizeError(
-                    f"the {what} name {name!r} of the watch ({watch.describe()}) is {size}"
-                    f" bytes; PostgreSQL identifiers are at most {MAX_IDENTIFIER} bytes, so no"
-                    " such object can exist: use the name as the database stores it"
-                )
+        """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes) or rejects."""
+        watch.check_names(max_bytes=MAX_IDENTIFIER, database="PostgreSQL")
 
     def ddl(self, watch: Watch) -> list[str]:
         self.check_names(watch)
@@ -543,14 +550,14 @@ class PostgresDialect(Dialect):
                 self._cleanup(conn, watches)
             for schema in self.overflow.missing(conn, overflow):
                 for stmt in self.overflow.ddl(schema):
-                    conn.exec_driver_sql(stmt)
+                    run_sql(conn, stmt)
             found = self._installed(conn)
             result = []
             for watch in watches:
                 state = self._state(watch, found)
                 if state.state == "missing" or (state.state == "outdated" and revoke):
                     for stmt in self.ddl(watch):
-                        conn.exec_driver_sql(stmt)
+                        run_sql(conn, stmt)
                     new = "replaced" if state.state == "outdated" else "installed"
                     result.append(InstallState(watch, new, state.installed_fingerprint))
                 else:
@@ -566,7 +573,7 @@ class PostgresDialect(Dialect):
             for watch in watches:
                 key = (watch.effective_schema or "public", watch.channel)
                 if key in found:
-                    conn.exec_driver_sql(self.drop_sql(*key))
+                    run_sql(conn, self.drop_sql(*key))
                     dropped += 1
             return dropped
 
@@ -578,7 +585,7 @@ class PostgresDialect(Dialect):
             on_table = {(s, t) for s, t, _ in entry["triggers"]}
             on_table.add((meta.get("schema"), meta.get("table")))
             if on_table & tables:
-                conn.exec_driver_sql(self.drop_sql(fschema, fname))
+                run_sql(conn, self.drop_sql(fschema, fname))
                 dropped += 1
         return dropped
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .._journal import JournalBatch
-from .._names import digest, qualified, quote_literal
+from .._names import digest, pyformat_safe, qualified, quote_literal
 
 __all__ = ["PostgresJournal", "journal_ddl"]
 
@@ -199,8 +199,8 @@ class PostgresJournal:
         ).strip()
         self.schema = schema
         names = {
-            "journal": qualified(schema, JOURNAL_TABLE),
-            "consumers": qualified(schema, CONSUMERS_TABLE),
+            "journal": pyformat_safe(qualified(schema, JOURNAL_TABLE)),
+            "consumers": pyformat_safe(qualified(schema, CONSUMERS_TABLE)),
         }
         self._read = READ_SQL.format(**names)
         self._read_known = READ_KNOWN_SQL.format(**names)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .._journal import JournalReader
-from .._names import digest, quote_ident, quote_literal
+from .._names import digest, quote_ident, quote_sqlite_literal
 from .._types import sqlite_value_sql
 from .._watch import Watch, WatchRequest
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
@@ -336,12 +336,13 @@ class SQLiteDialect(Dialect):
                 f"cannot watch {watch.describe()}: sqlnotify watches tables of the main SQLite"
                 " database only, not of attached databases (schema must be None or 'main')"
             )
+        watch.check_names(max_bytes=None, database="SQLite")
 
     def _trigger_sql(self, watch: Watch, comment: str) -> str:
         self._check(watch)
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         row = ", ".join(
-            quote_literal(c)
+            quote_sqlite_literal(c)
             + ", "
             + sqlite_value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
             for c in watch.payload_columns
@@ -360,7 +361,7 @@ class SQLiteDialect(Dialect):
             when=when,
             comment=comment,
             log=quote_ident(LOG_TABLE),
-            channel=quote_literal(watch.channel),
+            channel=quote_sqlite_literal(watch.channel),
             row=row,
         )
 
