@@ -370,6 +370,11 @@ class PostgresDialect(Dialect):
         return watch.durable and not watch.trigger_columns and self.journal_per_statement
 
     def function_sql(self, watch: Watch) -> str:
+        body = dollar_quote(self.function_body(watch))
+        return FUNCTION_SQL.format(function=self.function_ref(watch), body=body)
+
+    def function_body(self, watch: Watch) -> str:
+        """The PL/pgSQL source of the watch's trigger function (``pg_proc.prosrc``)."""
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         if self.statement_level(watch):
             ref = "r"
@@ -393,8 +398,7 @@ class PostgresDialect(Dialect):
                 self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
             )
             template = ROW_BODY
-        body = dollar_quote(template.format(**body_args))
-        return FUNCTION_SQL.format(function=self.function_ref(watch), body=body)
+        return template.format(**body_args)
 
     # -- large payloads -------------------------------------------------------
     def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:

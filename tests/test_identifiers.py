@@ -1,0 +1,272 @@
+"""No schema, table or column name can change the SQL sqlnotify generates.
+
+Property tests over arbitrary Unicode names (see ``_identifiers``) on the
+real PostgreSQL and on SQLite: create the table under those names, install
+the triggers, write, receive the exact values, and check that a canary
+table survived and that each trigger function's source is exactly the body
+sqlnotify built (a name that closed the dollar quote early would leave a
+shorter body, or a failed statement).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from _identifiers import Spec, names, specs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sqlnotify import Notifier, Operation, SQLNotifyConfigurationError
+from sqlnotify._names import quote_ident
+from sqlnotify.exceptions import SQLNotifyIdentifierSizeError
+from sqlnotify.testing import EventRecorder
+
+TIMEOUT = 10.0
+# Above PostgreSQL's NOTIFY limit: sent through the overflow table, or by key.
+LARGE = 9000
+
+PROPERTY = settings(
+    max_examples=int(os.environ.get("SQLNOTIFY_IDENTIFIER_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+PG_TABLES = specs(max_bytes=63, reserved=("sqlnotify_",))
+SQLITE_TABLES = specs(max_bytes=200, reserved=("sqlite_", "sqlnotify_"), fold=str.lower)
+
+
+def received(recorder: EventRecorder, count: int) -> list[tuple[Any, dict[str, Any]]]:
+    """``(id, extra_columns)`` of every event so far, once at least ``count`` arrived."""
+    events = recorder.wait_for(count, TIMEOUT)
+    return [(e.id, dict(e.extra_columns)) for e in events]
+
+
+def same(got: Any, want: Any) -> None:
+    """``got == want``, with values shortened in the failure message (some are 9 kB)."""
+    if got != want:
+        raise AssertionError(f"got {_short(got)}\nwant {_short(want)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 600 else text[:300] + f" ...({len(text)} chars)... " + text[-200:]
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_canary(pg_engine: sa.Engine) -> Iterator[str]:
+    """A schema holding a one-row table that no example may touch."""
+    name = f"canary_{uuid.uuid4().hex[:12]}"
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        conn.exec_driver_sql(f'CREATE TABLE "{name}".canary (v text)')
+        conn.exec_driver_sql(f"INSERT INTO \"{name}\".canary VALUES ('alive')")
+    yield name
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def assert_canary(engine: sa.Engine, schema: str) -> None:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(f'SELECT v FROM "{schema}".canary').all()
+    assert rows == [("alive",)]
+
+
+@pytest.fixture(scope="module")
+def bodies_unchecked_engine(pg_url: str) -> Iterator[sa.Engine]:
+    """An engine whose sessions skip the validation of function bodies."""
+    url = sa.make_url(pg_url).update_query_dict({"options": "-c check_function_bodies=off"})
+    engine = sa.create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def own_schema(spec: Spec) -> str:
+    """The example's schema: a unique prefix, then the generated name, within 63 bytes."""
+    name = f"i{uuid.uuid4().hex[:8]}|{spec.schema}"
+    return name.encode("utf-8")[:63].decode("utf-8", "ignore")
+
+
+def assert_function_sources(engine: sa.Engine, notifier: Notifier) -> None:
+    """Each trigger function holds exactly the body sqlnotify built, attached to its table."""
+    dialect: Any = notifier.dialect
+    with engine.connect() as conn:
+        for watch in notifier.watches:
+            row = conn.execute(
+                sa.text(
+                    "SELECT p.prosrc, c.relname, tn.nspname FROM pg_proc p"
+                    " JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " JOIN pg_trigger t ON t.tgfoid = p.oid"
+                    " JOIN pg_class c ON c.oid = t.tgrelid"
+                    " JOIN pg_namespace tn ON tn.oid = c.relnamespace"
+                    " WHERE n.nspname = :s AND p.proname = :f"
+                ),
+                {"s": watch.effective_schema, "f": watch.channel},
+            ).one()
+            assert row == (dialect.function_body(watch), watch.table, watch.effective_schema)
+
+
+def pg_round_trip(engine: sa.Engine, spec: Spec, schema: str) -> None:
+    table = spec.table_object(schema)
+    table.metadata.create_all(engine)
+    notifier = Notifier(engine, journal_schema=schema)
+    notifier.watch(table, Operation.INSERT, [spec.text, spec.number], use_overflow_table=True)
+    notifier.watch(table, Operation.UPDATE, [spec.text], trigger_columns=[spec.text])
+    notifier.watch(table, Operation.DELETE, [spec.text, spec.number], durable=True)
+    got = {op: EventRecorder() for op in Operation}
+    for op, recorder in got.items():
+        notifier.subscribe(table, op)(recorder)
+    notifier.start()
+    try:
+        assert {s.state for s in notifier.install_states} == {"installed"}
+        assert_function_sources(engine, notifier)
+        big = spec.other * (LARGE // max(1, len(spec.other.encode())) + 1) + "x" * LARGE
+        with engine.begin() as conn:
+            conn.execute(
+                table.insert(),
+                [
+                    {spec.key: 1, spec.text: spec.value, spec.number: 7},
+                    {spec.key: 2, spec.text: big, spec.number: 8},
+                ],
+            )
+        same(
+            received(got[Operation.INSERT], 2),
+            [(1, {spec.text: spec.value, spec.number: 7}), (2, {spec.text: big, spec.number: 8})],
+        )
+        with engine.begin() as conn:
+            # Not a change of the trigger column: no event.
+            conn.execute(table.update().where(table.c[spec.key] == 1).values({spec.number: 9}))
+            conn.execute(table.update().where(table.c[spec.key] == 1).values({spec.text: big}))
+            conn.execute(table.update().where(table.c[spec.key] == 2).values({spec.text: "s"}))
+        # The large one is sent by key and re-read (before the row is deleted below).
+        same(
+            sorted(received(got[Operation.UPDATE], 2)),
+            [(1, {spec.text: big}), (2, {spec.text: "s"})],
+        )
+        with engine.begin() as conn:
+            conn.execute(table.delete().where(table.c[spec.key] == 1))
+        same(received(got[Operation.DELETE], 1), [(1, {spec.text: big, spec.number: 9})])
+        assert notifier.uninstall() == 3
+    finally:
+        notifier.stop()
+
+
+@pytest.mark.postgresql
+@PROPERTY
+@given(spec=PG_TABLES, bodies_unchecked=st.booleans())
+def test_postgres_any_names(
+    pg_engine: sa.Engine,
+    bodies_unchecked_engine: sa.Engine,
+    pg_canary: str,
+    spec: Spec,
+    bodies_unchecked: bool,
+) -> None:
+    engine = bodies_unchecked_engine if bodies_unchecked else pg_engine
+    schema = own_schema(spec)
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema)}".replace("%", "%%"))
+    try:
+        pg_round_trip(engine, spec, schema)
+    finally:
+        with pg_engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {quote_ident(schema)} CASCADE".replace("%", "%%"))
+        assert_canary(pg_engine, pg_canary)
+
+
+@pytest.mark.postgresql
+def test_postgres_name_over_63_bytes_is_refused(pg_engine: sa.Engine, schema: str) -> None:
+    column = "é" * 32  # 64 bytes: PostgreSQL would keep 63 of them
+    wide = sa.Table(
+        "w",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(column, sa.Text),
+        schema=schema,
+    )
+    notifier = Notifier(pg_engine).watch(wide, "insert", extra_columns=[column])
+    with pytest.raises(SQLNotifyIdentifierSizeError) as info:
+        notifier.ddl()
+    message = str(info.value)
+    assert f"extra_columns column name {column!r}" in message
+    assert f"table {schema}.w" in message or f"table {schema + '.w'!r}" in message
+    assert "64 bytes" in message and "at most 63" in message
+
+
+def test_nul_in_a_name_is_refused_with_the_column_named(sqlite_path: str) -> None:
+    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
+    table = sa.Table(
+        "orders",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("a\x00b", sa.Text),
+    )
+    notifier = Notifier(engine).watch(table, "insert", extra_columns=["a\x00b"])
+    refused = r"extra_columns column name 'a\\x00b'.*NUL"
+    with pytest.raises(SQLNotifyConfigurationError, match=refused):
+        notifier.ddl()
+    engine.dispose()
+
+
+# -- SQLite -----------------------------------------------------------------------------
+
+
+def sqlite_round_trip(engine: sa.Engine, spec: Spec) -> None:
+    table = spec.table_object(None)
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE canary (v TEXT)")
+        conn.exec_driver_sql("INSERT INTO canary VALUES ('alive')")
+    notifier = Notifier(engine)
+    notifier.watch(table, Operation.INSERT, [spec.text, spec.number])
+    notifier.watch(table, Operation.UPDATE, [spec.text], trigger_columns=[spec.text])
+    notifier.watch(table, Operation.DELETE, [spec.text, spec.number])
+    got = {op: EventRecorder() for op in Operation}
+    for op, recorder in got.items():
+        notifier.subscribe(table, op)(recorder)
+    changed = spec.value + spec.other + "."
+    notifier.start()
+    try:
+        assert {s.state for s in notifier.install_states} == {"installed"}
+        status = notifier.dialect.status()
+        assert sorted((r["table"], r["operation"], r["state"]) for r in status) == sorted(
+            (spec.table, op.value, "installed") for op in Operation
+        )
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{spec.key: 1, spec.text: spec.value, spec.number: 7}])
+        same(received(got[Operation.INSERT], 1), [(1, {spec.text: spec.value, spec.number: 7})])
+        with engine.begin() as conn:
+            conn.execute(table.update().values({spec.number: 9}))  # not a trigger column
+            conn.execute(table.update().values({spec.text: changed}))
+        same(received(got[Operation.UPDATE], 1), [(1, {spec.text: changed})])
+        with engine.begin() as conn:
+            conn.execute(table.delete())
+        same(received(got[Operation.DELETE], 1), [(1, {spec.text: changed, spec.number: 9})])
+        assert notifier.uninstall() == 3
+    finally:
+        notifier.stop()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT v FROM canary").all() == [("alive",)]
+
+
+@PROPERTY
+@given(spec=SQLITE_TABLES)
+def test_sqlite_any_names(spec: Spec) -> None:
+    with tempfile.TemporaryDirectory(prefix="sqlnotify-names-") as tmp:
+        engine = sa.create_engine(f"sqlite:///{os.path.join(tmp, 'names.db')}")
+        try:
+            sqlite_round_trip(engine, spec)
+        finally:
+            engine.dispose()
+
+
+@given(name=names(63))
+def test_generated_names_fit(name: str) -> None:
+    assert name and "\x00" not in name and len(name.encode("utf-8")) <= 63
