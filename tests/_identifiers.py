@@ -110,6 +110,13 @@ class Spec:
         )
 
 
+def declare(notifier: Any, table: sa.Table, spec: Spec, *, postgres: bool) -> None:
+    """The watches of the property tests on ``table`` (PostgreSQL: overflow and durable too)."""
+    notifier.watch(table, "insert", [spec.text, spec.number], use_overflow_table=postgres)
+    notifier.watch(table, "update", [spec.text], trigger_columns=[spec.text])
+    notifier.watch(table, "delete", [spec.text, spec.number], durable=postgres)
+
+
 def _distinct(fold: Any) -> Any:
     return lambda cols: len({fold(c) for c in cols}) == len(cols)
 

@@ -5,25 +5,34 @@ real PostgreSQL and on SQLite: create the table under those names, install
 the triggers, write, receive the exact values, and check that a canary
 table survived and that each trigger function's source is exactly the body
 sqlnotify built (a name that closed the dollar quote early would leave a
-shorter body, or a failed statement).
+shorter body, or a failed statement).  The same again through the
+``sqlnotify sql`` command's output applied by ``psql``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import _identifier_app
 import pytest
 import sqlalchemy as sa
-from _identifiers import Spec, names, specs
+from _identifiers import Spec, declare, names, specs
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqlnotify import Notifier, Operation, SQLNotifyConfigurationError
 from sqlnotify._names import quote_ident
+from sqlnotify.cli import main
 from sqlnotify.exceptions import SQLNotifyIdentifierSizeError
 from sqlnotify.testing import EventRecorder
 
@@ -31,11 +40,18 @@ TIMEOUT = 10.0
 # Above PostgreSQL's NOTIFY limit: sent through the overflow table, or by key.
 LARGE = 9000
 
-PROPERTY = settings(
-    max_examples=int(os.environ.get("SQLNOTIFY_IDENTIFIER_EXAMPLES", "30")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+# SQLNOTIFY_IDENTIFIER_EXAMPLES=n runs n examples per property test (default:
+# 25 on PostgreSQL, where each example starts a notifier; 30 on SQLite).
+_EXAMPLES = os.environ.get("SQLNOTIFY_IDENTIFIER_EXAMPLES")
+
+
+def examples(default: int) -> settings:
+    return settings(
+        max_examples=int(_EXAMPLES or default),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
 
 PG_TABLES = specs(max_bytes=63, reserved=("sqlnotify_",))
 SQLITE_TABLES = specs(max_bytes=200, reserved=("sqlite_", "sqlnotify_"), fold=str.lower)
@@ -95,6 +111,24 @@ def own_schema(spec: Spec) -> str:
     return name.encode("utf-8")[:63].decode("utf-8", "ignore")
 
 
+def create_schema(engine: sa.Engine, spec: Spec) -> str:
+    """The example's own schema, with the generated table in it."""
+    schema = own_schema(spec)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema)}".replace("%", "%%"))
+    try:
+        spec.table_object(schema).metadata.create_all(engine)
+    except BaseException:
+        drop_schema(engine, schema)
+        raise
+    return schema
+
+
+def drop_schema(engine: sa.Engine, schema: str) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {quote_ident(schema)} CASCADE".replace("%", "%%"))
+
+
 def assert_function_sources(engine: sa.Engine, notifier: Notifier) -> None:
     """Each trigger function holds exactly the body sqlnotify built, attached to its table."""
     dialect: Any = notifier.dialect
@@ -114,19 +148,17 @@ def assert_function_sources(engine: sa.Engine, notifier: Notifier) -> None:
             assert row == (dialect.function_body(watch), watch.table, watch.effective_schema)
 
 
-def pg_round_trip(engine: sa.Engine, spec: Spec, schema: str) -> None:
+def pg_round_trip(engine: sa.Engine, spec: Spec, schema: str, *, state: str = "installed") -> None:
+    """Install (or find, ``state="unchanged"``) the watches; write; receive the exact values."""
     table = spec.table_object(schema)
-    table.metadata.create_all(engine)
     notifier = Notifier(engine, journal_schema=schema)
-    notifier.watch(table, Operation.INSERT, [spec.text, spec.number], use_overflow_table=True)
-    notifier.watch(table, Operation.UPDATE, [spec.text], trigger_columns=[spec.text])
-    notifier.watch(table, Operation.DELETE, [spec.text, spec.number], durable=True)
+    declare(notifier, table, spec, postgres=True)
     got = {op: EventRecorder() for op in Operation}
     for op, recorder in got.items():
         notifier.subscribe(table, op)(recorder)
     notifier.start()
     try:
-        assert {s.state for s in notifier.install_states} == {"installed"}
+        assert {s.state for s in notifier.install_states} == {state}
         assert_function_sources(engine, notifier)
         big = spec.other * (LARGE // max(1, len(spec.other.encode())) + 1) + "x" * LARGE
         with engine.begin() as conn:
@@ -160,7 +192,7 @@ def pg_round_trip(engine: sa.Engine, spec: Spec, schema: str) -> None:
 
 
 @pytest.mark.postgresql
-@PROPERTY
+@examples(25)
 @given(spec=PG_TABLES, bodies_unchecked=st.booleans())
 def test_postgres_any_names(
     pg_engine: sa.Engine,
@@ -170,14 +202,11 @@ def test_postgres_any_names(
     bodies_unchecked: bool,
 ) -> None:
     engine = bodies_unchecked_engine if bodies_unchecked else pg_engine
-    schema = own_schema(spec)
-    with pg_engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema)}".replace("%", "%%"))
+    schema = create_schema(pg_engine, spec)
     try:
         pg_round_trip(engine, spec, schema)
     finally:
-        with pg_engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {quote_ident(schema)} CASCADE".replace("%", "%%"))
+        drop_schema(pg_engine, schema)
         assert_canary(pg_engine, pg_canary)
 
 
@@ -225,9 +254,7 @@ def sqlite_round_trip(engine: sa.Engine, spec: Spec) -> None:
         conn.exec_driver_sql("CREATE TABLE canary (v TEXT)")
         conn.exec_driver_sql("INSERT INTO canary VALUES ('alive')")
     notifier = Notifier(engine)
-    notifier.watch(table, Operation.INSERT, [spec.text, spec.number])
-    notifier.watch(table, Operation.UPDATE, [spec.text], trigger_columns=[spec.text])
-    notifier.watch(table, Operation.DELETE, [spec.text, spec.number])
+    declare(notifier, table, spec, postgres=False)
     got = {op: EventRecorder() for op in Operation}
     for op, recorder in got.items():
         notifier.subscribe(table, op)(recorder)
@@ -256,7 +283,7 @@ def sqlite_round_trip(engine: sa.Engine, spec: Spec) -> None:
         assert conn.exec_driver_sql("SELECT v FROM canary").all() == [("alive",)]
 
 
-@PROPERTY
+@examples(30)
 @given(spec=SQLITE_TABLES)
 def test_sqlite_any_names(spec: Spec) -> None:
     with tempfile.TemporaryDirectory(prefix="sqlnotify-names-") as tmp:
@@ -270,3 +297,97 @@ def test_sqlite_any_names(spec: Spec) -> None:
 @given(name=names(63))
 def test_generated_names_fit(name: str) -> None:
     assert name and "\x00" not in name and len(name.encode("utf-8")) <= 63
+
+
+# -- sqlnotify sql | psql -----------------------------------------------------------------
+# psql has its own lexer (quotes, dollar quotes, :variables, backslash
+# commands).  A notifier started after psql applied the printed statements
+# must find every trigger exactly as it would have built it (no DDL).
+
+needs_psql = pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not on PATH")
+PSQL = ("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Every fragment the generated names draw from, in one table's names.
+NASTY = Spec(
+    schema="$sqlnotify$ {tag} %s",
+    table="t\"'\\\n;-- $sqlnotify1$ :c",
+    key="%(c)s \\' E'\r\n",
+    text="{row} $$ /* */ 😀",
+    number="END; DROP TABLE canary; --",
+    value="a'b\\c\"d $sqlnotify$ %s\n",
+    other="{tag}",
+)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as psql reads it (no SQLAlchemy driver name)."""
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def psql(url: str, script: str, *, bodies_unchecked: bool) -> None:
+    if bodies_unchecked:
+        script = "SET check_function_bodies = off;\n" + script
+    env = dict(os.environ, PGCLIENTENCODING="UTF8")
+    done = subprocess.run(
+        [*PSQL, libpq_url(url)],
+        input=script.encode("utf-8"),
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-2000:]
+
+
+@pytest.mark.postgresql
+@needs_psql
+@examples(25)
+@given(spec=PG_TABLES, bodies_unchecked=st.booleans())
+def test_sql_command_through_psql(
+    pg_engine: sa.Engine, pg_url: str, pg_canary: str, spec: Spec, bodies_unchecked: bool
+) -> None:
+    schema = create_schema(pg_engine, spec)
+    try:
+        _identifier_app.CURRENT.update(engine=pg_engine, schema=schema, spec=spec)
+        result = CliRunner().invoke(main, ["sql", "--app", "_identifier_app:notifier"])
+        _identifier_app.CURRENT.clear()
+        assert result.exit_code == 0, result.output[-2000:]
+        # Bytes: Result.output would turn the "\r\n" of a name into "\n".
+        psql(pg_url, result.stdout_bytes.decode("utf-8"), bodies_unchecked=bodies_unchecked)
+        pg_round_trip(pg_engine, spec, schema, state="unchanged")
+    finally:
+        _identifier_app.CURRENT.clear()
+        drop_schema(pg_engine, schema)
+        assert_canary(pg_engine, pg_canary)
+
+
+@pytest.mark.postgresql
+@needs_psql
+@pytest.mark.parametrize("bodies_unchecked", [False, True])
+def test_sql_command_piped_to_psql(
+    pg_engine: sa.Engine, pg_url: str, pg_canary: str, bodies_unchecked: bool
+) -> None:
+    """``sqlnotify sql --app ... | psql``, two real processes and a real pipe."""
+    schema = create_schema(pg_engine, NASTY)
+    try:
+        app = {"url": pg_url, "schema": schema, "spec": dataclasses.asdict(NASTY)}
+        env = dict(os.environ, SQLNOTIFY_IDENTIFIER_APP=json.dumps(app), PGCLIENTENCODING="UTF8")
+        env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
+        prefix = ["-c", "SET check_function_bodies = off"] if bodies_unchecked else []
+        command = [sys.executable, "-m", "sqlnotify", "sql", "--app", "_identifier_app:notifier"]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, env=env, cwd=HERE) as sqlnotify:
+            applied = subprocess.run(
+                [*PSQL, libpq_url(pg_url), *prefix, "-f", "-"],
+                stdin=sqlnotify.stdout,
+                capture_output=True,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+            assert sqlnotify.wait(timeout=60) == 0
+        assert applied.returncode == 0, applied.stderr.decode("utf-8", "replace")
+        pg_round_trip(pg_engine, NASTY, schema, state="unchanged")
+    finally:
+        drop_schema(pg_engine, schema)
+        assert_canary(pg_engine, pg_canary)
