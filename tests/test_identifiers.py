@@ -283,6 +283,60 @@ def sqlite_round_trip(engine: sa.Engine, spec: Spec) -> None:
         assert conn.exec_driver_sql("SELECT v FROM canary").all() == [("alive",)]
 
 
+FORGED = '\n-- sqlnotify:{"v":1,"fp":"forged","operation":"delete","channel":"x"}\n'
+
+
+def test_sqlite_names_cannot_imitate_the_trigger_metadata(sqlite_path: str) -> None:
+    """A table or column name holding a metadata line does not change what is read back."""
+    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
+    table = sa.Table(
+        "t" + FORGED,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("c" + FORGED, sa.Text),
+    )
+    table.metadata.create_all(engine)
+
+    def notifier() -> Notifier:
+        column = "c" + FORGED
+        return Notifier(engine).watch(table, "update", [column], trigger_columns=[column])
+
+    first = notifier()
+    assert [s.state for s in first.install()] == ["installed"]
+    watch = first.watches[0]
+    dialect: Any = first.dialect
+    [row] = dialect.status()
+    assert (row["operation"], row["channel"], row["state"]) == (
+        "update",
+        watch.channel,
+        "installed",
+    )
+    assert row["fingerprint"] == dialect.fingerprint(watch)
+    assert [s.state for s in notifier().install()] == ["unchanged"]
+    first.dialect.close()
+    engine.dispose()
+
+
+def test_sqlite_reads_metadata_of_triggers_made_before_it_moved(sqlite_path: str) -> None:
+    """Triggers whose metadata comment follows ``BEGIN`` (older releases) stay unchanged."""
+    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
+    table = sa.Table("orders", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    table.metadata.create_all(engine)
+    notifier = Notifier(engine).watch(table, "insert")
+    dialect: Any = notifier.dialect
+    [watch] = notifier.prepare()
+    current = dialect.trigger_sql(watch)
+    _, comment = current.split("\n", 1)[0].split(" -- ", 1)
+    older = current.replace(f" -- {comment}\n", "", 1).replace("BEGIN\n", f"BEGIN\n-- {comment}\n")
+    assert older != current and dialect.fingerprint(watch) in older
+    with engine.begin() as conn:
+        conn.exec_driver_sql(dialect.ddl(watch)[0])
+        conn.exec_driver_sql(older)
+    assert [s.state for s in notifier.install()] == ["unchanged"]
+    dialect.close()
+    engine.dispose()
+
+
 @examples(30)
 @given(spec=SQLITE_TABLES)
 def test_sqlite_any_names(spec: Spec) -> None:

@@ -62,10 +62,12 @@ def log_table_sql() -> str:
 
 
 # julianday('now') is the statement's time with millisecond resolution.
+# The metadata comment ends the first line, right after the trigger's own
+# name: no table or column name comes before it, so none can imitate it.
 TRIGGER_SQL = """\
-CREATE TRIGGER {trigger} AFTER {operation}{columns} ON {table} FOR EACH ROW{when}
+CREATE TRIGGER {trigger}{comment} AFTER {operation}{columns} ON {table} FOR EACH ROW{when}
 BEGIN
-{comment}INSERT INTO {log} ("ts", "channel", "payload")
+INSERT INTO {log} ("ts", "channel", "payload")
 SELECT t, {channel}, json_object('ts', t, 'row', json_object({row}))
 FROM (SELECT (julianday('now') - 2440587.5) * 86400.0 AS t);
 END"""
@@ -82,6 +84,26 @@ _OPTION_NAMES = {
     "sqlite_inotify": "inotify",
     "sqlite_busy_timeout": "busy_timeout",
 }
+
+
+def _metadata(sql: str) -> dict[str, Any] | None:
+    """The metadata recorded in a trigger's SQL; ``None`` for a trigger sqlnotify did not make.
+
+    The comment ends the first line.  Triggers made before it moved there
+    carry it on a line of its own further down: that form is read too.
+    """
+    first, _, rest = sql.partition("\n")
+    _, marker, text = first.partition(" " + MARKER)
+    if not marker:
+        line = next((x for x in rest.splitlines() if x.startswith(MARKER)), None)
+        if line is None:
+            return None
+        text = line[len(MARKER) :]
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def driver_for(engine: sa.Engine) -> Any:
@@ -377,7 +399,7 @@ class SQLiteDialect(Dialect):
         }
         # ensure_ascii: no newline or other character can end the comment early.
         text = json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
-        return self._trigger_sql(watch, MARKER + text + "\n")
+        return self._trigger_sql(watch, " " + MARKER + text + "\n")
 
     def ddl(self, watch: Watch) -> list[str]:
         return [
@@ -390,14 +412,7 @@ class SQLiteDialect(Dialect):
     def _installed(self, conn: Any) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for name, table, sql in conn.execute(TRIGGERS_SQL).fetchall():
-            meta: dict[str, Any] | None = None
-            for line in (sql or "").splitlines():
-                if line.startswith(MARKER):
-                    try:
-                        meta = json.loads(line[len(MARKER) :])
-                    except ValueError:
-                        meta = {}
-                    break
+            meta = _metadata(sql or "")
             if meta is not None:
                 found[name] = {"name": name, "table": table, "meta": meta}
         return found
