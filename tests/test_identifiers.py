@@ -25,7 +25,7 @@ from typing import Any
 import _identifier_app
 import pytest
 import sqlalchemy as sa
-from _identifiers import Spec, declare, names, specs
+from _identifiers import Spec, declare, specs
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -346,11 +346,6 @@ def test_sqlite_any_names(spec: Spec) -> None:
             sqlite_round_trip(engine, spec)
         finally:
             engine.dispose()
-
-
-@given(name=names(63))
-def test_generated_names_fit(name: str) -> None:
-    assert name and "\x00" not in name and len(name.encode("utf-8")) <= 63
 
 
 # -- sqlnotify sql | psql -----------------------------------------------------------------
