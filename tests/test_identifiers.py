@@ -25,7 +25,7 @@ from typing import Any
 import _identifier_app
 import pytest
 import sqlalchemy as sa
-from _identifiers import Spec, declare, specs
+from _identifiers import CHARACTERS, FRAGMENTS, Spec, declare, specs
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from sqlnotify import Notifier, Operation, SQLNotifyConfigurationError
 from sqlnotify._names import quote_ident
 from sqlnotify.cli import main
+from sqlnotify.dialects.postgresql import dollar_quote
 from sqlnotify.exceptions import SQLNotifyIdentifierSizeError
 from sqlnotify.testing import EventRecorder
 
@@ -208,6 +209,27 @@ def test_postgres_any_names(
     finally:
         drop_schema(pg_engine, schema)
         assert_canary(pg_engine, pg_canary)
+
+
+@pytest.fixture(scope="module")
+def raw_pg(pg_url: str) -> Iterator[Any]:
+    """A psycopg2 cursor in autocommit (statements run without parameters)."""
+    import psycopg2
+
+    from sqlnotify.dialects.postgresql import listener_dsn
+
+    conn = psycopg2.connect(**listener_dsn(sa.make_url(pg_url)))
+    conn.autocommit = True
+    yield conn.cursor()
+    conn.close()
+
+
+@pytest.mark.postgresql
+@examples(200)
+@given(body=st.text(CHARACTERS) | st.lists(st.sampled_from(FRAGMENTS)).map("".join))
+def test_dollar_quote_reads_back_as_the_body(raw_pg: Any, body: str) -> None:
+    raw_pg.execute(f"SELECT {dollar_quote(body)}")
+    assert raw_pg.fetchall() == [(body,)]
 
 
 @pytest.mark.postgresql
