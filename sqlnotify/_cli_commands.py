@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -258,7 +259,9 @@ def listen(
     object per line; messages go to stderr.
 
     Triggers already installed (by your application, say) are used as they
-    are; the ones this command installs are removed when it stops.
+    are; the ones this command installs are removed when it stops, unless a
+    notifier started using them meanwhile (or was seen using them within its
+    grace period): those stay.
     """
     _log_to_stderr(verbose)
     parsed = _parse_targets(targets)
@@ -304,7 +307,7 @@ def listen(
         with _readable_errors():
             notifier.stop()
             if installed and not keep_triggers:
-                notifier.dialect.uninstall(installed)
+                notifier.dialect.uninstall(installed, policy=notifier.policy)
             notifier.dialect.close()
             engine.dispose()
         for sig, handler in previous.items():
@@ -339,11 +342,35 @@ def _status_rows(engine: sa.Engine) -> tuple[list[dict[str, Any]], dict[str, Any
     return rows, extra
 
 
+def _ownership_lines(row: dict[str, Any]) -> list[str]:
+    """The spec and the users of one trigger, for the status table."""
+    out = []
+    spec = row.get("spec")
+    if spec:
+        out.append("spec: " + ", ".join(f"{k}={v}" for k, v in spec.items() if v not in (None, [])))
+    users = row.get("users", [])
+    if row.get("listening"):
+        out.append("a listener holds its lock now")
+    for user in users:
+        seen = user["last_seen"]
+        when = seen.isoformat(timespec="seconds") if hasattr(seen, "isoformat") else str(seen)
+        state = "live" if user.get("live") else "stopped"
+        out.append(
+            f"user {user['app']} on {user['host']} pid {user['pid']}: {state}, last seen {when}"
+        )
+    if not users:
+        out.append("no recorded user")
+    return out
+
+
 @main.command()
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(url: str, as_json: bool) -> None:
     """Show every trigger and function sqlnotify installed in the database.
+
+    For each: its spec (key, payload and trigger columns, label), the
+    notifiers recorded as its users and when each was last seen.
 
     Each is "installed" (attached and up to date), "outdated" (attached, but
     the table changed or another sqlnotify version made it: the next start
@@ -372,8 +399,11 @@ def status(url: str, as_json: bool) -> None:
             for r in rows
         ]
         widths = [max(len(x) for x in col) for col in zip(headers, *lines, strict=True)]
-        for line in (headers, *lines):
+        click.echo("  ".join(v.ljust(w) for v, w in zip(headers, widths, strict=True)).rstrip())
+        for row, line in zip(rows, lines, strict=True):
             click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+            for text in _ownership_lines(row):
+                click.echo("    " + text)
     for table in extra.get("overflow_tables", []):
         click.echo(
             f"overflow table {table['schema']}.{table['table']}: {table['rows']} stored payload(s)"
@@ -402,10 +432,19 @@ def install(app: str) -> None:
 
 @main.command()
 @_app_option
-def uninstall(app: str) -> None:
-    """Remove the triggers and functions your notifier declares."""
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Remove triggers nobody used for this many seconds (default: the notifier's"
+    " cleanup_grace). A trigger a live notifier uses always stays.",
+)
+def uninstall(app: str, grace: float | None) -> None:
+    """Remove the triggers your notifier declares, unless another notifier uses them."""
     notifier = load_notifier(app)
     _check_connect(_engine_of(notifier))
+    if grace is not None:
+        notifier._policy = dataclasses.replace(notifier.policy, grace=grace)
     with _readable_errors():
         dropped = notifier.uninstall()
     click.echo(f"removed {dropped} trigger(s)")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import NoInspectionAvailable
 
-from ._names import check_label, object_name
+from ._names import MAX_IDENTIFIER_BYTES as MAX_NAME_BYTES
+from ._names import check_label, digest, object_name
 from .events import Operation
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyIdentifierSizeError
 
 __all__ = ["Watch", "WatchRequest", "describe_target", "table_of"]
-
-_OPERATION_NAMES = frozenset(op.value for op in Operation)
 
 
 def describe_target(target: Any) -> str:
@@ -138,6 +138,7 @@ class WatchRequest:
             meta["keys"],
             meta["label"],
             bool(meta.get("overflow", False)),
+            bool(meta.get("durable", False)),
         )
 
     def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
@@ -226,25 +227,48 @@ class Watch:
     def channel(self) -> str:
         """The notification channel, also the trigger's and its function's name.
 
-        It names the effective schema even for an unqualified table, because
-        channels are database-wide: two schemas' ``orders`` tables must not
-        share one.  The plain ``sqlnotify_<schema>_<table>_<op>[_<label>]``
-        form is used only when it reads back one way (a schema without ``_``;
-        a label without ``_`` that is not an operation's name): otherwise
-        ``shop_eu.orders`` and ``shop.eu_orders`` would share a channel, so a
-        hash of the parts is appended.
+        ``sqlnotify_<schema>_<table>_<op>[_<label>]_<spec>``: the readable
+        part (shortened to fit 63 bytes) and a hash of the whole spec (the
+        effective schema, table, operation, label, key, payload and trigger
+        columns, durability, overflow table).  Channels are database-wide,
+        so the schema is named even for an unqualified table.  Two watches
+        that differ in anything that shapes their events never share a
+        trigger: each application gets exactly the columns it asked for;
+        the same spec, in any number of processes or applications, always
+        shares one.
         """
         parts = [self.table, self.operation.value]
         schema = self.effective_schema
         if schema:
             parts.insert(0, schema)
-        label = self.channel_label
-        if label:
-            parts.append(label)
-        ambiguous = "_" in (schema or "") or (
-            label is not None and ("_" in label or label.lower() in _OPERATION_NAMES)
-        )
-        return object_name(*parts, hashed=ambiguous)
+        if self.channel_label:
+            parts.append(self.channel_label)
+        readable = object_name(*parts)
+        suffix = "_" + self.spec_id
+        keep = MAX_NAME_BYTES - len(suffix)
+        if len(readable) > keep:
+            readable = readable[:keep].rstrip("_")
+        return readable + suffix
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """Everything that shapes this watch's trigger and events (its channel hashes it)."""
+        return {
+            "schema": self.effective_schema,
+            "table": self.table,
+            "operation": self.operation.value,
+            "label": self.channel_label,
+            "keys": list(self.primary_keys),
+            "columns": list(self.extra_columns),
+            "trigger_columns": list(self.trigger_columns),
+            "durable": self.durable,
+            "overflow": self.use_overflow_table,
+        }
+
+    @property
+    def spec_id(self) -> str:
+        """A 10-character hash of :attr:`spec`."""
+        return digest(json.dumps(self.spec, sort_keys=True, separators=(",", ":")))
 
     @property
     def effective_schema(self) -> str | None:
@@ -263,6 +287,8 @@ class Watch:
             "keys": list(self.primary_keys),
             "columns": list(self.extra_columns),
             "trigger_columns": list(self.trigger_columns),
+            "durable": self.durable,
+            "overflow": self.use_overflow_table,
         }
 
     def named_objects(self) -> list[tuple[str, str]]:

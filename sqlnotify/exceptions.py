@@ -9,6 +9,7 @@ them all::
      +-- SQLNotifyPayloadSizeError          a payload is over the database's notification limit
      +-- SQLNotifyIdentifierSizeError       a name cannot be made to fit the database's limit
      +-- SQLNotifyListenerError             the listener could not connect or listen
+     +-- SQLNotifyLockTimeoutError          DDL could not get its table lock within install_timeout
      +-- SQLNotifyForkError                 a notifier started before fork() was used in the child
      +-- SQLNotifyStreamOverflowError       a stream with overflow="raise" overflowed
 
@@ -28,6 +29,7 @@ __all__ = [
     "SQLNotifyForkError",
     "SQLNotifyIdentifierSizeError",
     "SQLNotifyListenerError",
+    "SQLNotifyLockTimeoutError",
     "SQLNotifyPayloadSizeError",
     "SQLNotifyStreamOverflowError",
     "SQLNotifyUnSupportedDatabaseProviderError",
@@ -69,6 +71,24 @@ class SQLNotifyIdentifierSizeError(SQLNotifyConfigurationError):
 
 class SQLNotifyListenerError(SQLNotifyException):
     """The listener could not connect, or could not prove that it listens."""
+
+
+class SQLNotifyLockTimeoutError(SQLNotifyException):
+    """Installing or removing a trigger could not get its lock within ``install_timeout``.
+
+    Each statement waits at most ``lock_timeout`` for its lock (so writers
+    never queue behind it for longer) and is retried until ``install_timeout``
+    runs out.  The message names the sessions that held the lock.
+
+    :ivar blockers: one dict per blocking session: ``pid``,
+        ``application_name``, ``state``, ``xact_age`` (seconds its
+        transaction has been open, or ``None``) and ``query`` (its first
+        characters).
+    """
+
+    def __init__(self, message: str, *, blockers: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.blockers = blockers
 
 
 class SQLNotifyForkError(SQLNotifyException):

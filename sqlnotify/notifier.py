@@ -35,6 +35,7 @@ from ._journal import EarlyEvents, JournalEvent, JournalReader
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
+from ._ownership import Ownership, Policy, new_user_id
 from ._route import Route, Stats, decode_json, receiver_name, send_isolated
 from ._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from .dialects import get_dialect_class
@@ -159,8 +160,11 @@ class Notifier:
     :param revoke_on_model_change: on start, replace installed triggers whose
         definition differs from the watch (otherwise they are left in place
         and reported as outdated).
-    :param cleanup_on_start: on start, first remove every sqlnotify-owned
-        trigger and function on the watched tables.
+    :param cleanup_on_start: after start, remove the sqlnotify triggers on
+        the watched tables that no live notifier uses and nobody used within
+        ``cleanup_grace``.  The maintenance thread does it, each attempt
+        within ``lock_timeout``, retrying later while a lock is busy, so it
+        never delays :meth:`start` nor waits behind a reader.
     :param use_logger: log through the ``sqlnotify`` logger; ``False`` keeps
         sqlnotify silent (failures are still counted and signalled).
     :param cleanup_on_stop: remove the watches' triggers when :meth:`stop`
@@ -196,6 +200,20 @@ class Notifier:
         that has not been seen stops holding journal rows back.
     :param journal_schema: schema of the journal tables (default: the
         database's default schema).
+    :param lock_timeout: seconds (or a timedelta) one DDL statement waits
+        for its table lock (default 0.5).  Writers of the table queue behind
+        a waiting DDL statement, so this is the longest they can be held up.
+    :param install_timeout: seconds (or a timedelta) installing the triggers
+        may take, retrying with backoff while locks are busy (default 30).
+        Then :meth:`start` raises
+        :class:`~sqlnotify.exceptions.SQLNotifyLockTimeoutError` naming the
+        sessions that held the lock.
+    :param cleanup_grace: seconds (or a timedelta) a trigger is kept after
+        the last notifier that used it was last seen (default one day: a
+        rolling deploy, a rollback or a restart finds its trigger in place).
+        Applies to ``cleanup_on_start``, :meth:`cleanup`, :meth:`uninstall`
+        and ``stop(cleanup=True)``; a trigger a live notifier uses is never
+        removed.  See the "Sharing a database" documentation.
 
     Threads: plain receivers connected with :meth:`subscribe` or
     :meth:`signal` run on the notifier's dispatcher thread
@@ -233,6 +251,9 @@ class Notifier:
         consumer_expiry: float | dt.timedelta = 7 * 86400.0,
         journal_schema: str | None = None,
         drain_timeout: float = 10.0,
+        lock_timeout: float | dt.timedelta = 0.5,
+        install_timeout: float | dt.timedelta = 30.0,
+        cleanup_grace: float | dt.timedelta = 86400.0,
         **dialect_options: Any,
     ) -> None:
         if _is_async_engine(db_engine):
@@ -271,6 +292,9 @@ class Notifier:
         self.stats = Stats()
         self.install_states: list[InstallState] = []
         self._maintenance: Periodic | None = None
+        self._policy = Policy.build(lock_timeout, install_timeout, cleanup_grace)
+        self._owners: Ownership | None = None
+        self._prune_due: float | None = None
         self._large = LargeRows(self._dialect, self.stats, self.log, self._drop)
         self._warned: set[tuple[str, bool]] = set()
         if not isinstance(max_queue, int) or max_queue < 1:
@@ -688,13 +712,29 @@ class Notifier:
         with self._lock:
             return self._resolve(self._dialect.default_schema())
 
+    @property
+    def policy(self) -> Policy:
+        """The lock bounds, grace period and registry identity this notifier uses."""
+        return self._policy
+
     def install(self) -> list[InstallState]:
-        """Install (or update) the triggers of every watch without starting the listener."""
+        """Install (or update) the triggers of every watch without starting the listener.
+
+        Records this notifier as a user of each trigger.  Installs only what
+        is missing or changed, with the weakest locks, each statement within
+        ``lock_timeout``, all of it within ``install_timeout``.
+
+        :raises SQLNotifyLockTimeoutError: naming the sessions that held a lock.
+        """
+        return self._install(live=False)
+
+    def _install(self, live: bool) -> list[InstallState]:
         with self._lock:
             try:
                 watches = self.prepare()
+                policy = dataclasses.replace(self._policy, live=live)
                 states = self._dialect.install(
-                    watches, revoke=self.revoke_on_model_change, cleanup_first=self.cleanup_on_start
+                    watches, revoke=self.revoke_on_model_change, policy=policy
                 )
             except DBAPIError as exc:
                 raise SQLNotifyException(
@@ -713,14 +753,30 @@ class Notifier:
             return states
 
     def uninstall(self) -> int:
-        """Remove the triggers and functions of every watch; return how many were dropped."""
+        """Stop using the watches' triggers; remove those nobody else uses.
+
+        A trigger stays while another notifier is live on it or was seen
+        within ``cleanup_grace``.  Returns how many were removed.
+
+        :raises SQLNotifyLockTimeoutError: naming the sessions that held a lock.
+        """
         with self._lock:
-            return self._dialect.uninstall(self.prepare())
+            return self._dialect.uninstall(self.prepare(), policy=self._policy)
 
     def cleanup(self) -> int:
-        """Remove every sqlnotify-owned trigger and function on the watched tables."""
+        """Remove the unused sqlnotify triggers on the watched tables; return how many.
+
+        A running notifier keeps its own; a stopped one stops using them.
+        Any trigger another notifier is live on or was seen using within
+        ``cleanup_grace`` stays, and so does a durable watch's trigger while
+        its journal rows are kept.
+
+        :raises SQLNotifyLockTimeoutError: naming the sessions that held a lock.
+        """
         with self._lock:
-            return self._dialect.cleanup(self.prepare())
+            return self._dialect.cleanup(
+                self.prepare(), policy=self._policy, keep_own=self._running
+            )
 
     def ddl(self) -> list[str]:
         """The SQL that installs every watch, for migrations and review."""
@@ -732,12 +788,34 @@ class Notifier:
                         statements.append(stmt)
             return statements
 
-    def _start_maintenance(self) -> None:
-        """Start pruning the overflow tables (once there is one to prune)."""
+    #: Seconds between two turns of the maintenance thread.
+    MAINTENANCE_TICK = 1.0
+
+    def _start_maintenance(self, overflow: bool = False) -> None:
+        """Start the maintenance thread; with ``overflow``, it prunes the overflow tables too."""
         interval = self._dialect.overflow_prune_interval
-        if self._maintenance is None and interval and self._dialect.overflow_retention:
-            self._maintenance = Periodic(self.prune_overflow, interval, log=self.log)
+        wanted = overflow and interval and self._dialect.overflow_retention
+        if wanted and self._prune_due is None:
+            self._prune_due = time.monotonic() + (interval or 0.0)
+        if self._maintenance is None:
+            tick = min(self.MAINTENANCE_TICK, interval or self.MAINTENANCE_TICK)
+            self._maintenance = Periodic(self._maintain, tick, log=self.log)
             self._maintenance.start()
+
+    def _maintain(self) -> None:
+        """One turn of the maintenance thread: ownership upkeep, then pruning when due."""
+        owners = self._owners
+        if owners is not None:
+            try:
+                owners.tick()
+            except Exception:
+                self.log.warning(
+                    "sqlnotify trigger registry upkeep failed; retrying later", exc_info=True
+                )
+        due, interval = self._prune_due, self._dialect.overflow_prune_interval
+        if due is not None and interval and time.monotonic() >= due:
+            self._prune_due = time.monotonic() + interval
+            self.prune_overflow()
 
     def prune_overflow(self) -> int:
         """Delete stored overflow payloads older than the retention period; return how many.
@@ -771,6 +849,9 @@ class Notifier:
 
         :raises SQLNotifyConfigurationError: for a watch that does not match its table.
         :raises SQLNotifyListenerError: when the listener cannot connect or listen.
+        :raises SQLNotifyLockTimeoutError: when a trigger could not be installed
+            within ``install_timeout`` (each try waits at most ``lock_timeout``);
+            it names the sessions that held the lock.
         :raises SQLNotifyForkError: in a child forked while another thread of
             the parent was starting or stopping this notifier.
         """
@@ -782,7 +863,7 @@ class Notifier:
         with self._lock:
             if self._running:
                 return
-            states = self.install()
+            states = self._install(live=True)
             watches = [s.watch for s in states]
             self._routes = {
                 w.channel: Route(w, e.signal, self._dialect.name)
@@ -823,8 +904,16 @@ class Notifier:
             self._running = True
             self._stopped.clear()
             schemas = {w.effective_schema for w in watches}
-            if any(w.use_overflow_table for w in watches) or self._dialect.has_overflow(schemas):
-                self._start_maintenance()
+            self._owners = Ownership(
+                self._dialect,
+                watches,
+                dataclasses.replace(self._policy, live=True),
+                self.log,
+                cleanup=self.cleanup_on_start,
+            )
+            self._start_maintenance(
+                any(w.use_overflow_table for w in watches) or self._dialect.has_overflow(schemas)
+            )
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
     def stop(self, cleanup: bool | None = None) -> None:
@@ -852,6 +941,7 @@ class Notifier:
             if self._maintenance is not None:
                 self._maintenance.stop(self.STOP_TIMEOUT)
                 self._maintenance = None
+            self._prune_due = None
             if self._intake is not None:
                 self._intake.stopping.set()
             if listener is not None:
@@ -867,13 +957,25 @@ class Notifier:
                 bridge, self._bridge = self._bridge, None
             self._close_bridge(bridge, drain_timeout)
             self._end_streams()
+            owners, self._owners = self._owners, None
             try:
-                if cleanup if cleanup is not None else self.cleanup_on_stop:
-                    self._dialect.uninstall(self.watches)
+                self._release(owners, cleanup if cleanup is not None else self.cleanup_on_stop)
             finally:
                 self._dialect.close()
                 self._stopped.set()
             self.log.info("sqlnotify stopped")
+
+    def _release(self, owners: Ownership | None, cleanup: bool) -> None:
+        """Record the stop in the registry, or remove the triggers nobody else uses."""
+        try:
+            if cleanup:
+                self._dialect.uninstall(self.watches, policy=self._policy)
+            elif owners is not None:
+                owners.stopped()
+        except SQLNotifyException as exc:
+            self.log.warning("at stop, the trigger registry was left as it was: %s", exc)
+        except DBAPIError as exc:
+            self.log.warning("at stop, the trigger registry was left as it was: %s", exc.orig)
 
     def run_forever(
         self, stop_signals: Sequence[int] = (_signal.SIGINT, _signal.SIGTERM)
@@ -928,6 +1030,10 @@ class Notifier:
         self._lock = threading.RLock()
         self._bridge_lock = threading.Lock()
         self._dialect.after_fork()
+        self._policy = dataclasses.replace(self._policy, user=new_user_id())
+        self._owners = None
+        self._maintenance = None
+        self._prune_due = None
         if not self._running and self._listener is None:
             return  # never started: nothing of the parent's to let go of
         listener = self._listener
@@ -1069,10 +1175,10 @@ class Notifier:
             watch = self._entry(model, operation, channel_label).watch
             assert watch is not None
             self._dialect.send_overflow(watch.effective_schema, channel, body)
-            if self._running and self._maintenance is None:
+            if self._running and self._prune_due is None:
                 with self._lock:
                     if self._running:
-                        self._start_maintenance()
+                        self._start_maintenance(overflow=True)
         else:
             self._dialect.send(channel, body)
 

@@ -233,6 +233,41 @@ def test_listen_prints_each_event_as_a_json_line(
 
 
 @pytest.mark.postgresql
+def test_listen_exit_leaves_the_trigger_a_running_app_uses(
+    pg_url: str, pg_engine: sa.Engine, schema: str, orders: str
+) -> None:
+    from sqlnotify.testing import EventRecorder
+
+    proc = Running("listen", as_pasted(pg_url, "postgres"), f"{orders}:insert")
+    app = Notifier(pg_engine, cleanup_grace=0)
+    app.watch(orders, "insert", extra_columns=["item"])
+    rec = EventRecorder()
+    app.subscribe(orders, "insert")(rec)
+    try:
+        proc.wait_stderr("listening")
+        listen_channels = triggers_on(pg_engine, schema)
+        # The same spec as listen's: the application starts using its trigger.
+        same = Notifier(pg_engine, cleanup_grace=0)
+        same.watch(orders, "insert")
+        same.start()
+        assert [s.state for s in same.install_states] == ["unchanged"]
+        app.start()
+        assert [s.state for s in app.install_states] == ["installed"]
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    try:
+        assert code == 0, proc.err_lines
+        # listen installed its trigger, but a live notifier uses it: it stays.
+        assert listen_channels <= triggers_on(pg_engine, schema)
+        with pg_engine.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO {orders} (item, qty) VALUES ('tea', 1)")
+        assert rec.wait_for(1, TIMEOUT)[0].extra_columns == {"item": "tea"}
+    finally:
+        app.stop()
+        same.stop()
+
+
+@pytest.mark.postgresql
 def test_several_processes_each_get_every_overflowed_row(
     pg_url: str, pg_engine: sa.Engine, schema: str, orders: str
 ) -> None:
@@ -393,7 +428,9 @@ def test_sql_install_uninstall_with_app(
     assert installed.stdout.startswith("unchanged: insert on"), installed.stdout
     assert len(triggers_on(pg_engine, schema)) == 1
 
-    removed = run("uninstall", "--app", module, cwd=tmp_path, **env)
+    kept = run("uninstall", "--app", module, cwd=tmp_path, **env)
+    assert kept.stdout.strip() == "removed 0 trigger(s)", "install just used it: grace period"
+    removed = run("uninstall", "--app", module, "--grace", "0", cwd=tmp_path, **env)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.strip() == "removed 1 trigger(s)"
     assert triggers_on(pg_engine, schema) == set()

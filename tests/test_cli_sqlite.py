@@ -68,7 +68,7 @@ def test_status_install_sql_on_sqlite(
     assert [(o["table"], o["operation"], o["state"]) for o in report["objects"]] == [
         ("items", "insert", "installed")
     ]
-    removed = run("uninstall", "--app", f"{module}:notifier", cwd=tmp_path, **env)
+    removed = run("uninstall", "--app", f"{module}:notifier", "--grace", "0", cwd=tmp_path, **env)
     assert removed.stdout.strip() == "removed 1 trigger(s)", removed.stderr
 
 

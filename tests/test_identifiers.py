@@ -187,7 +187,6 @@ def pg_round_trip(engine: sa.Engine, spec: Spec, schema: str, *, state: str = "i
         with engine.begin() as conn:
             conn.execute(table.delete().where(table.c[spec.key] == 1))
         same(received(got[Operation.DELETE], 1), [(1, {spec.text: big, spec.number: 9})])
-        assert notifier.uninstall() == 3
     finally:
         notifier.stop()
 
@@ -298,7 +297,6 @@ def sqlite_round_trip(engine: sa.Engine, spec: Spec) -> None:
         with engine.begin() as conn:
             conn.execute(table.delete())
         same(received(got[Operation.DELETE], 1), [(1, {spec.text: changed, spec.number: 9})])
-        assert notifier.uninstall() == 3
     finally:
         notifier.stop()
     with engine.connect() as conn:

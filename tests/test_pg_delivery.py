@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from _pgcore import TIMEOUT, execute, make_notifier, new_base
+from _pgcore import TIMEOUT, execute, make_notifier, new_base, triggers
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sqlnotify import Notifier, Operation, SQLNotifyPayloadSizeError, signals
@@ -431,13 +431,19 @@ def test_a_dropped_watched_column_never_fails_writes(
     assert "kept" not in " ".join(warnings)
     with pg_engine.connect() as conn:
         assert conn.execute(sa.text(f"SELECT name FROM {table}")).scalar() == "kept"
-    # Restarted with a watch that matches the table again, the trigger is replaced.
+    # Restarted with a watch that matches the table again (another spec: a
+    # trigger of its own), and the broken one, now unused, is cleaned up.
     n.stop()
-    fixed = make_notifier(notifiers, pg_engine)
+    fixed = make_notifier(notifiers, pg_engine, cleanup_on_start=True, cleanup_grace=0)
     fixed.watch(f"{schema}.products", "insert", extra_columns=["name"])
     rec2 = EventRecorder()
     fixed.subscribe(f"{schema}.products", "insert")(rec2)
     fixed.start()
-    assert [s.state for s in fixed.install_states] == ["replaced"]
+    assert [s.state for s in fixed.install_states] == ["installed"]
+    wait_until(
+        lambda: triggers(pg_engine, schema, "products") == [fixed.watches[0].channel],
+        TIMEOUT,
+        "the broken trigger removed",
+    )
     execute(pg_engine, f"INSERT INTO {table} VALUES (2, 'again')")
     assert dict(rec2.wait_for(1, TIMEOUT)[0].row) == {"id": 2, "name": "again"}

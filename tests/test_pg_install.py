@@ -11,7 +11,7 @@ from _pgcore import TIMEOUT, execute, make_notifier, new_base, sqlnotify_functio
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sqlnotify import Notifier
-from sqlnotify.testing import EventRecorder
+from sqlnotify.testing import EventRecorder, wait_until
 
 pytestmark = pytest.mark.postgresql
 
@@ -79,39 +79,70 @@ def test_second_start_with_nothing_changed_does_no_ddl(
     assert rec.wait_for(1, TIMEOUT)[0].extra_columns == {"status": "new"}
 
 
-def test_changed_watch_is_replaced_with_revoke(
+def _retyped_orders(engine: sa.Engine, schema: str) -> sa.Table:
+    """The model changed: ``total`` became a numeric column (the same watch spec)."""
+    execute(engine, f'ALTER TABLE "{schema}".orders ALTER COLUMN total TYPE numeric(10, 2)')
+    return sa.Table(
+        "orders",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("status", sa.String),
+        sa.Column("total", sa.Numeric(10, 2)),
+        schema=schema,
+    )
+
+
+def test_changed_spec_is_a_trigger_of_its_own(
     Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
 ) -> None:
     Order = Base.Order
     old = make_notifier(notifiers, pg_engine)
     old.watch(Order, "insert", extra_columns=["status"])
     old.install()
-    fingerprint = old.install_states[0].watch
     new = make_notifier(notifiers, pg_engine, revoke_on_model_change=True)
     new.watch(Order, "insert", extra_columns=["status", "total"])
     rec = EventRecorder()
     new.subscribe(Order, "insert")(rec)
     new.start()
     (state,) = new.install_states
-    assert state.state == "replaced"
-    assert state.watch.channel == fingerprint.channel  # same names, new definition
+    assert state.state == "installed"
+    assert state.watch.channel != old.install_states[0].watch.channel
     execute(pg_engine, f'INSERT INTO "{schema}".orders (id, total) VALUES (1, 5)')
     assert dict(rec.wait_for(1, TIMEOUT)[0].extra_columns) == {"status": "new", "total": 5}
+    assert len(triggers(pg_engine, schema, "orders")) == 2  # the old spec's stays
+
+
+def test_changed_model_is_replaced_with_revoke(
+    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+) -> None:
+    old = make_notifier(notifiers, pg_engine)
+    old.watch(Base.Order, "insert", extra_columns=["total"])
+    old.install()
+    before = old.install_states[0].watch
+    table = _retyped_orders(pg_engine, schema)
+    new = make_notifier(notifiers, pg_engine, revoke_on_model_change=True)
+    new.watch(table, "insert", extra_columns=["total"])
+    rec = EventRecorder()
+    new.subscribe(table, "insert")(rec)
+    new.start()
+    (state,) = new.install_states
+    assert state.state == "replaced"
+    assert state.watch.channel == before.channel  # same spec, same names, new definition
+    execute(pg_engine, f'INSERT INTO "{schema}".orders (id, total) VALUES (1, 5.25)')
+    assert str(rec.wait_for(1, TIMEOUT)[0].extra_columns["total"]) == "5.25"
     assert len(triggers(pg_engine, schema, "orders")) == 1
 
 
-def test_changed_watch_is_left_outdated_without_revoke(
+def test_changed_model_is_left_outdated_without_revoke(
     Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, caplog: Any
 ) -> None:
-    Order = Base.Order
     old = make_notifier(notifiers, pg_engine)
-    old.watch(Order, "insert", extra_columns=["status"])
+    old.watch(Base.Order, "insert", extra_columns=["total"])
     old.install()
     before = function_xmins(pg_engine, schema)
+    table = _retyped_orders(pg_engine, schema)
     keep = make_notifier(notifiers, pg_engine, revoke_on_model_change=False)
-    keep.watch(Order, "insert", extra_columns=["status", "total"])
-    rec = EventRecorder()
-    keep.subscribe(Order, "insert")(rec)
+    keep.watch(table, "insert", extra_columns=["total"])
     with caplog.at_level("WARNING", logger="sqlnotify"):
         keep.start()
     (state,) = keep.install_states
@@ -119,9 +150,6 @@ def test_changed_watch_is_left_outdated_without_revoke(
     assert state.installed_fingerprint is not None
     assert any("left in place" in r.getMessage() for r in caplog.records)
     assert function_xmins(pg_engine, schema) == before
-    # The old trigger still runs: the event carries the old column list.
-    execute(pg_engine, f'INSERT INTO "{schema}".orders (id, total) VALUES (1, 5)')
-    assert dict(rec.wait_for(1, TIMEOUT)[0].extra_columns) == {"status": "new"}
 
 
 def _user_objects(engine: sa.Engine, schema: str) -> None:
@@ -158,19 +186,23 @@ def test_cleanup_on_start_removes_only_sqlnotify_objects(
     old.watch(Order, "update", channel_label="old-label")
     old.install()
     assert len(triggers(pg_engine, schema, "orders")) == 4
-    fresh = make_notifier(notifiers, pg_engine, cleanup_on_start=True)
+    # Nobody uses the old triggers any more (no grace period): the
+    # maintenance thread removes them soon after start.
+    fresh = make_notifier(notifiers, pg_engine, cleanup_on_start=True, cleanup_grace=0)
     fresh.watch(Order, "insert")
     fresh.start()
+    wait_until(lambda: len(triggers(pg_engine, schema, "orders")) == 3, TIMEOUT, "the cleanup")
     names = triggers(pg_engine, schema, "orders")
     assert "my_audit" in names and "sqlnotify_lookalike" in names
     assert sorted(sqlnotify_functions(pg_engine, schema)) == sorted(
         ["sqlnotify_lookalike", fresh.watches[0].channel]
     )
     assert len(names) == 3
-    # A second start with cleanup_on_start replaces its own trigger and still spares the others.
+    # A second start with cleanup_on_start keeps its own trigger and still spares the others.
     fresh.stop()
     fresh.start()
-    assert [s.state for s in fresh.install_states] == ["installed"]
+    assert [s.state for s in fresh.install_states] == ["unchanged"]
+    wait_until(lambda: fresh._owners is not None and fresh._owners.cleaned, TIMEOUT, "cleanup")
     assert len(triggers(pg_engine, schema, "orders")) == 3
 
 
@@ -187,7 +219,10 @@ def test_cleanup_and_uninstall(
     assert n.uninstall() == 0
     n.install()
     other = make_notifier(notifiers, pg_engine)
-    other.watch(Order, "delete")  # cleanup() covers every sqlnotify object on the table
+    other.watch(Order, "delete")  # cleanup() covers every unused sqlnotify object on the table
+    assert other.cleanup() == 0, "n used them just now: within the grace period"
+    other = make_notifier(notifiers, pg_engine, cleanup_grace=0)
+    other.watch(Order, "delete")
     assert other.cleanup() == 2
     assert sorted(triggers(pg_engine, schema, "orders")) == ["my_audit", "sqlnotify_lookalike"]
 
@@ -294,7 +329,7 @@ def test_partitioned_table(pg_engine: sa.Engine, schema: str, notifiers: Any) ->
     events = rec.wait_for(2, TIMEOUT)
     assert [(e.table, e.id[0]) for e in events] == [("events", 1), ("events", 2)]
     n.stop()
-    again = make_notifier(notifiers, pg_engine)
+    again = make_notifier(notifiers, pg_engine, cleanup_grace=0)  # n stopped: not live
     again.watch(f"{schema}.events", "insert")
     assert [s.state for s in again.install()] == ["unchanged"]
     assert again.cleanup() == 1

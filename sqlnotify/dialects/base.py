@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 
+from .._ownership import Policy
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError
 
@@ -140,17 +141,36 @@ class Dialect(abc.ABC):
 
     @abc.abstractmethod
     def install(
-        self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
+        self, watches: Sequence[Watch], *, revoke: bool, policy: Policy | None = None
     ) -> list[InstallState]:
-        """Install what is missing or changed; safe when several processes run it at once."""
+        """Install what is missing or changed; safe when several processes run it at once.
+
+        Records ``policy.user`` as a user of every watch's trigger first, and
+        takes every lock under ``policy``'s bounds.
+        """
 
     @abc.abstractmethod
-    def uninstall(self, watches: Sequence[Watch]) -> int:
-        """Remove the watches' triggers and functions; return how many objects were dropped."""
+    def uninstall(self, watches: Sequence[Watch], *, policy: Policy | None = None) -> int:
+        """Stop using the watches' triggers; remove those nobody else uses.
+
+        ``policy.user`` stops being a user of each; a trigger is removed only
+        when no other notifier is live on it nor was seen within
+        ``policy.grace`` (see :mod:`sqlnotify._ownership`).  Returns how many
+        were removed.
+        """
 
     @abc.abstractmethod
-    def cleanup(self, watches: Sequence[Watch]) -> int:
-        """Remove every sqlnotify-owned object on the watches' tables."""
+    def cleanup(
+        self, watches: Sequence[Watch], *, policy: Policy | None = None, keep_own: bool = False
+    ) -> int:
+        """Remove the unused sqlnotify triggers on the watches' tables; return how many.
+
+        ``keep_own`` spares the watches' own triggers (the deferred cleanup
+        of ``cleanup_on_start``); otherwise ``policy.user`` first stops using them.
+        """
+
+    def touch(self, watches: Sequence[Watch], policy: Policy) -> None:
+        """Refresh ``policy.user``'s registry rows for the watches (maintenance thread)."""
 
     @abc.abstractmethod
     def status(self) -> list[dict[str, Any]]:

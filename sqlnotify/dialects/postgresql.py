@@ -21,20 +21,16 @@ import sqlalchemy as sa
 
 from .._listener import stop_requested
 from .._names import digest, qualified, quote_ident, quote_literal
+from .._ownership import Policy
 from .._watch import Watch, WatchRequest
 from ..exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyListenerError,
 )
+from ._pg_install import PgInstaller
 from ._pg_large import OverflowStore, pairs, positive
-from .base import (
-    Dialect,
-    InstallState,
-    RawNotification,
-    Source,
-    SourceDisconnected,
-    run_sql,
-)
+from ._pg_ownership import LockedRunner, channel_lock
+from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
@@ -333,6 +329,21 @@ class PostgresDialect(Dialect):
             )
         self.journal_per_statement = per_statement
         self._journal: PostgresJournal | None = None
+        #: Installs and removes triggers within the lock bounds, on connections
+        #: of its own (each connect bounded by ``connect_timeout``).
+        self.installer = PgInstaller(
+            self, LockedRunner(self._ddl_engine(), self.dsn, INSTALL_LOCK_KEY, log)
+        )
+
+    def _ddl_engine(self) -> sa.Engine:
+        import psycopg2
+
+        dsn = self.dsn
+        return sa.create_engine(
+            "postgresql+psycopg2://",
+            creator=lambda: psycopg2.connect(**dsn),
+            poolclass=sa.pool.NullPool,
+        )
 
     def after_fork(self) -> None:
         # The journal's connection is the parent's: never use nor close it here.
@@ -344,6 +355,7 @@ class PostgresDialect(Dialect):
             self._journal = None
         if self._own_engine is not None:
             self._own_engine.dispose()
+        self.installer.runner.engine.dispose()
 
     # -- names and SQL ------------------------------------------------------
     def default_schema(self) -> str | None:
@@ -455,14 +467,23 @@ class PostgresDialect(Dialect):
     def fingerprint(self, watch: Watch) -> str:
         return digest(self.function_sql(watch) + "\n" + self.trigger_sql(watch), 32)
 
+    @staticmethod
+    def part_fingerprint(sql: str) -> str:
+        """The hash of the function's or the trigger's statement alone, recorded apart."""
+        return digest(sql, 16)
+
     def comment(self, watch: Watch) -> str:
         meta = {
             "v": FORMAT_VERSION,
             "fp": self.fingerprint(watch),
+            "ffp": self.part_fingerprint(self.function_sql(watch)),
+            "tfp": self.part_fingerprint(self.trigger_sql(watch)),
             "schema": watch.effective_schema,
             **watch.metadata(),
             "overflow": watch.use_overflow_table,
         }
+        if watch.durable:
+            meta["journal"] = self.journal_schema_name()
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
     def journal_schema_name(self) -> str | None:
@@ -526,93 +547,51 @@ class PostgresDialect(Dialect):
         return InstallState(watch, "unchanged", fp)
 
     def install(
-        self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
+        self, watches: Sequence[Watch], *, revoke: bool, policy: Policy | None = None
     ) -> list[InstallState]:
-        for watch in watches:
-            self.check_names(watch)
-        overflow = {w.effective_schema for w in watches if w.use_overflow_table}
-        with self.engine.connect() as conn:
-            if conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
-                raise SQLNotifyListenerError(
-                    f"the server at {self.engine.url.host}:{self.engine.url.port or 5432} is in"
-                    " recovery (a read replica or standby): triggers cannot be installed and"
-                    " notifications are only sent on the primary; connect to the primary"
-                )
-            found = self._installed(conn)
-            states = [self._state(w, found) for w in watches]
-            absent = self.overflow.missing(conn, {w.effective_schema for w in watches})
-            self.overflow.ready.update({w.effective_schema for w in watches} - set(absent))
-            missing_overflow = [schema for schema in absent if schema in overflow]
-            conn.rollback()
-        todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
-        if not todo and not cleanup_first and not missing_overflow:
-            self.overflow.ready.update(overflow)
-            return states
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
-            if cleanup_first:
-                self._cleanup(conn, watches)
-            for schema in self.overflow.missing(conn, overflow):
-                for stmt in self.overflow.ddl(schema):
-                    run_sql(conn, stmt)
-            found = self._installed(conn)
-            result = []
-            for watch in watches:
-                state = self._state(watch, found)
-                if state.state == "missing" or (state.state == "outdated" and revoke):
-                    for stmt in self.ddl(watch):
-                        run_sql(conn, stmt)
-                    new = "replaced" if state.state == "outdated" else "installed"
-                    result.append(InstallState(watch, new, state.installed_fingerprint))
-                else:
-                    result.append(state)
-        self.overflow.ready.update(overflow)
-        return result
+        return self.installer.install(watches, revoke=revoke, policy=policy or Policy())
 
-    def uninstall(self, watches: Sequence[Watch]) -> int:
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
-            found = self._installed(conn)
-            dropped = 0
-            for watch in watches:
-                key = (watch.effective_schema or "public", watch.channel)
-                if key in found:
-                    run_sql(conn, self.drop_sql(*key))
-                    dropped += 1
-            return dropped
+    def uninstall(self, watches: Sequence[Watch], *, policy: Policy | None = None) -> int:
+        policy = policy or Policy()
+        own = {w.channel for w in watches}
+        schemas = {w.effective_schema or "public" for w in watches}
+        return self.installer.remove(policy, channels=own, forget=own, forget_schemas=schemas)
 
-    def _cleanup(self, conn: sa.Connection, watches: Sequence[Watch]) -> int:
+    def cleanup(
+        self, watches: Sequence[Watch], *, policy: Policy | None = None, keep_own: bool = False
+    ) -> int:
+        policy = policy or Policy()
+        own = {w.channel for w in watches}
         tables = {(w.effective_schema or "public", w.table) for w in watches}
-        dropped = 0
-        for (fschema, fname), entry in self._installed(conn).items():
-            meta = entry["meta"]
-            on_table = {(s, t) for s, t, _ in entry["triggers"]}
-            on_table.add((meta.get("schema"), meta.get("table")))
-            if on_table & tables:
-                run_sql(conn, self.drop_sql(fschema, fname))
-                dropped += 1
-        return dropped
+        schemas = {s for s, _ in tables}
+        if keep_own:
+            return self.installer.remove(policy, tables=tables, keep=own)
+        return self.installer.remove(policy, tables=tables, forget=own, forget_schemas=schemas)
 
-    def cleanup(self, watches: Sequence[Watch]) -> int:
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INSTALL_LOCK_KEY})")
-            return self._cleanup(conn, watches)
+    def touch(self, watches: Sequence[Watch], policy: Policy) -> None:
+        self.installer.touch(watches, policy)
 
     def status(self) -> list[dict[str, Any]]:
         rows = []
         with self.engine.connect() as conn:
-            for entry in self._installed(conn).values():
+            found = self._installed(conn)
+            users, live = self.installer.users(conn, {s for s, _ in found})
+            for entry in found.values():
                 meta = entry["meta"]
+                channel = meta.get("channel", entry["name"])
                 rows.append(
                     {
                         "schema": meta.get("schema", entry["schema"]),
                         "table": meta.get("table"),
                         "operation": meta.get("operation"),
-                        "channel": meta.get("channel", entry["name"]),
+                        "channel": channel,
                         "function": f"{entry['schema']}.{entry['name']}",
                         "fingerprint": meta.get("fp"),
                         "triggers": [f"{s}.{t}" for s, t, _ in entry["triggers"]],
                         "state": self._installed_state(conn, entry),
+                        "spec": _spec_of(meta),
+                        "listening": channel_lock(channel)[1] in live,
+                        "users": users.get(channel, []),
                     }
                 )
         return rows
@@ -642,7 +621,13 @@ class PostgresDialect(Dialect):
             conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     def open_source(self, channels: Sequence[str]) -> Source:
-        return PostgresSource(self.dsn, channels, log=self.log, lock=self.consumer_lock)
+        return PostgresSource(
+            self.dsn,
+            channels,
+            log=self.log,
+            lock=self.consumer_lock,
+            channel_locks=[channel_lock(c) for c in channels],
+        )
 
     #: ``(key, consumer name)`` of the session lock the listener holds for a
     #: named consumer of durable watches; ``None`` without one.
@@ -667,6 +652,12 @@ class PostgresDialect(Dialect):
 
 
 _URL_KEYS = frozenset({"host", "port", "user", "password", "dbname"})
+
+
+def _spec_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """The watch spec an installed trigger records (for ``sqlnotify status``)."""
+    keys = ("keys", "columns", "trigger_columns", "label", "durable", "overflow")
+    return {k: meta.get(k) for k in keys}
 
 
 def wait_fd(fd: int, timeout: float, *, write: bool = False) -> bool:
@@ -710,6 +701,7 @@ class PostgresSource(Source):
         *,
         log: Any = None,
         lock: tuple[int, str] | None = None,
+        channel_locks: Sequence[tuple[int, int]] = (),
     ) -> None:
         import psycopg2
         import psycopg2.extensions as ext
@@ -747,6 +739,14 @@ class PostgresSource(Source):
                         " consumer name is read by one process at a time (use another name"
                         " for an independent reader)"
                     )
+            if channel_locks:
+                # Shared, never waited for: they tell cleanups this channel is live.
+                cur.execute(
+                    "SELECT count(pg_try_advisory_lock_shared(c, k))"
+                    " FROM unnest(%s::int[], %s::int[]) AS l(c, k)",
+                    ([c for c, _ in channel_locks], [k for _, k in channel_locks]),
+                )
+                self._complete(deadline)
             listens = "".join(f"LISTEN {quote_ident(c)};" for c in (*channels, self._ping))
             cur.execute(listens)
             self._complete(deadline)

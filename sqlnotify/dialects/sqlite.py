@@ -30,9 +30,11 @@ import sqlalchemy as sa
 
 from .._journal import JournalReader
 from .._names import digest, quote_ident, quote_sqlite_literal
+from .._ownership import Policy
 from .._types import sqlite_value_sql
 from .._watch import Watch, WatchRequest
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
+from . import _sqlite_owners as owners
 from .base import Dialect, InstallState, Source
 
 if TYPE_CHECKING:
@@ -458,22 +460,20 @@ class SQLiteDialect(Dialect):
                 )
 
     def install(
-        self, watches: Sequence[Watch], *, revoke: bool, cleanup_first: bool
+        self, watches: Sequence[Watch], *, revoke: bool, policy: Policy | None = None
     ) -> list[InstallState]:
+        policy = policy or Policy()
         for watch in watches:
             self._check(watch)
         with self._connection() as conn:
             self._ensure_wal(conn)
-            found = self._installed(conn)
-            states = [self._state(w, found) for w in watches]
-            todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
-            if not todo and not cleanup_first and self._log_exists(conn):
-                return states
 
             def work() -> list[InstallState]:
-                if cleanup_first:
-                    self._cleanup(conn, watches)
-                conn.execute(log_table_sql())
+                # Recorded first: a cleanup that commits after this sees a user.
+                owners.ensure(conn)
+                owners.touch(conn, [w.channel for w in watches], policy)
+                if not self._log_exists(conn):
+                    conn.execute(log_table_sql())
                 found = self._installed(conn)
                 result = []
                 for watch in watches:
@@ -490,48 +490,88 @@ class SQLiteDialect(Dialect):
             result: list[InstallState] = self._transaction(conn, work)
         return result
 
-    def uninstall(self, watches: Sequence[Watch]) -> int:
+    def touch(self, watches: Sequence[Watch], policy: Policy) -> None:
+        with self._connection() as conn:
+
+            def work() -> None:
+                owners.ensure(conn)
+                owners.touch(conn, [w.channel for w in watches], policy)
+
+            self._transaction(conn, work)
+
+    def _remove(
+        self,
+        conn: Any,
+        policy: Policy,
+        *,
+        channels: set[str],
+        tables: set[str],
+        keep: set[str],
+        forget: set[str],
+    ) -> int:
+        """Drop the sqlnotify triggers in ``channels`` or on ``tables`` nobody else uses."""
+        owners.forget(conn, forget, policy.user)
+        dropped = 0
+        for name, entry in self._installed(conn).items():
+            channel = entry["meta"].get("channel", name)
+            if channel in keep or not (channel in channels or entry["table"].lower() in tables):
+                continue
+            if owners.in_use(conn, channel, policy):
+                continue
+            conn.execute(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
+            owners.drop(conn, channel)
+            dropped += 1
+        return dropped
+
+    def uninstall(self, watches: Sequence[Watch], *, policy: Policy | None = None) -> int:
+        policy = policy or Policy()
+        own = {w.channel for w in watches}
         with self._connection() as conn:
 
             def work() -> int:
-                found = self._installed(conn)
-                dropped = 0
-                for watch in watches:
-                    if watch.channel in found:
-                        conn.execute(f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)}")
-                        dropped += 1
-                return dropped
+                return self._remove(
+                    conn, policy, channels=own, tables=set(), keep=set(), forget=own
+                )
 
             return int(self._transaction(conn, work))
 
-    def _cleanup(self, conn: Any, watches: Sequence[Watch]) -> int:
+    def cleanup(
+        self, watches: Sequence[Watch], *, policy: Policy | None = None, keep_own: bool = False
+    ) -> int:
+        policy = policy or Policy()
+        own = {w.channel for w in watches}
         tables = {w.table.lower() for w in watches}
-        dropped = 0
-        for name, entry in self._installed(conn).items():
-            if entry["table"].lower() in tables:
-                conn.execute(f"DROP TRIGGER IF EXISTS {quote_ident(name)}")
-                dropped += 1
-        return dropped
-
-    def cleanup(self, watches: Sequence[Watch]) -> int:
+        keep, forget = (own, set()) if keep_own else (set(), own)
         with self._connection() as conn:
-            return int(self._transaction(conn, lambda: self._cleanup(conn, watches)))
+
+            def work() -> int:
+                return self._remove(
+                    conn, policy, channels=set(), tables=tables, keep=keep, forget=forget
+                )
+
+            return int(self._transaction(conn, work))
 
     def status(self) -> list[dict[str, Any]]:
         rows = []
         with self._connection() as conn:
+            users = owners.users(conn)
             for name, entry in sorted(self._installed(conn).items()):
                 meta = entry["meta"]
+                channel = meta.get("channel", name)
                 rows.append(
                     {
                         "schema": None,
                         "table": entry["table"],
                         "operation": meta.get("operation"),
-                        "channel": meta.get("channel", name),
+                        "channel": channel,
                         "function": None,
                         "fingerprint": meta.get("fp"),
                         "triggers": [name],
                         "state": self._installed_state(entry["table"], meta),
+                        "spec": {
+                            k: meta.get(k) for k in ("keys", "columns", "trigger_columns", "label")
+                        },
+                        "users": users.get(channel, []),
                     }
                 )
         return rows

@@ -1,0 +1,211 @@
+"""Installing and removing PostgreSQL triggers with the weakest locks, within bounds.
+
+- An unchanged trigger costs no DDL: its fingerprint is compared first.
+- A changed function body is ``CREATE OR REPLACE FUNCTION`` (no table lock).
+- A missing or changed trigger is ``CREATE OR REPLACE TRIGGER`` (PostgreSQL
+  14+; ``SHARE ROW EXCLUSIVE``, which readers never block), or ``DROP`` +
+  ``CREATE`` before 14.
+- Removing a trigger (``DROP FUNCTION ... CASCADE``, ``ACCESS EXCLUSIVE`` on
+  its table) happens only for triggers nobody uses, and never in ``start()``.
+
+Every transaction runs through :class:`LockedRunner`: ``lock_timeout`` per
+attempt, retried until ``install_timeout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .._names import qualified, quote_ident, quote_literal
+from .._ownership import Policy
+from .._watch import Watch
+from ..exceptions import SQLNotifyListenerError
+from ._pg_ownership import LockedRunner, Registry, channel_lock, execute_plain
+from .base import InstallState
+from .postgresql_journal import JOURNAL_TABLE
+
+if TYPE_CHECKING:
+    from .postgresql import PostgresDialect
+
+__all__ = ["PgInstaller"]
+
+
+class PgInstaller:
+    """The installation, removal and registry work of one :class:`PostgresDialect`."""
+
+    def __init__(self, dialect: PostgresDialect, runner: LockedRunner) -> None:
+        self.dialect = dialect
+        self.runner = runner
+
+    # -- install ----------------------------------------------------------------
+    def install(
+        self, watches: Sequence[Watch], *, revoke: bool, policy: Policy
+    ) -> list[InstallState]:
+        d = self.dialect
+        for watch in watches:
+            d.check_names(watch)
+        deadline = policy.deadline()
+        schemas = {w.effective_schema for w in watches}
+        overflow = {w.effective_schema for w in watches if w.use_overflow_table}
+
+        def register(conn: sa.Connection) -> tuple[list[InstallState], list[str | None]]:
+            if conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
+                url = d.engine.url
+                raise SQLNotifyListenerError(
+                    f"the server at {url.host}:{url.port or 5432} is in recovery (a read"
+                    " replica or standby): triggers cannot be installed and notifications are"
+                    " only sent on the primary; connect to the primary"
+                )
+            # Recorded before anything is compared: a concurrent cleanup that
+            # runs after this commit sees this notifier as a user.
+            self._touch(conn, watches, policy)
+            found = d._installed(conn)
+            states = [d._state(w, found) for w in watches]
+            absent = d.overflow.missing(conn, schemas)
+            d.overflow.ready.update(schemas - set(absent))
+            return states, [s for s in absent if s in overflow]
+
+        states, missing_overflow = self.runner.run(
+            register, policy, "record this notifier in the trigger registry", deadline
+        )
+        todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
+        if not todo and not missing_overflow:
+            d.overflow.ready.update(overflow)
+            return states
+
+        def work(conn: sa.Connection) -> list[InstallState]:
+            for schema in d.overflow.missing(conn, overflow):
+                for stmt in d.overflow.ddl(schema):
+                    execute_plain(conn, stmt)
+            found = d._installed(conn)
+            replace_trigger = conn.dialect.server_version_info >= (14,)  # type: ignore[operator]
+            result = []
+            for watch in watches:
+                state = d._state(watch, found)
+                if state.state == "missing" or (state.state == "outdated" and revoke):
+                    entry = found.get((watch.effective_schema or "public", watch.channel))
+                    for stmt in self.statements(watch, entry, replace_trigger):
+                        execute_plain(conn, stmt)
+                    new = "replaced" if state.state == "outdated" else "installed"
+                    result.append(InstallState(watch, new, state.installed_fingerprint))
+                else:
+                    result.append(state)
+            return result
+
+        described = ", ".join(s.watch.describe() for s in todo) or "the overflow table"
+        result = self.runner.run(work, policy, f"install the trigger for {described}", deadline)
+        d.overflow.ready.update(overflow)
+        return result
+
+    def statements(
+        self, watch: Watch, entry: dict[str, Any] | None, replace_trigger: bool
+    ) -> list[str]:
+        """Only what differs from ``entry`` (the installed function's record, if any)."""
+        d = self.dialect
+        meta = entry["meta"] if entry is not None else {}
+        schema = watch.effective_schema or "public"
+        attached = entry is not None and (schema, watch.table, watch.channel) in entry["triggers"]
+        function_sql, trigger_sql = d.function_sql(watch), d.trigger_sql(watch)
+        out = []
+        if watch.durable:
+            from .postgresql_journal import journal_ddl
+
+            out.append(journal_ddl(d.journal_schema_name()))
+        if entry is None or meta.get("ffp") != d.part_fingerprint(function_sql):
+            out.append(function_sql)
+        out.append(
+            f"COMMENT ON FUNCTION {d.function_ref(watch)}() IS {quote_literal(d.comment(watch))}"
+        )
+        if not attached or meta.get("tfp") != d.part_fingerprint(trigger_sql):
+            if replace_trigger:
+                out.append(trigger_sql.replace("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER", 1))
+            else:
+                table = d.table_ref(watch)
+                out.append(f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)} ON {table}")
+                out.append(trigger_sql)
+        return out
+
+    # -- the registry -------------------------------------------------------------
+    def _touch(self, conn: sa.Connection, watches: Sequence[Watch], policy: Policy) -> None:
+        registry = Registry(conn)
+        by_schema: dict[str, list[str]] = {}
+        for w in watches:
+            by_schema.setdefault(w.effective_schema or "public", []).append(w.channel)
+        for schema, channels in sorted(by_schema.items()):
+            registry.ensure(schema)
+            registry.touch(schema, channels, policy)
+
+    def touch(self, watches: Sequence[Watch], policy: Policy) -> None:
+        if watches:
+            self.runner.run(
+                lambda conn: self._touch(conn, watches, policy),
+                policy,
+                "refresh this notifier's rows in the trigger registry",
+            )
+
+    # -- removal ------------------------------------------------------------------
+    def remove(
+        self,
+        policy: Policy,
+        *,
+        channels: set[str] = frozenset(),  # type: ignore[assignment]
+        tables: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+        keep: set[str] = frozenset(),  # type: ignore[assignment]
+        forget: set[str] = frozenset(),  # type: ignore[assignment]
+        forget_schemas: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> int:
+        """Drop the sqlnotify triggers named in ``channels`` or on ``tables`` that nobody uses.
+
+        ``forget``: channels ``policy.user`` stops using first.
+        """
+        d = self.dialect
+
+        def work(conn: sa.Connection) -> int:
+            registry = Registry(conn)
+            for schema in sorted(forget_schemas):
+                registry.forget(schema, forget, policy.user)
+            live = registry.locked_channels()
+            dropped = 0
+            for (fschema, fname), entry in sorted(d._installed(conn).items()):
+                meta = entry["meta"]
+                channel = meta.get("channel", fname)
+                on = {(s, t) for s, t, _ in entry["triggers"]}
+                on.add((meta.get("schema"), meta.get("table")))
+                if channel in keep or not (channel in channels or on & tables):
+                    continue
+                if channel_lock(channel)[1] in live or registry.in_use(fschema, channel, policy):
+                    continue
+                if self._journal_retained(conn, meta, channel):
+                    continue
+                execute_plain(conn, d.drop_sql(fschema, fname))
+                registry.drop(fschema, channel)
+                dropped += 1
+            return dropped
+
+        return self.runner.run(work, policy, "remove unused sqlnotify triggers")
+
+    @staticmethod
+    def _journal_retained(conn: sa.Connection, meta: dict[str, Any], channel: str) -> bool:
+        """Whether a durable watch's consumers still have journal rows of ``channel``."""
+        if not meta.get("durable"):
+            return False
+        journal = qualified(meta.get("journal"), JOURNAL_TABLE)
+        if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": journal}).scalar() is None:
+            return False
+        sql = f"SELECT EXISTS (SELECT 1 FROM {journal.replace('%', '%%')} WHERE channel = %s)"
+        return bool(conn.exec_driver_sql(sql, (channel,)).scalar())
+
+    # -- status ---------------------------------------------------------------------
+    def users(
+        self, conn: sa.Connection, schemas: set[str]
+    ) -> tuple[dict[str, list[dict[str, Any]]], set[int]]:
+        """Registry rows by channel, and the keys of the channel locks held now."""
+        registry = Registry(conn)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for schema in sorted(schemas):
+            for channel, users in registry.users(schema).items():
+                out.setdefault(channel, []).extend(users)
+        return out, registry.locked_channels()

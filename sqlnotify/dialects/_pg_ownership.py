@@ -1,0 +1,272 @@
+"""PostgreSQL side of ownership: the registry table, channel locks, bounded DDL.
+
+The registry (``sqlnotify_users``, one per schema of watched tables) holds a
+row per (channel, notifier).  While a listener lives, its session holds a
+shared advisory lock per channel (``pg_locks`` shows them), keyed by
+:func:`channel_lock`.  Every transaction that changes triggers runs under
+``SET LOCAL lock_timeout`` and is retried by :meth:`LockedRunner.run`; while
+a statement waits, a watcher thread asks ``pg_blocking_pids()`` who holds
+the lock, so the error can name them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from .._names import digest, qualified
+from .._ownership import LIVE_WINDOW, Policy, lock_timeout_error, retry_locked
+from .base import run_sql
+
+__all__ = [
+    "REGISTRY_TABLE",
+    "BlockerWatch",
+    "LockedRunner",
+    "Registry",
+    "channel_lock",
+    "execute_plain",
+]
+
+T = TypeVar("T")
+
+REGISTRY_TABLE = "sqlnotify_users"
+#: First half of every channel lock's key (the two-integer advisory lock form).
+CHANNEL_LOCK_CLASS = int(digest("sqlnotify.channel", 7), 16)
+
+REGISTRY_SQL = """\
+CREATE TABLE IF NOT EXISTS {table} (
+    channel text NOT NULL,
+    user_id text NOT NULL,
+    app text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    live boolean NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel, user_id)
+)"""
+
+TOUCH_SQL = """\
+INSERT INTO {table} (channel, user_id, app, host, pid, live)
+SELECT c, %s, %s, %s, %s, %s FROM unnest(%s::text[]) AS c
+ON CONFLICT (channel, user_id) DO UPDATE SET last_seen = now(), live = EXCLUDED.live"""
+
+FORGET_SQL = "DELETE FROM {table} WHERE user_id = %s AND channel = ANY(%s::text[])"
+DROP_USERS_SQL = "DELETE FROM {table} WHERE channel = %s"
+
+# Another user keeps a trigger while it is live (seen within LIVE_WINDOW) or
+# was seen within the grace period.
+IN_USE_SQL = """\
+SELECT EXISTS (
+    SELECT 1 FROM {table}
+    WHERE channel = %s AND user_id <> %s
+      AND ((live AND last_seen > now() - make_interval(secs => %s))
+           OR last_seen > now() - make_interval(secs => %s)))"""
+
+USERS_SQL = """\
+SELECT channel, user_id, app, host, pid,
+       live AND last_seen > now() - make_interval(secs => %s), last_seen
+FROM {table} ORDER BY channel, last_seen DESC"""
+
+LOCKED_CHANNELS_SQL = """\
+SELECT objid::bigint FROM pg_locks
+WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+
+BLOCKERS_SQL = """\
+SELECT pid, application_name, state, extract(epoch from now() - xact_start)::float8,
+       left(query, 300)
+FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid"""
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def channel_lock(channel: str) -> tuple[int, int]:
+    """The (class, key) of the shared advisory lock a listener holds on ``channel``."""
+    return CHANNEL_LOCK_CLASS, int(digest(channel, 7), 16)
+
+
+def _sql(template: str, schema: str | None) -> str:
+    # Parameters follow: a '%' in the schema's name must reach the server as is.
+    return template.format(table=qualified(schema, REGISTRY_TABLE).replace("%", "%%"))
+
+
+def execute_plain(conn: sa.Connection, sql: str) -> None:
+    """Run one statement that has no parameters, so no ``%`` in it is read as one."""
+    run_sql(conn, sql)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "pgcode", None) == LOCK_NOT_AVAILABLE
+
+
+class BlockerWatch:
+    """While one statement waits, ask the server every ``interval`` who blocks it.
+
+    Its own connection is opened only once the first interval has passed,
+    so a statement that gets its lock at once costs no connection.
+    """
+
+    def __init__(self, dsn: dict[str, Any], pid: int, interval: float, log: logging.Logger):
+        self._dsn = dsn
+        self._pid = pid
+        self._interval = interval
+        self._log = log
+        self._stop = threading.Event()
+        self.blockers: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._run, name="sqlnotify-lock-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psycopg2
+
+        conn = None
+        try:
+            while not self._stop.wait(self._interval):
+                if conn is None:
+                    conn = psycopg2.connect(**{**self._dsn, "connect_timeout": "5"})
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SET statement_timeout = 5000")
+                    cur.execute(BLOCKERS_SQL, (self._pid,))
+                    rows = cur.fetchall()
+                if rows:
+                    keys = ("pid", "application_name", "state", "xact_age", "query")
+                    self.blockers = [dict(zip(keys, row, strict=True)) for row in rows]
+        except Exception:
+            self._log.debug("could not ask the server who holds a lock", exc_info=True)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        self._thread.join(10.0)
+        return self.blockers
+
+
+class LockedRunner:
+    """Runs transactions that take locks on watched tables, within the policy's bounds."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        dsn: dict[str, Any],
+        install_lock_key: int,
+        log: logging.Logger,
+    ) -> None:
+        self.engine = engine
+        self.dsn = dsn
+        self.install_lock_key = install_lock_key
+        self.log = log
+
+    def run(
+        self,
+        work: Callable[[sa.Connection], T],
+        policy: Policy,
+        what: str,
+        deadline: float | None = None,
+    ) -> T:
+        """Run ``work`` in one transaction holding the installation lock, retried on lock timeouts.
+
+        :raises SQLNotifyLockTimeoutError: once ``deadline`` (default: the
+            policy's ``install_timeout`` from now) passes.
+        """
+        seen: list[dict[str, Any]] = []
+        millis = max(1, int(policy.lock_timeout * 1000))
+
+        def attempt() -> T:
+            with self.engine.connect() as conn:
+                pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+                watch = BlockerWatch(self.dsn, pid, max(0.02, policy.lock_timeout * 0.4), self.log)
+                try:
+                    with conn.begin():
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")
+                        conn.exec_driver_sql(
+                            f"SELECT pg_advisory_xact_lock({self.install_lock_key})"
+                        )
+                        return work(conn)
+                finally:
+                    found = watch.stop()
+                    if found:
+                        seen[:] = found
+
+        return retry_locked(
+            attempt,
+            is_lock_timeout,
+            policy.deadline() if deadline is None else deadline,
+            lambda: lock_timeout_error(what, policy, seen),
+        )
+
+
+class Registry:
+    """The ``sqlnotify_users`` tables, read and written in the caller's transaction."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._exists: dict[str | None, bool] = {}
+
+    def exists(self, schema: str | None) -> bool:
+        if schema not in self._exists:
+            name = qualified(schema, REGISTRY_TABLE)
+            found = self.conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar()
+            self._exists[schema] = found is not None
+        return self._exists[schema]
+
+    def ensure(self, schema: str | None) -> None:
+        if not self.exists(schema):
+            name = qualified(schema, REGISTRY_TABLE)
+            execute_plain(self.conn, REGISTRY_SQL.format(table=name))
+            self._exists[schema] = True
+
+    def touch(self, schema: str | None, channels: Sequence[str], policy: Policy) -> None:
+        host, _, rest = policy.user.partition(":")
+        pid = int(rest.partition(":")[0] or 0)
+        self.conn.exec_driver_sql(
+            _sql(TOUCH_SQL, schema),
+            (policy.user, policy.app, host, pid, policy.live, list(channels)),
+        )
+
+    def forget(self, schema: str | None, channels: Iterable[str], user: str) -> None:
+        if self.exists(schema):
+            self.conn.exec_driver_sql(_sql(FORGET_SQL, schema), (user, list(channels)))
+
+    def drop(self, schema: str | None, channel: str) -> None:
+        if self.exists(schema):
+            self.conn.exec_driver_sql(_sql(DROP_USERS_SQL, schema), (channel,))
+
+    def in_use(self, schema: str | None, channel: str, policy: Policy) -> bool:
+        if not self.exists(schema):
+            return False
+        row = self.conn.exec_driver_sql(
+            _sql(IN_USE_SQL, schema), (channel, policy.user, LIVE_WINDOW, policy.grace)
+        ).scalar()
+        return bool(row)
+
+    def users(self, schema: str | None) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not self.exists(schema):
+            return out
+        for channel, user, app, host, pid, live, seen in self.conn.exec_driver_sql(
+            _sql(USERS_SQL, schema), (LIVE_WINDOW,)
+        ):
+            out.setdefault(channel, []).append(
+                {
+                    "user": user,
+                    "app": app,
+                    "host": host,
+                    "pid": pid,
+                    "live": live,
+                    "last_seen": seen,
+                }
+            )
+        return out
+
+    def locked_channels(self) -> set[int]:
+        rows = self.conn.exec_driver_sql(LOCKED_CHANNELS_SQL, (CHANNEL_LOCK_CLASS,))
+        return {int(r[0]) for r in rows}
