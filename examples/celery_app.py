@@ -6,15 +6,16 @@ broker is PostgreSQL too, through kombu's SQLAlchemy transport.
 
 Run it::
 
-    export DATABASE_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test
+    export DATABASE_URL=postgresql+psycopg2://user@localhost/dbname
     celery --workdir examples -A celery_app worker --loglevel=INFO
-    psql -h 127.0.0.1 -U postgres test \\
+    psql -h localhost -U user dbname \\
         -c "INSERT INTO celery_orders (customer, total_cents) VALUES ('ada', 4200)"
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import sqlalchemy as sa
 from celery import Celery, signals
@@ -23,11 +24,14 @@ from sqlmodel import Field, Session, SQLModel
 from sqlnotify import ChangeEvent, Notifier
 from sqlnotify.adapters.celery import connect_celery
 
-DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+DATABASE_URL = os.environ.get("DATABASE_URL") or sys.exit(
+    "set DATABASE_URL to a PostgreSQL database,"
+    " e.g. postgresql+psycopg2://user:password@localhost/dbname"
+)
 
 app = Celery(
     "sqlnotify_example",
-    broker=os.environ.get("CELERY_BROKER_URL", "sqla+" + DATABASE_URL),
+    broker="sqla+" + DATABASE_URL,  # kombu's SQLAlchemy transport: no other service
 )
 app.conf.update(
     broker_connection_retry_on_startup=True,

@@ -4,12 +4,12 @@ Every committed INSERT or UPDATE of a user reaches the callbacks below on the
 server's event loop, however the row was written (this app, another process,
 psql).  Run it with::
 
-    export SQLNOTIFY_EXAMPLE_DATABASE_URL=postgresql+asyncpg://user:pass@localhost/db
+    export DATABASE_URL=postgresql+asyncpg://user:pass@localhost/db
     uvicorn --app-dir examples fastapi_quickstart:app
 
 then ``curl -X POST 'localhost:8000/users/?email=ada@example.com&name=Ada'``.
-``sqlite+aiosqlite:///./app.db`` works as the URL too.  Set
-``SQLNOTIFY_EXAMPLE_SCHEMA`` to keep the table in a PostgreSQL schema of its own.
+Without ``DATABASE_URL`` it uses ``sqlite+aiosqlite:///sqlnotify-example.db``, a file
+in the working directory.
 """
 
 from __future__ import annotations
@@ -25,15 +25,10 @@ from sqlmodel import Field, SQLModel
 from sqlnotify import ChangeEvent, Notifier, Operation
 from sqlnotify.adapters.asgi import sqlnotify_lifespan
 
-DATABASE_URL = os.environ.get(
-    "SQLNOTIFY_EXAMPLE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-SCHEMA = os.environ.get("SQLNOTIFY_EXAMPLE_SCHEMA") or None
+DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite+aiosqlite:///sqlnotify-example.db")
 
 
 class User(SQLModel, table=True):
-    __table_args__ = {"schema": SCHEMA}
-
     id: int | None = Field(default=None, primary_key=True)
     email: str
     name: str

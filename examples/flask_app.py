@@ -2,7 +2,7 @@
 
 Run it (PostgreSQL URL in ``DATABASE_URL``)::
 
-    DATABASE_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test \\
+    DATABASE_URL=postgresql+psycopg2://user@localhost/dbname \\
         flask --app examples.flask_app run
     curl -X POST localhost:5000/users -H 'content-type: application/json' -d '{"name": "ada"}'
     curl localhost:5000/welcomed
@@ -25,8 +25,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlnotify import ChangeEvent
 from sqlnotify.adapters.flask import SQLNotify, in_app_context
 
-DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-
 
 class Base(DeclarativeBase):
     pass
@@ -44,8 +42,13 @@ class User(db.Model):  # type: ignore[name-defined,misc]
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ.get("DATABASE_URL", DEFAULT_URL)
+    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ.get("DATABASE_URL")
     app.config.update(config or {})
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        raise SystemExit(
+            "set DATABASE_URL to a PostgreSQL database,"
+            " e.g. postgresql+psycopg2://user:password@localhost/dbname"
+        )
     db.init_app(app)
     with app.app_context():
         db.create_all()

@@ -4,7 +4,7 @@ The app module is imported once, in gunicorn's master, before the workers
 are forked.  A listener is per process, so each worker starts its own in the
 ``post_fork`` hook (see ``examples/gunicorn.conf.py``)::
 
-    DATABASE_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test \\
+    DATABASE_URL=postgresql+psycopg2://user@localhost/dbname \\
         gunicorn -c examples/gunicorn.conf.py --chdir examples gunicorn_app:application
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,11 @@ import sqlalchemy as sa
 from sqlnotify import ChangeEvent, Notifier
 
 engine = sa.create_engine(
-    os.environ.get("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    os.environ.get("DATABASE_URL")
+    or sys.exit(
+        "set DATABASE_URL to a PostgreSQL database,"
+        " e.g. postgresql+psycopg2://user:password@localhost/dbname"
+    )
 )
 metadata = sa.MetaData()
 prices = sa.Table(

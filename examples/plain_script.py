@@ -1,8 +1,10 @@
 """sqlnotify in a plain script: a sync engine, ``notifier.start()``, a few rows, ``stop()``.
 
-Run it against any PostgreSQL database you may create a table in::
+Run it as it is, on an SQLite file in the working directory
+(``sqlnotify-example.db``), or on any database you may create a table in::
 
-    SQLNOTIFY_TEST_POSTGRES_URL=postgresql+psycopg2://user@host/db python examples/plain_script.py
+    python examples/plain_script.py
+    DATABASE_URL=postgresql+psycopg2://user@localhost/dbname python examples/plain_script.py
 
 It creates a ``plain_script_users`` table, watches inserts, updates and
 deletes on it, makes a few changes, prints each event as it arrives, then
@@ -19,9 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from sqlnotify import ChangeEvent, Notifier, Operation
 
-URL = os.environ.get(
-    "SQLNOTIFY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-)
+URL = os.environ.get("DATABASE_URL", "sqlite:///sqlnotify-example.db")
 
 
 class Base(DeclarativeBase):

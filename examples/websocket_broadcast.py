@@ -3,11 +3,11 @@
 Clients connect to ``/ws`` and receive one JSON message per new user, new
 post or changed user, whoever wrote the row.  Run it with::
 
-    export SQLNOTIFY_EXAMPLE_DATABASE_URL=postgresql+asyncpg://user:pass@localhost/db
+    export DATABASE_URL=postgresql+asyncpg://user:pass@localhost/db
     uvicorn --app-dir examples websocket_broadcast:app
 
-``sqlite+aiosqlite:///./app.db`` works as the URL too.  Set
-``SQLNOTIFY_EXAMPLE_SCHEMA`` to keep the tables in a PostgreSQL schema of their own.
+Without ``DATABASE_URL`` it uses ``sqlite+aiosqlite:///sqlnotify-example.db``, a file
+in the working directory.
 """
 
 from __future__ import annotations
@@ -24,28 +24,20 @@ from sqlmodel import Field, SQLModel
 from sqlnotify import ChangeEvent, Notifier, Operation
 from sqlnotify.adapters.asgi import sqlnotify_lifespan
 
-DATABASE_URL = os.environ.get(
-    "SQLNOTIFY_EXAMPLE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-SCHEMA = os.environ.get("SQLNOTIFY_EXAMPLE_SCHEMA") or None
-USER_ID = f"{SCHEMA}.user.id" if SCHEMA else "user.id"
+DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite+aiosqlite:///sqlnotify-example.db")
 
 
 class User(SQLModel, table=True):
-    __table_args__ = {"schema": SCHEMA}
-
     id: int | None = Field(default=None, primary_key=True)
     email: str
     name: str
 
 
 class Post(SQLModel, table=True):
-    __table_args__ = {"schema": SCHEMA}
-
     id: int | None = Field(default=None, primary_key=True)
     title: str
     content: str
-    user_id: int = Field(foreign_key=USER_ID)
+    user_id: int = Field(foreign_key="user.id")
 
 
 engine = create_async_engine(DATABASE_URL)

@@ -2,8 +2,8 @@
 
 Models can be SQLModel classes, exactly like SQLAlchemy declarative ones::
 
-    DATABASE_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test python examples/worker.py
-    psql -h 127.0.0.1 -U postgres test -c "INSERT INTO worker_jobs (kind) VALUES ('resize')"
+    DATABASE_URL=postgresql+psycopg2://user@localhost/dbname python examples/worker.py
+    psql -h localhost -U user dbname -c "INSERT INTO worker_jobs (kind) VALUES ('resize')"
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,9 +28,11 @@ class Job(SQLModel, table=True):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    engine = sa.create_engine(
-        os.environ.get("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    url = os.environ.get("DATABASE_URL") or sys.exit(
+        "set DATABASE_URL to a PostgreSQL database,"
+        " e.g. postgresql+psycopg2://user:password@localhost/dbname"
     )
+    engine = sa.create_engine(url)
     SQLModel.metadata.create_all(engine)
     notifier = Notifier(engine)
     notifier.watch(Job, "insert", extra_columns=["kind"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -111,18 +112,59 @@ class Server:
         return self.proc.returncode
 
 
+@contextlib.contextmanager
+def new_database(pg_url: str) -> Iterator[sa.URL]:
+    """A PostgreSQL database of its own, dropped afterwards (examples use plain table names)."""
+    import psycopg2
+
+    from sqlnotify.dialects.postgresql import listener_dsn
+
+    name = f"sqlnotify_example_{uuid.uuid4().hex[:10]}"
+    url = sa.make_url(pg_url)
+    admin = psycopg2.connect(**listener_dsn(url))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield url.set(database=name)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def examples_database(pg_url: str) -> Iterator[sa.URL]:
+    """One PostgreSQL database for the examples, which use plain table names."""
+    with new_database(pg_url) as url:
+        yield url
+
+
+def empty_public_schema(url: sa.URL) -> None:
+    """Drop what an earlier test left in ``public`` (cheaper than a database per test)."""
+    import psycopg2
+
+    from sqlnotify.dialects.postgresql import listener_dsn
+
+    conn = psycopg2.connect(**listener_dsn(url))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")
+            cur.execute("DROP SCHEMA public CASCADE")
+            cur.execute("CREATE SCHEMA public")
+    finally:
+        conn.close()
+
+
 @pytest.fixture(params=["postgresql+asyncpg", "sqlite+aiosqlite"])
 def example_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    """Where an example keeps its tables: a fresh PostgreSQL schema, or a SQLite file."""
+    """The examples' one setting, DATABASE_URL: an empty PostgreSQL schema, or a SQLite file."""
     if request.param.startswith("postgresql"):
-        pg_url = request.getfixturevalue("pg_url")
-        schema = request.getfixturevalue("schema")
-        url = sa.make_url(pg_url).set(drivername=request.param)
-        return {
-            "SQLNOTIFY_EXAMPLE_DATABASE_URL": url.render_as_string(hide_password=False),
-            "SQLNOTIFY_EXAMPLE_SCHEMA": schema,
-        }
-    return {"SQLNOTIFY_EXAMPLE_DATABASE_URL": f"{request.param}:///{tmp_path / 'app.db'}"}
+        url = request.getfixturevalue("examples_database")
+        empty_public_schema(url)
+        url = url.set(drivername=request.param)
+        return {"DATABASE_URL": url.render_as_string(hide_password=False)}
+    return {"DATABASE_URL": f"{request.param}:///{tmp_path / 'app.db'}"}
 
 
 @pytest.fixture
@@ -189,18 +231,16 @@ def test_websocket_clients_receive_the_broadcast_of_a_new_row(serve: Any) -> Non
     ]
 
 
-# -- the README's asyncio section, run as written ------------------------------
+# -- docs/asyncio.rst, run as written ------------------------------------------
 README_URL = "postgresql+asyncpg://app:secret@localhost/shop"
+PAGE = ROOT / "docs" / "asyncio.rst"
 
 
 def readme_blocks() -> list[str]:
-    """The Python code blocks of the README's asyncio section."""
-    text = (ROOT / "README.rst").read_text(encoding="utf-8")
-    start = text.index("\nasyncio, FastAPI and ASGI\n=====")
-    end = text.index("\n=====", start + 40)
-    section = text[start : text.rindex("\n", 0, end)]
+    """The Python code blocks of docs/asyncio.rst."""
+    text = PAGE.read_text(encoding="utf-8")
     blocks = []
-    for part in section.split(".. code-block:: python\n")[1:]:
+    for part in text.split(".. code-block:: python\n")[1:]:
         lines = []
         for line in part.split("\n")[1:]:
             if line and not line.startswith("    "):
@@ -210,30 +250,12 @@ def readme_blocks() -> list[str]:
     return blocks
 
 
-@pytest.fixture(scope="session")
-def fresh_database(pg_url: str) -> Iterator[str]:
-    """A new PostgreSQL database for this session (the README's snippets use plain names).
-
-    Each README test uses tables of its own in it.
-    """
-    import psycopg2
-
-    from sqlnotify.dialects.postgresql import listener_dsn
-
-    name = f"sqlnotify_readme_{uuid.uuid4().hex[:10]}"
-    url = sa.make_url(pg_url)
-    admin = psycopg2.connect(**listener_dsn(url))
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield url.set(drivername="postgresql+asyncpg", database=name).render_as_string(
-            hide_password=False
-        )
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+@pytest.fixture
+def fresh_database(examples_database: sa.URL) -> str:
+    """The examples' database, emptied (the page's snippets use plain names)."""
+    empty_public_schema(examples_database)
+    url = examples_database.set(drivername="postgresql+asyncpg")
+    return url.render_as_string(hide_password=False)
 
 
 def test_readme_async_callback_and_stream_snippets(fresh_database: str, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""Run the README's code examples, so the documentation cannot drift from the code.
+"""Run the code examples of README.rst and docs/, so the documentation cannot drift from the code.
 
-The convention (for every section of README.rst):
+The convention (for every section of README.rst and of each ``docs/**/*.rst`` page):
 
 * A Python example is run when the line ``.. sqlnotify-example: <backend>`` comes
   right before its ``.. code-block:: python`` (blank lines between them are fine).
@@ -17,9 +17,9 @@ The convention (for every section of README.rst):
     relative paths such as ``sqlite:///app.db`` land there.
 
 * ``.. sqlnotify-example: <backend> continued`` runs the block in the same
-  namespace (and database) as the example before it, so a section can
-  build on the models and engine of an earlier one.  A chain of examples is one
-  test, named after the line where it starts.
+  namespace (and database) as the example before it in the same file, so a
+  section can build on the models and engine of an earlier one.  A chain of
+  examples is one test, named after the file and the line where it starts.
 * After a chain, every :class:`~sqlnotify.Notifier` left in its namespace is
   stopped, and every engine disposed.  An example asserts what it shows: a
   block that raises fails the test.
@@ -44,7 +44,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.rst"
+#: Every file whose marked examples run: the README, then the documentation pages.
+SOURCES = [README, *sorted((ROOT / "docs").rglob("*.rst"))]
 MARKER = re.compile(r"^\.\. sqlnotify-example:\s*(?P<backend>[\w-]+)(?P<cont>\s+continued)?\s*$")
 CODE = re.compile(r"^\.\. code-block::\s*python\s*$")
 
@@ -54,16 +57,21 @@ class Example:
     backend: str
     line: int
     blocks: list[tuple[int, str]] = field(default_factory=list)
+    source: str = "README.rst"
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}:{self.line}"
 
 
-def _code_after(lines: list[str], start: int) -> tuple[int, str]:
+def _code_after(lines: list[str], start: int, source: str = "README.rst") -> tuple[int, str]:
     """The indented body of the ``code-block`` directive at or after ``start``."""
     i = start
     while i < len(lines) and not lines[i].strip():
         i += 1
     if i >= len(lines) or not CODE.match(lines[i]):
         raise AssertionError(
-            f"README.rst:{start}: a sqlnotify-example marker must precede '.. code-block:: python'"
+            f"{source}:{start}: a sqlnotify-example marker must precede '.. code-block:: python'"
         )
     i += 1
     body: list[str] = []
@@ -75,27 +83,31 @@ def _code_after(lines: list[str], start: int) -> tuple[int, str]:
     return i, "\n".join(x[indent:] for x in text.splitlines()) + "\n"
 
 
-def collect(text: str) -> list[Example]:
+def collect(text: str, source: str = "README.rst") -> list[Example]:
     lines = text.splitlines()
     examples: list[Example] = []
     for number, line in enumerate(lines, start=1):
         match = MARKER.match(line)
         if not match:
             continue
-        _, code = _code_after(lines, number)
+        _, code = _code_after(lines, number, source)
         backend = match["backend"]
         if match["cont"]:
             if not examples or examples[-1].backend != backend:
                 raise AssertionError(
-                    f"README.rst:{number}: 'continued' needs an earlier {backend} example"
+                    f"{source}:{number}: 'continued' needs an earlier {backend} example"
                 )
             examples[-1].blocks.append((number, code))
         else:
-            examples.append(Example(backend, number, [(number, code)]))
+            examples.append(Example(backend, number, [(number, code)], source))
     return examples
 
 
-EXAMPLES = collect(README.read_text(encoding="utf-8"))
+EXAMPLES = [
+    example
+    for path in SOURCES
+    for example in collect(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+]
 
 
 @contextlib.contextmanager
@@ -156,22 +168,24 @@ def _close_everything(namespace: dict[str, Any]) -> None:
 
 
 def test_readme_has_runnable_examples() -> None:
-    assert any(e.backend == "postgresql" for e in EXAMPLES)
+    # The README's quick starts are run as scripts by tests/test_readme_quickstart.py.
+    assert {e.backend for e in EXAMPLES} == {"postgresql", "sqlite"}
+    assert len({e.source for e in EXAMPLES}) > 5, "docs/ pages without run examples"
     unknown = {e.backend for e in EXAMPLES} - set(BACKENDS)
-    assert not unknown, f"README examples name unknown backends: {sorted(unknown)}"
+    assert not unknown, f"examples name unknown backends: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[f"{e.backend}-line{e.line}" for e in EXAMPLES])
+@pytest.mark.parametrize("example", EXAMPLES, ids=[f"{e.backend}-{e.name}" for e in EXAMPLES])
 def test_readme_example(example: Example, request: pytest.FixtureRequest) -> None:
     # A real module: SQLAlchemy resolves Mapped[...] annotations through sys.modules.
-    module = types.ModuleType(f"readme_line{example.line}")
+    module = types.ModuleType("readme_" + re.sub(r"\W", "_", example.name))
     namespace = module.__dict__
     sys.modules[module.__name__] = module
     with BACKENDS[example.backend](request) as rewrite:
         try:
             for line, code in example.blocks:
-                compiled = compile(rewrite(code), f"README.rst:{line}", "exec")
-                exec(compiled, namespace)  # the README's own examples
+                compiled = compile(rewrite(code), f"{example.source}:{line}", "exec")
+                exec(compiled, namespace)  # the documentation's own examples
         finally:
             _close_everything(namespace)
             del sys.modules[module.__name__]

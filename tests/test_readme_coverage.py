@@ -1,9 +1,9 @@
-"""Every Python example in README.rst is executed by the suite, or quotes an executed example.
+"""Every Python example in README.rst and docs/ is executed by the suite, or quotes one that is.
 
 Each ``.. code-block:: python`` is preceded by one marker:
 
 * ``.. sqlnotify-example: <backend>``: run by ``tests/test_readme.py``;
-* ``.. sqlnotify-run-by: <test file>``: run by that test file, which reads README.rst;
+* ``.. sqlnotify-run-by: <test file>``: run by that test file, which reads the page;
 * ``.. sqlnotify-excerpt: <file> [<file> ...]``: lines quoted from files under
   ``examples/`` that their own tests run; every code line must appear in one of them.
 """
@@ -18,9 +18,20 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^\.\. sqlnotify-(example|run-by|excerpt):\s*(.+?)\s*$")
 
 
-def python_blocks() -> list[tuple[int, str, str, str]]:
-    """``(line, marker kind, marker argument, code)`` for each Python block."""
-    lines = (ROOT / "README.rst").read_text(encoding="utf-8").split("\n")
+SOURCES = [ROOT / "README.rst", *sorted((ROOT / "docs").rglob("*.rst"))]
+
+
+def python_blocks() -> list[tuple[str, str, str, str]]:
+    """``(file:line, marker kind, marker argument, code)`` for each Python block."""
+    found = []
+    for path in SOURCES:
+        found += _blocks(path)
+    return found
+
+
+def _blocks(path: Path) -> list[tuple[str, str, str, str]]:
+    source = path.relative_to(ROOT).as_posix()
+    lines = path.read_text(encoding="utf-8").split("\n")
     found = []
     for i, line in enumerate(lines):
         if line.strip() != ".. code-block:: python":
@@ -33,7 +44,7 @@ def python_blocks() -> list[tuple[int, str, str, str]]:
         while j < len(lines) and (not lines[j].strip() or lines[j].startswith("    ")):
             body.append(lines[j])
             j += 1
-        found.append((i + 1, kind, arg, textwrap.dedent("\n".join(body))))
+        found.append((f"{source}:{i + 1}", kind, arg, textwrap.dedent("\n".join(body))))
     return found
 
 
@@ -41,15 +52,16 @@ def test_every_python_block_has_a_marker() -> None:
     blocks = python_blocks()
     assert len(blocks) > 10
     unmarked = [(line, arg) for line, kind, arg, _ in blocks if not kind]
-    assert unmarked == [], f"README.rst Python blocks not executed by any test: {unmarked}"
+    assert unmarked == [], f"Python blocks not executed by any test: {unmarked}"
 
 
 def test_run_by_files_read_the_readme() -> None:
     for line, kind, arg, _ in python_blocks():
         if kind == "run-by":
             test = ROOT / arg
-            assert test.is_file(), f"README.rst:{line}: no test file {arg}"
-            assert "README.rst" in test.read_text(encoding="utf-8"), f"{arg} never reads README"
+            assert test.is_file(), f"{line}: no test file {arg}"
+            page = line.split(":")[0]
+            assert page in test.read_text(encoding="utf-8"), f"{arg} never reads {page}"
 
 
 def test_excerpts_quote_the_examples() -> None:
@@ -59,13 +71,13 @@ def test_excerpts_quote_the_examples() -> None:
             continue
         sources: set[str] = set()
         for name in arg.split():
-            assert name.startswith("examples/"), f"README.rst:{line}: {name} is not an example"
+            assert name.startswith("examples/"), f"{line}: {name} is not an example"
             text = (ROOT / name).read_text(encoding="utf-8")
             sources |= {x.strip() for x in text.splitlines()}
         missing = [
             x.strip() for x in code.splitlines() if x.strip() and not x.strip().startswith("#")
         ]
         missing = [x for x in missing if x not in sources]
-        assert missing == [], f"README.rst:{line}: lines not in {arg}: {missing}"
+        assert missing == [], f"{line}: lines not in {arg}: {missing}"
         checked += 1
     assert checked >= 4

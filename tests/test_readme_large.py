@@ -1,4 +1,4 @@
-"""The README's large-payload example runs as printed; its shell sessions use real commands."""
+"""docs/overflow.rst's large-payload example runs as printed; docs/cli.rst names real commands."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from sqlnotify.cli import main
 
-README = (Path(__file__).resolve().parents[1] / "README.rst").read_text(encoding="utf-8")
-SECTION = README[README.index("\nLarge payloads\n") : README.index("\nThe command line\n")]
-CLI_SECTION = README[README.index("\nThe command line\n") :]
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+SECTION = (DOCS / "overflow.rst").read_text(encoding="utf-8")
+CLI_SECTION = (DOCS / "cli.rst").read_text(encoding="utf-8")
 
 
 def block_after(text: str, marker: str) -> str:
@@ -39,7 +39,7 @@ def test_large_payload_example(
     code = code.replace(placeholder, repr(url.render_as_string(hide_password=False)))
     namespace: dict[str, object] = {"__name__": "readme_example"}
     try:
-        exec(compile(code, "README.rst", "exec"), namespace)
+        exec(compile(code, "docs/overflow.rst", "exec"), namespace)
     finally:
         engine = namespace.get("engine")
         if isinstance(engine, sa.Engine):

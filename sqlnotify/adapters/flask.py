@@ -23,11 +23,13 @@ Configuration keys (``app.config``):
     Flask-SQLAlchemy (``db.engine``, or the bind ``SQLNOTIFY_BIND_KEY``).
 ``SQLNOTIFY_BIND_KEY`` (``None``)
     Which Flask-SQLAlchemy bind to use.
-``SQLNOTIFY_REVOKE_ON_MODEL_CHANGE`` (``True``), ``SQLNOTIFY_CLEANUP_ON_START`` (``False``),
-``SQLNOTIFY_CLEANUP_ON_STOP`` (``False``), ``SQLNOTIFY_USE_LOGGER`` (``True``),
-``SQLNOTIFY_START_TIMEOUT`` (``30.0``), ``SQLNOTIFY_DIALECT_OPTIONS`` (``{}``)
-    The :class:`~sqlnotify.Notifier` options of the same names; ignored when
-    the extension is given a ready notifier.
+
+``SQLNOTIFY_REVOKE_ON_MODEL_CHANGE`` (``True``), ``SQLNOTIFY_CLEANUP_ON_START``
+(``False``), ``SQLNOTIFY_CLEANUP_ON_STOP`` (``False``), ``SQLNOTIFY_USE_LOGGER``
+(``True``), ``SQLNOTIFY_START_TIMEOUT`` (``30.0``) and
+``SQLNOTIFY_DIALECT_OPTIONS`` (``{}``) are the :class:`~sqlnotify.Notifier`
+options of the same names; they are ignored when the extension is given a
+ready notifier.
 
 Receivers run on the notifier's dispatcher thread, outside any application
 context; wrap them with :func:`in_app_context` to use ``current_app`` or

@@ -1,14 +1,19 @@
 """Settings of the example project: the database comes from ``DATABASE_URL``."""
 
 import os
+import sys
 
 import sqlalchemy as sa
 
 _url = sa.make_url(
-    os.environ.get("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    os.environ.get("DATABASE_URL")
+    or sys.exit(
+        "set DATABASE_URL to a PostgreSQL database,"
+        " e.g. postgresql+psycopg2://user:password@localhost/dbname"
+    )
 )
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+SECRET_KEY = "example-only-not-secret"
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 INSTALLED_APPS = ["shop.apps.ShopConfig"]
