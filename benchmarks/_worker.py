@@ -178,14 +178,15 @@ def _notifier(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     engine = sa.create_engine(spec["url"], pool_size=1, max_overflow=1)
     table = bench_table(spec["table"], spec["schema"])
     notifier = Notifier(engine)
-    notifier.watch(table, "insert", extra_columns=["a", "b"])
+    notifier.watch(table, "insert", extra_columns=["a", "b"], **spec.get("watch", {}))
     return engine, table, notifier
 
 
 def pg_sqlnotify(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
     """sqlnotify's listener and dispatcher threads, one receiver connected with subscribe()."""
     engine, table, notifier = _notifier(spec)
-    notifier.subscribe(table, "insert")(_receiver(tally, measure))
+    label = spec.get("watch", {}).get("channel_label")
+    notifier.subscribe(table, "insert", channel_label=label)(_receiver(tally, measure))
     notifier.start()
 
     def run() -> None:
@@ -353,9 +354,17 @@ def sqlite_sqlnotify(spec: dict[str, Any], tally: Tally, measure: str) -> Callab
     return run
 
 
+def pg_durable(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """sqlnotify with the table's durable watch (labelled ``durable``): read from the journal."""
+    return pg_sqlnotify(
+        {**spec, "watch": {"durable": True, "channel_label": "durable"}}, tally, measure
+    )
+
+
 CONSUMERS = {
     "bare": pg_bare,
     "sqlnotify": pg_sqlnotify,
+    "durable": pg_durable,
     "aio": pg_aio,
     "sqlite_bare": sqlite_bare,
     "sqlite": sqlite_sqlnotify,

@@ -33,6 +33,7 @@ def all_cases() -> list[Case]:
         pg_cases.AIO,
         pg_cases.WRITER,
         pg_cases.DURABLE,
+        pg_cases.DURABLE_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
     ]

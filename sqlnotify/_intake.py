@@ -1,15 +1,16 @@
 """Between the listener's source and the dispatcher queue (the listener thread's logic).
 
 The :class:`Intake` bounds the queue, sends ``gap`` signals after
-reconnects and overflows, and drives the journal of durable watches:
-it takes their live payloads while it can, walks the journal to deliver
-what the live path missed, and saves the consumer's position.
+reconnects and overflows, and drives the journal of durable watches.  For
+those a notification is only a wake-up: what is delivered is read from the
+journal (one read per batch of wake-ups), and nothing in a payload can add,
+skip or suppress an event.  It also saves the consumer's position: always
+one the journal store handed out, never one built here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -17,13 +18,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._dispatch import Dispatcher
-from ._journal import EarlyEvents, JournalEvent, JournalReader, JournalStore
+from ._journal import JournalReader, JournalStore
 from ._route import Stats
 from .dialects.base import RawNotification, Source
 
 __all__ = ["Batch", "GapSender", "Intake"]
 
 GapSender = Callable[[dt.datetime, dt.datetime, tuple[str, ...], str, "int | None"], None]
+#: ``drop(channel, reason, payload)``: count, log and signal a dropped notification.
+Dropper = Callable[[str, str, "str | None"], None]
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -44,14 +47,17 @@ class Intake:
     """The listener thread's side of delivery; see the module docstring.
 
     ``max_queue`` bounds the notifications queued for the dispatcher.  When
-    the queue is full, live payloads of durable watches are left to the
-    journal walk, and notifications of other watches wait up to
+    the queue is full, the journal of durable watches is read no further
+    until there is room, and notifications of other watches wait up to
     ``queue_timeout`` seconds for room, then are dropped (counted, logged,
     and reported by one ``gap`` signal per overflow episode).
     """
 
     #: Seconds between journal reads while something is pending.
     SWEEP_INTERVAL = 0.2
+    #: Rows handed to the dispatcher at a time while catching up, so that it
+    #: works on one part while the next is read.
+    SWEEP_ROWS = 5000
     #: Seconds between saves of a consumer's position (and heartbeat bound).
     SAVE_INTERVAL = 1.0
     HEARTBEAT_INTERVAL = 60.0
@@ -71,7 +77,6 @@ class Intake:
         durable_channels: Sequence[str],
         replays_log: bool,
         reader: JournalReader | None,
-        early: EarlyEvents | None,
         store: JournalStore | None,
         consumer: str | None,
         position_time: dt.datetime | None,
@@ -79,6 +84,8 @@ class Intake:
         queue_timeout: float,
         retention: float,
         consumer_expiry: float,
+        wake_payload: str | None = None,
+        drop: Dropper | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._stats = stats
@@ -90,7 +97,9 @@ class Intake:
         # Channels whose events a disconnect loses (a replayed log loses none).
         self._plain = () if replays_log else tuple(c for c in channels if c not in self._durable)
         self._reader = reader
-        self._early = early
+        #: A journal read is due: a wake-up came, a read stopped at its
+        #: limit or failed, or the listener (re)connected.
+        self.pending = reader is not None
         self._store = store
         #: The journal store of durable watches (``None`` without them).
         self.store = store
@@ -100,6 +109,8 @@ class Intake:
         self._queue_timeout = queue_timeout
         self._retention = retention
         self._consumer_expiry = consumer_expiry
+        self._wake_payload = wake_payload
+        self._drop = drop
         self.connected = False
         self.since = dt.datetime.now(dt.timezone.utc)
         self.source: Source | None = None
@@ -111,9 +122,10 @@ class Intake:
         self._overflow_count = 0
         self._overflow_channels: set[str] = set()
         # Written by the dispatcher thread (a tuple assignment), read here.
-        self.acked: int | None = reader.position if reader is not None else None
+        self.acked: Any = reader.position if reader is not None else None
         self._acked_at: dt.datetime | None = position_time
-        self._saved: int | None = self.acked
+        self._saved: Any = self.acked
+        self._retention_seen: dt.datetime | None = None
         now = time.monotonic()
         self._last_sweep = 0.0
         self._last_save = now
@@ -135,9 +147,8 @@ class Intake:
             self._log_reader = log_reader
             if log_reader.on_gap is None:
                 log_reader.on_gap = self._log_gap
-        if self._early is not None:
-            if reconnect:
-                self._early.catch_up()
+        if self._reader is not None:
+            self.pending = True
             self._check_retention()
             self._sweep()
 
@@ -176,11 +187,14 @@ class Intake:
             full = not d.wait_room(self._max_queue, self._queue_timeout)
         out = Batch((), received_at)
         dropped: list[RawNotification] = []
+        woken = False
+        foreign: list[RawNotification] = []
         for n in items:
             if n.channel in durable:
-                item = self._live(n, not full)
-                if item is not None:
-                    out.append(item)
+                # Whatever it says, it only wakes the reader: the journal is the truth.
+                woken = True
+                if n.payload != self._wake_payload:
+                    foreign.append(n)
             elif full:
                 dropped.append(n)
             else:
@@ -191,6 +205,11 @@ class Intake:
             self._overflow_over()
         if out:
             d.put(out)
+        if foreign and self._drop is not None:
+            d.put_control(lambda: self._foreign(foreign))
+        if woken:
+            self.pending = True
+            self._sweep()
 
     def tick(self) -> float | None:
         """Periodic work on the listener thread; return how soon to run again."""
@@ -204,10 +223,9 @@ class Intake:
             )
             if due:
                 self._save(acked)
-        early = self._early
-        if early is None:
+        if self._reader is None:
             return None
-        if early.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
+        if self.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
             self._sweep()
         if now - self._last_prune >= self.PRUNE_INTERVAL:
             self._last_prune = now
@@ -216,58 +234,54 @@ class Intake:
                 # A backlog: come back in a second rather than a minute.
                 self._last_prune = now - self.PRUNE_INTERVAL + 1.0
             self.prune_passes += 1
-        return self.SWEEP_INTERVAL if early.pending else None
+        return self.SWEEP_INTERVAL if self.pending else None
 
     # -- durable --------------------------------------------------------------
-    def _live(self, n: RawNotification, take: bool) -> Any:
-        early, reader = self._early, self._reader
-        assert early is not None and reader is not None
-        try:
-            data = json.loads(n.payload)
-            position = (int(data["xid"]) << 64) | int(data["pos"])
-        except Exception:
-            return n  # a custom or foreign payload: the dispatcher decodes (or drops) it
-        decision = early.live(position, reader.position, take and not data.get("wake"))
-        if decision:
-            return JournalEvent(n.channel, n.payload, data, data["pos"])
-        if decision is False:
-            self._stats.duplicates += 1
-        return None
+    def _foreign(self, items: Sequence[RawNotification]) -> None:
+        # Dispatcher thread.
+        assert self._drop is not None
+        for n in items:
+            self._drop(
+                n.channel,
+                "not a wake-up of a durable watch (its events come from the journal only)",
+                n.payload,
+            )
 
-    def _fetch(self, after: int, limit: int) -> list[tuple[int, str, str | None]]:
-        early, store = self._early, self._store
-        assert early is not None and store is not None
-        batch = store.read(after, self._read_channels, limit, early.ahead)
-        return early.screen(batch, limit)
+    def _fetch(self, after: Any, limit: int) -> Sequence[Any]:
+        store = self._store
+        assert store is not None
+        return store.read(after, self._read_channels, limit)
 
     def _sweep(self) -> None:
         reader = self._reader
-        assert reader is not None and self._early is not None
+        assert reader is not None
         d = self._dispatcher
         self._last_sweep = time.monotonic()
         try:
             stopping = self.stopping
-            while self._early.pending and d.depth < self._max_queue and not stopping.is_set():
+            while self.pending and d.depth < self._max_queue and not stopping.is_set():
                 before = reader.position
-                items = reader.read(self._fetch, max(1, self._max_queue - d.depth))
+                room = max(1, self._max_queue - d.depth)
+                items = reader.read(self._fetch, min(room, self.SWEEP_ROWS))
                 if items:
                     d.put(Batch(items, time.time()))
                 if reader.position != before:
                     position = reader.position
                     d.put_control(lambda p=position: self._ack(p))  # type: ignore[misc]
                 if not reader.more:
+                    self.pending = False
                     break
         except Exception as exc:
             if self._last_sweep - self._sweep_failed >= 10.0:
                 self._sweep_failed = self._last_sweep
                 self._log.warning("could not read the journal (will retry): %s", exc)
 
-    def _ack(self, position: int) -> None:
+    def _ack(self, position: Any) -> None:
         # Dispatcher thread: every event up to ``position`` went through the receivers.
         self.acked = position
         self._acked_at = dt.datetime.now(dt.timezone.utc)
 
-    def _save(self, key: int | None) -> None:
+    def _save(self, key: Any) -> None:
         self._last_save = time.monotonic()
         if key is None or self._store is None or self._consumer is None:
             return
@@ -282,13 +296,13 @@ class Intake:
         if reader is None or store is None:
             return
         try:
-            pruned = store.pruned()
+            pruned_at = store.behind(reader.position)
         except Exception as exc:
             self._log.warning("could not read the journal's retention mark: %s", exc)
             return
-        if pruned is None or not reader.position < pruned[0]:
+        if pruned_at is None or pruned_at == self._retention_seen:
             return
-        key, pruned_at = pruned
+        self._retention_seen = pruned_at
         start = self._acked_at or pruned_at
         self._log.warning(
             "%s fell behind the journal's retention: events from %s to %s were removed"
@@ -297,7 +311,6 @@ class Intake:
             start.isoformat(),
             pruned_at.isoformat(),
         )
-        reader.position = key
         self._gap(start.timestamp(), pruned_at.timestamp(), tuple(self._durable), "retention", None)
 
     def prune(self) -> int:
@@ -319,8 +332,6 @@ class Intake:
 
     def close(self, drained: bool) -> None:
         """Save the final position; ``drained``: the dispatcher ran everything queued."""
-        if drained and self._consumer is not None:
-            self._settle()
         if self._consumer is not None and self.acked != self._saved:
             self._save(self.acked)
         if self._store is not None:
@@ -331,23 +342,6 @@ class Intake:
         now = time.time()
         start = self._acked_at.timestamp() if self._acked_at is not None else now
         self._gap(min(start, now), now, self._channels, "retention", last - first + 1)
-
-    def _settle(self) -> None:
-        # Events delivered early went through their receivers: the saved
-        # position may pass them (up to the first row not delivered).
-        reader, early, store = self._reader, self._early, self._store
-        if reader is None or early is None or store is None or self.acked != reader.position:
-            return
-        try:
-            more = bool(early.ahead)
-            while more:
-                batch = store.read(reader.position, self._read_channels, 1000, early.ahead)
-                reached, more = early.settle(batch)
-                if reached is not None:
-                    reader.position = reached
-            self.acked = reader.position
-        except Exception as exc:
-            self._log.warning("could not read the journal at stop: %s", exc)
 
     # -- gaps -----------------------------------------------------------------
     def _gap(

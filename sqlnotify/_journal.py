@@ -8,19 +8,18 @@ order.  :class:`JournalReader` owns the position: it reads in batches, keeps
 the channels it serves, stamps each payload with its position (``"pos"``),
 and reports positions that vanished before it read them.
 
-Positions are integers.  A dialect whose natural key is wider packs it into
-one integer that orders the same way (PostgreSQL: transaction id and journal
-id), and gives a ``stamp`` function for the number events carry.
+Positions are opaque to the reader: it only passes the last one back to
+``fetch`` and compares it with the one it started from.  SQLite's are
+integers; PostgreSQL's are snapshots (``SnapshotPosition``), with a
+``stamp`` function for the number events carry (the journal id).
 
 A row may come with a ``None`` payload: it is one the caller already
 delivered (or must not deliver); the position moves past it silently.
 
 The fetch function must only return rows that are *final*: no row with a
 smaller position may appear after it was read.  SQLite commits one writer at
-a time, so its sequence is final as soon as it is visible.  PostgreSQL's is
-not (sequence numbers are taken in statement order, not commit order), so
-its fetch stops at a horizon: see :class:`EarlyEvents` and
-``sqlnotify.dialects.postgresql_journal``.
+a time, so its sequence is final as soon as it is visible.  PostgreSQL's
+journal reads snapshot windows: see ``sqlnotify.dialects.postgresql_journal``.
 
 The reader knows no SQL and no driver, so every dialect shares it.  It is used
 by one thread at a time (the listener's).
@@ -28,7 +27,6 @@ by one thread at a time (the listener's).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Sequence
@@ -37,17 +35,18 @@ from typing import Any, NamedTuple, Protocol
 from .dialects.base import Notification
 
 __all__ = [
-    "EarlyEvents",
     "Fetch",
-    "JournalBatch",
     "JournalEvent",
     "JournalReader",
     "JournalStore",
+    "Row",
     "with_position",
 ]
 
+#: A row of a log: ``(position, channel, payload)``.
+Row = tuple[Any, str, "str | None"]
 #: ``fetch(after, limit)`` -> rows ``(position, channel, payload)``, ascending.
-Fetch = Callable[[int, int], Sequence[tuple[int, str, "str | None"]]]
+Fetch = Callable[[Any, int], Sequence[Row]]
 
 
 def with_position(payload: str, position: int) -> str:
@@ -76,21 +75,21 @@ class JournalReader:
     :param stamp: maps a position to the number written as ``"pos"``
         (default: the position itself).
     :param make: builds each item from ``(channel, payload, stamped
-        position)``; the default is a :class:`Notification` whose payload
-        carries ``"pos"``.
+        position, position)``; the default is a :class:`Notification` whose
+        payload carries ``"pos"``.
     """
 
     def __init__(
         self,
-        position: int,
+        position: Any,
         channels: Collection[str] | None = None,
         *,
         contiguous: bool = False,
         on_gap: Callable[[int, int], None] | None = None,
         batch_size: int = 1000,
         log: logging.Logger | None = None,
-        stamp: Callable[[int], int] | None = None,
-        make: Callable[[str, str, int], Any] | None = None,
+        stamp: Callable[[Any], int] | None = None,
+        make: Callable[[str, str, int, Any], Any] | None = None,
     ) -> None:
         self.position = position
         self.channels = frozenset(channels) if channels is not None else None
@@ -136,7 +135,7 @@ class JournalReader:
                     if make is None:
                         append(Notification(channel, with_position(payload, label)))
                     else:
-                        append(make(channel, payload, label))
+                        append(make(channel, payload, label, seq))
             seen += len(rows)
             if len(rows) < batch:
                 break
@@ -167,65 +166,59 @@ class JournalReader:
                 self.log.exception("a change log gap handler failed")
 
 
-# -- journals with a live path (PostgreSQL's durable watches) -------------------
+# -- journals of durable watches ------------------------------------------------
 
 
 class JournalEvent(NamedTuple):
-    """An event of a durable watch: a live one the listener already decoded
-    (``data``), or one read from the journal (``data`` is ``None``: the
-    dispatcher decodes ``payload`` and adds ``position``).
+    """An event of a durable watch read from the journal: the dispatcher
+    decodes ``payload`` and adds ``position`` (``data`` is always ``None``).
+
+    ``token`` is the journal store's position of the event: once every
+    receiver of this event and of all before it is done, it is the position
+    a consumer may save (opaque; only the store reads it).
     """
 
     channel: str
     payload: str
     data: dict[str, Any] | None
     position: int
-
-
-@dataclasses.dataclass
-class JournalBatch:
-    """What one read of a horizon-bound journal returns.
-
-    ``rows`` ``(position, channel, payload)`` in order, all below ``horizon``
-    (every row below it is final); ``now``: a position such that every row
-    committed before the read is at or below it.
-    """
-
-    rows: Sequence[tuple[int, str, str | None]]
-    horizon: int
-    now: int
+    token: Any = None
 
 
 class JournalStore(Protocol):
-    """A dialect's journal of durable watches, with consumers' saved positions."""
+    """A dialect's journal of durable watches, with consumers' saved positions.
 
-    def start_position(self) -> tuple[int, Callable[[int], bool] | None]:
+    Positions are opaque tokens the store hands out (ordered: a reader's
+    only grow); the caller never builds one, it only saves one it was given.
+    """
+
+    def start_position(self) -> tuple[Any, Callable[[Any], bool] | None]:
         """The position of a new reader, and an optional test for rows after it to skip."""
         ...
 
-    def read(
-        self, after: int, channels: Sequence[str], limit: int, known: Collection[int] = ()
-    ) -> JournalBatch:
-        """Up to ``limit`` rows of ``channels`` after ``after`` and below the horizon.
+    def read(self, after: Any, channels: Sequence[str], limit: int) -> Sequence[Row]:
+        """Up to ``limit`` rows of ``channels`` after ``after``, in order.
 
-        Rows whose position is in ``known`` may come without their payload.
+        A row without a payload only moves the position (past rows of other
+        channels, or to the end of a read window).
         """
         ...
 
-    def stamp(self, position: int) -> int:
+    def stamp(self, position: Any) -> int:
         """The number an event at ``position`` carries as ``event.position``."""
         ...
 
-    def load(self, consumer: str) -> tuple[int, dt.datetime] | None:
+    def load(self, consumer: str) -> tuple[Any, dt.datetime] | None:
         """A consumer's saved position and when it was saved; ``None`` if unknown."""
         ...
 
-    def save(self, consumer: str, position: int) -> None:
+    def save(self, consumer: str, position: Any) -> None:
         """Store a consumer's position (never moving it backwards)."""
         ...
 
-    def pruned(self) -> tuple[int, dt.datetime] | None:
-        """The newest position retention removed and that row's time; ``None`` if none."""
+    def behind(self, position: Any) -> dt.datetime | None:
+        """When retention removed rows ``position`` had not consumed, the newest
+        such row's time; ``None`` otherwise."""
         ...
 
     def prune(self, retention: float, consumer_expiry: float) -> int:
@@ -235,107 +228,3 @@ class JournalStore(Protocol):
     def close(self) -> None:
         """Release connections and locks."""
         ...
-
-
-class EarlyEvents:
-    """Live events delivered before the journal walk reached them.
-
-    A durable watch's notification carries its payload and journal position,
-    so the listener delivers it at once; the journal walk, which only moves
-    through final rows, meets it later and must not deliver it again.  This
-    remembers those positions until the walk passes them, and what the walk
-    still has to reach (``target``) before everything known to exist was
-    seen.  Used by the listener thread only.
-
-    :param skip: rows for which it returns ``True`` are passed over silently
-        (events committed before a new reader started).
-    """
-
-    #: Positions remembered at most; past this, live payloads are left to the walk.
-    LIMIT = 100_000
-
-    def __init__(self, skip: Callable[[int], bool] | None = None) -> None:
-        self.ahead: set[int] = set()
-        self.target: int | None = None
-        self._skip = skip
-        self._want_now = True
-
-    @property
-    def pending(self) -> bool:
-        """``True`` while a read is needed to deliver everything known to exist."""
-        return self._want_now or self.target is not None
-
-    def catch_up(self) -> None:
-        """Ask the next read to cover everything committed until then (after a reconnect)."""
-        self._want_now = True
-
-    def _need(self, position: int) -> None:
-        if self.target is None or position > self.target:
-            self.target = position
-
-    def live(self, position: int, walked: int, take: bool) -> bool | None:
-        """Decide about a live event: ``True`` deliver it now, ``False`` it is a
-        duplicate, ``None`` leave it to the walk.
-
-        ``walked`` is the reader's position; ``take`` is ``False`` when the
-        caller cannot accept the payload now (queue full, or the notification
-        carried no payload).
-        """
-        if position <= walked or position in self.ahead:
-            return False
-        self._need(position)
-        if not take or len(self.ahead) >= self.LIMIT:
-            return None
-        self.ahead.add(position)
-        return True
-
-    def screen(self, batch: JournalBatch, limit: int) -> list[tuple[int, str, str | None]]:
-        """Blank the payloads of rows delivered early or skipped; track the horizon."""
-        ahead = self.ahead
-        if self._want_now:
-            self._want_now = False
-            self._need(batch.now)
-        if self.target is not None and self.target > batch.now:
-            # Every real event committed before the read is at or below ``now``:
-            # anything beyond came from a foreign notification.
-            self.target = batch.now
-            ahead.difference_update([p for p in ahead if p > batch.now])
-        skip = self._skip
-        rows = batch.rows
-        out = list(rows) if not ahead and skip is None else self._blank(rows, skip)
-        if len(rows) < limit:
-            # Everything below the horizon was read.
-            if ahead:
-                ahead.difference_update([p for p in ahead if p < batch.horizon])
-            if self.target is not None and batch.horizon > self.target:
-                self.target = None
-        return out
-
-    def _blank(
-        self, rows: Sequence[tuple[int, str, str | None]], skip: Callable[[int], bool] | None
-    ) -> list[tuple[int, str, str | None]]:
-        ahead = self.ahead
-        out: list[tuple[int, str, str | None]] = []
-        for position, channel, payload in rows:
-            if position in ahead:
-                ahead.discard(position)
-                out.append((position, channel, None))
-            elif skip is not None and skip(position):
-                out.append((position, channel, None))
-            else:
-                out.append((position, channel, payload))
-        return out
-
-    def settle(self, batch: JournalBatch) -> tuple[int | None, bool]:
-        """The furthest position the rows delivered early let a reader pass, for a clean stop.
-
-        Returns the new position (or ``None``) and whether to read on.
-        """
-        reached = None
-        for position, _, _ in batch.rows:
-            if position in self.ahead:
-                self.ahead.discard(position)
-            elif self._skip is None or not self._skip(position):
-                return reached, False
-            reached = position
-        return reached, bool(batch.rows) and bool(self.ahead)

@@ -31,7 +31,7 @@ from . import signals
 from ._aio import EventStream, LoopBridge, LoopThread
 from ._dispatch import Dispatcher
 from ._intake import Intake
-from ._journal import EarlyEvents, JournalEvent, JournalReader
+from ._journal import JournalEvent, JournalReader
 from ._large import LargeRows, Pending
 from ._listener import Listener
 from ._maintenance import Periodic
@@ -94,8 +94,8 @@ def _check_consumer(name: str | None) -> str | None:
     return name
 
 
-def _journal_event(channel: str, payload: str, position: int) -> JournalEvent:
-    return JournalEvent(channel, payload, None, position)
+def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
+    return JournalEvent(channel, payload, None, position, token)
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
@@ -1403,7 +1403,7 @@ class Notifier:
     def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
         channels = [w.channel for w in watches]
         durable = [w.channel for w in watches if w.durable]
-        reader = early = store = None
+        reader = store = None
         position_time = None
         replays = self._dialect.replays_log
         if replays:
@@ -1433,9 +1433,8 @@ class Notifier:
                 loaded = store.load(self.consumer) if self.consumer else None
                 if loaded is not None:
                     position, position_time = loaded
-                    skip = None
                 else:
-                    position, skip = store.start_position()
+                    position = store.start_position()[0]
                     if self.consumer is not None:
                         store.save(self.consumer, position)
             except Exception as exc:
@@ -1451,7 +1450,6 @@ class Notifier:
                 stamp=store.stamp,
                 make=_journal_event,
             )
-            early = EarlyEvents(skip)
             if self.consumer is not None:
                 self._dialect.consumer_lock = (
                     store.consumer_lock_key(self.consumer),
@@ -1466,7 +1464,6 @@ class Notifier:
             durable_channels=durable,
             replays_log=replays,
             reader=reader,
-            early=early,
             store=store,
             consumer=self.consumer,
             position_time=position_time,
@@ -1474,6 +1471,8 @@ class Notifier:
             queue_timeout=self.queue_timeout,
             retention=self.journal_retention,
             consumer_expiry=self.consumer_expiry,
+            wake_payload=self._dialect.wake_payload,
+            drop=self._drop,
         )
 
     def health(self, server_timeout: float = 2.0) -> dict[str, Any]:

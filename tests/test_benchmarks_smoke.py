@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
 
 @pytest.mark.slow
 @pytest.mark.postgresql
+@pytest.mark.timeout(300)  # the bound of the subprocess below
 def test_every_case_runs_in_smoke_mode(tmp_path: Path, pg_url: str) -> None:
     from benchmarks.runner import all_cases
 

@@ -159,7 +159,7 @@ def test_fresh_notifier_skips_history(
     n.start()
     insert(pg_schema_engine, table, [6])
     events = rec.wait_for(1, timeout=10)
-    wait_until(lambda: n._intake and not n._intake._early.pending, timeout=10)  # type: ignore[union-attr]
+    wait_until(lambda: n._intake and not n._intake.pending, timeout=10)  # type: ignore[union-attr]
     assert [e.id for e in rec.events] == [6], events
 
 
@@ -221,10 +221,13 @@ def test_durable_insert_update_delete(
     assert all(e.position is not None for e in [*got, *changed.events, deleted])
 
 
-def test_journal_reads_in_numeric_key_order(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+def test_journal_window_reads_in_id_order_across_pages(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keys sort as numbers: transaction 10 comes after transaction 9."""
+    """A window is the rows visible now and not in the previous snapshot, by id."""
+    from sqlnotify.dialects.postgresql_journal import PostgresJournal, SnapshotPosition
+
+    monkeypatch.setattr(PostgresJournal, "PAGE", 2)
     table = make_table(pg_schema_engine)
     n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
     n.install()
@@ -232,15 +235,28 @@ def test_journal_reads_in_numeric_key_order(
     store.ensure()
     channel = n.watches[0].channel
     with pg_schema_engine.begin() as conn:
-        for xid in (10, 9, 100, 99):
+        for xid in (10, 9, 100, 99):  # long finished transactions, ids 1 to 4
             conn.exec_driver_sql(
                 "INSERT INTO sqlnotify_journal (xid, channel, payload)"
                 f" VALUES ('{xid}', '{channel}', '{{}}')"
             )
+        ids = list(conn.exec_driver_sql("SELECT id FROM sqlnotify_journal ORDER BY id").scalars())
     try:
-        batch = store.read(0, [channel], 3)
-        first = [p >> 64 for p, _, _ in batch.rows]
-        batch = store.read(batch.rows[-1][0], [channel], 3)
-        assert first + [p >> 64 for p, _, _ in batch.rows] == [9, 10, 99, 100]
+
+        def read_all(position: SnapshotPosition, limit: int) -> list[int]:
+            got: list[int] = []
+            while True:
+                rows = store.read(position, [channel], limit)
+                got += [p.after for p, _, payload in rows if payload is not None]
+                if not rows or rows[-1][0] == position:
+                    return got
+                position = rows[-1][0]
+                if position.window is None:
+                    return got
+
+        assert read_all(SnapshotPosition("1:1:"), 3) == ids
+        # Transaction 9 was in progress in the previous snapshot, 10 had ended,
+        # 99 and 100 had not started.
+        assert read_all(SnapshotPosition("5:50:9"), 1) == ids[1:]
     finally:
         n.dialect.close()

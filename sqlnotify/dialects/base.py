@@ -106,6 +106,9 @@ class Dialect(abc.ABC):
     name: str = ""
     #: Largest payload, in UTF-8 bytes, one notification carries; ``None``: no limit.
     max_payload: int | None = None
+    #: The payload of a durable watch's notification (a wake-up; the event
+    #: is in the journal).  Any other payload on such a channel is foreign.
+    wake_payload: str | None = None
     #: Seconds an overflowed payload stays stored; ``None``: no overflow table.
     overflow_retention: float | None = None
     #: Seconds between two prunes of the overflow table.

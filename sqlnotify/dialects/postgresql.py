@@ -99,7 +99,7 @@ _LIBPQ_KEYWORDS = frozenset(
 # planned query for every row.
 FUNCTION_SQL = """\
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql AS {body}"""
+LANGUAGE plpgsql{security} AS {body}"""
 
 # The body is dollar-quoted with a tag chosen once every name is in it (see
 # dollar_quote): no name can close the quote early.
@@ -141,46 +141,45 @@ payload := json_build_object('ts', extract(epoch from clock_timestamp()),
                                          'row', json_build_object(), 'lost', true)::text;
         END IF;"""
 
-# A durable watch appends the event to the journal in the writer's transaction;
-# the notification is then a wake-up carrying the journal key ("pos", "xid"),
-# and the payload too when it fits.
+# A function that writes to sqlnotify's tables (the journal, the overflow
+# table) runs as the role that installed it, so writers need no privilege on
+# those tables; its search_path is pinned and every table it names is
+# schema-qualified, so nothing a writer puts on its own path can step in.
+# EXECUTE is revoked from PUBLIC: nobody can attach it to a table of theirs
+# (a trigger's function is checked when the trigger is created, not when it
+# fires).
+DEFINER = "\nSECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+#: The payload of a durable watch's notification: a wake-up, the same for
+#: every row (PostgreSQL sends one per transaction and channel).
+WAKE_PAYLOAD = '{"wake":true}'
+
+# A durable watch appends the event to the journal in the writer's
+# transaction and sends a wake-up; the listener reads the journal.
 DURABLE_BODY = """
 DECLARE
     payload text;
-    note text;
-    pos bigint;
-    tx xid8;
 BEGIN
-    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                 'row', json_build_object({row}))::text;
+    payload := '{{"ts":' || extract(epoch from clock_timestamp())
+               || ',"row":' || json_build_object({row})::text || '}}';
     {insert}
-    note := '{{"pos":' || pos || ',"xid":' || tx || ',' || substr(payload, 2);
-    IF octet_length(note) > {limit} THEN
-        note := '{{"pos":' || pos || ',"xid":' || tx || ',"wake":true}}';
+    IF pg_notify({channel}, {wake}) IS NULL THEN
+        NULL;
     END IF;
-    PERFORM pg_notify({channel}, note);
     RETURN NULL;
 END;
 """
 
 # The same for a whole statement: one INSERT ... SELECT over the transition
-# table, then one notification per journalled row.
+# table, then one wake-up.
 DURABLE_STATEMENT_BODY = """
-DECLARE
-    sent bigint;
 BEGIN
-    WITH journalled AS (
-        INSERT INTO {journal} (channel, payload)
-        SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
-                                            'row', json_build_object({row}))::text
-        FROM {rows} r
-        RETURNING id, xid, payload
-    )
-    SELECT count(pg_notify({channel}, CASE
-        WHEN octet_length(payload) < {limit} - 64
-        THEN '{{"pos":' || id || ',"xid":' || xid || ',' || substr(payload, 2)
-        ELSE '{{"pos":' || id || ',"xid":' || xid || ',"wake":true}}' END))
-    INTO sent FROM journalled;
+    INSERT INTO {journal} (channel, payload)
+    SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
+                                        'row', json_build_object({row}))::text
+    FROM {rows} r;
+    IF FOUND THEN
+        PERFORM pg_notify({channel}, {wake});
+    END IF;
     RETURN NULL;
 END;
 """
@@ -274,6 +273,7 @@ class PostgresDialect(Dialect):
 
     name = "postgresql"
     max_payload = MAX_PAYLOAD
+    wake_payload = WAKE_PAYLOAD
 
     #: The keyword options a PostgreSQL notifier accepts (see :meth:`__init__`).
     OPTIONS = frozenset(
@@ -381,9 +381,16 @@ class PostgresDialect(Dialect):
         """
         return watch.durable and not watch.trigger_columns and self.journal_per_statement
 
+    @staticmethod
+    def definer(watch: Watch) -> bool:
+        """Whether the watch's trigger function writes to sqlnotify's tables
+        (and so runs as the role that installed it)."""
+        return watch.durable or watch.use_overflow_table
+
     def function_sql(self, watch: Watch) -> str:
         body = dollar_quote(self.function_body(watch))
-        return FUNCTION_SQL.format(function=self.function_ref(watch), body=body)
+        security = DEFINER if self.definer(watch) else ""
+        return FUNCTION_SQL.format(function=self.function_ref(watch), security=security, body=body)
 
     def function_body(self, watch: Watch) -> str:
         """The PL/pgSQL source of the watch's trigger function (``pg_proc.prosrc``)."""
@@ -394,6 +401,7 @@ class PostgresDialect(Dialect):
             "row": pairs(watch, watch.payload_columns, ref + "."),
             "limit": MAX_PAYLOAD,
             "channel": quote_literal(watch.channel),
+            "wake": quote_literal(WAKE_PAYLOAD),
         }
         if self.statement_level(watch):
             body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
@@ -481,6 +489,7 @@ class PostgresDialect(Dialect):
             "schema": watch.effective_schema,
             **watch.metadata(),
             "overflow": watch.use_overflow_table,
+            "per_statement": self.statement_level(watch),
         }
         if watch.durable:
             meta["journal"] = self.journal_schema_name()
@@ -504,12 +513,18 @@ class PostgresDialect(Dialect):
         self.check_names(watch)
         journal = [journal_ddl(self.journal_schema_name())] if watch.durable else []
         overflow = self.overflow.ddl(watch.effective_schema) if watch.use_overflow_table else []
+        revoke = (
+            [f"REVOKE ALL ON FUNCTION {self.function_ref(watch)}() FROM PUBLIC"]
+            if self.definer(watch)
+            else []
+        )
         return [
             *journal,
             *overflow,
             self.function_sql(watch),
             f"COMMENT ON FUNCTION {self.function_ref(watch)}()"
             f" IS {quote_literal(self.comment(watch))}",
+            *revoke,
             f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)} ON {self.table_ref(watch)}",
             self.trigger_sql(watch),
         ]
@@ -613,7 +628,16 @@ class PostgresDialect(Dialect):
             return "outdated"  # the table lost a column, or the metadata is unreadable
         if watch.channel != meta["channel"]:  # watched by unqualified name
             watch = dataclasses.replace(watch, schema=None, default_schema=meta["schema"])
-        return "installed" if self.fingerprint(watch) == meta.get("fp") else "outdated"
+        # The journal's schema and per-statement mode are the installer's
+        # settings, recorded with the watch: rebuild with those.
+        saved = self.journal_schema, self.journal_per_statement
+        try:
+            self.journal_schema = meta.get("journal") or saved[0]
+            self.journal_per_statement = bool(meta.get("per_statement", saved[1]))
+            fingerprint = self.fingerprint(watch)
+        finally:
+            self.journal_schema, self.journal_per_statement = saved
+        return "installed" if fingerprint == meta.get("fp") else "outdated"
 
     # -- notifications --------------------------------------------------------
     def send(self, channel: str, payload: str) -> None:

@@ -89,7 +89,7 @@ class SQLiteJournal:
     def save(self, consumer: str, position: int) -> None:
         self._run(lambda conn: conn.execute(SAVE_SQL, (consumer, position, time.time())))
 
-    def pruned(self) -> None:
+    def behind(self, position: int) -> None:
         """SQLite finds removed rows by the holes they leave; nothing to look up."""
         return None
 
