@@ -332,10 +332,15 @@ class PostgresJournal:
             "journal": pyformat_safe(qualified(schema, JOURNAL_TABLE)),
             "consumers": pyformat_safe(qualified(schema, CONSUMERS_TABLE)),
         }
+        # PREPARE runs without parameters: its names are not %-escaped.
+        raw = {
+            "journal": qualified(schema, JOURNAL_TABLE),
+            "consumers": qualified(schema, CONSUMERS_TABLE),
+        }
         self._prepare = ";\n".join(
             [
-                WINDOW_SQL.format(name=WINDOW_NEW, extra="", cur="pg_current_snapshot()", **names),
-                WINDOW_SQL.format(name=WINDOW_AT, extra=", pg_snapshot", cur="$6", **names),
+                WINDOW_SQL.format(name=WINDOW_NEW, extra="", cur="pg_current_snapshot()", **raw),
+                WINDOW_SQL.format(name=WINDOW_AT, extra=", pg_snapshot", cur="$6", **raw),
             ]
         )
         self._save = SAVE_SQL.format(**names)
