@@ -19,10 +19,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .._names import qualified, quote_ident, quote_literal
+from .._names import pyformat_safe, qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError
+from .base import run_sql
 
 __all__ = ["OVERFLOW_TABLE", "OverflowStore", "pairs", "positive"]
 
@@ -158,7 +159,7 @@ class OverflowStore:
             if self.missing(conn, {schema}):
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._lock_key})")
                 for stmt in self.ddl(schema):
-                    conn.exec_driver_sql(stmt)
+                    run_sql(conn, stmt)
         self.ready.add(schema)
 
     # -- payloads -------------------------------------------------------------
@@ -166,9 +167,8 @@ class OverflowStore:
         """Store ``payload`` and notify its reference in one transaction; return its id."""
         self.ensure(schema)
         with self.engine.begin() as conn:
-            ovf_id: int = conn.exec_driver_sql(
-                STORE_SQL.format(table=self.ref(schema)), {"c": channel, "p": payload}
-            ).scalar_one()
+            sql = STORE_SQL.format(table=pyformat_safe(self.ref(schema)))
+            ovf_id: int = conn.exec_driver_sql(sql, {"c": channel, "p": payload}).scalar_one()
             ref = json.dumps({"ts": round(time.time(), 6), "ovf": ovf_id})
             conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": ref})
         return ovf_id
@@ -178,7 +178,7 @@ class OverflowStore:
 
         Ids no longer stored are absent from the result.
         """
-        sql = FETCH_SQL.format(table=self.ref(schema))
+        sql = FETCH_SQL.format(table=pyformat_safe(self.ref(schema)))
         with self._autocommit.connect() as conn:
             rows = conn.exec_driver_sql(sql, {"ids": list(ids)}).all()
         return {row[0]: (row[1], row[2]) for row in rows}
@@ -194,7 +194,7 @@ class OverflowStore:
             for schema in schemas:
                 if self.missing(conn, {schema}):
                     continue
-                sql = PRUNE_SQL.format(table=self.ref(schema))
+                sql = PRUNE_SQL.format(table=pyformat_safe(self.ref(schema)))
                 for _ in range(self.PRUNE_ROUNDS):
                     n = conn.exec_driver_sql(sql, {"retention": retention, "limit": limit}).rowcount
                     deleted += n
@@ -221,7 +221,12 @@ class OverflowStore:
                 params = {
                     f"k{i}_{j}": value for i, key in enumerate(chunk) for j, value in enumerate(key)
                 }
-                sql = REREAD_SQL.format(row=row, table=table, keys=key_columns, values=values)
+                sql = REREAD_SQL.format(
+                    row=pyformat_safe(row),
+                    table=pyformat_safe(table),
+                    keys=pyformat_safe(key_columns),
+                    values=values,
+                )
                 found.extend(r[0] for r in conn.exec_driver_sql(sql, params))
         return found
 
@@ -231,8 +236,7 @@ class OverflowStore:
         with self.engine.connect() as conn:
             names = conn.execute(sa.text(TABLES_SQL), {"name": OVERFLOW_TABLE}).all()
             for schema, name in names:
-                count = conn.exec_driver_sql(
-                    f"SELECT count(*) FROM {qualified(schema, name)}"
-                ).scalar_one()
+                table = qualified(schema, name)
+                count = run_sql(conn, f"SELECT count(*) FROM {table}").scalar_one()
                 found.append({"schema": schema, "table": name, "rows": count})
         return found
