@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -33,6 +34,17 @@ __all__ = ["engine_from_url", "load_notifier"]
 _POSTGRES_SCHEMES = ("postgres", "postgresql")
 
 
+# From "scheme://user:" to the last "@": the whole password, even one pasted
+# unescaped with "@", ":" or "/" in it (masking too much is harmless).
+_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:@/?#]*:).*@")
+_PORT = re.compile(r"^[^:/?#]+://(?:.*@)?(?:\[[^\]]*\]|[^:/?#@]*):([^/?#]*)")
+
+
+def mask_password(text: str) -> str:
+    """``text`` (a database URL, valid or not) with its password replaced by ``***``."""
+    return _PASSWORD.sub(lambda m: m.group("head") + "***@", text, count=1)
+
+
 def engine_from_url(text: str) -> sa.Engine:
     """A synchronous engine for a URL as users paste it.
 
@@ -42,10 +54,15 @@ def engine_from_url(text: str) -> sa.Engine:
     """
     try:
         url = sa.make_url(text)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        port = _PORT.search(text)
+        problem = (
+            f"the port {port.group(1)!r} is not a number"
+            if isinstance(exc, ValueError) and port
+            else "expected e.g. postgresql://user@host:5432/db or sqlite:///path/to/file.db"
+        )
         raise SQLNotifyConfigurationError(
-            f"invalid database URL {text!r}: expected e.g. postgresql://user@host:5432/db"
-            " or sqlite:///path/to/file.db"
+            f"invalid database URL {mask_password(text)!r}: {problem}"
         ) from None
     backend = url.get_backend_name()
     connect_args: dict[str, Any] = {}

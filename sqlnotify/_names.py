@@ -52,21 +52,38 @@ def object_name(*parts: str, hashed: bool = False) -> str:
     return name
 
 
+def _check_nul(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise SQLNotifyConfigurationError(
+            f"{what} {text!r} contains a NUL character (\\x00), which neither PostgreSQL nor"
+            " SQLite accepts in SQL text: rename it without one"
+        )
+
+
 def quote_ident(name: str) -> str:
-    """Quote an SQL identifier (PostgreSQL and SQLite rules)."""
-    if "\x00" in name:
-        raise SQLNotifyConfigurationError(f"identifier {name!r} contains a NUL character")
+    """Quote an SQL identifier (PostgreSQL and SQLite rules: ``"`` doubled)."""
+    _check_nul(name, "identifier")
     return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(value: str) -> str:
-    """Quote an SQL string literal, safe whatever ``standard_conforming_strings`` says."""
-    if "\x00" in value:
-        raise SQLNotifyConfigurationError(f"literal {value!r} contains a NUL character")
+    """Quote a PostgreSQL string literal, safe whatever ``standard_conforming_strings`` says.
+
+    A value with a backslash becomes an escape string (``E'...'``), which
+    PostgreSQL reads the same way under either setting.  SQLite has no such
+    form: use :func:`quote_sqlite_literal` there.
+    """
+    _check_nul(value, "literal")
     body = value.replace("'", "''")
     if "\\" in body:
         return "E'" + body.replace("\\", "\\\\") + "'"
     return "'" + body + "'"
+
+
+def quote_sqlite_literal(value: str) -> str:
+    """Quote an SQLite string literal: standard SQL, ``'`` doubled, backslash plain."""
+    _check_nul(value, "literal")
+    return "'" + value.replace("'", "''") + "'"
 
 
 def qualified(schema: str | None, name: str) -> str:
@@ -82,3 +99,12 @@ def did_you_mean(name: object, choices: Iterable[str]) -> str:
         lowered = {c.lower(): c for c in choices}
         close = [lowered[name.lower()]] if name.lower() in lowered else []
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def pyformat_safe(sql: str) -> str:
+    """``sql`` (quoted names) made safe to run with psycopg2 parameters: ``%`` doubled.
+
+    psycopg2 reads ``%`` in the statement as a placeholder whenever
+    parameters are passed, even inside a quoted identifier.
+    """
+    return sql.replace("%", "%%")

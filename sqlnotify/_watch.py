@@ -14,7 +14,7 @@ from sqlalchemy.exc import NoInspectionAvailable
 from ._names import MAX_IDENTIFIER_BYTES as MAX_NAME_BYTES
 from ._names import check_label, did_you_mean, digest, object_name
 from .events import Operation
-from .exceptions import SQLNotifyConfigurationError
+from .exceptions import SQLNotifyConfigurationError, SQLNotifyIdentifierSizeError
 
 __all__ = [
     "Watch",
@@ -299,6 +299,39 @@ class Watch:
             "durable": self.durable,
             "overflow": self.use_overflow_table,
         }
+
+    def named_objects(self) -> list[tuple[str, str]]:
+        """``(what, name)`` for every database name the watch's SQL contains."""
+        names = [("schema", self.effective_schema or ""), ("table", self.table)]
+        names += [("primary key column", c) for c in self.primary_keys]
+        names += [("extra_columns column", c) for c in self.extra_columns]
+        names += [("trigger_columns column", c) for c in self.trigger_columns]
+        return [(what, name) for what, name in names if name]
+
+    def check_names(self, *, max_bytes: int | None, database: str) -> None:
+        """Refuse names the database cannot hold.
+
+        Any other character is fine: sqlnotify quotes every name it writes.
+
+        :param max_bytes: the longest name in UTF-8 bytes, or ``None``.
+        :raises SQLNotifyIdentifierSizeError: a name is longer than ``max_bytes``.
+        :raises SQLNotifyConfigurationError: a name holds a NUL character.
+        """
+        where = describe_target(self.sender)
+        for what, name in self.named_objects():
+            if "\x00" in name:
+                raise SQLNotifyConfigurationError(
+                    f"the {what} name {name!r} of {where} ({self.describe()}) contains a NUL"
+                    f" character (\\x00), which {database} does not accept in a name; any"
+                    " other character is valid"
+                )
+            size = len(name.encode("utf-8", "surrogatepass"))
+            if max_bytes is not None and size > max_bytes:
+                raise SQLNotifyIdentifierSizeError(
+                    f"the {what} name {name!r} of {where} ({self.describe()}) is {size}"
+                    f" bytes; {database} names are at most {max_bytes} bytes in UTF-8, so no"
+                    " such object can exist: use the name as the database stores it"
+                )
 
     def describe(self) -> str:
         where = f"{self.schema}.{self.table}" if self.schema else self.table

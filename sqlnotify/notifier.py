@@ -348,6 +348,8 @@ class Notifier:
         self.journal_retention = _seconds(journal_retention, "journal_retention")
         self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
         self.journal_schema = journal_schema
+        if journal_schema is not None and hasattr(self._dialect, "journal_schema"):
+            self._dialect.journal_schema = journal_schema
         self._intake: Intake | None = None
         self._lags: collections.deque[float] = collections.deque(maxlen=self.LAG_WINDOW)
         self._started_at: dt.datetime | None = None

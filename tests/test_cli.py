@@ -319,6 +319,32 @@ def test_listen_errors_are_one_readable_line(
     assert_one_line_error(result, *fragments)
 
 
+@pytest.mark.parametrize(
+    ("command", "url", "fragments"),
+    [
+        (
+            "listen",
+            "postgres ql://ann:s3cr3t@db.example/app",
+            ["invalid database URL 'postgres ql://ann:***@db.example/app'", "postgresql://"],
+        ),
+        (
+            "status",
+            "postgresql://ann:s3cr3t@db.example:54x2/app",
+            ["invalid database URL 'postgresql://ann:***@db.example:54x2/app'", "'54x2'"],
+        ),
+        (
+            "listen",
+            "postgresql://ann:s3c@r:3t/x@db.example:port/app",
+            ["'postgresql://ann:***@db.example:port/app'", "the port 'port' is not a number"],
+        ),
+    ],
+)
+def test_bad_url_errors_hide_the_password(command: str, url: str, fragments: list[str]) -> None:
+    result = run(command, url, *(["orders"] if command == "listen" else []))
+    assert_one_line_error(result, *fragments)
+    assert "s3c" not in result.stderr + result.stdout
+
+
 @pytest.mark.postgresql
 def test_status_reports_installed_outdated_and_orphaned(
     pg_url: str, pg_engine: sa.Engine, schema: str, orders: str

@@ -86,7 +86,7 @@ class PgInstaller:
         def work(conn: sa.Connection) -> list[InstallState]:
             for schema in d.overflow.missing(conn, overflow):
                 for stmt in d.overflow.ddl(schema):
-                    conn.exec_driver_sql(stmt)
+                    execute_plain(conn, stmt)
             found = d._installed(conn)
             replace_trigger = conn.dialect.server_version_info >= (14,)  # type: ignore[operator]
             result = []

@@ -19,11 +19,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .._names import qualified, quote_ident, quote_literal
+from .._names import pyformat_safe, qualified, quote_ident, quote_literal
 from .._types import pg_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError
 from ._pg_ownership import brief_read, is_lock_timeout
+from .base import run_sql
 
 __all__ = ["OVERFLOW_TABLE", "OverflowStore", "pairs", "positive"]
 
@@ -159,7 +160,7 @@ class OverflowStore:
             if self.missing(conn, {schema}):
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._lock_key})")
                 for stmt in self.ddl(schema):
-                    conn.exec_driver_sql(stmt)
+                    run_sql(conn, stmt)
         self.ready.add(schema)
 
     # -- payloads -------------------------------------------------------------
@@ -167,9 +168,8 @@ class OverflowStore:
         """Store ``payload`` and notify its reference in one transaction; return its id."""
         self.ensure(schema)
         with self.engine.begin() as conn:
-            ovf_id: int = conn.exec_driver_sql(
-                STORE_SQL.format(table=self.ref(schema)), {"c": channel, "p": payload}
-            ).scalar_one()
+            sql = STORE_SQL.format(table=pyformat_safe(self.ref(schema)))
+            ovf_id: int = conn.exec_driver_sql(sql, {"c": channel, "p": payload}).scalar_one()
             ref = json.dumps({"ts": round(time.time(), 6), "ovf": ovf_id})
             conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": ref})
         return ovf_id
@@ -179,7 +179,7 @@ class OverflowStore:
 
         Ids no longer stored are absent from the result.
         """
-        sql = FETCH_SQL.format(table=self.ref(schema))
+        sql = FETCH_SQL.format(table=pyformat_safe(self.ref(schema)))
         with self._autocommit.connect() as conn:
             rows = conn.exec_driver_sql(sql, {"ids": list(ids)}).all()
         return {row[0]: (row[1], row[2]) for row in rows}
@@ -195,7 +195,7 @@ class OverflowStore:
             for schema in schemas:
                 if self.missing(conn, {schema}):
                     continue
-                sql = PRUNE_SQL.format(table=self.ref(schema))
+                sql = PRUNE_SQL.format(table=pyformat_safe(self.ref(schema)))
                 for _ in range(self.PRUNE_ROUNDS):
                     n = conn.exec_driver_sql(sql, {"retention": retention, "limit": limit}).rowcount
                     deleted += n
@@ -222,7 +222,12 @@ class OverflowStore:
                 params = {
                     f"k{i}_{j}": value for i, key in enumerate(chunk) for j, value in enumerate(key)
                 }
-                sql = REREAD_SQL.format(row=row, table=table, keys=key_columns, values=values)
+                sql = REREAD_SQL.format(
+                    row=pyformat_safe(row),
+                    table=pyformat_safe(table),
+                    keys=pyformat_safe(key_columns),
+                    values=values,
+                )
                 found.extend(r[0] for r in conn.exec_driver_sql(sql, params))
         return found
 
@@ -240,9 +245,8 @@ class OverflowStore:
                 count: int | None = None
                 try:
                     with brief_read(conn):
-                        sql = f"SELECT count(*) FROM {qualified(schema, name)}"
-                        # '%%': a '%' in a name is not a parameter marker
-                        count = conn.exec_driver_sql(sql.replace("%", "%%"), {}).scalar_one()
+                        table = qualified(schema, name)
+                        count = run_sql(conn, f"SELECT count(*) FROM {table}").scalar_one()
                 except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
                     gone = getattr(exc.orig, "pgcode", None) == "42P01"  # undefined_table
                     if not (gone or is_lock_timeout(exc)):

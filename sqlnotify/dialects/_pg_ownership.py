@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from .._names import digest, qualified
 from .._ownership import LIVE_WINDOW, Policy, lock_timeout_error, retry_locked
+from .base import run_sql
 
 __all__ = [
     "REGISTRY_TABLE",
@@ -97,13 +98,7 @@ def _sql(template: str, schema: str | None) -> str:
 
 def execute_plain(conn: sa.Connection, sql: str) -> None:
     """Run one statement that has no parameters, so no ``%`` in it is read as one."""
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    cursor = dbapi.cursor()
-    try:
-        cursor.execute(sql)
-    finally:
-        cursor.close()
+    run_sql(conn, sql)
 
 
 #: Seconds a status read waits for one lock before it gives up on that object.

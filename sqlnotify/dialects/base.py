@@ -23,6 +23,15 @@ from ..exceptions import SQLNotifyConfigurationError
 __all__ = ["Dialect", "InstallState", "Notification", "Source", "SourceDisconnected"]
 
 
+def run_sql(conn: sa.Connection, sql: str) -> sa.CursorResult[Any]:
+    """Run one statement that takes no parameters, passing the driver none.
+
+    psycopg2 treats ``%`` in a statement as a placeholder as soon as any
+    parameters (even an empty set) come with it, and names may hold ``%``.
+    """
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
 class Notification(NamedTuple):
     """A raw notification: the channel and the payload text, still encoded."""
 

@@ -25,7 +25,6 @@ from .._ownership import Policy
 from .._watch import Watch, WatchRequest
 from ..exceptions import (
     SQLNotifyConfigurationError,
-    SQLNotifyIdentifierSizeError,
     SQLNotifyListenerError,
 )
 from . import missing_driver_error
@@ -102,7 +101,11 @@ _LIBPQ_KEYWORDS = frozenset(
 # planned query for every row.
 FUNCTION_SQL = """\
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql{security} AS {tag}
+LANGUAGE plpgsql{security} AS {body}"""
+
+# The body is dollar-quoted with a tag chosen once every name is in it (see
+# dollar_quote): no name can close the quote early.
+ROW_BODY = """
 DECLARE
     payload text;
 BEGIN
@@ -122,7 +125,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
-{tag}"""
+"""
 
 # The inner block keeps the user's write alive when the table no longer
 # matches the watch (a watched column dropped or renamed since the trigger
@@ -154,9 +157,7 @@ WAKE_PAYLOAD = '{"wake":true}'
 
 # A durable watch appends the event to the journal in the writer's
 # transaction and sends a wake-up; the listener reads the journal.
-DURABLE_FUNCTION_SQL = """\
-CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql{security} AS {tag}
+DURABLE_BODY = """
 DECLARE
     payload text;
 BEGIN
@@ -168,13 +169,11 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
-{tag}"""
+"""
 
 # The same for a whole statement: one INSERT ... SELECT over the transition
 # table, then one wake-up.
-DURABLE_STATEMENT_SQL = """\
-CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql{security} AS {tag}
+DURABLE_STATEMENT_BODY = """
 BEGIN
     INSERT INTO {journal} (channel, payload)
     SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
@@ -185,7 +184,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
-{tag}"""
+"""
 
 STATEMENT_TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
@@ -207,6 +206,22 @@ LEFT JOIN pg_class c ON c.oid = t.tgrelid
 LEFT JOIN pg_namespace tn ON tn.oid = c.relnamespace
 WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE 'sqlnotify:%%'
 """
+
+
+def dollar_quote(body: str) -> str:
+    """``body`` as a dollar-quoted string, with a tag that does not occur in it.
+
+    The tag is chosen from the finished text, names and all: the quote ends
+    exactly where the body does, whatever characters the names hold.
+    """
+    tag = "$sqlnotify$"
+    n = 0
+    # The closing tag must first occur at the end, also when the body ends
+    # with the beginning of a tag.
+    while (body + tag).find(tag) != len(body):
+        n += 1
+        tag = f"$sqlnotify{n}$"
+    return tag + body + tag
 
 
 def listener_dsn(url: sa.URL, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -381,24 +396,28 @@ class PostgresDialect(Dialect):
         return watch.durable or watch.use_overflow_table
 
     def function_sql(self, watch: Watch) -> str:
+        body = dollar_quote(self.function_body(watch))
+        security = DEFINER if self.definer(watch) else ""
+        return FUNCTION_SQL.format(function=self.function_ref(watch), security=security, body=body)
+
+    def function_body(self, watch: Watch) -> str:
+        """The PL/pgSQL source of the watch's trigger function (``pg_proc.prosrc``)."""
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         if self.statement_level(watch):
             ref = "r"
         body_args = {
-            "function": self.function_ref(watch),
             "row": pairs(watch, watch.payload_columns, ref + "."),
             "limit": MAX_PAYLOAD,
             "channel": quote_literal(watch.channel),
-            "security": DEFINER if self.definer(watch) else "",
             "wake": quote_literal(WAKE_PAYLOAD),
         }
         if self.statement_level(watch):
             body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
             body_args["rows"] = TRANSITION_TABLE
-            template = DURABLE_STATEMENT_SQL
+            template = DURABLE_STATEMENT_BODY
         elif watch.durable:
             body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
-            template = DURABLE_FUNCTION_SQL
+            template = DURABLE_BODY
         else:
             truncate = TRUNCATE_SQL.format(
                 keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
@@ -406,14 +425,8 @@ class PostgresDialect(Dialect):
             body_args["oversize"] = (
                 self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
             )
-            template = FUNCTION_SQL
-        tag = "$sqlnotify$"
-        text = template.format(tag="{tag}", **body_args)
-        n = 0
-        while tag in text.replace("{tag}", ""):
-            n += 1
-            tag = f"$sqlnotify{n}$"
-        return text.replace("{tag}", tag)
+            template = ROW_BODY
+        return template.format(**body_args)
 
     # -- large payloads -------------------------------------------------------
     def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
@@ -501,17 +514,8 @@ class PostgresDialect(Dialect):
         return self._journal
 
     def check_names(self, watch: Watch) -> None:
-        """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes)."""
-        names = [("schema", watch.effective_schema or ""), ("table", watch.table)]
-        names += [("column", c) for c in (*watch.payload_columns, *watch.trigger_columns)]
-        for what, name in names:
-            size = len(name.encode("utf-8"))
-            if size > MAX_IDENTIFIER:
-                raise SQLNotifyIdentifierSizeError(
-                    f"the {what} name {name!r} of the watch ({watch.describe()}) is {size}"
-                    f" bytes; PostgreSQL identifiers are at most {MAX_IDENTIFIER} bytes, so no"
-                    " such object can exist: use the name as the database stores it"
-                )
+        """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes) or rejects."""
+        watch.check_names(max_bytes=MAX_IDENTIFIER, database="PostgreSQL")
 
     def ddl(self, watch: Watch) -> list[str]:
         self.check_names(watch)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .._names import digest, qualified, quote_literal
+from .._names import digest, pyformat_safe, qualified, quote_literal
 from ..exceptions import SQLNotifyException
 
 __all__ = ["PostgresJournal", "SnapshotPosition", "journal_ddl"]
@@ -329,13 +329,18 @@ class PostgresJournal:
         ).strip()
         self.schema = schema
         names = {
+            "journal": pyformat_safe(qualified(schema, JOURNAL_TABLE)),
+            "consumers": pyformat_safe(qualified(schema, CONSUMERS_TABLE)),
+        }
+        # PREPARE runs without parameters: its names are not %-escaped.
+        raw = {
             "journal": qualified(schema, JOURNAL_TABLE),
             "consumers": qualified(schema, CONSUMERS_TABLE),
         }
         self._prepare = ";\n".join(
             [
-                WINDOW_SQL.format(name=WINDOW_NEW, extra="", cur="pg_current_snapshot()", **names),
-                WINDOW_SQL.format(name=WINDOW_AT, extra=", pg_snapshot", cur="$6", **names),
+                WINDOW_SQL.format(name=WINDOW_NEW, extra="", cur="pg_current_snapshot()", **raw),
+                WINDOW_SQL.format(name=WINDOW_AT, extra=", pg_snapshot", cur="$6", **raw),
             ]
         )
         self._save = SAVE_SQL.format(**names)

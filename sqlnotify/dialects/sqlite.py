@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .._journal import JournalReader
-from .._names import digest, quote_ident, quote_literal
+from .._names import digest, quote_ident, quote_sqlite_literal
 from .._ownership import Policy
 from .._types import sqlite_value_sql
 from .._watch import Watch, WatchRequest
@@ -65,10 +65,12 @@ def log_table_sql() -> str:
 
 
 # julianday('now') is the statement's time with millisecond resolution.
+# The metadata comment ends the first line, right after the trigger's own
+# name: no table or column name comes before it, so none can imitate it.
 TRIGGER_SQL = """\
-CREATE TRIGGER {trigger} AFTER {operation}{columns} ON {table} FOR EACH ROW{when}
+CREATE TRIGGER {trigger}{comment} AFTER {operation}{columns} ON {table} FOR EACH ROW{when}
 BEGIN
-{comment}INSERT INTO {log} ("ts", "channel", "payload")
+INSERT INTO {log} ("ts", "channel", "payload")
 SELECT t, {channel}, json_object('ts', t, 'row', json_object({row}))
 FROM (SELECT (julianday('now') - 2440587.5) * 86400.0 AS t);
 END"""
@@ -85,6 +87,26 @@ _OPTION_NAMES = {
     "sqlite_inotify": "inotify",
     "sqlite_busy_timeout": "busy_timeout",
 }
+
+
+def _metadata(sql: str) -> dict[str, Any] | None:
+    """The metadata recorded in a trigger's SQL; ``None`` for a trigger sqlnotify did not make.
+
+    The comment ends the first line.  Triggers made before it moved there
+    carry it on a line of its own further down: that form is read too.
+    """
+    first, _, rest = sql.partition("\n")
+    _, marker, text = first.partition(" " + MARKER)
+    if not marker:
+        line = next((x for x in rest.splitlines() if x.startswith(MARKER)), None)
+        if line is None:
+            return None
+        text = line[len(MARKER) :]
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def driver_for(engine: sa.Engine) -> Any:
@@ -351,12 +373,13 @@ class SQLiteDialect(Dialect):
                 f"cannot watch {watch.describe()}: sqlnotify watches tables of the main SQLite"
                 " database only, not of attached databases (schema must be None or 'main')"
             )
+        watch.check_names(max_bytes=None, database="SQLite")
 
     def _trigger_sql(self, watch: Watch, comment: str) -> str:
         self._check(watch)
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         row = ", ".join(
-            quote_literal(c)
+            quote_sqlite_literal(c)
             + ", "
             + sqlite_value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
             for c in watch.payload_columns
@@ -375,7 +398,7 @@ class SQLiteDialect(Dialect):
             when=when,
             comment=comment,
             log=quote_ident(LOG_TABLE),
-            channel=quote_literal(watch.channel),
+            channel=quote_sqlite_literal(watch.channel),
             row=row,
         )
 
@@ -391,7 +414,7 @@ class SQLiteDialect(Dialect):
         }
         # ensure_ascii: no newline or other character can end the comment early.
         text = json.dumps(meta, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
-        return self._trigger_sql(watch, MARKER + text + "\n")
+        return self._trigger_sql(watch, " " + MARKER + text + "\n")
 
     def ddl(self, watch: Watch) -> list[str]:
         return [
@@ -404,14 +427,7 @@ class SQLiteDialect(Dialect):
     def _installed(self, conn: Any) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for name, table, sql in conn.execute(TRIGGERS_SQL).fetchall():
-            meta: dict[str, Any] | None = None
-            for line in (sql or "").splitlines():
-                if line.startswith(MARKER):
-                    try:
-                        meta = json.loads(line[len(MARKER) :])
-                    except ValueError:
-                        meta = {}
-                    break
+            meta = _metadata(sql or "")
             if meta is not None:
                 found[name] = {"name": name, "table": table, "meta": meta}
         return found
