@@ -9,6 +9,7 @@ after a restart, and no receiver runs once stop() has returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 import threading
@@ -67,7 +68,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         yield Backend("postgresql", engine, make_table(engine))
         return
     path = request.getfixturevalue("sqlite_path")
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, note TEXT)")
     engine = file_engine(path)
     yield Backend("sqlite", engine, "item")
