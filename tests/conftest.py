@@ -2,28 +2,52 @@
 
 PostgreSQL is found through ``SQLNOTIFY_TEST_POSTGRES_URL`` (default: the
 local server on 127.0.0.1:5432).  When none answers, a throwaway server is
-started from the local PostgreSQL binaries with pytest-postgresql; without
+started from the local PostgreSQL binaries (:mod:`support.pgserver`); without
 binaries the PostgreSQL tests are skipped, except under ``CI=true`` where
 that is an error.
+
+Markers come from the folder a test lives in (``postgresql/``, ``sqlite/``,
+``unit/``, ``adapters/``, ``docs/``) and from the fixtures it uses: a test
+that uses a PostgreSQL fixture is marked ``postgresql`` wherever it lives,
+one that uses an SQLite file ``sqlite``.
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from support.pgserver import ThrowawayPostgres
 
 from sqlnotify import Notifier
 from sqlnotify._listener import Listener
 
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+#: The marker each test folder gives its tests.
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "postgresql": "postgresql",
+    "sqlite": "sqlite",
+    "adapters": "adapters",
+    "docs": "docs",
+}
+#: The marker a fixture gives the tests that use it, wherever they live.
+FIXTURE_MARKERS = {"pg_url": "postgresql", "sqlite_path": "sqlite"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        names = {FOLDER_MARKERS[folder]} if folder in FOLDER_MARKERS else set()
+        fixtures = getattr(item, "fixturenames", ())
+        names |= {marker for name, marker in FIXTURE_MARKERS.items() if name in fixtures}
+        for name in sorted(names - {m.name for m in item.iter_markers()}):
+            item.add_marker(name)
 
 
 def _reachable(url: str) -> bool:
@@ -40,13 +64,6 @@ def _reachable(url: str) -> bool:
     return True
 
 
-def _pg_ctl() -> str | None:
-    found = shutil.which("pg_ctl") or sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if isinstance(found, list):
-        return found[-1] if found else None
-    return found
-
-
 def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"PostgreSQL tests cannot run in CI: {reason}", pytrace=False)
@@ -59,32 +76,13 @@ def pg_url() -> Iterator[str]:
     if _reachable(url):
         yield url
         return
-    pg_ctl = _pg_ctl()
-    if pg_ctl is None:
+    if not ThrowawayPostgres.available():
         _unavailable(f"no PostgreSQL at {url} and no local PostgreSQL binaries to start one")
-    from pytest_postgresql.executors.proc import PostgreSQLExecutor
-
-    tmp = tempfile.mkdtemp(prefix="sqlnotify-pg-")
-    port = 54329
-    executor = PostgreSQLExecutor(
-        executable=pg_ctl,  # type: ignore[arg-type]
-        host="127.0.0.1",
-        port=port,
-        datadir=os.path.join(tmp, "data"),
-        unixsocketdir=tmp,
-        logfile=os.path.join(tmp, "log"),
-        startparams="-w",
-        dbname="test",
-    )
+    server = ThrowawayPostgres()
     try:
-        executor.start()
-    except Exception as exc:  # initdb refuses to run as root, for one
-        _unavailable(f"no PostgreSQL at {url}, and starting one failed: {exc}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        executor.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.destroy()
 
 
 @pytest.fixture(scope="session")

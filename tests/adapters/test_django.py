@@ -1,0 +1,128 @@
+"""Django: a real project (examples/django_project) saving models through the ORM.
+
+Django's settings are process-wide, so the project runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+import sqlalchemy as sa
+from support.procs import ROOT, Proc, child_env
+
+from sqlnotify.adapters.django import database_url
+from sqlnotify.exceptions import (
+    SQLNotifyConfigurationError,
+    SQLNotifyUnSupportedDatabaseProviderError,
+)
+
+PROJECT = os.path.join(ROOT, "examples", "django_project")
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import django
+    os.environ["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
+    django.setup()
+    from django.apps import apps
+    from django.core.management import call_command
+    from django.db import transaction
+    from django.test import Client
+    from sqlnotify import Notifier, SQLNotifyConfigurationError
+    from sqlnotify.adapters.django import watch_model
+    from sqlnotify.testing import wait_until
+    from shop.models import Invoice, Order
+
+    call_command("migrate", verbosity=0)
+    notifier = apps.get_app_config("shop").notifier
+    print("before wsgi running", notifier.is_running, flush=True)
+    import mysite.wsgi  # the serving process's entry point starts the listener
+    print("after wsgi running", notifier.is_running, flush=True)
+
+    response = Client().post(
+        "/orders", json.dumps({"customer": "ada", "total_cents": 4200}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    with transaction.atomic():
+        grace = Order.objects.create(customer="grace", total_cents=100)
+    ids = sorted([response.json()["id"], grace.id])
+    wait_until(lambda: Invoice.objects.count() >= 2, 20, "two invoices")
+    invoices = sorted(Invoice.objects.values_list("order_id", "customer"))
+    print("result", json.dumps({"ids": ids, "invoices": invoices}), flush=True)
+
+    try:
+        watch_model(Notifier(notifier.db_engine), Order, "update", extra_columns=["price"])
+    except SQLNotifyConfigurationError as exc:
+        print("error", exc, flush=True)
+    notifier.stop()
+    """
+)
+
+
+@pytest.mark.postgresql
+def test_a_model_saved_through_the_orm_reaches_the_receiver(pg_url: str, schema: str) -> None:
+    url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    env = child_env(DATABASE_URL=url.render_as_string(hide_password=False))
+    env["PYTHONPATH"] = os.pathsep.join([PROJECT, env["PYTHONPATH"]])
+    proc = Proc.python("-c", SCRIPT, env=env, cwd=PROJECT)
+    try:
+        code = proc.wait(90)
+    finally:
+        proc.kill()
+    assert code == 0, proc.output
+    assert "before wsgi running False" in proc.lines, proc.output
+    assert "after wsgi running True" in proc.lines, proc.output
+    result = json.loads(proc.expect("result ", 1)[len("result ") :])
+    assert result["invoices"] == [[result["ids"][0], "ada"], [result["ids"][1], "grace"]]
+    error = proc.expect("error ", 1)
+    assert "shop.Order has no field 'price'" in error and "'customer'" in error
+    assert "Traceback" not in proc.output
+
+
+def test_postgres_settings_become_a_psycopg2_url() -> None:
+    url = database_url(
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "shop",
+            "USER": "app",
+            "PASSWORD": "s3cret/:@",
+            "HOST": "db.internal",
+            "PORT": "6432",
+            "OPTIONS": {"sslmode": "require", "options": "-csearch_path=x", "pool": True},
+        }
+    )
+    assert url.drivername == "postgresql+psycopg2"
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "app",
+        "s3cret/:@",
+        "db.internal",
+        6432,
+        "shop",
+    )
+    assert dict(url.query) == {"sslmode": "require", "options": "-csearch_path=x"}
+
+
+def test_a_socket_directory_host_goes_to_the_query() -> None:
+    url = database_url(
+        {"ENGINE": "django.db.backends.postgresql", "NAME": "shop", "HOST": "/run/postgresql"}
+    )
+    assert url.host is None and url.query["host"] == "/run/postgresql"
+
+
+def test_sqlite_settings_become_a_file_url(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(os.fspath(tmp_path), "db.sqlite3")
+    url = database_url({"ENGINE": "django.db.backends.sqlite3", "NAME": path})
+    assert url.drivername == "sqlite" and url.database == path
+    with pytest.raises(SQLNotifyConfigurationError, match="in-memory"):
+        database_url({"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}, "mem")
+
+
+def test_other_backends_are_refused_by_name() -> None:
+    with pytest.raises(
+        SQLNotifyUnSupportedDatabaseProviderError, match=r"django\.db\.backends\.mysql"
+    ):
+        database_url({"ENGINE": "django.db.backends.mysql", "NAME": "x"}, "legacy")

@@ -1,0 +1,186 @@
+"""Values arrive as the columns' Python types, the same as on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import math
+import sqlite3
+import uuid
+from contextlib import closing
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from support.sqlite import file_engine
+
+from sqlnotify import Notifier, Operation
+from sqlnotify.testing import EventRecorder
+
+
+class Colour(enum.Enum):
+    RED = "r"
+    GREEN = "g"
+
+
+def typed_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "typed",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("big", sa.BigInteger),
+        sa.Column("name", sa.String(50)),
+        sa.Column("body", sa.Text),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("at", sa.DateTime),
+        sa.Column("day", sa.Date),
+        sa.Column("clock", sa.Time),
+        sa.Column("span", sa.Interval),
+        sa.Column("price", sa.Numeric(10, 2)),
+        sa.Column("ratio", sa.Float),
+        sa.Column("ident", sa.Uuid),
+        sa.Column("blob", sa.LargeBinary),
+        sa.Column("doc", sa.JSON),
+        sa.Column("colour", sa.Enum(Colour)),
+        sa.Column("size", sa.Enum("small", "large", name="size_enum")),
+    )
+
+
+COLUMNS = [
+    "big",
+    "name",
+    "body",
+    "flag",
+    "at",
+    "day",
+    "clock",
+    "span",
+    "price",
+    "ratio",
+    "ident",
+    "blob",
+    "doc",
+    "colour",
+    "size",
+]
+
+VALUES: dict[str, Any] = {
+    "id": 1,
+    "big": 2**62 + 1,
+    "name": "Zoë 'quoted' \"double\"",
+    "body": "line one\nline two\t\u2603",
+    "flag": True,
+    "at": dt.datetime(2024, 2, 29, 13, 45, 1, 123456),
+    "day": dt.date(2024, 12, 31),
+    "clock": dt.time(23, 59, 58, 500000),
+    "span": dt.timedelta(days=1, seconds=3, microseconds=250000),
+    "price": decimal.Decimal("1234.50"),
+    "ratio": 0.1 + 0.2,
+    "ident": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "blob": b"\x00\xffbinary\x80",
+    "doc": {"a": [1, 2.5, None, True], "b": {"c": "d"}, "e": "text"},
+    "colour": Colour.GREEN,
+    "size": "large",
+}
+
+
+def record_all(engine: sa.Engine, table: sa.Table, notifiers: list[Notifier]) -> EventRecorder:
+    n = Notifier(engine)
+    notifiers.append(n)
+    rec = EventRecorder()
+    for op in Operation:
+        n.watch(table, op, extra_columns=COLUMNS)
+        n.subscribe(table, op)(rec)
+    n.start()
+    return rec
+
+
+def roundtrip(engine: sa.Engine, notifiers: list[Notifier]) -> tuple[dict[str, Any], ...]:
+    metadata = sa.MetaData()
+    table = typed_table(metadata)
+    metadata.create_all(engine)
+    rec = record_all(engine, table, notifiers)
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(VALUES))
+        stored = conn.execute(sa.select(table)).mappings().one()
+        conn.execute(table.update().values(flag=False, doc=["x"], ratio=None))
+        conn.execute(table.delete())
+    ins, upd, dele = rec.wait_for(3)
+    assert [ins.operation, upd.operation, dele.operation] == list(Operation)
+    return dict(stored), dict(ins.row), dict(upd.row), dict(dele.row)
+
+
+def test_types_match_what_sqlalchemy_reads(sqlite_path: str, notifiers: list[Notifier]) -> None:
+    engine = file_engine(sqlite_path)
+    stored, ins, upd, dele = roundtrip(engine, notifiers)
+    for name, value in VALUES.items():
+        assert ins[name] == value, name
+        assert type(ins[name]) is type(value), name
+        assert ins[name] == stored[name], name
+        if name not in ("flag", "doc", "ratio"):
+            assert dele[name] == value, name
+    assert dele["flag"] is False and dele["doc"] == ["x"]
+    assert upd["flag"] is False and upd["doc"] == ["x"] and upd["ratio"] is None
+    engine.dispose()
+
+
+def test_pysqlite3_engine(sqlite_path: str, notifiers: list[Notifier]) -> None:
+    pysqlite3 = pytest.importorskip("pysqlite3.dbapi2")
+    engine = sa.create_engine(f"sqlite:///{sqlite_path}", module=pysqlite3)
+    _, ins, _, _ = roundtrip(engine, notifiers)
+    assert ins == VALUES
+    assert notifiers[0].dialect.driver is pysqlite3  # type: ignore[attr-defined]
+    engine.dispose()
+
+
+def test_same_types_as_postgresql(
+    sqlite_path: str, pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    engine = file_engine(sqlite_path)
+    _, lite, _, _ = roundtrip(engine, notifiers)
+    _, pg, _, _ = roundtrip(pg_schema_engine, notifiers)
+    for name in VALUES:
+        assert type(lite[name]) is type(pg[name]), name
+        assert lite[name] == pg[name], name
+    engine.dispose()
+
+
+def test_custom_notify_values(sqlite_path: str, notifiers: list[Notifier]) -> None:
+    engine = file_engine(sqlite_path)
+    metadata = sa.MetaData()
+    table = typed_table(metadata)
+    metadata.create_all(engine)
+    rec = record_all(engine, table, notifiers)
+    notifiers[0].notify(table, "insert", VALUES)
+    event = rec.wait_for(1)[0]
+    assert event.custom
+    assert dict(event.row) == VALUES
+    engine.dispose()
+
+
+def test_odd_values_never_fail_the_write(sqlite_path: str, notifiers: list[Notifier]) -> None:
+    """SQLite lets any column hold any type; the trigger copes with each."""
+    engine = file_engine(sqlite_path)
+    metadata = sa.MetaData()
+    table = typed_table(metadata)
+    metadata.create_all(engine)
+    rec = record_all(engine, table, notifiers)
+    with closing(sqlite3.connect(sqlite_path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO typed (id, name, ratio, price, doc, big, blob)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (2, b"\x01\x02", float("inf"), float("-inf"), "{not json", 1.5, "text in a blob"),
+        )
+        conn.execute("INSERT INTO typed (id, doc, name) VALUES (3, x'7b7d', 1e999)")
+    first, second = rec.wait_for(2)
+    assert first.extra_columns["name"] == "0102"  # a BLOB in a text column: hex
+    assert first.extra_columns["ratio"] == math.inf
+    assert first.extra_columns["price"] == decimal.Decimal("-Infinity")
+    assert first.extra_columns["doc"] == "{not json"
+    assert first.extra_columns["big"] == 1.5
+    assert first.extra_columns["blob"] == b"text in a blob"
+    assert second.extra_columns["doc"] == "7B7D"
+    assert second.extra_columns["name"] in ("Inf", math.inf)
+    assert notifiers[0].stats.dropped == 0
+    engine.dispose()
