@@ -7,14 +7,25 @@ a deadline and fails with a message saying what it was waiting for.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .dialects.postgresql import listener_dsn
 from .events import ChangeEvent
 
-__all__ = ["EventRecorder", "async_wait_until", "wait_until"]
+if TYPE_CHECKING:
+    from .notifier import Notifier
+
+__all__ = [
+    "EventRecorder",
+    "async_wait_until",
+    "kill_listener_connection",
+    "listener_backend_pid",
+    "wait_until",
+]
 
 
 def wait_until(
@@ -49,6 +60,52 @@ async def async_wait_until(
             raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.05)
+
+
+def listener_backend_pid(notifier: Notifier) -> int | None:
+    """The server process id of the listener's PostgreSQL connection, if it has one now.
+
+    ``None`` before start, after stop, between a lost connection and the next,
+    and on databases without server processes (SQLite).  Call from any thread:
+    it reads the listener thread's current connection without waiting for it.
+    """
+    # Reads the notifier's private state: the listener thread's current source.
+    listener = notifier._listener
+    source = listener.source if listener is not None else None
+    pid = getattr(source, "backend_pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def kill_listener_connection(notifier: Notifier, timeout: float = 10.0) -> int:
+    """Terminate the listener's PostgreSQL connection from a separate connection.
+
+    Runs ``pg_terminate_backend`` on a new connection to the notifier's
+    database, the way an administrator or a failover would, and waits up to
+    ``timeout`` seconds for the server process to end.  Returns its process
+    id; raises ``AssertionError`` when the listener has no connection or the
+    process outlives ``timeout``.  The listener then reconnects on its own
+    thread, as it does after any lost connection.  Call from any thread but
+    the listener's.  Needs PostgreSQL 14 or later (``pg_terminate_backend``
+    with a timeout).
+    """
+    import psycopg2  # the driver is needed only here, not to import this module
+
+    pid = listener_backend_pid(notifier)
+    if pid is None:
+        raise AssertionError("the notifier's listener has no PostgreSQL connection to kill")
+    dsn = listener_dsn(notifier.db_engine.url)
+    dsn["connect_timeout"] = str(max(1, math.ceil(timeout)))
+    conn = psycopg2.connect(**dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s, %s)", (pid, max(1, int(timeout * 1000))))
+            (ended,) = cur.fetchone()
+    finally:
+        conn.close()
+    if not ended:
+        raise AssertionError(f"the listener's server process {pid} outlived {timeout:g}s")
+    return pid
 
 
 class EventRecorder:

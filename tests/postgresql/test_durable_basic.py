@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.faults import GapRecorder, gaps_fixture, insert, make_table, terminate_listener  # noqa: F401
+from support.faults import GapRecorder, gaps_fixture, insert, make_table  # noqa: F401
 
 from sqlnotify import Notifier, signals
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
 
 
 def test_durable_events_carry_positions(
@@ -59,7 +59,7 @@ def test_gap_after_reconnect_for_plain_watches(
     notifiers.append(n)
     n.start()
     before = dt.datetime.now(dt.timezone.utc)
-    terminate_listener(pg_schema_engine, n)
+    kill_listener_connection(n)
     wait_until(lambda: len(gaps) >= 1, timeout=10, message="a gap signal")
     gap = gaps.gaps[0]
     assert gap["reason"] == "disconnected"
@@ -91,7 +91,7 @@ def test_durable_catch_up_after_disconnect(
     signals.listener_disconnected.connect(write_while_down, sender=n)
     try:
         n.start()
-        terminate_listener(pg_schema_engine, n)
+        kill_listener_connection(n)
         events = rec.wait_for(100, timeout=10)
     finally:
         signals.listener_disconnected.disconnect(write_while_down)

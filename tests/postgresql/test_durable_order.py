@@ -11,10 +11,10 @@ import threading
 from typing import Any
 
 import sqlalchemy as sa
-from support.faults import insert, make_table, terminate_listener
+from support.faults import insert, make_table
 
 from sqlnotify import Notifier, signals
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
 
 
 def test_commit_out_of_id_order_loses_nothing(
@@ -44,7 +44,7 @@ def test_commit_out_of_id_order_loses_nothing(
 
     signals.listener_disconnected.connect(commit_while_down, sender=n)
     try:
-        terminate_listener(pg_schema_engine, n)
+        kill_listener_connection(n)
         events = rec.wait_for(2, timeout=10)
         wait_until(lambda: not reader.pending, timeout=10, message="the walk to settle")
     finally:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from sqlnotify import Notifier, SQLNotifyForkError
-from sqlnotify.testing import EventRecorder
+from sqlnotify.testing import EventRecorder, listener_backend_pid
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()"),
@@ -79,8 +79,8 @@ def test_child_restarts_its_own_listener_and_parent_keeps_receiving(
     notifier.start()
     first = _insert(pg_schema_engine, items, "parent")
     parent_events.wait_for(1, timeout=10)
-    assert notifier._listener is not None and notifier._listener.source is not None
-    parent_backend = notifier._listener.source.backend_pid  # type: ignore[attr-defined]
+    parent_backend = listener_backend_pid(notifier)
+    assert parent_backend is not None
 
     def child() -> dict[str, Any]:
         state = {"running": notifier.is_running, "forked": notifier.forked}
@@ -88,8 +88,8 @@ def test_child_restarts_its_own_listener_and_parent_keeps_receiving(
         mine = EventRecorder()
         notifier.subscribe(items, "insert")(mine)
         notifier.start()
-        assert notifier._listener is not None
-        state["backend"] = notifier._listener.source.backend_pid  # type: ignore[union-attr]
+        state["backend"] = listener_backend_pid(notifier)
+        assert state["backend"] is not None
         row = _insert(pg_schema_engine, items, "child")
         got = mine.wait_for(1, timeout=10)
         notifier.stop()
@@ -105,8 +105,7 @@ def test_child_restarts_its_own_listener_and_parent_keeps_receiving(
     last = _insert(pg_schema_engine, items, "parent")
     events = parent_events.wait_for(3, timeout=10)
     assert [e.id for e in events] == [first, result["row"], last]
-    assert notifier._listener is not None and notifier._listener.source is not None
-    assert notifier._listener.source.backend_pid == parent_backend  # type: ignore[attr-defined]
+    assert listener_backend_pid(notifier) == parent_backend
     assert notifier.stats.reconnects == 0
     assert notifier.is_running and not notifier.forked
     with pg_schema_engine.connect() as conn:

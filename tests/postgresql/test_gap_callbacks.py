@@ -9,10 +9,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
-from support.pg import TIMEOUT, execute, make_notifier, new_base, scalar
+from support.pg import TIMEOUT, execute, make_notifier, new_base
 
 from sqlnotify import Gap, Notifier, SQLNotifyConfigurationError
-from sqlnotify.testing import EventRecorder, async_wait_until, wait_until
+from sqlnotify.testing import (
+    EventRecorder,
+    async_wait_until,
+    kill_listener_connection,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -26,12 +31,6 @@ def Item(pg_engine: sa.Engine, schema: str) -> Any:
 
     Base.metadata.create_all(pg_engine)
     return Item
-
-
-def terminate_listener(engine: sa.Engine, notifier: Notifier) -> None:
-    assert notifier._listener is not None and notifier._listener.source is not None
-    pid = notifier._listener.source.backend_pid  # type: ignore[attr-defined]
-    assert scalar(engine, "SELECT pg_terminate_backend(:p)", {"p": pid}) is True
 
 
 def test_sync_gap_callback_runs_on_the_dispatcher_thread(
@@ -48,7 +47,7 @@ def test_sync_gap_callback_runs_on_the_dispatcher_thread(
         gaps.append((gap, threading.current_thread().name))
 
     n.start()
-    terminate_listener(pg_engine, n)
+    kill_listener_connection(n)
     wait_until(lambda: gaps, TIMEOUT, "a gap after the listener was cut off")
     gap, thread = gaps[0]
     assert isinstance(gap, Gap)
@@ -73,7 +72,7 @@ def test_async_gap_callback_runs_on_the_loop(
 
     async def main() -> None:
         async with n:
-            await asyncio.to_thread(terminate_listener, pg_engine, n)
+            await asyncio.to_thread(kill_listener_connection, n)
             await async_wait_until(lambda: seen, TIMEOUT, "an async gap callback")
             assert seen[0][1] is asyncio.get_running_loop()
             assert seen[0][0].reason == "disconnected"

@@ -19,7 +19,12 @@ from support.pg import TIMEOUT, execute, make_notifier, new_base, scalar
 from sqlnotify import Notifier, SQLNotifyException, SQLNotifyListenerError, signals
 from sqlnotify._listener import Listener
 from sqlnotify.dialects.postgresql import PostgresSource, listener_dsn
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import (
+    EventRecorder,
+    kill_listener_connection,
+    listener_backend_pid,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -95,9 +100,8 @@ def test_start_stop_are_idempotent_and_leave_nothing_behind(
     assert n.is_running
     # listener, dispatcher, and maintenance (the trigger registry's upkeep)
     assert len(sqlnotify_threads() - before) == 3
-    listener = n._listener
-    assert listener is not None and listener.source is not None
-    pid = listener.source.backend_pid  # type: ignore[attr-defined]
+    pid = listener_backend_pid(n)
+    assert pid is not None
     assert (
         scalar(engine, "SELECT application_name FROM pg_stat_activity WHERE pid = :p", {"p": pid})
         == app
@@ -195,9 +199,7 @@ def test_reconnect_after_the_backend_is_terminated(
         n.start()
         insert(pg_engine, schema, 1)
         rec.wait_for(1, TIMEOUT)
-        assert n._listener is not None and n._listener.source is not None
-        pid = n._listener.source.backend_pid  # type: ignore[attr-defined]
-        assert scalar(pg_engine, "SELECT pg_terminate_backend(:p)", {"p": pid}) is True
+        pid = kill_listener_connection(n)
         wait_until(
             lambda: log.kinds() == ["connected", "disconnected", "connected"], TIMEOUT, "reconnect"
         )
@@ -207,7 +209,7 @@ def test_reconnect_after_the_backend_is_terminated(
     assert isinstance(log.items[1][1]["error"], Exception)
     assert log.items[2][1] == {"reconnect": True}
     assert n.stats.reconnects == 1
-    new_pid = n._listener.source.backend_pid  # type: ignore[union-attr]
+    new_pid = listener_backend_pid(n)
     assert new_pid != pid
 
 
@@ -503,8 +505,8 @@ def test_listener_connect_args(pg_url: str, Item: Any, schema: str, notifiers: A
     assert (dsn["application_name"], dsn["connect_timeout"]) == ("mine/sqlnotify", "4")
     n.watch(Item, "insert")
     n.start()
-    assert n._listener is not None and n._listener.source is not None
-    pid = n._listener.source.backend_pid  # type: ignore[attr-defined]
+    pid = listener_backend_pid(n)
+    assert pid is not None
     name = scalar(
         engine, "SELECT application_name FROM pg_stat_activity WHERE pid = :p", {"p": pid}
     )

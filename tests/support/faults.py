@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sqlnotify import Notifier, signals
+from sqlnotify import signals
 
 
 class _Pipe:
@@ -165,14 +165,6 @@ def make_table(engine: sa.Engine, name: str = "item") -> sa.Table:
 def insert(engine: sa.Engine, table: sa.Table, ids: range | list[int], note: str = "x") -> None:
     with engine.begin() as conn:
         conn.execute(table.insert(), [{"id": i, "note": note} for i in ids])
-
-
-def terminate_listener(engine: sa.Engine, notifier: Notifier) -> None:
-    source = notifier._intake.source if notifier._intake else None
-    assert source is not None
-    pid = source.backend_pid  # type: ignore[attr-defined]
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
 
 
 class GapRecorder:
