@@ -15,12 +15,14 @@ one that uses an SQLite file ``sqlite``.
 from __future__ import annotations
 
 import os
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
 from support.pgserver import ThrowawayPostgres
+from support.watching import Watched, watched as watched_by
 
 from sqlnotify import Notifier
 from sqlnotify._listener import Listener
@@ -131,3 +133,10 @@ def notifiers() -> Iterator[list[Notifier]]:
     yield created
     for notifier in created:
         notifier.stop()
+
+
+@pytest.fixture
+def watched(notifiers: list[Notifier]) -> Callable[..., Watched]:
+    """``watched(engine, table, *operations, options=..., start=True, **watch)``: see
+    :func:`support.watching.watched`; the notifiers it makes are stopped at teardown."""
+    return functools.partial(watched_by, notifiers)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import support.watching
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
@@ -19,16 +20,22 @@ from sqlnotify.testing import EventRecorder, async_wait_until, wait_until
 TIMEOUT = 10.0
 
 
-def make_table(engine: sa.Engine, schema: str, name: str = "item") -> sa.Table:
-    table = sa.Table(
-        name,
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("name", sa.Text, nullable=False, server_default="x"),
-        schema=schema,
+def make_table(engine: sa.Engine, schema: str) -> sa.Table:
+    return support.watching.make_table(
+        engine, schema, columns=("name",), nullable=False, server_default="x"
     )
-    table.metadata.create_all(engine)
-    return table
+
+
+Items = tuple[sa.Table, Notifier]
+
+
+@pytest.fixture
+def items(pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]) -> Items:
+    """The ``item`` table and a notifier (not started) watching its inserts, with ``name``."""
+    table = make_table(pg_engine, schema)
+    notifier = Notifier(pg_engine).watch(table, Operation.INSERT, extra_columns=["name"])
+    notifiers.append(notifier)
+    return table, notifier
 
 
 def insert(engine: sa.Engine, table: sa.Table, *names: str, per_tx: int = 1) -> None:
@@ -51,12 +58,9 @@ def run(coro: Awaitable[Any]) -> Any:
 
 
 def test_async_callbacks_run_on_the_astart_loop_and_sync_ones_on_the_dispatcher(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, items: Items
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT, extra_columns=["name"])
+    table, notifier = items
     seen: list[tuple[str, int, Any]] = []
     sync_threads: list[str] = []
 
@@ -88,13 +92,8 @@ def test_async_callbacks_run_on_the_astart_loop_and_sync_ones_on_the_dispatcher(
     assert not notifier.is_running
 
 
-def test_order_per_subscription_under_load(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
-) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+def test_order_per_subscription_under_load(pg_engine: sa.Engine, items: Items) -> None:
+    table, notifier = items
     got: dict[str, list[int]] = {"slow": [], "fast": []}
     overlaps: list[int] = []
     busy = {"slow": False, "fast": False}
@@ -135,14 +134,10 @@ def test_order_per_subscription_under_load(
 
 def test_an_async_callbacks_exception_is_isolated_like_a_sync_receivers(
     pg_engine: sa.Engine,
-    schema: str,
-    notifiers: list[Notifier],
+    items: Items,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT, extra_columns=["name"])
+    table, notifier = items
     ok: list[str] = []
     failed_ok: list[str] = []
     failures: list[dict[str, Any]] = []
@@ -218,12 +213,9 @@ def test_async_with_on_an_async_engine(
 
 
 def test_start_runs_async_callbacks_on_a_private_loop_thread_that_stop_ends(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, items: Items
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+    table, notifier = items
     where: list[tuple[str, Any]] = []
     done = EventRecorder()
 
@@ -248,12 +240,9 @@ def test_start_runs_async_callbacks_on_a_private_loop_thread_that_stop_ends(
 
 
 def test_a_notifier_without_async_callbacks_starts_no_loop_thread(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, items: Items
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+    table, notifier = items
     notifier.subscribe(table, Operation.INSERT)(EventRecorder())
     notifier.start()
     assert notifier.loop_thread is None
@@ -302,13 +291,8 @@ def test_anotify_sends_a_custom_payload(
     assert got[0].custom and got[0].id == 7 and got[0].extra_columns["name"] == "n"
 
 
-def test_astop_waits_for_queued_and_running_callbacks(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
-) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+def test_astop_waits_for_queued_and_running_callbacks(pg_engine: sa.Engine, items: Items) -> None:
+    table, notifier = items
     finished: list[int] = []
     started = EventRecorder()
 
@@ -332,14 +316,10 @@ def test_astop_waits_for_queued_and_running_callbacks(
 
 def test_astop_reports_callbacks_still_pending_after_its_bound(
     pg_engine: sa.Engine,
-    schema: str,
-    notifiers: list[Notifier],
+    items: Items,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+    table, notifier = items
     outcome: list[str] = []
     started = EventRecorder()
 
@@ -393,12 +373,9 @@ def test_astart_failure_leaves_nothing_running(pg_url: str, notifiers: list[Noti
 
 
 def test_stop_after_the_loop_closed_counts_the_callbacks_it_could_not_run(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, items: Items
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+    table, notifier = items
     called: list[int] = []
 
     @notifier.subscribe(table, Operation.INSERT)
@@ -416,13 +393,8 @@ def test_stop_after_the_loop_closed_counts_the_callbacks_it_could_not_run(
     assert notifier.stats.async_abandoned == 2
 
 
-def test_a_cancelled_astart_is_undone(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
-) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+def test_a_cancelled_astart_is_undone(items: Items) -> None:
+    _, notifier = items
     connected = EventRecorder()
     signals.listener_connected.connect(connected, sender=notifier)
 
@@ -442,12 +414,9 @@ def test_a_cancelled_astart_is_undone(
 
 
 def test_an_object_with_an_async_call_method_is_an_async_callback(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, items: Items
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+    table, notifier = items
 
     class Handler:
         def __init__(self) -> None:
@@ -472,14 +441,10 @@ def test_an_object_with_an_async_call_method_is_an_async_callback(
 
 def test_sync_stop_on_the_loops_thread_reports_what_it_cannot_wait_for(
     pg_engine: sa.Engine,
-    schema: str,
-    notifiers: list[Notifier],
+    items: Items,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT)
+    table, notifier = items
     started = EventRecorder()
 
     @notifier.subscribe(table, Operation.INSERT)
@@ -503,12 +468,9 @@ def test_sync_stop_on_the_loops_thread_reports_what_it_cannot_wait_for(
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is Python 3.11+")
 def test_a_callback_raising_cancelled_error_is_a_failure_not_the_end_of_its_queue(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, items: Items
 ) -> None:
-    table = make_table(pg_engine, schema)
-    notifier = Notifier(pg_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, Operation.INSERT, extra_columns=["name"])
+    table, notifier = items
     done: list[str] = []
 
     @notifier.subscribe(table, Operation.INSERT)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+import support.watching
+from support.watching import Watch
 
 from sqlnotify import Notifier, SQLNotifyPayloadSizeError
 from sqlnotify.dialects._pg_large import OVERFLOW_TABLE
@@ -21,17 +23,8 @@ WIDE = [("é", 2), ("€", 3), ("😀", 4)]
 SIZES = [MAX_PAYLOAD, MAX_PAYLOAD + 1]  # 7999 fits, 8000 does not
 
 
-def make_table(engine: sa.Engine, schema: str, name: str = "doc") -> sa.Table:
-    table = sa.Table(
-        name,
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("body", sa.Text),
-        sa.Column("note", sa.Text),
-        schema=schema,
-    )
-    table.create(engine)
-    return table
+def make_table(engine: sa.Engine, schema: str) -> sa.Table:
+    return support.watching.make_table(engine, schema, "doc", columns=("body", "note"))
 
 
 def text_of(size: int, char: str, width: int) -> str:
@@ -96,16 +89,10 @@ def started(
 
 
 def test_rows_around_the_limit_with_overflow_table(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
-        n.subscribe(table, "insert")(rec)
-
-    notifier = started(notifiers, pg_engine, setup)
+    notifier, rec = watched(pg_engine, table, extra_columns=["body"], use_overflow_table=True)
     rows = boundary_rows(pg_engine)
     with pg_engine.begin() as conn:
         conn.execute(table.insert(), [{"id": i, "body": b} for i, b in rows.items()])
@@ -121,16 +108,10 @@ def test_rows_around_the_limit_with_overflow_table(
 
 
 def test_rows_around_the_limit_without_overflow_are_reread(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier], caplog: pytest.LogCaptureFixture
+    pg_engine: sa.Engine, schema: str, watched: Watch, caplog: pytest.LogCaptureFixture
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"])
-        n.subscribe(table, "insert")(rec)
-
-    notifier = started(notifiers, pg_engine, setup)
+    notifier, rec = watched(pg_engine, table, extra_columns=["body"])
     rows = boundary_rows(pg_engine)
     with caplog.at_level(logging.WARNING, logger="sqlnotify"):
         with pg_engine.begin() as conn:
@@ -204,24 +185,19 @@ def test_several_listeners_each_get_every_overflowed_event(
     assert overflow_rows(pg_engine, schema) == len(bodies)
 
 
-def test_retention_prunes_by_itself(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
-) -> None:
+def test_retention_prunes_by_itself(pg_engine: sa.Engine, schema: str, watched: Watch) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
-        n.subscribe(table, "insert")(rec)
-
-    started(
-        notifiers,
+    rec = watched(
         pg_engine,
-        setup,
-        overflow_retention=600,
-        overflow_prune_interval=0.1,
-        overflow_prune_batch=7,
-    )
+        table,
+        extra_columns=["body"],
+        use_overflow_table=True,
+        options={
+            "overflow_retention": 600,
+            "overflow_prune_interval": 0.1,
+            "overflow_prune_batch": 7,
+        },
+    ).events
     ovf = f'"{schema}"."{OVERFLOW_TABLE}"'
     with pg_engine.begin() as conn:
         conn.execute(table.insert().values(id=1, body="y" * 9000))
@@ -240,16 +216,16 @@ def test_retention_prunes_by_itself(
 
 
 def test_short_retention_empties_the_table(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
-        n.subscribe(table, "insert")(rec)
-
-    started(notifiers, pg_engine, setup, overflow_retention=1, overflow_prune_interval=0.2)
+    rec = watched(
+        pg_engine,
+        table,
+        extra_columns=["body"],
+        use_overflow_table=True,
+        options={"overflow_retention": 1, "overflow_prune_interval": 0.2},
+    ).events
     with pg_engine.begin() as conn:
         conn.execute(table.insert(), [{"id": i, "body": "z" * 9000} for i in (1, 2)])
     rec.wait_for(2, timeout=10)
@@ -257,16 +233,10 @@ def test_short_retention_empties_the_table(
 
 
 def test_a_missing_overflow_table_never_fails_the_write(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
-        n.subscribe(table, "insert")(rec)
-
-    notifier = started(notifiers, pg_engine, setup)
+    notifier, rec = watched(pg_engine, table, extra_columns=["body"], use_overflow_table=True)
     with pg_engine.begin() as conn:
         conn.exec_driver_sql(f'DROP TABLE "{schema}"."{OVERFLOW_TABLE}"')
     with pg_engine.begin() as conn:
@@ -279,16 +249,10 @@ def test_a_missing_overflow_table_never_fails_the_write(
 
 
 def test_a_writer_without_rights_on_the_overflow_table_sends_whole_rows(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
-        n.subscribe(table, "insert")(rec)
-
-    started(notifiers, pg_engine, setup)
+    rec = watched(pg_engine, table, extra_columns=["body"], use_overflow_table=True).events
     role = f"sqlnotify_writer_{schema}"
     with pg_engine.begin() as conn:
         conn.exec_driver_sql(f'CREATE ROLE "{role}"')
@@ -319,16 +283,10 @@ def custom_payload(notifier: Notifier, table: sa.Table, target: int, char: str, 
 
 @pytest.mark.parametrize(("char", "width"), WIDE)
 def test_notify_around_the_limit(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier], char: str, width: int
+    pg_engine: sa.Engine, schema: str, watched: Watch, char: str, width: int
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"])
-        n.subscribe(table, "insert")(rec)
-
-    notifier = started(notifiers, pg_engine, setup)
+    notifier, rec = watched(pg_engine, table, extra_columns=["body"])
     fits = custom_payload(notifier, table, MAX_PAYLOAD, char, width)
     over = custom_payload(notifier, table, MAX_PAYLOAD + 1, char, width)
 
@@ -356,17 +314,11 @@ def test_bad_overflow_option_is_named(pg_engine: sa.Engine) -> None:
 
 
 def test_bad_or_expired_references_are_dropped_and_counted(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
     dropped: list[str] = []
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"], use_overflow_table=True)
-        n.subscribe(table, "insert")(rec)
-
-    notifier = started(notifiers, pg_engine, setup)
+    notifier, rec = watched(pg_engine, table, extra_columns=["body"], use_overflow_table=True)
     from sqlnotify import signals
 
     def on_drop(sender: object, channel: str, reason: str) -> None:
@@ -390,21 +342,19 @@ def test_bad_or_expired_references_are_dropped_and_counted(
 
 
 def test_pruning_starts_with_the_first_overflowed_notify(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"])
-        n.subscribe(table, "insert")(rec)
 
     def maintenance_threads() -> int:
         return sum(t.name == "sqlnotify-maintenance" for t in threading.enumerate())
 
     before = maintenance_threads()
-    notifier = started(
-        notifiers, pg_engine, setup, overflow_retention=1, overflow_prune_interval=0.2
+    notifier, rec = watched(
+        pg_engine,
+        table,
+        extra_columns=["body"],
+        options={"overflow_retention": 1, "overflow_prune_interval": 0.2},
     )
     # One maintenance thread from the start (the trigger registry's upkeep);
     # pruning starts with the first stored payload.
@@ -419,17 +369,9 @@ def test_pruning_starts_with_the_first_overflowed_notify(
     assert maintenance_threads() == before
 
 
-def test_anotify_takes_the_same_path(
-    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
-) -> None:
+def test_anotify_takes_the_same_path(pg_engine: sa.Engine, schema: str, watched: Watch) -> None:
     table = make_table(pg_engine, schema)
-    rec = EventRecorder()
-
-    def setup(n: Notifier) -> None:
-        n.watch(table, "insert", extra_columns=["body"])
-        n.subscribe(table, "insert")(rec)
-
-    notifier = started(notifiers, pg_engine, setup)
+    notifier, rec = watched(pg_engine, table, extra_columns=["body"])
     big = {"id": 7, "body": "ø" * 5000}
     with pytest.raises(SQLNotifyPayloadSizeError):
         asyncio.run(notifier.anotify(table, "insert", big))

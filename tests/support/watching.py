@@ -1,0 +1,72 @@
+"""The steps most tests begin with: a table, a notifier watching it, a recorder, a start.
+
+``watched(...)`` is also a fixture (see ``conftest.py``) that passes the
+test's ``notifiers`` list, so every notifier it makes is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from sqlnotify import Notifier
+from sqlnotify.testing import EventRecorder
+
+
+def make_table(
+    engine: sa.Engine,
+    schema: str | None = None,
+    name: str = "item",
+    columns: Iterable[str] = ("note",),
+    **column_options: Any,
+) -> sa.Table:
+    """Create table ``name``: an integer key ``id`` and a Text column for each of ``columns``."""
+    table = sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        *(sa.Column(column, sa.Text, **column_options) for column in columns),
+        schema=schema,
+    )
+    table.create(engine)
+    return table
+
+
+class Watched(NamedTuple):
+    """A notifier and the recorder subscribed to everything it watches."""
+
+    notifier: Notifier
+    events: EventRecorder
+
+
+#: The type of the ``watched`` fixture: :func:`watched` without its first argument.
+Watch = Callable[..., Watched]
+
+
+def watched(
+    notifiers: list[Notifier],
+    engine: Any,
+    table: Any,
+    *operations: str,
+    options: Mapping[str, Any] | None = None,
+    start: bool = True,
+    **watch: Any,
+) -> Watched:
+    """A notifier on ``engine`` watching ``table`` for ``operations`` (default: insert).
+
+    ``watch`` goes to each ``watch()`` call, ``options`` to the notifier; one
+    :class:`EventRecorder` is subscribed to every watched operation (with the
+    watch's ``channel_label``, if any).  The notifier is appended to
+    ``notifiers`` (stopped at teardown) and, unless ``start=False``, started.
+    """
+    notifier = Notifier(engine, **(options or {}))
+    notifiers.append(notifier)
+    recorder = EventRecorder()
+    for operation in operations or ("insert",):
+        notifier.watch(table, operation, **watch)
+        notifier.subscribe(table, operation, channel_label=watch.get("channel_label"))(recorder)
+    if start:
+        notifier.start()
+    return Watched(notifier, recorder)
