@@ -14,15 +14,16 @@ one that uses an SQLite file ``sqlite``.
 
 from __future__ import annotations
 
-import os
 import functools
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
 from support.pgserver import ThrowawayPostgres
-from support.watching import Watched, watched as watched_by
+from support.watching import Watched
+from support.watching import watched as watched_by
 
 from sqlnotify import Notifier
 from sqlnotify._listener import Listener

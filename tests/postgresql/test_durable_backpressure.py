@@ -6,7 +6,8 @@ import threading
 from typing import Any
 
 import sqlalchemy as sa
-from support.faults import GapRecorder, gaps_fixture, insert, make_table  # noqa: F401
+from support.faults import GapRecorder, gaps_fixture, insert  # noqa: F401
+from support.watching import make_table
 
 from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder, wait_until

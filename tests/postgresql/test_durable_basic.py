@@ -8,21 +8,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.faults import GapRecorder, gaps_fixture, insert, make_table  # noqa: F401
+from support.faults import GapRecorder, gaps_fixture, insert  # noqa: F401
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
 
 
-def test_durable_events_carry_positions(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
-) -> None:
+def test_durable_events_carry_positions(pg_schema_engine: sa.Engine, watched: Watch) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert", extra_columns=["note"], durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    rec = watched(pg_schema_engine, table, extra_columns=["note"], durable=True).events
     insert(pg_schema_engine, table, range(1, 6))
     events = rec.wait_for(5, timeout=10)
     assert [e.id for e in events] == [1, 2, 3, 4, 5]
@@ -35,15 +30,9 @@ def test_durable_events_carry_positions(
         assert sorted(stored) == sorted(positions)
 
 
-def test_large_durable_row_arrives_whole(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
-) -> None:
+def test_large_durable_row_arrives_whole(pg_schema_engine: sa.Engine, watched: Watch) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert", extra_columns=["note"], durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    rec = watched(pg_schema_engine, table, extra_columns=["note"], durable=True).events
     insert(pg_schema_engine, table, [1], note="y" * 20000)
     (event,) = rec.wait_for(1, timeout=10)
     assert event.extra_columns["note"] == "y" * 20000
@@ -54,7 +43,7 @@ def test_gap_after_reconnect_for_plain_watches(
     pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None, gaps: GapRecorder
 ) -> None:
     table = make_table(pg_schema_engine)
-    other = make_table(pg_schema_engine, "other")
+    other = make_table(pg_schema_engine, name="other")
     n = Notifier(pg_schema_engine).watch(table, "insert").watch(other, "insert", durable=True)
     notifiers.append(n)
     n.start()
@@ -72,13 +61,10 @@ def test_gap_after_reconnect_for_plain_watches(
 
 
 def test_durable_catch_up_after_disconnect(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None, gaps: GapRecorder
+    pg_schema_engine: sa.Engine, watched: Watch, fast_reconnect: None, gaps: GapRecorder
 ) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
+    n, rec = watched(pg_schema_engine, table, start=False, durable=True)
     written = threading.Event()
 
     def write_while_down(sender: Any, **kw: Any) -> None:
@@ -99,16 +85,13 @@ def test_durable_catch_up_after_disconnect(
     assert len(gaps) == 0  # durable watches need no resync
 
 
-def test_consumer_resumes_after_restart(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
-) -> None:
+def test_consumer_resumes_after_restart(pg_schema_engine: sa.Engine, watched: Watch) -> None:
     table = make_table(pg_schema_engine)
 
     def make() -> tuple[Notifier, EventRecorder]:
-        n = Notifier(pg_schema_engine, consumer="resumer").watch(table, "insert", durable=True)
-        notifiers.append(n)
-        rec = EventRecorder()
-        n.subscribe(table, "insert")(rec)
+        n, rec = watched(
+            pg_schema_engine, table, options=dict(consumer="resumer"), start=False, durable=True
+        )
         return n, rec
 
     n1, rec1 = make()
@@ -145,31 +128,21 @@ def test_second_process_with_same_consumer_is_refused(
         n2.start(timeout=10)
 
 
-def test_fresh_notifier_skips_history(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
-) -> None:
+def test_fresh_notifier_skips_history(pg_schema_engine: sa.Engine, watched: Watch) -> None:
     table = make_table(pg_schema_engine)
     n0 = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
     n0.install()
     insert(pg_schema_engine, table, range(1, 6))  # journalled before anyone listens
-    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_schema_engine, table, durable=True)
     insert(pg_schema_engine, table, [6])
     events = rec.wait_for(1, timeout=10)
     wait_until(lambda: n._intake and not n._intake.pending, timeout=10)  # type: ignore[union-attr]
     assert [e.id for e in rec.events] == [6], events
 
 
-def test_health(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
+def test_health(pg_schema_engine: sa.Engine, watched: Watch) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert")
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_schema_engine, table)
     insert(pg_schema_engine, table, range(1, 21))
     rec.wait_for(20, timeout=10)
     wait_until(lambda: n.health()["dispatched"] == 20, timeout=10)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import sqlalchemy as sa
-from support.faults import make_table
+from support.watching import make_table
 
 from sqlnotify import Notifier, SQLNotifyConfigurationError
 from sqlnotify.dialects.postgresql import PostgresSource

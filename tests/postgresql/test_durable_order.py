@@ -11,21 +11,18 @@ import threading
 from typing import Any
 
 import sqlalchemy as sa
-from support.faults import insert, make_table
+from support.faults import insert
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
 
 
 def test_commit_out_of_id_order_loses_nothing(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None
+    pg_schema_engine: sa.Engine, watched: Watch, fast_reconnect: None
 ) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_schema_engine, table, durable=True)
     early = pg_schema_engine.connect()
     tx = early.begin()
     early.execute(table.insert(), {"id": 1, "note": "early id, late commit"})
@@ -55,15 +52,14 @@ def test_commit_out_of_id_order_loses_nothing(
 
 
 def test_commit_out_of_id_order_across_consumer_restart(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
     table = make_table(pg_schema_engine)
 
     def make() -> tuple[Notifier, EventRecorder]:
-        n = Notifier(pg_schema_engine, consumer="ooo").watch(table, "insert", durable=True)
-        notifiers.append(n)
-        rec = EventRecorder()
-        n.subscribe(table, "insert")(rec)
+        n, rec = watched(
+            pg_schema_engine, table, options=dict(consumer="ooo"), start=False, durable=True
+        )
         return n, rec
 
     n1, rec1 = make()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from support.faults import GapRecorder, gaps_fixture, insert, make_table  # noqa: F401
+from support.faults import GapRecorder, gaps_fixture, insert  # noqa: F401
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier
 from sqlnotify._intake import Intake
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import wait_until
 
 
 def journal_ids(engine: sa.Engine) -> list[int]:
@@ -31,7 +32,11 @@ def fast_prune(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_known_consumer_holds_rows_then_expires_and_gets_a_gap(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_prune: None, gaps: GapRecorder
+    pg_schema_engine: sa.Engine,
+    notifiers: list[Notifier],
+    watched: Watch,
+    fast_prune: None,
+    gaps: GapRecorder,
 ) -> None:
     table = make_table(pg_schema_engine)
     slow = Notifier(pg_schema_engine, consumer="slow").watch(table, "insert", durable=True)
@@ -62,11 +67,7 @@ def test_known_consumer_holds_rows_then_expires_and_gets_a_gap(
     pruner2.stop()
 
     # "slow" comes back: it is told which window it lost.
-    back = Notifier(pg_schema_engine, consumer="slow").watch(table, "insert", durable=True)
-    notifiers.append(back)
-    rec = EventRecorder()
-    back.subscribe(table, "insert")(rec)
-    back.start()
+    back, rec = watched(pg_schema_engine, table, options=dict(consumer="slow"), durable=True)
     wait_until(lambda: len(gaps) >= 1, timeout=10, message="a retention gap")
     gap = gaps.gaps[0]
     assert gap["reason"] == "retention"
@@ -77,14 +78,10 @@ def test_known_consumer_holds_rows_then_expires_and_gets_a_gap(
 
 
 def test_rows_younger_than_retention_stay(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_prune: None
+    pg_schema_engine: sa.Engine, watched: Watch, fast_prune: None
 ) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_schema_engine, table, durable=True)
     insert(pg_schema_engine, table, range(1, 6))
     rec.wait_for(5, timeout=10)
     assert n._intake is not None

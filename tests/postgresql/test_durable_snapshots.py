@@ -12,7 +12,8 @@ from typing import Any
 import psycopg2
 import pytest
 import sqlalchemy as sa
-from support.faults import insert, make_table
+from support.faults import insert
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, SQLNotifyException
 from sqlnotify.dialects.postgresql import listener_dsn
@@ -66,15 +67,14 @@ def engine_as(pg_url: str, role: str, schema: str) -> sa.Engine:
 
 
 def test_long_transaction_elsewhere_delays_nothing(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], long_transaction: int
+    pg_schema_engine: sa.Engine, watched: Watch, long_transaction: int
 ) -> None:
     table = make_table(pg_schema_engine)
 
     def make() -> tuple[Notifier, EventRecorder]:
-        n = Notifier(pg_schema_engine, consumer="c").watch(table, "insert", durable=True)
-        notifiers.append(n)
-        rec = EventRecorder()
-        n.subscribe(table, "insert")(rec)
+        n, rec = watched(
+            pg_schema_engine, table, options=dict(consumer="c"), start=False, durable=True
+        )
         return n, rec
 
     n1, rec1 = make()
@@ -100,15 +100,11 @@ def test_long_transaction_elsewhere_delays_nothing(
 
 
 def test_commit_order_against_id_order_in_one_window(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], long_transaction: int
+    pg_schema_engine: sa.Engine, watched: Watch, long_transaction: int
 ) -> None:
     """A row written early and committed late comes once, after the rows before it."""
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine, consumer="w").watch(table, "insert", durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    rec = watched(pg_schema_engine, table, options=dict(consumer="w"), durable=True).events
     with pg_schema_engine.connect() as late:
         tx = late.begin()
         late.execute(table.insert(), {"id": 1, "note": "late"})
@@ -124,15 +120,11 @@ def test_forged_notifications_are_never_delivered_nor_hide_rows(
     pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
-    notifiers: list[Notifier],
+    watched: Watch,
     make_role: Callable[..., str],
 ) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert", extra_columns=["note"], durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_schema_engine, table, extra_columns=["note"], durable=True)
     channel = n.watches[0].channel
     intruder = make_role()  # CONNECT (granted to PUBLIC) and nothing else
     outsider = engine_as(pg_url, intruder, schema)
@@ -206,7 +198,7 @@ def test_listener_without_create_privilege_starts_on_existing_tables(
     pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
-    notifiers: list[Notifier],
+    watched: Watch,
     make_role: Callable[..., str],
 ) -> None:
     table = make_table(pg_schema_engine)
@@ -226,11 +218,7 @@ def test_listener_without_create_privilege_starts_on_existing_tables(
             assert not conn.exec_driver_sql(
                 f"SELECT has_schema_privilege('{schema}', 'CREATE')"
             ).scalar_one()
-        n = Notifier(engine, consumer="low").watch(table, "insert", durable=True)
-        notifiers.append(n)
-        rec = EventRecorder()
-        n.subscribe(table, "insert")(rec)
-        n.start()
+        n, rec = watched(engine, table, options=dict(consumer="low"), durable=True)
         insert(pg_schema_engine, table, [1, 2])
         assert [e.id for e in rec.wait_for(2, timeout=10)] == [1, 2]
         n.stop()
@@ -251,7 +239,7 @@ CREATE TABLE sqlnotify_consumers (
 
 
 def test_positions_of_the_earlier_format_are_migrated(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
     table = make_table(pg_schema_engine)
     with pg_schema_engine.begin() as conn:
@@ -269,11 +257,7 @@ def test_positions_of_the_earlier_format_are_migrated(
         conn.exec_driver_sql(
             "INSERT INTO sqlnotify_consumers (name, xid, id) VALUES ('old', %s, %s)", (xid, id_)
         )
-    n = Notifier(pg_schema_engine, consumer="old").watch(table, "insert", durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    rec = watched(pg_schema_engine, table, options=dict(consumer="old"), durable=True).events
     insert(pg_schema_engine, table, [4])
     wait_until(lambda: 4 in {e.id for e in list(rec.events)}, timeout=10, message="row 4")
     assert [e.id for e in rec.events] == [2, 3, 4]

@@ -8,7 +8,8 @@ import textwrap
 from typing import Any
 
 import sqlalchemy as sa
-from support.faults import GapRecorder, gaps_fixture, make_table  # noqa: F401
+from support.faults import GapRecorder, gaps_fixture  # noqa: F401
+from support.watching import make_table
 
 from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder, wait_until

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.faults import GapRecorder, Proxy, gaps_fixture, insert, make_table, proxy_to  # noqa: F401
+from support.faults import GapRecorder, Proxy, gaps_fixture, insert, proxy_to  # noqa: F401
+from support.watching import make_table
 
 from sqlnotify import Notifier, SQLNotifyListenerError, signals
 from sqlnotify.dialects.postgresql import PostgresSource
@@ -63,8 +64,8 @@ def test_cut_is_noticed_and_delivery_resumes(
     short_liveness: None,
     gaps: GapRecorder,
 ) -> None:
-    plain = make_table(pg_schema_engine, "plain")
-    kept = make_table(pg_schema_engine, "kept")
+    plain = make_table(pg_schema_engine, name="plain")
+    kept = make_table(pg_schema_engine, name="kept")
     n = Notifier(proxied_engine).watch(plain, "insert").watch(kept, "insert", durable=True)
     notifiers.append(n)
     rec_plain, rec_kept = EventRecorder(), EventRecorder()

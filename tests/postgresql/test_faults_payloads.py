@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.faults import insert, make_table
+from support.faults import insert
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, wait_until
@@ -130,14 +131,10 @@ def test_malformed_payloads_are_counted_never_fatal(
 
 
 def test_forged_journal_keys_cannot_hide_real_events(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
     table = make_table(pg_schema_engine)
-    n = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_schema_engine, table, durable=True)
     channel = n.watches[0].channel
     with pg_schema_engine.connect() as conn:
         next_pos = conn.exec_driver_sql(

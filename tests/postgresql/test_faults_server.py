@@ -8,12 +8,11 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 import sqlalchemy as sa
-from support.faults import make_table
 from support.pgserver import ThrowawayPostgres
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, SQLNotifyListenerError
 from sqlnotify.dialects.postgresql_journal import PostgresJournal
-from sqlnotify.testing import EventRecorder
 
 pytestmark = pytest.mark.skipif(
     not ThrowawayPostgres.available(), reason="needs the local PostgreSQL server binaries"
@@ -73,6 +72,7 @@ class Writer(threading.Thread):
 def test_server_restart_mid_stream(
     server: ThrowawayPostgres,
     notifiers: list[Notifier],
+    watched: Watch,
     fast_reconnect: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -80,11 +80,7 @@ def test_server_restart_mid_stream(
     engine = sa.create_engine(server.url, poolclass=sa.pool.NullPool)
     try:
         table = make_table(engine)
-        n = Notifier(engine).watch(table, "insert", durable=True)
-        notifiers.append(n)
-        rec = EventRecorder()
-        n.subscribe(table, "insert")(rec)
-        n.start()
+        n, rec = watched(engine, table, durable=True)
         dsn = f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres"
         writer = Writer(dsn, range(1, 3001), pace_after=1000)
         writer.start()

@@ -6,10 +6,12 @@ import json
 import os
 import select
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, SQLNotifyForkError
 from sqlnotify.testing import EventRecorder, listener_backend_pid
@@ -22,14 +24,7 @@ pytestmark = [
 
 
 def _items(engine: sa.Engine) -> sa.Table:
-    table = sa.Table(
-        "items",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("origin", sa.Text, nullable=False),
-    )
-    table.metadata.create_all(engine)
-    return table
+    return make_table(engine, name="items", columns=("origin",), nullable=False)
 
 
 def _insert(engine: sa.Engine, table: sa.Table, origin: str) -> int:
@@ -66,45 +61,61 @@ def _in_child(work: Any) -> dict[str, Any]:
     return dict(json.loads(b"".join(chunks)))
 
 
+def _restart_in_child(
+    engine: sa.Engine,
+    items: sa.Table,
+    notifier: Notifier,
+    parent_events: EventRecorder,
+    probe: Callable[[], dict[str, Any]] = dict,
+) -> dict[str, Any]:
+    """In the forked child: swap the parent's recorder for its own, restart, write one row."""
+    state = {"running": notifier.is_running, "forked": notifier.forked}
+    notifier.unsubscribe(parent_events, items, "insert")
+    mine = EventRecorder()
+    notifier.subscribe(items, "insert")(mine)
+    notifier.start()
+    state.update(probe())
+    row = _insert(engine, items, "child")
+    got = mine.wait_for(1, timeout=10)
+    notifier.stop()
+    return {**state, "row": row, "got": [e.id for e in got]}
+
+
+def _check_both_got_theirs(
+    engine: sa.Engine, items: sa.Table, parent_events: EventRecorder, result: dict[str, Any]
+) -> None:
+    """The child got its own row; the parent gets its rows and the child's."""
+    assert "error" not in result, result["error"]
+    assert result["running"] is False and result["forked"] is True
+    assert result["got"] == [result["row"]]
+    last = _insert(engine, items, "parent")
+    events = parent_events.wait_for(3, timeout=10)
+    assert [e.id for e in events] == [parent_events.events[0].id, result["row"], last]
+
+
 @pytest.mark.postgresql
 def test_child_restarts_its_own_listener_and_parent_keeps_receiving(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
     items = _items(pg_schema_engine)
-    notifier = Notifier(pg_schema_engine)
-    notifiers.append(notifier)
-    notifier.watch(items, "insert")
-    parent_events = EventRecorder()
-    notifier.subscribe(items, "insert")(parent_events)
-    notifier.start()
+    notifier, parent_events = watched(pg_schema_engine, items)
     first = _insert(pg_schema_engine, items, "parent")
-    parent_events.wait_for(1, timeout=10)
+    assert parent_events.wait_for(1, timeout=10)[0].id == first
     parent_backend = listener_backend_pid(notifier)
     assert parent_backend is not None
 
-    def child() -> dict[str, Any]:
-        state = {"running": notifier.is_running, "forked": notifier.forked}
-        notifier.unsubscribe(parent_events, items, "insert")
-        mine = EventRecorder()
-        notifier.subscribe(items, "insert")(mine)
-        notifier.start()
-        state["backend"] = listener_backend_pid(notifier)
-        assert state["backend"] is not None
-        row = _insert(pg_schema_engine, items, "child")
-        got = mine.wait_for(1, timeout=10)
-        notifier.stop()
-        return {**state, "row": row, "got": [e.id for e in got]}
+    def backend() -> dict[str, Any]:
+        pid = listener_backend_pid(notifier)
+        assert pid is not None
+        return {"backend": pid}
 
-    result = _in_child(child)
+    result = _in_child(
+        lambda: _restart_in_child(pg_schema_engine, items, notifier, parent_events, backend)
+    )
     assert "error" not in result, result["error"]
-    assert result["running"] is False and result["forked"] is True
     assert result["backend"] != parent_backend, "the child must listen on its own connection"
-    assert result["got"] == [result["row"]]
-
     # The parent's connection was left alone: same backend, no reconnect, still delivering.
-    last = _insert(pg_schema_engine, items, "parent")
-    events = parent_events.wait_for(3, timeout=10)
-    assert [e.id for e in events] == [first, result["row"], last]
+    _check_both_got_theirs(pg_schema_engine, items, parent_events, result)
     assert listener_backend_pid(notifier) == parent_backend
     assert notifier.stats.reconnects == 0
     assert notifier.is_running and not notifier.forked
@@ -118,13 +129,10 @@ def test_child_restarts_its_own_listener_and_parent_keeps_receiving(
 
 @pytest.mark.postgresql
 def test_fork_during_start_in_another_thread_raises_a_fork_error(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
     items = _items(pg_schema_engine)
-    notifier = Notifier(pg_schema_engine)
-    notifiers.append(notifier)
-    notifier.watch(items, "insert")
-    notifier.start()
+    notifier = watched(pg_schema_engine, items, record=False).notifier
     held, release = threading.Event(), threading.Event()
 
     def busy() -> None:
@@ -156,48 +164,24 @@ def test_fork_during_start_in_another_thread_raises_a_fork_error(
 
 @pytest.mark.sqlite
 def test_sqlite_child_listens_on_its_own_and_parent_keeps_receiving(
-    sqlite_path: str, notifiers: list[Notifier]
+    sqlite_path: str, watched: Watch
 ) -> None:
     engine = sa.create_engine(f"sqlite:///{sqlite_path}")
     items = _items(engine)
-    notifier = Notifier(engine)
-    notifiers.append(notifier)
-    notifier.watch(items, "insert")
-    parent_events = EventRecorder()
-    notifier.subscribe(items, "insert")(parent_events)
-    notifier.start()
+    notifier, parent_events = watched(engine, items)
     first = _insert(engine, items, "parent")
-    parent_events.wait_for(1, timeout=10)
-
-    def child() -> dict[str, Any]:
-        state = {"running": notifier.is_running, "forked": notifier.forked}
-        notifier.unsubscribe(parent_events, items, "insert")
-        mine = EventRecorder()
-        notifier.subscribe(items, "insert")(mine)
-        notifier.start()
-        row = _insert(engine, items, "child")
-        got = mine.wait_for(1, timeout=10)
-        notifier.stop()
-        return {**state, "row": row, "got": [e.id for e in got]}
-
-    result = _in_child(child)
-    assert "error" not in result, result["error"]
-    assert result["running"] is False and result["forked"] is True
-    assert result["got"] == [result["row"]]
-    last = _insert(engine, items, "parent")
-    events = parent_events.wait_for(3, timeout=10)
-    assert [e.id for e in events] == [first, result["row"], last]
+    assert parent_events.wait_for(1, timeout=10)[0].id == first
+    result = _in_child(lambda: _restart_in_child(engine, items, notifier, parent_events))
+    _check_both_got_theirs(engine, items, parent_events, result)
     engine.dispose()
 
 
 @pytest.mark.postgresql
 def test_async_callbacks_run_on_the_childs_own_loop_after_a_restart(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
     items = _items(pg_schema_engine)
-    notifier = Notifier(pg_schema_engine)
-    notifiers.append(notifier)
-    notifier.watch(items, "insert")
+    notifier = watched(pg_schema_engine, items, start=False, record=False).notifier
     seen: list[tuple[int, int, str]] = []
     arrived = threading.Event()
 

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
+from support.watching import Watch, make_table
 
 from sqlnotify import Notifier
 from sqlnotify._route import Route, decode_json
@@ -113,19 +114,12 @@ def test_an_old_route_stops_listening_to_the_signal() -> None:
 
 @pytest.mark.postgresql
 def test_receivers_connected_while_running_get_the_next_event(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
-    metadata = sa.MetaData()
-    table = sa.Table(
-        "things",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("name", sa.Text),
-    )
-    metadata.create_all(pg_schema_engine)
-    notifier = Notifier(pg_schema_engine)
-    notifiers.append(notifier)
-    notifier.watch(table, "insert", extra_columns=["name"])
+    table = make_table(pg_schema_engine, name="things", columns=("name",))
+    notifier = watched(pg_schema_engine, table, start=False, record=False, extra_columns=["name"])[
+        0
+    ]
     early = EventRecorder()
     notifier.signal(table, "insert").connect(early, weak=False)
     notifier.start()
@@ -155,10 +149,9 @@ def test_generated_trigger_payload_round_trips_values(
     import datetime as dt
     from decimal import Decimal
 
-    metadata = sa.MetaData()
     table = sa.Table(
         "mixed",
-        metadata,
+        sa.MetaData(),
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("name", sa.Text),
         sa.Column("price", sa.Numeric(10, 2)),
@@ -166,7 +159,7 @@ def test_generated_trigger_payload_round_trips_values(
         sa.Column("flag", sa.Boolean),
         sa.Column("doc", sa.JSON),
     )
-    metadata.create_all(pg_schema_engine)
+    table.create(pg_schema_engine)
     notifier = Notifier(pg_schema_engine)
     notifiers.append(notifier)
     columns = ["name", "price", "at", "flag", "doc"]
@@ -206,22 +199,11 @@ def test_generated_trigger_payload_round_trips_values(
 
 @pytest.mark.postgresql
 def test_generated_trigger_sends_an_oversize_row_by_key(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, watched: Watch
 ) -> None:
-    metadata = sa.MetaData()
-    table = sa.Table(
-        "big",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("body", sa.Text),
-    )
-    metadata.create_all(pg_schema_engine)
-    notifier = Notifier(pg_schema_engine, use_logger=False)
-    notifiers.append(notifier)
-    notifier.watch(table, "insert", extra_columns=["body"])
-    recorder = EventRecorder()
-    notifier.subscribe(table, "insert")(recorder)
-    notifier.start()
+    table = make_table(pg_schema_engine, name="big", columns=("body",))
+    options = {"use_logger": False}
+    recorder = watched(pg_schema_engine, table, options=options, extra_columns=["body"]).events
     with pg_schema_engine.begin() as conn:
         conn.execute(table.insert().values(id=1, body="x" * 9000))
         conn.execute(table.insert().values(id=2, body="small"))

@@ -6,7 +6,8 @@ import threading
 from typing import Any
 
 import sqlalchemy as sa
-from support.faults import insert, make_table
+from support.faults import insert
+from support.watching import make_table
 
 from sqlnotify import Notifier
 from sqlnotify.testing import wait_until
@@ -56,9 +57,7 @@ def test_status_gives_way_to_a_drop_schema_under_way(
                 timeout=30,
                 message="the status walk reaching the locked table",
             )
-            ddl.exec_driver_sql(
-                f'LOCK TABLE "{schema}"."sqlnotify_users" IN ACCESS EXCLUSIVE MODE'
-            )
+            ddl.exec_driver_sql(f'LOCK TABLE "{schema}"."sqlnotify_users" IN ACCESS EXCLUSIVE MODE')
         finally:
             ddl.rollback()
             walker.join(60)

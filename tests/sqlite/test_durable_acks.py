@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.faults import make_table
 from support.sqlite import file_engine
+from support.watching import make_table
 
 from sqlnotify import (
     ChangeEvent,

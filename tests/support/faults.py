@@ -150,18 +150,6 @@ def proxy_to(port: int) -> Iterator[Proxy]:
 
 
 # -- shared test helpers -------------------------------------------------------
-def make_table(engine: sa.Engine, name: str = "item") -> sa.Table:
-    meta = sa.MetaData()
-    table = sa.Table(
-        name,
-        meta,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("note", sa.Text),
-    )
-    meta.create_all(engine)
-    return table
-
-
 def insert(engine: sa.Engine, table: sa.Table, ids: range | list[int], note: str = "x") -> None:
     with engine.begin() as conn:
         conn.execute(table.insert(), [{"id": i, "note": note} for i in ids])

@@ -52,13 +52,14 @@ def watched(
     *operations: str,
     options: Mapping[str, Any] | None = None,
     start: bool = True,
+    record: bool = True,
     **watch: Any,
 ) -> Watched:
     """A notifier on ``engine`` watching ``table`` for ``operations`` (default: insert).
 
     ``watch`` goes to each ``watch()`` call, ``options`` to the notifier; one
     :class:`EventRecorder` is subscribed to every watched operation (with the
-    watch's ``channel_label``, if any).  The notifier is appended to
+    watch's ``channel_label``, if any) unless ``record=False``.  The notifier is appended to
     ``notifiers`` (stopped at teardown) and, unless ``start=False``, started.
     """
     notifier = Notifier(engine, **(options or {}))
@@ -66,7 +67,8 @@ def watched(
     recorder = EventRecorder()
     for operation in operations or ("insert",):
         notifier.watch(table, operation, **watch)
-        notifier.subscribe(table, operation, channel_label=watch.get("channel_label"))(recorder)
+        if record:
+            notifier.subscribe(table, operation, channel_label=watch.get("channel_label"))(recorder)
     if start:
         notifier.start()
     return Watched(notifier, recorder)
