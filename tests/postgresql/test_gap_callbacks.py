@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
-from support.pg import TIMEOUT, execute, make_notifier, new_base
+from support.pg import TIMEOUT, execute, make_notifier
 
 from sqlnotify import Gap, Notifier, SQLNotifyConfigurationError
 from sqlnotify.testing import (
@@ -18,19 +17,6 @@ from sqlnotify.testing import (
     kill_listener_connection,
     wait_until,
 )
-
-
-@pytest.fixture
-def Item(pg_engine: sa.Engine, schema: str) -> Any:
-    Base = new_base()
-
-    class Item(Base):
-        __tablename__ = "items"
-        __table_args__ = {"schema": schema}
-        id: Mapped[int] = mapped_column(primary_key=True)
-
-    Base.metadata.create_all(pg_engine)
-    return Item
 
 
 def test_sync_gap_callback_runs_on_the_dispatcher_thread(

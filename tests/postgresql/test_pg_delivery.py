@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
-from support.pg import TIMEOUT, execute, make_notifier, new_base, triggers
+from support.pg import TIMEOUT, execute, make_notifier, model, new_base, triggers
 
 from sqlnotify import Notifier, Operation, SQLNotifyPayloadSizeError, signals
 from sqlnotify.testing import EventRecorder, wait_until
@@ -25,18 +25,13 @@ from sqlnotify.testing import EventRecorder, wait_until
 
 @pytest.fixture
 def Item(pg_engine: sa.Engine, schema: str) -> Any:
-    Base = new_base()
-
-    class Item(Base):
-        __tablename__ = "items"
-        __table_args__ = {"schema": schema}
-        id: Mapped[int] = mapped_column(primary_key=True)
-        label: Mapped[str] = mapped_column(sa.Text)
-        price: Mapped[Decimal] = mapped_column(sa.Numeric(10, 2), server_default="0")
-        seen_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
-
-    Base.metadata.create_all(pg_engine)
-    return Item
+    return model(
+        pg_engine,
+        schema,
+        label=mapped_column(sa.Text, nullable=False),
+        price=mapped_column(sa.Numeric(10, 2), server_default="0", nullable=False),
+        seen_at=mapped_column(sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def items(schema: str) -> str:

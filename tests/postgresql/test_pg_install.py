@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
-from support.pg import TIMEOUT, execute, make_notifier, new_base, sqlnotify_functions, triggers
+from sqlalchemy.orm import mapped_column
+from support.pg import (
+    TIMEOUT,
+    execute,
+    make_notifier,
+    model,
+    sqlnotify_functions,
+    triggers,
+)
 
 from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder, wait_until
@@ -16,16 +23,15 @@ from sqlnotify.testing import EventRecorder, wait_until
 
 @pytest.fixture
 def Base(pg_engine: sa.Engine, schema: str) -> Any:
-    Base = new_base()
-
-    class Order(Base):
-        __tablename__ = "orders"
-        __table_args__ = {"schema": schema}
-        id: Mapped[int] = mapped_column(primary_key=True)
-        status: Mapped[str] = mapped_column(server_default="new")
-        total: Mapped[int] = mapped_column(server_default="0")
-
-    Base.metadata.create_all(pg_engine)
+    Order = model(
+        pg_engine,
+        schema,
+        "Order",
+        "orders",
+        status=mapped_column(sa.String, server_default="new", nullable=False),
+        total=mapped_column(sa.Integer, server_default="0", nullable=False),
+    )
+    Base = Order.__bases__[0]
     Base.Order = Order
     return Base
 

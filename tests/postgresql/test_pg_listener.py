@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
-from support.pg import TIMEOUT, execute, make_notifier, new_base, scalar
+from support.pg import TIMEOUT, execute, make_notifier, scalar
 
 from sqlnotify import Notifier, SQLNotifyException, SQLNotifyListenerError, signals
 from sqlnotify._listener import Listener
@@ -25,19 +24,6 @@ from sqlnotify.testing import (
     listener_backend_pid,
     wait_until,
 )
-
-
-@pytest.fixture
-def Item(pg_engine: sa.Engine, schema: str) -> Any:
-    Base = new_base()
-
-    class Item(Base):
-        __tablename__ = "items"
-        __table_args__ = {"schema": schema}
-        id: Mapped[int] = mapped_column(primary_key=True)
-
-    Base.metadata.create_all(pg_engine)
-    return Item
 
 
 def insert(engine: sa.Engine, schema: str, *ids: int) -> None:

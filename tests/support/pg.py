@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 from sqlnotify import Notifier
 
@@ -19,6 +19,25 @@ def new_base() -> type[DeclarativeBase]:
         pass
 
     return Base
+
+
+def model(
+    engine: sa.Engine, schema: str, name: str = "Item", table: str = "items", **columns: Any
+) -> Any:
+    """Create ``schema.table`` for a new mapped class ``name``: an integer key ``id``, ``columns``.
+
+    ``columns`` are ``mapped_column(...)`` values (give ``nullable`` explicitly).
+    The class's declarative base is ``model.__bases__[0]``.
+    """
+    attrs = {
+        "__tablename__": table,
+        "__table_args__": {"schema": schema},
+        "id": mapped_column(sa.Integer, primary_key=True),
+        **columns,
+    }
+    cls = type(name, (new_base(),), attrs)
+    cls.metadata.create_all(engine)
+    return cls
 
 
 def make_notifier(notifiers: list[Notifier], engine: Any, **options: Any) -> Notifier:
