@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from support.pg import TIMEOUT, execute, make_notifier
+from support.watching import Watch
 
 from sqlnotify import Gap, Notifier, SQLNotifyConfigurationError
 from sqlnotify.testing import (
-    EventRecorder,
     async_wait_until,
     kill_listener_connection,
     wait_until,
@@ -20,12 +20,9 @@ from sqlnotify.testing import (
 
 
 def test_sync_gap_callback_runs_on_the_dispatcher_thread(
-    Item: Any, pg_engine: sa.Engine, schema: str, notifiers: list[Notifier], fast_reconnect: None
+    Item: Any, pg_engine: sa.Engine, schema: str, watched: Watch, fast_reconnect: None
 ) -> None:
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Item, "insert")
-    rec = EventRecorder()
-    n.subscribe(Item, "insert")(rec)
+    n, rec = watched(pg_engine, Item, start=False)
     gaps: list[tuple[Gap, str]] = []
 
     @n.on_gap

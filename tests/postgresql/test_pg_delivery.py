@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 from support.pg import TIMEOUT, execute, make_notifier, model, new_base, triggers
+from support.watching import Watch
 
 from sqlnotify import Notifier, Operation, SQLNotifyPayloadSizeError, signals
 from sqlnotify.testing import EventRecorder, wait_until
@@ -106,14 +107,10 @@ def test_ten_thousand_rows_from_one_statement_arrive_in_order(
 
 
 def test_commit_order_across_transactions(
-    Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+    Item: Any, pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     """Two interleaved transactions: events follow commit order, not statement order."""
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Item, "insert")
-    rec = EventRecorder()
-    n.subscribe(Item, "insert")(rec)
-    n.start()
+    rec = watched(pg_engine, Item).events
     with pg_engine.connect() as first, pg_engine.connect() as second:
         first.execute(sa.text(f"INSERT INTO {items(schema)} (id, label) VALUES (1, 'first')"))
         second.execute(sa.text(f"INSERT INTO {items(schema)} (id, label) VALUES (2, 'second')"))
@@ -145,7 +142,7 @@ LISTENER_SCRIPT = textwrap.dedent(
 
 
 def test_two_notifiers_in_two_processes_both_receive(
-    Item: Any, pg_url: str, pg_engine: sa.Engine, schema: str, notifiers: Any, tmp_path: Any
+    Item: Any, pg_url: str, pg_engine: sa.Engine, schema: str, watched: Watch, tmp_path: Any
 ) -> None:
     script = tmp_path / "listen.py"
     script.write_text(LISTENER_SCRIPT)
@@ -160,11 +157,7 @@ def test_two_notifiers_in_two_processes_both_receive(
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready", child.stderr.read()  # type: ignore[union-attr]
-        n = make_notifier(notifiers, pg_engine)
-        n.watch(Item, "insert", extra_columns=["label"])
-        rec = EventRecorder()
-        n.subscribe(Item, "insert")(rec)
-        n.start()
+        rec = watched(pg_engine, Item, extra_columns=["label"]).events
         for i in (1, 2, 3):
             execute(
                 pg_engine,
@@ -214,13 +207,9 @@ def test_notify_delivers_a_typed_custom_payload(
 
 
 def test_notify_over_the_limit_raises_before_sending(
-    Item: Any, pg_engine: sa.Engine, notifiers: Any
+    Item: Any, pg_engine: sa.Engine, watched: Watch
 ) -> None:
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Item, "update", extra_columns=["label"])
-    rec = EventRecorder()
-    n.subscribe(Item, "update")(rec)
-    n.start()
+    n, rec = watched(pg_engine, Item, "update", extra_columns=["label"])
     with pytest.raises(SQLNotifyPayloadSizeError) as info:
         n.notify(Item, "update", payload={"id": 1, "label": "x" * 9000})
     assert info.value.limit == 7999
@@ -250,7 +239,7 @@ def test_notify_rejects_bad_payloads(Item: Any, pg_engine: sa.Engine) -> None:
 
 
 def test_an_oversized_row_arrives_by_key_and_is_reread(
-    Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, caplog: Any
+    Item: Any, pg_engine: sa.Engine, schema: str, watched: Watch, caplog: Any
 ) -> None:
     Base = new_base()
 
@@ -261,11 +250,7 @@ def test_an_oversized_row_arrives_by_key_and_is_reread(
         body: Mapped[str] = mapped_column(sa.Text)
 
     Base.metadata.create_all(pg_engine)
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Big, "insert", extra_columns=["body"])
-    rec = EventRecorder()
-    n.subscribe(Big, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_engine, Big, extra_columns=["body"])
     table = f'"{schema}".big'
     with caplog.at_level(logging.WARNING, logger="sqlnotify"):
         # The write itself never fails because of sqlnotify.

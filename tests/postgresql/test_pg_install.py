@@ -16,6 +16,7 @@ from support.pg import (
     sqlnotify_functions,
     triggers,
 )
+from support.watching import Watch
 
 from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder, wait_until
@@ -97,17 +98,18 @@ def _retyped_orders(engine: sa.Engine, schema: str) -> sa.Table:
 
 
 def test_changed_spec_is_a_trigger_of_its_own(
-    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, watched: Watch
 ) -> None:
     Order = Base.Order
     old = make_notifier(notifiers, pg_engine)
     old.watch(Order, "insert", extra_columns=["status"])
     old.install()
-    new = make_notifier(notifiers, pg_engine, revoke_on_model_change=True)
-    new.watch(Order, "insert", extra_columns=["status", "total"])
-    rec = EventRecorder()
-    new.subscribe(Order, "insert")(rec)
-    new.start()
+    new, rec = watched(
+        pg_engine,
+        Order,
+        options=dict(revoke_on_model_change=True),
+        extra_columns=["status", "total"],
+    )
     (state,) = new.install_states
     assert state.state == "installed"
     assert state.watch.channel != old.install_states[0].watch.channel
@@ -117,18 +119,16 @@ def test_changed_spec_is_a_trigger_of_its_own(
 
 
 def test_changed_model_is_replaced_with_revoke(
-    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, watched: Watch
 ) -> None:
     old = make_notifier(notifiers, pg_engine)
     old.watch(Base.Order, "insert", extra_columns=["total"])
     old.install()
     before = old.install_states[0].watch
     table = _retyped_orders(pg_engine, schema)
-    new = make_notifier(notifiers, pg_engine, revoke_on_model_change=True)
-    new.watch(table, "insert", extra_columns=["total"])
-    rec = EventRecorder()
-    new.subscribe(table, "insert")(rec)
-    new.start()
+    new, rec = watched(
+        pg_engine, table, options=dict(revoke_on_model_change=True), extra_columns=["total"]
+    )
     (state,) = new.install_states
     assert state.state == "replaced"
     assert state.watch.channel == before.channel  # same spec, same names, new definition

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from support.pg import TIMEOUT, execute, make_notifier, scalar
+from support.watching import Watch
 
 from sqlnotify import Notifier, SQLNotifyException, SQLNotifyListenerError, signals
 from sqlnotify._listener import Listener
 from sqlnotify.dialects.postgresql import PostgresSource, listener_dsn
 from sqlnotify.testing import (
-    EventRecorder,
     kill_listener_connection,
     listener_backend_pid,
     wait_until,
@@ -69,16 +69,13 @@ class SignalLog:
 
 
 def test_start_stop_are_idempotent_and_leave_nothing_behind(
-    Item: Any, pg_url: str, schema: str, notifiers: Any
+    Item: Any, pg_url: str, schema: str, watched: Watch
 ) -> None:
     app = f"sqlnotify-test-{uuid.uuid4().hex[:8]}"
     url = sa.make_url(pg_url).update_query_dict({"application_name": app})
     engine = sa.create_engine(url)
     before = sqlnotify_threads()
-    n = make_notifier(notifiers, engine)
-    n.watch(Item, "insert")
-    rec = EventRecorder()
-    n.subscribe(Item, "insert")(rec)
+    n, rec = watched(engine, Item, start=False)
     assert not n.is_running
     assert n.dialect_name == "postgresql"
     n.start()
@@ -114,11 +111,8 @@ def test_start_stop_are_idempotent_and_leave_nothing_behind(
     engine.dispose()
 
 
-def test_with_block(Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any) -> None:
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Item, "insert")
-    rec = EventRecorder()
-    n.subscribe(Item, "insert")(rec)
+def test_with_block(Item: Any, pg_engine: sa.Engine, schema: str, watched: Watch) -> None:
+    n, rec = watched(pg_engine, Item, start=False)
     before = sqlnotify_threads()
     with n as running:
         assert running is n and n.is_running
@@ -175,12 +169,9 @@ def test_start_fails_cleanly_when_the_server_is_unreachable(Item: Any, notifiers
 
 
 def test_reconnect_after_the_backend_is_terminated(
-    Item: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, fast_reconnect: None
+    Item: Any, pg_engine: sa.Engine, schema: str, watched: Watch, fast_reconnect: None
 ) -> None:
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Item, "insert")
-    rec = EventRecorder()
-    n.subscribe(Item, "insert")(rec)
+    n, rec = watched(pg_engine, Item, start=False)
     with SignalLog(n) as log:
         n.start()
         insert(pg_engine, schema, 1)
@@ -284,7 +275,7 @@ def test_a_silent_dead_connection_is_noticed_by_the_liveness_probe(
     pg_url: str,
     pg_engine: sa.Engine,
     schema: str,
-    notifiers: Any,
+    watched: Watch,
     fast_reconnect: None,
     proxy: FreezableProxy,
     monkeypatch: pytest.MonkeyPatch,
@@ -293,10 +284,7 @@ def test_a_silent_dead_connection_is_noticed_by_the_liveness_probe(
     monkeypatch.setattr(PostgresSource, "IDLE_PROBE_INTERVAL", 0.2)
     monkeypatch.setattr(PostgresSource, "PROBE_TIMEOUT", 0.5)
     engine = sa.create_engine(sa.make_url(pg_url).set(host="127.0.0.1", port=proxy.port))
-    n = make_notifier(notifiers, engine)
-    n.watch(Item, "insert")
-    rec = EventRecorder()
-    n.subscribe(Item, "insert")(rec)
+    n, rec = watched(engine, Item, start=False)
     with SignalLog(n) as log:
         n.start()
         engine.dispose()  # only the listener's connection goes through the proxy now
@@ -408,17 +396,13 @@ def test_non_psycopg2_engines_use_their_own_psycopg2_connections(pg_url: str) ->
 
 
 def test_asyncpg_async_engine_starts_and_receives(
-    Item: Any, pg_url: str, schema: str, notifiers: Any
+    Item: Any, pg_url: str, schema: str, watched: Watch
 ) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     url = sa.make_url(pg_url).set(drivername="postgresql+asyncpg")
     engine = create_async_engine(url)
-    n = make_notifier(notifiers, engine)
-    n.watch(Item, "insert")
-    rec = EventRecorder()
-    n.subscribe(Item, "insert")(rec)
-    n.start()
+    n, rec = watched(engine, Item)
 
     async def write() -> None:
         async with engine.begin() as conn:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from support.pg import TIMEOUT, execute, make_notifier, scalar, triggers
+from support.watching import watched
 
 from sqlnotify import Notifier, SQLNotifyLockTimeoutError
 from sqlnotify.testing import EventRecorder, wait_until
@@ -49,11 +50,7 @@ def trigger_oids(engine: sa.Engine, schema: str) -> dict[str, tuple[int, int]]:
 
 def app(notifiers: list[Notifier], engine: sa.Engine, orders: str, columns: list[str], **kw: Any):
     """A notifier watching INSERT with ``columns``, recording its events."""
-    n = make_notifier(notifiers, engine, **kw)
-    n.watch(orders, "insert", extra_columns=columns)
-    rec = EventRecorder()
-    n.subscribe(orders, "insert")(rec)
-    return n, rec
+    return watched(notifiers, engine, orders, options=kw, start=False, extra_columns=columns)
 
 
 def test_reader_never_blocks_start_and_stays_untouched(

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import Mapped, mapped_column
-from support.pg import TIMEOUT, execute, make_notifier, new_base
+from support.pg import TIMEOUT, execute, make_notifier, model, new_base
+from support.watching import Watch
 
 from sqlnotify import ChangeEvent, Notifier, Operation, SQLNotifyConfigurationError
 from sqlnotify.exceptions import SQLNotifyException, SQLNotifyUnSupportedDatabaseProviderError
@@ -24,22 +25,27 @@ from sqlnotify.testing import EventRecorder
 def models(schema: str) -> Any:
     """A ``User`` model and an ``OrderItem`` model (composite key) in the test's schema."""
     Base = new_base()
-
-    class User(Base):
-        __tablename__ = "users"
-        __table_args__ = {"schema": schema}
-        id: Mapped[int] = mapped_column(primary_key=True)
-        email: Mapped[str]
-        name: Mapped[str]
-        age: Mapped[int] = mapped_column(server_default="0")
-        active: Mapped[bool] = mapped_column(server_default=sa.true())
-
-    class OrderItem(Base):
-        __tablename__ = "order_items"
-        __table_args__ = {"schema": schema}
-        order_id: Mapped[int] = mapped_column(primary_key=True)
-        item_id: Mapped[int] = mapped_column(primary_key=True)
-        quantity: Mapped[int]
+    User = model(
+        None,
+        schema,
+        "User",
+        "users",
+        base=Base,
+        email=mapped_column(sa.String, nullable=False),
+        name=mapped_column(sa.String, nullable=False),
+        age=mapped_column(sa.Integer, server_default="0", nullable=False),
+        active=mapped_column(sa.Boolean, server_default=sa.true(), nullable=False),
+    )
+    OrderItem = model(
+        None,
+        schema,
+        "OrderItem",
+        "order_items",
+        base=Base,
+        order_id=mapped_column(sa.Integer, primary_key=True),
+        item_id=mapped_column(sa.Integer, primary_key=True),
+        quantity=mapped_column(sa.Integer, nullable=False),
+    )
 
     class M:
         pass
@@ -168,22 +174,17 @@ def test_composite_key_in_primary_keys_order(
     assert (order_id, item_id) == (10, 20)
 
 
-def test_custom_primary_key_column(pg_engine: sa.Engine, schema: str, notifiers: Any) -> None:
-    Base = new_base()
-
-    class Account(Base):
-        __tablename__ = "accounts"
-        __table_args__ = {"schema": schema}
-        account_id: Mapped[str] = mapped_column(primary_key=True)
-        region: Mapped[str] = mapped_column(primary_key=True)
-        balance: Mapped[int]
-
-    Base.metadata.create_all(pg_engine)
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Account, "insert", primary_keys=["account_id"], extra_columns=["balance"])
-    rec = EventRecorder()
-    n.subscribe(Account, "insert")(rec)
-    n.start()
+def test_custom_primary_key_column(pg_engine: sa.Engine, schema: str, watched: Watch) -> None:
+    Account = model(
+        pg_engine,
+        schema,
+        "Account",
+        "accounts",
+        account_id=mapped_column(sa.String, primary_key=True),
+        region=mapped_column(sa.String, primary_key=True),
+        balance=mapped_column(sa.Integer, nullable=False),
+    )
+    rec = watched(pg_engine, Account, primary_keys=["account_id"], extra_columns=["balance"]).events
     execute(pg_engine, f"INSERT INTO \"{schema}\".accounts VALUES ('acc-1', 'eu', 5)")
     (event,) = rec.wait_for(1, TIMEOUT)
     assert event.id == "acc-1"
@@ -384,7 +385,7 @@ class Color(enum.Enum):
 
 
 def test_values_have_the_types_sqlalchemy_reads(
-    pg_engine: sa.Engine, schema: str, notifiers: Any
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     Base = new_base()
 
@@ -416,11 +417,7 @@ def test_values_have_the_types_sqlalchemy_reads(
 
     Base.metadata.create_all(pg_engine)
     columns = [c.name for c in Thing.__table__.columns if c.name != "id"]
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Thing, "insert", extra_columns=columns)
-    rec = EventRecorder()
-    n.subscribe(Thing, "insert")(rec)
-    n.start()
+    n, rec = watched(pg_engine, Thing, extra_columns=columns)
     values = {
         "id": 2**40,
         "flag": True,
@@ -491,23 +488,17 @@ class Cents(sa.types.TypeDecorator[Decimal]):
 
 
 def test_type_decorators_convert_like_sqlalchemy(
-    pg_engine: sa.Engine, schema: str, notifiers: Any
+    pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
-    Base = new_base()
-
-    class Tagged(Base):
-        __tablename__ = "tagged"
-        __table_args__ = {"schema": schema}
-        id: Mapped[int] = mapped_column(primary_key=True)
-        tag: Mapped[str] = mapped_column(LowerCase)
-        price: Mapped[int] = mapped_column(Cents)
-
-    Base.metadata.create_all(pg_engine)
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Tagged, "insert", extra_columns=["tag", "price"])
-    rec = EventRecorder()
-    n.subscribe(Tagged, "insert")(rec)
-    n.start()
+    Tagged = model(
+        pg_engine,
+        schema,
+        "Tagged",
+        "tagged",
+        tag=mapped_column(LowerCase, nullable=False),
+        price=mapped_column(Cents, nullable=False),
+    )
+    rec = watched(pg_engine, Tagged, extra_columns=["tag", "price"]).events
     execute(pg_engine, f"INSERT INTO \"{schema}\".tagged VALUES (1, 'MiXeD', 12.34)")
     (event,) = rec.wait_for(1, TIMEOUT)
     with pg_engine.connect() as conn:
@@ -519,17 +510,16 @@ def test_type_decorators_convert_like_sqlalchemy(
 
 
 def test_reserved_and_mixed_case_names(pg_engine: sa.Engine, schema: str, notifiers: Any) -> None:
-    Base = new_base()
-
-    class Order(Base):
-        __tablename__ = "Order"
-        __table_args__ = {"schema": schema}
-        Id: Mapped[int] = mapped_column(primary_key=True)
-        user: Mapped[str]
-        select: Mapped[int]
-        MixedCase: Mapped[str] = mapped_column("Mixed Case; drop", sa.String)
-
-    Base.metadata.create_all(pg_engine)
+    Order = model(
+        pg_engine,
+        schema,
+        "Order",
+        "Order",
+        Id=mapped_column(sa.Integer, primary_key=True),
+        user=mapped_column(sa.String, nullable=False),
+        select=mapped_column(sa.Integer, nullable=False),
+        MixedCase=mapped_column("Mixed Case; drop", sa.String, nullable=False),
+    )
     n = make_notifier(notifiers, pg_engine)
     n.watch(Order, "insert", extra_columns=["user", "select", "Mixed Case; drop"])
     n.watch(Order, "update", trigger_columns=["user"], extra_columns=["user"])

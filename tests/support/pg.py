@@ -22,21 +22,28 @@ def new_base() -> type[DeclarativeBase]:
 
 
 def model(
-    engine: sa.Engine, schema: str, name: str = "Item", table: str = "items", **columns: Any
+    engine: sa.Engine | None,
+    schema: str,
+    name: str = "Item",
+    table: str = "items",
+    /,
+    *,
+    base: Any = None,
+    **columns: Any,
 ) -> Any:
-    """Create ``schema.table`` for a new mapped class ``name``: an integer key ``id``, ``columns``.
+    """A new mapped class ``name`` on ``schema.table``, created in ``engine`` unless ``None``.
 
-    ``columns`` are ``mapped_column(...)`` values (give ``nullable`` explicitly).
-    The class's declarative base is ``model.__bases__[0]``.
+    ``columns`` are ``mapped_column(...)`` values (give ``nullable`` explicitly);
+    without a primary key among them, an integer key ``id`` comes first.  The
+    class gets a declarative base of its own unless ``base`` is given; either
+    way it is ``model.__bases__[0]``.
     """
-    attrs = {
-        "__tablename__": table,
-        "__table_args__": {"schema": schema},
-        "id": mapped_column(sa.Integer, primary_key=True),
-        **columns,
-    }
-    cls = type(name, (new_base(),), attrs)
-    cls.metadata.create_all(engine)
+    if not any(column.column.primary_key for column in columns.values()):
+        columns = {"id": mapped_column(sa.Integer, primary_key=True), **columns}
+    attrs = {"__tablename__": table, "__table_args__": {"schema": schema}, **columns}
+    cls = type(name, (base or new_base(),), attrs)
+    if engine is not None:
+        cls.metadata.create_all(engine)
     return cls
 
 
