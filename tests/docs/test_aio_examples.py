@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from support.events import EVENT_KEYS
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.slow
@@ -199,19 +200,6 @@ def test_quickstart_callbacks_run_for_rows_written_through_the_api(serve: Any) -
         server.wait_line(r"^the first user was updated$")
 
 
-# The documented keys of ChangeEvent.to_dict(), in their order.
-EVENT_KEYS = (
-    "schema",
-    "table",
-    "operation",
-    "id",
-    "extra_columns",
-    "timestamp",
-    "channel",
-    "position",
-    "status",
-    "custom",
-)
 
 
 def test_websocket_clients_receive_the_broadcast_of_a_new_row(serve: Any) -> None:

@@ -7,9 +7,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from support.pg import model
+from support.watching import make_table
 
 
 @pytest.fixture
 def Item(pg_engine: sa.Engine, schema: str) -> Any:
     """A mapped class ``Item`` on ``<schema>.items``: an integer key ``id``, nothing else."""
     return model(pg_engine, schema)
+
+
+@pytest.fixture
+def table(pg_schema_engine: sa.Engine) -> sa.Table:
+    """The ``item`` table (``id`` key, ``note`` text) in the test's own schema."""
+    return make_table(pg_schema_engine)

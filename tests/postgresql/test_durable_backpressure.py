@@ -7,7 +7,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture, insert  # noqa: F401
-from support.watching import make_table
 
 from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder, wait_until
@@ -26,9 +25,8 @@ class Gate:
 
 
 def test_full_queue_drops_plain_events_with_a_gap(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], gaps: GapRecorder
+    pg_schema_engine: sa.Engine, table: sa.Table, notifiers: list[Notifier], gaps: GapRecorder
 ) -> None:
-    table = make_table(pg_schema_engine)
     n = Notifier(pg_schema_engine, max_queue=5, queue_timeout=0.1).watch(table, "insert")
     notifiers.append(n)
     gate = Gate()
@@ -52,9 +50,8 @@ def test_full_queue_drops_plain_events_with_a_gap(
 
 
 def test_full_queue_leaves_durable_events_in_the_journal(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], gaps: GapRecorder
+    pg_schema_engine: sa.Engine, table: sa.Table, notifiers: list[Notifier], gaps: GapRecorder
 ) -> None:
-    table = make_table(pg_schema_engine)
     n = Notifier(pg_schema_engine, max_queue=5, queue_timeout=0.1).watch(
         table, "insert", durable=True
     )

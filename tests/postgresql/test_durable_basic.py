@@ -15,8 +15,9 @@ from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
 
 
-def test_durable_events_carry_positions(pg_schema_engine: sa.Engine, watched: Watch) -> None:
-    table = make_table(pg_schema_engine)
+def test_durable_events_carry_positions(
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
+) -> None:
     rec = watched(pg_schema_engine, table, extra_columns=["note"], durable=True).events
     insert(pg_schema_engine, table, range(1, 6))
     events = rec.wait_for(5, timeout=10)
@@ -30,8 +31,9 @@ def test_durable_events_carry_positions(pg_schema_engine: sa.Engine, watched: Wa
         assert sorted(stored) == sorted(positions)
 
 
-def test_large_durable_row_arrives_whole(pg_schema_engine: sa.Engine, watched: Watch) -> None:
-    table = make_table(pg_schema_engine)
+def test_large_durable_row_arrives_whole(
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
+) -> None:
     rec = watched(pg_schema_engine, table, extra_columns=["note"], durable=True).events
     insert(pg_schema_engine, table, [1], note="y" * 20000)
     (event,) = rec.wait_for(1, timeout=10)
@@ -40,9 +42,12 @@ def test_large_durable_row_arrives_whole(pg_schema_engine: sa.Engine, watched: W
 
 
 def test_gap_after_reconnect_for_plain_watches(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], fast_reconnect: None, gaps: GapRecorder
+    pg_schema_engine: sa.Engine,
+    table: sa.Table,
+    notifiers: list[Notifier],
+    fast_reconnect: None,
+    gaps: GapRecorder,
 ) -> None:
-    table = make_table(pg_schema_engine)
     other = make_table(pg_schema_engine, name="other")
     n = Notifier(pg_schema_engine).watch(table, "insert").watch(other, "insert", durable=True)
     notifiers.append(n)
@@ -61,9 +66,12 @@ def test_gap_after_reconnect_for_plain_watches(
 
 
 def test_durable_catch_up_after_disconnect(
-    pg_schema_engine: sa.Engine, watched: Watch, fast_reconnect: None, gaps: GapRecorder
+    pg_schema_engine: sa.Engine,
+    table: sa.Table,
+    watched: Watch,
+    fast_reconnect: None,
+    gaps: GapRecorder,
 ) -> None:
-    table = make_table(pg_schema_engine)
     n, rec = watched(pg_schema_engine, table, start=False, durable=True)
     written = threading.Event()
 
@@ -85,8 +93,9 @@ def test_durable_catch_up_after_disconnect(
     assert len(gaps) == 0  # durable watches need no resync
 
 
-def test_consumer_resumes_after_restart(pg_schema_engine: sa.Engine, watched: Watch) -> None:
-    table = make_table(pg_schema_engine)
+def test_consumer_resumes_after_restart(
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
+) -> None:
 
     def make() -> tuple[Notifier, EventRecorder]:
         n, rec = watched(
@@ -128,8 +137,9 @@ def test_second_process_with_same_consumer_is_refused(
         n2.start(timeout=10)
 
 
-def test_fresh_notifier_skips_history(pg_schema_engine: sa.Engine, watched: Watch) -> None:
-    table = make_table(pg_schema_engine)
+def test_fresh_notifier_skips_history(
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
+) -> None:
     n0 = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
     n0.install()
     insert(pg_schema_engine, table, range(1, 6))  # journalled before anyone listens
@@ -140,8 +150,7 @@ def test_fresh_notifier_skips_history(pg_schema_engine: sa.Engine, watched: Watc
     assert [e.id for e in rec.events] == [6], events
 
 
-def test_health(pg_schema_engine: sa.Engine, watched: Watch) -> None:
-    table = make_table(pg_schema_engine)
+def test_health(pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch) -> None:
     n, rec = watched(pg_schema_engine, table)
     insert(pg_schema_engine, table, range(1, 21))
     rec.wait_for(20, timeout=10)
@@ -156,9 +165,8 @@ def test_health(pg_schema_engine: sa.Engine, watched: Watch) -> None:
 
 @pytest.mark.parametrize("per_statement", [False, True])
 def test_durable_insert_update_delete(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], per_statement: bool
+    pg_schema_engine: sa.Engine, table: sa.Table, notifiers: list[Notifier], per_statement: bool
 ) -> None:
-    table = make_table(pg_schema_engine)
     insert(pg_schema_engine, table, range(1, 4))
     n = (
         Notifier(pg_schema_engine, pg_journal_per_statement=per_statement)

@@ -12,16 +12,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from support.faults import insert
-from support.watching import Watch, make_table
+from support.watching import Watch
 
 from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
 
 
 def test_commit_out_of_id_order_loses_nothing(
-    pg_schema_engine: sa.Engine, watched: Watch, fast_reconnect: None
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch, fast_reconnect: None
 ) -> None:
-    table = make_table(pg_schema_engine)
     n, rec = watched(pg_schema_engine, table, durable=True)
     early = pg_schema_engine.connect()
     tx = early.begin()
@@ -52,9 +51,8 @@ def test_commit_out_of_id_order_loses_nothing(
 
 
 def test_commit_out_of_id_order_across_consumer_restart(
-    pg_schema_engine: sa.Engine, watched: Watch
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
 ) -> None:
-    table = make_table(pg_schema_engine)
 
     def make() -> tuple[Notifier, EventRecorder]:
         n, rec = watched(
@@ -106,9 +104,8 @@ CHILD = textwrap.dedent(
 
 
 def test_sigkill_and_restart_resumes(
-    pg_url: str, pg_schema_engine: sa.Engine, schema: str, tmp_path: Any
+    pg_url: str, pg_schema_engine: sa.Engine, table: sa.Table, schema: str, tmp_path: Any
 ) -> None:
-    table = make_table(pg_schema_engine)
     out = os.path.join(tmp_path, "seen.txt")
 
     children: list[subprocess.Popen[str]] = []

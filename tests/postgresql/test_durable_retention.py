@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture, insert  # noqa: F401
-from support.watching import Watch, make_table
+from support.watching import Watch
 
 from sqlnotify import Notifier
 from sqlnotify._intake import Intake
@@ -33,12 +33,12 @@ def fast_prune(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_known_consumer_holds_rows_then_expires_and_gets_a_gap(
     pg_schema_engine: sa.Engine,
+    table: sa.Table,
     notifiers: list[Notifier],
     watched: Watch,
     fast_prune: None,
     gaps: GapRecorder,
 ) -> None:
-    table = make_table(pg_schema_engine)
     slow = Notifier(pg_schema_engine, consumer="slow").watch(table, "insert", durable=True)
     notifiers.append(slow)
     slow.start()
@@ -78,9 +78,8 @@ def test_known_consumer_holds_rows_then_expires_and_gets_a_gap(
 
 
 def test_rows_younger_than_retention_stay(
-    pg_schema_engine: sa.Engine, watched: Watch, fast_prune: None
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch, fast_prune: None
 ) -> None:
-    table = make_table(pg_schema_engine)
     n, rec = watched(pg_schema_engine, table, durable=True)
     insert(pg_schema_engine, table, range(1, 6))
     rec.wait_for(5, timeout=10)

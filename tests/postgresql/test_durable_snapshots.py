@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 from support.faults import insert
-from support.watching import Watch, make_table
+from support.watching import Watch
 
 from sqlnotify import Notifier, SQLNotifyException
 from sqlnotify.dialects.postgresql import listener_dsn
@@ -67,9 +67,8 @@ def engine_as(pg_url: str, role: str, schema: str) -> sa.Engine:
 
 
 def test_long_transaction_elsewhere_delays_nothing(
-    pg_schema_engine: sa.Engine, watched: Watch, long_transaction: int
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch, long_transaction: int
 ) -> None:
-    table = make_table(pg_schema_engine)
 
     def make() -> tuple[Notifier, EventRecorder]:
         n, rec = watched(
@@ -100,10 +99,9 @@ def test_long_transaction_elsewhere_delays_nothing(
 
 
 def test_commit_order_against_id_order_in_one_window(
-    pg_schema_engine: sa.Engine, watched: Watch, long_transaction: int
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch, long_transaction: int
 ) -> None:
     """A row written early and committed late comes once, after the rows before it."""
-    table = make_table(pg_schema_engine)
     rec = watched(pg_schema_engine, table, options=dict(consumer="w"), durable=True).events
     with pg_schema_engine.connect() as late:
         tx = late.begin()
@@ -120,10 +118,10 @@ def test_forged_notifications_are_never_delivered_nor_hide_rows(
     pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
+    table: sa.Table,
     watched: Watch,
     make_role: Callable[..., str],
 ) -> None:
-    table = make_table(pg_schema_engine)
     n, rec = watched(pg_schema_engine, table, extra_columns=["note"], durable=True)
     channel = n.watches[0].channel
     intruder = make_role()  # CONNECT (granted to PUBLIC) and nothing else
@@ -162,10 +160,10 @@ def test_writer_with_only_dml_privileges_writes_a_durably_watched_table(
     pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
+    table: sa.Table,
     notifiers: list[Notifier],
     make_role: Callable[..., str],
 ) -> None:
-    table = make_table(pg_schema_engine)
     n = Notifier(pg_schema_engine)
     for op in ("insert", "update", "delete"):
         n.watch(table, op, durable=True)
@@ -198,10 +196,10 @@ def test_listener_without_create_privilege_starts_on_existing_tables(
     pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
+    table: sa.Table,
     watched: Watch,
     make_role: Callable[..., str],
 ) -> None:
-    table = make_table(pg_schema_engine)
     admin = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
     admin.install()
     admin.dialect.journal().ensure()
@@ -239,9 +237,8 @@ CREATE TABLE sqlnotify_consumers (
 
 
 def test_positions_of_the_earlier_format_are_migrated(
-    pg_schema_engine: sa.Engine, watched: Watch
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
 ) -> None:
-    table = make_table(pg_schema_engine)
     with pg_schema_engine.begin() as conn:
         conn.exec_driver_sql(OLD_CONSUMERS)
     n0 = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
@@ -267,9 +264,9 @@ def test_old_format_is_refused_clearly_without_rights_to_migrate(
     pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
+    table: sa.Table,
     make_role: Callable[..., str],
 ) -> None:
-    table = make_table(pg_schema_engine)
     with pg_schema_engine.begin() as conn:
         conn.exec_driver_sql(OLD_CONSUMERS)
     n0 = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
@@ -293,9 +290,8 @@ def test_old_format_is_refused_clearly_without_rights_to_migrate(
 
 @pytest.mark.parametrize("options", [{}, {"pg_journal_per_statement": True}])
 def test_status_reports_durable_watches_installed(
-    pg_schema_engine: sa.Engine, schema: str, options: dict[str, Any]
+    pg_schema_engine: sa.Engine, table: sa.Table, schema: str, options: dict[str, Any]
 ) -> None:
-    table = make_table(pg_schema_engine)
     n = Notifier(pg_schema_engine, **options).watch(table, "insert", durable=True)
     n.watch(table, "update", durable=True, use_overflow_table=True)
     n.install()

@@ -9,7 +9,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
-from support.watching import make_table
 
 from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder, wait_until
@@ -35,12 +34,12 @@ def test_nothing_durable_lost_across_100_kills(
     pg_url: str,
     pg_engine: sa.Engine,
     pg_schema_engine: sa.Engine,
+    table: sa.Table,
     schema: str,
     notifiers: list[Notifier],
     fast_reconnect: None,
     gaps: GapRecorder,
 ) -> None:
-    table = make_table(pg_schema_engine)
     n = (
         Notifier(pg_schema_engine)
         .watch(table, "insert", durable=True)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.faults import insert
-from support.watching import Watch, make_table
+from support.watching import Watch
 
 from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, wait_until
@@ -69,9 +69,8 @@ class Counter:
 
 
 def test_malformed_payloads_are_counted_never_fatal(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+    pg_schema_engine: sa.Engine, table: sa.Table, notifiers: list[Notifier]
 ) -> None:
-    table = make_table(pg_schema_engine)
     n = (
         Notifier(pg_schema_engine)
         .watch(table, "insert", durable=True)
@@ -131,9 +130,8 @@ def test_malformed_payloads_are_counted_never_fatal(
 
 
 def test_forged_journal_keys_cannot_hide_real_events(
-    pg_schema_engine: sa.Engine, watched: Watch
+    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
 ) -> None:
-    table = make_table(pg_schema_engine)
     n, rec = watched(pg_schema_engine, table, durable=True)
     channel = n.watches[0].channel
     with pg_schema_engine.connect() as conn:

@@ -69,9 +69,8 @@ def test_status_gives_way_to_a_drop_schema_under_way(
 
 
 def test_status_reports_a_locked_table_instead_of_waiting(
-    pg_schema_engine: sa.Engine, pg_engine: sa.Engine, schema: str
+    pg_schema_engine: sa.Engine, table: sa.Table, pg_engine: sa.Engine, schema: str
 ) -> None:
-    table = make_table(pg_schema_engine)
     n = Notifier(pg_schema_engine).watch(table, "insert")
     n.start()
     n.stop()

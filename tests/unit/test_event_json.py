@@ -10,22 +10,12 @@ import json
 import uuid
 
 import sqlalchemy as sa
+from support.events import EVENT_KEYS
 
 from sqlnotify import ChangeEvent, Notifier, Operation
 from sqlnotify.testing import EventRecorder
 
-KEYS = [
-    "schema",
-    "table",
-    "operation",
-    "id",
-    "extra_columns",
-    "timestamp",
-    "channel",
-    "position",
-    "status",
-    "custom",
-]
+KEYS = list(EVENT_KEYS)
 
 
 class Colour(enum.Enum):
