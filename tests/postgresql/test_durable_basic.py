@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture, insert  # noqa: F401
-from support.watching import Watch, make_table
+from support.watching import Watch, Watched, make_table
 
 from sqlnotify import Notifier, signals
 from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
@@ -94,17 +96,11 @@ def test_durable_catch_up_after_disconnect(
 
 
 def test_consumer_resumes_after_restart(
-    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
+    pg_schema_engine: sa.Engine, table: sa.Table, consumer: Callable[..., Watched]
 ) -> None:
+    make = functools.partial(consumer, "resumer")
 
-    def make() -> tuple[Notifier, EventRecorder]:
-        n, rec = watched(
-            pg_schema_engine, table, options=dict(consumer="resumer"), start=False, durable=True
-        )
-        return n, rec
-
-    n1, rec1 = make()
-    n1.start()
+    n1, rec1 = make(start=True)
     insert(pg_schema_engine, table, range(1, 11))
     rec1.wait_for(10, timeout=10)
     n1.stop()

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from support.faults import insert
-from support.watching import Watch
+from support.watching import Watch, Watched
 
-from sqlnotify import Notifier, signals
-from sqlnotify.testing import EventRecorder, kill_listener_connection, wait_until
+from sqlnotify import signals
+from sqlnotify.testing import kill_listener_connection, wait_until
 
 
 def test_commit_out_of_id_order_loses_nothing(
@@ -51,17 +53,11 @@ def test_commit_out_of_id_order_loses_nothing(
 
 
 def test_commit_out_of_id_order_across_consumer_restart(
-    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch
+    pg_schema_engine: sa.Engine, table: sa.Table, consumer: Callable[..., Watched]
 ) -> None:
+    make = functools.partial(consumer, "ooo")
 
-    def make() -> tuple[Notifier, EventRecorder]:
-        n, rec = watched(
-            pg_schema_engine, table, options=dict(consumer="ooo"), start=False, durable=True
-        )
-        return n, rec
-
-    n1, rec1 = make()
-    n1.start()
+    n1, rec1 = make(start=True)
     with pg_schema_engine.connect() as early:
         tx = early.begin()
         early.execute(table.insert(), {"id": 1, "note": "x"})

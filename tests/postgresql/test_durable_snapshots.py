@@ -4,6 +4,7 @@ consumers table of the earlier format, and ``status``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 from support.faults import insert
-from support.watching import Watch
+from support.watching import Watch, Watched
 
 from sqlnotify import Notifier, SQLNotifyException
 from sqlnotify.dialects.postgresql import listener_dsn
@@ -40,44 +41,62 @@ def long_transaction(pg_url: str) -> Iterator[int]:
         conn.close()
 
 
-@pytest.fixture
-def make_role(pg_engine: sa.Engine) -> Iterator[Callable[..., str]]:
-    """Creates login roles with unique names; drops them (and their grants) after."""
-    made: list[str] = []
+class Roles:
+    """Login roles with unique names, and engines that log in as them."""
 
-    def make(*grants: str) -> str:
+    def __init__(self, pg_engine: sa.Engine, pg_url: str, schema: str) -> None:
+        self.pg_engine, self.pg_url, self.schema = pg_engine, pg_url, schema
+        self.made: list[str] = []
+
+    def create(self, *grants: str) -> str:
+        """A new role with ``grants`` (``{role}`` in each is its quoted name)."""
         name = f"sqlnotify_r_{uuid.uuid4().hex[:10]}"
-        with pg_engine.begin() as conn:
+        with self.pg_engine.begin() as conn:
             conn.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
             for grant in grants:
                 conn.exec_driver_sql(grant.format(role=f'"{name}"'))
-        made.append(name)
+        self.made.append(name)
         return name
 
-    yield make
-    with pg_engine.begin() as conn:
-        for name in made:
-            conn.exec_driver_sql(f'DROP OWNED BY "{name}"')
-            conn.exec_driver_sql(f'DROP ROLE "{name}"')
+    def engine(self, role: str) -> sa.Engine:
+        """An engine logging in as ``role``, the test's schema first on the search path."""
+        url = sa.make_url(self.pg_url).set(username=role)
+        return sa.create_engine(url.update_query_dict({"options": f"-csearch_path={self.schema}"}))
+
+    def drop(self) -> None:
+        with self.pg_engine.begin() as conn:
+            for name in self.made:
+                conn.exec_driver_sql(f'DROP OWNED BY "{name}"')
+                conn.exec_driver_sql(f'DROP ROLE "{name}"')
 
 
-def engine_as(pg_url: str, role: str, schema: str) -> sa.Engine:
-    url = sa.make_url(pg_url).set(username=role)
-    return sa.create_engine(url.update_query_dict({"options": f"-csearch_path={schema}"}))
+def listener_grants(schema: str) -> tuple[str, ...]:
+    """What a listener needs on existing sqlnotify tables: no CREATE anywhere."""
+    return (
+        f'GRANT USAGE ON SCHEMA "{schema}" TO {{role}}',
+        f'GRANT SELECT, DELETE ON "{schema}".sqlnotify_journal TO {{role}}',
+        f'GRANT SELECT, INSERT, UPDATE ON "{schema}".sqlnotify_consumers TO {{role}}',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}".sqlnotify_users TO {{role}}',
+    )
+
+
+@pytest.fixture
+def roles(pg_engine: sa.Engine, pg_url: str, schema: str) -> Iterator[Roles]:
+    """Creates roles for a test; drops them (and their grants) after."""
+    made = Roles(pg_engine, pg_url, schema)
+    yield made
+    made.drop()
 
 
 def test_long_transaction_elsewhere_delays_nothing(
-    pg_schema_engine: sa.Engine, table: sa.Table, watched: Watch, long_transaction: int
+    pg_schema_engine: sa.Engine,
+    table: sa.Table,
+    consumer: Callable[..., Watched],
+    long_transaction: int,
 ) -> None:
+    make = functools.partial(consumer, "c")
 
-    def make() -> tuple[Notifier, EventRecorder]:
-        n, rec = watched(
-            pg_schema_engine, table, options=dict(consumer="c"), start=False, durable=True
-        )
-        return n, rec
-
-    n1, rec1 = make()
-    n1.start()
+    n1, rec1 = make(start=True)
     insert(pg_schema_engine, table, [1, 2, 3])
     assert [e.id for e in rec1.wait_for(3, timeout=10)] == [1, 2, 3]
     n1.stop()
@@ -115,17 +134,15 @@ def test_commit_order_against_id_order_in_one_window(
 
 
 def test_forged_notifications_are_never_delivered_nor_hide_rows(
-    pg_url: str,
-    schema: str,
     pg_schema_engine: sa.Engine,
     table: sa.Table,
     watched: Watch,
-    make_role: Callable[..., str],
+    roles: Roles,
 ) -> None:
     n, rec = watched(pg_schema_engine, table, extra_columns=["note"], durable=True)
     channel = n.watches[0].channel
-    intruder = make_role()  # CONNECT (granted to PUBLIC) and nothing else
-    outsider = engine_as(pg_url, intruder, schema)
+    intruder = roles.create()  # CONNECT (granted to PUBLIC) and nothing else
+    outsider = roles.engine(intruder)
     try:
         with pg_schema_engine.connect() as real:
             tx = real.begin()
@@ -157,12 +174,11 @@ def test_forged_notifications_are_never_delivered_nor_hide_rows(
 
 
 def test_writer_with_only_dml_privileges_writes_a_durably_watched_table(
-    pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
     table: sa.Table,
     notifiers: list[Notifier],
-    make_role: Callable[..., str],
+    roles: Roles,
 ) -> None:
     n = Notifier(pg_schema_engine)
     for op in ("insert", "update", "delete"):
@@ -172,11 +188,11 @@ def test_writer_with_only_dml_privileges_writes_a_durably_watched_table(
     for op in ("insert", "update", "delete"):
         n.subscribe(table, op)(rec)
     n.start()
-    writer = make_role(
+    writer = roles.create(
         f'GRANT USAGE ON SCHEMA "{schema}" TO {{role}}',
         f'GRANT INSERT, UPDATE, DELETE ON "{schema}".item TO {{role}}',
     )
-    engine = engine_as(pg_url, writer, schema)
+    engine = roles.engine(writer)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("INSERT INTO item (id, note) VALUES (1, 'a')")
@@ -193,24 +209,18 @@ def test_writer_with_only_dml_privileges_writes_a_durably_watched_table(
 
 
 def test_listener_without_create_privilege_starts_on_existing_tables(
-    pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
     table: sa.Table,
     watched: Watch,
-    make_role: Callable[..., str],
+    roles: Roles,
 ) -> None:
     admin = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
     admin.install()
     admin.dialect.journal().ensure()
     admin.dialect.close()
-    listener = make_role(
-        f'GRANT USAGE ON SCHEMA "{schema}" TO {{role}}',
-        f'GRANT SELECT, DELETE ON "{schema}".sqlnotify_journal TO {{role}}',
-        f'GRANT SELECT, INSERT, UPDATE ON "{schema}".sqlnotify_consumers TO {{role}}',
-        f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}".sqlnotify_users TO {{role}}',
-    )
-    engine = engine_as(pg_url, listener, schema)
+    listener = roles.create(*listener_grants(schema))
+    engine = roles.engine(listener)
     try:
         with engine.connect() as conn:
             assert not conn.exec_driver_sql(
@@ -261,24 +271,18 @@ def test_positions_of_the_earlier_format_are_migrated(
 
 
 def test_old_format_is_refused_clearly_without_rights_to_migrate(
-    pg_url: str,
     schema: str,
     pg_schema_engine: sa.Engine,
     table: sa.Table,
-    make_role: Callable[..., str],
+    roles: Roles,
 ) -> None:
     with pg_schema_engine.begin() as conn:
         conn.exec_driver_sql(OLD_CONSUMERS)
     n0 = Notifier(pg_schema_engine).watch(table, "insert", durable=True)
     n0.install()
     n0.dialect.close()
-    role = make_role(
-        f'GRANT USAGE ON SCHEMA "{schema}" TO {{role}}',
-        f'GRANT SELECT, DELETE ON "{schema}".sqlnotify_journal TO {{role}}',
-        f'GRANT SELECT, INSERT, UPDATE ON "{schema}".sqlnotify_consumers TO {{role}}',
-        f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}".sqlnotify_users TO {{role}}',
-    )
-    engine = engine_as(pg_url, role, schema)
+    role = roles.create(*listener_grants(schema))
+    engine = roles.engine(role)
     n = Notifier(engine, consumer="old").watch(table, "insert", durable=True)
     try:
         with pytest.raises(SQLNotifyException, match="format of an earlier sqlnotify"):
