@@ -9,9 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
+from support.watching import durable_and_plain
 
 from sqlnotify import Notifier
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import wait_until
 
 WRITES = 10_000
 KILLS = 100
@@ -40,15 +41,7 @@ def test_nothing_durable_lost_across_100_kills(
     fast_reconnect: None,
     gaps: GapRecorder,
 ) -> None:
-    n = (
-        Notifier(pg_schema_engine)
-        .watch(table, "insert", durable=True)
-        .watch(table, "insert", channel_label="plain")
-    )
-    notifiers.append(n)
-    durable, plain = EventRecorder(), EventRecorder()
-    n.subscribe(table, "insert")(durable)
-    n.subscribe(table, "insert", channel_label="plain")(plain)
+    n, durable, plain = durable_and_plain(notifiers, pg_schema_engine, table)
     n.start()
     dsn = sa.make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, dsn, schema, str(WRITES)])

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.faults import insert
-from support.watching import Watch
+from support.watching import Watch, durable_and_plain
 
 from sqlnotify import Notifier, signals
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import wait_until
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -71,16 +71,7 @@ class Counter:
 def test_malformed_payloads_are_counted_never_fatal(
     pg_schema_engine: sa.Engine, table: sa.Table, notifiers: list[Notifier]
 ) -> None:
-    n = (
-        Notifier(pg_schema_engine)
-        .watch(table, "insert", durable=True)
-        .watch(table, "insert", channel_label="plain")
-    )
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert", channel_label="plain")(rec)
-    durable = EventRecorder()
-    n.subscribe(table, "insert")(durable)
+    n, durable, rec = durable_and_plain(notifiers, pg_schema_engine, table)
     dropped = Counter()
     signals.notification_dropped.connect(dropped, sender=n)
     n.start()

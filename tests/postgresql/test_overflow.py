@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,8 @@ from sqlnotify.testing import EventRecorder, wait_until
 # (character, its UTF-8 width): text made of them reaches an exact byte size.
 WIDE = [("é", 2), ("€", 3), ("😀", 4)]
 SIZES = [MAX_PAYLOAD, MAX_PAYLOAD + 1]  # 7999 fits, 8000 does not
+#: A watch whose large payloads go through the overflow table.
+STORED: dict[str, Any] = {"extra_columns": ["body"], "use_overflow_table": True}
 
 
 def make_table(engine: sa.Engine, schema: str) -> sa.Table:
@@ -187,17 +190,8 @@ def test_several_listeners_each_get_every_overflowed_event(
 
 def test_retention_prunes_by_itself(pg_engine: sa.Engine, schema: str, watched: Watch) -> None:
     table = make_table(pg_engine, schema)
-    rec = watched(
-        pg_engine,
-        table,
-        extra_columns=["body"],
-        use_overflow_table=True,
-        options={
-            "overflow_retention": 600,
-            "overflow_prune_interval": 0.1,
-            "overflow_prune_batch": 7,
-        },
-    ).events
+    options = {"overflow_retention": 600, "overflow_prune_interval": 0.1, "overflow_prune_batch": 7}
+    rec = watched(pg_engine, table, options=options, **STORED).events
     ovf = f'"{schema}"."{OVERFLOW_TABLE}"'
     with pg_engine.begin() as conn:
         conn.execute(table.insert().values(id=1, body="y" * 9000))
@@ -219,13 +213,8 @@ def test_short_retention_empties_the_table(
     pg_engine: sa.Engine, schema: str, watched: Watch
 ) -> None:
     table = make_table(pg_engine, schema)
-    rec = watched(
-        pg_engine,
-        table,
-        extra_columns=["body"],
-        use_overflow_table=True,
-        options={"overflow_retention": 1, "overflow_prune_interval": 0.2},
-    ).events
+    options = {"overflow_retention": 1, "overflow_prune_interval": 0.2}
+    rec = watched(pg_engine, table, options=options, **STORED).events
     with pg_engine.begin() as conn:
         conn.execute(table.insert(), [{"id": i, "body": "z" * 9000} for i in (1, 2)])
     rec.wait_for(2, timeout=10)

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -270,20 +271,30 @@ def proxy(pg_url: str) -> Any:
     p.close()
 
 
+@pytest.fixture
+def proxied(
+    pg_url: str, proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[sa.Engine]:
+    """An engine connecting through ``proxy``; the listener probes an idle connection often."""
+    monkeypatch.setattr(PostgresSource, "IDLE_PROBE_INTERVAL", 0.2)
+    monkeypatch.setattr(PostgresSource, "PROBE_TIMEOUT", 0.5)
+    engine = sa.create_engine(sa.make_url(pg_url).set(host="127.0.0.1", port=proxy.port))
+    yield engine
+    engine.dispose()
+
+
 def test_a_silent_dead_connection_is_noticed_by_the_liveness_probe(
     Item: Any,
-    pg_url: str,
     pg_engine: sa.Engine,
     schema: str,
     watched: Watch,
     fast_reconnect: None,
     proxy: FreezableProxy,
+    proxied: sa.Engine,
     monkeypatch: pytest.MonkeyPatch,
     caplog: Any,
 ) -> None:
-    monkeypatch.setattr(PostgresSource, "IDLE_PROBE_INTERVAL", 0.2)
-    monkeypatch.setattr(PostgresSource, "PROBE_TIMEOUT", 0.5)
-    engine = sa.create_engine(sa.make_url(pg_url).set(host="127.0.0.1", port=proxy.port))
+    engine = proxied
     n, rec = watched(engine, Item, start=False)
     with SignalLog(n) as log:
         n.start()
@@ -416,17 +427,15 @@ def test_asyncpg_async_engine_starts_and_receives(
 
 def test_stop_is_prompt_while_a_reconnect_hangs(
     Item: Any,
-    pg_url: str,
     notifiers: Any,
     fast_reconnect: None,
     proxy: FreezableProxy,
+    proxied: sa.Engine,
     monkeypatch: pytest.MonkeyPatch,
     caplog: Any,
 ) -> None:
-    monkeypatch.setattr(PostgresSource, "IDLE_PROBE_INTERVAL", 0.2)
-    monkeypatch.setattr(PostgresSource, "PROBE_TIMEOUT", 0.5)
     monkeypatch.setattr(PostgresSource, "CONNECT_TIMEOUT", 60.0)
-    engine = sa.create_engine(sa.make_url(pg_url).set(host="127.0.0.1", port=proxy.port))
+    engine = proxied
     n = make_notifier(notifiers, engine)
     n.watch(Item, "insert")
     n.start()

@@ -72,3 +72,23 @@ def watched(
     if start:
         notifier.start()
     return Watched(notifier, recorder)
+
+
+def durable_and_plain(
+    notifiers: list[Notifier], engine: Any, table: Any
+) -> tuple[Notifier, EventRecorder, EventRecorder]:
+    """A notifier (not started) with two inserts watches on ``table``: durable, and plain.
+
+    The plain one has the channel label ``plain``.  Returns the notifier and
+    the recorders of the durable watch and of the plain one.
+    """
+    notifier = (
+        Notifier(engine)
+        .watch(table, "insert", durable=True)
+        .watch(table, "insert", channel_label="plain")
+    )
+    notifiers.append(notifier)
+    durable, plain = EventRecorder(), EventRecorder()
+    notifier.subscribe(table, "insert")(durable)
+    notifier.subscribe(table, "insert", channel_label="plain")(plain)
+    return notifier, durable, plain
