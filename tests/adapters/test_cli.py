@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from support.cli import APP, TIMEOUT, Running, assert_one_line_error, cli_env, run
+from support.pg import triggers
 
 from sqlnotify import Notifier
 from sqlnotify.cli import main
@@ -28,16 +29,7 @@ def orders(pg_engine: sa.Engine, schema: str) -> str:
 
 
 def triggers_on(engine: sa.Engine, schema: str) -> set[str]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = :s AND NOT t.tgisinternal"
-            ),
-            {"s": schema},
-        )
-        return set(rows.scalars())
+    return set(triggers(engine, schema))
 
 
 def as_pasted(pg_url: str, scheme: str) -> str:

@@ -18,6 +18,23 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def benchmarks(
+    *args: str, timeout: float, check: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks ARGS`` from the repository root, this checkout first on the path."""
+    full_env = dict(os.environ, **env)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.postgresql
 @pytest.mark.timeout(300)  # the bound of the subprocess below
@@ -26,17 +43,8 @@ def test_every_case_runs_in_smoke_mode(tmp_path: Path, pg_url: str) -> None:
 
     out = tmp_path / "results.json"
     public_before = _public_relations(pg_url)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["SQLNOTIFY_TEST_POSTGRES_URL"] = pg_url
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = benchmarks(
+        "--smoke", "--json", str(out), timeout=300, SQLNOTIFY_TEST_POSTGRES_URL=pg_url
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -72,26 +80,8 @@ def _public_relations(pg_url: str) -> set[tuple[int, str]]:
 
 
 def test_only_filter_and_list(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    listing = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--list"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    listing = benchmarks("--list", timeout=60, check=True)
     assert "pg_throughput" in listing.stdout
-    unknown = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "no_such_case"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    unknown = benchmarks("--only", "no_such_case", timeout=60)
     assert unknown.returncode == 2
     assert "no case matches" in unknown.stderr

@@ -273,9 +273,10 @@ def proxy(pg_url: str) -> Any:
 
 @pytest.fixture
 def proxied(
-    pg_url: str, proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch, fast_reconnect: None
 ) -> Iterator[sa.Engine]:
-    """An engine connecting through ``proxy``; the listener probes an idle connection often."""
+    """An engine connecting through ``proxy``; the listener probes an idle connection often
+    and reconnects soon."""
     monkeypatch.setattr(PostgresSource, "IDLE_PROBE_INTERVAL", 0.2)
     monkeypatch.setattr(PostgresSource, "PROBE_TIMEOUT", 0.5)
     engine = sa.create_engine(sa.make_url(pg_url).set(host="127.0.0.1", port=proxy.port))
@@ -288,7 +289,6 @@ def test_a_silent_dead_connection_is_noticed_by_the_liveness_probe(
     pg_engine: sa.Engine,
     schema: str,
     watched: Watch,
-    fast_reconnect: None,
     proxy: FreezableProxy,
     proxied: sa.Engine,
     monkeypatch: pytest.MonkeyPatch,
@@ -428,7 +428,6 @@ def test_asyncpg_async_engine_starts_and_receives(
 def test_stop_is_prompt_while_a_reconnect_hangs(
     Item: Any,
     notifiers: Any,
-    fast_reconnect: None,
     proxy: FreezableProxy,
     proxied: sa.Engine,
     monkeypatch: pytest.MonkeyPatch,

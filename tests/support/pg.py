@@ -65,28 +65,29 @@ def scalar(engine: sa.Engine, sql: str, params: Any = None) -> Any:
         return conn.execute(sa.text(sql), params or {}).scalar()
 
 
+def names(engine: sa.Engine, sql: str, params: Any = None) -> list[str]:
+    """The first column of a query's rows."""
+    with engine.connect() as conn:
+        return [str(name) for name in conn.execute(sa.text(sql), params or {}).scalars()]
+
+
 def sqlnotify_functions(engine: sa.Engine, schema: str) -> list[str]:
     """Names of the sqlnotify trigger functions in ``schema``."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-                " WHERE n.nspname = :s AND p.proname LIKE 'sqlnotify%' ORDER BY 1"
-            ),
-            {"s": schema},
-        )
-        return [r[0] for r in rows]
+    return names(
+        engine,
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = :s AND p.proname LIKE 'sqlnotify%' ORDER BY 1",
+        {"s": schema},
+    )
 
 
-def triggers(engine: sa.Engine, schema: str, table: str) -> list[str]:
-    """Names of the user-visible triggers on one table."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = :s AND c.relname = :t AND NOT t.tgisinternal ORDER BY 1"
-            ),
-            {"s": schema, "t": table},
-        )
-        return [r[0] for r in rows]
+def triggers(engine: sa.Engine, schema: str, table: str | None = None) -> list[str]:
+    """Names of the user-visible triggers on one table of ``schema`` (``None``: on all)."""
+    sql = (
+        "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = :s AND NOT t.tgisinternal"
+    )
+    if table is not None:
+        sql += " AND c.relname = :t"
+    return names(engine, sql + " ORDER BY 1", {"s": schema, "t": table})
