@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from support.cli import APP, Running, assert_one_line_error, cli, cli_env, run
+from support.sqlite import file_engine
 
 from sqlnotify.testing import wait_until
 
@@ -19,10 +20,9 @@ pytestmark = pytest.mark.sqlite
 
 @pytest.fixture
 def items_db(sqlite_path: str) -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE items (id INTEGER PRIMARY KEY, item TEXT, qty INTEGER)")
-    return engine
+    return file_engine(
+        sqlite_path, "CREATE TABLE items (id INTEGER PRIMARY KEY, item TEXT, qty INTEGER)"
+    )
 
 
 def test_listen_on_sqlite_stops_on_ctrl_c(sqlite_path: str, items_db: sa.Engine) -> None:

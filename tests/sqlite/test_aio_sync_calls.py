@@ -7,25 +7,20 @@ import warnings
 
 import pytest
 import sqlalchemy as sa
+from support.sqlite import file_engine, trigger_names
 
 from sqlnotify import Notifier
 
 
 @pytest.fixture
 def engine(sqlite_path: str) -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    engine = file_engine(sqlite_path, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
     yield engine
     engine.dispose()
 
 
 def sqlnotify_triggers(engine: sa.Engine) -> list[str]:
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'sqlnotify%'"
-        )
-        return [r[0] for r in rows]
+    return trigger_names(engine, "sqlnotify%")
 
 
 def test_acleanup_removes_the_triggers_off_the_loop(engine: sa.Engine) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from support.sqlite import file_engine
+from support.sqlite import file_engine, trigger_names
 
 from sqlnotify import Notifier, SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
@@ -17,22 +17,16 @@ TIMEOUT = 10.0
 
 @pytest.fixture
 def engine(sqlite_path: str) -> Iterator[sa.Engine]:
-    engine = file_engine(sqlite_path)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE orders (id INTEGER PRIMARY KEY, email TEXT DEFAULT 'a@x',"
-            " total INTEGER DEFAULT 7, status TEXT DEFAULT 'new')"
-        )
+    engine = file_engine(
+        sqlite_path,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, email TEXT DEFAULT 'a@x',"
+        " total INTEGER DEFAULT 7, status TEXT DEFAULT 'new')",
+    )
     yield engine
     engine.dispose()
 
 
-def triggers(engine: sa.Engine) -> list[str]:
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
-        )
-        return [r[0] for r in rows]
+triggers = trigger_names
 
 
 def app(

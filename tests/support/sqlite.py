@@ -13,9 +13,24 @@ import sqlalchemy as sa
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def file_engine(path: str, **kwargs: object) -> sa.Engine:
-    """An engine on an SQLite file, dropped connections closed at dispose."""
-    return sa.create_engine(f"sqlite:///{path}", **kwargs)  # type: ignore[arg-type]
+def file_engine(path: str, *ddl: str, **kwargs: object) -> sa.Engine:
+    """An engine on an SQLite file, after running the ``ddl`` statements in it."""
+    engine = sa.create_engine(f"sqlite:///{path}", **kwargs)  # type: ignore[arg-type]
+    if ddl:
+        with engine.begin() as conn:
+            for statement in ddl:
+                conn.exec_driver_sql(statement)
+    return engine
+
+
+def trigger_names(engine: sa.Engine, like: str = "%") -> list[str]:
+    """The names of the triggers in the database (those ``LIKE`` the pattern), sorted."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE ? ORDER BY name",
+            (like,),
+        )
+        return [r[0] for r in rows]
 
 
 def python(code: str, *args: str) -> subprocess.Popen[str]:
