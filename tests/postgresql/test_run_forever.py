@@ -49,22 +49,27 @@ def script_url(pg_url: str, schema: str, pg_engine: sa.Engine) -> Iterator[str]:
     )
 
 
+def one_row_then_signal(proc: Proc, engine: sa.Engine, insert: str, line: str, signum: int) -> int:
+    """Once ``proc`` listens, insert a row and wait for ``line`` (``{id}``: the row's id);
+    then send ``signum`` and return the exit code.  The process is killed if still running."""
+    try:
+        proc.expect("listening")
+        with engine.begin() as conn:
+            row_id = conn.exec_driver_sql(insert).scalar_one()
+        proc.expect(line.format(id=row_id))
+        proc.popen.send_signal(signum)
+        return proc.wait(30)
+    finally:
+        proc.kill()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_run_forever_delivers_until_a_signal_then_exits_cleanly(
     script_url: str, schema: str, pg_engine: sa.Engine, signum: int
 ) -> None:
     proc = Proc.python("-c", SCRIPT, script_url, env=child_env())
-    try:
-        proc.expect("listening")
-        with pg_engine.begin() as conn:
-            new_id = conn.exec_driver_sql(
-                f'INSERT INTO "{schema}".jobs DEFAULT VALUES RETURNING id'
-            ).scalar_one()
-        proc.expect(f"event {new_id}")
-        proc.popen.send_signal(signum)
-        code = proc.wait(30)
-    finally:
-        proc.kill()
+    insert = f'INSERT INTO "{schema}".jobs DEFAULT VALUES RETURNING id'
+    code = one_row_then_signal(proc, pg_engine, insert, "event {id}", signum)
     assert code == 0, proc.output
     assert f"returned {int(signum)} running False" in proc.lines, proc.output
     assert "restored True" in proc.lines, proc.output
@@ -77,17 +82,8 @@ def test_the_worker_example_runs_until_sigterm(
     url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
     env = child_env(DATABASE_URL=url.render_as_string(hide_password=False))
     proc = Proc.python(os.path.join(ROOT, "examples", "worker.py"), env=env)
-    try:
-        proc.expect("listening")
-        with pg_engine.begin() as conn:
-            job = conn.exec_driver_sql(
-                f"INSERT INTO \"{schema}\".worker_jobs (kind) VALUES ('resize') RETURNING id"
-            ).scalar_one()
-        proc.expect(f"job {job}: resize")
-        proc.popen.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
-    finally:
-        proc.kill()
+    insert = f"INSERT INTO \"{schema}\".worker_jobs (kind) VALUES ('resize') RETURNING id"
+    code = one_row_then_signal(proc, pg_engine, insert, "job {id}: resize", signal.SIGTERM)
     assert code == 0, proc.output
     assert proc.lines[-1] == "stopped by SIGTERM", proc.output
     assert "sqlnotify: sqlnotify stopped" in proc.lines
