@@ -68,11 +68,7 @@ def test_a_model_saved_through_the_orm_reaches_the_receiver(pg_url: str, schema:
     url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
     env = child_env(DATABASE_URL=url.render_as_string(hide_password=False))
     env["PYTHONPATH"] = os.pathsep.join([PROJECT, env["PYTHONPATH"]])
-    proc = Proc.python("-c", SCRIPT, env=env, cwd=PROJECT)
-    try:
-        code = proc.wait(90)
-    finally:
-        proc.kill()
+    proc, code = Proc.run("-c", SCRIPT, env=env, cwd=PROJECT, timeout=90)
     assert code == 0, proc.output
     assert "before wsgi running False" in proc.lines, proc.output
     assert "after wsgi running True" in proc.lines, proc.output

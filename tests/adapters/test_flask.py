@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from support.procs import ROOT, Proc, child_env
+from support.watching import make_table
 
 from sqlnotify import Notifier, SQLNotifyConfigurationError
 from sqlnotify.adapters.flask import SQLNotify, is_reloader_parent
@@ -68,13 +69,7 @@ def test_a_request_writes_a_row_and_the_receiver_sees_it(
 def test_given_engine_blinker_receivers_and_explicit_start(
     pg_schema_engine: sa.Engine, notifiers: list[Notifier]
 ) -> None:
-    table = sa.Table(
-        "notes",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("text", sa.Text),
-    )
-    table.metadata.create_all(pg_schema_engine)
+    table = make_table(pg_schema_engine, name="notes", columns=("text",))
     app = Flask("explicit")
     app.config.update(SQLNOTIFY_AUTOSTART=False, SQLNOTIFY_STOP_AT_EXIT=False)
     ext = SQLNotify(app, engine=pg_schema_engine)
@@ -143,11 +138,7 @@ def test_the_notifier_stops_at_interpreter_exit(schema_url: str) -> None:
         print("running", flask_app.sqlnotify.get_notifier(app).is_running, flush=True)
         """
     )
-    proc = Proc.python("-c", script, schema_url, env=child_env(), cwd=ROOT)
-    try:
-        code = proc.wait(60)
-    finally:
-        proc.kill()
+    proc, code = Proc.run("-c", script, schema_url, env=child_env(), cwd=ROOT)
     assert code == 0, proc.output
     assert "running True" in proc.lines, proc.output
     assert proc.lines.index("sqlnotify stopped") > proc.lines.index("running True")

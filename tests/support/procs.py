@@ -44,6 +44,20 @@ class Proc:
     def python(cls, *args: str, env: dict[str, str], cwd: str | None = None) -> Proc:
         return cls([sys.executable, *args], env, cwd)
 
+    @classmethod
+    def run(
+        cls, *args: str, env: dict[str, str], cwd: str | None = None, timeout: float = 60.0
+    ) -> tuple[Proc, int]:
+        """Run a child Python to its end (killed if still running after ``timeout``).
+
+        Returns the process, whose output is in ``lines``, and its exit code.
+        """
+        proc = cls.python(*args, env=env, cwd=cwd)
+        try:
+            return proc, proc.wait(timeout)
+        finally:
+            proc.kill()
+
     def _read(self) -> None:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
