@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from support.sqlite import file_engine
+from support.watching import watched
 
 from sqlnotify import Notifier, Operation
 from sqlnotify.testing import EventRecorder
@@ -86,21 +87,21 @@ VALUES: dict[str, Any] = {
 
 
 def record_all(engine: sa.Engine, table: sa.Table, notifiers: list[Notifier]) -> EventRecorder:
-    n = Notifier(engine)
-    notifiers.append(n)
-    rec = EventRecorder()
-    for op in Operation:
-        n.watch(table, op, extra_columns=COLUMNS)
-        n.subscribe(table, op)(rec)
-    n.start()
-    return rec
+    return watched(notifiers, engine, table, *Operation, extra_columns=COLUMNS).events
 
 
-def roundtrip(engine: sa.Engine, notifiers: list[Notifier]) -> tuple[dict[str, Any], ...]:
+def typed_and_recorded(
+    engine: sa.Engine, notifiers: list[Notifier]
+) -> tuple[sa.Table, EventRecorder]:
+    """The typed table, created, and a started notifier recording all its changes."""
     metadata = sa.MetaData()
     table = typed_table(metadata)
     metadata.create_all(engine)
-    rec = record_all(engine, table, notifiers)
+    return table, record_all(engine, table, notifiers)
+
+
+def roundtrip(engine: sa.Engine, notifiers: list[Notifier]) -> tuple[dict[str, Any], ...]:
+    table, rec = typed_and_recorded(engine, notifiers)
     with engine.begin() as conn:
         conn.execute(table.insert().values(VALUES))
         stored = conn.execute(sa.select(table)).mappings().one()
@@ -148,10 +149,7 @@ def test_same_types_as_postgresql(
 
 def test_custom_notify_values(sqlite_path: str, notifiers: list[Notifier]) -> None:
     engine = file_engine(sqlite_path)
-    metadata = sa.MetaData()
-    table = typed_table(metadata)
-    metadata.create_all(engine)
-    rec = record_all(engine, table, notifiers)
+    table, rec = typed_and_recorded(engine, notifiers)
     notifiers[0].notify(table, "insert", VALUES)
     event = rec.wait_for(1)[0]
     assert event.custom
@@ -162,10 +160,7 @@ def test_custom_notify_values(sqlite_path: str, notifiers: list[Notifier]) -> No
 def test_odd_values_never_fail_the_write(sqlite_path: str, notifiers: list[Notifier]) -> None:
     """SQLite lets any column hold any type; the trigger copes with each."""
     engine = file_engine(sqlite_path)
-    metadata = sa.MetaData()
-    table = typed_table(metadata)
-    metadata.create_all(engine)
-    rec = record_all(engine, table, notifiers)
+    _, rec = typed_and_recorded(engine, notifiers)
     with closing(sqlite3.connect(sqlite_path)) as conn, conn:
         conn.execute(
             "INSERT INTO typed (id, name, ratio, price, doc, big, blob)"

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from sqlnotify import Notifier
+from sqlnotify import Notifier, Operation
 from sqlnotify.testing import EventRecorder
 
 
@@ -49,7 +49,7 @@ def watched(
     notifiers: list[Notifier],
     engine: Any,
     table: Any,
-    *operations: str,
+    *operations: str | Operation,
     options: Mapping[str, Any] | None = None,
     start: bool = True,
     record: bool = True,
