@@ -118,12 +118,18 @@ def test_changed_spec_is_a_trigger_of_its_own(
     assert len(triggers(pg_engine, schema, "orders")) == 2  # the old spec's stays
 
 
+def installed_with_total(notifiers: list[Notifier], engine: sa.Engine, model: Any) -> Notifier:
+    """A notifier that installed its INSERT trigger on ``model`` with ``total``, not started."""
+    old = make_notifier(notifiers, engine)
+    old.watch(model, "insert", extra_columns=["total"])
+    old.install()
+    return old
+
+
 def test_changed_model_is_replaced_with_revoke(
     Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, watched: Watch
 ) -> None:
-    old = make_notifier(notifiers, pg_engine)
-    old.watch(Base.Order, "insert", extra_columns=["total"])
-    old.install()
+    old = installed_with_total(notifiers, pg_engine, Base.Order)
     before = old.install_states[0].watch
     table = _retyped_orders(pg_engine, schema)
     new, rec = watched(
@@ -140,9 +146,7 @@ def test_changed_model_is_replaced_with_revoke(
 def test_changed_model_is_left_outdated_without_revoke(
     Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, caplog: Any
 ) -> None:
-    old = make_notifier(notifiers, pg_engine)
-    old.watch(Base.Order, "insert", extra_columns=["total"])
-    old.install()
+    installed_with_total(notifiers, pg_engine, Base.Order)
     before = function_xmins(pg_engine, schema)
     table = _retyped_orders(pg_engine, schema)
     keep = make_notifier(notifiers, pg_engine, revoke_on_model_change=False)
@@ -180,11 +184,17 @@ def _user_objects(engine: sa.Engine, schema: str) -> None:
     )
 
 
-def test_cleanup_on_start_removes_only_sqlnotify_objects(
-    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
-) -> None:
-    Order = Base.Order
+@pytest.fixture
+def user_orders(Base: Any, pg_engine: sa.Engine, schema: str) -> Any:
+    """The ``Order`` model, its table also holding a trigger and a function of the user's."""
     _user_objects(pg_engine, schema)
+    return Base.Order
+
+
+def test_cleanup_on_start_removes_only_sqlnotify_objects(
+    user_orders: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+) -> None:
+    Order = user_orders
     old = make_notifier(notifiers, pg_engine)
     old.watch(Order, "delete")
     old.watch(Order, "update", channel_label="old-label")
@@ -211,10 +221,9 @@ def test_cleanup_on_start_removes_only_sqlnotify_objects(
 
 
 def test_cleanup_and_uninstall(
-    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+    user_orders: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
 ) -> None:
-    Order = Base.Order
-    _user_objects(pg_engine, schema)
+    Order = user_orders
     n = make_notifier(notifiers, pg_engine)
     n.watch(Order, "insert").watch(Order, "update")
     n.install()
@@ -232,12 +241,10 @@ def test_cleanup_and_uninstall(
 
 
 def test_stop_with_cleanup_removes_triggers(
-    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any
+    Base: Any, pg_engine: sa.Engine, schema: str, notifiers: Any, watched: Watch
 ) -> None:
     Order = Base.Order
-    n = make_notifier(notifiers, pg_engine)
-    n.watch(Order, "insert")
-    n.start()
+    n = watched(pg_engine, Order, record=False).notifier
     n.stop(cleanup=True)
     assert triggers(pg_engine, schema, "orders") == []
     assert sqlnotify_functions(pg_engine, schema) == []
