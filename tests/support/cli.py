@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from support.procs import next_line
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
 
@@ -83,13 +85,11 @@ class Running:
     def wait_stderr(self, fragment: str, timeout: float = TIMEOUT) -> str:
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = self.stderr.get(timeout=max(remaining, 0.01))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no {fragment!r} on stderr within {timeout}s: {self.err_lines}"
-                ) from None
+            line = next_line(
+                self.stderr,
+                deadline,
+                lambda: f"no {fragment!r} on stderr within {timeout}s: {self.err_lines}",
+            )
             self.err_lines.append(line)
             if fragment in line:
                 return line
@@ -98,10 +98,7 @@ class Running:
         deadline = time.monotonic() + timeout
         out = []
         while len(out) < count:
-            try:
-                line = self.stdout.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"expected {count} lines, got {out}") from None
+            line = next_line(self.stdout, deadline, lambda: f"expected {count} lines, got {out}")
             out.append(json.loads(line))
         return out
 

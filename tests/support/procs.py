@@ -8,7 +8,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -21,6 +22,17 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
+
+
+def next_line(lines: Any, deadline: float, failure: Callable[[], str]) -> Any:
+    """The next item of the queue ``lines``, waiting until ``deadline`` (``time.monotonic()``).
+
+    Raises ``AssertionError(failure())`` when none came by then.
+    """
+    try:
+        return lines.get(timeout=max(deadline - time.monotonic(), 0.001))
+    except queue.Empty:
+        raise AssertionError(failure()) from None
 
 
 class Proc:
@@ -71,14 +83,14 @@ class Proc:
             return found[count - 1]
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = self._queue.get(timeout=max(remaining, 0.001))
-            except queue.Empty:
-                raise AssertionError(
+            line = next_line(
+                self._queue,
+                deadline,
+                lambda: (
                     f"no output line with {text!r} within {timeout:g}s; output so far:\n"
                     + self.output
-                ) from None
+                ),
+            )
             if line is None:
                 raise AssertionError(
                     f"the process exited ({self.popen.poll()}) before printing {text!r}:\n"
