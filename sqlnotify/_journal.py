@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from .dialects.base import Notification
+from ._payload import Notification
 
 __all__ = [
     "Fetch",

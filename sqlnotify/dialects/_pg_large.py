@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from .._names import pyformat_safe, qualified, quote_ident, quote_literal
+from .._names import pyformat_safe, qualified, quote_ident, quote_literal, run_sql
 from .._types import pg_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError
 from ._pg_ownership import brief_read, is_lock_timeout
-from .base import run_sql
 
-__all__ = ["OVERFLOW_TABLE", "OverflowStore", "pairs", "positive"]
+__all__ = ["OVERFLOW_TABLE", "PgOverflow", "pairs", "positive"]
 
 #: Name of the overflow table, created in the watched table's schema.
 OVERFLOW_TABLE = "sqlnotify_overflow"
@@ -88,7 +87,7 @@ def pairs(watch: Watch, columns: Sequence[str], ref: str) -> str:
     )
 
 
-def positive(options: dict[str, Any], name: str, default: float) -> float:
+def positive(options: Mapping[str, Any], name: str, default: float) -> float:
     """A positive number from the notifier's dialect options."""
     value = options.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -99,8 +98,10 @@ def positive(options: dict[str, Any], name: str, default: float) -> float:
     return float(value)
 
 
-class OverflowStore:
+class PgOverflow:
     """The overflow tables of one database, and re-reads of rows sent by key.
+
+    The dialect's :class:`~sqlnotify.dialects.base.OverflowStore`.
 
     Thread-safe: the dispatcher thread fetches and re-reads, the maintenance
     thread prunes, application threads store custom payloads.
@@ -111,8 +112,24 @@ class OverflowStore:
     #: Most rows one re-read query asks for.
     REREAD_CHUNK = 500
 
-    def __init__(self, engine: sa.Engine, *, marker: str, lock_key: int, version: int) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        marker: str,
+        lock_key: int,
+        version: int,
+        retention: float | None,
+        prune_interval: float | None,
+        prune_batch: int,
+    ) -> None:
         self.engine = engine
+        #: Seconds a stored payload stays.
+        self.retention = retention
+        #: Seconds between two prunes.
+        self.prune_interval = prune_interval
+        #: Most rows one bounded DELETE of the prune removes.
+        self.prune_batch = prune_batch
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._marker = marker
         self._lock_key = lock_key
@@ -203,11 +220,16 @@ class OverflowStore:
                         break
         return deleted
 
-    def reread(self, watch: Watch, table: str, keys: Sequence[Sequence[Any]]) -> list[str]:
-        """Re-read rows of ``table`` by raw key values; each found row as the trigger's JSON.
+    def has_tables(self, schemas: set[str | None]) -> bool:
+        """Whether any of ``schemas`` has an overflow table (known since install looked)."""
+        return bool(schemas & self.ready)
+
+    def reread(self, watch: Watch, keys: Sequence[Sequence[Any]]) -> list[str]:
+        """Re-read rows of the watched table by raw key values; each as the trigger's JSON.
 
         One query per :attr:`REREAD_CHUNK` keys.
         """
+        table = qualified(watch.effective_schema, watch.table)
         width = len(watch.primary_keys)
         row = pairs(watch, watch.payload_columns, "t.")
         key_columns = ", ".join("t." + quote_ident(k) for k in watch.primary_keys)

@@ -19,9 +19,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from .._names import digest, qualified
+from .._names import digest, qualified, run_sql
 from .._ownership import LIVE_WINDOW, Policy, lock_timeout_error, retry_locked
-from .base import run_sql
 
 __all__ = [
     "REGISTRY_TABLE",

@@ -66,6 +66,9 @@ class SQLiteSource(Source):
     The class attributes tune the waiting; tests and benchmarks may change them.
     """
 
+    #: The change log's reader (its position survives reconnects).
+    reader: JournalReader
+
     #: First pause of the polling fallback after activity; it doubles up to
     #: the ``sqlite_poll_interval`` option while nothing happens.
     MIN_POLL = 0.001
@@ -83,7 +86,7 @@ class SQLiteSource(Source):
         self._log = dialect.log
         self._error = dialect.driver.Error
         self._operational = dialect.driver.OperationalError
-        settings = dialect.settings
+        settings = dialect.config
         self._retention = settings.retention
         self._prune_every = min(60.0, max(0.05, settings.retention / 4))
         self._next_prune = time.monotonic() + min(1.0, self._prune_every)

@@ -13,13 +13,13 @@ import json
 import os
 import select
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from .._listener import stop_requested
 from .._names import digest, qualified, quote_ident, quote_literal
 from .._ownership import Policy
 from .._watch import Watch, WatchRequest
@@ -29,10 +29,18 @@ from ..exceptions import (
 )
 from . import missing_driver_error
 from ._pg_install import PgInstaller
-from ._pg_large import OverflowStore, pairs, positive
+from ._pg_large import PgOverflow, pairs, positive
 from ._pg_ownership import LockedRunner, brief_read, channel_lock, is_lock_timeout
 from ._pg_probe import probe
-from .base import Dialect, InstallState, RawNotification, Source, SourceDisconnected
+from .base import (
+    Capabilities,
+    Dialect,
+    InstallState,
+    RawNotification,
+    Settings,
+    Source,
+    SourceDisconnected,
+)
 from .postgresql_journal import JOURNAL_TABLE, PostgresJournal, journal_ddl, journal_insert_sql
 
 __all__ = ["PostgresDialect", "PostgresSource", "listener_dsn"]
@@ -273,29 +281,34 @@ def _is_psycopg2(engine: sa.Engine) -> bool:
 class PostgresDialect(Dialect):
     """PostgreSQL 11 and later (``EXECUTE FUNCTION``), through psycopg2."""
 
-    name = "postgresql"
-    max_payload = MAX_PAYLOAD
-    wake_payload = WAKE_PAYLOAD
-
-    #: The keyword options a PostgreSQL notifier accepts (see :meth:`__init__`).
-    OPTIONS = frozenset(
-        {
-            "listener_connect_args",
-            "pg_journal_per_statement",
-            "overflow_retention",
-            "overflow_prune_interval",
-            "overflow_prune_batch",
-        }
+    #: What PostgreSQL can do; ``options`` are the keyword options a
+    #: PostgreSQL notifier accepts (see :meth:`__init__`).
+    capabilities = Capabilities(
+        name="postgresql",
+        options=frozenset(
+            {
+                "listener_connect_args",
+                "pg_journal_per_statement",
+                "overflow_retention",
+                "overflow_prune_interval",
+                "overflow_prune_batch",
+            }
+        ),
+        max_payload=MAX_PAYLOAD,
+        wake_payload=WAKE_PAYLOAD,
+        durable=True,
     )
 
-    def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
-        """:param options: ``listener_connect_args``: libpq keywords for sqlnotify's
-        own connections, on top of what the engine's URL says."""
-        unknown = sorted(set(options) - self.OPTIONS)
+    def __init__(self, engine: sa.Engine, log: Any, settings: Settings) -> None:
+        """:param settings: its ``options`` may hold ``listener_connect_args``: libpq
+        keywords for sqlnotify's own connections, on top of what the engine's URL says."""
+        options = settings.options
+        valid = self.capabilities.options
+        unknown = sorted(set(options) - valid)
         if unknown:
             raise SQLNotifyConfigurationError(
                 f"unknown option {unknown[0]!r} for a PostgreSQL notifier; valid options:"
-                f" {', '.join(sorted(self.OPTIONS))}"
+                f" {', '.join(sorted(valid))}"
             )
         self.user_engine = engine
         self.dsn = listener_dsn(engine.url, options.get("listener_connect_args"))
@@ -316,17 +329,23 @@ class PostgresDialect(Dialect):
             self._own_engine: sa.Engine | None = engine
         else:
             self._own_engine = None
-        super().__init__(engine, log, options)
+        super().__init__(engine, log, settings)
         self._schema: str | None = None
-        self.overflow_retention = positive(options, "overflow_retention", 3600.0)
-        self.overflow_prune_interval = positive(options, "overflow_prune_interval", 60.0)
-        self.overflow_prune_batch = int(positive(options, "overflow_prune_batch", 500))
         #: The overflow table and re-reads of large rows.
-        self.overflow = OverflowStore(
-            self.engine, marker=MARKER, lock_key=INSTALL_LOCK_KEY, version=FORMAT_VERSION
+        self.overflow: PgOverflow = PgOverflow(
+            self.engine,
+            marker=MARKER,
+            lock_key=INSTALL_LOCK_KEY,
+            version=FORMAT_VERSION,
+            retention=positive(options, "overflow_retention", 3600.0),
+            prune_interval=positive(options, "overflow_prune_interval", 60.0),
+            prune_batch=int(positive(options, "overflow_prune_batch", 500)),
         )
         #: Schema of the journal tables (``None``: the default schema).
-        self.journal_schema: str | None = None
+        self.journal_schema: str | None = settings.journal_schema
+        #: ``(key, consumer name)`` of the session lock the listener holds for a
+        #: named consumer of durable watches (set by the journal's ``acquire``).
+        self.consumer_lock: tuple[int, str] | None = None
         per_statement = options.get("pg_journal_per_statement", False)
         if not isinstance(per_statement, bool):
             raise SQLNotifyConfigurationError(
@@ -428,32 +447,6 @@ class PostgresDialect(Dialect):
             template = ROW_BODY
         return template.format(**body_args)
 
-    # -- large payloads -------------------------------------------------------
-    def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
-        return self.overflow.send(schema, channel, payload)
-
-    def has_overflow(self, schemas: set[str | None]) -> bool:
-        # Known since install() looked (no query: start() is waiting).
-        return bool(schemas & self.overflow.ready)
-
-    def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-        return self.overflow.fetch(schema, ids)
-
-    def prune_overflow(self, schemas: Sequence[str | None], retention: float, limit: int) -> int:
-        return self.overflow.prune(schemas, retention, limit)
-
-    def reread(self, watch: Watch, keys: Sequence[Sequence[Any]]) -> list[str]:
-        return self.overflow.reread(watch, self.table_ref(watch), keys)
-
-    def overflow_tables(self) -> list[dict[str, Any]]:
-        """Every sqlnotify overflow table, with how many payloads it stores."""
-        return self.overflow.tables()
-
-    def queue_usage(self) -> float:
-        """The fraction of the server's notification queue in use (0 to 1)."""
-        with self.engine.connect() as conn:
-            return float(conn.exec_driver_sql("SELECT pg_notification_queue_usage()").scalar_one())
-
     def trigger_sql(self, watch: Watch) -> str:
         when = ""
         if watch.trigger_columns:
@@ -510,8 +503,15 @@ class PostgresDialect(Dialect):
     def journal(self) -> PostgresJournal:
         """The journal store durable watches use (one connection, opened lazily)."""
         if self._journal is None:
-            self._journal = PostgresJournal(self.dsn, self.journal_schema_name())
+            self._journal = PostgresJournal(
+                self.dsn, self.journal_schema_name(), on_acquire=self._set_consumer_lock
+            )
         return self._journal
+
+    def _set_consumer_lock(self, key: int, consumer: str) -> None:
+        # Taken by the listener's own session, so it lives exactly as long as
+        # the connection that reads for the consumer.
+        self.consumer_lock = (key, consumer)
 
     def check_names(self, watch: Watch) -> None:
         """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes) or rejects."""
@@ -669,18 +669,23 @@ class PostgresDialect(Dialect):
         with self.engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
-    def open_source(self, channels: Sequence[str]) -> Source:
+    def open_source(
+        self, channels: Sequence[str], *, stop: threading.Event, position: Any = None
+    ) -> Source:
         return PostgresSource(
             self.dsn,
             channels,
+            stop=stop,
             log=self.log,
             lock=self.consumer_lock,
             channel_locks=[channel_lock(c) for c in channels],
         )
 
-    #: ``(key, consumer name)`` of the session lock the listener holds for a
-    #: named consumer of durable watches; ``None`` without one.
-    consumer_lock: tuple[int, str] | None = None
+    def inspect(self, timeout: float) -> dict[str, Any]:
+        """The notification queue's usage and the overflow tables."""
+        with self.engine.connect() as conn:
+            usage = conn.exec_driver_sql("SELECT pg_notification_queue_usage()").scalar_one()
+        return {"notification_queue_usage": float(usage), "overflow_tables": self.overflow.tables()}
 
     def server_queue_usage(self, timeout: float) -> float | None:
         """``pg_notification_queue_usage()`` read on a new connection; ``None`` on failure."""
@@ -750,6 +755,7 @@ class PostgresSource(Source):
         *,
         log: Any = None,
         lock: tuple[int, str] | None = None,
+        stop: threading.Event,
         channel_locks: Sequence[tuple[int, int]] = (),
     ) -> None:
         import psycopg2
@@ -757,6 +763,7 @@ class PostgresSource(Source):
 
         self._ext = ext
         self._log = log
+        self._stop = stop
         #: Server notification queue usage (0..1) at the last check, or ``None``.
         self.queue_usage: float | None = None
         self._queue_warned = 0.0
@@ -815,9 +822,8 @@ class PostgresSource(Source):
         self._data_poller.register(self._fd, select.POLLIN)
         self.backend_pid: int = conn.info.backend_pid
 
-    @staticmethod
-    def _check_stop() -> None:
-        if stop_requested():
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
             raise SQLNotifyListenerError("the listener is stopping")
 
     def _complete(self, deadline: float) -> None:

@@ -316,7 +316,13 @@ class PostgresJournal:
     #: scans its window a few times, not once per read.
     PAGE = 50_000
 
-    def __init__(self, dsn: dict[str, Any], schema: str | None) -> None:
+    def __init__(
+        self,
+        dsn: dict[str, Any],
+        schema: str | None,
+        on_acquire: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self._on_acquire = on_acquire
         self.dsn = dict(dsn)
         self.dsn["connect_timeout"] = str(self.CONNECT_TIMEOUT)
         self.dsn.setdefault("tcp_user_timeout", "15000")
@@ -419,19 +425,28 @@ class PostgresJournal:
     def consumer_lock_key(self, consumer: str) -> int:
         return int(digest(CONSUMER_LOCK_SALT + (self.schema or "") + "." + consumer, 15), 16)
 
+    def acquire(self, consumer: str) -> None:
+        """Have the listener's session take the consumer's lock (see ``on_acquire``).
+
+        The lock is a session advisory lock taken when the listener connects,
+        so it is held exactly while a connection reads for the consumer.
+        """
+        if self._on_acquire is not None:
+            self._on_acquire(self.consumer_lock_key(consumer), consumer)
+
     # -- JournalStore ---------------------------------------------------------
     def stamp(self, position: SnapshotPosition) -> int:
         """The journal id of the event at ``position`` (what ``event.position`` is)."""
         return position.after
 
-    def start_position(self) -> tuple[SnapshotPosition, None]:
+    def start_position(self) -> SnapshotPosition:
         """The current snapshot: a new reader starts after everything committed."""
 
         def q(cur: Any) -> str:
             cur.execute("SELECT pg_current_snapshot()::text")
             return str(cur.fetchone()[0])
 
-        return SnapshotPosition.parse(self._run(q), None, 0), None
+        return SnapshotPosition.parse(self._run(q), None, 0)
 
     def read(self, after: SnapshotPosition, channels: Sequence[str], limit: int) -> Rows:
         """The next rows of ``channels`` after ``after``, at most ``limit`` of them.

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from .._types import sqlite_value_sql
 from .._watch import Watch, WatchRequest
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
 from . import _sqlite_owners as owners
-from .base import Dialect, InstallState, Source
+from .base import Capabilities, Dialect, InstallState, Settings, Source
 
 if TYPE_CHECKING:
     from .sqlite_journal import SQLiteJournal
@@ -170,7 +170,7 @@ class SQLiteOptions:
     busy_timeout: float = 5.0
 
     @classmethod
-    def parse(cls, options: dict[str, Any]) -> SQLiteOptions:
+    def parse(cls, options: Mapping[str, Any]) -> SQLiteOptions:
         values: dict[str, Any] = {}
         for key, value in options.items():
             field = _OPTION_NAMES.get(key)
@@ -231,15 +231,21 @@ class SQLiteDialect(Dialect):
     own SQLite library, so each needs 3.38 or later too.
     """
 
-    name = "sqlite"
-    max_payload = None
-    binary_encoding = "hex"
-    OPTIONS = frozenset(_OPTION_NAMES)
+    #: What SQLite can do: every watch is read from the change log, so all
+    #: are durable, and a named consumer resumes from its saved position.
+    capabilities = Capabilities(
+        name="sqlite",
+        options=frozenset(_OPTION_NAMES),
+        binary_encoding="hex",
+        replays_log=True,
+        durable=True,
+    )
 
-    def __init__(self, engine: sa.Engine, log: Any, options: dict[str, Any]) -> None:
+    def __init__(self, engine: sa.Engine, log: Any, settings: Settings) -> None:
         self.user_engine = engine
         self.path = database_path(engine.url)
-        self.settings = SQLiteOptions.parse(options)
+        #: The SQLite options, checked.
+        self.config = SQLiteOptions.parse(settings.options)
         self._own_engine: sa.Engine | None = None
         if engine.dialect.driver != "pysqlite":
             # aiosqlite and others: reflection goes through a small engine of our own.
@@ -247,7 +253,7 @@ class SQLiteDialect(Dialect):
                 sa.URL.create("sqlite+pysqlite", database=self.path), poolclass=sa.pool.NullPool
             )
             engine = self._own_engine
-        super().__init__(engine, log, options)
+        super().__init__(engine, log, settings)
         self.driver = driver_for(self.user_engine)
         self._conn: Any = None
         self._closer = weakref.finalize(self, _close_quietly, None)
@@ -278,7 +284,7 @@ class SQLiteDialect(Dialect):
     def _connection(self) -> Iterator[Any]:
         with self._conn_lock:
             if self._conn is None:
-                self._conn = self.connect(self.settings.busy_timeout)
+                self._conn = self.connect(self.config.busy_timeout)
                 # A notifier used only to install (never started, never
                 # stopped) still closes its connection once it is dropped.
                 self._closer = weakref.finalize(self, _close_quietly, self._conn)
@@ -288,14 +294,14 @@ class SQLiteDialect(Dialect):
                 if is_busy(exc):
                     raise SQLNotifyException(
                         f"{self.path} stayed locked by another connection for"
-                        f" {self.settings.busy_timeout:g}s ({exc}); try again, or raise the"
+                        f" {self.config.busy_timeout:g}s ({exc}); try again, or raise the"
                         " sqlite_busy_timeout option"
                     ) from exc
                 raise SQLNotifyException(f"SQLite error on {self.path}: {exc}") from exc
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` again while the database is busy, up to the busy timeout."""
-        deadline = time.monotonic() + self.settings.busy_timeout
+        deadline = time.monotonic() + self.config.busy_timeout
         delay = 0.005
         while True:
             try:
@@ -448,7 +454,7 @@ class SQLiteDialect(Dialect):
         return InstallState(watch, "unchanged", fp)
 
     def _ensure_wal(self, conn: Any) -> None:
-        if not self.settings.wal:
+        if not self.config.wal:
             return
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -600,8 +606,11 @@ class SQLiteDialect(Dialect):
             return "outdated"  # the table lost a column, or the metadata is unreadable
         return "installed" if self.fingerprint(watch) == meta.get("fp") else "outdated"
 
-    def log_info(self) -> dict[str, Any]:
-        """The change log's size: ``rows``, ``first`` and ``last`` sequence numbers."""
+    def inspect(self, timeout: float) -> dict[str, Any]:
+        """The change log's size (``change_log``: ``rows``, ``first``, ``last``)."""
+        return {"change_log": self._log_info()}
+
+    def _log_info(self) -> dict[str, Any]:
         with self._connection() as conn:
             if not self._log_exists(conn):
                 return {"rows": 0, "first": None, "last": None}
@@ -611,10 +620,6 @@ class SQLiteDialect(Dialect):
         return {"rows": count, "first": first, "last": last}
 
     # -- consumers --------------------------------------------------------------
-    #: Every watch is read from the change log: nothing is lost across reconnects.
-    replays_log = True
-    #: Seconds after which a consumer not seen stops holding log rows back.
-    consumer_expiry = 7 * 86400.0
 
     def journal(self) -> SQLiteJournal:
         """The consumer positions of this database's change log."""
@@ -624,15 +629,12 @@ class SQLiteDialect(Dialect):
             self._journal = SQLiteJournal(self)
         return self._journal
 
-    def resume(self, position: int, channels: Sequence[str]) -> None:
-        """Make the next source read the change log after ``position`` (a consumer's)."""
-        self._reader = JournalReader(position, channels, contiguous=True, log=self.log)
-
     def prune_upto(self, conn: Any, position: int) -> int:
         """The last position pruning may remove: none a known consumer still needs."""
         from .sqlite_journal import oldest_needed
 
-        oldest = oldest_needed(conn, self.consumer_expiry, self.driver.OperationalError)
+        expiry = self.settings.consumer_expiry
+        oldest = oldest_needed(conn, expiry, self.driver.OperationalError)
         return position if oldest is None else min(position, oldest)
 
     # -- notifications --------------------------------------------------------
@@ -665,7 +667,7 @@ class SQLiteDialect(Dialect):
             if not self._log_exists(conn):
                 return 0
             upto = self.prune_upto(conn, 2**62 if upto is None else upto)
-            return prune_log(conn, self.settings.retention, upto, budget=0.05)
+            return prune_log(conn, self.config.retention, upto, budget=0.05)
 
     def start_position(self, end: int) -> int:
         """Where a listener that starts afresh begins reading: the end of the log.
@@ -675,9 +677,14 @@ class SQLiteDialect(Dialect):
         """
         return end
 
-    def open_source(self, channels: Sequence[str]) -> Source:
+    def open_source(
+        self, channels: Sequence[str], *, stop: threading.Event, position: Any = None
+    ) -> Source:
         from ._sqlite_source import SQLiteSource
 
+        if self._reader is None and position is not None:
+            # A named consumer's first source of this run: resume after its position.
+            self._reader = JournalReader(position, channels, contiguous=True, log=self.log)
         source = SQLiteSource(self, channels, self._reader)
         # The position survives reconnects: a new connection resumes where the
         # last one stopped, so nothing is skipped; a new start() begins afresh.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._names import digest
@@ -38,6 +38,10 @@ SET "seq" = max("seq", excluded."seq"), "updated" = excluded."updated"
 LOAD_SQL = 'SELECT "seq", "updated" FROM "sqlnotify_consumers" WHERE "name" = ?'
 OLDEST_SQL = 'SELECT min("seq") FROM "sqlnotify_consumers" WHERE "updated" > ?'
 END_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'sqlnotify_log'"
+READ_SQL = (
+    'SELECT "seq", "channel", "payload" FROM "sqlnotify_log"'
+    ' WHERE "seq" > ? ORDER BY "seq" LIMIT ?'
+)
 
 
 def oldest_needed(conn: Any, consumer_expiry: float, missing: type[Exception]) -> int | None:
@@ -70,7 +74,7 @@ class SQLiteJournal:
     def stamp(self, position: int) -> int:
         return position
 
-    def start_position(self) -> tuple[int, Callable[[int], bool] | None]:
+    def start_position(self) -> int:
         def q(conn: Any) -> int:
             try:
                 row = conn.execute(END_SQL).fetchone()
@@ -78,7 +82,7 @@ class SQLiteJournal:
                 return 0  # no AUTOINCREMENT table yet: nothing was ever logged
             return int(row[0]) if row else 0
 
-        return self._run(q), None
+        return int(self._run(q))
 
     def load(self, consumer: str) -> tuple[int, dt.datetime] | None:
         row = self._run(lambda conn: conn.execute(LOAD_SQL, (consumer,)).fetchone())
@@ -92,6 +96,28 @@ class SQLiteJournal:
     def behind(self, position: int) -> None:
         """SQLite finds removed rows by the holes they leave; nothing to look up."""
         return None
+
+    def read(
+        self, after: int, channels: Sequence[str], limit: int
+    ) -> list[tuple[int, str, str | None]]:
+        """Up to ``limit`` change-log rows after ``after``; other channels' rows only move on.
+
+        The listener's source reads the log itself (``replays_log``); this is
+        the same read for a caller without a source.
+        """
+        wanted = set(channels)
+
+        def q(conn: Any) -> list[tuple[int, str, str | None]]:
+            try:
+                rows = conn.execute(READ_SQL, (after, limit)).fetchall()
+            except self._dialect.driver.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                return []  # nothing was ever logged
+            return [(seq, ch, payload if ch in wanted else None) for seq, ch, payload in rows]
+
+        result: list[tuple[int, str, str | None]] = self._run(q)
+        return result
 
     def prune(self, retention: float, consumer_expiry: float) -> int:
         """The listener's source prunes the change log itself."""
