@@ -107,12 +107,18 @@ class _JournalRow:
 
 
 class MemoryDatabase:
-    """Rows, triggers, listeners and a journal, all in this process (see the module docstring).
+    """A database kept in this process: rows, triggers, listening connections, a journal.
 
-    Writes run on the caller's thread and fire the installed watches at once
-    (each write is its own committed transaction).  Notifications go to every
-    connection listening on the channel when they are sent; a connection
-    opened later does not get them, as with PostgreSQL's NOTIFY.
+    Register tables with :meth:`define` (or pass the Table or model to each
+    write), then write rows with :meth:`insert`, :meth:`update` and
+    :meth:`delete`: the installed watches of that table and operation fire
+    as PostgreSQL's triggers do, with the same payloads; a durable watch
+    appends to the journal and sends a wake-up.  Each write is its own
+    committed transaction, made on the caller's thread (any thread).
+    Notifications go to the connections listening when they are sent, as
+    with NOTIFY: one sent while a listener reconnects is lost.
+    :meth:`disconnect` breaks every listening connection and :meth:`lose`
+    removes journal rows, so reconnects and gaps can be tested.
     """
 
     _by_engine: ClassVar[weakref.WeakKeyDictionary[sa.Engine, MemoryDatabase]] = (
