@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..._journal import JournalReader
-from ..._names import digest, quote_ident, quote_sqlite_literal
+from ..._names import digest, quote_ident
 from ..._ownership import Policy
 from ..._watch import Watch, WatchRequest
 from ...exceptions import SQLNotifyConfigurationError
@@ -39,13 +39,12 @@ from .sql import (
     LOG_INFO_SQL,
     LOG_TABLE,
     TABLE_EXISTS_SQL,
-    TRIGGER_SQL,
     TRIGGERS_SQL,
     WAL_SQL,
+    create_trigger_sql,
     log_table_sql,
     trigger_comment,
     trigger_metadata,
-    value_sql,
 )
 
 __all__ = ["FORMAT_VERSION", "SQLiteDialect"]
@@ -149,30 +148,7 @@ class SQLiteDialect(Dialect):
 
     def _trigger_sql(self, watch: Watch, comment: str) -> str:
         self._check(watch)
-        ref = "OLD" if watch.operation.value == "delete" else "NEW"
-        row = ", ".join(
-            quote_sqlite_literal(c)
-            + ", "
-            + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
-            for c in watch.payload_columns
-        )
-        columns = when = ""
-        if watch.trigger_columns:
-            columns = " OF " + ", ".join(quote_ident(c) for c in watch.trigger_columns)
-            when = " WHEN " + " OR ".join(
-                f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)}" for c in watch.trigger_columns
-            )
-        return TRIGGER_SQL.format(
-            trigger=quote_ident(watch.channel),
-            operation=watch.operation.value.upper(),
-            columns=columns,
-            table=quote_ident(watch.table),
-            when=when,
-            comment=comment,
-            log=quote_ident(LOG_TABLE),
-            channel=quote_sqlite_literal(watch.channel),
-            row=row,
-        )
+        return create_trigger_sql(watch, comment)
 
     def fingerprint(self, watch: Watch) -> str:
         return digest(self._trigger_sql(watch, ""), 32)

@@ -13,7 +13,8 @@ Three tables live in the watched database file:
 Statements with a ``{name}`` field are templates for :meth:`str.format`;
 the others take ``?`` parameters.  :func:`value_sql` builds the expression a
 trigger puts in the payload for one column, and :func:`trigger_comment` /
-:func:`trigger_metadata` write and read the metadata a trigger carries.
+:func:`trigger_metadata` write and read the metadata a trigger carries;
+:func:`create_trigger_sql` puts a watch's trigger together.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 
 from sqlalchemy import types as sqltypes
 
-from ..._names import quote_ident
+from ..._names import quote_ident, quote_sqlite_literal
+from ..._watch import Watch
 
 LOG_TABLE = "sqlnotify_log"
 CONSUMERS_TABLE = "sqlnotify_consumers"
@@ -97,6 +99,34 @@ TRIGGERS_SQL = (
 )
 #: Template: ``trigger`` (quoted).
 DROP_TRIGGER_SQL = "DROP TRIGGER IF EXISTS {trigger}"
+
+
+def create_trigger_sql(watch: Watch, comment: str) -> str:
+    """The ``CREATE TRIGGER`` statement of ``watch``; ``comment`` ends its first line."""
+    ref = "OLD" if watch.operation.value == "delete" else "NEW"
+    row = ", ".join(
+        quote_sqlite_literal(c)
+        + ", "
+        + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
+        for c in watch.payload_columns
+    )
+    columns = when = ""
+    if watch.trigger_columns:
+        columns = " OF " + ", ".join(quote_ident(c) for c in watch.trigger_columns)
+        when = " WHEN " + " OR ".join(
+            f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)}" for c in watch.trigger_columns
+        )
+    return TRIGGER_SQL.format(
+        trigger=quote_ident(watch.channel),
+        operation=watch.operation.value.upper(),
+        columns=columns,
+        table=quote_ident(watch.table),
+        when=when,
+        comment=comment,
+        log=_LOG,
+        channel=quote_sqlite_literal(watch.channel),
+        row=row,
+    )
 
 
 def trigger_comment(meta: dict[str, Any]) -> str:
