@@ -27,6 +27,7 @@ from .sql import (
 
 __all__ = ["drop", "ensure", "forget", "in_use", "touch", "users"]
 
+
 def _exists(conn: Any) -> bool:
     row = conn.execute(TABLE_EXISTS_SQL, (REGISTRY_TABLE,)).fetchone()
     return row is not None
@@ -48,10 +49,7 @@ def touch(conn: Any, channels: Sequence[str], policy: Policy) -> None:
 
 def forget(conn: Any, channels: Iterable[str], user: str) -> None:
     if _exists(conn):
-        conn.executemany(
-            FORGET_SQL,
-            [(user, c) for c in channels],
-        )
+        conn.executemany(FORGET_SQL, [(user, c) for c in channels])
 
 
 def drop(conn: Any, channel: str) -> None:
