@@ -190,11 +190,19 @@ class MemoryDatabase:
 
         Columns left out get their scalar default or ``None``; an integer
         primary key left out is numbered after the largest one.
+
+        :raises ValueError: when a row with the same primary key exists
+            (nothing is written, no watch fires).
         """
         table = self.table(target)
         new = self._complete(table, row)
+        keys = [c.name for c in table.primary_key.columns]
         with self._lock:
-            self._rows.setdefault((table.schema, table.name), []).append(new)
+            rows = self._rows.setdefault((table.schema, table.name), [])
+            if keys and any(all(r.get(k) == new[k] for k in keys) for r in rows):
+                shown = ", ".join(f"{k}={new[k]!r}" for k in keys)
+                raise ValueError(f"duplicate key ({shown}) in table {table.fullname!r}")
+            rows.append(new)
             self._fire(table, Operation.INSERT, None, new)
         return dict(new)
 

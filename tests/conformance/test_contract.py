@@ -3,6 +3,7 @@
 Each test runs against the in-memory dialect, SQLite and PostgreSQL (see
 ``conftest.py``): row events of the three operations with their typed
 values and keys, subscription filters, channel labels, ``trigger_columns``,
+custom notifications,
 a named consumer's resume and the gap it hears of when the journal lost
 rows it had not read.
 """
@@ -233,3 +234,14 @@ def test_gap_after_lost_journal_rows(backend: Backend) -> None:
     assert gap.count == (2 if backend.name == "sqlite" else None)
     assert thread == "sqlnotify-dispatcher"
     assert [e.id for e in rec2.events] == [4]  # the lost rows never arrive
+
+
+def test_custom_notification(backend: Backend) -> None:
+    table = item_table(backend)
+    n = backend.notifier().watch(table, "insert", extra_columns=["name", "size"])
+    rec = recorded(n, table, "insert")
+    n.start()
+    n.notify(table, "insert", {"id": 9, "name": "by hand", "size": 3})
+    (event,) = rec.wait_for(1, TIMEOUT)
+    assert event.custom and event.operation is Operation.INSERT
+    assert dict(event.row) == {"id": 9, "name": "by hand", "size": 3}

@@ -91,6 +91,10 @@ def test_write_errors_name_the_problem(memory: Memory) -> None:
         memory.db.insert(memory.table, {"id": 1, "colour": "red"})
     with pytest.raises(SQLNotifyConfigurationError, match="does not match the primary key"):
         memory.db.delete(memory.table, (1, 2))
+    memory.insert(1)
+    with pytest.raises(ValueError, match=r"duplicate key \(id=1\) in table 'item'"):
+        memory.insert(1)
+    assert len(memory.db.rows(memory.table)) == 1
 
 
 def test_an_integer_key_left_out_is_numbered(memory: Memory) -> None:
