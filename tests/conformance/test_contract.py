@@ -3,9 +3,8 @@
 Each test runs against the in-memory dialect, SQLite and PostgreSQL (see
 ``conftest.py``): row events of the three operations with their typed
 values and keys, subscription filters, channel labels, ``trigger_columns``,
-custom notifications,
-a named consumer's resume and the gap it hears of when the journal lost
-rows it had not read.
+custom notifications, a named consumer's resume, and the gap it hears of
+when the journal lost rows it had not read.
 """
 
 from __future__ import annotations
