@@ -211,35 +211,3 @@ def to_datetime_delta_sqlite(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return dt.timedelta(seconds=value)
     return value
-
-
-# SQLite renders REAL values in JSON with 15 significant digits, and version
-# 3.40 writes infinity as the invalid token ``Inf``.  Floats therefore travel
-# as text with 17 digits (exact round trip), and ``json_object`` never sees a
-# BLOB, which it rejects (that would fail the user's write).
-_SQLITE_FINITE = "{r} BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
-
-
-def sqlite_value_sql(type_: Any, ref: str) -> str:
-    """The SQL expression an SQLite trigger puts in the payload for one column.
-
-    Never raises inside the trigger, whatever the column holds (SQLite lets
-    any column hold any type).
-    """
-    t = type_
-    if isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, sqltypes.Interval):
-        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
-    if isinstance(t, sqltypes.LargeBinary):
-        return f"CASE WHEN {ref} IS NULL THEN NULL ELSE hex({ref}) END"
-    real = f"CASE WHEN {_SQLITE_FINITE.format(r=ref)} THEN {ref} ELSE printf('%!.17g', {ref}) END"
-    if isinstance(t, sqltypes.Float):
-        real = f"printf('%!.17g', {ref})"
-    elif isinstance(t, sqltypes.Numeric) and t.asdecimal:
-        real = f"printf('%!.15g', {ref})"
-    if isinstance(t, sqltypes.JSON):
-        text = f"CASE WHEN json_valid({ref}) THEN json({ref}) ELSE {ref} END"
-        return (
-            f"CASE typeof({ref}) WHEN 'text' THEN {text} WHEN 'blob' THEN hex({ref})"
-            f" WHEN 'real' THEN {real} ELSE {ref} END"
-        )
-    return f"CASE typeof({ref}) WHEN 'blob' THEN hex({ref}) WHEN 'real' THEN {real} ELSE {ref} END"
