@@ -211,20 +211,3 @@ def to_datetime_delta_sqlite(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return dt.timedelta(seconds=value)
     return value
-
-
-def pg_value_sql(type_: Any, ref: str) -> str:
-    """The SQL expression a PostgreSQL trigger puts in the payload for one column."""
-    t = _unwrap(type_)
-    if isinstance(t, sqltypes.ARRAY):
-        item = _unwrap(t.item_type)
-        if isinstance(item, sqltypes.Numeric) and not isinstance(item, sqltypes.Float):
-            return f"{ref}::text[]" if item.asdecimal else ref  # exact decimals, as text
-        return ref
-    if isinstance(t, _AbstractInterval):
-        return f"extract(epoch from {ref})"
-    if isinstance(t, sqltypes.Numeric) and not isinstance(t, sqltypes.Float) and t.asdecimal:
-        return f"{ref}::text"
-    if isinstance(t, sqltypes.LargeBinary):
-        return f"encode({ref}, 'base64')"
-    return ref
