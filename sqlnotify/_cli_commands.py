@@ -339,16 +339,7 @@ def _status_rows(engine: sa.Engine) -> tuple[list[dict[str, Any]], dict[str, Any
     notifier = Notifier(engine)
     dialect = notifier.dialect
     rows = dialect.status()
-    extra: dict[str, Any] = {}
-    usage = getattr(dialect, "queue_usage", None)
-    if usage is not None:
-        extra["notification_queue_usage"] = usage()
-    tables = getattr(dialect, "overflow_tables", None)
-    if tables is not None:
-        extra["overflow_tables"] = tables()
-    log_info = getattr(dialect, "log_info", None)  # databases with a change log (SQLite)
-    if log_info is not None:
-        extra["change_log"] = log_info()
+    extra = dialect.inspect(timeout=notifier.start_timeout)
     dialect.close()
     return rows, extra
 

@@ -28,6 +28,7 @@ from contextlib import closing
 
 import sqlalchemy as sa
 
+from .dialects.sqlite import SQLiteDialect
 from .events import ChangeEvent, Operation
 from .notifier import Notifier
 
@@ -137,9 +138,10 @@ def _wake_line(notifier: Notifier) -> str:
     """How the listener learns of another process's commit, and how to make it faster."""
     listener = notifier._listener
     source = listener.source if listener is not None else None
-    if getattr(source, "uses_inotify", False):
+    if source is not None and source.uses_inotify:
         return "woken by file changes (inotify): no polling delay"
-    interval = getattr(getattr(notifier.dialect, "settings", None), "poll_interval", None)
+    dialect = notifier.dialect
+    interval = dialect.config.poll_interval if isinstance(dialect, SQLiteDialect) else None
     every = f" every {interval * 1000:g} ms" if interval else ""
     if sys.platform.startswith("linux"):
         why = "install '.[sqlite]' (inotify-simple) for file-change wake-ups, ~1 ms"

@@ -152,7 +152,7 @@ class Intake:
         if reconnect and self._plain:
             start = self._lost_at if self._lost_at is not None else now
             self._gap(start, now, self._plain, "disconnected", None)
-        log_reader = getattr(source, "reader", None)
+        log_reader = source.reader
         if self._replays and isinstance(log_reader, JournalReader):
             self._log_reader = log_reader
             if log_reader.on_gap is None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._route import Route, Stats
-from .dialects.base import Dialect
+from .dialects.base import Dialect, OverflowStore
 from .events import Operation
 
 __all__ = ["LargeRows", "Pending"]
@@ -77,6 +77,12 @@ class LargeRows:
             self._reread(group)
         return out
 
+    def _store(self) -> OverflowStore:
+        store = self._dialect.overflow
+        if store is None:  # a reference nobody of ours sent: the database has no such table
+            raise LookupError(f"the {self._dialect.name} database keeps no overflow payloads")
+        return store
+
     def _fetch(
         self, wanted: dict[str | None, list[int]]
     ) -> tuple[dict[tuple[str | None, int], tuple[str, str]], dict[str | None, str]]:
@@ -84,7 +90,7 @@ class LargeRows:
         failed: dict[str | None, str] = {}
         for schema, ids in wanted.items():
             try:
-                for ovf_id, pair in self._dialect.fetch_overflow(schema, ids).items():
+                for ovf_id, pair in self._store().fetch(schema, ids).items():
                     stored[(schema, ovf_id)] = pair
             except Exception as exc:
                 failed[schema] = f"{type(exc).__name__}: {exc}"
@@ -133,7 +139,7 @@ class LargeRows:
 
         unique = {key_of(i.data["row"]): [i.data["row"].get(k) for k in keys] for i in group}
         try:
-            rows = self._dialect.reread(route.watch, list(unique.values()))
+            rows = self._store().reread(route.watch, list(unique.values()))
         except Exception as exc:
             self._log.warning(
                 "could not re-read %d row(s) of %s; their events carry the keys only: %s",

@@ -11,19 +11,7 @@ from collections.abc import Callable, Sequence
 from .dialects.base import RawNotification, Source
 from .exceptions import SQLNotifyListenerError
 
-__all__ = ["Listener", "stop_requested"]
-
-_current = threading.local()
-
-
-def stop_requested() -> bool:
-    """Whether the listener whose thread calls this is stopping.
-
-    A :class:`Source` checks it while it connects, so :meth:`Listener.stop`
-    is prompt even when a server never answers a connection attempt.
-    """
-    stop: threading.Event | None = getattr(_current, "stop", None)
-    return stop is not None and stop.is_set()
+__all__ = ["Listener"]
 
 
 class Listener:
@@ -43,7 +31,7 @@ class Listener:
 
     def __init__(
         self,
-        open_source: Callable[[], Source],
+        open_source: Callable[[threading.Event], Source],
         sink: Callable[[Sequence[RawNotification]], None],
         *,
         log: logging.Logger,
@@ -139,12 +127,12 @@ class Listener:
             pass
 
     def _run(self) -> None:
-        _current.stop = self._stop
         delay = self.INITIAL_DELAY
         first = True
         while not self._stop.is_set():
             try:
-                source = self._open_source()
+                # The stop event goes along: a connect in progress checks it.
+                source = self._open_source(self._stop)
             except BaseException as exc:
                 if self._stop.is_set():
                     return  # stop() cut the attempt short: nothing to report

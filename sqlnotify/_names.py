@@ -6,6 +6,9 @@ import difflib
 import hashlib
 import re
 from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
 
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyIdentifierSizeError
 
@@ -108,3 +111,12 @@ def pyformat_safe(sql: str) -> str:
     parameters are passed, even inside a quoted identifier.
     """
     return sql.replace("%", "%%")
+
+
+def run_sql(conn: sa.Connection, sql: str) -> sa.CursorResult[Any]:
+    """Run one statement that takes no parameters, passing the driver none.
+
+    psycopg2 treats ``%`` in a statement as a placeholder as soon as any
+    parameters (even an empty set) come with it, and names may hold ``%``.
+    """
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})

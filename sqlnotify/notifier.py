@@ -46,7 +46,7 @@ from ._watch import (
     why_not_installable,
 )
 from .dialects import get_dialect_class
-from .dialects.base import Dialect, InstallState, RawNotification, Source
+from .dialects.base import Dialect, InstallState, RawNotification, Settings, Source
 from .events import ChangeEvent, Gap, Operation, _json_default
 from .exceptions import (
     SQLNotifyConfigurationError,
@@ -103,7 +103,8 @@ def _check_consumer(name: str | None) -> str | None:
 
 def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> None:
     """Reject an unknown keyword, naming the closest valid one and every valid one."""
-    unknown = sorted(set(options) - dialect_cls.OPTIONS)
+    valid = dialect_cls.capabilities.options
+    unknown = sorted(set(options) - valid)
     if not unknown:
         return
     params = [
@@ -113,9 +114,9 @@ def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> No
     ]
     name = unknown[0]
     raise SQLNotifyConfigurationError(
-        f"unknown Notifier option {name!r}{did_you_mean(name, [*params, *dialect_cls.OPTIONS])};"
-        f" Notifier takes {', '.join(params)}; a {dialect_cls.name} notifier also takes"
-        f" {', '.join(sorted(dialect_cls.OPTIONS)) or 'no other option'}"
+        f"unknown Notifier option {name!r}{did_you_mean(name, [*params, *valid])};"
+        f" Notifier takes {', '.join(params)}; a {dialect_cls.capabilities.name} notifier"
+        f" also takes {', '.join(sorted(valid)) or 'no other option'}"
     )
 
 
@@ -239,6 +240,10 @@ class Notifier:
         Applies to ``cleanup_on_start``, :meth:`cleanup`, :meth:`uninstall`
         and ``stop(cleanup=True)``; a trigger a live notifier uses is never
         removed.  See the "Sharing a database" documentation.
+    :param dialect: a :class:`~sqlnotify.dialects.base.Dialect` subclass to
+        use instead of the one registered for the engine's database: the
+        in-memory :class:`sqlnotify.testing.MemoryDialect` in tests, or a
+        database sqlnotify does not ship.
 
     Threads: plain receivers connected with :meth:`subscribe` or
     :meth:`signal` run on the notifier's dispatcher thread
@@ -288,6 +293,7 @@ class Notifier:
         lock_timeout: float | dt.timedelta = 0.5,
         install_timeout: float | dt.timedelta = 30.0,
         cleanup_grace: float | dt.timedelta = 86400.0,
+        dialect: type[Dialect] | None = None,
         **dialect_options: Any,
     ) -> None:
         if _is_async_engine(db_engine):
@@ -310,9 +316,19 @@ class Notifier:
         self.async_overflow = async_overflow
         self.async_block_timeout = async_block_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
-        dialect_cls = get_dialect_class(sync_engine.dialect.name)
+        self.consumer = _check_consumer(consumer)
+        self.journal_retention = _seconds(journal_retention, "journal_retention")
+        self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
+        self.journal_schema = journal_schema
+        dialect_cls = dialect or get_dialect_class(sync_engine.dialect.name)
         _check_options(dialect_options, dialect_cls)
-        self._dialect: Dialect = dialect_cls(sync_engine, self.log, dict(dialect_options))
+        settings = Settings(
+            options=dict(dialect_options),
+            journal_schema=journal_schema,
+            consumer=self.consumer,
+            consumer_expiry=self.consumer_expiry,
+        )
+        self._dialect: Dialect = dialect_cls(sync_engine, self.log, settings)
         self._entries: list[_Entry] = []
         self._lock = threading.RLock()
         self._routes: dict[str, Route] = {}
@@ -344,13 +360,9 @@ class Notifier:
             )
         self.max_queue = max_queue
         self.queue_timeout = float(queue_timeout)
-        self.consumer = _check_consumer(consumer)
-        self.journal_retention = _seconds(journal_retention, "journal_retention")
-        self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
-        self.journal_schema = journal_schema
-        if journal_schema is not None and hasattr(self._dialect, "journal_schema"):
-            self._dialect.journal_schema = journal_schema
         self._intake: Intake | None = None
+        # Where the change log's first source resumes (a named consumer, replays_log).
+        self._resume_at: Any = None
         self._lags: collections.deque[float] = collections.deque(maxlen=self.LAG_WINDOW)
         self._started_at: dt.datetime | None = None
         _notifiers.add(self)
@@ -887,8 +899,9 @@ class Notifier:
 
     def _start_maintenance(self, overflow: bool = False) -> None:
         """Start the maintenance thread; with ``overflow``, it prunes the overflow tables too."""
-        interval = self._dialect.overflow_prune_interval
-        wanted = overflow and interval and self._dialect.overflow_retention
+        store = self._dialect.overflow
+        interval = store.prune_interval if store is not None else None
+        wanted = overflow and interval and store is not None and store.retention
         if wanted and self._prune_due is None:
             self._prune_due = time.monotonic() + (interval or 0.0)
         if self._maintenance is None:
@@ -906,7 +919,9 @@ class Notifier:
                 self.log.warning(
                     "sqlnotify trigger registry upkeep failed; retrying later", exc_info=True
                 )
-        due, interval = self._prune_due, self._dialect.overflow_prune_interval
+        store = self._dialect.overflow
+        due = self._prune_due
+        interval = store.prune_interval if store is not None else None
         if due is not None and interval and time.monotonic() >= due:
             self._prune_due = time.monotonic() + interval
             self.prune_overflow()
@@ -920,13 +935,11 @@ class Notifier:
         ``use_overflow_table=True``, or an earlier ``notify()`` through it);
         calling it by hand is only useful without a listener.
         """
-        retention = self._dialect.overflow_retention
-        if retention is None:
+        store = self._dialect.overflow
+        if store is None or store.retention is None:
             return 0
         schemas = sorted({w.effective_schema for w in self.watches}, key=str)
-        deleted = self._dialect.prune_overflow(
-            schemas, retention, self._dialect.overflow_prune_batch
-        )
+        deleted = store.prune(schemas, store.retention, store.prune_batch)
         if deleted:
             self.log.debug("pruned %d stored overflow payload(s)", deleted)
         return deleted
@@ -993,8 +1006,9 @@ class Notifier:
             if bridge is not None:
                 bridge.batch_thread = dispatcher.ident
                 bridge.acks = intake.acks
+            resume_at = self._resume_at
             listener = Listener(
-                lambda: self._dialect.open_source(channels),
+                lambda stop: self._dialect.open_source(channels, stop=stop, position=resume_at),
                 intake.push,
                 log=self.log,
                 on_connected=self._on_connected,
@@ -1025,8 +1039,10 @@ class Notifier:
                 self.log,
                 cleanup=self.cleanup_on_start,
             )
+            store = self._dialect.overflow
             self._start_maintenance(
-                any(w.use_overflow_table for w in watches) or self._dialect.has_overflow(schemas)
+                any(w.use_overflow_table for w in watches)
+                or (store is not None and store.has_tables(schemas))
             )
             self.log.info("sqlnotify listening on %d channel(s)", len(channels))
 
@@ -1251,13 +1267,15 @@ class Notifier:
             )
         row = json.dumps(
             dict(payload),
-            default=functools.partial(_json_default, binary=self._dialect.binary_encoding),
+            default=functools.partial(
+                _json_default, binary=self._dialect.capabilities.binary_encoding
+            ),
             separators=(",", ":"),
             ensure_ascii=False,
         )
         # A fixed-width timestamp keeps the size of a given payload stable.
         body = f'{{"ts":{time.time():.6f},"row":{row},"custom":true}}'
-        limit = self._dialect.max_payload
+        limit = self._dialect.capabilities.max_payload
         try:
             size = len(body.encode("utf-8"))
         except UnicodeEncodeError as exc:
@@ -1300,11 +1318,19 @@ class Notifier:
         channel, body = self.encode_custom(
             model, operation, payload, channel_label, use_overflow_table
         )
-        limit = self._dialect.max_payload
+        limit = self._dialect.capabilities.max_payload
         if limit is not None and len(body.encode("utf-8")) > limit:
             watch = self._entry(model, operation, channel_label).watch
             assert watch is not None
-            self._dialect.send_overflow(watch.effective_schema, channel, body)
+            store = self._dialect.overflow
+            if store is None:
+                raise SQLNotifyPayloadSizeError(
+                    f"payload for channel {channel!r} is over the {self._dialect.name} limit"
+                    " and the database keeps no overflow table",
+                    size=len(body.encode("utf-8")),
+                    limit=limit,
+                )
+            store.send(watch.effective_schema, channel, body)
             if self._running and self._prune_due is None:
                 with self._lock:
                     if self._running:
@@ -1544,37 +1570,25 @@ class Notifier:
         channels = [w.channel for w in watches]
         durable = [w.channel for w in watches if w.durable]
         reader = store = None
+        position: Any = None
         position_time = None
-        replays = self._dialect.replays_log
+        caps = self._dialect.capabilities
+        replays = caps.replays_log
         if replays:
             # Every watch is read from a change log (SQLite): all are durable,
             # and a named consumer resumes from its saved position.
             durable = []
-            self._dialect.consumer_expiry = self.consumer_expiry  # type: ignore[attr-defined]
-            if self.consumer is not None:
-                store = self._dialect.journal()
-                try:
-                    store.ensure()
-                    store.acquire(self.consumer)
-                    loaded = store.load(self.consumer)
-                    if loaded is not None:
-                        position, position_time = loaded
-                    else:
-                        position = store.start_position()[0]
-                        store.save(self.consumer, position)
-                except SQLNotifyException:
-                    store.close()
-                    raise
-                self._dialect.resume(position, channels)  # type: ignore[attr-defined]
-        elif durable:
+        if (replays and self.consumer is not None) or (durable and not replays):
             store = self._dialect.journal()
             try:
                 store.ensure()
+                if self.consumer is not None:
+                    store.acquire(self.consumer)
                 loaded = store.load(self.consumer) if self.consumer else None
                 if loaded is not None:
                     position, position_time = loaded
                 else:
-                    position = store.start_position()[0]
+                    position = store.start_position()
                     if self.consumer is not None:
                         store.save(self.consumer, position)
             except Exception as exc:
@@ -1582,6 +1596,7 @@ class Notifier:
                 if isinstance(exc, SQLNotifyException):
                     raise
                 raise SQLNotifyException(f"could not open the journal: {exc}") from exc
+        if durable and store is not None:
             reader = JournalReader(
                 position,
                 None,
@@ -1590,11 +1605,7 @@ class Notifier:
                 stamp=store.stamp,
                 make=_journal_event,
             )
-            if self.consumer is not None:
-                self._dialect.consumer_lock = (
-                    store.consumer_lock_key(self.consumer),
-                    self.consumer,
-                )
+        self._resume_at = position if replays else None
         return Intake(
             dispatcher=dispatcher,
             stats=self.stats,
@@ -1611,7 +1622,7 @@ class Notifier:
             queue_timeout=self.queue_timeout,
             retention=self.journal_retention,
             consumer_expiry=self.consumer_expiry,
-            wake_payload=self._dialect.wake_payload,
+            wake_payload=caps.wake_payload,
             drop=self._drop,
         )
 
@@ -1642,12 +1653,9 @@ class Notifier:
         intake, dispatcher = self._intake, self._dispatcher
         stats = self.stats
         lags = sorted(self._lags.copy())  # one C call: safe while the dispatcher appends
-        usage: float | None = None
-        probe = getattr(self._dialect, "server_queue_usage", None)
-        if probe is not None:
-            usage = probe(server_timeout)
-            if usage is None and intake is not None and intake.source is not None:
-                usage = intake.source.queue_usage
+        usage = self._dialect.server_queue_usage(server_timeout)
+        if usage is None and intake is not None and intake.source is not None:
+            usage = intake.source.queue_usage
         report: dict[str, Any] = {
             "running": self._running,
             "connected": bool(intake and intake.connected and self._running),

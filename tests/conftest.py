@@ -7,7 +7,7 @@ binaries the PostgreSQL tests are skipped, except under ``CI=true`` where
 that is an error.
 
 Markers come from the folder a test lives in (``postgresql/``, ``sqlite/``,
-``unit/``, ``adapters/``, ``docs/``) and from the fixtures it uses: a test
+``unit/``, ``adapters/``, ``docs/``, ``conformance/``) and from the fixtures it uses: a test
 that uses a PostgreSQL fixture is marked ``postgresql`` wherever it lives,
 one that uses an SQLite file ``sqlite``.
 """
@@ -38,6 +38,7 @@ FOLDER_MARKERS = {
     "sqlite": "sqlite",
     "adapters": "adapters",
     "docs": "docs",
+    "conformance": "conformance",
 }
 #: The marker a fixture gives the tests that use it, wherever they live.
 FIXTURE_MARKERS = {"pg_url": "postgresql", "sqlite_path": "sqlite"}

@@ -1,56 +1,105 @@
-"""The boundary between the generic machinery and one database.
+"""The boundary between the generic pipeline and one database.
 
-A :class:`Dialect` installs and removes triggers, sends custom
-notifications, and opens :class:`Source` objects.  A :class:`Source` is owned
-by the listener thread: it waits (with a bound) for notifications and returns
-them as :class:`Notification` items, which the dispatcher decodes.
+The pipeline uses a database only through the names declared here, never
+through ``getattr`` probes or attributes it sets:
+
+========================  ==========================================================
+group                     names
+========================  ==========================================================
+what it can do            :attr:`Dialect.capabilities` (a frozen :class:`Capabilities`)
+where watches live        :meth:`~Dialect.check_reachable`, :meth:`~Dialect.default_schema`,
+                          :meth:`~Dialect.reflect`
+triggers                  :meth:`~Dialect.fingerprint`, :meth:`~Dialect.ddl`,
+                          :meth:`~Dialect.install`, :meth:`~Dialect.uninstall`,
+                          :meth:`~Dialect.cleanup`, :meth:`~Dialect.touch`,
+                          :meth:`~Dialect.status`
+events                    :meth:`~Dialect.open_source` (a :class:`Source`, owned by the
+                          listener thread), :meth:`~Dialect.send`
+server facts              :meth:`~Dialect.server_queue_usage`, :meth:`~Dialect.inspect`
+optional stores           :meth:`~Dialect.journal` (a :class:`JournalStore`, where
+                          ``capabilities.durable``), :attr:`~Dialect.overflow` (an
+                          :class:`OverflowStore` or ``None``)
+process lifecycle         :meth:`~Dialect.attach`, :meth:`~Dialect.detach`,
+                          :meth:`~Dialect.after_fork`, :meth:`~Dialect.close`
+========================  ==========================================================
+
+What the notifier knows that a dialect needs (the journal's schema, the
+consumer's name, ...) is handed over once, at construction, as
+:class:`Settings`.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 
+from .._journal import JournalReader, Row
 from .._ownership import Policy
-from .._watch import Watch
+from .._payload import Notification, RawNotification
+from .._watch import Watch, split_name, view_message
 from ..exceptions import SQLNotifyConfigurationError
 
-__all__ = ["Dialect", "InstallState", "Notification", "Source", "SourceDisconnected"]
-
-
-def run_sql(conn: sa.Connection, sql: str) -> sa.CursorResult[Any]:
-    """Run one statement that takes no parameters, passing the driver none.
-
-    psycopg2 treats ``%`` in a statement as a placeholder as soon as any
-    parameters (even an empty set) come with it, and names may hold ``%``.
-    """
-    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
-
-
-class Notification(NamedTuple):
-    """A raw notification: the channel and the payload text, still encoded."""
-
-    channel: str
-    payload: str
-
-
-class RawNotification(Protocol):
-    """Anything with ``channel`` and ``payload`` (psycopg2's ``Notify`` qualifies)."""
-
-    @property
-    def channel(self) -> str: ...
-
-    @property
-    def payload(self) -> str: ...
+__all__ = [
+    "Capabilities",
+    "Dialect",
+    "InstallState",
+    "JournalStore",
+    "Notification",
+    "OverflowStore",
+    "RawNotification",
+    "Settings",
+    "Source",
+    "SourceDisconnected",
+]
 
 
 class SourceDisconnected(Exception):
     """The source's connection is gone; the listener reconnects."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What one database can do; the pipeline branches on these, never on a dialect's type."""
+
+    #: SQLAlchemy dialect name (``"postgresql"``, ``"sqlite"``).
+    name: str
+    #: The keyword options a notifier for this database accepts.
+    options: frozenset[str] = frozenset()
+    #: Largest payload, in UTF-8 bytes, one notification carries; ``None``: no limit.
+    max_payload: int | None = None
+    #: How :meth:`Notifier.notify` spells ``bytes`` values: ``"base64"`` or ``"hex"``.
+    binary_encoding: str = "base64"
+    #: The payload of a durable watch's notification (a wake-up; the event is
+    #: in the journal).  Any other payload on such a channel is foreign.
+    wake_payload: str | None = None
+    #: The source reads every watch from a change log and resumes its position
+    #: after a reconnect, so nothing is lost while disconnected (SQLite).  A
+    #: named consumer's saved position is passed to :meth:`Dialect.open_source`.
+    replays_log: bool = False
+    #: :meth:`Dialect.journal` returns a store (durable watches, named consumers).
+    durable: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the notifier hands a dialect at construction; a dialect never learns more later."""
+
+    #: The dialect-specific keyword options given to the notifier (checked
+    #: against :attr:`Capabilities.options` before the dialect is built).
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Schema of the journal tables (``None``: the default schema).
+    journal_schema: str | None = None
+    #: The named consumer of durable watches, if any.
+    consumer: str | None = None
+    #: Seconds after which a consumer not seen stops holding journal rows back.
+    consumer_expiry: float = 7 * 86400.0
 
 
 @dataclasses.dataclass
@@ -75,6 +124,9 @@ class Source(abc.ABC):
     last_alive: float | None = None
     #: The server's notification queue usage (0..1) at the last check, if known.
     queue_usage: float | None = None
+    #: Where the source replays a change log (``Capabilities.replays_log``):
+    #: its reader, whose position only grows and survives reconnects.
+    reader: JournalReader | None = None
 
     @abc.abstractmethod
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
@@ -89,6 +141,11 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Close the connection; never raises."""
 
+    @property
+    def uses_inotify(self) -> bool:
+        """Whether commits wake the source through a file watch rather than a poll."""
+        return False
+
     def abandon(self) -> None:
         """Forget the connection in a forked child, without a word to the server.
 
@@ -99,32 +156,118 @@ class Source(abc.ABC):
         """
 
 
-class Dialect(abc.ABC):
-    """Everything sqlnotify needs from one database."""
+class JournalStore(Protocol):
+    """A dialect's journal of durable watches, with consumers' saved positions.
 
-    #: SQLAlchemy dialect name.
-    name: str = ""
-    #: Largest payload, in UTF-8 bytes, one notification carries; ``None``: no limit.
-    max_payload: int | None = None
-    #: The payload of a durable watch's notification (a wake-up; the event
-    #: is in the journal).  Any other payload on such a channel is foreign.
-    wake_payload: str | None = None
-    #: Seconds an overflowed payload stays stored; ``None``: no overflow table.
-    overflow_retention: float | None = None
-    #: Seconds between two prunes of the overflow table.
-    overflow_prune_interval: float | None = None
+    Positions are opaque tokens the store hands out (ordered: a reader's
+    only grow); the caller never builds one, it only saves one it was given.
+    Every method runs on the thread that calls it and is bounded in time.
+    """
+
+    def ensure(self) -> None:
+        """Make sure the store's tables exist (or say clearly who must create them)."""
+        ...
+
+    def acquire(self, consumer: str) -> None:
+        """Take the named consumer's exclusive claim (raises if another process holds it)."""
+        ...
+
+    def start_position(self) -> Any:
+        """The position of a new reader: the journal's end."""
+        ...
+
+    def read(self, after: Any, channels: Sequence[str], limit: int) -> Sequence[Row]:
+        """Up to ``limit`` rows of ``channels`` after ``after``, in order.
+
+        A row without a payload only moves the position (past rows of other
+        channels, or to the end of a read window).
+        """
+        ...
+
+    def stamp(self, position: Any) -> int:
+        """The number an event at ``position`` carries as ``event.position``."""
+        ...
+
+    def load(self, consumer: str) -> tuple[Any, dt.datetime] | None:
+        """A consumer's saved position and when it was saved; ``None`` if unknown."""
+        ...
+
+    def save(self, consumer: str, position: Any) -> None:
+        """Store a consumer's position (never moving it backwards)."""
+        ...
+
+    def behind(self, position: Any) -> dt.datetime | None:
+        """When retention removed rows ``position`` had not consumed, the newest
+        such row's time; ``None`` otherwise."""
+        ...
+
+    def prune(self, retention: float, consumer_expiry: float) -> int:
+        """Remove a bounded batch of rows no known consumer needs; return how many."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and locks."""
+        ...
+
+
+class OverflowStore(Protocol):
+    """Payloads too large for one notification, stored in a table (PostgreSQL).
+
+    Used by the dispatcher thread (``fetch``, ``reread``), the maintenance
+    thread (``prune``) and the caller of :meth:`Notifier.notify` (``send``).
+    """
+
+    #: Seconds a stored payload stays; ``None``: never pruned.
+    retention: float | None
+    #: Seconds between two prunes.
+    prune_interval: float | None
     #: Most rows one bounded DELETE of the prune removes.
-    overflow_prune_batch: int = 500
-    #: How :meth:`Notifier.notify` spells ``bytes`` values: ``"base64"`` or ``"hex"``.
-    binary_encoding: str = "base64"
-    #: The keyword options a notifier for this database accepts.
-    OPTIONS: frozenset[str] = frozenset()
+    prune_batch: int
 
-    def __init__(self, engine: sa.Engine, log: logging.Logger, options: dict[str, Any]) -> None:
+    def send(self, schema: str | None, channel: str, payload: str) -> int:
+        """Store a payload and send its reference; return the stored row's id."""
+        ...
+
+    def has_tables(self, schemas: set[str | None]) -> bool:
+        """Whether any of ``schemas`` has an overflow table to prune."""
+        ...
+
+    def fetch(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """Stored payloads by id, as ``{id: (channel, payload)}``."""
+        ...
+
+    def prune(self, schemas: Sequence[str | None], retention: float, limit: int) -> int:
+        """Delete stored payloads older than ``retention`` seconds; return how many."""
+        ...
+
+    def reread(self, watch: Watch, keys: Sequence[Sequence[Any]]) -> list[str]:
+        """Re-read rows by raw key values; return each found row's payload JSON (``row`` part)."""
+        ...
+
+    def tables(self) -> list[dict[str, Any]]:
+        """Every overflow table, with its row count (for ``sqlnotify status``)."""
+        ...
+
+
+class Dialect(abc.ABC):
+    """Everything sqlnotify needs from one database (see the module's table)."""
+
+    #: What this database can do.
+    capabilities: ClassVar[Capabilities]
+    #: The overflow store, where the database has a payload limit and one.
+    overflow: OverflowStore | None = None
+
+    def __init__(self, engine: sa.Engine, log: logging.Logger, settings: Settings) -> None:
         self.engine = engine
         self.log = log
-        self.options = options
+        self.settings = settings
 
+    @property
+    def name(self) -> str:
+        """The SQLAlchemy dialect name (``capabilities.name``)."""
+        return self.capabilities.name
+
+    # -- where watches live ---------------------------------------------------
     def check_reachable(self, timeout: float) -> None:
         """Raise :class:`SQLNotifyListenerError` unless the server answers within ``timeout``.
 
@@ -139,16 +282,12 @@ class Dialect(abc.ABC):
 
     def reflect(self, name: str) -> sa.Table:
         """Reflect a table given by name (``"orders"`` or ``"shop.orders"``)."""
-        from .._watch import split_name
-
         schema, table = split_name(name)
         if table in sa.inspect(self.engine).get_view_names(schema=schema):
-            from .._watch import view_message
-            from ..exceptions import SQLNotifyConfigurationError
-
             raise SQLNotifyConfigurationError(view_message(f"{name!r}"))
         return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=self.engine)
 
+    # -- triggers ---------------------------------------------------------------
     @abc.abstractmethod
     def fingerprint(self, watch: Watch) -> str:
         """A hash of everything the installed objects of ``watch`` depend on."""
@@ -194,28 +333,49 @@ class Dialect(abc.ABC):
     def status(self) -> list[dict[str, Any]]:
         """Every sqlnotify-owned object in the database, with its state."""
 
+    # -- events -------------------------------------------------------------------
     @abc.abstractmethod
     def send(self, channel: str, payload: str) -> None:
         """Send one custom notification (committed at once)."""
 
     @abc.abstractmethod
-    def open_source(self, channels: Sequence[str]) -> Source:
-        """Connect, listen on ``channels`` and prove it with a round trip."""
+    def open_source(
+        self, channels: Sequence[str], *, stop: threading.Event, position: Any = None
+    ) -> Source:
+        """Connect, listen on ``channels`` and prove it with a round trip (listener thread).
 
-    def journal(self) -> Any:
-        """The journal store of durable watches (a ``JournalStore``)."""
-        from ..exceptions import SQLNotifyConfigurationError
+        ``stop`` is the listener's stop event: a source checks it while it
+        connects, so :meth:`Notifier.stop` is prompt even when a server never
+        answers.  ``position`` (``Capabilities.replays_log`` only) is a named
+        consumer's saved position, where the first source of a run resumes;
+        later sources of the same run resume where the last one stopped.
+        """
 
+    def server_queue_usage(self, timeout: float) -> float | None:
+        """The server's notification queue usage (0..1), read within ``timeout`` (``health()``).
+
+        ``None`` when the database has no such queue or the read failed (the default).
+        """
+        return None
+
+    def inspect(self, timeout: float) -> dict[str, Any]:
+        """Facts about the server for ``sqlnotify status``, bounded by ``timeout``.
+
+        Known keys: ``notification_queue_usage`` (0..1, PostgreSQL),
+        ``overflow_tables`` (list of dicts), ``change_log`` (dict, SQLite).
+        A key is left out when the database has no such thing.  The default
+        returns ``{}``.
+        """
+        return {}
+
+    # -- optional stores --------------------------------------------------------
+    def journal(self) -> JournalStore:
+        """The journal store of durable watches (``capabilities.durable`` only)."""
         raise SQLNotifyConfigurationError(
             f"durable watches are not available on {self.name or 'this database'}"
         )
 
-    #: ``(key, consumer name)`` of the lock held for a named consumer, if any.
-    consumer_lock: tuple[int, str] | None = None
-    #: The source reads every watch from a change log and resumes its position
-    #: after a reconnect, so nothing is lost while disconnected (SQLite).
-    replays_log: bool = False
-
+    # -- process lifecycle --------------------------------------------------------
     def attach(self, wake: Callable[[], None]) -> None:
         """Called by :meth:`Notifier.start` with the listener's ``wake``.
 
@@ -237,27 +397,4 @@ class Dialect(abc.ABC):
         """
 
     def close(self) -> None:
-        """Release what the dialect holds (pools it created)."""
-
-    # -- large payloads (databases with a notification size limit) -----------
-    def send_overflow(self, schema: str | None, channel: str, payload: str) -> int:
-        """Store a payload too large for one notification and send its reference."""
-        raise SQLNotifyConfigurationError(
-            f"the {self.name} dialect has no overflow table; its notifications have no size limit"
-        )
-
-    def has_overflow(self, schemas: set[str | None]) -> bool:
-        """Whether any of ``schemas`` has an overflow table to prune."""
-        return False
-
-    def fetch_overflow(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-        """Stored payloads by id, as ``{id: (channel, payload)}``."""
-        return {}
-
-    def prune_overflow(self, schemas: Sequence[str | None], retention: float, limit: int) -> int:
-        """Delete stored payloads older than ``retention`` seconds; return how many."""
-        return 0
-
-    def reread(self, watch: Watch, keys: Sequence[Sequence[Any]]) -> list[str]:
-        """Re-read rows by raw key values; return each found row's payload JSON (``row`` part)."""
-        return []
+        """Release what the dialect holds (pools it created, stores it opened)."""

@@ -50,7 +50,7 @@ def _cell_value(cell: str) -> object:
 def test_parameter_table_lists_every_parameter_of_every_database() -> None:
     signature = inspect.signature(Notifier.__init__).parameters
     own = {n for n, p in signature.items() if n != "self" and p.kind is not p.VAR_KEYWORD}
-    postgresql = set(PostgresDialect.OPTIONS)
+    postgresql = set(PostgresDialect.capabilities.options)
     sqlite = {f"sqlite_{f.name}" for f in dataclasses.fields(SQLiteOptions)}
     assert set(parameter_table()) == own | postgresql | sqlite
 

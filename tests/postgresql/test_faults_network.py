@@ -13,7 +13,7 @@ from support.watching import make_table
 
 from sqlnotify import Notifier, SQLNotifyListenerError, signals
 from sqlnotify.dialects.postgresql import PostgresSource
-from sqlnotify.dialects.postgresql_journal import PostgresJournal
+from sqlnotify.dialects.postgresql.journal import PostgresJournal
 from sqlnotify.testing import EventRecorder, wait_until
 
 IDLE = 0.3

@@ -12,7 +12,7 @@ from support.pgserver import ThrowawayPostgres
 from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, SQLNotifyListenerError
-from sqlnotify.dialects.postgresql_journal import PostgresJournal
+from sqlnotify.dialects.postgresql.journal import PostgresJournal
 
 pytestmark = pytest.mark.skipif(
     not ThrowawayPostgres.available(), reason="needs the local PostgreSQL server binaries"

@@ -15,8 +15,8 @@ import support.watching
 from support.watching import Watch
 
 from sqlnotify import Notifier, SQLNotifyPayloadSizeError
-from sqlnotify.dialects._pg_large import OVERFLOW_TABLE
 from sqlnotify.dialects.postgresql import MAX_PAYLOAD
+from sqlnotify.dialects.postgresql.sql import OVERFLOW_TABLE
 from sqlnotify.testing import EventRecorder, wait_until
 
 # (character, its UTF-8 width): text made of them reaches an exact byte size.

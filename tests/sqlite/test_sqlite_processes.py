@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 
@@ -14,8 +15,7 @@ import sqlalchemy as sa
 from support.sqlite import file_engine, finish, ids, python, read_line
 
 from sqlnotify import Notifier, Operation, signals
-from sqlnotify.dialects._sqlite_source import SQLiteSource
-from sqlnotify.dialects.sqlite import SQLiteDialect
+from sqlnotify.dialects.sqlite import SQLiteDialect, SQLiteSource
 from sqlnotify.testing import EventRecorder, wait_until
 
 TABLE_SQL = "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)"
@@ -219,8 +219,10 @@ def test_pruning(engine: sa.Engine, notifiers: list[Notifier]) -> None:
         for i in range(50):
             conn.execute(sa.text("INSERT INTO item (id, name) VALUES (:i, 'x')"), {"i": i})
     rec.wait_for(50)
-    assert dialect.log_info()["last"] is not None
-    wait_until(lambda: dialect.log_info()["rows"] == 0, 10, "the listener to prune the log")
+    assert dialect.inspect(1.0)["change_log"]["last"] is not None
+    wait_until(
+        lambda: dialect.inspect(1.0)["change_log"]["rows"] == 0, 10, "the listener to prune the log"
+    )
     # Sequence numbers keep increasing after the log was emptied.
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO item (id, name) VALUES (100, 'y')"))
@@ -241,7 +243,7 @@ def test_prune_keeps_recent_rows_and_batches(engine: sa.Engine, notifiers: list[
     with closing(sqlite3.connect(dialect.path)) as conn, conn:
         conn.execute("UPDATE sqlnotify_log SET ts = ts - 7200 WHERE seq <= 2000")
     assert dialect.prune() == 2000
-    assert dialect.log_info() == {"rows": 500, "first": 2001, "last": 2500}
+    assert dialect.inspect(1.0)["change_log"] == {"rows": 500, "first": 2001, "last": 2500}
 
 
 def test_rows_pruned_before_reading_are_reported(
@@ -254,7 +256,7 @@ def test_rows_pruned_before_reading_are_reported(
     assert isinstance(dialect, SQLiteDialect)
     gaps: list[tuple[int, int]] = []
     dialect.on_gap = lambda first, last: gaps.append((first, last))
-    source = dialect.open_source([n.watches[0].channel])
+    source = dialect.open_source([n.watches[0].channel], stop=threading.Event())
     assert isinstance(source, SQLiteSource)
     try:
         with engine.begin() as conn:
