@@ -181,13 +181,19 @@ def durable_consumer(backend: Backend, table: sa.Table) -> tuple[Notifier, Event
     return n, recorded(n, table, "insert")
 
 
-def test_durable_resume(backend: Backend) -> None:
-    table = item_table(backend)
+def seen_then_stopped(backend: Backend, table: sa.Table) -> EventRecorder:
+    """The durable consumer received row 1 ("seen"), then stopped; its recorder."""
     first, rec1 = durable_consumer(backend, table)
     first.start()
     backend.insert(table, {"id": 1, "name": "seen"})
     rec1.wait_for(1, TIMEOUT)
     first.stop()
+    return rec1
+
+
+def test_durable_resume(backend: Backend) -> None:
+    table = item_table(backend)
+    rec1 = seen_then_stopped(backend, table)
     backend.insert(table, {"id": 2, "name": "missed"}, {"id": 3, "name": "missed"})
     again, rec2 = durable_consumer(backend, table)
     again.start()
@@ -206,11 +212,7 @@ def test_durable_resume(backend: Backend) -> None:
 
 def test_gap_after_lost_journal_rows(backend: Backend) -> None:
     table = item_table(backend)
-    first, rec1 = durable_consumer(backend, table)
-    first.start()
-    backend.insert(table, {"id": 1, "name": "seen"})
-    rec1.wait_for(1, TIMEOUT)
-    first.stop()
+    seen_then_stopped(backend, table)
     backend.insert(table, {"id": 2, "name": "lost"}, {"id": 3, "name": "lost"})
     backend.lose_journal()
 

@@ -11,6 +11,7 @@ import uuid
 
 import sqlalchemy as sa
 from support.events import EVENT_KEYS
+from support.sqlite import file_engine
 
 from sqlnotify import ChangeEvent, Notifier, Operation
 from sqlnotify.testing import EventRecorder
@@ -110,7 +111,7 @@ def test_composite_key_custom_and_missing_timestamp() -> None:
 
 
 def test_an_event_from_the_database_serialises(sqlite_path: str) -> None:
-    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
+    engine = file_engine(sqlite_path)
     table = sa.Table(
         "payments",
         sa.MetaData(),
