@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
-from support.pgserver import ThrowawayPostgres
+from support.pgserver import IN_CI, ThrowawayPostgres
 from support.watching import Watched
 from support.watching import watched as watched_by
 
@@ -29,7 +29,6 @@ from sqlnotify import Notifier
 from sqlnotify._listener import Listener
 
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 #: The marker each test folder gives its tests.
 FOLDER_MARKERS = {

@@ -19,6 +19,9 @@ import socket
 import subprocess
 import tempfile
 
+#: Under CI a missing PostgreSQL is an error, not a reason to skip.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
