@@ -25,18 +25,19 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, NoSuchTableError
 
 from . import signals
-from ._aio import EventStream, LoopBridge, LoopThread
-from ._bridge import check_queue_options
-from ._dispatch import Dispatcher
-from ._intake import Intake
 from ._journal import JournalEvent, JournalReader
-from ._large import LargeRows, Pending
-from ._listener import Listener
-from ._maintenance import Periodic
 from ._names import did_you_mean
-from ._ownership import Ownership, Policy, new_user_id
-from ._receivers import ONE_ARGUMENT, WatchSignal, check_receiver
-from ._route import Route, Stats, decode_json, receiver_name, send_isolated
+from ._ownership import Policy, new_user_id
+from ._payload import decode_json
+from ._pipeline.bridge import LoopBridge, LoopThread, check_queue_options
+from ._pipeline.delivery import Route, receiver_name, send_isolated
+from ._pipeline.dispatcher import Dispatcher
+from ._pipeline.intake import Intake
+from ._pipeline.listener import Listener
+from ._pipeline.maintenance import Ownership, Periodic
+from ._pipeline.overflow import LargeRows, Pending
+from ._pipeline.stats import Stats
+from ._pipeline.subscriptions import ONE_ARGUMENT, WatchSignal, check_receiver
 from ._watch import (
     Watch,
     WatchRequest,
@@ -54,6 +55,7 @@ from .exceptions import (
     SQLNotifyForkError,
     SQLNotifyPayloadSizeError,
 )
+from .streams import EventStream
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

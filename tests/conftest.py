@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from sqlnotify import Notifier
-from sqlnotify._listener import Listener
+from sqlnotify._pipeline.listener import Listener
 
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from faults import GapRecorder, gaps_fixture, insert, make_table  # noqa: F401
 
 from sqlnotify import Notifier
-from sqlnotify._intake import Intake
+from sqlnotify._pipeline.intake import Intake
 from sqlnotify.testing import EventRecorder, wait_until
 
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sqlnotify import Notifier
-from sqlnotify._route import Route, decode_json
+from sqlnotify._payload import decode_json
+from sqlnotify._pipeline.delivery import Route
 from sqlnotify._watch import WatchRequest
 from sqlnotify.testing import EventRecorder
 

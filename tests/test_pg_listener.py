@@ -17,7 +17,7 @@ from _pgcore import TIMEOUT, execute, make_notifier, new_base, scalar
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sqlnotify import Notifier, SQLNotifyException, SQLNotifyListenerError, signals
-from sqlnotify._listener import Listener
+from sqlnotify._pipeline.listener import Listener
 from sqlnotify.dialects.postgresql import PostgresSource, listener_dsn
 from sqlnotify.testing import EventRecorder, wait_until
 

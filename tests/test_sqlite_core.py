@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlite_support import file_engine, ids
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
-from sqlnotify._listener import Listener
+from sqlnotify._pipeline.listener import Listener
 from sqlnotify.dialects._sqlite_source import SQLiteSource
 from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect
 from sqlnotify.exceptions import SQLNotifyConfigurationError

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .._names import pyformat_safe, qualified, quote_ident, quote_literal, run_sql
-from .._types import pg_value_sql
+from .._values import pg_value_sql
 from .._watch import Watch
 from ..exceptions import SQLNotifyConfigurationError
 from ._pg_ownership import brief_read, is_lock_timeout

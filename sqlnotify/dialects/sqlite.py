@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from .._journal import JournalReader
 from .._names import digest, quote_ident, quote_sqlite_literal
 from .._ownership import Policy
-from .._types import sqlite_value_sql
+from .._values import sqlite_value_sql
 from .._watch import Watch, WatchRequest
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyListenerError
 from . import _sqlite_owners as owners

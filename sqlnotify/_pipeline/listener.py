@@ -8,8 +8,9 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 
-from .dialects.base import RawNotification, Source
-from .exceptions import SQLNotifyListenerError
+from .._payload import RawNotification
+from ..dialects.base import Source
+from ..exceptions import SQLNotifyListenerError
 
 __all__ = ["Listener"]
 

@@ -7,8 +7,6 @@ exception is logged with its traceback, counted, sent on
 
 from __future__ import annotations
 
-import json
-import json.scanner
 import logging
 import threading
 import weakref
@@ -18,84 +16,11 @@ from typing import Any
 
 import blinker
 
-from ._types import Converter, converter_for
-from ._watch import Watch
-from .events import ChangeEvent
+from .._values import Converter, converter_for
+from .._watch import Watch
+from ..events import ChangeEvent
 
-__all__ = ["Route", "Stats", "decode_json", "ordered_receivers", "send_isolated"]
-
-_scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
-    json.JSONDecoder()  # type: ignore[arg-type]
-)
-
-
-def decode_json(text: str) -> Any:
-    """``json.loads`` for payloads, without its per-call overhead.
-
-    The scanner decodes the value at index 0; anything it does not take
-    whole (leading or trailing text, malformed JSON) goes through
-    ``json.loads``, which decodes it or raises its usual error.
-    """
-    try:
-        value, end = _scan_once(text, 0)
-    except (StopIteration, ValueError):
-        return json.loads(text)
-    if end != len(text):
-        return json.loads(text)
-    return value
-
-
-class Stats:
-    """Counters kept by the notifier's threads.
-
-    Counters written from more than one thread (``receiver_errors``,
-    ``async_abandoned``, ``stream_dropped``, ``async_dropped``: the
-    dispatcher and an event loop) are updated under ``lock``; the others
-    have a single writer.
-    """
-
-    #: Every counter, in the order :meth:`snapshot` lists them.
-    COUNTERS = (
-        "received",
-        "dispatched",
-        "dropped",
-        "receiver_errors",
-        "reconnects",
-        "truncated",
-        "gaps",
-        "overflowed",
-        "duplicates",
-        "overflow_fetched",
-        "hydrated",
-        "async_abandoned",
-        "stream_dropped",
-        "async_dropped",
-    )
-    __slots__ = ("lock", *COUNTERS)
-
-    received: int
-    dispatched: int
-    dropped: int
-    receiver_errors: int
-    reconnects: int
-    truncated: int
-    gaps: int
-    overflowed: int
-    duplicates: int
-    overflow_fetched: int
-    hydrated: int
-    async_abandoned: int
-    stream_dropped: int
-    async_dropped: int
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        for name in self.COUNTERS:
-            setattr(self, name, 0)
-
-    def snapshot(self) -> dict[str, int]:
-        """Every counter's current value."""
-        return {name: getattr(self, name) for name in self.COUNTERS}
+__all__ = ["Route", "ordered_receivers", "receiver_name", "send_isolated"]
 
 
 class Route:

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._acks import Acks
-from ._dispatch import Dispatcher
-from ._journal import JournalReader, JournalStore
-from ._route import Stats
-from .dialects.base import RawNotification, Source
+from .._journal import JournalReader, JournalStore
+from .._payload import RawNotification
+from ..dialects.base import Source
+from .dispatcher import Dispatcher
+from .durable import Acks
+from .stats import Stats
 
 __all__ = ["Batch", "GapSender", "Intake"]
 
@@ -123,7 +124,7 @@ class Intake:
         self._overflow_count = 0
         self._overflow_channels: set[str] = set()
         #: Completion of deliveries: the furthest position whose receivers,
-        #: async callbacks included, have all finished (see :mod:`._acks`).
+        #: async callbacks included, have all finished (see :mod:`.durable`).
         self.acks: Acks | None = (
             Acks(reader.position if reader is not None else None) if store is not None else None
         )

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import blinker
 
-from ._route import receiver_name
-from .exceptions import SQLNotifyConfigurationError
+from ..exceptions import SQLNotifyConfigurationError
+from .delivery import receiver_name
 
 __all__ = ["WatchSignal", "check_receiver"]
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .dialects.base import RawNotification
+from .._payload import RawNotification
 
 __all__ = ["Control", "Dispatcher"]
 

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._route import Route, Stats
-from .dialects.base import Dialect, OverflowStore
-from .events import Operation
+from ..dialects.base import Dialect, OverflowStore
+from ..events import Operation
+from .delivery import Route
+from .stats import Stats
 
 __all__ = ["LargeRows", "Pending"]
 

@@ -1,0 +1,136 @@
+"""The maintenance thread: the trigger registry's upkeep and pruning the overflow tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from .._ownership import HEARTBEAT, Backoff, Policy
+from .._watch import Watch
+from ..dialects.base import Dialect
+from ..exceptions import SQLNotifyLockTimeoutError
+
+__all__ = ["Ownership", "Periodic"]
+
+
+class Periodic:
+    """A named daemon thread that calls ``task()`` every ``interval`` seconds until stopped.
+
+    The first call happens one interval after :meth:`start`.  An exception
+    from ``task`` is logged and the loop goes on.
+    """
+
+    def __init__(
+        self,
+        task: Callable[[], object],
+        interval: float,
+        *,
+        log: logging.Logger,
+        name: str = "sqlnotify-maintenance",
+    ) -> None:
+        self._task = task
+        self._interval = interval
+        self._log = log
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop and join the thread; ``False`` if it did not end within ``timeout``."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._log.warning("the maintenance thread did not stop within %.1fs", timeout)
+            return False
+        return True
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._task()
+            except Exception:
+                self._log.warning("sqlnotify maintenance failed; retrying later", exc_info=True)
+
+
+class Ownership:
+    """The maintenance side of ownership for one running notifier.
+
+    :meth:`tick` runs on the ``sqlnotify-maintenance`` thread: it refreshes
+    this notifier's registry rows every :data:`HEARTBEAT` seconds and, when
+    ``cleanup_on_start`` asked for it, removes the unused triggers of the
+    watched tables, one bounded attempt per due time, backing off while a
+    lock is busy; then again every :attr:`CLEANUP_REPEAT` seconds, so a
+    trigger whose grace period ends while this notifier runs goes too.
+    """
+
+    #: Seconds between two tries of the deferred cleanup after a busy lock (at most).
+    MAX_CLEANUP_DELAY = 60.0
+    #: Seconds between two passes of the deferred cleanup once one succeeded.
+    CLEANUP_REPEAT = 3600.0
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        watches: Sequence[Watch],
+        policy: Policy,
+        log: logging.Logger,
+        *,
+        cleanup: bool,
+    ) -> None:
+        self._dialect = dialect
+        self._watches = list(watches)
+        self._policy = policy
+        self._log = log
+        now = time.monotonic()
+        self._next_touch = now + HEARTBEAT
+        self._cleanup_due: float | None = now if cleanup else None
+        self._cleanup_delay = Backoff.INITIAL_DELAY
+        #: Triggers removed by the deferred cleanup so far.
+        self.removed = 0
+        #: ``True`` once the deferred cleanup ran to the end (or was not asked for).
+        self.cleaned = not cleanup
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_touch:
+            self._next_touch = now + HEARTBEAT
+            self._dialect.touch(self._watches, self._policy)
+        due = self._cleanup_due
+        if due is not None and now >= due:
+            self._cleanup_once()
+
+    def _cleanup_once(self) -> None:
+        # One attempt: the next comes at a later tick, not in a loop here.
+        policy = dataclasses.replace(self._policy, install_timeout=self._policy.lock_timeout)
+        try:
+            removed = self._dialect.cleanup(self._watches, policy=policy, keep_own=True)
+        except SQLNotifyLockTimeoutError as exc:
+            self._cleanup_delay = min(self._cleanup_delay * 2 + 1.0, self.MAX_CLEANUP_DELAY)
+            self._cleanup_due = time.monotonic() + self._cleanup_delay
+            self._log.info(
+                "removing unused sqlnotify triggers waits for a lock; trying again in %.0fs (%s)",
+                self._cleanup_delay,
+                exc,
+            )
+            return
+        self.removed += removed
+        self._cleanup_due = time.monotonic() + self.CLEANUP_REPEAT
+        self._cleanup_delay = Backoff.INITIAL_DELAY
+        self.cleaned = True
+        if removed:
+            self._log.info("removed %d unused sqlnotify trigger(s)", removed)
+
+    def stopped(self) -> None:
+        """Record that this notifier stops (its rows stay, for the grace period)."""
+        stopped = dataclasses.replace(self._policy, live=False)
+        self._dialect.touch(self._watches, stopped)
