@@ -1,9 +1,13 @@
-"""The :class:`Notifier`: the one object users configure, start and stop."""
+"""The :class:`Notifier`: the one object users configure, start and stop.
+
+It holds the configuration (watches, subscriptions, options) and hands each
+start to a :class:`~sqlnotify._pipeline.run.Run`; events flow through the
+pipeline (:mod:`sqlnotify._pipeline`) without coming back here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import datetime as dt
 import functools
@@ -22,33 +26,41 @@ from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import blinker
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, NoSuchTableError
+from sqlalchemy.exc import DBAPIError
 
 from . import signals
-from ._journal import JournalEvent, JournalReader
 from ._names import did_you_mean
 from ._ownership import Policy, new_user_id
-from ._payload import decode_json
-from ._pipeline.bridge import LoopBridge, LoopThread, check_queue_options
-from ._pipeline.delivery import Route, receiver_name, send_isolated
+from ._payload import custom_payload
+from ._pipeline.bridge import LoopBridge, check_queue_options
+from ._pipeline.delivery import Delivery
 from ._pipeline.dispatcher import Dispatcher
 from ._pipeline.intake import Intake
 from ._pipeline.listener import Listener
-from ._pipeline.maintenance import Ownership, Periodic
-from ._pipeline.overflow import LargeRows, Pending
-from ._pipeline.stats import Stats
-from ._pipeline.subscriptions import ONE_ARGUMENT, WatchSignal, check_receiver
+from ._pipeline.maintenance import Ownership, prune_overflow
+from ._pipeline.overflow import LargeRows
+from ._pipeline.run import Run
+from ._pipeline.stats import Stats, percentile
+from ._pipeline.subscriptions import (
+    ONE_ARGUMENT,
+    AsyncSide,
+    AsyncSubscription,
+    Entry,
+    Registry,
+    Subscription,
+    check_receiver,
+    is_async_callable,
+)
 from ._watch import (
     Watch,
     WatchRequest,
     describe_target,
     normalise_filters,
-    split_name,
     why_not_installable,
 )
 from .dialects import get_dialect_class
-from .dialects.base import Dialect, InstallState, RawNotification, Settings, Source
-from .events import ChangeEvent, Gap, Operation, _json_default
+from .dialects.base import Dialect, InstallState, Settings
+from .events import Gap, Operation, _json_default
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
@@ -66,7 +78,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
-_event_received = signals.event_received
 
 # Every notifier of this process; a forked child resets their state.
 _notifiers: weakref.WeakSet[Notifier] = weakref.WeakSet()
@@ -120,37 +131,6 @@ def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> No
         f" Notifier takes {', '.join(params)}; a {dialect_cls.capabilities.name} notifier"
         f" also takes {', '.join(sorted(valid)) or 'no other option'}"
     )
-
-
-def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
-    return JournalEvent(channel, payload, None, position, token)
-
-
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@dataclasses.dataclass
-class _Entry:
-    """One ``watch()`` call: the request, its resolution, its signal, its subscriptions."""
-
-    request: WatchRequest
-    signal: blinker.Signal
-    watch: Watch | None = None
-    pending_filters: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)
-
-    def matches(self, target: Any) -> bool:
-        if self.watch is not None:
-            return self.watch.matches_target(target)
-        # A table given by name, not yet reflected.
-        mine = self.request.target
-        if target is mine or target == mine:
-            return True
-        if isinstance(target, str) and isinstance(mine, str):
-            return split_name(target)[1] == split_name(mine)[1] and (
-                split_name(target)[0] in (None, split_name(mine)[0])
-            )
-        return False
 
 
 def _is_async_engine(engine: object) -> TypeGuard[AsyncEngine]:
@@ -271,7 +251,7 @@ class Notifier:
         "overflow_table": "watch(..., use_overflow_table=True)",
     }
     #: How many recent events the lag percentiles of :meth:`health` cover.
-    LAG_WINDOW = 4096
+    LAG_WINDOW = Delivery.LAG_WINDOW
 
     def __init__(
         self,
@@ -331,18 +311,9 @@ class Notifier:
             consumer_expiry=self.consumer_expiry,
         )
         self._dialect: Dialect = dialect_cls(sync_engine, self.log, settings)
-        self._entries: list[_Entry] = []
+        self._registry = Registry()
         self._lock = threading.RLock()
-        self._routes: dict[str, Route] = {}
-        self._listener: Listener | None = None
-        self._dispatcher: Dispatcher | None = None
-        # The last started dispatcher (kept after stop): receivers check it.
-        self._halt: Dispatcher | None = None
         self._running = False
-        self._bridge: LoopBridge | None = None
-        self._bridge_lock = threading.Lock()
-        self._wants_loop = False
-        self._streams: set[EventStream] = set()
         self._stopped = threading.Event()
         self._stopped.set()
         self._fork_error: str | None = None
@@ -350,24 +321,50 @@ class Notifier:
         self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
-        self._maintenance: Periodic | None = None
         self._policy = Policy.build(lock_timeout, install_timeout, cleanup_grace)
-        self._owners: Ownership | None = None
-        self._prune_due: float | None = None
-        self._large = LargeRows(self._dialect, self.stats, self.log, self._drop)
-        self._warned: set[tuple[str, bool]] = set()
+        self._delivery = Delivery(self, self.stats, self.log, self._advice)
+        self._delivery.large = LargeRows(self._dialect, self.stats, self.log, self._delivery.drop)
+        self._async = AsyncSide(
+            self._delivery,
+            maxsize=async_maxsize,
+            overflow=async_overflow,
+            block_timeout=async_block_timeout,
+            stop_timeout=self.STOP_TIMEOUT,
+        )
         if not isinstance(max_queue, int) or max_queue < 1:
             raise SQLNotifyConfigurationError(
                 f"max_queue must be a positive integer, not {max_queue!r}"
             )
         self.max_queue = max_queue
         self.queue_timeout = float(queue_timeout)
-        self._intake: Intake | None = None
-        # Where the change log's first source resumes (a named consumer, replays_log).
-        self._resume_at: Any = None
-        self._lags: collections.deque[float] = collections.deque(maxlen=self.LAG_WINDOW)
-        self._started_at: dt.datetime | None = None
+        #: The current run, or the last one once stopped.
+        self._run: Run | None = None
         _notifiers.add(self)
+
+    # -- the current run's parts (for tools and tests) ---------------------------
+    @property
+    def _listener(self) -> Listener | None:
+        return self._run.listener if self._run is not None else None
+
+    @property
+    def _dispatcher(self) -> Dispatcher | None:
+        return self._run.dispatcher if self._run is not None else None
+
+    @property
+    def _intake(self) -> Intake | None:
+        return self._run.intake if self._run is not None else None
+
+    @property
+    def _owners(self) -> Ownership | None:
+        return self._run.owners if self._run is not None else None
+
+    @property
+    def _prune_due(self) -> float | None:
+        return self._run.prune_due if self._run is not None else None
+
+    @property
+    def _bridge(self) -> LoopBridge | None:
+        return self._delivery.bridge
 
     # -- introspection --------------------------------------------------------
     @property
@@ -388,11 +385,12 @@ class Notifier:
     @property
     def watches(self) -> list[Watch]:
         """The resolved watches (tables given by name appear once reflected at start)."""
-        return [e.watch for e in self._entries if e.watch is not None]
+        return self._registry.watches
 
     @property
     def listener_thread_name(self) -> str | None:
-        return self._listener.name if self._listener else None
+        listener = self._listener
+        return listener.name if listener else None
 
     @property
     def callback_loop(self) -> asyncio.AbstractEventLoop | None:
@@ -463,57 +461,11 @@ class Notifier:
             assert table is not None
             watch = request.resolve(table)
         with self._lock:
-            for entry in self._entries:
-                same = entry.request.operation is request.operation and (
-                    entry.request.channel_label == request.channel_label
-                )
-                if same and entry.matches(model):
-                    if entry.request == request:
-                        return self
-                    raise SQLNotifyConfigurationError(
-                        f"{describe_target(model)} is already watched for"
-                        f" {request.operation.value!r}"
-                        + (
-                            f" with channel_label {request.channel_label!r}"
-                            if request.channel_label
-                            else ""
-                        )
-                        + " with different options; use another channel_label for a second watch"
-                    )
-            if self._running:
-                raise SQLNotifyConfigurationError(
-                    "watch() must be called before start(); stop the notifier to add watches"
-                )
-            signal = WatchSignal(f"{describe_target(model)} {request.operation.value}")
-            self._entries.append(_Entry(request=request, signal=signal, watch=watch))
+            self._registry.add(model, request, watch, self._running)
         return self
 
-    def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> _Entry:
-        op = Operation.coerce(operation)
-        candidates = [
-            e
-            for e in self._entries
-            if e.request.operation is op and e.request.channel_label == channel_label
-        ]
-        exact = [e for e in candidates if e.request.target is target]
-        found = exact or [e for e in candidates if e.matches(target)]
-        if len(found) == 1:
-            return found[0]
-        label = f" with channel_label {channel_label!r}" if channel_label else ""
-        if not found:
-            watched = ", ".join(
-                f"{describe_target(e.request.target)} {e.request.operation.value}"
-                + (f" [{e.request.channel_label}]" if e.request.channel_label else "")
-                for e in self._entries
-            )
-            raise SQLNotifyConfigurationError(
-                f"no watch for {describe_target(target)} {op.value!r}{label}; call"
-                f" watch() first. Watched: {watched or 'nothing yet'}"
-            )
-        raise SQLNotifyConfigurationError(
-            f"{describe_target(target)} {op.value!r}{label} is ambiguous: it matches"
-            f" {len(found)} watches; pass the model class or 'schema.table'"
-        )
+    def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> Entry:
+        return self._registry.find(target, operation, channel_label)
 
     def signal(
         self, model_or_name: Any, operation: Operation | str, channel_label: str | None = None
@@ -573,7 +525,7 @@ class Notifier:
             receiver = self._make_receiver(fn, checked)
             if entry.watch is None and filters:
                 entry.pending_filters.append((filters, receiver))
-            if isinstance(receiver, _AsyncSubscription) and self._running:
+            if isinstance(receiver, AsyncSubscription) and self._running:
                 self._ensure_loop()
             entry.signal.connect(receiver, weak=False)
             return fn
@@ -581,10 +533,10 @@ class Notifier:
         return decorator
 
     def _make_receiver(self, fn: Callable[..., Any], filters: tuple[tuple[str, Any], ...]) -> Any:
-        if _is_async_callable(fn):
-            self._wants_loop = True
-            return _AsyncSubscription(fn, filters, self._submit_async)
-        return _Subscription(fn, filters)
+        if is_async_callable(fn):
+            self._async.wants_loop = True
+            return AsyncSubscription(fn, filters, self._async.submit)
+        return Subscription(fn, filters)
 
     def stream(
         self,
@@ -625,82 +577,23 @@ class Notifier:
             maxsize=maxsize,
             overflow=overflow,
             block_timeout=block_timeout,
-            on_drop=self._stream_dropped,
-            on_end=self._stream_ended,
+            on_drop=self._async.stream_dropped,
+            on_end=self._async.stream_ended,
         )
-        receiver = _Subscription(stream.put, checked)
+        receiver = Subscription(stream.put, checked)
         stream.receiver = receiver
         if entry.watch is None and filters:
             entry.pending_filters.append((filters, receiver))
-        with self._bridge_lock:
-            self._streams.add(stream)
+        self._async.add_stream(stream)
         entry.signal.connect(receiver, weak=False)
         return stream
 
-    def _stream_dropped(self, stream: EventStream, event: ChangeEvent) -> None:
-        with self.stats.lock:
-            self.stats.stream_dropped += 1
-        send_isolated(
-            signals.stream_overflow,
-            self,
-            self.log,
-            stream=stream,
-            event=event,
-            policy=stream.overflow,
-        )
-
-    def _stream_ended(self, stream: EventStream) -> None:
-        with self._bridge_lock:
-            self._streams.discard(stream)
-
-    def _end_streams(self) -> None:
-        with self._bridge_lock:
-            streams = list(self._streams)
-        for stream in streams:
-            stream.end()
-
-    # -- the asyncio bridge -----------------------------------------------------
-    def _new_bridge(self, loop: asyncio.AbstractEventLoop | None) -> LoopBridge:
-        thread = None
-        if loop is None:
-            thread = LoopThread(self.log)
-            thread.start(self.STOP_TIMEOUT)
-            loop = thread.loop
-        bridge = LoopBridge(
-            loop,
-            log=self.log,
-            on_error=self._receiver_failed,
-            on_abandoned=self._count_abandoned,
-            thread=thread,
-            maxsize=self.async_maxsize,
-            overflow=self.async_overflow,
-            block_timeout=self.async_block_timeout,
-            on_drop=self._async_dropped,
-        )
-        intake = self._intake
-        bridge.acks = intake.acks if intake is not None else None
-        return bridge
-
-    def _async_dropped(self, sub: Any, event: ChangeEvent, policy: str) -> None:
-        with self.stats.lock:
-            self.stats.async_dropped += 1
-        send_isolated(
-            signals.async_overflow,
-            self,
-            self.log,
-            receiver=getattr(sub, "fn", sub),
-            event=event,
-            policy=policy,
-        )
-
     def _ensure_loop(self) -> LoopBridge:
-        with self._bridge_lock:
-            bridge = self._bridge
-            if bridge is None:
-                bridge = self._bridge = self._new_bridge(None)
-                dispatcher = self._dispatcher
-                bridge.batch_thread = dispatcher.ident if dispatcher is not None else None
-            return bridge
+        dispatcher, intake = self._dispatcher, self._intake
+        return self._async.ensure_loop(
+            dispatcher.ident if dispatcher is not None else None,
+            intake.acks if intake is not None else None,
+        )
 
     def on_gap(self, fn: F) -> F:
         """Decorator: call ``fn(gap)`` with a :class:`~sqlnotify.events.Gap` after each gap.
@@ -715,12 +608,13 @@ class Notifier:
         if not callable(fn):
             raise SQLNotifyConfigurationError(f"on_gap() decorates a callable, not {fn!r}")
         check_receiver(fn, ONE_ARGUMENT, "on_gap()", arg="gap")
-        if _is_async_callable(fn):
-            self._wants_loop = True
-            sub = _AsyncSubscription(fn, (), self._submit_async)
+        if is_async_callable(fn):
+            self._async.wants_loop = True
+            submit = self._async.submit
+            sub = AsyncSubscription(fn, (), submit)
 
             def receiver(sender: Any, **gap: Any) -> None:
-                self._submit_async(sub, Gap(**gap))  # type: ignore[arg-type]
+                submit(sub, Gap(**gap))
 
         else:
 
@@ -730,24 +624,6 @@ class Notifier:
         receiver.fn = fn  # type: ignore[attr-defined]
         signals.gap.connect(receiver, sender=self, weak=False)
         return fn
-
-    def _submit_async(self, sub: Any, event: ChangeEvent) -> None:
-        bridge = self._bridge
-        if bridge is None:
-            self._count_abandoned(1)
-            self.log.warning("an async callback was not run: the notifier is not running")
-            return
-        bridge.submit(sub, event)
-
-    def _count_abandoned(self, count: int) -> None:
-        with self.stats.lock:
-            self.stats.async_abandoned += count
-
-    def _close_bridge(self, bridge: LoopBridge | None, timeout: float | None = None) -> None:
-        if bridge is None:
-            return
-        bridge.drain_blocking(self.drain_timeout if timeout is None else timeout)
-        bridge.stop_thread(self.STOP_TIMEOUT)
 
     def unsubscribe(
         self,
@@ -759,45 +635,16 @@ class Notifier:
         """Disconnect a function connected with :meth:`subscribe`; ``True`` if it was."""
         signal = self._entry(model_or_name, operation, channel_label).signal
         for receiver in list(signal.receivers_for(blinker.ANY)):
-            if isinstance(receiver, _Subscription) and receiver.fn is fn:
+            if isinstance(receiver, Subscription) and receiver.fn is fn:
                 signal.disconnect(receiver)
                 return True
         return False
 
     # -- lifecycle ------------------------------------------------------------
-    def _resolve(self, default_schema: str | None) -> list[Watch]:
-        watches = []
-        for entry in self._entries:
-            if entry.watch is None:
-                name = entry.request.target
-                try:
-                    table = self._dialect.reflect(name)
-                except NoSuchTableError as exc:
-                    raise SQLNotifyConfigurationError(
-                        f"cannot watch table {name!r}: no such table in the database"
-                        + (f" (default schema {default_schema!r})" if default_schema else "")
-                    ) from exc
-                entry.watch = entry.request.resolve(table)
-                for filters, receiver in entry.pending_filters:
-                    receiver.filters = normalise_filters(filters, entry.watch)
-                entry.pending_filters.clear()
-            if entry.watch.default_schema != default_schema:
-                entry.watch = entry.watch.with_default_schema(default_schema)
-            watches.append(entry.watch)
-        seen: dict[str, Watch] = {}
-        for w in watches:
-            other = seen.setdefault(w.channel, w)
-            if other is not w:
-                raise SQLNotifyConfigurationError(
-                    f"two watches share the channel {w.channel!r}: {other.describe()} and"
-                    f" {w.describe()}"
-                )
-        return watches
-
     def prepare(self) -> list[Watch]:
         """Resolve every watch against the database (reflecting tables given by name)."""
         with self._lock:
-            return self._resolve(self._dialect.default_schema())
+            return self._registry.resolve(self._dialect, self._dialect.default_schema())
 
     @property
     def policy(self) -> Policy:
@@ -896,38 +743,6 @@ class Notifier:
                         statements.append(stmt)
             return statements
 
-    #: Seconds between two turns of the maintenance thread.
-    MAINTENANCE_TICK = 1.0
-
-    def _start_maintenance(self, overflow: bool = False) -> None:
-        """Start the maintenance thread; with ``overflow``, it prunes the overflow tables too."""
-        store = self._dialect.overflow
-        interval = store.prune_interval if store is not None else None
-        wanted = overflow and interval and store is not None and store.retention
-        if wanted and self._prune_due is None:
-            self._prune_due = time.monotonic() + (interval or 0.0)
-        if self._maintenance is None:
-            tick = min(self.MAINTENANCE_TICK, interval or self.MAINTENANCE_TICK)
-            self._maintenance = Periodic(self._maintain, tick, log=self.log)
-            self._maintenance.start()
-
-    def _maintain(self) -> None:
-        """One turn of the maintenance thread: ownership upkeep, then pruning when due."""
-        owners = self._owners
-        if owners is not None:
-            try:
-                owners.tick()
-            except Exception:
-                self.log.warning(
-                    "sqlnotify trigger registry upkeep failed; retrying later", exc_info=True
-                )
-        store = self._dialect.overflow
-        due = self._prune_due
-        interval = store.prune_interval if store is not None else None
-        if due is not None and interval and time.monotonic() >= due:
-            self._prune_due = time.monotonic() + interval
-            self.prune_overflow()
-
     def prune_overflow(self) -> int:
         """Delete stored overflow payloads older than the retention period; return how many.
 
@@ -937,14 +752,7 @@ class Notifier:
         ``use_overflow_table=True``, or an earlier ``notify()`` through it);
         calling it by hand is only useful without a listener.
         """
-        store = self._dialect.overflow
-        if store is None or store.retention is None:
-            return 0
-        schemas = sorted({w.effective_schema for w in self.watches}, key=str)
-        deleted = store.prune(schemas, store.retention, store.prune_batch)
-        if deleted:
-            self.log.debug("pruned %d stored overflow payload(s)", deleted)
-        return deleted
+        return prune_overflow(self._dialect, self.watches, self.log)
 
     def start(self, timeout: float | None = None) -> None:
         """Install triggers, start the listener and dispatcher threads, and wait until listening.
@@ -992,61 +800,31 @@ class Notifier:
             timeout = self.start_timeout if timeout is None else timeout
             states = self._install(live=True, timeout=timeout)
             watches = [s.watch for s in states]
-            self._routes = {
-                w.channel: Route(w, e.signal, self._dialect.name)
-                for w, e in zip(watches, self._entries, strict=True)
-            }
-            channels = list(self._routes)
-            bridge = None
-            if loop is not None or self._wants_loop:
-                bridge = self._new_bridge(loop)
-            self._bridge = bridge
-            dispatcher = Dispatcher(self._handle_batch, log=self.log)
-            intake = self._make_intake(watches, dispatcher)
-            self._halt = dispatcher
-            dispatcher.start()
-            if bridge is not None:
-                bridge.batch_thread = dispatcher.ident
-                bridge.acks = intake.acks
-            resume_at = self._resume_at
-            listener = Listener(
-                lambda stop: self._dialect.open_source(channels, stop=stop, position=resume_at),
-                intake.push,
+            run = Run(
+                sender=self,
+                dialect=self._dialect,
+                delivery=self._delivery,
+                async_side=self._async,
                 log=self.log,
-                on_connected=self._on_connected,
-                on_disconnected=self._on_disconnected,
-                on_tick=intake.tick,
+                stop_timeout=self.STOP_TIMEOUT,
             )
-            self._intake = intake
-            try:
-                listener.start(timeout)
-            except BaseException:
-                dispatcher.stop(self.STOP_TIMEOUT)
-                self._intake = None
-                self._dialect.close()
-                self._bridge = None
-                self._close_bridge(bridge, 0.0)
-                raise
-            self._started_at = dt.datetime.now(dt.timezone.utc)
-            self._dispatcher = dispatcher
-            self._listener = listener
-            self._dialect.attach(listener.wake)
+            run.start(
+                watches,
+                [e.signal for e in self._registry.entries],
+                loop=loop,
+                timeout=timeout,
+                consumer=self.consumer,
+                max_queue=self.max_queue,
+                queue_timeout=self.queue_timeout,
+                retention=self.journal_retention,
+                consumer_expiry=self.consumer_expiry,
+                wants_loop=self._async.wants_loop,
+            )
+            self._run = run
             self._running = True
             self._stopped.clear()
-            schemas = {w.effective_schema for w in watches}
-            self._owners = Ownership(
-                self._dialect,
-                watches,
-                dataclasses.replace(self._policy, live=True),
-                self.log,
-                cleanup=self.cleanup_on_start,
-            )
-            store = self._dialect.overflow
-            self._start_maintenance(
-                any(w.use_overflow_table for w in watches)
-                or (store is not None and store.has_tables(schemas))
-            )
-            self.log.info("sqlnotify listening on %d channel(s)", len(channels))
+            run.start_maintenance(self._policy, self.cleanup_on_start)
+            self.log.info("sqlnotify listening on %d channel(s)", len(watches))
 
     def stop(self, cleanup: bool | None = None) -> None:
         """Stop the listener, dispatch what was already received, and join both threads.
@@ -1067,33 +845,9 @@ class Notifier:
             if not self._running:
                 return
             self._running = False
-            listener, dispatcher = self._listener, self._dispatcher
-            self._listener = self._dispatcher = None
-            self._dialect.detach()
-            if self._maintenance is not None:
-                self._maintenance.stop(self.STOP_TIMEOUT)
-                self._maintenance = None
-            self._prune_due = None
-            if self._intake is not None:
-                self._intake.stopping.set()
-            if listener is not None:
-                listener.stop(self.STOP_TIMEOUT)
-            with self._bridge_lock:
-                streams = list(self._streams)
-                bridge = self._bridge
-            for stream in streams:
-                stream.stopping()  # a full "block" stream must not hold the dispatcher now
-            if bridge is not None:
-                bridge.stopping()  # nor a full "block" callback queue
-            drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
-            with self._bridge_lock:
-                bridge, self._bridge = self._bridge, None
-            self._close_bridge(bridge, drain_timeout)
-            if self._intake is not None:
-                # After the callbacks: the position never passes one not finished.
-                self._intake.close(drained)
-            self._end_streams()
-            owners, self._owners = self._owners, None
+            run = self._run
+            assert run is not None
+            owners = run.stop(self.drain_timeout if drain_timeout is None else drain_timeout)
             try:
                 self._release(owners, cleanup if cleanup is not None else self.cleanup_on_stop)
             finally:
@@ -1164,20 +918,15 @@ class Notifier:
                 f" {os.getppid()} forked this one; create a new Notifier in the child"
             )
         self._lock = threading.RLock()
-        self._bridge_lock = threading.Lock()
         self._dialect.after_fork()
         self._policy = dataclasses.replace(self._policy, user=new_user_id())
-        self._owners = None
-        self._maintenance = None
-        self._prune_due = None
-        if not self._running and self._listener is None:
+        run, self._run = self._run, None
+        self._async.lock = threading.Lock()
+        listener = run.listener if run is not None else None
+        if not self._running and listener is None:
             return  # never started: nothing of the parent's to let go of
-        listener = self._listener
-        self._listener = self._dispatcher = None
         # The event loop thread is the parent's too; its streams serve the parent's loop.
-        self._bridge = None
-        self._streams = set()
-        self._intake = None
+        self._async.after_fork()
         self._running = False
         self._stopped = threading.Event()
         self._stopped.set()
@@ -1275,8 +1024,7 @@ class Notifier:
             separators=(",", ":"),
             ensure_ascii=False,
         )
-        # A fixed-width timestamp keeps the size of a given payload stable.
-        body = f'{{"ts":{time.time():.6f},"row":{row},"custom":true}}'
+        body = custom_payload(time.time(), row)
         limit = self._dialect.capabilities.max_payload
         try:
             size = len(body.encode("utf-8"))
@@ -1336,7 +1084,8 @@ class Notifier:
             if self._running and self._prune_due is None:
                 with self._lock:
                     if self._running:
-                        self._start_maintenance(overflow=True)
+                        assert self._run is not None and self._run.maintenance is not None
+                        self._run.maintenance.start(overflow=True)
         else:
             self._dialect.send(channel, body)
 
@@ -1351,281 +1100,6 @@ class Notifier:
         """:meth:`notify` for async code: the same checks and result, run in a worker thread."""
         await asyncio.to_thread(
             self.notify, model, operation, payload, channel_label, use_overflow_table
-        )
-
-    # -- threads' callbacks ---------------------------------------------------
-    def _on_connected(self, reconnect: bool, source: Source) -> None:
-        if reconnect:
-            self.stats.reconnects += 1
-            self.log.info("listener reconnected")
-        send_isolated(signals.listener_connected, self, self.log, reconnect=reconnect)
-        if self._intake is not None:
-            self._intake.on_connected(reconnect, source)
-
-    def _on_disconnected(self, error: BaseException) -> None:
-        if self._intake is not None:
-            self._intake.on_disconnected()
-        send_isolated(signals.listener_disconnected, self, self.log, error=error)
-
-    def _send_gap(
-        self,
-        start: dt.datetime,
-        end: dt.datetime,
-        channels: tuple[str, ...],
-        reason: str,
-        count: int | None,
-    ) -> None:
-        self.log.warning(
-            "events of %d channel(s) may be missing between %s and %s (%s)",
-            len(channels),
-            start.isoformat(),
-            end.isoformat(),
-            reason,
-        )
-        send_isolated(
-            signals.gap,
-            self,
-            self.log,
-            start=start,
-            end=end,
-            channels=channels,
-            reason=reason,
-            count=count,
-        )
-        bridge = self._bridge
-        if bridge is not None:
-            bridge.flush()  # async on_gap callbacks, submitted outside a batch
-
-    def _drop(self, channel: str, reason: str, payload: str | None = None) -> None:
-        self.stats.dropped += 1
-        self.log.warning("dropped a notification on channel %r: %s", channel, reason)
-        if payload is not None:
-            self.log.debug("dropped payload on %r: %.500s", channel, payload)
-        send_isolated(signals.notification_dropped, self, self.log, channel=channel, reason=reason)
-
-    def _undecodable(self, channel: str, exc: Exception, payload: str) -> None:
-        # The exception's text may quote a row value: DEBUG only.
-        self.log.debug("cannot decode a payload on %r: %s", channel, exc)
-        self._drop(channel, f"undecodable payload ({type(exc).__name__})", payload)
-
-    def _handle_batch(self, batch: Sequence[RawNotification]) -> None:
-        try:
-            self._decode_batch(batch)
-        finally:
-            bridge = self._bridge
-            if bridge is not None:
-                bridge.flush()
-
-    def _decode_batch(self, batch: Sequence[RawNotification]) -> None:
-        routes = self._routes
-        stats = self.stats
-        deliver = self._deliver
-        received_at = getattr(batch, "received_at", None)
-        lags = self._lags
-        loads = decode_json
-        halt = self._halt
-        for index, n in enumerate(batch):
-            if halt is not None and halt.halted:
-                return  # stop() returned: no receiver runs any more
-            channel = n.channel
-            route = routes.get(channel)
-            if route is None:
-                self._drop(channel, "no watch uses this channel", n.payload)
-                continue
-            try:
-                data = self._payload_of(n) if type(n) is JournalEvent else loads(n.payload)
-                if ("ovf" in data or "trunc" in data) and type(data) is dict:
-                    # The rest of the batch takes the slower path, in order.
-                    self._decode_large(route, data, n.payload, batch[index + 1 :], received_at)
-                    return
-                event = route.decode(data)
-            except Exception as exc:
-                self._undecodable(channel, exc, n.payload)
-                continue
-            stats.received += 1
-            epoch = event._epoch
-            if received_at is not None and type(epoch) is float:
-                lags.append(received_at - epoch)
-            if event._status != "complete":
-                self._incomplete(route, event, data.get("err"), data.get("msg"))
-            deliver(route, event)
-
-    @staticmethod
-    def _payload_of(n: RawNotification) -> Any:
-        if type(n) is JournalEvent:
-            data = n.data
-            if data is None:  # read from the journal: the position is apart
-                data = json.loads(n.payload)
-                data["pos"] = n.position
-            return data
-        return decode_json(n.payload)
-
-    def _decode_large(
-        self,
-        route: Route,
-        data: dict[str, Any],
-        raw: str,
-        rest: Sequence[RawNotification],
-        received_at: float | None,
-    ) -> None:
-        """Deliver a batch holding references or keys-only rows, resolving them in bulk."""
-        items = [Pending(route, data, raw)]
-        for n in rest:
-            other = self._routes.get(n.channel)
-            if other is None:
-                self._drop(n.channel, "no watch uses this channel", n.payload)
-                continue
-            try:
-                parsed = self._payload_of(n)
-            except Exception as exc:
-                self._undecodable(n.channel, exc, n.payload)
-                continue
-            if type(parsed) is not dict:
-                self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
-                continue
-            items.append(Pending(other, parsed, n.payload))
-        for item in self._large.resolve(items):
-            try:
-                event = item.route.decode(item.data, item.status)
-            except Exception as exc:
-                self._undecodable(item.route.channel, exc, item.raw)
-                continue
-            self.stats.received += 1
-            epoch = event.epoch
-            if received_at is not None and type(epoch) is float:
-                self._lags.append(received_at - epoch)
-            if event.status != "complete":
-                self._incomplete(item.route, event, item.data.get("err"), item.data.get("msg"))
-            self._deliver(item.route, event)
-
-    def _incomplete(
-        self,
-        route: Route,
-        event: ChangeEvent,
-        error: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        self.stats.truncated += 1
-        if error is not None:
-            self.log.warning(
-                "the trigger for %s could not build its payload (SQLSTATE %s): the table no"
-                " longer matches the watch (a column dropped or renamed?); the event carries"
-                " no values. Restart the notifier to replace the trigger",
-                route.watch.describe(),
-                error,
-            )
-            # The server's message may quote a value: DEBUG only.
-            self.log.debug("trigger error on %r: %s", route.channel, message)
-            return
-        lost = event.status == "lost"
-        if (route.channel, lost) in self._warned:
-            return
-        self._warned.add((route.channel, lost))
-        if lost:
-            self.log.warning(
-                "a row of %s was too large for one notification, and so were its keys alone;"
-                " the event carries no values (%s delivers it whole)."
-                " This is logged once per watch.",
-                route.watch.describe(),
-                self._advice["overflow_table"],
-            )
-            return
-        self.log.warning(
-            "rows of %s are too large for one notification: their events are sent by key and"
-            " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
-            " is deleted); %s delivers them whole, as of the"
-            " change. This is logged once per watch.",
-            route.watch.describe(),
-            self._advice["overflow_table"],
-        )
-
-    def _deliver(self, route: Route, event: ChangeEvent) -> None:
-        halt = self._halt
-        if halt is not None and halt.halted:
-            return  # stop() returned: no receiver runs any more
-        if _event_received.receivers:
-            send_isolated(_event_received, self, self.log, event=event)
-        sender = route.sender
-        for receiver in route.receivers():
-            if halt is not None and halt.halted:
-                return
-            try:
-                receiver(sender, event=event)
-            except Exception as exc:
-                self._receiver_failed(receiver, event, exc)
-        self.stats.dispatched += 1
-
-    def _receiver_failed(self, receiver: Any, event: ChangeEvent, exc: BaseException) -> None:
-        with self.stats.lock:  # async callbacks fail on the loop's thread
-            self.stats.receiver_errors += 1
-        name = receiver_name(getattr(receiver, "fn", receiver))
-        if isinstance(event, ChangeEvent):
-            what = f"{event.operation.value} event from channel {event.channel!r}"
-        else:
-            what = type(event).__name__
-        self.log.error("receiver %s failed on %s", name, what, exc_info=exc)
-        send_isolated(
-            signals.receiver_failed, self, self.log, receiver=receiver, event=event, exception=exc
-        )
-
-    def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
-        channels = [w.channel for w in watches]
-        durable = [w.channel for w in watches if w.durable]
-        reader = store = None
-        position: Any = None
-        position_time = None
-        caps = self._dialect.capabilities
-        replays = caps.replays_log
-        if replays:
-            # Every watch is read from a change log (SQLite): all are durable,
-            # and a named consumer resumes from its saved position.
-            durable = []
-        if (replays and self.consumer is not None) or (durable and not replays):
-            store = self._dialect.journal()
-            try:
-                store.ensure()
-                if self.consumer is not None:
-                    store.acquire(self.consumer)
-                loaded = store.load(self.consumer) if self.consumer else None
-                if loaded is not None:
-                    position, position_time = loaded
-                else:
-                    position = store.start_position()
-                    if self.consumer is not None:
-                        store.save(self.consumer, position)
-            except Exception as exc:
-                store.close()
-                if isinstance(exc, SQLNotifyException):
-                    raise
-                raise SQLNotifyException(f"could not open the journal: {exc}") from exc
-        if durable and store is not None:
-            reader = JournalReader(
-                position,
-                None,
-                batch_size=5000,
-                log=self.log,
-                stamp=store.stamp,
-                make=_journal_event,
-            )
-        self._resume_at = position if replays else None
-        return Intake(
-            dispatcher=dispatcher,
-            stats=self.stats,
-            log=self.log,
-            send_gap=self._send_gap,
-            channels=channels,
-            durable_channels=durable,
-            replays_log=replays,
-            reader=reader,
-            store=store,
-            consumer=self.consumer,
-            position_time=position_time,
-            max_queue=self.max_queue,
-            queue_timeout=self.queue_timeout,
-            retention=self.journal_retention,
-            consumer_expiry=self.consumer_expiry,
-            wake_payload=caps.wake_payload,
-            drop=self._drop,
         )
 
     def health(self, server_timeout: float = 2.0) -> dict[str, Any]:
@@ -1652,16 +1126,17 @@ class Notifier:
 
         Safe to call from any thread; it blocks at most ``server_timeout``.
         """
+        run = self._run
         intake, dispatcher = self._intake, self._dispatcher
         stats = self.stats
-        lags = sorted(self._lags.copy())  # one C call: safe while the dispatcher appends
+        lags = sorted(self._delivery.lags.copy())  # one C call: safe while the dispatcher appends
         usage = self._dialect.server_queue_usage(server_timeout)
         if usage is None and intake is not None and intake.source is not None:
             usage = intake.source.queue_usage
         report: dict[str, Any] = {
             "running": self._running,
             "connected": bool(intake and intake.connected and self._running),
-            "since": intake.since if intake is not None else self._started_at,
+            "since": intake.since if intake is not None else (run.started_at if run else None),
             "received": stats.received,
             "dispatched": stats.dispatched,
             "failed": stats.receiver_errors,
@@ -1678,8 +1153,8 @@ class Notifier:
             "async_dropped": stats.async_dropped,
             "queue_depth": dispatcher.depth if dispatcher is not None else 0,
             "max_queue": self.max_queue,
-            "lag_p50": _percentile(lags, 0.5) if lags else None,
-            "lag_p99": _percentile(lags, 0.99) if lags else None,
+            "lag_p50": percentile(lags, 0.5) if lags else None,
+            "lag_p99": percentile(lags, 0.99) if lags else None,
             "server_queue_usage": usage,
         }
         store = intake.store if intake is not None else None
@@ -1690,60 +1165,4 @@ class Notifier:
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
-        return f"<Notifier {self.dialect_name} {state} watches={len(self._entries)}>"
-
-
-class _Subscription:
-    """The blinker receiver behind :meth:`Notifier.subscribe`: filters, then calls ``fn(event)``."""
-
-    __slots__ = ("filters", "fn")
-
-    def __init__(self, fn: Callable[..., Any], filters: tuple[tuple[str, Any], ...]) -> None:
-        self.fn = fn
-        self.filters = filters
-
-    def __call__(self, sender: Any, event: ChangeEvent, **_: Any) -> Any:
-        if self.filters and not self.matches(event):
-            return None
-        return self.fn(event)
-
-    def matches(self, event: ChangeEvent) -> bool:
-        row = event._row
-        for column, value in self.filters:
-            if column not in row:
-                return False
-            got = row[column]
-            if got != value or isinstance(got, bool) is not isinstance(value, bool):
-                return False
-        return True
-
-    def __repr__(self) -> str:
-        return f"<subscription {receiver_name(self.fn)}>"
-
-
-class _AsyncSubscription(_Subscription):
-    """The receiver for an ``async def`` function: filters, then hands the event to the loop."""
-
-    __slots__ = ("submit",)
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        filters: tuple[tuple[str, Any], ...],
-        submit: Callable[[Any, ChangeEvent], None],
-    ) -> None:
-        super().__init__(fn, filters)
-        self.submit = submit
-
-    def __call__(self, sender: Any, event: ChangeEvent, **_: Any) -> Any:
-        if self.filters and not self.matches(event):
-            return None
-        self.submit(self, event)
-        return None
-
-
-def _is_async_callable(fn: Any) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+        return f"<Notifier {self.dialect_name} {state} watches={len(self._registry.entries)}>"

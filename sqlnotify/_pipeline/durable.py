@@ -1,4 +1,11 @@
-"""Which consumer position is safe to save: the furthest one whose events are all handled.
+"""Durable delivery: opening the journal of a run, and which position is safe to save.
+
+:func:`open_journal` wires one start to the dialect's journal store: which
+channels are read from the journal, where reading resumes (a named
+consumer's saved position), and the reader the intake sweeps with.
+
+:class:`Acks` decides which consumer position is safe to save: the furthest
+one whose events are all handled.
 
 A durable consumer's position comes from the journal (or SQLite's change
 log) one batch at a time, as an opaque token; the dispatcher runs the batch's
@@ -25,10 +32,90 @@ on the listener's; a lock covers the state they share.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import datetime as dt
+import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Acks"]
+from .._journal import JournalEvent, JournalReader
+from .._watch import Watch
+from ..dialects.base import Dialect, JournalStore
+from ..exceptions import SQLNotifyException
+
+__all__ = ["Acks", "Journal", "open_journal"]
+
+
+def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
+    return JournalEvent(channel, payload, None, position, token)
+
+
+@dataclasses.dataclass
+class Journal:
+    """What one run reads durably: see :func:`open_journal`."""
+
+    #: The channels whose events come from the journal (wake-ups only on the wire).
+    durable: list[str]
+    #: The journal store (``None``: nothing durable, no named consumer).
+    store: JournalStore | None = None
+    #: The journal's reader (only with durable channels on a notifying database).
+    reader: JournalReader | None = None
+    #: The position reading starts after.
+    position: Any = None
+    #: When that position was saved (a named consumer's), else ``None``.
+    position_time: dt.datetime | None = None
+    #: Where a replayed change log's source resumes (``None``: from its start).
+    resume_at: Any = None
+
+
+def open_journal(
+    dialect: Dialect, watches: Sequence[Watch], consumer: str | None, log: logging.Logger
+) -> Journal:
+    """Open what the durable watches of one run (or a named consumer) read from.
+
+    :raises SQLNotifyException: when the journal cannot be opened, or the
+        consumer is held by another process.
+    """
+    durable = [w.channel for w in watches if w.durable]
+    store = reader = None
+    position: Any = None
+    position_time = None
+    replays = dialect.capabilities.replays_log
+    if replays:
+        # Every watch is read from a change log (SQLite): all are durable,
+        # and a named consumer resumes from its saved position.
+        durable = []
+    if (replays and consumer is not None) or (durable and not replays):
+        store = dialect.journal()
+        try:
+            store.ensure()
+            if consumer is not None:
+                store.acquire(consumer)
+            loaded = store.load(consumer) if consumer else None
+            if loaded is not None:
+                position, position_time = loaded
+            else:
+                position = store.start_position()
+                if consumer is not None:
+                    store.save(consumer, position)
+        except Exception as exc:
+            store.close()
+            if isinstance(exc, SQLNotifyException):
+                raise
+            raise SQLNotifyException(f"could not open the journal: {exc}") from exc
+    if durable and store is not None:
+        reader = JournalReader(
+            position, None, batch_size=5000, log=log, stamp=store.stamp, make=_journal_event
+        )
+    return Journal(
+        durable=durable,
+        store=store,
+        reader=reader,
+        position=position,
+        position_time=position_time,
+        resume_at=position if replays else None,
+    )
 
 
 class Acks:

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import signals
 from .._journal import JournalReader, JournalStore
 from .._payload import RawNotification
 from ..dialects.base import Source
+from .delivery import send_isolated
 from .dispatcher import Dispatcher
 from .durable import Acks
 from .stats import Stats
@@ -71,6 +73,7 @@ class Intake:
     def __init__(
         self,
         *,
+        sender: Any,
         dispatcher: Dispatcher,
         stats: Stats,
         log: logging.Logger,
@@ -89,6 +92,7 @@ class Intake:
         wake_payload: str | None = None,
         drop: Dropper | None = None,
     ) -> None:
+        self._sender = sender
         self._dispatcher = dispatcher
         self._stats = stats
         self._log = log
@@ -146,6 +150,11 @@ class Intake:
 
     # -- listener callbacks ---------------------------------------------------
     def on_connected(self, reconnect: bool, source: Source) -> None:
+        """The listener connected (listener thread): signal it, report a gap, sweep."""
+        if reconnect:
+            self._stats.reconnects += 1
+            self._log.info("listener reconnected")
+        send_isolated(signals.listener_connected, self._sender, self._log, reconnect=reconnect)
         now = time.time()
         self.connected = True
         self.since = _utc(now)
@@ -163,13 +172,15 @@ class Intake:
             self._check_retention()
             self._sweep()
 
-    def on_disconnected(self) -> None:
+    def on_disconnected(self, error: BaseException) -> None:
+        """The listener lost its connection (listener thread)."""
         now = time.time()
         self.connected = False
         self.since = _utc(now)
         source = self.source
         alive = source.last_alive if source is not None else None
         self._lost_at = alive if alive is not None else now
+        send_isolated(signals.listener_disconnected, self._sender, self._log, error=error)
 
     def push(self, items: Sequence[RawNotification]) -> None:
         """Queue what the source returned (listener thread)."""

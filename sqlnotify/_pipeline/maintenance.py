@@ -13,7 +13,7 @@ from .._watch import Watch
 from ..dialects.base import Dialect
 from ..exceptions import SQLNotifyLockTimeoutError
 
-__all__ = ["Ownership", "Periodic"]
+__all__ = ["Maintenance", "Ownership", "Periodic", "prune_overflow"]
 
 
 class Periodic:
@@ -134,3 +134,73 @@ class Ownership:
         """Record that this notifier stops (its rows stay, for the grace period)."""
         stopped = dataclasses.replace(self._policy, live=False)
         self._dialect.touch(self._watches, stopped)
+
+
+def prune_overflow(dialect: Dialect, watches: Sequence[Watch], log: logging.Logger) -> int:
+    """Delete the overflow payloads of the watches' schemas older than the retention."""
+    store = dialect.overflow
+    if store is None or store.retention is None:
+        return 0
+    schemas = sorted({w.effective_schema for w in watches}, key=str)
+    deleted = store.prune(schemas, store.retention, store.prune_batch)
+    if deleted:
+        log.debug("pruned %d stored overflow payload(s)", deleted)
+    return deleted
+
+
+class Maintenance:
+    """The ``sqlnotify-maintenance`` thread of one run: registry upkeep, then overflow pruning.
+
+    The thread starts with the run; pruning starts once a watch has an
+    overflow table (:meth:`start` with ``overflow``, again from ``notify()``).
+    """
+
+    #: Seconds between two turns of the thread.
+    TICK = 1.0
+
+    def __init__(
+        self, dialect: Dialect, watches: Sequence[Watch], owners: Ownership, log: logging.Logger
+    ) -> None:
+        self._dialect = dialect
+        self._watches = list(watches)
+        self.owners = owners
+        self._log = log
+        self._thread: Periodic | None = None
+        #: When the next prune is due (monotonic), ``None`` while pruning is off.
+        self.prune_due: float | None = None
+        self._lock = threading.Lock()
+
+    def start(self, overflow: bool = False) -> None:
+        """Start the thread; with ``overflow``, it prunes the overflow tables too."""
+        store = self._dialect.overflow
+        interval = store.prune_interval if store is not None else None
+        wanted = overflow and interval and store is not None and store.retention
+        with self._lock:
+            if wanted and self.prune_due is None:
+                self.prune_due = time.monotonic() + (interval or 0.0)
+            if self._thread is None:
+                tick = min(self.TICK, interval or self.TICK)
+                self._thread = Periodic(self.tick, tick, log=self._log)
+                self._thread.start()
+
+    def tick(self) -> None:
+        """One turn (maintenance thread): ownership upkeep, then pruning when due."""
+        try:
+            self.owners.tick()
+        except Exception:
+            self._log.warning(
+                "sqlnotify trigger registry upkeep failed; retrying later", exc_info=True
+            )
+        store = self._dialect.overflow
+        due = self.prune_due
+        interval = store.prune_interval if store is not None else None
+        if due is not None and interval and time.monotonic() >= due:
+            self.prune_due = time.monotonic() + interval
+            prune_overflow(self._dialect, self._watches, self._log)
+
+    def stop(self, timeout: float) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self.prune_due = None
+        if thread is not None:
+            thread.stop(timeout)

@@ -14,25 +14,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._payload import OVF, ROW, TRUNC
 from ..dialects.base import Dialect, OverflowStore
 from ..events import Operation
-from .delivery import Route
+from .delivery import Pending
 from .stats import Stats
 
-__all__ = ["LargeRows", "Pending"]
-
-
-class Pending:
-    """One parsed notification of a batch, waiting to be decoded."""
-
-    __slots__ = ("data", "raw", "route", "status")
-
-    def __init__(self, route: Route, data: dict[str, Any], raw: str) -> None:
-        self.route = route
-        self.data = data
-        self.raw = raw
-        #: The event's status when it differs from what the payload says.
-        self.status: str | None = None
+__all__ = ["LargeRows"]
 
 
 class LargeRows:
@@ -61,10 +49,10 @@ class LargeRows:
         rereads: dict[str, list[Pending]] = {}
         for item in items:
             data = item.data
-            if "ovf" in data:
-                if type(data["ovf"]) is int:
-                    wanted.setdefault(item.route.watch.effective_schema, []).append(data["ovf"])
-            elif data.get("trunc"):
+            if OVF in data:
+                if type(data[OVF]) is int:
+                    wanted.setdefault(item.route.watch.effective_schema, []).append(data[OVF])
+            elif data.get(TRUNC):
                 if item.route.op is Operation.DELETE:
                     item.status = "row_gone"  # the old row cannot be read back
                 else:
@@ -72,7 +60,7 @@ class LargeRows:
         stored, failed = self._fetch(wanted)
         out: list[Pending] = []
         for item in items:
-            if "ovf" not in item.data or self._replace(item, stored, failed):
+            if OVF not in item.data or self._replace(item, stored, failed):
                 out.append(item)
         for group in rereads.values():
             self._reread(group)
@@ -105,7 +93,7 @@ class LargeRows:
     ) -> bool:
         """Put the stored payload in place of the reference; ``False`` if dropped."""
         route = item.route
-        ref = item.data["ovf"]
+        ref = item.data[OVF]
         schema = route.watch.effective_schema
         found = stored.get((schema, ref)) if type(ref) is int else None
         if found is None:
@@ -138,7 +126,7 @@ class LargeRows:
         def key_of(row: Mapping[str, Any]) -> str:
             return json.dumps([row.get(k) for k in keys], sort_keys=True)
 
-        unique = {key_of(i.data["row"]): [i.data["row"].get(k) for k in keys] for i in group}
+        unique = {key_of(i.data[ROW]): [i.data[ROW].get(k) for k in keys] for i in group}
         try:
             rows = self._store().reread(route.watch, list(unique.values()))
         except Exception as exc:
@@ -151,10 +139,10 @@ class LargeRows:
             return
         found = {key_of(json.loads(text)): text for text in rows}
         for item in group:
-            hit = found.get(key_of(item.data["row"]))
+            hit = found.get(key_of(item.data[ROW]))
             if hit is None:
                 item.status = "row_gone"
             else:
-                item.data["row"] = json.loads(hit)  # a fresh dict per event
+                item.data[ROW] = json.loads(hit)  # a fresh dict per event
                 item.status = "hydrated"
                 self._stats.hydrated += 1
