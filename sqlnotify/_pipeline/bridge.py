@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import ChangeEvent
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyStreamOverflowError
 from ..streams import OVERFLOW_POLICIES
+from .worker import Worker
 
 if TYPE_CHECKING:
     from .durable import Acks
@@ -50,25 +51,20 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class LoopThread:
+class LoopThread(Worker):
     """A private event loop running forever on a named daemon thread."""
 
     def __init__(self, log: logging.Logger, name: str = "sqlnotify-asyncio") -> None:
-        self._log = log
+        super().__init__(name=name, log=log, what="the private event loop thread")
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
 
     def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
+        self.start_thread()
         if not self._started.wait(timeout):
             raise RuntimeError(f"the private event loop did not start within {timeout:g}s")
 
-    def _run(self) -> None:
+    def run(self) -> None:
         loop = self.loop
         asyncio.set_event_loop(loop)
         loop.call_soon(self._started.set)
@@ -95,16 +91,12 @@ class LoopThread:
 
     def stop(self, timeout: float) -> bool:
         """Stop the loop and join the thread; ``False`` if it did not end within ``timeout``."""
+        self.stopping.set()
         try:
             self.loop.call_soon_threadsafe(self.loop.stop)
         except RuntimeError:  # already closed
             pass
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._log.warning("the private event loop thread did not stop within %.1fs", timeout)
-            return False
-        return True
+        return self.join(timeout)
 
 
 class _SubState:

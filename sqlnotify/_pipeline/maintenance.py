@@ -12,11 +12,12 @@ from .._ownership import HEARTBEAT, Backoff, Policy
 from .._watch import Watch
 from ..dialects.base import Dialect
 from ..exceptions import SQLNotifyLockTimeoutError
+from .worker import Worker
 
 __all__ = ["Maintenance", "Ownership", "Periodic", "prune_overflow"]
 
 
-class Periodic:
+class Periodic(Worker):
     """A named daemon thread that calls ``task()`` every ``interval`` seconds until stopped.
 
     The first call happens one interval after :meth:`start`.  An exception
@@ -31,31 +32,20 @@ class Periodic:
         log: logging.Logger,
         name: str = "sqlnotify-maintenance",
     ) -> None:
+        super().__init__(name=name, log=log, what="the maintenance thread")
         self._task = task
         self._interval = interval
-        self._log = log
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self.start_thread()
 
     def stop(self, timeout: float) -> bool:
         """Stop and join the thread; ``False`` if it did not end within ``timeout``."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._log.warning("the maintenance thread did not stop within %.1fs", timeout)
-            return False
-        return True
+        self.stopping.set()
+        return self.join(timeout)
 
-    @property
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+    def run(self) -> None:
+        while not self.stopping.wait(self._interval):
             try:
                 self._task()
             except Exception:
