@@ -22,15 +22,21 @@ key        what it holds                                               written b
 
 A payload of exactly ``ts`` and ``row`` is a complete row event, the common
 case the dispatcher decodes on its fastest path.  :func:`decode_json` reads
-one payload text.
+one payload text;
+:func:`encode_custom` writes the payload of ``Notifier.notify()``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import json.scanner
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
+
+from .events import _json_default
+from .exceptions import SQLNotifyConfigurationError, SQLNotifyPayloadSizeError
 
 __all__ = [
     "CUSTOM",
@@ -44,8 +50,8 @@ __all__ = [
     "TS",
     "Notification",
     "RawNotification",
-    "custom_payload",
     "decode_json",
+    "encode_custom",
 ]
 
 TS = "ts"
@@ -97,7 +103,42 @@ def decode_json(text: str) -> Any:
     return value
 
 
-def custom_payload(epoch: float, row_json: str) -> str:
-    """The payload of a custom notification: ``row_json`` is the row's JSON text."""
+def encode_custom(
+    payload: Mapping[str, Any], channel: str, *, binary: str, limit: int | None
+) -> str:
+    """The payload text of a custom notification of ``payload`` (a row's values).
+
+    Values JSON cannot hold are written as text (see ``events._json_default``;
+    ``binary``: how bytes are written).
+
+    :raises SQLNotifyConfigurationError: for a payload that is not a mapping,
+        or holds text that is not valid Unicode.
+    :raises SQLNotifyPayloadSizeError: when the text is over ``limit`` bytes.
+    """
+    if not isinstance(payload, Mapping):
+        raise SQLNotifyConfigurationError(
+            f"payload must be a mapping of column names to values, not {type(payload).__name__}"
+        )
+    row = json.dumps(
+        dict(payload),
+        default=functools.partial(_json_default, binary=binary),
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     # A fixed-width timestamp keeps the size of a given payload stable.
-    return f'{{"{TS}":{epoch:.6f},"{ROW}":{row_json},"{CUSTOM}":true}}'
+    body = f'{{"{TS}":{time.time():.6f},"{ROW}":{row},"{CUSTOM}":true}}'
+    try:
+        size = len(body.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise SQLNotifyConfigurationError(
+            f"payload for channel {channel!r} holds text that is not valid"
+            f" Unicode ({exc.reason})"
+        ) from exc
+    if limit is not None and size > limit:
+        raise SQLNotifyPayloadSizeError(
+            f"payload for channel {channel!r} is {size} bytes; the limit is"
+            f" {limit} bytes: send less, or pass use_overflow_table=True",
+            size=size,
+            limit=limit,
+        )
+    return body

@@ -10,37 +10,33 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import inspect
-import json
 import logging
 import os
 import signal as _signal
-import sys
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import blinker
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from . import signals
-from ._names import did_you_mean
+from ._options import check_consumer, check_dialect_options, seconds, sync_engine_of
 from ._ownership import Policy, new_user_id
-from ._payload import custom_payload
+from ._payload import encode_custom
 from ._pipeline.bridge import LoopBridge, check_queue_options
 from ._pipeline.delivery import Delivery
 from ._pipeline.dispatcher import Dispatcher
 from ._pipeline.intake import Intake
 from ._pipeline.listener import Listener
-from ._pipeline.maintenance import Ownership, prune_overflow
+from ._pipeline.maintenance import Ownership, install_triggers, prune_overflow
 from ._pipeline.overflow import LargeRows
-from ._pipeline.run import Run
-from ._pipeline.stats import Stats, percentile
+from ._pipeline.run import Run, health_report
+from ._pipeline.stats import Stats
 from ._pipeline.subscriptions import (
     ONE_ARGUMENT,
     AsyncSide,
@@ -56,11 +52,10 @@ from ._watch import (
     WatchRequest,
     describe_target,
     normalise_filters,
-    why_not_installable,
 )
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, Settings
-from .events import Gap, Operation, _json_default
+from .events import Gap, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
@@ -90,54 +85,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _seconds(value: float | dt.timedelta, name: str) -> float:
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise SQLNotifyConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, not {value!r}"
-        )
-    return float(value)
-
-
-def _check_consumer(name: str | None) -> str | None:
-    if name is None:
-        return None
-    ok = isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith(".")
-    if not ok or not all(c.isalnum() or c in "_.-:" for c in name):
-        raise SQLNotifyConfigurationError(
-            f"invalid consumer name {name!r}: use 1 to 200 letters, digits, '_', '.', '-'"
-            " or ':', not starting with '.'"
-        )
-    return name
-
-
-def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> None:
-    """Reject an unknown keyword, naming the closest valid one and every valid one."""
-    valid = dialect_cls.capabilities.options
-    unknown = sorted(set(options) - valid)
-    if not unknown:
-        return
-    params = [
-        p.name
-        for p in inspect.signature(Notifier.__init__).parameters.values()
-        if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
-    ]
-    name = unknown[0]
-    raise SQLNotifyConfigurationError(
-        f"unknown Notifier option {name!r}{did_you_mean(name, [*params, *valid])};"
-        f" Notifier takes {', '.join(params)}; a {dialect_cls.capabilities.name} notifier"
-        f" also takes {', '.join(sorted(valid)) or 'no other option'}"
-    )
-
-
-def _is_async_engine(engine: object) -> TypeGuard[AsyncEngine]:
-    # sqlalchemy.ext.asyncio needs greenlet, which the base install does not
-    # bring; whoever made an AsyncEngine has imported the module already.
-    module = sys.modules.get("sqlalchemy.ext.asyncio")
-    return module is not None and isinstance(engine, module.AsyncEngine)
 
 
 class Notifier:
@@ -278,15 +225,7 @@ class Notifier:
         dialect: type[Dialect] | None = None,
         **dialect_options: Any,
     ) -> None:
-        if _is_async_engine(db_engine):
-            sync_engine = db_engine.sync_engine
-        elif isinstance(db_engine, sa.Engine):
-            sync_engine = db_engine
-        else:
-            raise SQLNotifyConfigurationError(
-                "db_engine must be a SQLAlchemy Engine or AsyncEngine,"
-                f" not {type(db_engine).__name__}"
-            )
+        sync_engine = sync_engine_of(db_engine)
         self.db_engine = db_engine
         self.revoke_on_model_change = revoke_on_model_change
         self.cleanup_on_start = cleanup_on_start
@@ -298,12 +237,18 @@ class Notifier:
         self.async_overflow = async_overflow
         self.async_block_timeout = async_block_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
-        self.consumer = _check_consumer(consumer)
-        self.journal_retention = _seconds(journal_retention, "journal_retention")
-        self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
+        self.consumer = check_consumer(consumer)
+        self.journal_retention = seconds(journal_retention, "journal_retention")
+        self.consumer_expiry = seconds(consumer_expiry, "consumer_expiry")
         self.journal_schema = journal_schema
         dialect_cls = dialect or get_dialect_class(sync_engine.dialect.name)
-        _check_options(dialect_options, dialect_cls)
+        params = [
+            p.name
+            for p in inspect.signature(Notifier.__init__).parameters.values()
+            if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
+        ]
+        caps = dialect_cls.capabilities
+        check_dialect_options(dialect_options, caps.options, params, caps.name)
         settings = Settings(
             options=dict(dialect_options),
             journal_schema=journal_schema,
@@ -669,41 +614,15 @@ class Notifier:
     def _install(self, live: bool, timeout: float | None = None) -> list[InstallState]:
         with self._lock:
             self._dialect.check_reachable(self.start_timeout if timeout is None else timeout)
-            try:
-                watches = self.prepare()
-                policy = dataclasses.replace(self._policy, live=live)
-                states = self._dialect.install(
-                    watches, revoke=self.revoke_on_model_change, policy=policy
-                )
-            except Exception as exc:
-                # A database error, raw or as the dialect wrapped it: a view, or a
-                # table never created, is said plainly.
-                driver_error = self._dialect.engine.dialect.loaded_dbapi.Error
-                database_error = (
-                    isinstance(exc, (DBAPIError, driver_error)) or type(exc) is SQLNotifyException
-                )
-                why = (
-                    why_not_installable(self._dialect.engine, self.watches)
-                    if database_error
-                    else None
-                )
-                if why is not None:
-                    raise SQLNotifyConfigurationError(why) from exc
-                if not isinstance(exc, DBAPIError):
-                    raise
-                raise SQLNotifyException(
-                    f"could not install sqlnotify triggers: {exc.orig or exc}"
-                ) from exc
-            for state in states:
-                if state.state == "outdated":
-                    self.log.warning(
-                        "the installed trigger for %s differs from its watch and was left in"
-                        " place (%s)",
-                        state.watch.describe(),
-                        self._advice["keep_outdated"],
-                    )
-                elif state.state in ("installed", "replaced"):
-                    self.log.info("%s trigger for %s", state.state, state.watch.describe())
+            states = install_triggers(
+                self._dialect,
+                self.prepare,
+                lambda: self.watches,
+                revoke=self.revoke_on_model_change,
+                policy=dataclasses.replace(self._policy, live=live),
+                log=self.log,
+                advice=self._advice,
+            )
             self.install_states = states
             return states
 
@@ -1012,34 +931,13 @@ class Notifier:
         if entry.watch is None or entry.watch.default_schema is None:
             self.prepare()  # reflects tables given by name, resolves the default schema
         assert entry.watch is not None
-        if not isinstance(payload, Mapping):
-            raise SQLNotifyConfigurationError(
-                f"payload must be a mapping of column names to values, not {type(payload).__name__}"
-            )
-        row = json.dumps(
-            dict(payload),
-            default=functools.partial(
-                _json_default, binary=self._dialect.capabilities.binary_encoding
-            ),
-            separators=(",", ":"),
-            ensure_ascii=False,
+        caps = self._dialect.capabilities
+        body = encode_custom(
+            payload,
+            entry.watch.channel,
+            binary=caps.binary_encoding,
+            limit=None if use_overflow_table else caps.max_payload,
         )
-        body = custom_payload(time.time(), row)
-        limit = self._dialect.capabilities.max_payload
-        try:
-            size = len(body.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise SQLNotifyConfigurationError(
-                f"payload for channel {entry.watch.channel!r} holds text that is not valid"
-                f" Unicode ({exc.reason})"
-            ) from exc
-        if limit is not None and size > limit and not use_overflow_table:
-            raise SQLNotifyPayloadSizeError(
-                f"payload for channel {entry.watch.channel!r} is {size} bytes; the limit is"
-                f" {limit} bytes: send less, or pass use_overflow_table=True",
-                size=size,
-                limit=limit,
-            )
         return entry.watch.channel, body
 
     def notify(
@@ -1126,42 +1024,19 @@ class Notifier:
 
         Safe to call from any thread; it blocks at most ``server_timeout``.
         """
-        run = self._run
-        intake, dispatcher = self._intake, self._dispatcher
-        stats = self.stats
-        lags = sorted(self._delivery.lags.copy())  # one C call: safe while the dispatcher appends
+        intake = self._intake
         usage = self._dialect.server_queue_usage(server_timeout)
         if usage is None and intake is not None and intake.source is not None:
             usage = intake.source.queue_usage
-        report: dict[str, Any] = {
-            "running": self._running,
-            "connected": bool(intake and intake.connected and self._running),
-            "since": intake.since if intake is not None else (run.started_at if run else None),
-            "received": stats.received,
-            "dispatched": stats.dispatched,
-            "failed": stats.receiver_errors,
-            "dropped": stats.dropped,
-            "overflowed": stats.overflowed,
-            "duplicates": stats.duplicates,
-            "gaps": stats.gaps,
-            "reconnects": stats.reconnects,
-            "large_fetched": stats.overflow_fetched,
-            "hydrated": stats.hydrated,
-            "keys_only": stats.truncated,
-            "async_abandoned": stats.async_abandoned,
-            "stream_dropped": stats.stream_dropped,
-            "async_dropped": stats.async_dropped,
-            "queue_depth": dispatcher.depth if dispatcher is not None else 0,
-            "max_queue": self.max_queue,
-            "lag_p50": percentile(lags, 0.5) if lags else None,
-            "lag_p99": percentile(lags, 0.99) if lags else None,
-            "server_queue_usage": usage,
-        }
-        store = intake.store if intake is not None else None
-        if intake is not None and intake.acked is not None and store is not None:
-            report["consumer"] = self.consumer
-            report["position"] = store.stamp(intake.acked)
-        return report
+        return health_report(
+            self._run,
+            self.stats,
+            self._delivery.lags,
+            running=self._running,
+            max_queue=self.max_queue,
+            consumer=self.consumer,
+            server_queue_usage=usage,
+        )
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

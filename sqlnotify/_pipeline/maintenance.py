@@ -1,4 +1,8 @@
-"""The maintenance thread: the trigger registry's upkeep and pruning the overflow tables."""
+"""The triggers' life: installing them, the registry's upkeep, pruning the overflow tables.
+
+:func:`install_triggers` runs on the thread that starts (or installs); the
+rest on the ``sqlnotify-maintenance`` thread of a running notifier.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,66 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy.exc import DBAPIError
 
 from .._ownership import HEARTBEAT, Backoff, Policy
-from .._watch import Watch
-from ..dialects.base import Dialect
-from ..exceptions import SQLNotifyLockTimeoutError
+from .._watch import Watch, why_not_installable
+from ..dialects.base import Dialect, InstallState
+from ..exceptions import (
+    SQLNotifyConfigurationError,
+    SQLNotifyException,
+    SQLNotifyLockTimeoutError,
+)
 from .worker import Worker
 
-__all__ = ["Maintenance", "Ownership", "Periodic", "prune_overflow"]
+__all__ = ["Maintenance", "Ownership", "Periodic", "install_triggers", "prune_overflow"]
+
+
+def install_triggers(
+    dialect: Dialect,
+    prepare: Callable[[], list[Watch]],
+    resolved: Callable[[], list[Watch]],
+    *,
+    revoke: bool,
+    policy: Policy,
+    log: logging.Logger,
+    advice: Mapping[str, str],
+) -> list[InstallState]:
+    """Install (or update) the triggers of the watches ``prepare()`` resolves.
+
+    A database error that a view, or a table never created, explains is
+    raised as :class:`SQLNotifyConfigurationError` saying so (``resolved()``:
+    the watches resolved so far); another as :class:`SQLNotifyException`.
+    """
+    try:
+        states = dialect.install(prepare(), revoke=revoke, policy=policy)
+    except Exception as exc:
+        # A database error, raw or as the dialect wrapped it: a view, or a
+        # table never created, is said plainly.
+        driver_error = dialect.engine.dialect.loaded_dbapi.Error
+        database_error = (
+            isinstance(exc, (DBAPIError, driver_error)) or type(exc) is SQLNotifyException
+        )
+        why = why_not_installable(dialect.engine, resolved()) if database_error else None
+        if why is not None:
+            raise SQLNotifyConfigurationError(why) from exc
+        if not isinstance(exc, DBAPIError):
+            raise
+        raise SQLNotifyException(
+            f"could not install sqlnotify triggers: {exc.orig or exc}"
+        ) from exc
+    for state in states:
+        if state.state == "outdated":
+            log.warning(
+                "the installed trigger for %s differs from its watch and was left in place (%s)",
+                state.watch.describe(),
+                advice["keep_outdated"],
+            )
+        elif state.state in ("installed", "replaced"):
+            log.info("%s trigger for %s", state.state, state.watch.describe())
+    return states
 
 
 class Periodic(Worker):

@@ -16,6 +16,7 @@ the intake saves the final position.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -33,9 +34,10 @@ from .durable import open_journal
 from .intake import Intake
 from .listener import Listener
 from .maintenance import Maintenance, Ownership
+from .stats import Stats, percentile
 from .subscriptions import AsyncSide
 
-__all__ = ["Run"]
+__all__ = ["Run", "health_report"]
 
 
 class Run:
@@ -189,3 +191,48 @@ class Run:
     @property
     def prune_due(self) -> float | None:
         return self.maintenance.prune_due if self.maintenance is not None else None
+
+
+def health_report(
+    run: Run | None,
+    stats: Stats,
+    lags: collections.deque[float],
+    *,
+    running: bool,
+    max_queue: int,
+    consumer: str | None,
+    server_queue_usage: float | None,
+) -> dict[str, Any]:
+    """The dictionary of ``Notifier.health()`` (any thread), for the current or last run."""
+    intake = run.intake if run is not None else None
+    dispatcher = run.dispatcher if run is not None else None
+    ordered = sorted(lags.copy())  # one C call: safe while the dispatcher appends
+    report: dict[str, Any] = {
+        "running": running,
+        "connected": bool(intake and intake.connected and running),
+        "since": intake.since if intake is not None else (run.started_at if run else None),
+        "received": stats.received,
+        "dispatched": stats.dispatched,
+        "failed": stats.receiver_errors,
+        "dropped": stats.dropped,
+        "overflowed": stats.overflowed,
+        "duplicates": stats.duplicates,
+        "gaps": stats.gaps,
+        "reconnects": stats.reconnects,
+        "large_fetched": stats.overflow_fetched,
+        "hydrated": stats.hydrated,
+        "keys_only": stats.truncated,
+        "async_abandoned": stats.async_abandoned,
+        "stream_dropped": stats.stream_dropped,
+        "async_dropped": stats.async_dropped,
+        "queue_depth": dispatcher.depth if dispatcher is not None else 0,
+        "max_queue": max_queue,
+        "lag_p50": percentile(ordered, 0.5) if ordered else None,
+        "lag_p99": percentile(ordered, 0.99) if ordered else None,
+        "server_queue_usage": server_queue_usage,
+    }
+    store = intake.store if intake is not None else None
+    if intake is not None and intake.acked is not None and store is not None:
+        report["consumer"] = consumer
+        report["position"] = store.stamp(intake.acked)
+    return report
