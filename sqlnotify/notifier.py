@@ -34,7 +34,7 @@ from ._pipeline.dispatcher import Dispatcher
 from ._pipeline.intake import Intake
 from ._pipeline.listener import Listener
 from ._pipeline.maintenance import Ownership, install_triggers, prune_overflow
-from ._pipeline.overflow import LargeRows
+from ._pipeline.overflow import LargeRows, send_custom
 from ._pipeline.run import Run, health_report
 from ._pipeline.stats import Stats
 from ._pipeline.subscriptions import (
@@ -50,17 +50,15 @@ from ._pipeline.subscriptions import (
 from ._watch import (
     Watch,
     WatchRequest,
-    describe_target,
     normalise_filters,
 )
 from .dialects import get_dialect_class
 from .dialects.base import Dialect, InstallState, Settings
-from .events import Gap, Operation
+from .events import Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
     SQLNotifyForkError,
-    SQLNotifyPayloadSizeError,
 )
 from .streams import EventStream
 
@@ -510,28 +508,7 @@ class Notifier:
             (:data:`sqlnotify.signals.stream_overflow`); see :class:`EventStream`.
         """
         entry = self._entry(model_or_name, operation, channel_label)
-        checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
-        stream = EventStream(
-            signal=entry.signal,
-            log=self.log,
-            description=(
-                entry.watch.describe()
-                if entry.watch is not None
-                else f"{describe_target(entry.request.target)} {entry.request.operation.value}"
-            ),
-            maxsize=maxsize,
-            overflow=overflow,
-            block_timeout=block_timeout,
-            on_drop=self._async.stream_dropped,
-            on_end=self._async.stream_ended,
-        )
-        receiver = Subscription(stream.put, checked)
-        stream.receiver = receiver
-        if entry.watch is None and filters:
-            entry.pending_filters.append((filters, receiver))
-        self._async.add_stream(stream)
-        entry.signal.connect(receiver, weak=False)
-        return stream
+        return self._async.open_stream(entry, filters, maxsize, overflow, block_timeout)
 
     def _ensure_loop(self) -> LoopBridge:
         dispatcher, intake = self._dispatcher, self._intake
@@ -553,21 +530,7 @@ class Notifier:
         if not callable(fn):
             raise SQLNotifyConfigurationError(f"on_gap() decorates a callable, not {fn!r}")
         check_receiver(fn, ONE_ARGUMENT, "on_gap()", arg="gap")
-        if is_async_callable(fn):
-            self._async.wants_loop = True
-            submit = self._async.submit
-            sub = AsyncSubscription(fn, (), submit)
-
-            def receiver(sender: Any, **gap: Any) -> None:
-                submit(sub, Gap(**gap))
-
-        else:
-
-            def receiver(sender: Any, **gap: Any) -> None:
-                fn(Gap(**gap))
-
-        receiver.fn = fn  # type: ignore[attr-defined]
-        signals.gap.connect(receiver, sender=self, weak=False)
+        signals.gap.connect(self._async.gap_receiver(fn), sender=self, weak=False)
         return fn
 
     def unsubscribe(
@@ -963,29 +926,14 @@ class Notifier:
         :raises SQLNotifyPayloadSizeError: when the payload is over the
             database's limit and ``use_overflow_table`` is false; nothing is sent.
         """
-        channel, body = self.encode_custom(
-            model, operation, payload, channel_label, use_overflow_table
-        )
-        limit = self._dialect.capabilities.max_payload
-        if limit is not None and len(body.encode("utf-8")) > limit:
-            watch = self._entry(model, operation, channel_label).watch
-            assert watch is not None
-            store = self._dialect.overflow
-            if store is None:
-                raise SQLNotifyPayloadSizeError(
-                    f"payload for channel {channel!r} is over the {self._dialect.name} limit"
-                    " and the database keeps no overflow table",
-                    size=len(body.encode("utf-8")),
-                    limit=limit,
-                )
-            store.send(watch.effective_schema, channel, body)
-            if self._running and self._prune_due is None:
-                with self._lock:
-                    if self._running:
-                        assert self._run is not None and self._run.maintenance is not None
-                        self._run.maintenance.start(overflow=True)
-        else:
-            self._dialect.send(channel, body)
+        _, body = self.encode_custom(model, operation, payload, channel_label, use_overflow_table)
+        watch = self._entry(model, operation, channel_label).watch
+        assert watch is not None
+        if send_custom(self._dialect, watch, body) and self._running and self._prune_due is None:
+            with self._lock:
+                if self._running:
+                    assert self._run is not None and self._run.maintenance is not None
+                    self._run.maintenance.start(overflow=True)
 
     async def anotify(
         self,

@@ -1,6 +1,8 @@
-"""Completing notifications of rows too large for one: overflow fetches and re-reads.
+"""Rows too large for one notification: sending through the overflow table, and completing.
 
-Runs on the dispatcher thread, for the batches that hold an overflow
+:func:`send_custom` sends a custom payload, through the overflow table when
+:class:`LargeRows` completes what arrives: it
+runs on the dispatcher thread, for the batches that hold an overflow
 reference (``"ovf"``) or a row sent by its keys (``"trunc"``): the stored
 payloads of a batch are fetched with one query per schema, the rows of a
 watch re-read with one query, both through the dialect (a pooled connection
@@ -15,12 +17,37 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._payload import OVF, ROW, TRUNC
+from .._watch import Watch
 from ..dialects.base import Dialect, OverflowStore
 from ..events import Operation
+from ..exceptions import SQLNotifyPayloadSizeError
 from .delivery import Pending
 from .stats import Stats
 
-__all__ = ["LargeRows"]
+__all__ = ["LargeRows", "send_custom"]
+
+
+def send_custom(dialect: Dialect, watch: Watch, body: str) -> bool:
+    """Send a custom payload on ``watch``'s channel; ``True`` when it went by the overflow table.
+
+    :raises SQLNotifyPayloadSizeError: when it is over the database's limit
+        and the database keeps no overflow table.
+    """
+    limit = dialect.capabilities.max_payload
+    size = len(body.encode("utf-8"))
+    if limit is None or size <= limit:
+        dialect.send(watch.channel, body)
+        return False
+    store = dialect.overflow
+    if store is None:
+        raise SQLNotifyPayloadSizeError(
+            f"payload for channel {watch.channel!r} is over the {dialect.name} limit"
+            " and the database keeps no overflow table",
+            size=size,
+            limit=limit,
+        )
+    store.send(watch.effective_schema, watch.channel, body)
+    return True
 
 
 class LargeRows:

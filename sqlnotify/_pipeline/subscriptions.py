@@ -33,7 +33,7 @@ from sqlalchemy.exc import NoSuchTableError
 from .. import signals
 from .._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
 from ..dialects.base import Dialect
-from ..events import ChangeEvent, Operation
+from ..events import ChangeEvent, Gap, Operation
 from ..exceptions import SQLNotifyConfigurationError
 from ..streams import EventStream
 from .bridge import LoopBridge, LoopThread
@@ -416,10 +416,62 @@ class AsyncSide:
         bridge.drain_blocking(drain_timeout)
         bridge.stop_thread(self.stop_timeout)
 
+    def gap_receiver(self, fn: Callable[[Gap], Any]) -> Callable[..., None]:
+        """The receiver of :data:`sqlnotify.signals.gap` that calls ``fn(gap)``.
+
+        A plain ``fn`` runs on the dispatcher thread; an ``async def`` one on
+        the event loop, like async subscriptions.
+        """
+        if is_async_callable(fn):
+            self.wants_loop = True
+            submit = self.submit
+            sub = AsyncSubscription(fn, (), submit)
+
+            def receiver(sender: Any, **gap: Any) -> None:
+                submit(sub, Gap(**gap))
+
+        else:
+
+            def receiver(sender: Any, **gap: Any) -> None:
+                fn(Gap(**gap))
+
+        receiver.fn = fn  # type: ignore[attr-defined]
+        return receiver
+
     # -- streams --------------------------------------------------------------
-    def add_stream(self, stream: EventStream) -> None:
+    def open_stream(
+        self,
+        entry: Entry,
+        filters: Any,
+        maxsize: int,
+        overflow: str,
+        block_timeout: float,
+    ) -> EventStream:
+        """A stream of ``entry``'s events, buffering from now on (see ``Notifier.stream``)."""
+        watch = entry.watch
+        checked = normalise_filters(filters, watch) if watch is not None else ()
+        stream = EventStream(
+            signal=entry.signal,
+            log=self._log,
+            description=(
+                watch.describe()
+                if watch is not None
+                else f"{describe_target(entry.request.target)} {entry.request.operation.value}"
+            ),
+            maxsize=maxsize,
+            overflow=overflow,
+            block_timeout=block_timeout,
+            on_drop=self.stream_dropped,
+            on_end=self.stream_ended,
+        )
+        receiver = Subscription(stream.put, checked)
+        stream.receiver = receiver
+        if watch is None and filters:
+            entry.pending_filters.append((filters, receiver))
         with self.lock:
             self.streams.add(stream)
+        entry.signal.connect(receiver, weak=False)
+        return stream
 
     def stream_dropped(self, stream: EventStream, event: ChangeEvent) -> None:
         with self._stats.lock:
