@@ -12,9 +12,19 @@ from typing import Any
 from .._payload import RawNotification
 from .worker import Worker
 
-__all__ = ["Control", "Dispatcher"]
+__all__ = ["Batch", "Control", "Dispatcher"]
 
 _STOP: Any = object()
+
+
+class Batch(list[Any]):
+    """A list of notifications with the wall-clock time the listener received them."""
+
+    __slots__ = ("received_at",)
+
+    def __init__(self, items: Sequence[Any] = (), received_at: float = 0.0) -> None:
+        super().__init__(items)
+        self.received_at = received_at
 
 
 class Control:

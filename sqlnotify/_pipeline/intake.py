@@ -1,11 +1,9 @@
 """Between the listener's source and the dispatcher queue (the listener thread's logic).
 
-The :class:`Intake` bounds the queue, sends ``gap`` signals after
-reconnects and overflows, and drives the journal of durable watches.  For
-those a notification is only a wake-up: what is delivered is read from the
-journal (one read per batch of wake-ups), and nothing in a payload can add,
-skip or suppress an event.  It also saves the consumer's position: always
-one the journal store handed out, never one built here.
+The :class:`Intake` bounds the queue, signals the listener's connects and
+disconnects, sends ``gap`` signals after reconnects and overflows, and
+hands the wake-ups of durable watches to its :class:`~.durable.Feed`, which
+reads their events from the journal.
 """
 
 from __future__ import annotations
@@ -18,15 +16,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import signals
-from .._journal import JournalReader, JournalStore
+from .._journal import JournalReader
 from .._payload import RawNotification
 from ..dialects.base import Source
 from .delivery import send_isolated
-from .dispatcher import Dispatcher
-from .durable import Acks
+from .dispatcher import Batch, Dispatcher
+from .durable import Acks, Feed, Journal
 from .stats import Stats
 
-__all__ = ["Batch", "GapSender", "Intake"]
+__all__ = ["GapSender", "Intake"]
 
 GapSender = Callable[[dt.datetime, dt.datetime, tuple[str, ...], str, "int | None"], None]
 #: ``drop(channel, reason, payload)``: count, log and signal a dropped notification.
@@ -35,16 +33,6 @@ Dropper = Callable[[str, str, "str | None"], None]
 
 def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc)
-
-
-class Batch(list[Any]):
-    """A list of notifications with the wall-clock time the listener received them."""
-
-    __slots__ = ("received_at",)
-
-    def __init__(self, items: Sequence[Any] = (), received_at: float = 0.0) -> None:
-        super().__init__(items)
-        self.received_at = received_at
 
 
 class Intake:
@@ -57,19 +45,6 @@ class Intake:
     and reported by one ``gap`` signal per overflow episode).
     """
 
-    #: Seconds between journal reads while something is pending.
-    SWEEP_INTERVAL = 0.2
-    #: Rows handed to the dispatcher at a time while catching up, so that it
-    #: works on one part while the next is read.
-    SWEEP_ROWS = 5000
-    #: Seconds between saves of a consumer's position (and heartbeat bound).
-    SAVE_INTERVAL = 1.0
-    HEARTBEAT_INTERVAL = 60.0
-    #: Seconds between retention passes (each removes a bounded batch).
-    PRUNE_INTERVAL = 60.0
-    PRUNE_BATCHES = 10
-    PRUNE_BATCH = 1000
-
     def __init__(
         self,
         *,
@@ -79,12 +54,9 @@ class Intake:
         log: logging.Logger,
         send_gap: GapSender,
         channels: Sequence[str],
-        durable_channels: Sequence[str],
+        journal: Journal,
         replays_log: bool,
-        reader: JournalReader | None,
-        store: JournalStore | None,
         consumer: str | None,
-        position_time: dt.datetime | None,
         max_queue: int,
         queue_timeout: float,
         retention: float,
@@ -97,24 +69,14 @@ class Intake:
         self._stats = stats
         self._log = log
         self._send_gap = send_gap
-        self._durable = frozenset(durable_channels)
+        self._durable = frozenset(journal.durable)
         self._replays = replays_log
         self._channels = tuple(channels)
         # Channels whose events a disconnect loses (a replayed log loses none).
         self._plain = () if replays_log else tuple(c for c in channels if c not in self._durable)
-        self._reader = reader
-        #: A journal read is due: a wake-up came, a read stopped at its
-        #: limit or failed, or the listener (re)connected.
-        self.pending = reader is not None
-        self._store = store
-        #: The journal store of durable watches (``None`` without them).
-        self.store = store
-        self._read_channels = tuple(durable_channels)
         self._consumer = consumer
         self._max_queue = max_queue
         self._queue_timeout = queue_timeout
-        self._retention = retention
-        self._consumer_expiry = consumer_expiry
         self._wake_payload = wake_payload
         self._drop = drop
         self.connected = False
@@ -127,26 +89,31 @@ class Intake:
         self._overflow_start: float | None = None
         self._overflow_count = 0
         self._overflow_channels: set[str] = set()
-        #: Completion of deliveries: the furthest position whose receivers,
-        #: async callbacks included, have all finished (see :mod:`.durable`).
-        self.acks: Acks | None = (
-            Acks(reader.position if reader is not None else None) if store is not None else None
+        store = journal.store
+        #: The durable side: journal reads, positions, retention (``None``
+        #: without durable watches or a named consumer).
+        self.feed: Feed | None = (
+            Feed(
+                journal,
+                store,
+                dispatcher=dispatcher,
+                log=log,
+                consumer=consumer,
+                max_queue=max_queue,
+                retention=retention,
+                consumer_expiry=consumer_expiry,
+                stopping=self.stopping,
+                gap=self._gap,
+            )
+            if store is not None
+            else None
         )
-        self._acked_at: dt.datetime | None = position_time
-        self._saved: Any = self.acked
-        self._retention_seen: dt.datetime | None = None
-        now = time.monotonic()
-        self._last_sweep = 0.0
-        self._last_save = now
-        self._last_prune = now
-        self._sweep_failed = 0.0
-        self.prune_passes = 0
 
     @property
-    def acked(self) -> Any:
-        """The position a consumer may save now (``None`` before any)."""
-        acks = self.acks
-        return acks.safe if acks is not None else None
+    def acks(self) -> Acks | None:
+        """Completion of the deliveries of a durable run (see :class:`.durable.Acks`)."""
+        feed = self.feed
+        return feed.acks if feed is not None else None
 
     # -- listener callbacks ---------------------------------------------------
     def on_connected(self, reconnect: bool, source: Source) -> None:
@@ -167,10 +134,8 @@ class Intake:
             self._log_reader = log_reader
             if log_reader.on_gap is None:
                 log_reader.on_gap = self._log_gap
-        if self._reader is not None:
-            self.pending = True
-            self._check_retention()
-            self._sweep()
+        if self.feed is not None:
+            self.feed.connected()
 
     def on_disconnected(self, error: BaseException) -> None:
         """The listener lost its connection (listener thread)."""
@@ -194,9 +159,8 @@ class Intake:
                 full = not d.wait_room(self._max_queue, 0.5)
             d.put(Batch(items, received_at))
             reader = self._log_reader
-            if self._consumer is not None and reader is not None:
-                position = reader.position
-                d.put_control(lambda p=position: self._ack(p))  # type: ignore[misc]
+            if self._consumer is not None and reader is not None and self.feed is not None:
+                self.feed.queue_ack(reader.position)
             return
         if not durable:
             if full and not d.wait_room(self._max_queue, self._queue_timeout):
@@ -229,36 +193,17 @@ class Intake:
             d.put(out)
         if foreign and self._drop is not None:
             d.put_control(lambda: self._foreign(foreign))
-        if woken:
-            self.pending = True
-            self._sweep()
+        if woken and self.feed is not None:
+            self.feed.woken()
 
     def tick(self) -> float | None:
         """Periodic work on the listener thread; return how soon to run again."""
         now = time.monotonic()
         if self._overflow_start is not None and self._dispatcher.depth < self._max_queue:
             self._overflow_over()
-        if self._consumer is not None:
-            acked = self.acked
-            due = now - self._last_save >= (
-                self.SAVE_INTERVAL if acked != self._saved else self.HEARTBEAT_INTERVAL
-            )
-            if due:
-                self._save(acked)
-        if self._reader is None:
-            return None
-        if self.pending and now - self._last_sweep >= self.SWEEP_INTERVAL:
-            self._sweep()
-        if now - self._last_prune >= self.PRUNE_INTERVAL:
-            self._last_prune = now
-            self._check_retention()
-            if self.prune() >= self.PRUNE_BATCHES * self.PRUNE_BATCH:
-                # A backlog: come back in a second rather than a minute.
-                self._last_prune = now - self.PRUNE_INTERVAL + 1.0
-            self.prune_passes += 1
-        return self.SWEEP_INTERVAL if self.pending else None
+        feed = self.feed
+        return feed.tick(now) if feed is not None else None
 
-    # -- durable --------------------------------------------------------------
     def _foreign(self, items: Sequence[RawNotification]) -> None:
         # Dispatcher thread.
         assert self._drop is not None
@@ -269,106 +214,20 @@ class Intake:
                 n.payload,
             )
 
-    def _fetch(self, after: Any, limit: int) -> Sequence[Any]:
-        store = self._store
-        assert store is not None
-        return store.read(after, self._read_channels, limit)
-
-    def _sweep(self) -> None:
-        reader = self._reader
-        assert reader is not None
-        d = self._dispatcher
-        self._last_sweep = time.monotonic()
-        try:
-            stopping = self.stopping
-            while self.pending and d.depth < self._max_queue and not stopping.is_set():
-                before = reader.position
-                room = max(1, self._max_queue - d.depth)
-                items = reader.read(self._fetch, min(room, self.SWEEP_ROWS))
-                if items:
-                    d.put(Batch(items, time.time()))
-                if reader.position != before:
-                    position = reader.position
-                    d.put_control(lambda p=position: self._ack(p))  # type: ignore[misc]
-                if not reader.more:
-                    self.pending = False
-                    break
-        except Exception as exc:
-            if self._last_sweep - self._sweep_failed >= 10.0:
-                self._sweep_failed = self._last_sweep
-                self._log.warning("could not read the journal (will retry): %s", exc)
-
-    def _ack(self, position: Any) -> None:
-        # Dispatcher thread: every event up to ``position`` went through the
-        # sync receivers; it is safe once their async callbacks are done too.
-        if self.acks is not None:
-            self.acks.mark(position)
-        self._acked_at = dt.datetime.now(dt.timezone.utc)
-
-    def _save(self, key: Any) -> None:
-        self._last_save = time.monotonic()
-        if key is None or self._store is None or self._consumer is None:
-            return
-        try:
-            self._store.save(self._consumer, key)
-            self._saved = key
-        except Exception as exc:
-            self._log.warning("could not save the position of consumer %r: %s", self._consumer, exc)
-
-    def _check_retention(self) -> None:
-        reader, store = self._reader, self._store
-        if reader is None or store is None:
-            return
-        try:
-            pruned_at = store.behind(reader.position)
-        except Exception as exc:
-            self._log.warning("could not read the journal's retention mark: %s", exc)
-            return
-        if pruned_at is None or pruned_at == self._retention_seen:
-            return
-        self._retention_seen = pruned_at
-        start = self._acked_at or pruned_at
-        self._log.warning(
-            "%s fell behind the journal's retention: events from %s to %s were removed"
-            " before it read them",
-            f"consumer {self._consumer!r}" if self._consumer else "this notifier",
-            start.isoformat(),
-            pruned_at.isoformat(),
-        )
-        self._gap(start.timestamp(), pruned_at.timestamp(), tuple(self._durable), "retention", None)
-
-    def prune(self) -> int:
-        """Remove journal rows past retention that no known consumer needs (bounded)."""
-        if self._store is None:
-            return 0
-        total = 0
-        try:
-            for _ in range(self.PRUNE_BATCHES):
-                n = self._store.prune(self._retention, self._consumer_expiry)
-                total += n
-                if n < self.PRUNE_BATCH:
-                    break
-        except Exception as exc:
-            self._log.warning("could not prune the journal: %s", exc)
-        if total:
-            self._log.info("pruned %d journal rows", total)
-        return total
-
     def close(self, drained: bool) -> None:
         """Save the final position; ``drained``: the dispatcher ran everything queued.
 
         Call it once the async callbacks were drained: the saved position
         never passes an event one of them did not finish.
         """
-        if self._consumer is not None and self.acked != self._saved:
-            self._save(self.acked)
-        if self._store is not None:
-            self._store.close()
+        if self.feed is not None:
+            self.feed.close()
 
     def _log_gap(self, first: int, last: int) -> None:
         # A replayed log lost rows before this reader saw them (retention).
         now = time.time()
-        start = self._acked_at.timestamp() if self._acked_at is not None else now
+        acked_at = self.feed.acked_at if self.feed is not None else None
+        start = acked_at.timestamp() if acked_at is not None else now
         self._gap(min(start, now), now, self._channels, "retention", last - first + 1)
 
     # -- gaps -----------------------------------------------------------------

@@ -109,12 +109,9 @@ class Run:
             log=log,
             send_gap=delivery.send_gap,
             channels=channels,
-            durable_channels=journal.durable,
+            journal=journal,
             replays_log=dialect.capabilities.replays_log,
-            reader=journal.reader,
-            store=journal.store,
             consumer=consumer,
-            position_time=journal.position_time,
             max_queue=max_queue,
             queue_timeout=queue_timeout,
             retention=retention,
@@ -231,8 +228,8 @@ def health_report(
         "lag_p99": percentile(ordered, 0.99) if ordered else None,
         "server_queue_usage": server_queue_usage,
     }
-    store = intake.store if intake is not None else None
-    if intake is not None and intake.acked is not None and store is not None:
+    feed = intake.feed if intake is not None else None
+    if feed is not None and feed.acked is not None:
         report["consumer"] = consumer
-        report["position"] = store.stamp(intake.acked)
+        report["position"] = feed.store.stamp(feed.acked)
     return report
