@@ -19,7 +19,7 @@ delivered (or must not deliver); the position moves past it silently.
 The fetch function must only return rows that are *final*: no row with a
 smaller position may appear after it was read.  SQLite commits one writer at
 a time, so its sequence is final as soon as it is visible.  PostgreSQL's
-journal reads snapshot windows: see ``sqlnotify.dialects.postgresql_journal``.
+journal reads snapshot windows: see ``sqlnotify.dialects.postgresql.journal``.
 
 The reader knows no SQL and no driver, so every dialect shares it.  It is used
 by one thread at a time (the listener's).

@@ -95,3 +95,11 @@ class EventRecorder:
         with self._cond:
             self.events.clear()
             self.senders.clear()
+
+
+# -- the in-memory dialect ------------------------------------------------------
+# A complete dialect over a database kept in this process (rows, triggers,
+# notifications, the journal of durable watches): see sqlnotify._memory.
+from ._memory import MemoryDatabase, MemoryDialect  # noqa: E402
+
+__all__ += ["MemoryDatabase", "MemoryDialect"]

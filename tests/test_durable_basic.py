@@ -225,7 +225,7 @@ def test_journal_window_reads_in_id_order_across_pages(
     pg_schema_engine: sa.Engine, notifiers: list[Notifier], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A window is the rows visible now and not in the previous snapshot, by id."""
-    from sqlnotify.dialects.postgresql_journal import PostgresJournal, SnapshotPosition
+    from sqlnotify.dialects.postgresql.journal import PostgresJournal, SnapshotPosition
 
     monkeypatch.setattr(PostgresJournal, "PAGE", 2)
     table = make_table(pg_schema_engine)

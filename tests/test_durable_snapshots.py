@@ -16,7 +16,7 @@ from faults import insert, make_table
 
 from sqlnotify import Notifier, SQLNotifyException
 from sqlnotify.dialects.postgresql import listener_dsn
-from sqlnotify.dialects.postgresql_journal import SnapshotPosition, parse_snapshot
+from sqlnotify.dialects.postgresql.journal import SnapshotPosition, parse_snapshot
 from sqlnotify.testing import EventRecorder, wait_until
 
 

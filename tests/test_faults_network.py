@@ -12,7 +12,7 @@ from faults import GapRecorder, Proxy, gaps_fixture, insert, make_table, proxy_t
 
 from sqlnotify import Notifier, SQLNotifyListenerError, signals
 from sqlnotify.dialects.postgresql import PostgresSource
-from sqlnotify.dialects.postgresql_journal import PostgresJournal
+from sqlnotify.dialects.postgresql.journal import PostgresJournal
 from sqlnotify.testing import EventRecorder, wait_until
 
 IDLE = 0.3

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from faults import ThrowawayPostgres, make_table
 
 from sqlnotify import Notifier, SQLNotifyListenerError
-from sqlnotify.dialects.postgresql_journal import PostgresJournal
+from sqlnotify.dialects.postgresql.journal import PostgresJournal
 from sqlnotify.testing import EventRecorder
 
 pytestmark = pytest.mark.skipif(

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from sqlnotify import Notifier, SQLNotifyPayloadSizeError
-from sqlnotify.dialects._pg_large import OVERFLOW_TABLE
 from sqlnotify.dialects.postgresql import MAX_PAYLOAD
+from sqlnotify.dialects.postgresql.sql import OVERFLOW_TABLE
 from sqlnotify.testing import EventRecorder, wait_until
 
 pytestmark = pytest.mark.postgresql

@@ -15,8 +15,7 @@ from sqlite_support import file_engine, ids
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
 from sqlnotify._pipeline.listener import Listener
-from sqlnotify.dialects._sqlite_source import SQLiteSource
-from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect
+from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect, SQLiteSource
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
 

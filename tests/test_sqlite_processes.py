@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from sqlite_support import file_engine, finish, ids, python, read_line
 
 from sqlnotify import Notifier, Operation, signals
-from sqlnotify.dialects._sqlite_source import SQLiteSource
-from sqlnotify.dialects.sqlite import SQLiteDialect
+from sqlnotify.dialects.sqlite import SQLiteDialect, SQLiteSource
 from sqlnotify.testing import EventRecorder, wait_until
 
 pytestmark = pytest.mark.sqlite

@@ -7,7 +7,7 @@ import select
 
 import pytest
 
-from sqlnotify._wake import FileWatch, Pacer
+from sqlnotify.dialects.sqlite.wake import FileWatch, Pacer
 
 
 def test_polling_backs_off_and_resets() -> None:

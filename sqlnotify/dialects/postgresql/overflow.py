@@ -19,72 +19,27 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .._names import pyformat_safe, qualified, quote_ident, quote_literal, run_sql
-from .._values import pg_value_sql
-from .._watch import Watch
-from ..exceptions import SQLNotifyConfigurationError
-from ._pg_ownership import brief_read, is_lock_timeout
-
-__all__ = ["OVERFLOW_TABLE", "PgOverflow", "pairs", "positive"]
-
-#: Name of the overflow table, created in the watched table's schema.
-OVERFLOW_TABLE = "sqlnotify_overflow"
-
-# The trigger's branch for a payload over the limit.  Should the table be
-# missing, or not writable by the role that writes, it falls back to the
-# keys-only branch so that the user's write still succeeds.
-OVERFLOW_SQL = """\
-DECLARE
-            ovf_id bigint;
-        BEGIN
-            INSERT INTO {table} (channel, payload) VALUES ({channel}, payload)
-                RETURNING id INTO ovf_id;
-            payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                         'ovf', ovf_id)::text;
-        EXCEPTION WHEN undefined_table OR insufficient_privilege THEN
-            {fallback}
-        END;"""
-
-OVERFLOW_DDL = (
-    """\
-CREATE TABLE IF NOT EXISTS {table} (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    channel text NOT NULL,
-    payload text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
-)""",
-    "CREATE INDEX IF NOT EXISTS {index} ON {table} (created_at)",
-    "COMMENT ON TABLE {table} IS {comment}",
+from ..._names import pyformat_safe, qualified, quote_ident, quote_literal, run_sql
+from ..._watch import Watch
+from ...exceptions import SQLNotifyConfigurationError
+from .ownership import brief_read, is_lock_timeout
+from .sql import (
+    COUNT_SQL,
+    FETCH_SQL,
+    NOTIFY_SQL,
+    OVERFLOW_BRANCH_SQL,
+    OVERFLOW_DDL,
+    OVERFLOW_PRUNE_SQL,
+    OVERFLOW_TABLE,
+    REGCLASS_SQL,
+    REREAD_SQL,
+    STORE_SQL,
+    TABLES_SQL,
+    XACT_LOCK_SQL,
+    pairs,
 )
 
-STORE_SQL = "INSERT INTO {table} (channel, payload) VALUES (%(c)s, %(p)s) RETURNING id"
-
-FETCH_SQL = "SELECT id, channel, payload FROM {table} WHERE id = ANY(%(ids)s)"
-
-# One round deletes at most ``limit`` rows and skips rows another process is
-# deleting at the same moment.
-PRUNE_SQL = """\
-DELETE FROM {table} WHERE id IN (
-    SELECT id FROM {table}
-    WHERE created_at < clock_timestamp() - make_interval(secs => %(retention)s)
-    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"""
-
-# Builds the same JSON object the trigger would have sent for each row.
-REREAD_SQL = "SELECT json_build_object({row})::text FROM {table} AS t WHERE ({keys}) IN ({values})"
-
-TABLES_SQL = """\
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relname = :name
-  AND obj_description(c.oid, 'pg_class') LIKE 'sqlnotify:%'
-ORDER BY 1"""
-
-
-def pairs(watch: Watch, columns: Sequence[str], ref: str) -> str:
-    """``'name', <value expression>, ...`` for ``json_build_object``; ``ref`` is ``"NEW."``..."""
-    return ", ".join(
-        quote_literal(c) + ", " + pg_value_sql(watch.column_types[c], ref + quote_ident(c))
-        for c in columns
-    )
+__all__ = ["PgOverflow", "positive"]
 
 
 def positive(options: Mapping[str, Any], name: str, default: float) -> float:
@@ -154,7 +109,7 @@ class PgOverflow:
 
     def trigger_sql(self, watch: Watch, fallback: str) -> str:
         """The trigger's oversize branch for a watch with ``use_overflow_table=True``."""
-        return OVERFLOW_SQL.format(
+        return OVERFLOW_BRANCH_SQL.format(
             table=self.ref(watch.effective_schema),
             channel=quote_literal(watch.channel),
             fallback=fallback.replace("\n", "\n    "),
@@ -165,7 +120,7 @@ class PgOverflow:
         found = []
         for schema in sorted(schemas, key=str):
             name = self.ref(schema)
-            if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar() is None:
+            if conn.execute(sa.text(REGCLASS_SQL), {"n": name}).scalar() is None:
                 found.append(schema)
         return found
 
@@ -175,7 +130,7 @@ class PgOverflow:
             return
         with self.engine.begin() as conn:
             if self.missing(conn, {schema}):
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._lock_key})")
+                conn.exec_driver_sql(XACT_LOCK_SQL.format(key=self._lock_key))
                 for stmt in self.ddl(schema):
                     run_sql(conn, stmt)
         self.ready.add(schema)
@@ -188,7 +143,7 @@ class PgOverflow:
             sql = STORE_SQL.format(table=pyformat_safe(self.ref(schema)))
             ovf_id: int = conn.exec_driver_sql(sql, {"c": channel, "p": payload}).scalar_one()
             ref = json.dumps({"ts": round(time.time(), 6), "ovf": ovf_id})
-            conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": ref})
+            conn.execute(sa.text(NOTIFY_SQL), {"c": channel, "p": ref})
         return ovf_id
 
     def fetch(self, schema: str | None, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
@@ -212,7 +167,7 @@ class PgOverflow:
             for schema in schemas:
                 if self.missing(conn, {schema}):
                     continue
-                sql = PRUNE_SQL.format(table=pyformat_safe(self.ref(schema)))
+                sql = OVERFLOW_PRUNE_SQL.format(table=pyformat_safe(self.ref(schema)))
                 for _ in range(self.PRUNE_ROUNDS):
                     n = conn.exec_driver_sql(sql, {"retention": retention, "limit": limit}).rowcount
                     deleted += n
@@ -268,7 +223,7 @@ class PgOverflow:
                 try:
                     with brief_read(conn):
                         table = qualified(schema, name)
-                        count = run_sql(conn, f"SELECT count(*) FROM {table}").scalar_one()
+                        count = run_sql(conn, COUNT_SQL.format(table=table)).scalar_one()
                 except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
                     gone = getattr(exc.orig, "pgcode", None) == "42P01"  # undefined_table
                     if not (gone or is_lock_timeout(exc)):

@@ -1,9 +1,11 @@
-"""A bounded first contact with a PostgreSQL server, before anything else of start().
+"""Bounded connections: the first contact with a server, and connections whose every wait ends.
 
-A psycopg2 connection in asynchronous mode, driven to the end of the
-startup exchange under one deadline: an address that refuses, never
-answers or speaks another protocol gives a clear error within the bound,
-instead of a blocking connect that may never return.
+:func:`probe`, before anything else of ``start()``: a psycopg2 connection in
+asynchronous mode, driven to the end of the startup exchange under one
+deadline, so an address that refuses, never answers or speaks another
+protocol gives a clear error within the bound, instead of a blocking connect
+that may never return.  :func:`connect_bounded` and :class:`BoundedCursor`
+serve sqlnotify's own short queries the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..exceptions import SQLNotifyListenerError
+from ...exceptions import SQLNotifyListenerError
 
-__all__ = ["describe_address", "probe"]
+__all__ = ["BoundedCursor", "connect_bounded", "describe_address", "probe", "wait_fd"]
 
 
 def describe_address(dsn: Mapping[str, Any]) -> str:
@@ -77,3 +79,62 @@ def _error(address: str, exc: BaseException) -> SQLNotifyListenerError:
     elif "refused" in lowered:
         hint = "; is the server running, and are host and port right?"
     return SQLNotifyListenerError(f"cannot connect to PostgreSQL at {address}: {reason}{hint}")
+
+
+def wait_fd(fd: int, timeout: float, *, write: bool = False) -> bool:
+    """Wait until ``fd`` is readable (or writable); ``False`` on timeout.
+
+    ``select.poll`` rather than ``select.select``: it works for descriptors
+    above ``FD_SETSIZE`` (1024), which busy applications reach.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000.0))
+
+
+def _wait(conn: Any, deadline: float) -> None:
+    import psycopg2.extensions as ext
+
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            conn.close()
+            raise TimeoutError("the server did not answer in time")
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLOUT if state == ext.POLL_WRITE else select.POLLIN)
+        poller.poll(remaining * 1000.0)
+
+
+def connect_bounded(dsn: dict[str, Any], timeout: float) -> Any:
+    """An asynchronous-mode psycopg2 connection whose every wait is bounded."""
+    import psycopg2
+
+    conn = psycopg2.connect(async_=1, **dsn)
+    try:
+        _wait(conn, time.monotonic() + timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class BoundedCursor:
+    """A cursor whose ``execute`` waits for the answer at most ``timeout`` seconds."""
+
+    def __init__(self, conn: Any, timeout: float) -> None:
+        self._conn = conn
+        self._cur = conn.cursor()
+        self._timeout = timeout
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self._cur.execute(sql, params)
+        _wait(self._conn, time.monotonic() + self._timeout)
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()  # type: ignore[no-any-return]

@@ -14,16 +14,20 @@ attempt, retried until ``install_timeout``.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from .._names import qualified, quote_ident, quote_literal
-from .._ownership import Policy
-from .._watch import Watch
-from ..exceptions import SQLNotifyListenerError
-from ._pg_ownership import (
+from ..._names import digest, qualified, quote_ident, quote_literal
+from ..._ownership import Policy
+from ..._watch import Watch
+from ...exceptions import SQLNotifyListenerError
+from ..base import InstallState
+from .overflow import PgOverflow
+from .ownership import (
     LockedRunner,
     Registry,
     brief_read,
@@ -31,27 +35,117 @@ from ._pg_ownership import (
     execute_plain,
     is_lock_timeout,
 )
-from .base import InstallState
-from .postgresql_journal import JOURNAL_TABLE
+from .sql import (
+    COMMENT_FUNCTION_SQL,
+    DROP_FUNCTION_SQL,
+    DROP_TRIGGER_SQL,
+    IN_RECOVERY_SQL,
+    JOURNAL_HAS_CHANNEL_SQL,
+    JOURNAL_TABLE,
+    MARKER,
+    REGCLASS_SQL,
+    REPLACE_TRIGGER,
+    STATE_SQL,
+    journal_ddl,
+)
 
-if TYPE_CHECKING:
-    from .postgresql import PostgresDialect
+__all__ = [
+    "Installed",
+    "PgInstaller",
+    "TriggerBuilder",
+    "installed",
+    "part_fingerprint",
+    "state_of",
+]
 
-__all__ = ["PgInstaller"]
+#: What :func:`installed` finds: by (schema, function name), the function's
+#: recorded metadata (``meta``), its ``schema`` and ``name``, and the
+#: ``(schema, table, trigger)`` of each trigger using it.
+Installed = dict[tuple[str, str], dict[str, Any]]
+
+
+class TriggerBuilder(Protocol):
+    """What installing needs to know of the dialect: the SQL of one watch's trigger."""
+
+    def check_names(self, watch: Watch) -> None: ...
+    def fingerprint(self, watch: Watch) -> str: ...
+    def function_sql(self, watch: Watch) -> str: ...
+    def trigger_sql(self, watch: Watch) -> str: ...
+    def function_ref(self, watch: Watch) -> str: ...
+    def table_ref(self, watch: Watch) -> str: ...
+    def comment(self, watch: Watch) -> str: ...
+    def journal_schema_name(self) -> str | None: ...
+
+
+def part_fingerprint(sql: str) -> str:
+    """The hash of the function's or the trigger's statement alone, recorded apart."""
+    return digest(sql, 16)
+
+
+def drop_sql(schema: str, function: str) -> str:
+    """The statement removing one trigger function and the trigger using it."""
+    return DROP_FUNCTION_SQL.format(function=qualified(schema, function))
+
+
+def installed(conn: sa.Connection) -> Installed:
+    """sqlnotify's trigger functions in the database, and their triggers."""
+    found: Installed = {}
+    for fschema, fname, comment, tschema, tname, tgname in conn.exec_driver_sql(STATE_SQL):
+        try:
+            meta = json.loads(comment[len(MARKER) :])
+        except ValueError:
+            meta = {}
+        entry = found.setdefault(
+            (fschema, fname), {"meta": meta, "triggers": [], "schema": fschema, "name": fname}
+        )
+        if tgname is not None:
+            entry["triggers"].append((tschema, tname, tgname))
+    return found
+
+
+def state_of(watch: Watch, found: Installed, fingerprint: str) -> InstallState:
+    """How the installed trigger of ``watch`` compares with a fresh build (``fingerprint``)."""
+    schema = watch.effective_schema or "public"
+    entry = found.get((schema, watch.channel))
+    if entry is None:
+        return InstallState(watch, "missing")
+    fp = entry["meta"].get("fp")
+    attached = (schema, watch.table, watch.channel) in entry["triggers"]
+    if not attached:
+        return InstallState(watch, "missing", fp)
+    if fp != fingerprint:
+        return InstallState(watch, "outdated", fp)
+    return InstallState(watch, "unchanged", fp)
 
 
 class PgInstaller:
-    """The installation, removal and registry work of one :class:`PostgresDialect`."""
+    """The installation, removal and registry work of one PostgreSQL dialect.
 
-    def __init__(self, dialect: PostgresDialect, runner: LockedRunner) -> None:
-        self.dialect = dialect
+    :param triggers: builds each watch's SQL (the dialect).
+    :param overflow: the overflow tables, created with the triggers that use them.
+    :param runner: runs each transaction within the lock bounds.
+    :param url: the server's address, for messages.
+    """
+
+    def __init__(
+        self,
+        triggers: TriggerBuilder,
+        overflow: PgOverflow,
+        runner: LockedRunner,
+        url: sa.URL,
+        log: logging.Logger,
+    ) -> None:
+        self.triggers = triggers
+        self.overflow = overflow
         self.runner = runner
+        self.url = url
+        self.log = log
 
     # -- install ----------------------------------------------------------------
     def install(
         self, watches: Sequence[Watch], *, revoke: bool, policy: Policy
     ) -> list[InstallState]:
-        d = self.dialect
+        d, ovf = self.triggers, self.overflow
         for watch in watches:
             d.check_names(watch)
         deadline = policy.deadline()
@@ -59,8 +153,8 @@ class PgInstaller:
         overflow = {w.effective_schema for w in watches if w.use_overflow_table}
 
         def register(conn: sa.Connection) -> tuple[list[InstallState], list[str | None]]:
-            if conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
-                url = d.engine.url
+            if conn.exec_driver_sql(IN_RECOVERY_SQL).scalar_one():
+                url = self.url
                 raise SQLNotifyListenerError(
                     f"the server at {url.host}:{url.port or 5432} is in recovery (a read"
                     " replica or standby): triggers cannot be installed and notifications are"
@@ -69,10 +163,10 @@ class PgInstaller:
             # Recorded before anything is compared: a concurrent cleanup that
             # runs after this commit sees this notifier as a user.
             self._touch(conn, watches, policy)
-            found = d._installed(conn)
-            states = [d._state(w, found) for w in watches]
-            absent = d.overflow.missing(conn, schemas)
-            d.overflow.ready.update(schemas - set(absent))
+            found = installed(conn)
+            states = [state_of(w, found, d.fingerprint(w)) for w in watches]
+            absent = ovf.missing(conn, schemas)
+            ovf.ready.update(schemas - set(absent))
             return states, [s for s in absent if s in overflow]
 
         states, missing_overflow = self.runner.run(
@@ -80,18 +174,18 @@ class PgInstaller:
         )
         todo = [s for s in states if s.state == "missing" or (s.state == "outdated" and revoke)]
         if not todo and not missing_overflow:
-            d.overflow.ready.update(overflow)
+            ovf.ready.update(overflow)
             return states
 
         def work(conn: sa.Connection) -> list[InstallState]:
-            for schema in d.overflow.missing(conn, overflow):
-                for stmt in d.overflow.ddl(schema):
+            for schema in ovf.missing(conn, overflow):
+                for stmt in ovf.ddl(schema):
                     execute_plain(conn, stmt)
-            found = d._installed(conn)
+            found = installed(conn)
             replace_trigger = conn.dialect.server_version_info >= (14,)  # type: ignore[operator]
             result = []
             for watch in watches:
-                state = d._state(watch, found)
+                state = state_of(watch, found, d.fingerprint(watch))
                 if state.state == "missing" or (state.state == "outdated" and revoke):
                     entry = found.get((watch.effective_schema or "public", watch.channel))
                     for stmt in self.statements(watch, entry, replace_trigger):
@@ -104,34 +198,34 @@ class PgInstaller:
 
         described = ", ".join(s.watch.describe() for s in todo) or "the overflow table"
         result = self.runner.run(work, policy, f"install the trigger for {described}", deadline)
-        d.overflow.ready.update(overflow)
+        ovf.ready.update(overflow)
         return result
 
     def statements(
         self, watch: Watch, entry: dict[str, Any] | None, replace_trigger: bool
     ) -> list[str]:
         """Only what differs from ``entry`` (the installed function's record, if any)."""
-        d = self.dialect
+        d = self.triggers
         meta = entry["meta"] if entry is not None else {}
         schema = watch.effective_schema or "public"
         attached = entry is not None and (schema, watch.table, watch.channel) in entry["triggers"]
         function_sql, trigger_sql = d.function_sql(watch), d.trigger_sql(watch)
         out = []
         if watch.durable:
-            from .postgresql_journal import journal_ddl
-
             out.append(journal_ddl(d.journal_schema_name()))
-        if entry is None or meta.get("ffp") != d.part_fingerprint(function_sql):
+        if entry is None or meta.get("ffp") != part_fingerprint(function_sql):
             out.append(function_sql)
         out.append(
-            f"COMMENT ON FUNCTION {d.function_ref(watch)}() IS {quote_literal(d.comment(watch))}"
+            COMMENT_FUNCTION_SQL.format(
+                function=d.function_ref(watch), comment=quote_literal(d.comment(watch))
+            )
         )
-        if not attached or meta.get("tfp") != d.part_fingerprint(trigger_sql):
+        if not attached or meta.get("tfp") != part_fingerprint(trigger_sql):
             if replace_trigger:
-                out.append(trigger_sql.replace("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER", 1))
+                out.append(trigger_sql.replace(*REPLACE_TRIGGER, 1))
             else:
                 table = d.table_ref(watch)
-                out.append(f"DROP TRIGGER IF EXISTS {quote_ident(watch.channel)} ON {table}")
+                out.append(DROP_TRIGGER_SQL.format(trigger=quote_ident(watch.channel), table=table))
                 out.append(trigger_sql)
         return out
 
@@ -168,7 +262,6 @@ class PgInstaller:
 
         ``forget``: channels ``policy.user`` stops using first.
         """
-        d = self.dialect
 
         def work(conn: sa.Connection) -> int:
             registry = Registry(conn)
@@ -176,7 +269,7 @@ class PgInstaller:
                 registry.forget(schema, forget, policy.user)
             live = registry.locked_channels()
             dropped = 0
-            for (fschema, fname), entry in sorted(d._installed(conn).items()):
+            for (fschema, fname), entry in sorted(installed(conn).items()):
                 meta = entry["meta"]
                 channel = meta.get("channel", fname)
                 on = {(s, t) for s, t, _ in entry["triggers"]}
@@ -187,7 +280,7 @@ class PgInstaller:
                     continue
                 if self._journal_retained(conn, meta, channel):
                     continue
-                execute_plain(conn, d.drop_sql(fschema, fname))
+                execute_plain(conn, drop_sql(fschema, fname))
                 registry.drop(fschema, channel)
                 dropped += 1
             return dropped
@@ -200,9 +293,9 @@ class PgInstaller:
         if not meta.get("durable"):
             return False
         journal = qualified(meta.get("journal"), JOURNAL_TABLE)
-        if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": journal}).scalar() is None:
+        if conn.execute(sa.text(REGCLASS_SQL), {"n": journal}).scalar() is None:
             return False
-        sql = f"SELECT EXISTS (SELECT 1 FROM {journal.replace('%', '%%')} WHERE channel = %s)"
+        sql = JOURNAL_HAS_CHANNEL_SQL.format(journal=journal.replace("%", "%%"))
         return bool(conn.exec_driver_sql(sql, (channel,)).scalar())
 
     # -- status ---------------------------------------------------------------------
@@ -224,9 +317,7 @@ class PgInstaller:
             except sa.exc.OperationalError as exc:
                 if not is_lock_timeout(exc):
                     raise
-                self.dialect.log.warning(
-                    "status: the registry of schema %r is locked; left out", schema
-                )
+                self.log.warning("status: the registry of schema %r is locked; left out", schema)
                 continue
             for channel, users in found.items():
                 out.setdefault(channel, []).extend(users)

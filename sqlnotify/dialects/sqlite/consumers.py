@@ -5,7 +5,7 @@ order, and the listener's position survives reconnects.  This adds what a
 named consumer needs: its position saved in the database file (table
 ``sqlnotify_consumers``), so a restarted process resumes; a lock file, so
 one process at a time reads under one name; and the oldest position a
-known consumer still needs, which pruning never passes.
+known consumer still needs, which pruning never passes (:func:`prune_upto`).
 """
 
 from __future__ import annotations
@@ -14,34 +14,14 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._names import digest
-from ..exceptions import SQLNotifyListenerError
+from ..._names import digest
+from ...exceptions import SQLNotifyListenerError
+from .connection import DatabaseFile
+from .sql import CONSUMERS_SQL, END_SQL, FETCH_SQL, LOAD_SQL, LOG_TABLE, OLDEST_SQL, SAVE_SQL
 
-if TYPE_CHECKING:
-    from .sqlite import SQLiteDialect
-
-__all__ = ["SQLiteJournal"]
-
-CONSUMERS_SQL = """\
-CREATE TABLE IF NOT EXISTS "sqlnotify_consumers" (
-    "name" TEXT PRIMARY KEY,
-    "seq" INTEGER NOT NULL,
-    "updated" REAL NOT NULL
-)"""
-SAVE_SQL = """\
-INSERT INTO "sqlnotify_consumers" ("name", "seq", "updated") VALUES (?, ?, ?)
-ON CONFLICT ("name") DO UPDATE
-SET "seq" = max("seq", excluded."seq"), "updated" = excluded."updated"
-"""
-LOAD_SQL = 'SELECT "seq", "updated" FROM "sqlnotify_consumers" WHERE "name" = ?'
-OLDEST_SQL = 'SELECT min("seq") FROM "sqlnotify_consumers" WHERE "updated" > ?'
-END_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'sqlnotify_log'"
-READ_SQL = (
-    'SELECT "seq", "channel", "payload" FROM "sqlnotify_log"'
-    ' WHERE "seq" > ? ORDER BY "seq" LIMIT ?'
-)
+__all__ = ["SQLiteConsumers", "oldest_needed", "prune_upto"]
 
 
 def oldest_needed(conn: Any, consumer_expiry: float, missing: type[Exception]) -> int | None:
@@ -56,17 +36,23 @@ def oldest_needed(conn: Any, consumer_expiry: float, missing: type[Exception]) -
     return int(row[0]) if row and row[0] is not None else None
 
 
-class SQLiteJournal:
+def prune_upto(conn: Any, position: int, consumer_expiry: float, missing: type[Exception]) -> int:
+    """The last position pruning may remove: at most ``position``, none a known consumer needs."""
+    oldest = oldest_needed(conn, consumer_expiry, missing)
+    return position if oldest is None else min(position, oldest)
+
+
+class SQLiteConsumers:
     """The consumer side of a SQLite change log (used through ``SQLiteDialect.journal()``)."""
 
-    def __init__(self, dialect: SQLiteDialect) -> None:
-        self._dialect = dialect
+    def __init__(self, database: DatabaseFile) -> None:
+        self._db = database
         self._lock_fd: int | None = None
 
     def _run(self, fn: Callable[[Any], Any]) -> Any:
-        dialect = self._dialect
-        with dialect._connection() as conn:
-            return dialect._retry(lambda: fn(conn))
+        db = self._db
+        with db.connection() as conn:
+            return db.retry(lambda: fn(conn))
 
     def ensure(self) -> None:
         self._run(lambda conn: conn.execute(CONSUMERS_SQL))
@@ -77,8 +63,8 @@ class SQLiteJournal:
     def start_position(self) -> int:
         def q(conn: Any) -> int:
             try:
-                row = conn.execute(END_SQL).fetchone()
-            except self._dialect.driver.OperationalError:
+                row = conn.execute(END_SQL, (LOG_TABLE,)).fetchone()
+            except self._db.driver.OperationalError:
                 return 0  # no AUTOINCREMENT table yet: nothing was ever logged
             return int(row[0]) if row else 0
 
@@ -109,8 +95,8 @@ class SQLiteJournal:
 
         def q(conn: Any) -> list[tuple[int, str, str | None]]:
             try:
-                rows = conn.execute(READ_SQL, (after, limit)).fetchall()
-            except self._dialect.driver.OperationalError as exc:
+                rows = conn.execute(FETCH_SQL, (after, limit)).fetchall()
+            except self._db.driver.OperationalError as exc:
                 if "no such table" not in str(exc):
                     raise
                 return []  # nothing was ever logged
@@ -128,7 +114,7 @@ class SQLiteJournal:
         """Lock ``consumer`` for this process (a lock file next to the database)."""
         import fcntl
 
-        path = f"{self._dialect.path}-sqlnotify-{digest(consumer, 12)}.lock"
+        path = f"{self._db.path}-sqlnotify-{digest(consumer, 12)}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

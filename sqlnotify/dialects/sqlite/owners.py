@@ -13,42 +13,23 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._names import quote_ident
-from .._ownership import LIVE_WINDOW, Policy
+from ..._ownership import LIVE_WINDOW, Policy
+from .sql import (
+    DROP_USERS_SQL,
+    FORGET_SQL,
+    IN_USE_SQL,
+    REGISTRY_SQL,
+    REGISTRY_TABLE,
+    TABLE_EXISTS_SQL,
+    TOUCH_SQL,
+    USERS_SQL,
+)
 
 __all__ = ["drop", "ensure", "forget", "in_use", "touch", "users"]
 
-REGISTRY_TABLE = "sqlnotify_users"
-_T = quote_ident(REGISTRY_TABLE)
-
-REGISTRY_SQL = f"""\
-CREATE TABLE IF NOT EXISTS {_T} (
-    "channel" TEXT NOT NULL,
-    "user_id" TEXT NOT NULL,
-    "app" TEXT NOT NULL,
-    "host" TEXT NOT NULL,
-    "pid" INTEGER NOT NULL,
-    "live" INTEGER NOT NULL,
-    "first_seen" REAL NOT NULL,
-    "last_seen" REAL NOT NULL,
-    PRIMARY KEY ("channel", "user_id")
-)"""
-
-TOUCH_SQL = f"""\
-INSERT INTO {_T} ("channel", "user_id", "app", "host", "pid", "live", "first_seen", "last_seen")
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT ("channel", "user_id") DO UPDATE SET "last_seen" = excluded."last_seen",
-    "live" = excluded."live\""""
-
-IN_USE_SQL = f"""\
-SELECT EXISTS (SELECT 1 FROM {_T} WHERE "channel" = ? AND "user_id" <> ?
-    AND (("live" AND "last_seen" > ?) OR "last_seen" > ?))"""
-
 
 def _exists(conn: Any) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (REGISTRY_TABLE,)
-    ).fetchone()
+    row = conn.execute(TABLE_EXISTS_SQL, (REGISTRY_TABLE,)).fetchone()
     return row is not None
 
 
@@ -68,15 +49,12 @@ def touch(conn: Any, channels: Sequence[str], policy: Policy) -> None:
 
 def forget(conn: Any, channels: Iterable[str], user: str) -> None:
     if _exists(conn):
-        conn.executemany(
-            f'DELETE FROM {_T} WHERE "user_id" = ? AND "channel" = ?',
-            [(user, c) for c in channels],
-        )
+        conn.executemany(FORGET_SQL, [(user, c) for c in channels])
 
 
 def drop(conn: Any, channel: str) -> None:
     if _exists(conn):
-        conn.execute(f'DELETE FROM {_T} WHERE "channel" = ?', (channel,))
+        conn.execute(DROP_USERS_SQL, (channel,))
 
 
 def in_use(conn: Any, channel: str, policy: Policy) -> bool:
@@ -91,10 +69,7 @@ def users(conn: Any) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     if not _exists(conn):
         return out
-    rows = conn.execute(
-        f'SELECT "channel", "user_id", "app", "host", "pid", "live", "last_seen" FROM {_T}'
-        ' ORDER BY "channel", "last_seen" DESC'
-    )
+    rows = conn.execute(USERS_SQL)
     for channel, user, app, host, pid, live, seen in rows.fetchall():
         live_now = bool(live) and seen > time.time() - LIVE_WINDOW
         when = dt.datetime.fromtimestamp(seen, dt.timezone.utc)

@@ -3,42 +3,38 @@
 Used by the listener thread only.  ``PRAGMA data_version`` tells cheaply
 whether another connection committed; only then are the log rows after the
 reader's position fetched.  Between checks the source sleeps on a file watch
-of the file each commit writes, or polls (see :mod:`sqlnotify._wake`).
+of the file each commit writes, or polls (see :mod:`.wake`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import select
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .._journal import JournalReader
-from .._names import quote_ident
-from .._wake import FileWatch, Pacer
-from ..exceptions import SQLNotifyListenerError
-from .base import RawNotification, Source, SourceDisconnected
-from .sqlite import LOG_TABLE, is_busy
-
-if TYPE_CHECKING:
-    from .sqlite import SQLiteDialect
-
-__all__ = ["SQLiteSource", "prune_log"]
-
-FETCH_SQL = (
-    f'SELECT "seq", "channel", "payload" FROM {quote_ident(LOG_TABLE)}'
-    ' WHERE "seq" > ? ORDER BY "seq" LIMIT ?'
+from ..._journal import JournalReader
+from ...exceptions import SQLNotifyListenerError
+from ..base import RawNotification, Source, SourceDisconnected
+from .connection import DatabaseFile, is_busy
+from .consumers import prune_upto
+from .options import SQLiteOptions
+from .sql import (
+    BUSY_TIMEOUT_SQL,
+    DATA_VERSION_SQL,
+    END_SQL,
+    FETCH_SQL,
+    GENERATION_SQL,
+    JOURNAL_MODE_SQL,
+    LOG_TABLE,
+    PRUNE_SQL,
 )
-END_SQL = "SELECT seq FROM sqlite_sequence WHERE name = ?"
-GENERATION_SQL = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?"
-# Deletes a prefix of at most ``batch`` rows: never a long scan, never a long lock.
-PRUNE_SQL = f"""\
-DELETE FROM {quote_ident(LOG_TABLE)} WHERE "seq" <= (
-    SELECT max("seq") FROM (
-        SELECT "seq", "ts" FROM {quote_ident(LOG_TABLE)} ORDER BY "seq" LIMIT ?
-    ) WHERE "ts" < ? AND "seq" <= ?
-)"""
+from .wake import FileWatch, Pacer
+
+__all__ = ["LogCursor", "SQLiteSource", "prune_log"]
 
 
 def prune_log(
@@ -58,6 +54,19 @@ def prune_log(
         deleted += max(n, 0)
         if n < batch or time.monotonic() >= stop:
             return deleted
+
+
+@dataclasses.dataclass
+class LogCursor:
+    """Where the listener is in the change log; it survives reconnects.
+
+    ``reader`` holds the position (``None`` until the first source of a run
+    makes one); ``generation`` marks the copy of the log it reads, so a
+    source that finds the log recreated starts the new one from its start.
+    """
+
+    reader: JournalReader | None = None
+    generation: str | None = None
 
 
 class SQLiteSource(Source):
@@ -80,17 +89,32 @@ class SQLiteSource(Source):
     PRUNE_BUDGET = 0.02
 
     def __init__(
-        self, dialect: SQLiteDialect, channels: Sequence[str], reader: JournalReader | None
+        self,
+        database: DatabaseFile,
+        options: SQLiteOptions,
+        channels: Sequence[str],
+        cursor: LogCursor,
+        *,
+        log: logging.Logger,
+        consumer_expiry: float,
+        start_position: Callable[[int], int],
+        on_gap: Callable[[int, int], None] | None,
     ) -> None:
-        self._dialect = dialect
-        self._log = dialect.log
-        self._error = dialect.driver.Error
-        self._operational = dialect.driver.OperationalError
-        settings = dialect.config
-        self._retention = settings.retention
-        self._prune_every = min(60.0, max(0.05, settings.retention / 4))
+        """Open the listener's connection and find where to read.
+
+        ``cursor`` carries the last source's place in the log (a fresh start,
+        with no reader yet, begins at ``start_position(end)``); this source
+        reads on from there and keeps it up to date.
+        """
+        self._path = database.path
+        self._log = log
+        self._error = database.driver.Error
+        self._operational = database.driver.OperationalError
+        self._consumer_expiry = consumer_expiry
+        self._retention = options.retention
+        self._prune_every = min(60.0, max(0.05, options.retention / 4))
         self._next_prune = time.monotonic() + min(1.0, self._prune_every)
-        conn = dialect.connect(self.READ_BUSY_TIMEOUT)
+        conn = database.connect(self.READ_BUSY_TIMEOUT)
         self._conn = conn
         self._inotify: FileWatch | None = None
         try:
@@ -98,37 +122,38 @@ class SQLiteSource(Source):
             try:
                 # The version first: a commit landing between the two reads is
                 # then seen as a change and read, never skipped.
-                self._version = execute("PRAGMA data_version").fetchone()[0]
+                self._version = execute(DATA_VERSION_SQL).fetchone()[0]
                 row = execute(END_SQL, (LOG_TABLE,)).fetchone()
                 end = row[0] if row else 0
                 row = execute(GENERATION_SQL, (LOG_TABLE,)).fetchone()
-                generation = row[0] if row else None
+                found = row[0] if row else None
+                reader = cursor.reader
                 if reader is None:
                     reader = JournalReader(
-                        dialect.start_position(end),
+                        start_position(end),
                         channels,
                         contiguous=True,
-                        on_gap=dialect.on_gap,
-                        log=self._log,
+                        on_gap=on_gap,
+                        log=log,
                     )
-                elif dialect._generation is not None and generation != dialect._generation:
-                    self._log.warning(
+                elif cursor.generation is not None and found != cursor.generation:
+                    log.warning(
                         "the change log of %s was recreated while the listener was away;"
                         " reading the new one from its start (events written to the old"
                         " one meanwhile are lost)",
-                        dialect.path,
+                        self._path,
                     )
                     reader.position = 0
-                dialect._generation = generation
+                cursor.generation = found
                 execute(FETCH_SQL, (reader.position, 1)).fetchall()
-                mode = str(execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                mode = str(execute(JOURNAL_MODE_SQL).fetchone()[0]).lower()
             except self._error as exc:
                 raise SQLNotifyListenerError(
-                    f"the listener cannot read the change log of {dialect.path}: {exc}"
+                    f"the listener cannot read the change log of {self._path}: {exc}"
                 ) from exc
             self.reader = reader
             self.journal_mode = mode
-            if settings.inotify:
+            if options.inotify:
                 self._inotify = self._watch(mode)
         except BaseException:
             self.close()
@@ -139,15 +164,18 @@ class SQLiteSource(Source):
         self._more = True
         self._recheck = True
         self.pacer = Pacer(
-            self.MIN_POLL, settings.poll_interval, watching=self._inotify is not None
+            self.MIN_POLL, options.poll_interval, watching=self._inotify is not None
         )
         #: How often the database was busy (locked by a writer) for this source.
         self.busy = 0
+        # The position survives reconnects: a new connection resumes where
+        # this one stops, so nothing is skipped.
+        cursor.reader = reader
 
     def _watch(self, mode: str) -> FileWatch | None:
         # A commit writes the WAL (WAL mode) or the database file itself;
         # SQLite names the WAL after the real file when the path is a symlink.
-        path = os.path.realpath(self._dialect.path) + ("-wal" if mode == "wal" else "")
+        path = os.path.realpath(self._path) + ("-wal" if mode == "wal" else "")
         try:
             return FileWatch(path)
         except ImportError:
@@ -172,7 +200,7 @@ class SQLiteSource(Source):
     def _check(self) -> list[RawNotification]:
         """Read new rows if another connection committed since the last check."""
         if not self._more:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            version = self._conn.execute(DATA_VERSION_SQL).fetchone()[0]
             if version == self._version:
                 return []
             self._version = version
@@ -232,12 +260,12 @@ class SQLiteSource(Source):
         # Pruning can wait: while a writer holds the lock, give up at once
         # instead of keeping the listener from its reads.
         conn = self._conn
-        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute(BUSY_TIMEOUT_SQL.format(milliseconds=0))
         try:
             deleted = prune_log(
                 conn,
                 self._retention,
-                self._dialect.prune_upto(conn, self.reader.position),
+                prune_upto(conn, self.reader.position, self._consumer_expiry, self._operational),
                 budget=self.PRUNE_BUDGET,
             )
         except self._operational as exc:
@@ -247,7 +275,7 @@ class SQLiteSource(Source):
             self._next_prune = now + min(1.0, self._prune_every)
             return
         finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.READ_BUSY_TIMEOUT * 1000)}")
+            conn.execute(BUSY_TIMEOUT_SQL.format(milliseconds=int(self.READ_BUSY_TIMEOUT * 1000)))
         if deleted:
             self._log.debug("pruned %d change log rows", deleted)
         # More to do (the budget ran out): come back soon.

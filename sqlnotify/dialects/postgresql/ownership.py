@@ -19,11 +19,25 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from .._names import digest, qualified, run_sql
-from .._ownership import LIVE_WINDOW, Policy, lock_timeout_error, retry_locked
+from ..._names import digest, qualified, run_sql
+from ..._ownership import LIVE_WINDOW, Policy, lock_timeout_error, retry_locked
+from .sql import (
+    BLOCKERS_SQL,
+    BLOCKERS_TIMEOUT_SQL,
+    DROP_USERS_SQL,
+    FORGET_SQL,
+    IN_USE_SQL,
+    LOCK_TIMEOUT_SQL,
+    LOCKED_CHANNELS_SQL,
+    REGCLASS_SQL,
+    REGISTRY_SQL,
+    REGISTRY_TABLE,
+    TOUCH_SQL,
+    USERS_SQL,
+    XACT_LOCK_SQL,
+)
 
 __all__ = [
-    "REGISTRY_TABLE",
     "BlockerWatch",
     "LockedRunner",
     "Registry",
@@ -33,55 +47,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-REGISTRY_TABLE = "sqlnotify_users"
 #: First half of every channel lock's key (the two-integer advisory lock form).
 CHANNEL_LOCK_CLASS = int(digest("sqlnotify.channel", 7), 16)
-
-REGISTRY_SQL = """\
-CREATE TABLE IF NOT EXISTS {table} (
-    channel text NOT NULL,
-    user_id text NOT NULL,
-    app text NOT NULL,
-    host text NOT NULL,
-    pid integer NOT NULL,
-    live boolean NOT NULL,
-    first_seen timestamptz NOT NULL DEFAULT now(),
-    last_seen timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (channel, user_id)
-)"""
-
-TOUCH_SQL = """\
-INSERT INTO {table} (channel, user_id, app, host, pid, live)
-SELECT c, %s, %s, %s, %s, %s FROM unnest(%s::text[]) AS c
-ON CONFLICT (channel, user_id) DO UPDATE SET last_seen = now(), live = EXCLUDED.live"""
-
-FORGET_SQL = "DELETE FROM {table} WHERE user_id = %s AND channel = ANY(%s::text[])"
-DROP_USERS_SQL = "DELETE FROM {table} WHERE channel = %s"
-
-# Another user keeps a trigger while it is live (seen within LIVE_WINDOW) or
-# was seen within the grace period.
-IN_USE_SQL = """\
-SELECT EXISTS (
-    SELECT 1 FROM {table}
-    WHERE channel = %s AND user_id <> %s
-      AND ((live AND last_seen > now() - make_interval(secs => %s))
-           OR last_seen > now() - make_interval(secs => %s)))"""
-
-USERS_SQL = """\
-SELECT channel, user_id, app, host, pid,
-       live AND last_seen > now() - make_interval(secs => %s), last_seen
-FROM {table} ORDER BY channel, last_seen DESC"""
-
-LOCKED_CHANNELS_SQL = """\
-SELECT objid::bigint FROM pg_locks
-WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
-
-BLOCKERS_SQL = """\
-SELECT pid, application_name, state, extract(epoch from now() - xact_start)::float8,
-       left(query, 300)
-FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid"""
-
 LOCK_NOT_AVAILABLE = "55P03"
 
 
@@ -115,7 +82,7 @@ def brief_read(conn: sa.Connection, lock_timeout: float = READ_LOCK_TIMEOUT) -> 
     wait ends after ``lock_timeout`` with :func:`is_lock_timeout` true.
     """
     with conn.begin():
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+        conn.exec_driver_sql(LOCK_TIMEOUT_SQL.format(millis=max(1, int(lock_timeout * 1000))))
         yield
 
 
@@ -151,7 +118,7 @@ class BlockerWatch:
                     conn = psycopg2.connect(**{**self._dsn, "connect_timeout": "5"})
                     conn.autocommit = True
                 with conn.cursor() as cur:
-                    cur.execute("SET statement_timeout = 5000")
+                    cur.execute(BLOCKERS_TIMEOUT_SQL)
                     cur.execute(BLOCKERS_SQL, (self._pid,))
                     rows = cur.fetchall()
                 if rows:
@@ -205,10 +172,8 @@ class LockedRunner:
                 watch = BlockerWatch(self.dsn, pid, max(0.02, policy.lock_timeout * 0.4), self.log)
                 try:
                     with conn.begin():
-                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")
-                        conn.exec_driver_sql(
-                            f"SELECT pg_advisory_xact_lock({self.install_lock_key})"
-                        )
+                        conn.exec_driver_sql(LOCK_TIMEOUT_SQL.format(millis=millis))
+                        conn.exec_driver_sql(XACT_LOCK_SQL.format(key=self.install_lock_key))
                         return work(conn)
                 finally:
                     found = watch.stop()
@@ -233,7 +198,7 @@ class Registry:
     def exists(self, schema: str | None) -> bool:
         if schema not in self._exists:
             name = qualified(schema, REGISTRY_TABLE)
-            found = self.conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar()
+            found = self.conn.execute(sa.text(REGCLASS_SQL), {"n": name}).scalar()
             self._exists[schema] = found is not None
         return self._exists[schema]
 

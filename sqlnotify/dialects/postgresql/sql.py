@@ -1,0 +1,467 @@
+"""Every SQL text sqlnotify sends to PostgreSQL, as data.
+
+Templates take their names through ``str.format``; the small functions at
+the end fill the ones several modules share.  Names given to a template are
+already quoted (:func:`~sqlnotify._names.qualified`,
+:func:`~sqlnotify._names.quote_ident`); a template run with parameters takes
+names made safe for ``%`` formatting (:func:`~sqlnotify._names.pyformat_safe`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import types as sqltypes
+from sqlalchemy.sql.sqltypes import _AbstractInterval
+
+from ..._names import digest, qualified, quote_ident, quote_literal
+from ..._values import _unwrap
+from ..._watch import Watch
+
+# -- limits, names and keys ------------------------------------------------------
+
+#: PostgreSQL rejects NOTIFY payloads of 8000 bytes or more.
+MAX_PAYLOAD = 7999
+#: PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1).
+MAX_IDENTIFIER = 63
+#: Comment prefix marking objects sqlnotify created (``COMMENT ON FUNCTION``).
+MARKER = "sqlnotify:"
+#: Version of the trigger format recorded in each function's comment.
+FORMAT_VERSION = 1
+#: Key of the transaction-level advisory lock that serialises installation
+#: (triggers, the journal and overflow tables).
+INSTALL_LOCK_KEY = int(digest("sqlnotify.install", 15), 16)
+#: The payload of a durable watch's notification: a wake-up, the same for
+#: every row (PostgreSQL sends one per transaction and channel).
+WAKE_PAYLOAD = '{"wake":true}'
+#: Name of the transition table in statement-level triggers.
+TRANSITION_TABLE = "sqlnotify_rows"
+JOURNAL_TABLE = "sqlnotify_journal"
+CONSUMERS_TABLE = "sqlnotify_consumers"
+#: Name of the overflow table, created in the watched table's schema.
+OVERFLOW_TABLE = "sqlnotify_overflow"
+REGISTRY_TABLE = "sqlnotify_users"
+
+# -- trigger functions and triggers -------------------------------------------------
+
+# The payload is concatenated text around one json_build_object() (cheaper
+# than nesting two), and pg_notify() is called inside an IF: PL/pgSQL
+# evaluates an IF condition as a simple expression, where PERFORM would run a
+# planned query for every row.
+FUNCTION_SQL = """\
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql{security} AS {body}"""
+
+# The body is dollar-quoted with a tag chosen once every name is in it (see
+# dollar_quote): no name can close the quote early.
+ROW_BODY = """
+DECLARE
+    payload text;
+BEGIN
+    BEGIN
+        payload := '{{"ts":' || extract(epoch from clock_timestamp())
+                   || ',"row":' || json_build_object({row})::text || '}}';
+        IF octet_length(payload) > {limit} THEN
+            {oversize}
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object(), 'lost', true,
+                                     'err', SQLSTATE, 'msg', left(SQLERRM, 300))::text;
+    END;
+    IF pg_notify({channel}, payload) IS NULL THEN
+        NULL;
+    END IF;
+    RETURN NULL;
+END;
+"""
+
+# The inner block keeps the user's write alive when the table no longer
+# matches the watch (a watched column dropped or renamed since the trigger
+# was installed): the event then says so ("err") instead.  It never writes,
+# so the subtransaction it opens gets no transaction id and costs little.
+
+# Without an overflow table, a row too large for NOTIFY is announced by its
+# keys only ("trunc"); the listener re-reads the row.  If even the keys do not
+# fit, only the fact is sent ("lost"), so the user's write never fails.
+TRUNCATE_SQL = """\
+payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object({keys}), 'trunc', true)::text;
+        IF octet_length(payload) > {limit} THEN
+            payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                         'row', json_build_object(), 'lost', true)::text;
+        END IF;"""
+
+# The trigger's branch for a payload over the limit, with an overflow table.
+# Should the table be missing, or not writable by the role that writes, it
+# falls back to the keys-only branch so that the user's write still succeeds.
+OVERFLOW_BRANCH_SQL = """\
+DECLARE
+            ovf_id bigint;
+        BEGIN
+            INSERT INTO {table} (channel, payload) VALUES ({channel}, payload)
+                RETURNING id INTO ovf_id;
+            payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                         'ovf', ovf_id)::text;
+        EXCEPTION WHEN undefined_table OR insufficient_privilege THEN
+            {fallback}
+        END;"""
+
+# A function that writes to sqlnotify's tables (the journal, the overflow
+# table) runs as the role that installed it, so writers need no privilege on
+# those tables; its search_path is pinned and every table it names is
+# schema-qualified, so nothing a writer puts on its own path can step in.
+# EXECUTE is revoked from PUBLIC: nobody can attach it to a table of theirs
+# (a trigger's function is checked when the trigger is created, not when it
+# fires).
+DEFINER = "\nSECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+
+# A durable watch appends the event to the journal in the writer's
+# transaction and sends a wake-up; the listener reads the journal.
+DURABLE_BODY = """
+DECLARE
+    payload text;
+BEGIN
+    payload := '{{"ts":' || extract(epoch from clock_timestamp())
+               || ',"row":' || json_build_object({row})::text || '}}';
+    {insert}
+    IF pg_notify({channel}, {wake}) IS NULL THEN
+        NULL;
+    END IF;
+    RETURN NULL;
+END;
+"""
+
+# The trigger's statement appending the event (``payload``) to the journal.
+JOURNAL_INSERT_SQL = "INSERT INTO {journal} (channel, payload) VALUES ({channel}, payload);"
+
+# The same for a whole statement: one INSERT ... SELECT over the transition
+# table, then one wake-up.
+DURABLE_STATEMENT_BODY = """
+BEGIN
+    INSERT INTO {journal} (channel, payload)
+    SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
+                                        'row', json_build_object({row}))::text
+    FROM {rows} r;
+    IF FOUND THEN
+        PERFORM pg_notify({channel}, {wake});
+    END IF;
+    RETURN NULL;
+END;
+"""
+
+STATEMENT_TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER {operation} ON {table}
+REFERENCING {side} TABLE AS {rows} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
+
+TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER {operation} ON {table}
+FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
+#: The ``WHEN`` condition's test for one of ``trigger_columns``.
+CHANGED_SQL = "OLD.{column} IS DISTINCT FROM NEW.{column}"
+#: PostgreSQL 14+ replaces a trigger in place.
+REPLACE_TRIGGER = ("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER")
+
+COMMENT_FUNCTION_SQL = "COMMENT ON FUNCTION {function}() IS {comment}"
+REVOKE_FUNCTION_SQL = "REVOKE ALL ON FUNCTION {function}() FROM PUBLIC"
+DROP_TRIGGER_SQL = "DROP TRIGGER IF EXISTS {trigger} ON {table}"
+# CASCADE drops the trigger that uses the function, and nothing else can.
+DROP_FUNCTION_SQL = "DROP FUNCTION IF EXISTS {function}() CASCADE"
+
+# sqlnotify's trigger functions and the triggers using them.
+STATE_SQL = """\
+SELECT n.nspname, p.proname, obj_description(p.oid, 'pg_proc'),
+       tn.nspname, c.relname, t.tgname
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+LEFT JOIN pg_trigger t ON t.tgfoid = p.oid AND NOT t.tgisinternal
+LEFT JOIN pg_class c ON c.oid = t.tgrelid
+LEFT JOIN pg_namespace tn ON tn.oid = c.relnamespace
+WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE 'sqlnotify:%%'
+"""
+
+# -- small statements --------------------------------------------------------------
+
+CURRENT_SCHEMA_SQL = "SELECT current_schema()"
+IN_RECOVERY_SQL = "SELECT pg_is_in_recovery()"
+QUEUE_USAGE_SQL = "SELECT pg_notification_queue_usage()"
+#: With SQLAlchemy's named parameters ``c`` (channel) and ``p`` (payload).
+NOTIFY_SQL = "SELECT pg_notify(:c, :p)"
+#: With SQLAlchemy's named parameter ``n`` (a quoted, maybe qualified name).
+REGCLASS_SQL = "SELECT to_regclass(:n)"
+XACT_LOCK_SQL = "SELECT pg_advisory_xact_lock({key})"
+LOCK_TIMEOUT_SQL = "SET LOCAL lock_timeout = {millis}"
+# Whether a durable watch's consumers still have journal rows of a channel.
+JOURNAL_HAS_CHANNEL_SQL = "SELECT EXISTS (SELECT 1 FROM {journal} WHERE channel = %s)"
+
+# -- the listener's session -----------------------------------------------------------
+
+CONSUMER_LOCK_SQL = "SELECT pg_try_advisory_lock(%s)"
+# Shared, never waited for: they tell cleanups a channel is live.
+CHANNEL_LOCKS_SQL = (
+    "SELECT count(pg_try_advisory_lock_shared(c, k)) FROM unnest(%s::int[], %s::int[]) AS l(c, k)"
+)
+LISTEN_SQL = "LISTEN {channel};"
+PING_SQL = "SELECT pg_notify(%s, 'ready')"
+
+# -- the journal of durable watches --------------------------------------------------
+
+# The primary key (xid, id) is the index both scans of a read use.
+JOURNAL_DDL = """\
+CREATE TABLE IF NOT EXISTS {journal} (
+    id bigint GENERATED BY DEFAULT AS IDENTITY,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    created timestamptz NOT NULL DEFAULT now(),
+    channel text NOT NULL,
+    payload text NOT NULL,
+    PRIMARY KEY (xid, id)
+)"""
+
+CONSUMERS_DDL = """\
+CREATE TABLE IF NOT EXISTS {consumers} (
+    name text PRIMARY KEY,
+    snapshot pg_snapshot NOT NULL,
+    upto pg_snapshot,
+    after_id bigint NOT NULL DEFAULT 0,
+    updated timestamptz NOT NULL DEFAULT now()
+)"""
+
+# Consumers tables of the first format kept one row key ``(xid, id)``: every
+# row before it in key order was consumed, and all of them were below the
+# reader's horizon (finished).  That is the window position "everything
+# before transaction xid, then the rows of xid up to id".
+MIGRATE_SQL = """\
+ALTER TABLE {consumers} ADD COLUMN snapshot pg_snapshot, ADD COLUMN upto pg_snapshot,
+    ADD COLUMN after_id bigint NOT NULL DEFAULT 0;
+UPDATE {consumers} SET
+    snapshot = (xid::text || ':' || xid::text || ':')::pg_snapshot,
+    upto = ((xid::text::bigint + 1)::text || ':' || (xid::text::bigint + 1)::text || ':')
+        ::pg_snapshot,
+    after_id = id;
+ALTER TABLE {consumers} DROP COLUMN xid, DROP COLUMN id,
+    ALTER COLUMN snapshot SET NOT NULL"""
+
+COLUMNS_SQL = """\
+SELECT c.relname, a.attname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = %s AND c.relname IN (%s, %s)"""
+
+# One statement: the window's end snapshot (the current one, or the one a
+# partly read window had) and its rows after ``after`` in id order.  The
+# statement's own snapshot is the current one, so every row of the window is
+# visible to it.  Prepared once per connection (planning costs more than
+# running it): $1 the previous xmax, $2 the previous snapshot's in-progress
+# transactions, $3 the last id read in the window, $4 the channels, $5 the
+# row limit, $6 the window's end snapshot when it is already known.
+WINDOW_SQL = """\
+PREPARE {name}(xid8, xid8[], bigint, text[], bigint{extra}) AS
+WITH w AS (SELECT {cur} AS cur)
+SELECT w.cur::text, e.id, e.channel, e.payload FROM w LEFT JOIN LATERAL (
+    SELECT j.id, j.channel, j.payload FROM {journal} j
+    WHERE j.xid >= $1 AND j.xid < pg_snapshot_xmax(w.cur)
+      AND pg_visible_in_snapshot(j.xid, w.cur) AND j.id > $3 AND j.channel = ANY($4)
+    UNION ALL
+    SELECT j.id, j.channel, j.payload FROM {journal} j
+    WHERE j.xid = ANY($2) AND pg_visible_in_snapshot(j.xid, w.cur)
+      AND j.id > $3 AND j.channel = ANY($4)
+    ORDER BY 1 LIMIT $5
+) e ON true ORDER BY e.id"""
+WINDOW_NEW = "sqlnotify_window_new"
+WINDOW_AT = "sqlnotify_window_at"
+EXECUTE_WINDOW_AT_SQL = f"EXECUTE {WINDOW_AT}(%s, %s::xid8[], %s, %s, %s, %s)"
+EXECUTE_WINDOW_NEW_SQL = f"EXECUTE {WINDOW_NEW}(%s, %s::xid8[], %s, %s, %s)"
+
+SAVE_SQL = """\
+INSERT INTO {consumers} AS c (name, snapshot, upto, after_id)
+VALUES (%s, %s::pg_snapshot, %s::pg_snapshot, %s)
+ON CONFLICT (name) DO UPDATE SET snapshot = EXCLUDED.snapshot, upto = EXCLUDED.upto,
+    after_id = EXCLUDED.after_id, updated = now()
+WHERE pg_snapshot_xmax(c.snapshot) <= pg_snapshot_xmax(EXCLUDED.snapshot)"""
+
+LOAD_SQL = "SELECT snapshot::text, upto::text, after_id, updated FROM {consumers} WHERE name = %s"
+
+CURRENT_SNAPSHOT_SQL = "SELECT pg_current_snapshot()::text"
+TRY_XACT_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s)"
+PARAM_XACT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
+JOURNAL_LOCK_TIMEOUT_SQL = "SET LOCAL lock_timeout = '5s'"
+
+# Only the first rows in key order are examined, so a prune costs the same
+# however large the journal is; rows are roughly in time order, so the old
+# ones are found there.  A row goes once it is past retention and every
+# consumer seen lately has it in its snapshot (consumed).  The mark records
+# the newest transaction removed, as a snapshot that sees it.
+JOURNAL_PRUNE_SQL = """\
+WITH first AS (SELECT xid, id, created FROM {journal} ORDER BY xid, id LIMIT %(batch)s),
+doomed AS (
+    SELECT f.xid, f.id FROM first f
+    WHERE f.created < now() - make_interval(secs => %(retention)s) AND NOT EXISTS (
+        SELECT 1 FROM {consumers} c
+        WHERE c.name NOT LIKE '.%%' AND c.updated > now() - make_interval(secs => %(expiry)s)
+          AND NOT pg_visible_in_snapshot(f.xid, c.snapshot))
+),
+gone AS (
+    DELETE FROM {journal} j USING doomed WHERE j.xid = doomed.xid AND j.id = doomed.id
+    RETURNING j.xid, j.id, j.created
+),
+newest AS (SELECT xid, id, created FROM gone ORDER BY xid DESC, id DESC LIMIT 1),
+mark AS (
+    INSERT INTO {consumers} AS c (name, snapshot, after_id, updated)
+    SELECT %(mark)s, ((xid::text::bigint + 1)::text || ':' || (xid::text::bigint + 1)::text
+                      || ':')::pg_snapshot, id, created FROM newest
+    ON CONFLICT (name) DO UPDATE SET snapshot = EXCLUDED.snapshot,
+        after_id = EXCLUDED.after_id, updated = EXCLUDED.updated
+    WHERE pg_snapshot_xmax(c.snapshot) < pg_snapshot_xmax(EXCLUDED.snapshot)
+)
+SELECT count(*) FROM gone"""
+
+# -- the overflow table ---------------------------------------------------------------
+
+OVERFLOW_DDL = (
+    """\
+CREATE TABLE IF NOT EXISTS {table} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel text NOT NULL,
+    payload text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)""",
+    "CREATE INDEX IF NOT EXISTS {index} ON {table} (created_at)",
+    "COMMENT ON TABLE {table} IS {comment}",
+)
+
+STORE_SQL = "INSERT INTO {table} (channel, payload) VALUES (%(c)s, %(p)s) RETURNING id"
+
+FETCH_SQL = "SELECT id, channel, payload FROM {table} WHERE id = ANY(%(ids)s)"
+
+# One round deletes at most ``limit`` rows and skips rows another process is
+# deleting at the same moment.
+OVERFLOW_PRUNE_SQL = """\
+DELETE FROM {table} WHERE id IN (
+    SELECT id FROM {table}
+    WHERE created_at < clock_timestamp() - make_interval(secs => %(retention)s)
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"""
+
+# Builds the same JSON object the trigger would have sent for each row.
+REREAD_SQL = "SELECT json_build_object({row})::text FROM {table} AS t WHERE ({keys}) IN ({values})"
+
+TABLES_SQL = """\
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relname = :name
+  AND obj_description(c.oid, 'pg_class') LIKE 'sqlnotify:%'
+ORDER BY 1"""
+
+COUNT_SQL = "SELECT count(*) FROM {table}"
+
+# -- the registry of notifiers, and locks ----------------------------------------------
+
+REGISTRY_SQL = """\
+CREATE TABLE IF NOT EXISTS {table} (
+    channel text NOT NULL,
+    user_id text NOT NULL,
+    app text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    live boolean NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel, user_id)
+)"""
+
+TOUCH_SQL = """\
+INSERT INTO {table} (channel, user_id, app, host, pid, live)
+SELECT c, %s, %s, %s, %s, %s FROM unnest(%s::text[]) AS c
+ON CONFLICT (channel, user_id) DO UPDATE SET last_seen = now(), live = EXCLUDED.live"""
+
+FORGET_SQL = "DELETE FROM {table} WHERE user_id = %s AND channel = ANY(%s::text[])"
+DROP_USERS_SQL = "DELETE FROM {table} WHERE channel = %s"
+
+# Another user keeps a trigger while it is live (seen within LIVE_WINDOW) or
+# was seen within the grace period.
+IN_USE_SQL = """\
+SELECT EXISTS (
+    SELECT 1 FROM {table}
+    WHERE channel = %s AND user_id <> %s
+      AND ((live AND last_seen > now() - make_interval(secs => %s))
+           OR last_seen > now() - make_interval(secs => %s)))"""
+
+USERS_SQL = """\
+SELECT channel, user_id, app, host, pid,
+       live AND last_seen > now() - make_interval(secs => %s), last_seen
+FROM {table} ORDER BY channel, last_seen DESC"""
+
+LOCKED_CHANNELS_SQL = """\
+SELECT objid::bigint FROM pg_locks
+WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+
+BLOCKERS_SQL = """\
+SELECT pid, application_name, state, extract(epoch from now() - xact_start)::float8,
+       left(query, 300)
+FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid"""
+BLOCKERS_TIMEOUT_SQL = "SET statement_timeout = 5000"
+
+
+# -- filling the shared templates ------------------------------------------------------
+
+
+def dollar_quote(body: str) -> str:
+    """``body`` as a dollar-quoted string, with a tag that does not occur in it.
+
+    The tag is chosen from the finished text, names and all: the quote ends
+    exactly where the body does, whatever characters the names hold.
+    """
+    tag = "$sqlnotify$"
+    n = 0
+    # The closing tag must first occur at the end, also when the body ends
+    # with the beginning of a tag.
+    while (body + tag).find(tag) != len(body):
+        n += 1
+        tag = f"$sqlnotify{n}$"
+    return tag + body + tag
+
+
+def value_sql(type_: Any, ref: str) -> str:
+    """The SQL expression a PostgreSQL trigger puts in the payload for one column."""
+    t = _unwrap(type_)
+    if isinstance(t, sqltypes.ARRAY):
+        item = _unwrap(t.item_type)
+        if isinstance(item, sqltypes.Numeric) and not isinstance(item, sqltypes.Float):
+            return f"{ref}::text[]" if item.asdecimal else ref  # exact decimals, as text
+        return ref
+    if isinstance(t, _AbstractInterval):
+        return f"extract(epoch from {ref})"
+    if isinstance(t, sqltypes.Numeric) and not isinstance(t, sqltypes.Float) and t.asdecimal:
+        return f"{ref}::text"
+    if isinstance(t, sqltypes.LargeBinary):
+        return f"encode({ref}, 'base64')"
+    return ref
+
+
+def pairs(watch: Watch, columns: Sequence[str], ref: str) -> str:
+    """``'name', <value expression>, ...`` for ``json_build_object``; ``ref`` is ``"NEW."``..."""
+    return ", ".join(
+        quote_literal(c) + ", " + value_sql(watch.column_types[c], ref + quote_ident(c))
+        for c in columns
+    )
+
+
+def journal_ddl(schema: str | None) -> str:
+    """The statements creating the journal and consumers tables (idempotent)."""
+    return ";\n".join(
+        [
+            JOURNAL_DDL.format(journal=qualified(schema, JOURNAL_TABLE)),
+            CONSUMERS_DDL.format(consumers=qualified(schema, CONSUMERS_TABLE)),
+        ]
+    )
+
+
+def journal_insert_sql(schema: str | None, channel: str) -> str:
+    """The trigger's statement appending the event (``payload``) to the journal.
+
+    The trigger function runs as the role that installed it, with a pinned
+    ``search_path``: the table is always schema-qualified.
+    """
+    return JOURNAL_INSERT_SQL.format(
+        journal=qualified(schema, JOURNAL_TABLE), channel=quote_literal(channel)
+    )

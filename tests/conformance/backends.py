@@ -1,0 +1,118 @@
+"""One way to create tables, write rows and lose journal rows, whatever the database.
+
+Each :class:`Backend` builds notifiers for its database and writes rows the
+way an application does there: real SQL through the engine for SQLite and
+PostgreSQL, the in-memory database's own writes for the memory dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import sqlalchemy as sa
+
+from sqlnotify import Notifier
+from sqlnotify.dialects.sqlite import SQLiteDialect
+from sqlnotify.testing import MemoryDatabase, MemoryDialect
+
+
+class Backend:
+    """What the contract needs from one database."""
+
+    #: ``"memory"``, ``"sqlite"`` or ``"postgresql"``.
+    name: str
+    #: The schema events of an unqualified table name (``None`` where there is none).
+    schema: str | None = None
+
+    def __init__(self, engine: sa.Engine, notifiers: list[Notifier]) -> None:
+        self.engine = engine
+        self._notifiers = notifiers
+
+    def notifier(self, **options: Any) -> Notifier:
+        """A notifier on this database, stopped at the end of the test."""
+        n = Notifier(self.engine, **options)
+        self._notifiers.append(n)
+        return n
+
+    def create(self, table: sa.Table) -> sa.Table:
+        table.metadata.create_all(self.engine)
+        return table
+
+    def insert(self, table: sa.Table, *rows: Mapping[str, Any]) -> None:
+        """Insert the rows in one transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(table.insert(), [dict(r) for r in rows])
+
+    def update(self, table: sa.Table, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(table.update().where(*self._match(table, key)).values(**values))
+
+    def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(table.delete().where(*self._match(table, key)))
+
+    @staticmethod
+    def _match(table: sa.Table, key: Mapping[str, Any]) -> list[Any]:
+        return [table.c[column] == value for column, value in key.items()]
+
+    def lose_journal(self) -> None:
+        """Remove every kept journal row, whoever still needs it (as retention would)."""
+        n = Notifier(self.engine, journal_retention=0, consumer_expiry=0)
+        store = n.dialect.journal()
+        try:
+            store.ensure()
+            while store.prune(0.0, 0.0):
+                pass
+        finally:
+            store.close()
+            n.dialect.close()
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+
+    def __init__(self, engine: sa.Engine, notifiers: list[Notifier]) -> None:
+        super().__init__(engine, notifiers)
+        self.database = MemoryDatabase.of(engine)
+
+    def notifier(self, **options: Any) -> Notifier:
+        return super().notifier(dialect=MemoryDialect, **options)
+
+    def create(self, table: sa.Table) -> sa.Table:
+        return self.database.define(table)
+
+    def insert(self, table: sa.Table, *rows: Mapping[str, Any]) -> None:
+        for row in rows:
+            self.database.insert(table, row)
+
+    def update(self, table: sa.Table, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+        self.database.update(table, key, values)
+
+    def delete(self, table: sa.Table, key: Mapping[str, Any]) -> None:
+        self.database.delete(table, key)
+
+    def lose_journal(self) -> None:
+        self.database.lose()
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+
+    def lose_journal(self) -> None:
+        # The change log is SQLite's journal; its dialect prunes it.
+        n = Notifier(self.engine, sqlite_retention=0.0, consumer_expiry=0)
+        dialect = cast(SQLiteDialect, n.dialect)
+        try:
+            while dialect.prune():
+                pass
+        finally:
+            dialect.close()
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+
+    def __init__(self, engine: sa.Engine, notifiers: list[Notifier], schema: str) -> None:
+        super().__init__(engine, notifiers)
+        self.schema = schema
