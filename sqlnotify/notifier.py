@@ -190,8 +190,8 @@ class Notifier:
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
     # The settings that log messages advise, as the Python API spells them;
-    # the command line replaces them with its flags.
-    _advice: Mapping[str, str] = {
+    # the command line replaces them with its flags (see :attr:`_advice`).
+    _DEFAULT_ADVICE: Mapping[str, str] = {
         "keep_outdated": "revoke_on_model_change=False",
         "overflow_table": "watch(..., use_overflow_table=True)",
     }
@@ -265,7 +265,7 @@ class Notifier:
         self.stats = Stats()
         self.install_states: list[InstallState] = []
         self._policy = Policy.build(lock_timeout, install_timeout, cleanup_grace)
-        self._delivery = Delivery(self, self.stats, self.log, self._advice)
+        self._delivery = Delivery(self, self.stats, self.log, self._DEFAULT_ADVICE)
         self._delivery.large = LargeRows(self._dialect, self.stats, self.log, self._delivery.drop)
         self._async = AsyncSide(
             self._delivery,
@@ -283,6 +283,15 @@ class Notifier:
         #: The current run, or the last one once stopped.
         self._run: Run | None = None
         _notifiers.add(self)
+
+    @property
+    def _advice(self) -> Mapping[str, str]:
+        """How log messages name the settings they advise (the command line sets its own)."""
+        return self._delivery.advice
+
+    @_advice.setter
+    def _advice(self, advice: Mapping[str, str]) -> None:
+        self._delivery.advice = advice
 
     # -- the current run's parts (for tools and tests) ---------------------------
     @property
