@@ -15,7 +15,13 @@ from .exceptions import SQLNotifyConfigurationError
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["check_consumer", "check_dialect_options", "seconds", "sync_engine_of"]
+__all__ = [
+    "check_consumer",
+    "check_dialect_options",
+    "positive_int",
+    "seconds",
+    "sync_engine_of",
+]
 
 
 def seconds(value: float | dt.timedelta, name: str) -> float:
@@ -27,6 +33,13 @@ def seconds(value: float | dt.timedelta, name: str) -> float:
             f"{name} must be a number of seconds or a timedelta, not {value!r}"
         )
     return float(value)
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` when it is a positive integer."""
+    if not isinstance(value, int) or value < 1:
+        raise SQLNotifyConfigurationError(f"{name} must be a positive integer, not {value!r}")
+    return value
 
 
 def check_consumer(name: str | None) -> str | None:

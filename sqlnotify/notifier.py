@@ -25,7 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from . import signals
-from ._options import check_consumer, check_dialect_options, seconds, sync_engine_of
+from ._options import (
+    check_consumer,
+    check_dialect_options,
+    positive_int,
+    seconds,
+    sync_engine_of,
+)
 from ._ownership import Policy, new_user_id
 from ._payload import encode_custom
 from ._pipeline.bridge import LoopBridge, check_queue_options
@@ -35,7 +41,7 @@ from ._pipeline.intake import Intake
 from ._pipeline.listener import Listener
 from ._pipeline.maintenance import Ownership, install_triggers, prune_overflow
 from ._pipeline.overflow import LargeRows, send_custom
-from ._pipeline.run import Run, health_report
+from ._pipeline.run import Run, health_report, wait_for_stop
 from ._pipeline.stats import Stats
 from ._pipeline.subscriptions import (
     ONE_ARGUMENT,
@@ -274,11 +280,7 @@ class Notifier:
             block_timeout=async_block_timeout,
             stop_timeout=self.STOP_TIMEOUT,
         )
-        if not isinstance(max_queue, int) or max_queue < 1:
-            raise SQLNotifyConfigurationError(
-                f"max_queue must be a positive integer, not {max_queue!r}"
-            )
-        self.max_queue = max_queue
+        self.max_queue = positive_int(max_queue, "max_queue")
         self.queue_timeout = float(queue_timeout)
         #: The current run, or the last one once stopped.
         self._run: Run | None = None
@@ -405,15 +407,8 @@ class Notifier:
             use_overflow_table,
             durable,
         )
-        watch = None
-        if not isinstance(model, str):
-            from ._watch import table_of
-
-            table = table_of(model)
-            assert table is not None
-            watch = request.resolve(table)
         with self._lock:
-            self._registry.add(model, request, watch, self._running)
+            self._registry.add(model, request, self._running)
         return self
 
     def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> Entry:
@@ -773,28 +768,13 @@ class Notifier:
             :meth:`stop` was called from another thread (or a receiver).
         """
         self.start()
-        received: list[int] = []
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            received.append(signum)  # no lock here: the main thread may hold any
-
-        if threading.current_thread() is threading.main_thread():
-            for signum in stop_signals:
-                previous[signum] = _signal.signal(signum, handler)
-        try:
-            stopped = self._stopped
-            while not received and not stopped.wait(0.2):
-                pass
-        finally:
-            for signum, old in previous.items():
-                _signal.signal(signum, old)
+        received = wait_for_stop(self._stopped, stop_signals)
         self.log.info(
             "sqlnotify stopping on %s",
-            _signal.Signals(received[0]).name if received else "stop()",
+            _signal.Signals(received).name if received is not None else "stop()",
         )
         self.stop()
-        return received[0] if received else None
+        return received
 
     def _after_fork(self) -> None:
         """Forget the parent's threads and connection; runs in the child, right after fork."""
@@ -822,8 +802,8 @@ class Notifier:
         self._stopped = threading.Event()
         self._stopped.set()
         self.forked = True
-        if listener is not None:
-            listener.abandon()
+        if run is not None:
+            run.abandon()
         try:
             # The parent's pooled connections stay the parent's (closed=False).
             self._dialect.engine.dispose(close=False)

@@ -20,6 +20,8 @@ import collections
 import dataclasses
 import datetime as dt
 import logging
+import signal as _signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +39,7 @@ from .maintenance import Maintenance, Ownership
 from .stats import Stats, percentile
 from .subscriptions import AsyncSide
 
-__all__ = ["Run", "health_report"]
+__all__ = ["Run", "health_report", "wait_for_stop"]
 
 
 class Run:
@@ -185,6 +187,12 @@ class Run:
         owners, self.owners = self.owners, None
         return owners
 
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's listener without touching it."""
+        listener, self.listener, self.dispatcher = self.listener, None, None
+        if listener is not None:
+            listener.abandon()
+
     @property
     def prune_due(self) -> float | None:
         return self.maintenance.prune_due if self.maintenance is not None else None
@@ -233,3 +241,28 @@ def health_report(
         report["consumer"] = consumer
         report["position"] = feed.store.stamp(feed.acked)
     return report
+
+
+def wait_for_stop(stopped: threading.Event, stop_signals: Sequence[int]) -> int | None:
+    """Block until one of ``stop_signals`` arrives or ``stopped`` is set.
+
+    On the main thread, handlers for ``stop_signals`` are installed for the
+    wait and the previous ones restored after it; elsewhere none is.
+    Returns the signal received, or ``None`` when ``stopped`` was set.
+    """
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)  # no lock here: the main thread may hold any
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in stop_signals:
+            previous[signum] = _signal.signal(signum, handler)
+    try:
+        while not received and not stopped.wait(0.2):
+            pass
+    finally:
+        for signum, old in previous.items():
+            _signal.signal(signum, old)
+    return received[0] if received else None

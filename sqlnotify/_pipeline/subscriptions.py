@@ -31,7 +31,14 @@ import blinker
 from sqlalchemy.exc import NoSuchTableError
 
 from .. import signals
-from .._watch import Watch, WatchRequest, describe_target, normalise_filters, split_name
+from .._watch import (
+    Watch,
+    WatchRequest,
+    describe_target,
+    normalise_filters,
+    split_name,
+    table_of,
+)
 from ..dialects.base import Dialect
 from ..events import ChangeEvent, Gap, Operation
 from ..exceptions import SQLNotifyConfigurationError
@@ -164,8 +171,16 @@ class Registry:
     def __init__(self) -> None:
         self.entries: list[Entry] = []
 
-    def add(self, model: Any, request: WatchRequest, watch: Watch | None, running: bool) -> None:
-        """Add one watch; the same request again does nothing."""
+    def add(self, model: Any, request: WatchRequest, running: bool) -> None:
+        """Add one watch; the same request again does nothing.
+
+        A model or Table is resolved now; a table given by name once reflected.
+        """
+        watch = None
+        if not isinstance(model, str):
+            table = table_of(model)
+            assert table is not None
+            watch = request.resolve(table)
         for entry in self.entries:
             same = entry.request.operation is request.operation and (
                 entry.request.channel_label == request.channel_label
