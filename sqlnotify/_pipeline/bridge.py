@@ -27,15 +27,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..events import ChangeEvent
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyStreamOverflowError
 from ..streams import OVERFLOW_POLICIES
+from .durable import Acks
 from .worker import Worker
-
-if TYPE_CHECKING:
-    from .durable import Acks
 
 __all__ = ["LoopBridge", "LoopThread", "check_queue_options", "running_loop"]
 

@@ -20,7 +20,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import blinker
 
@@ -42,11 +42,9 @@ from .._payload import (
 from .._values import Converter, converter_for
 from .._watch import Watch
 from ..events import ChangeEvent
+from .bridge import LoopBridge
+from .dispatcher import Dispatcher
 from .stats import Stats
-
-if TYPE_CHECKING:
-    from .bridge import LoopBridge
-    from .dispatcher import Dispatcher
 
 __all__ = [
     "Delivery",
