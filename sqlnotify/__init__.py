@@ -7,7 +7,6 @@ receivers (and, through the asyncio bridge, to ``async def`` callbacks).
 
 from __future__ import annotations
 
-from ._aio import EventStream
 from .events import ChangeEvent, Gap, Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
@@ -21,6 +20,7 @@ from .exceptions import (
     SQLNotifyUnSupportedDatabaseProviderError,
 )
 from .notifier import Notifier
+from .streams import EventStream
 
 __version__ = "0.2.0"
 

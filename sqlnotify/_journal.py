@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from ._payload import Notification
+from ._payload import POS, Notification
 
 __all__ = [
     "Fetch",
@@ -56,7 +56,7 @@ def with_position(payload: str, position: int) -> str:
         return payload  # not an object: left for the decoder to reject
     head = body[:-1].rstrip()
     sep = "" if head.endswith("{") else ","
-    return f'{head}{sep}"pos":{position}}}'
+    return f'{head}{sep}"{POS}":{position}}}'
 
 
 class JournalReader:

@@ -11,13 +11,13 @@ Every DDL statement waits at most ``lock_timeout`` for its lock (so writers
 never queue behind it for longer) and is retried with backoff and jitter
 until ``install_timeout`` runs out; then :class:`SQLNotifyLockTimeoutError`
 names whoever held the lock.  Removing unused triggers never delays
-``start()``: the maintenance thread does it, one attempt at a time.
+``start()``: the maintenance thread does it, one attempt at a time
+(:class:`sqlnotify._pipeline.maintenance.Ownership`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 import random
@@ -26,15 +26,19 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyLockTimeoutError
 
-if TYPE_CHECKING:
-    from ._watch import Watch
-    from .dialects.base import Dialect
-
-__all__ = ["Backoff", "Ownership", "Policy", "lock_timeout_error", "new_user_id"]
+__all__ = [
+    "HEARTBEAT",
+    "LIVE_WINDOW",
+    "Backoff",
+    "Policy",
+    "lock_timeout_error",
+    "new_user_id",
+    "retry_locked",
+]
 
 T = TypeVar("T")
 
@@ -174,77 +178,3 @@ def lock_timeout_error(
         " when the table is quieter (`sqlnotify install`), or raise install_timeout",
         blockers=[dict(b) for b in blockers],
     )
-
-
-class Ownership:
-    """The maintenance side of ownership for one running notifier.
-
-    :meth:`tick` runs on the ``sqlnotify-maintenance`` thread: it refreshes
-    this notifier's registry rows every :data:`HEARTBEAT` seconds and, when
-    ``cleanup_on_start`` asked for it, removes the unused triggers of the
-    watched tables, one bounded attempt per due time, backing off while a
-    lock is busy; then again every :attr:`CLEANUP_REPEAT` seconds, so a
-    trigger whose grace period ends while this notifier runs goes too.
-    """
-
-    #: Seconds between two tries of the deferred cleanup after a busy lock (at most).
-    MAX_CLEANUP_DELAY = 60.0
-    #: Seconds between two passes of the deferred cleanup once one succeeded.
-    CLEANUP_REPEAT = 3600.0
-
-    def __init__(
-        self,
-        dialect: Dialect,
-        watches: Sequence[Watch],
-        policy: Policy,
-        log: logging.Logger,
-        *,
-        cleanup: bool,
-    ) -> None:
-        self._dialect = dialect
-        self._watches = list(watches)
-        self._policy = policy
-        self._log = log
-        now = time.monotonic()
-        self._next_touch = now + HEARTBEAT
-        self._cleanup_due: float | None = now if cleanup else None
-        self._cleanup_delay = Backoff.INITIAL_DELAY
-        #: Triggers removed by the deferred cleanup so far.
-        self.removed = 0
-        #: ``True`` once the deferred cleanup ran to the end (or was not asked for).
-        self.cleaned = not cleanup
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_touch:
-            self._next_touch = now + HEARTBEAT
-            self._dialect.touch(self._watches, self._policy)
-        due = self._cleanup_due
-        if due is not None and now >= due:
-            self._cleanup_once()
-
-    def _cleanup_once(self) -> None:
-        # One attempt: the next comes at a later tick, not in a loop here.
-        policy = dataclasses.replace(self._policy, install_timeout=self._policy.lock_timeout)
-        try:
-            removed = self._dialect.cleanup(self._watches, policy=policy, keep_own=True)
-        except SQLNotifyLockTimeoutError as exc:
-            self._cleanup_delay = min(self._cleanup_delay * 2 + 1.0, self.MAX_CLEANUP_DELAY)
-            self._cleanup_due = time.monotonic() + self._cleanup_delay
-            self._log.info(
-                "removing unused sqlnotify triggers waits for a lock; trying again in %.0fs (%s)",
-                self._cleanup_delay,
-                exc,
-            )
-            return
-        self.removed += removed
-        self._cleanup_due = time.monotonic() + self.CLEANUP_REPEAT
-        self._cleanup_delay = Backoff.INITIAL_DELAY
-        self.cleaned = True
-        if removed:
-            self._log.info("removed %d unused sqlnotify trigger(s)", removed)
-
-    def stopped(self) -> None:
-        """Record that this notifier stops (its rows stay, for the grace period)."""
-        stopped = dataclasses.replace(self._policy, live=False)
-        self._dialect.touch(self._watches, stopped)

@@ -1,15 +1,68 @@
 """What travels from a database to the pipeline: raw notifications and their payload.
 
 A :class:`Notification` is what a source hands the listener: a channel and
-the payload text, still encoded.  (The payload keys, and how one payload is
-read, are documented here too: this module is their one home.)
+the payload text, still encoded.  This module is the one home of the
+payload's keys; a payload is the text of one JSON object:
+
+=========  ==========================================================  ============
+key        what it holds                                               written by
+=========  ==========================================================  ============
+``ts``     the trigger's clock, seconds since the epoch (a number)     trigger, notify()
+``row``    the row: the key columns and extra columns (an object)      trigger, notify()
+``pos``    the journal or change-log position of a durable event       journal reader
+``ovf``    a reference (an integer) to the payload stored in the       overflow trigger
+           overflow table; the rest of the payload is then fetched
+``trunc``  ``true``: the row was too large, ``row`` holds its keys     trigger
+           only (re-read from the table before delivery)
+``lost``   ``true``: not even the keys fitted, ``row`` is empty        trigger
+``err``    the SQLSTATE of a trigger that could not build the row      trigger
+``msg``    that error's message (may quote a value: logged at DEBUG)   trigger
+``custom`` ``true``: sent by :meth:`Notifier.notify`, not by a trigger  notify()
+=========  ==========================================================  ============
+
+A payload of exactly ``ts`` and ``row`` is a complete row event, the common
+case the dispatcher decodes on its fastest path.  :func:`decode_json` reads
+one payload text;
+:func:`encode_custom` writes the payload of ``Notifier.notify()``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+import functools
+import json
+import json.scanner
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Notification", "RawNotification"]
+from .events import _json_default
+from .exceptions import SQLNotifyConfigurationError, SQLNotifyPayloadSizeError
+
+__all__ = [
+    "CUSTOM",
+    "ERR",
+    "LOST",
+    "MSG",
+    "OVF",
+    "POS",
+    "ROW",
+    "TRUNC",
+    "TS",
+    "Notification",
+    "RawNotification",
+    "decode_json",
+    "encode_custom",
+]
+
+TS = "ts"
+ROW = "row"
+POS = "pos"
+OVF = "ovf"
+TRUNC = "trunc"
+LOST = "lost"
+ERR = "err"
+MSG = "msg"
+CUSTOM = "custom"
 
 
 class Notification(NamedTuple):
@@ -27,3 +80,65 @@ class RawNotification(Protocol):
 
     @property
     def payload(self) -> str: ...
+
+
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]
+)
+
+
+def decode_json(text: str) -> Any:
+    """``json.loads`` for payloads, without its per-call overhead.
+
+    The scanner decodes the value at index 0; anything it does not take
+    whole (leading or trailing text, malformed JSON) goes through
+    ``json.loads``, which decodes it or raises its usual error.
+    """
+    try:
+        value, end = _scan_once(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
+
+
+def encode_custom(
+    payload: Mapping[str, Any], channel: str, *, binary: str, limit: int | None
+) -> str:
+    """The payload text of a custom notification of ``payload`` (a row's values).
+
+    Values JSON cannot hold are written as text (see ``events._json_default``;
+    ``binary``: how bytes are written).
+
+    :raises SQLNotifyConfigurationError: for a payload that is not a mapping,
+        or holds text that is not valid Unicode.
+    :raises SQLNotifyPayloadSizeError: when the text is over ``limit`` bytes.
+    """
+    if not isinstance(payload, Mapping):
+        raise SQLNotifyConfigurationError(
+            f"payload must be a mapping of column names to values, not {type(payload).__name__}"
+        )
+    row = json.dumps(
+        dict(payload),
+        default=functools.partial(_json_default, binary=binary),
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    # A fixed-width timestamp keeps the size of a given payload stable.
+    body = f'{{"{TS}":{time.time():.6f},"{ROW}":{row},"{CUSTOM}":true}}'
+    try:
+        size = len(body.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise SQLNotifyConfigurationError(
+            f"payload for channel {channel!r} holds text that is not valid"
+            f" Unicode ({exc.reason})"
+        ) from exc
+    if limit is not None and size > limit:
+        raise SQLNotifyPayloadSizeError(
+            f"payload for channel {channel!r} is {size} bytes; the limit is"
+            f" {limit} bytes: send less, or pass use_overflow_table=True",
+            size=size,
+            limit=limit,
+        )
+    return body

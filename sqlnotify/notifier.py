@@ -1,59 +1,72 @@
-"""The :class:`Notifier`: the one object users configure, start and stop."""
+"""The :class:`Notifier`: the one object users configure, start and stop.
+
+It holds the configuration (watches, subscriptions, options) and hands each
+start to a :class:`~sqlnotify._pipeline.run.Run`; events flow through the
+pipeline (:mod:`sqlnotify._pipeline`) without coming back here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import datetime as dt
-import functools
 import inspect
-import json
 import logging
 import os
 import signal as _signal
-import sys
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import blinker
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, NoSuchTableError
+from sqlalchemy.exc import DBAPIError
 
 from . import signals
-from ._aio import EventStream, LoopBridge, LoopThread
-from ._bridge import check_queue_options
-from ._dispatch import Dispatcher
-from ._intake import Intake
-from ._journal import JournalEvent, JournalReader
-from ._large import LargeRows, Pending
-from ._listener import Listener
-from ._maintenance import Periodic
-from ._names import did_you_mean
-from ._ownership import Ownership, Policy, new_user_id
-from ._receivers import ONE_ARGUMENT, WatchSignal, check_receiver
-from ._route import Route, Stats, decode_json, receiver_name, send_isolated
+from ._options import (
+    check_consumer,
+    check_dialect_options,
+    positive_int,
+    seconds,
+    sync_engine_of,
+)
+from ._ownership import Policy, new_user_id
+from ._payload import encode_custom
+from ._pipeline.bridge import LoopBridge, check_queue_options
+from ._pipeline.delivery import Delivery
+from ._pipeline.dispatcher import Dispatcher
+from ._pipeline.intake import Intake
+from ._pipeline.listener import Listener
+from ._pipeline.maintenance import Ownership, install_triggers, prune_overflow
+from ._pipeline.overflow import LargeRows, send_custom
+from ._pipeline.run import Run, health_report, wait_for_stop
+from ._pipeline.stats import Stats
+from ._pipeline.subscriptions import (
+    ONE_ARGUMENT,
+    AsyncSide,
+    AsyncSubscription,
+    Entry,
+    Registry,
+    Subscription,
+    check_receiver,
+    is_async_callable,
+)
 from ._watch import (
     Watch,
     WatchRequest,
-    describe_target,
     normalise_filters,
-    split_name,
-    why_not_installable,
 )
 from .dialects import get_dialect_class
-from .dialects.base import Dialect, InstallState, RawNotification, Settings, Source
-from .events import ChangeEvent, Gap, Operation, _json_default
+from .dialects.base import Dialect, InstallState, Settings
+from .events import Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
     SQLNotifyException,
     SQLNotifyForkError,
-    SQLNotifyPayloadSizeError,
 )
+from .streams import EventStream
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,7 +77,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
-_event_received = signals.event_received
 
 # Every notifier of this process; a forked child resets their state.
 _notifiers: weakref.WeakSet[Notifier] = weakref.WeakSet()
@@ -77,85 +89,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _seconds(value: float | dt.timedelta, name: str) -> float:
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise SQLNotifyConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, not {value!r}"
-        )
-    return float(value)
-
-
-def _check_consumer(name: str | None) -> str | None:
-    if name is None:
-        return None
-    ok = isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith(".")
-    if not ok or not all(c.isalnum() or c in "_.-:" for c in name):
-        raise SQLNotifyConfigurationError(
-            f"invalid consumer name {name!r}: use 1 to 200 letters, digits, '_', '.', '-'"
-            " or ':', not starting with '.'"
-        )
-    return name
-
-
-def _check_options(options: Mapping[str, Any], dialect_cls: type[Dialect]) -> None:
-    """Reject an unknown keyword, naming the closest valid one and every valid one."""
-    valid = dialect_cls.capabilities.options
-    unknown = sorted(set(options) - valid)
-    if not unknown:
-        return
-    params = [
-        p.name
-        for p in inspect.signature(Notifier.__init__).parameters.values()
-        if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
-    ]
-    name = unknown[0]
-    raise SQLNotifyConfigurationError(
-        f"unknown Notifier option {name!r}{did_you_mean(name, [*params, *valid])};"
-        f" Notifier takes {', '.join(params)}; a {dialect_cls.capabilities.name} notifier"
-        f" also takes {', '.join(sorted(valid)) or 'no other option'}"
-    )
-
-
-def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
-    return JournalEvent(channel, payload, None, position, token)
-
-
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@dataclasses.dataclass
-class _Entry:
-    """One ``watch()`` call: the request, its resolution, its signal, its subscriptions."""
-
-    request: WatchRequest
-    signal: blinker.Signal
-    watch: Watch | None = None
-    pending_filters: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)
-
-    def matches(self, target: Any) -> bool:
-        if self.watch is not None:
-            return self.watch.matches_target(target)
-        # A table given by name, not yet reflected.
-        mine = self.request.target
-        if target is mine or target == mine:
-            return True
-        if isinstance(target, str) and isinstance(mine, str):
-            return split_name(target)[1] == split_name(mine)[1] and (
-                split_name(target)[0] in (None, split_name(mine)[0])
-            )
-        return False
-
-
-def _is_async_engine(engine: object) -> TypeGuard[AsyncEngine]:
-    # sqlalchemy.ext.asyncio needs greenlet, which the base install does not
-    # bring; whoever made an AsyncEngine has imported the module already.
-    module = sys.modules.get("sqlalchemy.ext.asyncio")
-    return module is not None and isinstance(engine, module.AsyncEngine)
 
 
 class Notifier:
@@ -263,13 +196,13 @@ class Notifier:
     #: Bound on joining each thread in :meth:`stop`.
     STOP_TIMEOUT = 10.0
     # The settings that log messages advise, as the Python API spells them;
-    # the command line replaces them with its flags.
-    _advice: Mapping[str, str] = {
+    # the command line replaces them with its flags (see :attr:`_advice`).
+    _DEFAULT_ADVICE: Mapping[str, str] = {
         "keep_outdated": "revoke_on_model_change=False",
         "overflow_table": "watch(..., use_overflow_table=True)",
     }
     #: How many recent events the lag percentiles of :meth:`health` cover.
-    LAG_WINDOW = 4096
+    LAG_WINDOW = Delivery.LAG_WINDOW
 
     def __init__(
         self,
@@ -296,15 +229,7 @@ class Notifier:
         dialect: type[Dialect] | None = None,
         **dialect_options: Any,
     ) -> None:
-        if _is_async_engine(db_engine):
-            sync_engine = db_engine.sync_engine
-        elif isinstance(db_engine, sa.Engine):
-            sync_engine = db_engine
-        else:
-            raise SQLNotifyConfigurationError(
-                "db_engine must be a SQLAlchemy Engine or AsyncEngine,"
-                f" not {type(db_engine).__name__}"
-            )
+        sync_engine = sync_engine_of(db_engine)
         self.db_engine = db_engine
         self.revoke_on_model_change = revoke_on_model_change
         self.cleanup_on_start = cleanup_on_start
@@ -316,12 +241,18 @@ class Notifier:
         self.async_overflow = async_overflow
         self.async_block_timeout = async_block_timeout
         self.log = logging.getLogger("sqlnotify") if use_logger else _null_logger
-        self.consumer = _check_consumer(consumer)
-        self.journal_retention = _seconds(journal_retention, "journal_retention")
-        self.consumer_expiry = _seconds(consumer_expiry, "consumer_expiry")
+        self.consumer = check_consumer(consumer)
+        self.journal_retention = seconds(journal_retention, "journal_retention")
+        self.consumer_expiry = seconds(consumer_expiry, "consumer_expiry")
         self.journal_schema = journal_schema
         dialect_cls = dialect or get_dialect_class(sync_engine.dialect.name)
-        _check_options(dialect_options, dialect_cls)
+        params = [
+            p.name
+            for p in inspect.signature(Notifier.__init__).parameters.values()
+            if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
+        ]
+        caps = dialect_cls.capabilities
+        check_dialect_options(dialect_options, caps.options, params, caps.name)
         settings = Settings(
             options=dict(dialect_options),
             journal_schema=journal_schema,
@@ -329,18 +260,9 @@ class Notifier:
             consumer_expiry=self.consumer_expiry,
         )
         self._dialect: Dialect = dialect_cls(sync_engine, self.log, settings)
-        self._entries: list[_Entry] = []
+        self._registry = Registry()
         self._lock = threading.RLock()
-        self._routes: dict[str, Route] = {}
-        self._listener: Listener | None = None
-        self._dispatcher: Dispatcher | None = None
-        # The last started dispatcher (kept after stop): receivers check it.
-        self._halt: Dispatcher | None = None
         self._running = False
-        self._bridge: LoopBridge | None = None
-        self._bridge_lock = threading.Lock()
-        self._wants_loop = False
-        self._streams: set[EventStream] = set()
         self._stopped = threading.Event()
         self._stopped.set()
         self._fork_error: str | None = None
@@ -348,24 +270,55 @@ class Notifier:
         self.forked = False
         self.stats = Stats()
         self.install_states: list[InstallState] = []
-        self._maintenance: Periodic | None = None
         self._policy = Policy.build(lock_timeout, install_timeout, cleanup_grace)
-        self._owners: Ownership | None = None
-        self._prune_due: float | None = None
-        self._large = LargeRows(self._dialect, self.stats, self.log, self._drop)
-        self._warned: set[tuple[str, bool]] = set()
-        if not isinstance(max_queue, int) or max_queue < 1:
-            raise SQLNotifyConfigurationError(
-                f"max_queue must be a positive integer, not {max_queue!r}"
-            )
-        self.max_queue = max_queue
+        self._delivery = Delivery(self, self.stats, self.log, self._DEFAULT_ADVICE)
+        self._delivery.large = LargeRows(self._dialect, self.stats, self.log, self._delivery.drop)
+        self._async = AsyncSide(
+            self._delivery,
+            maxsize=async_maxsize,
+            overflow=async_overflow,
+            block_timeout=async_block_timeout,
+            stop_timeout=self.STOP_TIMEOUT,
+        )
+        self.max_queue = positive_int(max_queue, "max_queue")
         self.queue_timeout = float(queue_timeout)
-        self._intake: Intake | None = None
-        # Where the change log's first source resumes (a named consumer, replays_log).
-        self._resume_at: Any = None
-        self._lags: collections.deque[float] = collections.deque(maxlen=self.LAG_WINDOW)
-        self._started_at: dt.datetime | None = None
+        #: The current run, or the last one once stopped.
+        self._run: Run | None = None
         _notifiers.add(self)
+
+    @property
+    def _advice(self) -> Mapping[str, str]:
+        """How log messages name the settings they advise (the command line sets its own)."""
+        return self._delivery.advice
+
+    @_advice.setter
+    def _advice(self, advice: Mapping[str, str]) -> None:
+        self._delivery.advice = advice
+
+    # -- the current run's parts (for tools and tests) ---------------------------
+    @property
+    def _listener(self) -> Listener | None:
+        return self._run.listener if self._run is not None else None
+
+    @property
+    def _dispatcher(self) -> Dispatcher | None:
+        return self._run.dispatcher if self._run is not None else None
+
+    @property
+    def _intake(self) -> Intake | None:
+        return self._run.intake if self._run is not None else None
+
+    @property
+    def _owners(self) -> Ownership | None:
+        return self._run.owners if self._run is not None else None
+
+    @property
+    def _prune_due(self) -> float | None:
+        return self._run.prune_due if self._run is not None else None
+
+    @property
+    def _bridge(self) -> LoopBridge | None:
+        return self._delivery.bridge
 
     # -- introspection --------------------------------------------------------
     @property
@@ -386,11 +339,12 @@ class Notifier:
     @property
     def watches(self) -> list[Watch]:
         """The resolved watches (tables given by name appear once reflected at start)."""
-        return [e.watch for e in self._entries if e.watch is not None]
+        return self._registry.watches
 
     @property
     def listener_thread_name(self) -> str | None:
-        return self._listener.name if self._listener else None
+        listener = self._listener
+        return listener.name if listener else None
 
     @property
     def callback_loop(self) -> asyncio.AbstractEventLoop | None:
@@ -453,65 +407,12 @@ class Notifier:
             use_overflow_table,
             durable,
         )
-        watch = None
-        if not isinstance(model, str):
-            from ._watch import table_of
-
-            table = table_of(model)
-            assert table is not None
-            watch = request.resolve(table)
         with self._lock:
-            for entry in self._entries:
-                same = entry.request.operation is request.operation and (
-                    entry.request.channel_label == request.channel_label
-                )
-                if same and entry.matches(model):
-                    if entry.request == request:
-                        return self
-                    raise SQLNotifyConfigurationError(
-                        f"{describe_target(model)} is already watched for"
-                        f" {request.operation.value!r}"
-                        + (
-                            f" with channel_label {request.channel_label!r}"
-                            if request.channel_label
-                            else ""
-                        )
-                        + " with different options; use another channel_label for a second watch"
-                    )
-            if self._running:
-                raise SQLNotifyConfigurationError(
-                    "watch() must be called before start(); stop the notifier to add watches"
-                )
-            signal = WatchSignal(f"{describe_target(model)} {request.operation.value}")
-            self._entries.append(_Entry(request=request, signal=signal, watch=watch))
+            self._registry.add(model, request, self._running)
         return self
 
-    def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> _Entry:
-        op = Operation.coerce(operation)
-        candidates = [
-            e
-            for e in self._entries
-            if e.request.operation is op and e.request.channel_label == channel_label
-        ]
-        exact = [e for e in candidates if e.request.target is target]
-        found = exact or [e for e in candidates if e.matches(target)]
-        if len(found) == 1:
-            return found[0]
-        label = f" with channel_label {channel_label!r}" if channel_label else ""
-        if not found:
-            watched = ", ".join(
-                f"{describe_target(e.request.target)} {e.request.operation.value}"
-                + (f" [{e.request.channel_label}]" if e.request.channel_label else "")
-                for e in self._entries
-            )
-            raise SQLNotifyConfigurationError(
-                f"no watch for {describe_target(target)} {op.value!r}{label}; call"
-                f" watch() first. Watched: {watched or 'nothing yet'}"
-            )
-        raise SQLNotifyConfigurationError(
-            f"{describe_target(target)} {op.value!r}{label} is ambiguous: it matches"
-            f" {len(found)} watches; pass the model class or 'schema.table'"
-        )
+    def _entry(self, target: Any, operation: Operation | str, channel_label: str | None) -> Entry:
+        return self._registry.find(target, operation, channel_label)
 
     def signal(
         self, model_or_name: Any, operation: Operation | str, channel_label: str | None = None
@@ -571,7 +472,7 @@ class Notifier:
             receiver = self._make_receiver(fn, checked)
             if entry.watch is None and filters:
                 entry.pending_filters.append((filters, receiver))
-            if isinstance(receiver, _AsyncSubscription) and self._running:
+            if isinstance(receiver, AsyncSubscription) and self._running:
                 self._ensure_loop()
             entry.signal.connect(receiver, weak=False)
             return fn
@@ -579,10 +480,10 @@ class Notifier:
         return decorator
 
     def _make_receiver(self, fn: Callable[..., Any], filters: tuple[tuple[str, Any], ...]) -> Any:
-        if _is_async_callable(fn):
-            self._wants_loop = True
-            return _AsyncSubscription(fn, filters, self._submit_async)
-        return _Subscription(fn, filters)
+        if is_async_callable(fn):
+            self._async.wants_loop = True
+            return AsyncSubscription(fn, filters, self._async.submit)
+        return Subscription(fn, filters)
 
     def stream(
         self,
@@ -611,94 +512,14 @@ class Notifier:
             (:data:`sqlnotify.signals.stream_overflow`); see :class:`EventStream`.
         """
         entry = self._entry(model_or_name, operation, channel_label)
-        checked = normalise_filters(filters, entry.watch) if entry.watch is not None else ()
-        stream = EventStream(
-            signal=entry.signal,
-            log=self.log,
-            description=(
-                entry.watch.describe()
-                if entry.watch is not None
-                else f"{describe_target(entry.request.target)} {entry.request.operation.value}"
-            ),
-            maxsize=maxsize,
-            overflow=overflow,
-            block_timeout=block_timeout,
-            on_drop=self._stream_dropped,
-            on_end=self._stream_ended,
-        )
-        receiver = _Subscription(stream.put, checked)
-        stream.receiver = receiver
-        if entry.watch is None and filters:
-            entry.pending_filters.append((filters, receiver))
-        with self._bridge_lock:
-            self._streams.add(stream)
-        entry.signal.connect(receiver, weak=False)
-        return stream
-
-    def _stream_dropped(self, stream: EventStream, event: ChangeEvent) -> None:
-        with self.stats.lock:
-            self.stats.stream_dropped += 1
-        send_isolated(
-            signals.stream_overflow,
-            self,
-            self.log,
-            stream=stream,
-            event=event,
-            policy=stream.overflow,
-        )
-
-    def _stream_ended(self, stream: EventStream) -> None:
-        with self._bridge_lock:
-            self._streams.discard(stream)
-
-    def _end_streams(self) -> None:
-        with self._bridge_lock:
-            streams = list(self._streams)
-        for stream in streams:
-            stream.end()
-
-    # -- the asyncio bridge -----------------------------------------------------
-    def _new_bridge(self, loop: asyncio.AbstractEventLoop | None) -> LoopBridge:
-        thread = None
-        if loop is None:
-            thread = LoopThread(self.log)
-            thread.start(self.STOP_TIMEOUT)
-            loop = thread.loop
-        bridge = LoopBridge(
-            loop,
-            log=self.log,
-            on_error=self._receiver_failed,
-            on_abandoned=self._count_abandoned,
-            thread=thread,
-            maxsize=self.async_maxsize,
-            overflow=self.async_overflow,
-            block_timeout=self.async_block_timeout,
-            on_drop=self._async_dropped,
-        )
-        intake = self._intake
-        bridge.acks = intake.acks if intake is not None else None
-        return bridge
-
-    def _async_dropped(self, sub: Any, event: ChangeEvent, policy: str) -> None:
-        with self.stats.lock:
-            self.stats.async_dropped += 1
-        send_isolated(
-            signals.async_overflow,
-            self,
-            self.log,
-            receiver=getattr(sub, "fn", sub),
-            event=event,
-            policy=policy,
-        )
+        return self._async.open_stream(entry, filters, maxsize, overflow, block_timeout)
 
     def _ensure_loop(self) -> LoopBridge:
-        with self._bridge_lock:
-            bridge = self._bridge
-            if bridge is None:
-                bridge = self._bridge = self._new_bridge(None)
-                dispatcher = self._dispatcher
-                bridge.batch_thread = dispatcher.ident if dispatcher is not None else None
-            return bridge
+        dispatcher, intake = self._dispatcher, self._intake
+        return self._async.ensure_loop(
+            dispatcher.ident if dispatcher is not None else None,
+            intake.acks if intake is not None else None,
+        )
 
     def on_gap(self, fn: F) -> F:
         """Decorator: call ``fn(gap)`` with a :class:`~sqlnotify.events.Gap` after each gap.
@@ -713,39 +534,8 @@ class Notifier:
         if not callable(fn):
             raise SQLNotifyConfigurationError(f"on_gap() decorates a callable, not {fn!r}")
         check_receiver(fn, ONE_ARGUMENT, "on_gap()", arg="gap")
-        if _is_async_callable(fn):
-            self._wants_loop = True
-            sub = _AsyncSubscription(fn, (), self._submit_async)
-
-            def receiver(sender: Any, **gap: Any) -> None:
-                self._submit_async(sub, Gap(**gap))  # type: ignore[arg-type]
-
-        else:
-
-            def receiver(sender: Any, **gap: Any) -> None:
-                fn(Gap(**gap))
-
-        receiver.fn = fn  # type: ignore[attr-defined]
-        signals.gap.connect(receiver, sender=self, weak=False)
+        signals.gap.connect(self._async.gap_receiver(fn), sender=self, weak=False)
         return fn
-
-    def _submit_async(self, sub: Any, event: ChangeEvent) -> None:
-        bridge = self._bridge
-        if bridge is None:
-            self._count_abandoned(1)
-            self.log.warning("an async callback was not run: the notifier is not running")
-            return
-        bridge.submit(sub, event)
-
-    def _count_abandoned(self, count: int) -> None:
-        with self.stats.lock:
-            self.stats.async_abandoned += count
-
-    def _close_bridge(self, bridge: LoopBridge | None, timeout: float | None = None) -> None:
-        if bridge is None:
-            return
-        bridge.drain_blocking(self.drain_timeout if timeout is None else timeout)
-        bridge.stop_thread(self.STOP_TIMEOUT)
 
     def unsubscribe(
         self,
@@ -757,45 +547,16 @@ class Notifier:
         """Disconnect a function connected with :meth:`subscribe`; ``True`` if it was."""
         signal = self._entry(model_or_name, operation, channel_label).signal
         for receiver in list(signal.receivers_for(blinker.ANY)):
-            if isinstance(receiver, _Subscription) and receiver.fn is fn:
+            if isinstance(receiver, Subscription) and receiver.fn is fn:
                 signal.disconnect(receiver)
                 return True
         return False
 
     # -- lifecycle ------------------------------------------------------------
-    def _resolve(self, default_schema: str | None) -> list[Watch]:
-        watches = []
-        for entry in self._entries:
-            if entry.watch is None:
-                name = entry.request.target
-                try:
-                    table = self._dialect.reflect(name)
-                except NoSuchTableError as exc:
-                    raise SQLNotifyConfigurationError(
-                        f"cannot watch table {name!r}: no such table in the database"
-                        + (f" (default schema {default_schema!r})" if default_schema else "")
-                    ) from exc
-                entry.watch = entry.request.resolve(table)
-                for filters, receiver in entry.pending_filters:
-                    receiver.filters = normalise_filters(filters, entry.watch)
-                entry.pending_filters.clear()
-            if entry.watch.default_schema != default_schema:
-                entry.watch = entry.watch.with_default_schema(default_schema)
-            watches.append(entry.watch)
-        seen: dict[str, Watch] = {}
-        for w in watches:
-            other = seen.setdefault(w.channel, w)
-            if other is not w:
-                raise SQLNotifyConfigurationError(
-                    f"two watches share the channel {w.channel!r}: {other.describe()} and"
-                    f" {w.describe()}"
-                )
-        return watches
-
     def prepare(self) -> list[Watch]:
         """Resolve every watch against the database (reflecting tables given by name)."""
         with self._lock:
-            return self._resolve(self._dialect.default_schema())
+            return self._registry.resolve(self._dialect, self._dialect.default_schema())
 
     @property
     def policy(self) -> Policy:
@@ -820,41 +581,15 @@ class Notifier:
     def _install(self, live: bool, timeout: float | None = None) -> list[InstallState]:
         with self._lock:
             self._dialect.check_reachable(self.start_timeout if timeout is None else timeout)
-            try:
-                watches = self.prepare()
-                policy = dataclasses.replace(self._policy, live=live)
-                states = self._dialect.install(
-                    watches, revoke=self.revoke_on_model_change, policy=policy
-                )
-            except Exception as exc:
-                # A database error, raw or as the dialect wrapped it: a view, or a
-                # table never created, is said plainly.
-                driver_error = self._dialect.engine.dialect.loaded_dbapi.Error
-                database_error = (
-                    isinstance(exc, (DBAPIError, driver_error)) or type(exc) is SQLNotifyException
-                )
-                why = (
-                    why_not_installable(self._dialect.engine, self.watches)
-                    if database_error
-                    else None
-                )
-                if why is not None:
-                    raise SQLNotifyConfigurationError(why) from exc
-                if not isinstance(exc, DBAPIError):
-                    raise
-                raise SQLNotifyException(
-                    f"could not install sqlnotify triggers: {exc.orig or exc}"
-                ) from exc
-            for state in states:
-                if state.state == "outdated":
-                    self.log.warning(
-                        "the installed trigger for %s differs from its watch and was left in"
-                        " place (%s)",
-                        state.watch.describe(),
-                        self._advice["keep_outdated"],
-                    )
-                elif state.state in ("installed", "replaced"):
-                    self.log.info("%s trigger for %s", state.state, state.watch.describe())
+            states = install_triggers(
+                self._dialect,
+                self.prepare,
+                lambda: self.watches,
+                revoke=self.revoke_on_model_change,
+                policy=dataclasses.replace(self._policy, live=live),
+                log=self.log,
+                advice=self._advice,
+            )
             self.install_states = states
             return states
 
@@ -894,38 +629,6 @@ class Notifier:
                         statements.append(stmt)
             return statements
 
-    #: Seconds between two turns of the maintenance thread.
-    MAINTENANCE_TICK = 1.0
-
-    def _start_maintenance(self, overflow: bool = False) -> None:
-        """Start the maintenance thread; with ``overflow``, it prunes the overflow tables too."""
-        store = self._dialect.overflow
-        interval = store.prune_interval if store is not None else None
-        wanted = overflow and interval and store is not None and store.retention
-        if wanted and self._prune_due is None:
-            self._prune_due = time.monotonic() + (interval or 0.0)
-        if self._maintenance is None:
-            tick = min(self.MAINTENANCE_TICK, interval or self.MAINTENANCE_TICK)
-            self._maintenance = Periodic(self._maintain, tick, log=self.log)
-            self._maintenance.start()
-
-    def _maintain(self) -> None:
-        """One turn of the maintenance thread: ownership upkeep, then pruning when due."""
-        owners = self._owners
-        if owners is not None:
-            try:
-                owners.tick()
-            except Exception:
-                self.log.warning(
-                    "sqlnotify trigger registry upkeep failed; retrying later", exc_info=True
-                )
-        store = self._dialect.overflow
-        due = self._prune_due
-        interval = store.prune_interval if store is not None else None
-        if due is not None and interval and time.monotonic() >= due:
-            self._prune_due = time.monotonic() + interval
-            self.prune_overflow()
-
     def prune_overflow(self) -> int:
         """Delete stored overflow payloads older than the retention period; return how many.
 
@@ -935,14 +638,7 @@ class Notifier:
         ``use_overflow_table=True``, or an earlier ``notify()`` through it);
         calling it by hand is only useful without a listener.
         """
-        store = self._dialect.overflow
-        if store is None or store.retention is None:
-            return 0
-        schemas = sorted({w.effective_schema for w in self.watches}, key=str)
-        deleted = store.prune(schemas, store.retention, store.prune_batch)
-        if deleted:
-            self.log.debug("pruned %d stored overflow payload(s)", deleted)
-        return deleted
+        return prune_overflow(self._dialect, self.watches, self.log)
 
     def start(self, timeout: float | None = None) -> None:
         """Install triggers, start the listener and dispatcher threads, and wait until listening.
@@ -990,61 +686,31 @@ class Notifier:
             timeout = self.start_timeout if timeout is None else timeout
             states = self._install(live=True, timeout=timeout)
             watches = [s.watch for s in states]
-            self._routes = {
-                w.channel: Route(w, e.signal, self._dialect.name)
-                for w, e in zip(watches, self._entries, strict=True)
-            }
-            channels = list(self._routes)
-            bridge = None
-            if loop is not None or self._wants_loop:
-                bridge = self._new_bridge(loop)
-            self._bridge = bridge
-            dispatcher = Dispatcher(self._handle_batch, log=self.log)
-            intake = self._make_intake(watches, dispatcher)
-            self._halt = dispatcher
-            dispatcher.start()
-            if bridge is not None:
-                bridge.batch_thread = dispatcher.ident
-                bridge.acks = intake.acks
-            resume_at = self._resume_at
-            listener = Listener(
-                lambda stop: self._dialect.open_source(channels, stop=stop, position=resume_at),
-                intake.push,
+            run = Run(
+                sender=self,
+                dialect=self._dialect,
+                delivery=self._delivery,
+                async_side=self._async,
                 log=self.log,
-                on_connected=self._on_connected,
-                on_disconnected=self._on_disconnected,
-                on_tick=intake.tick,
+                stop_timeout=self.STOP_TIMEOUT,
             )
-            self._intake = intake
-            try:
-                listener.start(timeout)
-            except BaseException:
-                dispatcher.stop(self.STOP_TIMEOUT)
-                self._intake = None
-                self._dialect.close()
-                self._bridge = None
-                self._close_bridge(bridge, 0.0)
-                raise
-            self._started_at = dt.datetime.now(dt.timezone.utc)
-            self._dispatcher = dispatcher
-            self._listener = listener
-            self._dialect.attach(listener.wake)
+            run.start(
+                watches,
+                [e.signal for e in self._registry.entries],
+                loop=loop,
+                timeout=timeout,
+                consumer=self.consumer,
+                max_queue=self.max_queue,
+                queue_timeout=self.queue_timeout,
+                retention=self.journal_retention,
+                consumer_expiry=self.consumer_expiry,
+                wants_loop=self._async.wants_loop,
+            )
+            self._run = run
             self._running = True
             self._stopped.clear()
-            schemas = {w.effective_schema for w in watches}
-            self._owners = Ownership(
-                self._dialect,
-                watches,
-                dataclasses.replace(self._policy, live=True),
-                self.log,
-                cleanup=self.cleanup_on_start,
-            )
-            store = self._dialect.overflow
-            self._start_maintenance(
-                any(w.use_overflow_table for w in watches)
-                or (store is not None and store.has_tables(schemas))
-            )
-            self.log.info("sqlnotify listening on %d channel(s)", len(channels))
+            run.start_maintenance(self._policy, self.cleanup_on_start)
+            self.log.info("sqlnotify listening on %d channel(s)", len(watches))
 
     def stop(self, cleanup: bool | None = None) -> None:
         """Stop the listener, dispatch what was already received, and join both threads.
@@ -1065,33 +731,9 @@ class Notifier:
             if not self._running:
                 return
             self._running = False
-            listener, dispatcher = self._listener, self._dispatcher
-            self._listener = self._dispatcher = None
-            self._dialect.detach()
-            if self._maintenance is not None:
-                self._maintenance.stop(self.STOP_TIMEOUT)
-                self._maintenance = None
-            self._prune_due = None
-            if self._intake is not None:
-                self._intake.stopping.set()
-            if listener is not None:
-                listener.stop(self.STOP_TIMEOUT)
-            with self._bridge_lock:
-                streams = list(self._streams)
-                bridge = self._bridge
-            for stream in streams:
-                stream.stopping()  # a full "block" stream must not hold the dispatcher now
-            if bridge is not None:
-                bridge.stopping()  # nor a full "block" callback queue
-            drained = dispatcher.stop(self.STOP_TIMEOUT) if dispatcher is not None else True
-            with self._bridge_lock:
-                bridge, self._bridge = self._bridge, None
-            self._close_bridge(bridge, drain_timeout)
-            if self._intake is not None:
-                # After the callbacks: the position never passes one not finished.
-                self._intake.close(drained)
-            self._end_streams()
-            owners, self._owners = self._owners, None
+            run = self._run
+            assert run is not None
+            owners = run.stop(self.drain_timeout if drain_timeout is None else drain_timeout)
             try:
                 self._release(owners, cleanup if cleanup is not None else self.cleanup_on_stop)
             finally:
@@ -1126,28 +768,13 @@ class Notifier:
             :meth:`stop` was called from another thread (or a receiver).
         """
         self.start()
-        received: list[int] = []
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            received.append(signum)  # no lock here: the main thread may hold any
-
-        if threading.current_thread() is threading.main_thread():
-            for signum in stop_signals:
-                previous[signum] = _signal.signal(signum, handler)
-        try:
-            stopped = self._stopped
-            while not received and not stopped.wait(0.2):
-                pass
-        finally:
-            for signum, old in previous.items():
-                _signal.signal(signum, old)
+        received = wait_for_stop(self._stopped, stop_signals)
         self.log.info(
             "sqlnotify stopping on %s",
-            _signal.Signals(received[0]).name if received else "stop()",
+            _signal.Signals(received).name if received is not None else "stop()",
         )
         self.stop()
-        return received[0] if received else None
+        return received
 
     def _after_fork(self) -> None:
         """Forget the parent's threads and connection; runs in the child, right after fork."""
@@ -1162,26 +789,21 @@ class Notifier:
                 f" {os.getppid()} forked this one; create a new Notifier in the child"
             )
         self._lock = threading.RLock()
-        self._bridge_lock = threading.Lock()
         self._dialect.after_fork()
         self._policy = dataclasses.replace(self._policy, user=new_user_id())
-        self._owners = None
-        self._maintenance = None
-        self._prune_due = None
-        if not self._running and self._listener is None:
+        run, self._run = self._run, None
+        self._async.lock = threading.Lock()
+        listener = run.listener if run is not None else None
+        if not self._running and listener is None:
             return  # never started: nothing of the parent's to let go of
-        listener = self._listener
-        self._listener = self._dispatcher = None
         # The event loop thread is the parent's too; its streams serve the parent's loop.
-        self._bridge = None
-        self._streams = set()
-        self._intake = None
+        self._async.after_fork()
         self._running = False
         self._stopped = threading.Event()
         self._stopped.set()
         self.forked = True
-        if listener is not None:
-            listener.abandon()
+        if run is not None:
+            run.abandon()
         try:
             # The parent's pooled connections stay the parent's (closed=False).
             self._dialect.engine.dispose(close=False)
@@ -1261,35 +883,13 @@ class Notifier:
         if entry.watch is None or entry.watch.default_schema is None:
             self.prepare()  # reflects tables given by name, resolves the default schema
         assert entry.watch is not None
-        if not isinstance(payload, Mapping):
-            raise SQLNotifyConfigurationError(
-                f"payload must be a mapping of column names to values, not {type(payload).__name__}"
-            )
-        row = json.dumps(
-            dict(payload),
-            default=functools.partial(
-                _json_default, binary=self._dialect.capabilities.binary_encoding
-            ),
-            separators=(",", ":"),
-            ensure_ascii=False,
+        caps = self._dialect.capabilities
+        body = encode_custom(
+            payload,
+            entry.watch.channel,
+            binary=caps.binary_encoding,
+            limit=None if use_overflow_table else caps.max_payload,
         )
-        # A fixed-width timestamp keeps the size of a given payload stable.
-        body = f'{{"ts":{time.time():.6f},"row":{row},"custom":true}}'
-        limit = self._dialect.capabilities.max_payload
-        try:
-            size = len(body.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise SQLNotifyConfigurationError(
-                f"payload for channel {entry.watch.channel!r} holds text that is not valid"
-                f" Unicode ({exc.reason})"
-            ) from exc
-        if limit is not None and size > limit and not use_overflow_table:
-            raise SQLNotifyPayloadSizeError(
-                f"payload for channel {entry.watch.channel!r} is {size} bytes; the limit is"
-                f" {limit} bytes: send less, or pass use_overflow_table=True",
-                size=size,
-                limit=limit,
-            )
         return entry.watch.channel, body
 
     def notify(
@@ -1315,28 +915,14 @@ class Notifier:
         :raises SQLNotifyPayloadSizeError: when the payload is over the
             database's limit and ``use_overflow_table`` is false; nothing is sent.
         """
-        channel, body = self.encode_custom(
-            model, operation, payload, channel_label, use_overflow_table
-        )
-        limit = self._dialect.capabilities.max_payload
-        if limit is not None and len(body.encode("utf-8")) > limit:
-            watch = self._entry(model, operation, channel_label).watch
-            assert watch is not None
-            store = self._dialect.overflow
-            if store is None:
-                raise SQLNotifyPayloadSizeError(
-                    f"payload for channel {channel!r} is over the {self._dialect.name} limit"
-                    " and the database keeps no overflow table",
-                    size=len(body.encode("utf-8")),
-                    limit=limit,
-                )
-            store.send(watch.effective_schema, channel, body)
-            if self._running and self._prune_due is None:
-                with self._lock:
-                    if self._running:
-                        self._start_maintenance(overflow=True)
-        else:
-            self._dialect.send(channel, body)
+        _, body = self.encode_custom(model, operation, payload, channel_label, use_overflow_table)
+        watch = self._entry(model, operation, channel_label).watch
+        assert watch is not None
+        if send_custom(self._dialect, watch, body) and self._running and self._prune_due is None:
+            with self._lock:
+                if self._running:
+                    assert self._run is not None and self._run.maintenance is not None
+                    self._run.maintenance.start(overflow=True)
 
     async def anotify(
         self,
@@ -1349,281 +935,6 @@ class Notifier:
         """:meth:`notify` for async code: the same checks and result, run in a worker thread."""
         await asyncio.to_thread(
             self.notify, model, operation, payload, channel_label, use_overflow_table
-        )
-
-    # -- threads' callbacks ---------------------------------------------------
-    def _on_connected(self, reconnect: bool, source: Source) -> None:
-        if reconnect:
-            self.stats.reconnects += 1
-            self.log.info("listener reconnected")
-        send_isolated(signals.listener_connected, self, self.log, reconnect=reconnect)
-        if self._intake is not None:
-            self._intake.on_connected(reconnect, source)
-
-    def _on_disconnected(self, error: BaseException) -> None:
-        if self._intake is not None:
-            self._intake.on_disconnected()
-        send_isolated(signals.listener_disconnected, self, self.log, error=error)
-
-    def _send_gap(
-        self,
-        start: dt.datetime,
-        end: dt.datetime,
-        channels: tuple[str, ...],
-        reason: str,
-        count: int | None,
-    ) -> None:
-        self.log.warning(
-            "events of %d channel(s) may be missing between %s and %s (%s)",
-            len(channels),
-            start.isoformat(),
-            end.isoformat(),
-            reason,
-        )
-        send_isolated(
-            signals.gap,
-            self,
-            self.log,
-            start=start,
-            end=end,
-            channels=channels,
-            reason=reason,
-            count=count,
-        )
-        bridge = self._bridge
-        if bridge is not None:
-            bridge.flush()  # async on_gap callbacks, submitted outside a batch
-
-    def _drop(self, channel: str, reason: str, payload: str | None = None) -> None:
-        self.stats.dropped += 1
-        self.log.warning("dropped a notification on channel %r: %s", channel, reason)
-        if payload is not None:
-            self.log.debug("dropped payload on %r: %.500s", channel, payload)
-        send_isolated(signals.notification_dropped, self, self.log, channel=channel, reason=reason)
-
-    def _undecodable(self, channel: str, exc: Exception, payload: str) -> None:
-        # The exception's text may quote a row value: DEBUG only.
-        self.log.debug("cannot decode a payload on %r: %s", channel, exc)
-        self._drop(channel, f"undecodable payload ({type(exc).__name__})", payload)
-
-    def _handle_batch(self, batch: Sequence[RawNotification]) -> None:
-        try:
-            self._decode_batch(batch)
-        finally:
-            bridge = self._bridge
-            if bridge is not None:
-                bridge.flush()
-
-    def _decode_batch(self, batch: Sequence[RawNotification]) -> None:
-        routes = self._routes
-        stats = self.stats
-        deliver = self._deliver
-        received_at = getattr(batch, "received_at", None)
-        lags = self._lags
-        loads = decode_json
-        halt = self._halt
-        for index, n in enumerate(batch):
-            if halt is not None and halt.halted:
-                return  # stop() returned: no receiver runs any more
-            channel = n.channel
-            route = routes.get(channel)
-            if route is None:
-                self._drop(channel, "no watch uses this channel", n.payload)
-                continue
-            try:
-                data = self._payload_of(n) if type(n) is JournalEvent else loads(n.payload)
-                if ("ovf" in data or "trunc" in data) and type(data) is dict:
-                    # The rest of the batch takes the slower path, in order.
-                    self._decode_large(route, data, n.payload, batch[index + 1 :], received_at)
-                    return
-                event = route.decode(data)
-            except Exception as exc:
-                self._undecodable(channel, exc, n.payload)
-                continue
-            stats.received += 1
-            epoch = event._epoch
-            if received_at is not None and type(epoch) is float:
-                lags.append(received_at - epoch)
-            if event._status != "complete":
-                self._incomplete(route, event, data.get("err"), data.get("msg"))
-            deliver(route, event)
-
-    @staticmethod
-    def _payload_of(n: RawNotification) -> Any:
-        if type(n) is JournalEvent:
-            data = n.data
-            if data is None:  # read from the journal: the position is apart
-                data = json.loads(n.payload)
-                data["pos"] = n.position
-            return data
-        return decode_json(n.payload)
-
-    def _decode_large(
-        self,
-        route: Route,
-        data: dict[str, Any],
-        raw: str,
-        rest: Sequence[RawNotification],
-        received_at: float | None,
-    ) -> None:
-        """Deliver a batch holding references or keys-only rows, resolving them in bulk."""
-        items = [Pending(route, data, raw)]
-        for n in rest:
-            other = self._routes.get(n.channel)
-            if other is None:
-                self._drop(n.channel, "no watch uses this channel", n.payload)
-                continue
-            try:
-                parsed = self._payload_of(n)
-            except Exception as exc:
-                self._undecodable(n.channel, exc, n.payload)
-                continue
-            if type(parsed) is not dict:
-                self._drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
-                continue
-            items.append(Pending(other, parsed, n.payload))
-        for item in self._large.resolve(items):
-            try:
-                event = item.route.decode(item.data, item.status)
-            except Exception as exc:
-                self._undecodable(item.route.channel, exc, item.raw)
-                continue
-            self.stats.received += 1
-            epoch = event.epoch
-            if received_at is not None and type(epoch) is float:
-                self._lags.append(received_at - epoch)
-            if event.status != "complete":
-                self._incomplete(item.route, event, item.data.get("err"), item.data.get("msg"))
-            self._deliver(item.route, event)
-
-    def _incomplete(
-        self,
-        route: Route,
-        event: ChangeEvent,
-        error: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        self.stats.truncated += 1
-        if error is not None:
-            self.log.warning(
-                "the trigger for %s could not build its payload (SQLSTATE %s): the table no"
-                " longer matches the watch (a column dropped or renamed?); the event carries"
-                " no values. Restart the notifier to replace the trigger",
-                route.watch.describe(),
-                error,
-            )
-            # The server's message may quote a value: DEBUG only.
-            self.log.debug("trigger error on %r: %s", route.channel, message)
-            return
-        lost = event.status == "lost"
-        if (route.channel, lost) in self._warned:
-            return
-        self._warned.add((route.channel, lost))
-        if lost:
-            self.log.warning(
-                "a row of %s was too large for one notification, and so were its keys alone;"
-                " the event carries no values (%s delivers it whole)."
-                " This is logged once per watch.",
-                route.watch.describe(),
-                self._advice["overflow_table"],
-            )
-            return
-        self.log.warning(
-            "rows of %s are too large for one notification: their events are sent by key and"
-            " the columns re-read from the table (status 'hydrated', or 'row_gone' once the row"
-            " is deleted); %s delivers them whole, as of the"
-            " change. This is logged once per watch.",
-            route.watch.describe(),
-            self._advice["overflow_table"],
-        )
-
-    def _deliver(self, route: Route, event: ChangeEvent) -> None:
-        halt = self._halt
-        if halt is not None and halt.halted:
-            return  # stop() returned: no receiver runs any more
-        if _event_received.receivers:
-            send_isolated(_event_received, self, self.log, event=event)
-        sender = route.sender
-        for receiver in route.receivers():
-            if halt is not None and halt.halted:
-                return
-            try:
-                receiver(sender, event=event)
-            except Exception as exc:
-                self._receiver_failed(receiver, event, exc)
-        self.stats.dispatched += 1
-
-    def _receiver_failed(self, receiver: Any, event: ChangeEvent, exc: BaseException) -> None:
-        with self.stats.lock:  # async callbacks fail on the loop's thread
-            self.stats.receiver_errors += 1
-        name = receiver_name(getattr(receiver, "fn", receiver))
-        if isinstance(event, ChangeEvent):
-            what = f"{event.operation.value} event from channel {event.channel!r}"
-        else:
-            what = type(event).__name__
-        self.log.error("receiver %s failed on %s", name, what, exc_info=exc)
-        send_isolated(
-            signals.receiver_failed, self, self.log, receiver=receiver, event=event, exception=exc
-        )
-
-    def _make_intake(self, watches: Sequence[Watch], dispatcher: Dispatcher) -> Intake:
-        channels = [w.channel for w in watches]
-        durable = [w.channel for w in watches if w.durable]
-        reader = store = None
-        position: Any = None
-        position_time = None
-        caps = self._dialect.capabilities
-        replays = caps.replays_log
-        if replays:
-            # Every watch is read from a change log (SQLite): all are durable,
-            # and a named consumer resumes from its saved position.
-            durable = []
-        if (replays and self.consumer is not None) or (durable and not replays):
-            store = self._dialect.journal()
-            try:
-                store.ensure()
-                if self.consumer is not None:
-                    store.acquire(self.consumer)
-                loaded = store.load(self.consumer) if self.consumer else None
-                if loaded is not None:
-                    position, position_time = loaded
-                else:
-                    position = store.start_position()
-                    if self.consumer is not None:
-                        store.save(self.consumer, position)
-            except Exception as exc:
-                store.close()
-                if isinstance(exc, SQLNotifyException):
-                    raise
-                raise SQLNotifyException(f"could not open the journal: {exc}") from exc
-        if durable and store is not None:
-            reader = JournalReader(
-                position,
-                None,
-                batch_size=5000,
-                log=self.log,
-                stamp=store.stamp,
-                make=_journal_event,
-            )
-        self._resume_at = position if replays else None
-        return Intake(
-            dispatcher=dispatcher,
-            stats=self.stats,
-            log=self.log,
-            send_gap=self._send_gap,
-            channels=channels,
-            durable_channels=durable,
-            replays_log=replays,
-            reader=reader,
-            store=store,
-            consumer=self.consumer,
-            position_time=position_time,
-            max_queue=self.max_queue,
-            queue_timeout=self.queue_timeout,
-            retention=self.journal_retention,
-            consumer_expiry=self.consumer_expiry,
-            wake_payload=caps.wake_payload,
-            drop=self._drop,
         )
 
     def health(self, server_timeout: float = 2.0) -> dict[str, Any]:
@@ -1650,98 +961,20 @@ class Notifier:
 
         Safe to call from any thread; it blocks at most ``server_timeout``.
         """
-        intake, dispatcher = self._intake, self._dispatcher
-        stats = self.stats
-        lags = sorted(self._lags.copy())  # one C call: safe while the dispatcher appends
+        intake = self._intake
         usage = self._dialect.server_queue_usage(server_timeout)
         if usage is None and intake is not None and intake.source is not None:
             usage = intake.source.queue_usage
-        report: dict[str, Any] = {
-            "running": self._running,
-            "connected": bool(intake and intake.connected and self._running),
-            "since": intake.since if intake is not None else self._started_at,
-            "received": stats.received,
-            "dispatched": stats.dispatched,
-            "failed": stats.receiver_errors,
-            "dropped": stats.dropped,
-            "overflowed": stats.overflowed,
-            "duplicates": stats.duplicates,
-            "gaps": stats.gaps,
-            "reconnects": stats.reconnects,
-            "large_fetched": stats.overflow_fetched,
-            "hydrated": stats.hydrated,
-            "keys_only": stats.truncated,
-            "async_abandoned": stats.async_abandoned,
-            "stream_dropped": stats.stream_dropped,
-            "async_dropped": stats.async_dropped,
-            "queue_depth": dispatcher.depth if dispatcher is not None else 0,
-            "max_queue": self.max_queue,
-            "lag_p50": _percentile(lags, 0.5) if lags else None,
-            "lag_p99": _percentile(lags, 0.99) if lags else None,
-            "server_queue_usage": usage,
-        }
-        store = intake.store if intake is not None else None
-        if intake is not None and intake.acked is not None and store is not None:
-            report["consumer"] = self.consumer
-            report["position"] = store.stamp(intake.acked)
-        return report
+        return health_report(
+            self._run,
+            self.stats,
+            self._delivery.lags,
+            running=self._running,
+            max_queue=self.max_queue,
+            consumer=self.consumer,
+            server_queue_usage=usage,
+        )
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
-        return f"<Notifier {self.dialect_name} {state} watches={len(self._entries)}>"
-
-
-class _Subscription:
-    """The blinker receiver behind :meth:`Notifier.subscribe`: filters, then calls ``fn(event)``."""
-
-    __slots__ = ("filters", "fn")
-
-    def __init__(self, fn: Callable[..., Any], filters: tuple[tuple[str, Any], ...]) -> None:
-        self.fn = fn
-        self.filters = filters
-
-    def __call__(self, sender: Any, event: ChangeEvent, **_: Any) -> Any:
-        if self.filters and not self.matches(event):
-            return None
-        return self.fn(event)
-
-    def matches(self, event: ChangeEvent) -> bool:
-        row = event._row
-        for column, value in self.filters:
-            if column not in row:
-                return False
-            got = row[column]
-            if got != value or isinstance(got, bool) is not isinstance(value, bool):
-                return False
-        return True
-
-    def __repr__(self) -> str:
-        return f"<subscription {receiver_name(self.fn)}>"
-
-
-class _AsyncSubscription(_Subscription):
-    """The receiver for an ``async def`` function: filters, then hands the event to the loop."""
-
-    __slots__ = ("submit",)
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        filters: tuple[tuple[str, Any], ...],
-        submit: Callable[[Any, ChangeEvent], None],
-    ) -> None:
-        super().__init__(fn, filters)
-        self.submit = submit
-
-    def __call__(self, sender: Any, event: ChangeEvent, **_: Any) -> Any:
-        if self.filters and not self.matches(event):
-            return None
-        self.submit(self, event)
-        return None
-
-
-def _is_async_callable(fn: Any) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+        return f"<Notifier {self.dialect_name} {state} watches={len(self._registry.entries)}>"

@@ -26,7 +26,7 @@ from support.watching import Watched
 from support.watching import watched as watched_by
 
 from sqlnotify import Notifier
-from sqlnotify._listener import Listener
+from sqlnotify._pipeline.listener import Listener
 
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 

@@ -491,7 +491,7 @@ def test_a_callback_raising_cancelled_error_is_a_failure_not_the_end_of_its_queu
 
 
 def test_the_bridge_wakes_the_loop_once_per_dispatcher_batch() -> None:
-    from sqlnotify._aio import LoopBridge
+    from sqlnotify._pipeline.bridge import LoopBridge
 
     def event(i: int) -> ChangeEvent:
         return ChangeEvent(

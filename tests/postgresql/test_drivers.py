@@ -88,7 +88,7 @@ def test_the_documented_url_needs_no_psycopg3(pg_url: str, schema: str) -> None:
         import sqlalchemy as sa
         from sqlnotify import Notifier
         from sqlnotify.testing import EventRecorder
-        from sqlnotify._cli_commands import engine_from_url
+        from sqlnotify.cli.commands import engine_from_url
 
         try:
             import psycopg  # noqa: F401

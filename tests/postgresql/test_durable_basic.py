@@ -142,7 +142,7 @@ def test_fresh_notifier_skips_history(
     n, rec = watched(pg_schema_engine, table, durable=True)
     insert(pg_schema_engine, table, [6])
     events = rec.wait_for(1, timeout=10)
-    wait_until(lambda: n._intake and not n._intake.pending, timeout=10)  # type: ignore[union-attr]
+    wait_until(lambda: n._intake and not n._intake.feed.pending, timeout=10)  # type: ignore[union-attr]
     assert [e.id for e in rec.events] == [6], events
 
 

@@ -29,7 +29,7 @@ def test_commit_out_of_id_order_loses_nothing(
     early.execute(table.insert(), {"id": 1, "note": "early id, late commit"})
     insert(pg_schema_engine, table, [2])  # a later journal id, committed first
     rec.wait_for(1, timeout=10)
-    reader = n._intake
+    reader = n._intake.feed if n._intake is not None else None
     assert reader is not None
     committed = threading.Event()
 

@@ -8,7 +8,7 @@ from support.faults import GapRecorder, gaps_fixture, insert  # noqa: F401
 from support.watching import Watch
 
 from sqlnotify import Notifier
-from sqlnotify._intake import Intake
+from sqlnotify._pipeline.durable import Feed
 from sqlnotify.testing import wait_until
 
 
@@ -28,7 +28,7 @@ def journal_ids_rows(engine: sa.Engine) -> list[int]:
 
 @pytest.fixture
 def fast_prune(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Intake, "PRUNE_INTERVAL", 0.05)
+    monkeypatch.setattr(Feed, "PRUNE_INTERVAL", 0.05)
 
 
 def test_known_consumer_holds_rows_then_expires_and_gets_a_gap(
@@ -50,7 +50,7 @@ def test_known_consumer_holds_rows_then_expires_and_gets_a_gap(
     pruner = Notifier(pg_schema_engine, journal_retention=0).watch(table, "insert", durable=True)
     notifiers.append(pruner)
     pruner.start()
-    intake = pruner._intake
+    intake = pruner._intake.feed if pruner._intake is not None else None
     assert intake is not None
     passes = intake.prune_passes
     wait_until(lambda: intake.prune_passes >= passes + 2, timeout=10, message="prune passes")
@@ -83,6 +83,6 @@ def test_rows_younger_than_retention_stay(
     n, rec = watched(pg_schema_engine, table, durable=True)
     insert(pg_schema_engine, table, range(1, 6))
     rec.wait_for(5, timeout=10)
-    assert n._intake is not None
-    assert n._intake.prune() == 0  # default retention: a day
+    assert n._intake is not None and n._intake.feed is not None
+    assert n._intake.feed.prune() == 0  # default retention: a day
     assert len(journal_ids(pg_schema_engine)) == 5

@@ -141,6 +141,6 @@ def test_forged_journal_keys_cannot_hide_real_events(
     wait_until(
         lambda: {1, 2, 3} <= {e.id for e in list(rec.events)}, timeout=10, message="real rows"
     )
-    reader = n._intake
+    reader = n._intake.feed if n._intake is not None else None
     assert reader is not None
     wait_until(lambda: not reader.pending, timeout=10, message="the reader to settle")

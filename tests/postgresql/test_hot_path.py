@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from support.watching import Watch, make_table
 
 from sqlnotify import Notifier
-from sqlnotify._route import Route, decode_json
+from sqlnotify._payload import decode_json
+from sqlnotify._pipeline.delivery import Route
 from sqlnotify._watch import WatchRequest
 from sqlnotify.testing import EventRecorder
 

@@ -18,7 +18,7 @@ from support.pg import TIMEOUT, execute, make_notifier, scalar
 from support.watching import Watch
 
 from sqlnotify import Notifier, SQLNotifyException, SQLNotifyListenerError, signals
-from sqlnotify._listener import Listener
+from sqlnotify._pipeline.listener import Listener
 from sqlnotify.dialects.postgresql import PostgresSource, listener_dsn
 from sqlnotify.testing import (
     kill_listener_connection,

@@ -28,7 +28,7 @@ from sqlnotify import (
     SQLNotifyStreamOverflowError,
     signals,
 )
-from sqlnotify._acks import Acks
+from sqlnotify._pipeline.durable import Acks
 from sqlnotify.testing import async_wait_until, wait_until
 
 TIMEOUT = 10.0

@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from support.sqlite import file_engine, ids
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
-from sqlnotify._listener import Listener
+from sqlnotify._pipeline.listener import Listener
 from sqlnotify.dialects.sqlite import LOG_TABLE, SQLiteDialect, SQLiteSource
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until

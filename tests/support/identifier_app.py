@@ -11,9 +11,9 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
-from support.identifiers import Spec, declare
 
 from sqlnotify import Notifier
+from support.identifiers import Spec, declare
 
 #: ``{"engine": Engine, "schema": str, "spec": Spec}`` for in-process runs.
 CURRENT: dict[str, Any] = {}

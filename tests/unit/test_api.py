@@ -205,7 +205,7 @@ def test_change_event_pickles() -> None:
 def test_postgresql_iso_forms_are_rewritten_for_python_310(
     text: str, expected: str, parse: Any
 ) -> None:
-    from sqlnotify._types import _py310_iso
+    from sqlnotify._values import _py310_iso
 
     assert _py310_iso(text) == expected
     parse(expected)  # a form Python 3.10's fromisoformat accepts too

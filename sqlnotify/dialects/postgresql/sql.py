@@ -16,7 +16,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.sql.sqltypes import _AbstractInterval
 
 from ..._names import digest, qualified, quote_ident, quote_literal
-from ..._types import _unwrap
+from ..._values import _unwrap
 from ..._watch import Watch
 
 # -- limits, names and keys ------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Completing notifications of rows too large for one: overflow fetches and re-reads.
+"""Rows too large for one notification: sending through the overflow table, and completing.
 
-Runs on the dispatcher thread, for the batches that hold an overflow
+:func:`send_custom` sends a custom payload, through the overflow table when
+:class:`LargeRows` completes what arrives: it
+runs on the dispatcher thread, for the batches that hold an overflow
 reference (``"ovf"``) or a row sent by its keys (``"trunc"``): the stored
 payloads of a batch are fetched with one query per schema, the rows of a
 watch re-read with one query, both through the dialect (a pooled connection
@@ -14,24 +16,38 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._route import Route, Stats
-from .dialects.base import Dialect, OverflowStore
-from .events import Operation
+from .._payload import OVF, ROW, TRUNC
+from .._watch import Watch
+from ..dialects.base import Dialect, OverflowStore
+from ..events import Operation
+from ..exceptions import SQLNotifyPayloadSizeError
+from .delivery import Pending
+from .stats import Stats
 
-__all__ = ["LargeRows", "Pending"]
+__all__ = ["LargeRows", "send_custom"]
 
 
-class Pending:
-    """One parsed notification of a batch, waiting to be decoded."""
+def send_custom(dialect: Dialect, watch: Watch, body: str) -> bool:
+    """Send a custom payload on ``watch``'s channel; ``True`` when it went by the overflow table.
 
-    __slots__ = ("data", "raw", "route", "status")
-
-    def __init__(self, route: Route, data: dict[str, Any], raw: str) -> None:
-        self.route = route
-        self.data = data
-        self.raw = raw
-        #: The event's status when it differs from what the payload says.
-        self.status: str | None = None
+    :raises SQLNotifyPayloadSizeError: when it is over the database's limit
+        and the database keeps no overflow table.
+    """
+    limit = dialect.capabilities.max_payload
+    size = len(body.encode("utf-8"))
+    if limit is None or size <= limit:
+        dialect.send(watch.channel, body)
+        return False
+    store = dialect.overflow
+    if store is None:
+        raise SQLNotifyPayloadSizeError(
+            f"payload for channel {watch.channel!r} is over the {dialect.name} limit"
+            " and the database keeps no overflow table",
+            size=size,
+            limit=limit,
+        )
+    store.send(watch.effective_schema, watch.channel, body)
+    return True
 
 
 class LargeRows:
@@ -60,10 +76,10 @@ class LargeRows:
         rereads: dict[str, list[Pending]] = {}
         for item in items:
             data = item.data
-            if "ovf" in data:
-                if type(data["ovf"]) is int:
-                    wanted.setdefault(item.route.watch.effective_schema, []).append(data["ovf"])
-            elif data.get("trunc"):
+            if OVF in data:
+                if type(data[OVF]) is int:
+                    wanted.setdefault(item.route.watch.effective_schema, []).append(data[OVF])
+            elif data.get(TRUNC):
                 if item.route.op is Operation.DELETE:
                     item.status = "row_gone"  # the old row cannot be read back
                 else:
@@ -71,7 +87,7 @@ class LargeRows:
         stored, failed = self._fetch(wanted)
         out: list[Pending] = []
         for item in items:
-            if "ovf" not in item.data or self._replace(item, stored, failed):
+            if OVF not in item.data or self._replace(item, stored, failed):
                 out.append(item)
         for group in rereads.values():
             self._reread(group)
@@ -104,7 +120,7 @@ class LargeRows:
     ) -> bool:
         """Put the stored payload in place of the reference; ``False`` if dropped."""
         route = item.route
-        ref = item.data["ovf"]
+        ref = item.data[OVF]
         schema = route.watch.effective_schema
         found = stored.get((schema, ref)) if type(ref) is int else None
         if found is None:
@@ -137,7 +153,7 @@ class LargeRows:
         def key_of(row: Mapping[str, Any]) -> str:
             return json.dumps([row.get(k) for k in keys], sort_keys=True)
 
-        unique = {key_of(i.data["row"]): [i.data["row"].get(k) for k in keys] for i in group}
+        unique = {key_of(i.data[ROW]): [i.data[ROW].get(k) for k in keys] for i in group}
         try:
             rows = self._store().reread(route.watch, list(unique.values()))
         except Exception as exc:
@@ -150,10 +166,10 @@ class LargeRows:
             return
         found = {key_of(json.loads(text)): text for text in rows}
         for item in group:
-            hit = found.get(key_of(item.data["row"]))
+            hit = found.get(key_of(item.data[ROW]))
             if hit is None:
                 item.status = "row_gone"
             else:
-                item.data["row"] = json.loads(hit)  # a fresh dict per event
+                item.data[ROW] = json.loads(hit)  # a fresh dict per event
                 item.status = "hydrated"
                 self._stats.hydrated += 1

@@ -8,13 +8,15 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 
-from .dialects.base import RawNotification, Source
-from .exceptions import SQLNotifyListenerError
+from .._payload import RawNotification
+from ..dialects.base import Source
+from ..exceptions import SQLNotifyListenerError
+from .worker import Worker
 
 __all__ = ["Listener"]
 
 
-class Listener:
+class Listener(Worker):
     """A named daemon thread that keeps one :class:`Source` open and drains it.
 
     Reconnects after any failure with capped exponential backoff and jitter,
@@ -40,25 +42,24 @@ class Listener:
         on_tick: Callable[[], float | None] | None = None,
         name: str = "sqlnotify-listener",
     ) -> None:
+        super().__init__(name=name, log=log, what="the listener thread")
         self._open_source = open_source
         self._sink = sink
-        self._log = log
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_tick = on_tick
-        self._stop = threading.Event()
+        self._stop = self.stopping
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.source: Source | None = None
 
     # -- control (any thread) -------------------------------------------------
     def start(self, timeout: float) -> None:
         """Start the thread and return once it listens; raise if the first connect fails."""
-        self._thread.start()
+        self.start_thread()
         if not self._ready.wait(timeout):
             self.stop(timeout=5.0)
             raise SQLNotifyListenerError(f"the listener was not listening after {timeout:g}s")
@@ -80,18 +81,14 @@ class Listener:
         """Stop and join the thread; return ``False`` if it did not end within ``timeout``."""
         self._stop.set()
         self.wake()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        alive = self._thread.is_alive()
-        if alive:
-            self._log.warning("the listener thread did not stop within %.1fs", timeout)
-        else:
+        stopped = self.join(timeout)
+        if stopped:
             for fd in (self._wake_r, self._wake_w):
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        return not alive
+        return stopped
 
     def abandon(self) -> None:
         """In a forked child: let go of the parent's connection and pipe, touching neither.
@@ -110,14 +107,6 @@ class Listener:
         # A late wake() (from a commit hook) must not write to a reused descriptor.
         self._wake_r = self._wake_w = -1
 
-    @property
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def name(self) -> str:
-        return self._thread.name
-
     # -- the thread ---------------------------------------------------------
     def _drain_wake(self) -> None:
         try:
@@ -126,7 +115,7 @@ class Listener:
         except (BlockingIOError, OSError):
             pass
 
-    def _run(self) -> None:
+    def run(self) -> None:
         delay = self.INITIAL_DELAY
         first = True
         while not self._stop.is_set():

@@ -1,17 +1,8 @@
-"""The asyncio bridge: ``async def`` callbacks, event streams, the private loop thread.
+"""Event streams: ``async for event in notifier.stream(...)``.
 
-The listener and the dispatcher stay threads.  For an ``async def``
-subscription the dispatcher thread hands the event to a :class:`LoopBridge`
-(see :mod:`sqlnotify._bridge`): one bounded queue per subscription, drained
-on the loop by one worker task, so its callbacks run one at a time, in
-commit order.
-
-The target loop is the one that ran :meth:`Notifier.astart`; after a plain
-:meth:`Notifier.start` it is a private loop on a thread the notifier owns
-(:class:`LoopThread`, named ``sqlnotify-asyncio``).
-
-:class:`EventStream` is the pulling side: a bounded buffer filled by the
-dispatcher thread and read with ``async for`` on any loop.
+:class:`EventStream` is the pulling side of the asyncio support: a bounded
+buffer filled by the dispatcher thread and read with ``async for`` on any
+loop.  (The pushing side, ``async def`` callbacks, is the pipeline's bridge.)
 """
 
 from __future__ import annotations
@@ -25,68 +16,13 @@ from typing import Any
 
 import blinker
 
-from ._bridge import OVERFLOW_POLICIES, LoopBridge, running_loop
 from .events import ChangeEvent
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyStreamOverflowError
 
-__all__ = ["OVERFLOW_POLICIES", "EventStream", "LoopBridge", "LoopThread", "running_loop"]
+__all__ = ["OVERFLOW_POLICIES", "EventStream"]
 
-
-class LoopThread:
-    """A private event loop running forever on a named daemon thread."""
-
-    def __init__(self, log: logging.Logger, name: str = "sqlnotify-asyncio") -> None:
-        self._log = log
-        self.loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise RuntimeError(f"the private event loop did not start within {timeout:g}s")
-
-    def _run(self) -> None:
-        loop = self.loop
-        asyncio.set_event_loop(loop)
-        loop.call_soon(self._started.set)
-        try:
-            loop.run_forever()
-            leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            if leftover:
-                # Tasks that callbacks started and left running.
-                self._log.warning(
-                    "cancelling %d task(s) left on the private event loop", len(leftover)
-                )
-                for task in leftover:
-                    task.cancel()
-                loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(
-                asyncio.wait([loop.create_task(loop.shutdown_default_executor())], timeout=5.0)
-            )
-        except Exception:
-            self._log.exception("the private event loop failed")
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    def stop(self, timeout: float) -> bool:
-        """Stop the loop and join the thread; ``False`` if it did not end within ``timeout``."""
-        try:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        except RuntimeError:  # already closed
-            pass
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._log.warning("the private event loop thread did not stop within %.1fs", timeout)
-            return False
-        return True
+#: What a full stream buffer or async callback queue does.
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block", "raise")
 
 
 class EventStream:

@@ -1,4 +1,4 @@
-"""The ``listen``, ``status``, ``install``, ``uninstall`` and ``sql`` commands.
+"""The ``demo``, ``listen``, ``status``, ``install``, ``uninstall`` and ``sql`` commands.
 
 Each command turns sqlnotify's and the driver's errors into a one-line
 message and a non-zero exit status (click's ``Error: ...``), never a
@@ -23,13 +23,13 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from .cli import main
-from .dialects import missing_driver_error
-from .events import ChangeEvent, Operation
-from .exceptions import SQLNotifyConfigurationError, SQLNotifyException
-from .notifier import Notifier
+from ..dialects import missing_driver_error
+from ..events import ChangeEvent, Operation
+from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException
+from ..notifier import Notifier
+from .demo import run_demo
 
-__all__ = ["engine_from_url", "load_notifier"]
+__all__ = ["COMMANDS", "engine_from_url", "load_notifier"]
 
 _POSTGRES_SCHEMES = ("postgres", "postgresql")
 
@@ -225,7 +225,7 @@ _app_option = click.option(
 )
 
 
-@main.command()
+@click.command()
 @click.argument("url")
 @click.argument("targets", metavar="TABLE[:OPERATION]...", nargs=-1, required=True)
 @click.option(
@@ -365,7 +365,7 @@ def _ownership_lines(row: dict[str, Any]) -> list[str]:
     return out
 
 
-@main.command()
+@click.command()
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(url: str, as_json: bool) -> None:
@@ -416,7 +416,7 @@ def status(url: str, as_json: bool) -> None:
         click.echo(f"notification queue usage: {extra['notification_queue_usage']:.4%}")
 
 
-@main.command()
+@click.command()
 @_app_option
 def install(app: str) -> None:
     """Install or update the triggers your notifier declares, without listening.
@@ -432,7 +432,7 @@ def install(app: str) -> None:
         click.echo(f"{state.state}: {state.watch.describe()} (channel {state.watch.channel})")
 
 
-@main.command()
+@click.command()
 @_app_option
 @click.option(
     "--grace",
@@ -452,7 +452,7 @@ def uninstall(app: str, grace: float | None) -> None:
     click.echo(f"removed {dropped} trigger(s)")
 
 
-@main.command()
+@click.command()
 @_app_option
 def sql(app: str) -> None:
     """Print the SQL that installs your notifier's triggers (for migrations and review).
@@ -471,3 +471,32 @@ def sql(app: str) -> None:
 def _engine_of(notifier: Notifier) -> sa.Engine:
     engine = notifier.db_engine
     return engine if isinstance(engine, sa.Engine) else engine.sync_engine
+
+
+@click.command()
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="How long the writer process runs.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1.0, max=1000.0),
+    default=20.0,
+    show_default=True,
+    help="Changes per second the writer makes.",
+)
+def demo(seconds: float, rate: float) -> None:
+    """Watch a table in a temporary SQLite file while another process changes it.
+
+    Prints each event as it arrives with the time from write to receipt,
+    stops after --seconds (or on Ctrl-C) and removes the temporary file.
+    Needs nothing but Python's own sqlite3.
+    """
+    raise SystemExit(run_demo(seconds, rate, echo=click.echo))
+
+
+#: Every command of the ``sqlnotify`` group.
+COMMANDS = (demo, listen, status, install, uninstall, sql)

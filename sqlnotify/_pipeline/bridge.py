@@ -8,12 +8,12 @@ subscription drains its queue, so its callbacks run one at a time, in commit
 order.
 
 Each queue is bounded (``maxsize``); a full one applies the same overflow
-policies as an :class:`~sqlnotify._aio.EventStream`.  The default,
+policies as an :class:`~sqlnotify.streams.EventStream`.  The default,
 ``"block"``, makes the dispatcher wait for the loop, which holds the
 listener back like a slow sync receiver would, so nothing is dropped.
 
 For a durable consumer every queued callback carries a delivery number of
-:class:`~sqlnotify._acks.Acks`, done when the callback returns or raises:
+:class:`~sqlnotify._pipeline.durable.Acks`, done when the callback returns or raises:
 callbacks cancelled or never run at stop (or dropped by a full queue) keep
 the consumer's saved position before their events.
 """
@@ -27,19 +27,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .events import ChangeEvent
-from .exceptions import SQLNotifyConfigurationError, SQLNotifyStreamOverflowError
+from ..events import ChangeEvent
+from ..exceptions import SQLNotifyConfigurationError, SQLNotifyStreamOverflowError
+from ..streams import OVERFLOW_POLICIES
+from .durable import Acks
+from .worker import Worker
 
-if TYPE_CHECKING:
-    from ._acks import Acks
-    from ._aio import LoopThread
-
-__all__ = ["OVERFLOW_POLICIES", "LoopBridge", "check_queue_options", "running_loop"]
-
-#: What a full stream buffer or async callback queue does.
-OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block", "raise")
+__all__ = ["LoopBridge", "LoopThread", "check_queue_options", "running_loop"]
 
 
 _QUEUED, _DROPPED, _ABANDON = "queued", "dropped", "abandon"
@@ -53,11 +49,59 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+class LoopThread(Worker):
+    """A private event loop running forever on a named daemon thread."""
+
+    def __init__(self, log: logging.Logger, name: str = "sqlnotify-asyncio") -> None:
+        super().__init__(name=name, log=log, what="the private event loop thread")
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.start_thread()
+        if not self._started.wait(timeout):
+            raise RuntimeError(f"the private event loop did not start within {timeout:g}s")
+
+    def run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._started.set)
+        try:
+            loop.run_forever()
+            leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            if leftover:
+                # Tasks that callbacks started and left running.
+                self._log.warning(
+                    "cancelling %d task(s) left on the private event loop", len(leftover)
+                )
+                for task in leftover:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(
+                asyncio.wait([loop.create_task(loop.shutdown_default_executor())], timeout=5.0)
+            )
+        except Exception:
+            self._log.exception("the private event loop failed")
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the loop and join the thread; ``False`` if it did not end within ``timeout``."""
+        self.stopping.set()
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # already closed
+            pass
+        return self.join(timeout)
+
+
 class _SubState:
     """One subscription's queue on one loop, and the worker task draining it.
 
     Events are ``(event, seq)`` pairs (``seq``: the delivery number of
-    :class:`~sqlnotify._acks.Acks`, 0 when untracked).  Submissions wait in
+    :class:`~sqlnotify._pipeline.durable.Acks`, 0 when untracked).  Submissions wait in
     ``staged`` (under the bridge's lock) until the loop's next wake moves
     them to ``queue``, which only the loop's worker consumes: the worker
     takes a whole dispatcher batch at a time instead of racing the
@@ -89,7 +133,7 @@ class LoopBridge:
         run (the loop closed, or the notifier stopped before they could).
     :param thread: the private loop thread, when the bridge owns one.
     :param maxsize: most events waiting in one subscription's queue.
-    :param overflow: what a full queue does, as for :class:`~sqlnotify._aio.EventStream`:
+    :param overflow: what a full queue does, as for :class:`~sqlnotify.streams.EventStream`:
         ``"block"`` (the submitting thread waits up to ``block_timeout``
         seconds, ``None``: until there is room or the notifier stops),
         ``"drop_oldest"``, ``"drop_newest"``, ``"raise"`` (the arriving

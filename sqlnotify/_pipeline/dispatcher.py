@@ -9,11 +9,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .dialects.base import RawNotification
+from .._payload import RawNotification
+from .worker import Worker
 
-__all__ = ["Control", "Dispatcher"]
+__all__ = ["Batch", "Control", "Dispatcher"]
 
 _STOP: Any = object()
+
+
+class Batch(list[Any]):
+    """A list of notifications with the wall-clock time the listener received them."""
+
+    __slots__ = ("received_at",)
+
+    def __init__(self, items: Sequence[Any] = (), received_at: float = 0.0) -> None:
+        super().__init__(items)
+        self.received_at = received_at
 
 
 class Control:
@@ -25,7 +36,7 @@ class Control:
         self.action = action
 
 
-class Dispatcher:
+class Dispatcher(Worker):
     """A named daemon thread that hands each queued batch to ``handle`` in order.
 
     The queue counts the notifications it holds (:attr:`depth`) so the
@@ -43,20 +54,24 @@ class Dispatcher:
         log: logging.Logger,
         name: str = "sqlnotify-dispatcher",
     ) -> None:
+        super().__init__(
+            name=name,
+            log=log,
+            what="the dispatcher thread",
+            hint=" (a receiver is still running?)",
+        )
         self._handle = handle
-        self._log = log
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._stop = threading.Event()
+        self._stop = self.stopping
         self._room = threading.Condition(threading.Lock())
         self._depth = 0
         #: Set once the notifier stopped without waiting for this thread (a
         #: receiver called stop(), or one overran the join): no receiver may
         #: run any more, and nothing queued is dispatched.
         self.halted = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self.start_thread()
 
     @property
     def depth(self) -> int:
@@ -93,30 +108,15 @@ class Dispatcher:
         """
         self._stop.set()
         self.queue.put(_STOP)
-        if self._thread is threading.current_thread():
+        if self.on_thread:
             self.halted = True
             return False
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self.join(timeout):
             self.halted = True
-            self._log.warning(
-                "the dispatcher thread did not stop within %.1fs (a receiver is still running?)",
-                timeout,
-            )
             return False
         return True
 
-    @property
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def ident(self) -> int | None:
-        """The thread's identifier once started."""
-        return self._thread.ident
-
-    def _run(self) -> None:
+    def run(self) -> None:
         get = self.queue.get
         handle = self._handle
         room = self._room

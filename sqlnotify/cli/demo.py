@@ -2,7 +2,7 @@
 
 Needs nothing beyond the base install and Python's own ``sqlite3``.  The
 demo creates a database in a temporary directory, watches a table, starts a
-writer process (``python -m sqlnotify._demo``) that inserts, updates and
+writer process (:func:`writer`, in a new Python process) that inserts, updates and
 deletes rows, and prints each event as it arrives with the time from the
 write to its receipt.  It stops after the given seconds or on Ctrl-C and
 removes everything it created.
@@ -28,11 +28,18 @@ from contextlib import closing
 
 import sqlalchemy as sa
 
-from .dialects.sqlite import SQLiteDialect
-from .events import ChangeEvent, Operation
-from .notifier import Notifier
+from ..dialects.sqlite import SQLiteDialect
+from ..events import ChangeEvent, Operation
+from ..notifier import Notifier
 
 __all__ = ["run_demo", "writer"]
+
+# The writer process's program.
+_WRITER = (
+    "import sys; from sqlnotify.cli.demo import writer;"
+    " count = writer(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]));"
+    " print(f'changes {count}', flush=True)"
+)
 
 TABLE_SQL = """\
 CREATE TABLE fruit (
@@ -178,7 +185,7 @@ def run_demo(seconds: float = 5.0, rate: float = 20.0, echo: Callable[[str], Non
             notifier.subscribe("fruit", op)(receive)
         notifier.start()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sqlnotify._demo", path, str(seconds), str(rate)],
+            [sys.executable, "-c", _WRITER, path, str(seconds), str(rate)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -226,8 +233,3 @@ def run_demo(seconds: float = 5.0, rate: float = 20.0, echo: Callable[[str], Non
         )
     echo(f"removed {tmp}")
     return status
-
-
-if __name__ == "__main__":  # the writer process
-    count = writer(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))
-    print(f"changes {count}", flush=True)
