@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import signal as _signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import blinker
@@ -243,12 +244,13 @@ def health_report(
     return report
 
 
-def wait_for_stop(stopped: threading.Event, stop_signals: Sequence[int]) -> int | None:
-    """Block until one of ``stop_signals`` arrives or ``stopped`` is set.
+@contextlib.contextmanager
+def catching_signals(stop_signals: Sequence[int]) -> Iterator[list[int]]:
+    """Within the block, ``stop_signals`` are recorded in the list it yields.
 
-    On the main thread, handlers for ``stop_signals`` are installed for the
-    wait and the previous ones restored after it; elsewhere none is.
-    Returns the signal received, or ``None`` when ``stopped`` was set.
+    On the main thread, handlers are installed on entry and the previous
+    ones restored on exit (so a second Ctrl-C during a slow stop acts as
+    usual); elsewhere none is installed and the list stays empty.
     """
     received: list[int] = []
     previous: dict[int, Any] = {}
@@ -260,9 +262,14 @@ def wait_for_stop(stopped: threading.Event, stop_signals: Sequence[int]) -> int 
         for signum in stop_signals:
             previous[signum] = _signal.signal(signum, handler)
     try:
-        while not received and not stopped.wait(0.2):
-            pass
+        yield received
     finally:
         for signum, old in previous.items():
             _signal.signal(signum, old)
+
+
+def wait_for_stop(stopped: threading.Event, received: list[int]) -> int | None:
+    """Block until a signal is in ``received`` or ``stopped`` is set; return the signal, if any."""
+    while not received and not stopped.wait(0.2):
+        pass
     return received[0] if received else None
