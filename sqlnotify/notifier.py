@@ -305,6 +305,7 @@ class Notifier(Lifecycle):
         channel_label: str | None = None,
         use_overflow_table: bool = False,
         durable: bool = False,
+        where: Any = None,
     ) -> Notifier:
         """Watch one operation on one table; return the notifier, so calls chain.
 
@@ -329,6 +330,14 @@ class Notifier(Lifecycle):
             writer's transaction, so events committed while the listener was
             disconnected or the process was down are delivered later (at
             least once, each with ``event.position``).
+        :param where: a server-side condition: a SQLAlchemy boolean expression
+            over the table's columns (``Order.total > 100``,
+            ``Order.status.in_(["paid", "sent"])``, ``and_``/``or_``/``not_``,
+            ``.is_(None)``).  It becomes the trigger's ``WHEN`` condition, on
+            the new row for INSERT and UPDATE and on the old row for DELETE;
+            a write it rejects sends nothing and journals nothing.  Values are
+            written as literals of their column's type.  Part of the watch's
+            spec: a different condition is a different trigger.
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
@@ -340,6 +349,7 @@ class Notifier(Lifecycle):
             channel_label,
             use_overflow_table,
             durable,
+            where,
         )
         with self._lock:
             self._registry.add(model, request, self._running)

@@ -4,7 +4,8 @@ Writing a row (:meth:`MemoryDatabase.insert`, :meth:`~MemoryDatabase.update`,
 :meth:`~MemoryDatabase.delete`) fires the installed watches of that table
 and operation exactly as PostgreSQL's triggers do: the same payload
 (``{"ts": <epoch>, "row": {...}}`` with the watch's key and extra columns;
-``trigger_columns`` compared like ``IS DISTINCT FROM``), or for a durable
+``trigger_columns`` compared like ``IS DISTINCT FROM``, a ``where=`` condition
+evaluated in Python with SQL's NULL logic), or for a durable
 watch a journal row and the ``{"wake":true}`` wake-up.  Each write is its
 own committed transaction.  Everything here is thread-safe.
 """
@@ -295,6 +296,8 @@ class MemoryDatabase:
                 continue  # no trigger column changed (IS DISTINCT FROM)
             source = old if op is Operation.DELETE else new
             assert source is not None
+            if watch.condition is not None and not watch.condition.evaluate(source):
+                continue  # the where= condition rejects the row
             types = watch.column_types
             values = {c: encode_value(source.get(c), types.get(c)) for c in watch.payload_columns}
             row = json.dumps(values, separators=(",", ":"), ensure_ascii=False)

@@ -49,6 +49,7 @@ from .sql import (
     QUEUE_USAGE_SQL,
     REVOKE_FUNCTION_SQL,
     ROW_BODY,
+    ROWS_WHERE_SQL,
     STATEMENT_TRIGGER_SQL,
     TRANSITION_TABLE,
     TRIGGER_SQL,
@@ -226,6 +227,8 @@ class PostgresDialect(Dialect):
         if self.statement_level(watch):
             body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
             body_args["rows"] = TRANSITION_TABLE
+            condition = self.condition_sql(watch)
+            body_args["where"] = ROWS_WHERE_SQL.format(condition=condition) if condition else ""
             template = DURABLE_STATEMENT_BODY
         elif watch.durable:
             body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
@@ -240,13 +243,37 @@ class PostgresDialect(Dialect):
             template = ROW_BODY
         return template.format(**body_args)
 
+    def condition_sql(self, watch: Watch) -> str | None:
+        """The watch's ``where=`` condition as SQL on its trigger's row (``None``: none).
+
+        The row is ``NEW`` (``OLD`` for DELETE), or the transition table's
+        ``r`` in a per-statement trigger.  Literals follow the server's
+        ``standard_conforming_strings``, so the engine connects once first.
+        """
+        if watch.condition is None:
+            return None
+        if self.engine.dialect.server_version_info is None:
+            with self.engine.connect():
+                pass
+        ref = "OLD" if watch.operation.value == "delete" else "NEW"
+        if self.statement_level(watch):
+            ref = "r"
+        return watch.condition.render(self.engine.dialect, ref)
+
     def trigger_sql(self, watch: Watch) -> str:
         when = ""
+        tests = []
         if watch.trigger_columns:
-            cond = " OR ".join(
-                CHANGED_SQL.format(column=quote_ident(c)) for c in watch.trigger_columns
+            tests.append(
+                " OR ".join(
+                    CHANGED_SQL.format(column=quote_ident(c)) for c in watch.trigger_columns
+                )
             )
-            when = f" WHEN ({cond})"
+        condition = self.condition_sql(watch)
+        if condition and not self.statement_level(watch):
+            tests.append(condition)
+        if tests:
+            when = " WHEN (" + " AND ".join(f"({t})" if len(tests) > 1 else t for t in tests) + ")"
         if self.statement_level(watch):
             side = "OLD" if watch.operation.value == "delete" else "NEW"
             return STATEMENT_TRIGGER_SQL.format(
@@ -279,6 +306,8 @@ class PostgresDialect(Dialect):
             "overflow": watch.use_overflow_table,
             "per_statement": self.statement_level(watch),
         }
+        if watch.condition is not None:
+            meta["when"] = self.condition_sql(watch)
         if watch.durable:
             meta["journal"] = self.journal_schema_name()
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
@@ -461,5 +490,5 @@ class PostgresDialect(Dialect):
 
 def _spec_of(meta: dict[str, Any]) -> dict[str, Any]:
     """The watch spec an installed trigger records (for ``sqlnotify status``)."""
-    keys = ("keys", "columns", "trigger_columns", "label", "durable", "overflow")
+    keys = ("keys", "columns", "trigger_columns", "label", "durable", "overflow", "where")
     return {k: meta.get(k) for k in keys}

@@ -143,7 +143,7 @@ BEGIN
     INSERT INTO {journal} (channel, payload)
     SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
                                         'row', json_build_object({row}))::text
-    FROM {rows} r;
+    FROM {rows} r{where};
     IF FOUND THEN
         PERFORM pg_notify({channel}, {wake});
     END IF;
@@ -160,6 +160,8 @@ CREATE TRIGGER {trigger} AFTER {operation} ON {table}
 FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
 #: The ``WHEN`` condition's test for one of ``trigger_columns``.
 CHANGED_SQL = "OLD.{column} IS DISTINCT FROM NEW.{column}"
+#: A condition on the transition table's rows (``where=`` of a per-statement trigger).
+ROWS_WHERE_SQL = "\n    WHERE {condition}"
 #: PostgreSQL 14+ replaces a trigger in place.
 REPLACE_TRIGGER = ("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER")
 

@@ -101,8 +101,11 @@ TRIGGERS_SQL = (
 DROP_TRIGGER_SQL = "DROP TRIGGER IF EXISTS {trigger}"
 
 
-def create_trigger_sql(watch: Watch, comment: str) -> str:
-    """The ``CREATE TRIGGER`` statement of ``watch``; ``comment`` ends its first line."""
+def create_trigger_sql(watch: Watch, comment: str, condition: str | None = None) -> str:
+    """The ``CREATE TRIGGER`` statement of ``watch``; ``comment`` ends its first line.
+
+    ``condition``: the watch's ``where=`` condition as SQL on its row.
+    """
     ref = "OLD" if watch.operation.value == "delete" else "NEW"
     row = ", ".join(
         quote_sqlite_literal(c)
@@ -111,11 +114,18 @@ def create_trigger_sql(watch: Watch, comment: str) -> str:
         for c in watch.payload_columns
     )
     columns = when = ""
+    tests = []
     if watch.trigger_columns:
         columns = " OF " + ", ".join(quote_ident(c) for c in watch.trigger_columns)
-        when = " WHEN " + " OR ".join(
-            f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)}" for c in watch.trigger_columns
+        tests.append(
+            " OR ".join(
+                f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)}" for c in watch.trigger_columns
+            )
         )
+    if condition:
+        tests.append(condition)
+    if tests:
+        when = " WHEN " + " AND ".join(f"({t})" if len(tests) > 1 else t for t in tests)
     return TRIGGER_SQL.format(
         trigger=quote_ident(watch.channel),
         operation=watch.operation.value.upper(),
