@@ -98,6 +98,7 @@ class WatchRequest:
     use_overflow_table: bool
     durable: bool = False
     where: Condition | None = None
+    include_old: bool = False
 
     @classmethod
     def build(
@@ -111,8 +112,14 @@ class WatchRequest:
         use_overflow_table: bool,
         durable: bool = False,
         where: Any = None,
+        include_old: bool = False,
     ) -> WatchRequest:
         op = Operation.coerce(operation)
+        if include_old and op is not Operation.UPDATE:
+            raise SQLNotifyConfigurationError(
+                f"include_old only applies to Operation.UPDATE, not {op.value!r} (a DELETE"
+                f" event's row is the old row already; watch of {describe_target(target)})"
+            )
         triggers = _names(trigger_columns, "trigger_columns")
         if triggers and op is not Operation.UPDATE:
             raise SQLNotifyConfigurationError(
@@ -136,6 +143,7 @@ class WatchRequest:
             use_overflow_table=bool(use_overflow_table),
             durable=bool(durable),
             where=None if where is None else _condition(where),
+            include_old=bool(include_old),
         )
 
     @classmethod
@@ -155,6 +163,7 @@ class WatchRequest:
             bool(meta.get("overflow", False)),
             bool(meta.get("durable", False)),
             Condition.from_record(meta["where"], meta.get("when")) if meta.get("where") else None,
+            bool(meta.get("include_old", False)),
         )
 
     def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
@@ -215,6 +224,7 @@ class WatchRequest:
             column_types=types,
             default_schema=default_schema,
             condition=self.where,
+            include_old=self.include_old,
         )
 
 
@@ -237,6 +247,8 @@ class Watch:
     default_schema: str | None = None
     #: The server-side condition (``where=``), if any.
     condition: Condition | None = None
+    #: UPDATE: the old values of the payload columns travel too (``event.old``).
+    include_old: bool = False
 
     @property
     def key(self) -> tuple[str | None, str, Operation, str | None]:
@@ -245,6 +257,11 @@ class Watch:
     @property
     def payload_columns(self) -> tuple[str, ...]:
         return (*self.primary_keys, *self.extra_columns)
+
+    @property
+    def compared_columns(self) -> tuple[str, ...]:
+        """UPDATE: the columns ``changed_columns`` reports on (payload, then trigger columns)."""
+        return tuple(dict.fromkeys((*self.payload_columns, *self.trigger_columns)))
 
     @functools.cached_property
     def channel(self) -> str:
@@ -277,8 +294,8 @@ class Watch:
     def spec(self) -> dict[str, Any]:
         """Everything that shapes this watch's trigger and events (its channel hashes it).
 
-        ``where`` (the condition's key) is present only for a watch with a
-        condition, so watches without one keep their channels.
+        ``where`` (the condition's key) and ``include_old`` are present only
+        when set, so watches without them keep their channels.
         """
         spec: dict[str, Any] = {
             "schema": self.effective_schema,
@@ -293,6 +310,8 @@ class Watch:
         }
         if self.condition is not None:
             spec["where"] = self.condition.key
+        if self.include_old:
+            spec["include_old"] = True
         return spec
 
     @property
@@ -325,6 +344,8 @@ class Watch:
         }
         if self.condition is not None:
             meta["where"] = self.condition.key
+        if self.include_old:
+            meta["include_old"] = True
         return meta
 
     def named_objects(self) -> list[tuple[str, str]]:

@@ -306,6 +306,7 @@ class Notifier(Lifecycle):
         use_overflow_table: bool = False,
         durable: bool = False,
         where: Any = None,
+        include_old: bool = False,
     ) -> Notifier:
         """Watch one operation on one table; return the notifier, so calls chain.
 
@@ -338,6 +339,10 @@ class Notifier(Lifecycle):
             a write it rejects sends nothing and journals nothing.  Values are
             written as literals of their column's type.  Part of the watch's
             spec: a different condition is a different trigger.
+        :param include_old: UPDATE only: the event also carries the old
+            values of the key and extra columns (:attr:`ChangeEvent.old`),
+            typed like the new ones.  Every UPDATE event carries
+            :attr:`ChangeEvent.changed_columns`.
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
@@ -350,6 +355,7 @@ class Notifier(Lifecycle):
             use_overflow_table,
             durable,
             where,
+            include_old,
         )
         with self._lock:
             self._registry.add(model, request, self._running)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import types as sqltypes
 
 from .._journal import Row
-from .._payload import Notification
+from .._payload import CHG, OLD, Notification
 from .._watch import split_name, table_of
 from ..events import Operation
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
@@ -301,6 +301,12 @@ class MemoryDatabase:
             types = watch.column_types
             values = {c: encode_value(source.get(c), types.get(c)) for c in watch.payload_columns}
             row = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+            if op is Operation.UPDATE and old is not None and new is not None:
+                changed = [c for c in watch.compared_columns if old.get(c) != new.get(c)]
+                row += f',"{CHG}":' + json.dumps(changed, ensure_ascii=False)
+                if watch.include_old:
+                    was = {c: encode_value(old.get(c), types.get(c)) for c in watch.payload_columns}
+                    row += f',"{OLD}":' + json.dumps(was, separators=(",", ":"), ensure_ascii=False)
             payload = f'{{"ts":{time.time()!r},"row":{row}}}'
             if watch.durable:
                 self._append(watch.channel, payload)

@@ -59,6 +59,7 @@ from .sql import (
     journal_ddl,
     journal_insert_sql,
     pairs,
+    update_parts,
 )
 
 __all__ = ["PostgresDialect"]
@@ -194,13 +195,16 @@ class PostgresDialect(Dialect):
     def statement_level(self, watch: Watch) -> bool:
         """Whether the watch's trigger runs once per statement (over a transition table).
 
-        Only durable watches with the ``pg_journal_per_statement=True`` option,
-        and without ``trigger_columns`` (those compare old and new values row
-        by row).  One ``INSERT ... SELECT`` into the journal per statement
-        costs a statement of many rows far less than one insert per row, and
-        a single-row statement a little more.
+        Only durable INSERT and DELETE watches with the
+        ``pg_journal_per_statement=True`` option (an UPDATE compares old and
+        new values row by row, for ``changed_columns``).  One ``INSERT ...
+        SELECT`` into the journal per statement costs a statement of many
+        rows far less than one insert per row, and a single-row statement a
+        little more.
         """
-        return watch.durable and not watch.trigger_columns and self.journal_per_statement
+        return (
+            watch.durable and watch.operation.value != "update" and self.journal_per_statement
+        )
 
     @staticmethod
     def definer(watch: Watch) -> bool:
@@ -218,8 +222,10 @@ class PostgresDialect(Dialect):
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         if self.statement_level(watch):
             ref = "r"
+        update, truncated_changed = update_parts(watch)
         body_args = {
             "row": pairs(watch, watch.payload_columns, ref + "."),
+            "update": update,
             "limit": MAX_PAYLOAD,
             "channel": quote_literal(watch.channel),
             "wake": quote_literal(WAKE_PAYLOAD),
@@ -235,7 +241,9 @@ class PostgresDialect(Dialect):
             template = DURABLE_BODY
         else:
             truncate = TRUNCATE_SQL.format(
-                keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
+                keys=pairs(watch, watch.primary_keys, ref + "."),
+                limit=MAX_PAYLOAD,
+                changed=truncated_changed,
             )
             body_args["oversize"] = (
                 self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
