@@ -73,9 +73,7 @@ class Condition:
     @classmethod
     def build(cls, expression: Any) -> Condition:
         """Check ``expression``'s shape (its columns are checked by :meth:`check_columns`)."""
-        if not isinstance(expression, ColumnElement) or not isinstance(
-            expression.type, sa.Boolean
-        ):
+        if not isinstance(expression, ColumnElement) or not isinstance(expression.type, sa.Boolean):
             raise SQLNotifyConfigurationError(
                 f"where= takes a SQLAlchemy boolean expression over the watched table's"
                 f" columns, such as Order.total > 100 or Order.status.in_(['new', 'paid']),"
