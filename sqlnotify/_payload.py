@@ -8,8 +8,9 @@ payload's keys; a payload is the text of one JSON object:
 key        what it holds                                               written by
 =========  ==========================================================  ============
 ``ts``     the trigger's clock, seconds since the epoch (a number)     trigger, notify()
-``row``    the row: the key columns and extra columns (an object)      trigger, notify()
-``chg``    UPDATE only: the watched columns (keys, extra and trigger    trigger
+``row``    the row: the key columns and extra columns (an object;      trigger, notify()
+           empty for TRUNCATE, which has no row)
+``chg``    UPDATE only: the watched columns (keys, extra, trigger     trigger
            columns) whose value changed (``IS DISTINCT FROM``), a list
 ``old``    UPDATE with ``include_old=True``: the old values of the     trigger
            key and extra columns (an object, encoded like ``row``)

@@ -126,6 +126,11 @@ class WatchRequest:
                 f"trigger_columns only applies to Operation.UPDATE, not {op.value!r}"
                 f" (watch of {describe_target(target)})"
             )
+        if op is Operation.TRUNCATE and (extra_columns or where is not None):
+            raise SQLNotifyConfigurationError(
+                f"a TRUNCATE event has no row, so a TRUNCATE watch takes no extra_columns and"
+                f" no where= condition (watch of {describe_target(target)})"
+            )
         keys = _names(primary_keys, "primary_keys")
         if keys is not None and not keys:
             raise SQLNotifyConfigurationError("primary_keys must name at least one column")

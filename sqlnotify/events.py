@@ -24,12 +24,19 @@ class Operation(str, enum.Enum):
 
     Members compare equal to their lowercase string values, and every API
     that takes an operation accepts either (``Operation.INSERT`` or
-    ``"insert"``).
+    ``"insert"``).  ``TRUNCATE`` (PostgreSQL only) fires once per truncated
+    table, with no row; :meth:`rows` lists the three row operations.
     """
 
     INSERT = "insert"
     UPDATE = "update"
     DELETE = "delete"
+    TRUNCATE = "truncate"
+
+    @classmethod
+    def rows(cls) -> tuple[Operation, ...]:
+        """The row operations, every database has them: INSERT, UPDATE, DELETE."""
+        return (cls.INSERT, cls.UPDATE, cls.DELETE)
 
     def __str__(self) -> str:
         return self.value
@@ -116,7 +123,8 @@ class ChangeEvent(Mapping[str, Any]):
         The :class:`Operation`.
     ``id``
         The primary key: the value itself for a single-column key, a tuple in
-        the watch's ``primary_keys`` order for a composite key.
+        the watch's ``primary_keys`` order for a composite key.  ``None`` for
+        a TRUNCATE event, which has no row.
     ``extra_columns``
         A read-only mapping of the watch's ``extra_columns`` to their values
         (the new row for INSERT and UPDATE, the old row for DELETE).
@@ -357,7 +365,7 @@ class ChangeEvent(Mapping[str, Any]):
         ``table``
             string.
         ``operation``
-            ``"insert"``, ``"update"`` or ``"delete"``.
+            ``"insert"``, ``"update"``, ``"delete"`` or ``"truncate"``.
         ``id``
             the key's JSON form; a list for a composite key; ``null`` when
             ``status`` is ``"lost"``.

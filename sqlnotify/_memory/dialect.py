@@ -75,6 +75,10 @@ class MemoryDialect(Dialect):
         policy = policy or Policy()
         states = []
         for watch in watches:
+            if watch.operation.value == "truncate":
+                raise SQLNotifyConfigurationError(
+                    f"cannot watch {watch.describe()}: the memory database has no TRUNCATE"
+                )
             if watch.condition is not None:
                 watch.condition.evaluate({})  # refuses an operator it cannot evaluate, now
             target = watch.request.target

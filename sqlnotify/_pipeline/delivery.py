@@ -72,6 +72,7 @@ class Route:
         "converters",
         "keys",
         "op",
+        "required",
         "schema",
         "sender",
         "signal",
@@ -89,6 +90,8 @@ class Route:
         self.table = watch.table
         self.op = watch.operation
         self.keys = watch.primary_keys
+        #: The key columns a row must hold (a TRUNCATE event has no row).
+        self.required = () if watch.operation.value == "truncate" else watch.primary_keys
         #: UPDATE payloads carry ``chg`` (and ``old``): decoded apart.
         self.update = watch.operation.value == "update"
         conv: list[tuple[str, Converter]] = []
@@ -140,7 +143,7 @@ class Route:
         if ts is not None and (type(ts) is not float and type(ts) is not int):
             raise ValueError(f"'ts' is a {type(ts).__name__}, not a number")
         if not data.get(LOST):
-            for key in self.keys:
+            for key in self.required:
                 if key not in row:
                     raise ValueError(f"the row lacks its key column {key!r}")
         for name, fn in self.converters:

@@ -54,6 +54,8 @@ from .sql import (
     TRANSITION_TABLE,
     TRIGGER_SQL,
     TRUNCATE_SQL,
+    TRUNCATE_TRIGGER_SQL,
+    TRUNCATED_BODY,
     WAKE_PAYLOAD,
     dollar_quote,
     journal_ddl,
@@ -203,7 +205,9 @@ class PostgresDialect(Dialect):
         little more.
         """
         return (
-            watch.durable and watch.operation.value != "update" and self.journal_per_statement
+            watch.durable
+            and watch.operation.value in ("insert", "delete")
+            and self.journal_per_statement
         )
 
     @staticmethod
@@ -219,6 +223,15 @@ class PostgresDialect(Dialect):
 
     def function_body(self, watch: Watch) -> str:
         """The PL/pgSQL source of the watch's trigger function (``pg_proc.prosrc``)."""
+        if watch.operation.value == "truncate":
+            durable = watch.durable
+            return TRUNCATED_BODY.format(
+                insert=journal_insert_sql(self.journal_schema_name(), watch.channel)
+                if durable
+                else "",
+                channel=quote_literal(watch.channel),
+                message=quote_literal(WAKE_PAYLOAD) if durable else "payload",
+            )
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         if self.statement_level(watch):
             ref = "r"
@@ -269,6 +282,12 @@ class PostgresDialect(Dialect):
         return watch.condition.render(self.engine.dialect, ref)
 
     def trigger_sql(self, watch: Watch) -> str:
+        if watch.operation.value == "truncate":
+            return TRUNCATE_TRIGGER_SQL.format(
+                trigger=quote_ident(watch.channel),
+                table=self.table_ref(watch),
+                function=self.function_ref(watch),
+            )
         when = ""
         tests = []
         if watch.trigger_columns:

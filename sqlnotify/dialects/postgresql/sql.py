@@ -152,6 +152,23 @@ BEGIN
 END;
 """
 
+# TRUNCATE: one event per truncated table, no row (statement-level trigger).
+TRUNCATED_BODY = """
+DECLARE
+    payload text;
+BEGIN
+    payload := '{{"ts":' || extract(epoch from clock_timestamp()) || ',"row":{{}}}}';
+    {insert}
+    IF pg_notify({channel}, {message}) IS NULL THEN
+        NULL;
+    END IF;
+    RETURN NULL;
+END;
+"""
+TRUNCATE_TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER TRUNCATE ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
+
 STATEMENT_TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
 REFERENCING {side} TABLE AS {rows} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""

@@ -144,6 +144,12 @@ class SQLiteDialect(Dialect):
                 f"cannot watch {watch.describe()}: sqlnotify watches tables of the main SQLite"
                 " database only, not of attached databases (schema must be None or 'main')"
             )
+        if watch.operation.value == "truncate":
+            raise SQLNotifyConfigurationError(
+                f"cannot watch {watch.describe()}: SQLite has no TRUNCATE; its DELETE without"
+                " WHERE fires the row triggers of a table that has them, so watch"
+                " Operation.DELETE to hear of every removed row"
+            )
         watch.check_names(max_bytes=None, database="SQLite")
 
     def condition_sql(self, watch: Watch) -> str | None:

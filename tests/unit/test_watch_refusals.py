@@ -1,4 +1,4 @@
-"""Conditions (``where=``) refused before any trigger exists, with a message that says why."""
+"""Conditions (``where=``) and TRUNCATE watches refused before any trigger exists, saying why."""
 
 from __future__ import annotations
 
@@ -61,3 +61,11 @@ def test_the_memory_dialect_refuses_what_it_cannot_evaluate_at_start() -> None:
 def test_the_key_holds_the_values_so_different_values_differ() -> None:
     assert Condition.build(TABLE.c.total > 1).key != Condition.build(TABLE.c.total > 2).key
     assert Condition.build(TABLE.c.total > 1).key == Condition.build(TABLE.c.total > 1).key
+
+
+def test_the_memory_dialect_refuses_truncate() -> None:
+    engine = sa.create_engine("sqlite://")
+    MemoryDatabase.of(engine).define(TABLE)
+    n = Notifier(engine, dialect=MemoryDialect).watch(TABLE, "truncate")
+    with pytest.raises(SQLNotifyConfigurationError, match="no TRUNCATE"):
+        n.install()
