@@ -7,7 +7,7 @@ import time
 import pytest
 import sqlalchemy as sa
 from support.faults import insert
-from support.pgbouncer import bouncer_fixture, pooled_engine_fixture  # noqa: F401
+from support.pgbouncer import Bouncer, bouncer_fixture, pgbouncer_binary, pooled_engine_fixture  # noqa: F401
 from support.watching import make_table
 
 from sqlnotify import Notifier
@@ -160,3 +160,25 @@ def test_poll_mode_options_are_checked(pg_engine: sa.Engine) -> None:
         Notifier(pg_engine, pg_listen="no")
     with pytest.raises(SQLNotifyConfigurationError, match="pg_poll_interval"):
         Notifier(pg_engine, pg_poll_interval=0)
+
+
+def test_listen_mode_behind_a_session_pooler_works(
+    pg_url: str, pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    if pgbouncer_binary() is None:
+        pytest.skip("pgbouncer is not installed")
+    pooler = Bouncer(sa.make_url(pg_url), pool_mode="session")
+    engine = sa.create_engine(pooler.url())
+    try:
+        table = make_table(pg_engine, schema=schema)
+        n = Notifier(engine).watch(table, "insert")  # a pooler, but sessions are kept
+        notifiers.append(n)
+        rec = EventRecorder()
+        n.subscribe(table, "insert")(rec)
+        n.start(timeout=30)
+        insert(engine, table, range(1, 4))
+        assert [e.id for e in rec.wait_for(3, timeout=10)] == [1, 2, 3]
+        n.stop()
+    finally:
+        engine.dispose()
+        pooler.stop()
