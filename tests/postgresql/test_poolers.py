@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
@@ -11,7 +13,9 @@ from support.pgbouncer import Bouncer, bouncer_fixture, pgbouncer_binary, pooled
 from support.watching import make_table
 
 from sqlnotify import Notifier
+from sqlnotify.dialects.postgresql import PostgresJournal, listener_dsn
 from sqlnotify.dialects.postgresql.ownership import channel_lock
+from sqlnotify.dialects.postgresql.poll import PollSource
 from sqlnotify.exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
 from sqlnotify.testing import EventRecorder
 
@@ -182,3 +186,48 @@ def test_listen_mode_behind_a_session_pooler_works(
     finally:
         engine.dispose()
         pooler.stop()
+
+
+def test_poll_mode_on_a_direct_connection_reads_with_plain_statements(
+    pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    table = make_table(pg_engine, schema=schema)
+    n = _poller(pg_engine, table, schema)
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start(timeout=30)
+    journal = n.dialect.journal()
+    assert isinstance(journal, PostgresJournal) and journal.pooled
+    assert "options" not in journal.dsn  # a pooler refuses startup options
+    insert(pg_engine, table, range(1, 51))
+    assert [e.id for e in rec.wait_for(50, timeout=20)] == list(range(1, 51))
+    # No LISTEN session: a listening source would hold the channel's lock.
+    assert _locks_held(pg_engine, n.watches[0].channel) == 0
+
+
+def test_poll_source_paces_its_reads(pg_url: str) -> None:
+    dsn = listener_dsn(sa.make_url(pg_url))
+    stop = threading.Event()
+    source = PollSource(
+        dsn, ["c1", "c2"], wake_payload="w", interval=0.4, min_interval=0.01, stop=stop
+    )
+    r, w = os.pipe()
+    try:
+        first = source.wait(1.0, r)  # due at once after connecting
+        assert [(x.channel, x.payload) for x in first] == [("c1", "w"), ("c2", "w")]
+        pauses = []
+        for _ in range(8):
+            source.checked(False)
+            pauses.append(source.pacer.pause(10.0))
+        assert pauses == sorted(pauses) and pauses[-1] == 0.4  # backs off up to the interval
+        source.checked(True)
+        assert source.pacer.pause(10.0) == 0.01  # quick again once events come
+        os.write(w, b"\0")  # a commit of the notifier's own engine
+        assert source.wait(1.0, r) == ()  # the listener drains the pipe first ...
+        os.read(r, 16)
+        assert len(source.wait(1.0, r)) == 2  # ... then the read is due at once
+    finally:
+        source.close()
+        os.close(r)
+        os.close(w)
