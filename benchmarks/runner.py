@@ -36,6 +36,7 @@ def all_cases() -> list[Case]:
         events_cases.INCLUDE_OLD,
         pg_cases.DURABLE,
         pg_cases.DURABLE_LATENCY,
+        pg_cases.POLL_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
     ]
