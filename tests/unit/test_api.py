@@ -118,7 +118,7 @@ def test_operation_accepts_members_and_strings() -> None:
     assert Operation.coerce(Operation.DELETE) is Operation.DELETE
     assert Operation.INSERT == "insert" and str(Operation.INSERT) == "insert"
     assert Operation.coerce("truncate") is Operation.TRUNCATE
-    with pytest.raises(SQLNotifyConfigurationError, match="'upsert'.*'truncate'"):
+    with pytest.raises(SQLNotifyConfigurationError, match=r"'upsert'.*'truncate'"):
         Operation.coerce("upsert")
     with pytest.raises(SQLNotifyConfigurationError):
         Operation.coerce(3)  # type: ignore[arg-type]
