@@ -183,7 +183,7 @@ def _base_converter(t: Any, dialect: str) -> Converter | None:
     if isinstance(t, sqltypes.Enum):
         return _enum_converter(t)
     if isinstance(t, sqltypes.Boolean):
-        return to_bool if dialect == "sqlite" else None
+        return None if dialect == "postgresql" else to_bool  # SQLite, MySQL: integers
     if isinstance(t, sqltypes.DateTime):
         return to_datetime
     if isinstance(t, sqltypes.Date):
