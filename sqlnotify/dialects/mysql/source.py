@@ -149,9 +149,7 @@ class MySQLSource(Source):
                 )
             else:
                 oldest = rows[0][0] if rows else None
-                limit = (
-                    self._server_now() - self.SETTLE if oldest is None else float(oldest)
-                )
+                limit = self._server_now() - self.SETTLE if oldest is None else float(oldest)
                 return pos.settle(min(limit, self._server_now() - self.SETTLE))
         return pos.settle(self._server_now() - self._options.late_window)
 

@@ -94,8 +94,7 @@ CREATE TABLE IF NOT EXISTS {qualified(db, STATE_TABLE)} (
 
 def insert_sql(db: str) -> str:
     return (
-        f"INSERT INTO {qualified(db, LOG_TABLE)} (`ts`, `channel`, `payload`)"
-        " VALUES (%s, %s, %s)"
+        f"INSERT INTO {qualified(db, LOG_TABLE)} (`ts`, `channel`, `payload`) VALUES (%s, %s, %s)"
     )
 
 
