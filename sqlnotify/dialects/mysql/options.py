@@ -15,7 +15,6 @@ __all__ = ["OPTION_NAMES", "MySQLOptions"]
 OPTION_NAMES = {
     "mysql_retention": "retention",
     "mysql_poll_interval": "poll_interval",
-    "mysql_late_window": "late_window",
 }
 
 
@@ -39,15 +38,10 @@ class MySQLOptions:
     ``mysql_poll_interval`` (default 0.1 s)
         The longest pause between two reads of the change log while idle
         (after activity the listener reads again within a millisecond).
-    ``mysql_late_window`` (default 60 s)
-        Without the ``PROCESS`` privilege the listener cannot see which
-        transactions are still open: an id missing from the log is waited
-        for this long before it is taken as rolled back.
     """
 
     retention: float = 3600.0
     poll_interval: float = 0.1
-    late_window: float = 60.0
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> MySQLOptions:

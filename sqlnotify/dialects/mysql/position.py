@@ -5,16 +5,16 @@ transactions commit: id 7 may become visible after id 8, or never (rolled
 back).  A reader that only remembered "everything up to 8" would skip a
 late 7 for good.  A :class:`LogPosition` therefore remembers, below its
 ``high`` mark, the *pending* ranges: ids it has not seen, each with the
-server time it first noticed the hole.
+time (the reader's clock) it first noticed the hole.
 
-A hole's id was allocated by a transaction that started before the read
-which noticed the hole (the id below a visible row was handed out before
-that row was).  Once no InnoDB transaction that started at or before that
-time is still open (``information_schema.INNODB_TRX``), whatever the hole's
-transaction did is final: the id was committed (and a re-read finds it) or
-rolled back (and never appears).  Only then does the reader drop the hole.
-Without the ``PROCESS`` privilege the reader cannot see open transactions;
-it then drops a hole after a fixed window (``mysql_late_window``).
+Which holes are final?  The statement that took an id inserts the id's
+row at once, and an uncommitted row is locked by its transaction until it
+commits or rolls back.  So once a hole is a moment old, a locking read of
+it with ``NOWAIT`` tells: it fails at once while a writer still holds one
+of its ids; when it succeeds, every id of the hole was committed (the next
+read returns it) or rolled back (it never appears), and the reader drops
+the hole after that read (:mod:`.source`).  The reader never skips a late
+commit, and pays for it only while holes are pending.
 
 This module holds no SQL: :class:`LogPosition` is plain data, saved as
 JSON for named consumers.
@@ -29,7 +29,7 @@ from typing import Any
 
 __all__ = ["LogPosition", "Pending"]
 
-#: ``(first, last, seen_at)``: ids not yet seen and when the hole was noticed (server time).
+#: ``(first, last, seen_at)``: ids not yet seen and when the hole was noticed.
 Pending = tuple[int, int, float]
 
 

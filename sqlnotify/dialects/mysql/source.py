@@ -2,8 +2,9 @@
 
 Used by the listener thread only.  Each check is one indexed query: rows
 after the position's ``high`` mark, plus the ids still pending below it
-(see :mod:`.position`).  While holes are pending, at most one more query
-per check asks for the oldest open transaction, to learn which holes are
+(see :mod:`.position`).  While holes older than :attr:`MySQLSource.SETTLE`
+are pending, a locking read with ``NOWAIT`` probes them a few times a second
+(a writer still holding one makes it fail at once), to learn which are
 final.  Between checks the source sleeps on the listener's wake-up
 descriptor, for a pause that starts near a millisecond after activity and
 doubles up to ``mysql_poll_interval`` while idle.
@@ -49,8 +50,8 @@ class MySQLSource(Source):
     MAX_ROWS = 10_000
     #: Pending ranges kept at most (the oldest are dropped beyond, with a warning).
     MAX_PENDING = 200
-    #: A hole is checked against open transactions only this long after it was noticed
-    #: (``INNODB_TRX`` is a cache refreshed every 0.1 s).
+    #: A hole is probed only this long after it was noticed: the id's row is
+    #: inserted (and locked) by the statement that took the id, within this time.
     SETTLE = 1.0
     #: Time spent pruning per turn at most.
     PRUNE_BUDGET = 0.02
@@ -74,12 +75,14 @@ class MySQLSource(Source):
         self._consumer_expiry = consumer_expiry
         self._prune_every = min(60.0, max(0.05, options.retention / 4))
         self._next_prune = time.monotonic() + min(1.0, self._prune_every)
-        self._can_see_trx = True
+        self._next_probe = 0.0
+        self._operational = server.OperationalError
         try:
             self._conn = server.connect()
         except self._error as exc:
             raise SourceDisconnected(f"cannot connect to MySQL: {exc}") from exc
         try:
+            execute(self._conn, sql.READ_COMMITTED_SQL)
             reader = cursor.reader
             if reader is None:
                 reader = JournalReader(
@@ -121,42 +124,38 @@ class MySQLSource(Source):
                 reader.on_gap(first, upto)
 
     # -- reading ------------------------------------------------------------------
-    def _server_now(self) -> float:
-        return float(execute(self._conn, sql.NOW_SQL)[0][0])
+    def _settled_before(self, pos: LogPosition) -> float | None:
+        """Holes noticed before this (client) time are final (see :mod:`.position`).
 
-    def _settle(self, pos: LogPosition) -> LogPosition:
-        """Drop the holes whose transactions are all over (see :mod:`.position`)."""
+        ``None``: no hole is old enough, or a writer still holds one of them.
+        Probed *before* the read that re-reads the holes: a transaction that
+        commits in between is read.
+        """
         if not pos.pending:
-            return pos
-        now = time.time()
-        oldest_seen = pos.pending[0][2]
-        for p in pos.pending:
-            oldest_seen = min(oldest_seen, p[2])
-        if oldest_seen > now - self.SETTLE:  # the client's clock: only a hint to wait
-            return pos
-        if self._can_see_trx:
-            try:
-                rows = execute(self._conn, sql.OLDEST_TRX_SQL)
-            except self._error as exc:
-                if "denied" not in str(exc).lower():
-                    raise
-                self._can_see_trx = False
-                self._log.warning(
-                    "the MySQL listener cannot read information_schema.INNODB_TRX (grant it"
-                    " PROCESS): ids missing from the change log are taken as rolled back after"
-                    " mysql_late_window (%gs); a transaction open longer than that is missed",
-                    self._options.late_window,
-                )
-            else:
-                oldest = rows[0][0] if rows else None
-                limit = self._server_now() - self.SETTLE if oldest is None else float(oldest)
-                return pos.settle(min(limit, self._server_now() - self.SETTLE))
-        return pos.settle(self._server_now() - self._options.late_window)
+            return None
+        now = time.monotonic()
+        if now < self._next_probe:
+            return None
+        self._next_probe = now + self.SETTLE / 4
+        cutoff = time.time() - self.SETTLE
+        old = [p for p in pos.pending if p[2] < cutoff]
+        if not old:
+            return None
+        params: list[Any] = []
+        for first, last, _ in old:
+            params += [first, last]
+        try:
+            execute(self._conn, sql.probe_sql(self._db, len(old)), params)
+        except self._operational as exc:
+            if exc.args and exc.args[0] in sql.LOCKED_ERRORS:
+                return None  # a writer still holds one: wait
+            raise
+        return cutoff
 
     def _fetch(self, after: LogPosition, limit: int) -> list[tuple[Any, str, str | None]]:
-        settled = self._settle(after) if self._fetches == 0 else after
+        before = self._settled_before(after) if self._fetches == 0 else None
         self._fetches += 1
-        settled, dropped = settled.trim(self.MAX_PENDING)
+        start, dropped = after.trim(self.MAX_PENDING)
         if dropped:
             self._log.warning(
                 "the MySQL listener gave up waiting for %d ranges of change-log ids (more than"
@@ -166,21 +165,22 @@ class MySQLSource(Source):
             )
         rows = execute(
             self._conn,
-            sql.fetch_sql(self._db, len(settled.pending)),
-            (*settled.params(), limit),
+            sql.fetch_sql(self._db, len(start.pending)),
+            (*start.params(), limit),
         )
         out: list[tuple[Any, str, str | None]] = []
-        pos = settled
+        pos = start
         seen_at: float | None = None
         for row_id, channel, payload in rows:
             rid = int(row_id)
             if rid > pos.high + 1 and seen_at is None:
-                seen_at = self._server_now()  # after the read: no earlier transaction hides
+                seen_at = time.time()
             pos = pos.after(rid, seen_at if seen_at is not None else 0.0)
             out.append((pos, channel, payload))
-        if settled is not after and not out:
-            # Only holes were dropped: move the position with a row of no payload.
-            out.append((settled, "", None))
+        final = pos if before is None else pos.settle(before)
+        if final is not pos or (start is not after and not out):
+            # Holes found final (or given up): move the position with a row of no payload.
+            out.append((final, "", None))
         return out
 
     def _check(self) -> list[RawNotification]:

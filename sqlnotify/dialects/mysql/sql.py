@@ -67,8 +67,10 @@ VERSION_SQL = "SELECT VERSION()"
 TABLE_EXISTS_SQL = (
     "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
 )
-#: The start of the oldest open InnoDB transaction (``NULL``: none); needs ``PROCESS``.
-OLDEST_TRX_SQL = "SELECT UNIX_TIMESTAMP(MIN(trx_started)) FROM information_schema.INNODB_TRX"
+#: The listener reads committed rows only and takes no gap locks.
+READ_COMMITTED_SQL = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+#: Error codes of a locking read that met a lock under ``NOWAIT`` (MariaDB, MySQL).
+LOCKED_ERRORS = (1205, 3572)
 
 
 # -- the change log ---------------------------------------------------------------
@@ -105,6 +107,16 @@ def fetch_sql(db: str, ranges: int) -> str:
         f"SELECT `id`, `channel`, `payload` FROM {qualified(db, LOG_TABLE)}"
         f" WHERE `id` > %s{late} ORDER BY `id` LIMIT %s"
     )
+
+
+def probe_sql(db: str, ranges: int) -> str:
+    """A locking read of ``ranges`` pending ranges that fails at once on an open writer's row.
+
+    An uncommitted insert holds its row's lock: the read meets it and fails
+    (:data:`LOCKED_ERRORS`); without one, every id of the ranges is final.
+    """
+    where = " OR ".join("`id` BETWEEN %s AND %s" for _ in range(ranges))
+    return f"SELECT `id` FROM {qualified(db, LOG_TABLE)} WHERE {where} FOR UPDATE NOWAIT"
 
 
 def end_sql(db: str) -> str:
