@@ -58,7 +58,6 @@ def test_killed_listener_loses_nothing(mysql_engine: sa.Engine, notifiers: list[
     rec = EventRecorder()
     n.subscribe(table, "insert")(rec)
     n.start()
-    kills = 0
     killer = sa.create_engine(mysql_engine.url, poolclass=sa.pool.NullPool)
     with mysql_engine.connect() as writer:
         own = writer.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
@@ -72,8 +71,7 @@ def test_killed_listener_loses_nothing(mysql_engine: sa.Engine, notifiers: list[
                 # The listener is connected again before the next kill.
                 wait_until(lambda: n.health()["connected"], 10, "the listener connected")
                 wait_until(lambda: kill_listeners(killer, own), 10, "a connection to kill")
-                kills += 1
-    assert kills == KILLS
+    killer.dispose()
     wait_until(lambda: len(rec.events) >= WRITES, 120, f"{WRITES} events")
     ids = [e.id for e in rec.events]
     assert sorted(set(ids)) == list(range(WRITES))
