@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._journal import JournalReader
+from ..._pacer import Pacer
 from ...exceptions import SQLNotifyListenerError
 from ..base import RawNotification, Source, SourceDisconnected
-from ..sqlite.wake import Pacer
 from . import sql
 from .connection import MySQLServer, execute
 from .consumers import log_end, prune_log, pruned_mark
