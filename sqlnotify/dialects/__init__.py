@@ -25,7 +25,7 @@ _DRIVER_PACKAGES = {
     "asyncpg": "asyncpg",
     "aiosqlite": "aiosqlite",
     "pg8000": "pg8000",
-    "pymysql": "'sqlnotify[mysql]'",
+    "pymysql": "pymysql",
     "MySQLdb": "mysqlclient",
 }
 

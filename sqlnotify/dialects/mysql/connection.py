@@ -37,7 +37,7 @@ class MySQLServer:
             import pymysql
         except ImportError as exc:
             raise SQLNotifyConfigurationError(
-                "sqlnotify's MySQL dialect needs PyMySQL: pip install 'sqlnotify[mysql]'"
+                "sqlnotify's MySQL dialect needs PyMySQL (the mysql extra): pip install pymysql"
             ) from exc
         self.driver: Any = pymysql
         self.url = pymysql_url(url)
