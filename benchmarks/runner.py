@@ -23,7 +23,7 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import pg_cases, sqlite_cases
+    from benchmarks import mysql_cases, pg_cases, sqlite_cases
 
     cases = [
         pg_cases.THROUGHPUT,
@@ -37,6 +37,7 @@ def all_cases() -> list[Case]:
         pg_cases.POLL_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
+        mysql_cases.MYSQL,
     ]
     return cases
 
