@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from sqlnotify import Notifier
 from sqlnotify.dialects.mysql import LogPosition, MySQLSource
-from sqlnotify.exceptions import SQLNotifyConfigurationError
+from sqlnotify.exceptions import SQLNotifyConfigurationError, SQLNotifyException
 from sqlnotify.testing import EventRecorder, wait_until
 
 TIMEOUT = 10.0
@@ -217,3 +217,28 @@ def test_status_replace_and_uninstall(mysql_engine: sa.Engine, notifiers: list[N
 def test_unknown_option(mysql_engine: sa.Engine) -> None:
     with pytest.raises(SQLNotifyConfigurationError, match="mysql_retention"):
         Notifier(mysql_engine, mysql_retension=1)
+
+
+def test_offline_ddl_installs_what_install_does(mysql_engine: sa.Engine) -> None:
+    table = items(mysql_engine)
+    n = Notifier(mysql_engine).watch(table, "insert", extra_columns=["name"])
+    with mysql_engine.begin() as conn:
+        for statement in n.ddl():
+            conn.exec_driver_sql(statement.replace("%", "%%"))
+    (row,) = n.dialect.status()
+    assert row["state"] == "installed"
+    assert [s.state for s in n.install()] == ["unchanged"]
+
+
+def test_one_process_per_consumer_name(mysql_engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    table = items(mysql_engine)
+    first = Notifier(mysql_engine, consumer="one").watch(table, "insert")
+    notifiers.append(first)
+    first.start()
+    second = Notifier(mysql_engine, consumer="one").watch(table, "insert")
+    notifiers.append(second)
+    with pytest.raises(SQLNotifyException, match="already active"):
+        second.start()
+    first.stop()
+    second.start()  # the name is free again
+    assert second.health()["running"]

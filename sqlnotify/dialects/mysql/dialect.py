@@ -143,11 +143,24 @@ class MySQLDialect(Dialect):
     def fingerprint(self, watch: Watch) -> str:
         return digest(self._trigger_sql(watch), 32)
 
+    def _meta(self, watch: Watch) -> str:
+        return json.dumps({"v": FORMAT_VERSION, "fp": self.fingerprint(watch), **watch.metadata()})
+
     def ddl(self, watch: Watch) -> list[str]:
+        """The statements, with the trigger's recorded description (``status`` reads it)."""
+        schema = self._schema(watch)
+        record = sql.save_meta_sql(self.db).replace("%s", "{}")
         return [
             sql.log_table_sql(self.db),
-            sql.DROP_TRIGGER_SQL.format(trigger=sql.qualified(self._schema(watch), watch.channel)),
+            sql.state_table_sql(self.db),
+            sql.triggers_table_sql(self.db),
+            sql.DROP_TRIGGER_SQL.format(trigger=sql.qualified(schema, watch.channel)),
             self._trigger_sql(watch),
+            record.format(
+                sql.quote_literal(schema),
+                sql.quote_literal(watch.channel),
+                sql.quote_literal(self._meta(watch)),
+            ),
         ]
 
     # -- installation ---------------------------------------------------------
@@ -203,7 +216,6 @@ class MySQLDialect(Dialect):
     def _create(self, conn: Any, watch: Watch, replace: bool) -> None:
         schema = self._schema(watch)
         trigger = sql.qualified(schema, watch.channel)
-        meta = {"v": FORMAT_VERSION, "fp": self.fingerprint(watch), **watch.metadata()}
         if replace:
             execute(conn, sql.LOCK_TABLE_SQL.format(table=sql.qualified(schema, watch.table)))
             try:
@@ -214,7 +226,7 @@ class MySQLDialect(Dialect):
         else:
             execute(conn, sql.DROP_TRIGGER_SQL.format(trigger=trigger))
             execute(conn, self._trigger_sql(watch))
-        execute(conn, sql.save_meta_sql(self.db), (schema, watch.channel, json.dumps(meta)))
+        execute(conn, sql.save_meta_sql(self.db), (schema, watch.channel, self._meta(watch)))
 
     def install(
         self, watches: Sequence[Watch], *, revoke: bool, policy: Policy | None = None
