@@ -61,10 +61,14 @@ class MySQLServer:
         self.OperationalError: type[Exception] = pymysql.err.OperationalError
 
     def connect(self, read_timeout: float | None = None, database: str | None = None) -> Any:
-        """A new autocommit connection (used by one thread at a time)."""
+        """A new autocommit connection (used by one thread at a time).
+
+        ``read_timeout`` also bounds the connection attempt.
+        """
         kwargs = dict(self._kwargs)
         if read_timeout is not None:
             kwargs["read_timeout"] = read_timeout
+            kwargs["connect_timeout"] = max(0.1, min(CONNECT_TIMEOUT, read_timeout))
         if database is not None:
             kwargs["database"] = database
         return self.driver.connect(**kwargs)
