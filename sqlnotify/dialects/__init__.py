@@ -25,12 +25,16 @@ _DRIVER_PACKAGES = {
     "asyncpg": "asyncpg",
     "aiosqlite": "aiosqlite",
     "pg8000": "pg8000",
+    "pymysql": "pymysql",
+    "MySQLdb": "mysqlclient",
 }
 
 #: SQLAlchemy dialect name -> "module:ClassName"
 registry: dict[str, str] = {
     "postgresql": "sqlnotify.dialects.postgresql:PostgresDialect",
     "sqlite": "sqlnotify.dialects.sqlite:SQLiteDialect",
+    "mysql": "sqlnotify.dialects.mysql:MySQLDialect",
+    "mariadb": "sqlnotify.dialects.mysql:MariaDBDialect",
 }
 
 
