@@ -38,6 +38,7 @@ FOLDER_MARKERS = {
     "adapters": "adapters",
     "docs": "docs",
     "conformance": "conformance",
+    "redis": "redis",
 }
 #: The marker a fixture gives the tests that use it, wherever they live.
 FIXTURE_MARKERS = {"pg_url": "postgresql", "sqlite_path": "sqlite"}

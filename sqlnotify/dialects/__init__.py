@@ -25,12 +25,14 @@ _DRIVER_PACKAGES = {
     "asyncpg": "asyncpg",
     "aiosqlite": "aiosqlite",
     "pg8000": "pg8000",
+    "redis": "'sqlnotify[redis]'",
 }
 
 #: SQLAlchemy dialect name -> "module:ClassName"
 registry: dict[str, str] = {
     "postgresql": "sqlnotify.dialects.postgresql:PostgresDialect",
     "sqlite": "sqlnotify.dialects.sqlite:SQLiteDialect",
+    "redis": "sqlnotify.dialects.redis:RedisStreams",
 }
 
 
