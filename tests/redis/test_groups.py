@@ -57,7 +57,8 @@ def write(engine: sa.Engine, table: sa.Table, ids: range, per_transaction: int =
 def got(client: redis.Redis, prefix: str, group: str) -> list[tuple[str, int]]:
     out = []
     for item in client.lrange(f"{prefix}got:{group}", 0, -1):
-        name, _, ident = item.decode().partition(":")
+        text = item.decode() if isinstance(item, bytes) else item
+        name, _, ident = text.partition(":")
         out.append((name, int(ident)))
     return out
 
