@@ -94,6 +94,7 @@ class Relay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watches: list[Watch] = []
+        self._numbers: dict[str, int] = {}
         #: ``True`` while this relay is the active one.
         self.active = False
         #: Entries appended by this relay.
@@ -234,15 +235,17 @@ class Relay:
             store.save(self.consumer, position)
         reader = JournalReader(position, channels, stamp=store.stamp, make=_row)
         numbers, recent = self._tails(channels)
+        for channel, n in self._numbers.items():
+            # Redis lost the streams (restarted): numbering goes on from where
+            # this relay was, so consumer groups see the lost range as a gap.
+            numbers[channel] = max(numbers.get(channel, 0), n)
+        self._numbers = numbers
         retention = self.retention
         saved = position
         while not stop.is_set():
             items = reader.read(lambda after, limit: store.read(after, channels, limit), self.batch)
             self._lag_events = len(items)
             if items:
-                if not self.client.exists(*[stream_key(self.prefix, c) for c in channels]):
-                    # Redis lost the streams: numbering goes on, so groups see the gap.
-                    recent = {c: set() for c in channels}
                 pipe = self.client.pipeline(transaction=True)
                 added = 0
                 for channel, payload, stamped in items:

@@ -72,7 +72,10 @@ class RedisStreams(Dialect):
             url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
         )
         self.ledger = Ledger()
-        self._reader = JournalReader(0)
+        #: The last entry number the group is known to have got, by stream
+        #: (kept across reconnects and restarts of the notifier).
+        self.seen: dict[str, int] = {}
+        self._joined = False
 
     @property
     def name(self) -> str:
@@ -126,7 +129,11 @@ class RedisStreams(Dialect):
             raise SQLNotifyListenerError("the listener stopped before it connected")
         keys = [stream_key(self.prefix, c) for c in channels]
         try:
-            ensure_groups(self.client, keys, self.group, "$")
+            # A new group starts at the streams' end (as a new consumer starts
+            # at the journal's end); one that vanished since is made anew at
+            # the start of what the streams hold now.
+            ensure_groups(self.client, keys, self.group, "0" if self._joined else "$")
+            self._joined = True
         except redis.RedisError as exc:
             raise SQLNotifyListenerError(f"could not join the Redis consumer group: {exc}") from exc
         return RedisSource(
@@ -138,7 +145,8 @@ class RedisStreams(Dialect):
             ledger=self.ledger,
             claim_idle=self.claim_idle,
             log=self.log,
-            reader=self._reader,
+            reader=JournalReader(self.ledger.last),
+            seen=self.seen,
         )
 
     def inspect(self, timeout: float) -> dict[str, Any]:

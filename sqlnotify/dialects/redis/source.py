@@ -104,6 +104,7 @@ class RedisSource(Source):
         claim_idle: float,
         log: logging.Logger,
         reader: JournalReader,
+        seen: dict[str, int],
     ) -> None:
         self._client = client
         self._keys = list(keys)
@@ -117,7 +118,9 @@ class RedisSource(Source):
         self._log = log
         self._script = client.register_script(READ_SCRIPT)
         #: The last entry number this consumer knows its group got, by stream.
-        self._seen: dict[str, int] = {k: 0 for k in keys}
+        self._seen = seen
+        for key in keys:
+            seen.setdefault(key, 0)
         self.reader = reader
         self.last_alive = time.time()
         #: Entries claimed from other consumers.
