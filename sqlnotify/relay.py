@@ -17,8 +17,10 @@ twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ from .dialects.redis.commands import (
     RELAY_LOCK_PREFIX,
     entry_id,
     entry_number,
+    health_key,
     stream_key,
 )
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyException
@@ -69,6 +72,9 @@ class Relay:
     standby_interval = 1.0
     #: Most seconds the active relay waits for a wake-up before reading anyway.
     idle_wait = 0.5
+    #: Seconds between two publications of :meth:`health` to Redis (for
+    #: ``sqlnotify status --redis``); each expires after ten times that.
+    publish_interval = 1.0
 
     def __init__(
         self,
@@ -107,6 +113,10 @@ class Relay:
         self.last_error_at: float | None = None
         self._last_commit: float | None = None
         self._lag_events = 0
+        self._health_key = health_key(
+            stream_prefix, name, f"{socket.gethostname()}:{os.getpid()}"
+        )
+        self._published = 0.0
 
     # -- control ----------------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +147,8 @@ class Relay:
             lag_s = max(0.0, time.time() - self._last_commit)
         return {
             "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
             "active": self.active,
             "written": self.written,
             "skipped": self.skipped,
@@ -186,6 +198,20 @@ class Relay:
             os.close(wake_w)
             self.client.close()
 
+    def _publish(self) -> None:
+        now = time.monotonic()
+        if now - self._published < self.publish_interval:
+            return
+        self._published = now
+        try:
+            self.client.set(
+                self._health_key,
+                json.dumps(self.health(), default=str),
+                ex=max(1, int(self.publish_interval * 10)),
+            )
+        except redis.RedisError as exc:
+            self._error(f"could not publish the relay's health: {exc}")
+
     def _error(self, text: str) -> None:
         self.last_error = text
         self.last_error_at = time.time()
@@ -194,6 +220,7 @@ class Relay:
     def _elect(
         self, store: JournalStore, channels: Sequence[str], stop: threading.Event
     ) -> Source | None:
+        self._publish()
         try:
             store.acquire(self.consumer)
             source = self.notifier.dialect.open_source(channels, stop=stop)
@@ -270,6 +297,7 @@ class Relay:
             if reader.position != saved:
                 store.save(self.consumer, reader.position)
                 saved = reader.position
+            self._publish()
             if not reader.more:
                 recent = {}
                 source.wait(self.idle_wait, wake_fd)

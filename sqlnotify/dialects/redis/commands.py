@@ -26,6 +26,8 @@ __all__ = [
     "RELAY_LOCK_PREFIX",
     "entry_id",
     "entry_number",
+    "health_key",
+    "health_pattern",
     "stream_key",
 ]
 
@@ -42,6 +44,16 @@ RELAY_LOCK_PREFIX = "relay:"
 def stream_key(prefix: str, channel: str) -> str:
     """The stream of one watch's channel."""
     return f"{prefix}{channel}"
+
+
+def health_key(prefix: str, name: str, instance: str) -> str:
+    """Where one relay process publishes its ``health()`` (JSON, expiring)."""
+    return f"{prefix}relay:{name}:{instance}"
+
+
+def health_pattern(prefix: str) -> str:
+    """The ``SCAN`` pattern of every relay's health key under ``prefix``."""
+    return f"{prefix}relay:*"
 
 
 def entry_id(number: int) -> str:
