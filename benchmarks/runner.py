@@ -23,7 +23,7 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import pg_cases, sqlite_cases
+    from benchmarks import pg_cases, redis_cases, sqlite_cases
 
     cases = [
         pg_cases.THROUGHPUT,
@@ -36,6 +36,7 @@ def all_cases() -> list[Case]:
         pg_cases.DURABLE_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
+        redis_cases.RELAY,
     ]
     return cases
 
