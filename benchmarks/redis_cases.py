@@ -18,7 +18,7 @@ def _available() -> str | None:
     try:
         import redis
     except ImportError:
-        return "redis-py is not installed (pip install 'sqlnotify[redis]')"
+        return "redis-py is not installed (pip install redis (the redis extra))"
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:

@@ -370,7 +370,7 @@ def _relays(redis_url: str, prefix: str) -> list[dict[str, Any]]:
     try:
         import redis  # an optional dependency: the ``redis`` extra
     except ImportError:
-        raise click.ClickException("--redis needs: pip install 'sqlnotify[redis]'") from None
+        raise click.ClickException("--redis needs: pip install redis (the redis extra)") from None
     from ..dialects.redis.commands import health_pattern
 
     client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5.0)
@@ -482,7 +482,7 @@ def relay(app: str, to: str, name: str, stream_prefix: str, retention: int, verb
     try:
         from ..relay import Relay  # needs the optional ``redis`` package
     except ImportError:
-        raise click.ClickException("the relay needs: pip install 'sqlnotify[redis]'") from None
+        raise click.ClickException("the relay needs: pip install redis (the redis extra)") from None
     _log_to_stderr(verbose)
     notifier = load_notifier(app)
     _check_connect(_engine_of(notifier))

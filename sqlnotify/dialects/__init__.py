@@ -25,7 +25,7 @@ _DRIVER_PACKAGES = {
     "asyncpg": "asyncpg",
     "aiosqlite": "aiosqlite",
     "pg8000": "pg8000",
-    "redis": "'sqlnotify[redis]'",
+    "redis": "redis",
 }
 
 #: SQLAlchemy dialect name -> "module:ClassName"

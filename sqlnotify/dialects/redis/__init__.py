@@ -1,6 +1,6 @@
 """Redis Streams: a relay writes the journal of durable watches into them, notifiers read them.
 
-Needs the ``redis`` extra (``pip install 'sqlnotify[redis]'``).
+Needs redis-py: the ``redis`` extra (``python -m pip install ".[redis]"`` in a clone).
 """
 
 from __future__ import annotations
