@@ -113,18 +113,20 @@ class Relay:
         self.last_error_at: float | None = None
         self._last_commit: float | None = None
         self._lag_events = 0
-        self._health_key = health_key(
-            stream_prefix, name, f"{socket.gethostname()}:{os.getpid()}"
-        )
+        self._health_key = health_key(stream_prefix, name, f"{socket.gethostname()}:{os.getpid()}")
         self._published = 0.0
 
     # -- control ----------------------------------------------------------------
     def start(self) -> None:
-        """Run the relay on its own thread until :meth:`stop`."""
+        """Install the triggers (:meth:`prepare`), then relay on a thread of its own until
+        :meth:`stop`."""
         if self._thread is not None and self._thread.is_alive():
             return
+        self.prepare()
         self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="sqlnotify-relay", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stop,), name="sqlnotify-relay", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -161,9 +163,13 @@ class Relay:
         }
 
     # -- the loop -----------------------------------------------------------------
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Stand by, relay while active, stand by again when the lock is lost (blocks)."""
-        stop = stop or self._stop
+    def prepare(self) -> None:
+        """Install the watches' triggers, check that every watch is durable, and
+        record the relay's first position (where it never ran).
+
+        :meth:`start` and :meth:`run` call it first, so a configuration
+        error is raised to their caller.
+        """
         states = self.notifier.install()
         watches = [s.watch for s in states]
         plain = [w.describe() for w in watches if not w.durable]
@@ -173,6 +179,24 @@ class Relay:
                 + ", ".join(plain)
             )
         self._watches = watches
+        # A relay's first position is the journal's end when its triggers
+        # were installed: what is written before it first becomes active is
+        # relayed too.
+        store = self.notifier.dialect.journal()
+        try:
+            store.ensure()
+            if store.load(self.consumer) is None:
+                store.save(self.consumer, store.start_position())
+        finally:
+            store.close()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Stand by, relay while active, stand by again when the lock is lost (blocks)."""
+        self.prepare()
+        self._loop(stop or self._stop)
+
+    def _loop(self, stop: threading.Event) -> None:
+        watches = self._watches
         dialect = self.notifier.dialect
         channels = [w.channel for w in watches]
         store = dialect.journal()

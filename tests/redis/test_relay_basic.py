@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +12,9 @@ import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
 
 from sqlnotify import Notifier
+from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.relay import Relay
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import EventRecorder, async_wait_until, wait_until
 
 
 @pytest.fixture
@@ -114,3 +116,58 @@ def test_consumer_gets_the_events_a_direct_listener_gets(
         message="every entry acknowledged",
     )
     check.close()
+
+
+def test_relay_refuses_watches_that_are_not_durable(
+    pg_schema_engine: sa.Engine, typed: sa.Table, redis_url: str, prefix: str
+) -> None:
+    plain = Notifier(pg_schema_engine).watch(typed, "insert")
+    relay = Relay(plain, redis_url, name=prefix, stream_prefix=prefix)
+    with pytest.raises(SQLNotifyConfigurationError, match="durable watches only"):
+        relay.start()
+
+
+def test_async_receivers_are_acknowledged_once_they_finish(
+    pg_schema_engine: sa.Engine,
+    typed: sa.Table,
+    redis_url: str,
+    prefix: str,
+    notifiers: list[Notifier],
+    relays: list[Relay],
+) -> None:
+    relay = Relay(
+        watching(Notifier(pg_schema_engine), typed), redis_url, name=prefix, stream_prefix=prefix
+    )
+    relays.append(relay)
+    relay.start()
+    remote = consumer(pg_schema_engine, typed, redis_url, prefix, "g", "c1")
+    notifiers.append(remote)
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    @remote.subscribe(typed, "insert")
+    async def slow(event: Any) -> None:
+        seen.append(event.id)
+        await release.wait()
+
+    check = redis.Redis.from_url(redis_url)
+
+    async def scenario() -> None:
+        await remote.astart()
+        key = prefix + next(w.channel for w in remote.watches if "insert" in w.channel)
+        try:
+            with pg_schema_engine.begin() as conn:
+                conn.execute(typed.insert().values(id=1, note="x"))
+            await async_wait_until(lambda: seen, 10, "the async receiver to run")
+            # The callback runs and has not finished: its entry stays pending.
+            assert check.xpending(key, "g")["pending"] == 1
+            release.set()
+            await async_wait_until(
+                lambda: check.xpending(key, "g")["pending"] == 0, 10, "the entry acknowledged"
+            )
+        finally:
+            await remote.astop()
+
+    asyncio.run(scenario())
+    check.close()
+    assert seen == [1]
