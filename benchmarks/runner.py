@@ -34,6 +34,7 @@ def all_cases() -> list[Case]:
         pg_cases.WRITER,
         pg_cases.DURABLE,
         pg_cases.DURABLE_LATENCY,
+        pg_cases.POLL_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
         redis_cases.RELAY,
