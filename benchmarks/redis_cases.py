@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from benchmarks._case import Case, Context, Row
-from benchmarks._env import Worker, percentile
+from benchmarks._env import Worker, percentile, pg_connect
 from benchmarks.pg_cases import _engine, _fill, _schema, _url, _watched_table
 
 REDIS_URL = os.environ.get("SQLNOTIFY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -181,5 +181,117 @@ RELAY = Case(
         Row("group_rate", "events/s through one consumer group", "events/s", None, ">=20000"),
     ],
     run=relay,
+    available=_available,
+)
+
+
+_BACKENDS_SQL = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND backend_type = 'client backend'"
+)
+
+
+def _backends(ctx: Context) -> int:
+    conn = pg_connect(_url(ctx))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_BACKENDS_SQL)
+            # Less this connection itself.
+            return int(cur.fetchone()[0]) - 1
+    finally:
+        conn.close()
+
+
+def fanout(ctx: Context) -> dict[str, float]:
+    import sqlalchemy as sa
+
+    from benchmarks._worker import bench_table
+    from sqlnotify import Notifier
+    from sqlnotify.relay import Relay
+
+    name, listeners = "rfan", 8
+    _watched_table(ctx, name, durable=True)
+    table = bench_table(name, _schema(ctx))
+    total = ctx.count(20_000, 500)
+    prefix = f"bench{os.getpid()}f{ctx.run_index}:"
+    out: dict[str, float] = {}
+    modes = ("direct", "relay") if ctx.run_index % 2 == 0 else ("relay", "direct")
+    for mode in modes:
+        engine = sa.create_engine(_url(ctx), pool_size=1, max_overflow=2)
+        before = _backends(ctx)
+        notifiers: list[Any] = []
+        sinks = [_Sink(total) for _ in range(listeners)]
+        runner = None
+        try:
+            if mode == "relay":
+                runner = Relay(
+                    _watch(Notifier(engine, use_logger=False), table),
+                    REDIS_URL,
+                    name=prefix,
+                    stream_prefix=prefix,
+                )
+                runner.start()
+            for i, sink in enumerate(sinks):
+                if mode == "direct":
+                    n = Notifier(engine, use_logger=False)
+                else:
+                    n = Notifier.from_redis(
+                        engine,
+                        REDIS_URL,
+                        group=f"g{i}",
+                        consumer="c",
+                        stream_prefix=prefix,
+                        use_logger=False,
+                    )
+                _watch(n, table)
+                n.subscribe(table, "insert", channel_label="durable")(sink)
+                n.start()
+                notifiers.append(n)
+            deadline = time.monotonic() + 30
+            while runner is not None and not runner.active and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # What stays open while they run: listeners, journals, the relay's.
+            engine.pool.dispose()
+            out[f"{mode}_backends"] = float(_backends(ctx) - before)
+            out[f"{mode}_write_rate"] = _fill(ctx, name, total, per_tx=100)
+            for sink in sinks:
+                sink.done.wait(120)
+            span = max(s.last for s in sinks) - min(s.first for s in sinks)
+            out[f"{mode}_delivered_rate"] = total / span if span > 0 else float("nan")
+        finally:
+            for n in notifiers:
+                n.stop()
+            if runner is not None:
+                runner.stop()
+            engine.dispose()
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    return out
+
+
+FANOUT = Case(
+    name="redis_fanout",
+    title="eight listeners: direct against through the relay",
+    what=(
+        "eight notifiers with a durable insert watch, each getting every event: eight direct"
+        " listeners against eight consumer groups reading the relay's stream (all in the"
+        " measuring process); PostgreSQL backends held while they run, the writer's rate"
+        " (100-row transactions) with them attached, and events/s until all eight have all"
+    ),
+    needs=("postgresql",),
+    rows=[
+        Row("direct_backends", "PostgreSQL backends, 8 direct listeners", "backends"),
+        Row("relay_backends", "PostgreSQL backends, relay + 8 consumers", "backends", None, "<=2"),
+        Row("direct_write_rate", "writer rate, 8 direct listeners", "rows/s"),
+        Row("relay_write_rate", "writer rate, relay attached", "rows/s", "direct_write_rate"),
+        Row("direct_delivered_rate", "events/s to all 8, direct", "events/s"),
+        Row("relay_delivered_rate", "events/s to all 8, relay", "events/s"),
+    ],
+    run=fanout,
     available=_available,
 )

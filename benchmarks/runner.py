@@ -38,6 +38,7 @@ def all_cases() -> list[Case]:
         pg_cases.MEMORY,
         pg_cases.STARTUP,
         redis_cases.RELAY,
+        redis_cases.FANOUT,
     ]
     return cases
 
