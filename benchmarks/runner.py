@@ -23,7 +23,7 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import pg_cases, redis_cases, sqlite_cases
+    from benchmarks import mysql_cases, pg_cases, redis_cases, sqlite_cases
 
     cases = [
         pg_cases.THROUGHPUT,
@@ -39,6 +39,7 @@ def all_cases() -> list[Case]:
         pg_cases.STARTUP,
         redis_cases.RELAY,
         redis_cases.FANOUT,
+        mysql_cases.MYSQL,
     ]
     return cases
 

@@ -1,6 +1,6 @@
 """The pauses of a listener that finds changes by checking: quick after activity, slow when idle.
 
-Used by SQLite's change-log source and PostgreSQL's poll mode, on the
+Used by SQLite's and MySQL's change-log sources and PostgreSQL's poll mode, on the
 listener thread.  Knows no SQL.
 """
 

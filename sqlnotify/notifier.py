@@ -310,7 +310,7 @@ class Notifier(Lifecycle):
     # -- introspection --------------------------------------------------------
     @property
     def dialect_name(self) -> str:
-        """The database's SQLAlchemy dialect name: ``"postgresql"`` or ``"sqlite"``."""
+        """The database's SQLAlchemy dialect name: ``"postgresql"``, ``"sqlite"``, ``"mysql"``..."""
         return self._dialect.name
 
     @property

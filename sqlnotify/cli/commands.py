@@ -79,10 +79,14 @@ def engine_from_url(text: str) -> sa.Engine:
                 f"no SQLite database at {path!r} (from {text!r}); sqlite:///relative.db"
                 " and sqlite:////absolute/path.db name a file that exists"
             )
+    elif backend in ("mysql", "mariadb"):
+        url = url.set(drivername=f"{backend}+pymysql")
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = 10
     else:
         raise SQLNotifyConfigurationError(
             f"unsupported database URL {url.render_as_string(hide_password=True)!r}:"
-            " sqlnotify works with postgresql://... and sqlite:///..."
+            " sqlnotify works with postgresql://..., sqlite:///... and mysql://..."
         )
     try:
         return sa.create_engine(url, connect_args=connect_args)

@@ -26,6 +26,8 @@ _DRIVER_PACKAGES = {
     "aiosqlite": "aiosqlite",
     "pg8000": "pg8000",
     "redis": "redis",
+    "pymysql": "pymysql",
+    "MySQLdb": "mysqlclient",
 }
 
 #: SQLAlchemy dialect name -> "module:ClassName"
@@ -33,6 +35,8 @@ registry: dict[str, str] = {
     "postgresql": "sqlnotify.dialects.postgresql:PostgresDialect",
     "sqlite": "sqlnotify.dialects.sqlite:SQLiteDialect",
     "redis": "sqlnotify.dialects.redis:RedisStreams",
+    "mysql": "sqlnotify.dialects.mysql:MySQLDialect",
+    "mariadb": "sqlnotify.dialects.mysql:MariaDBDialect",
 }
 
 
