@@ -28,36 +28,36 @@ def row_id(client: redis.Redis, key: str, entry: str) -> int:
 
 
 def test_standby_relay_takes_over_without_loss_or_duplicate(
-    pg_engine: sa.Engine,
+    pg_schema_engine: sa.Engine,
     schema: str,
     redis_url: str,
     prefix: str,
     procs: list[Proc],  # noqa: F811
     notifiers: list[Notifier],
 ) -> None:
-    table = make_table(pg_engine, schema, columns=())
+    table = make_table(pg_schema_engine, schema, columns=())
     name = f"{schema}.item"
-    key = stream_key(prefix, channel_of(pg_engine, name))
-    args = (CHILD, "relay", db_url(pg_engine), redis_url, prefix, name)
+    key = stream_key(prefix, channel_of(pg_schema_engine, name))
+    args = (CHILD, "relay", db_url(pg_schema_engine), redis_url, prefix, name)
     first = Proc.python(*args, env=child_env())
     procs.append(first)
     first.expect("active", timeout=60)
     second = Proc.python(*args, env=child_env())
     procs.append(second)
     reader = Notifier.from_redis(
-        pg_engine, redis_url, group="a", consumer="r", stream_prefix=prefix
+        pg_schema_engine, redis_url, group="a", consumer="r", stream_prefix=prefix
     ).watch(name, "insert", durable=True)
     notifiers.append(reader)
     events = EventRecorder()
     reader.subscribe(name, "insert")(events)
     reader.start()
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    write(pg_engine, table, range(1, 5001), per_transaction=100)
+    write(pg_schema_engine, table, range(1, 5001), per_transaction=100)
     wait_until(lambda: client.xlen(key) > 0, timeout=30, message="the first entries")
     first.popen.send_signal(signal.SIGKILL)
     first.popen.wait(10)
     second.expect("active", timeout=30)
-    write(pg_engine, table, range(5001, 10001), per_transaction=100)
+    write(pg_schema_engine, table, range(5001, 10001), per_transaction=100)
     received = events.wait_for(10_000, timeout=120)
     entries = client.xrange(key)
     assert len(entries) == 10_000
@@ -74,22 +74,26 @@ def test_standby_relay_takes_over_without_loss_or_duplicate(
 
 
 def test_pending_entries_of_a_killed_consumer_are_claimed(
-    pg_engine: sa.Engine,
+    pg_schema_engine: sa.Engine,
     schema: str,
     redis_url: str,
     prefix: str,
     procs: list[Proc],  # noqa: F811
 ) -> None:
-    table = make_table(pg_engine, schema, columns=())
+    table = make_table(pg_schema_engine, schema, columns=())
     name = f"{schema}.item"
-    key = stream_key(prefix, channel_of(pg_engine, name))
-    relay = Proc.python(CHILD, "relay", db_url(pg_engine), redis_url, prefix, name, env=child_env())
+    key = stream_key(prefix, channel_of(pg_schema_engine, name))
+    relay = Proc.python(
+        CHILD, "relay", db_url(pg_schema_engine), redis_url, prefix, name, env=child_env()
+    )
     procs.append(relay)
     relay.expect("active", timeout=60)
-    doomed = start_consumer(procs, pg_engine, redis_url, prefix, name, "a", "doomed", "30", "5")
+    doomed = start_consumer(
+        procs, pg_schema_engine, redis_url, prefix, name, "a", "doomed", "30", "5"
+    )
     doomed.expect("ready", timeout=60)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    write(pg_engine, table, range(1, 201), per_transaction=50)
+    write(pg_schema_engine, table, range(1, 201), per_transaction=50)
     doomed.expect("hanging", timeout=60)
     wait_until(
         lambda: client.xpending(key, "a")["pending"] > 0,
@@ -101,7 +105,7 @@ def test_pending_entries_of_a_killed_consumer_are_claimed(
     assert held
     doomed.popen.send_signal(signal.SIGKILL)
     doomed.popen.wait(10)
-    heir = start_consumer(procs, pg_engine, redis_url, prefix, name, "a", "heir", "1")
+    heir = start_consumer(procs, pg_schema_engine, redis_url, prefix, name, "a", "heir", "1")
     heir.expect("ready", timeout=60)
     wait_until(
         lambda: client.xpending(key, "a")["pending"] == 0,

@@ -57,7 +57,7 @@ def reader(
 
 
 def test_trimmed_below_a_slow_group_signals_the_range(
-    pg_engine: sa.Engine,
+    pg_schema_engine: sa.Engine,
     schema: str,
     redis_url: str,
     prefix: str,
@@ -65,13 +65,13 @@ def test_trimmed_below_a_slow_group_signals_the_range(
     notifiers: list[Notifier],
     gaps: GapRecorder,
 ) -> None:
-    table, name, _relay = setup(pg_engine, schema, redis_url, prefix, relays)
-    n, events = reader(pg_engine, redis_url, prefix, name, notifiers)
+    table, name, _relay = setup(pg_schema_engine, schema, redis_url, prefix, relays)
+    n, events = reader(pg_schema_engine, redis_url, prefix, name, notifiers)
     n.start()
-    write(pg_engine, table, range(1, 6))
+    write(pg_schema_engine, table, range(1, 6))
     events.wait_for(5, timeout=20)
     n.stop()
-    write(pg_engine, table, range(6, 101))
+    write(pg_schema_engine, table, range(6, 101))
     key = stream_key(prefix, n.watches[0].channel)
     client = redis.Redis.from_url(redis_url)
     wait_until(lambda: client.xlen(key) == 100, timeout=20, message="100 entries")
@@ -146,7 +146,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 def test_redis_restart_reconnects_and_signals_the_lost_range(
-    pg_engine: sa.Engine,
+    pg_schema_engine: sa.Engine,
     schema: str,
     private_redis: PrivateRedis,
     relays: list[Relay],
@@ -155,18 +155,18 @@ def test_redis_restart_reconnects_and_signals_the_lost_range(
 ) -> None:
     url = private_redis.url
     prefix = "r:"
-    table, name, relay = setup(pg_engine, schema, url, prefix, relays)
-    n, events = reader(pg_engine, url, prefix, name, notifiers)
+    table, name, relay = setup(pg_schema_engine, schema, url, prefix, relays)
+    n, events = reader(pg_schema_engine, url, prefix, name, notifiers)
     n.start()
-    write(pg_engine, table, range(1, 6))
+    write(pg_schema_engine, table, range(1, 6))
     events.wait_for(5, timeout=20)
     n.stop()
-    write(pg_engine, table, range(6, 11))
+    write(pg_schema_engine, table, range(6, 11))
     wait_until(lambda: relay.health()["written"] == 10, timeout=20, message="10 entries")
     private_redis.kill()
     private_redis.start()
     n.start()
-    write(pg_engine, table, range(11, 16))
+    write(pg_schema_engine, table, range(11, 16))
     received = events.wait_for(10, timeout=30)
     assert [e.id for e in received] == [1, 2, 3, 4, 5, 11, 12, 13, 14, 15]
     wait_until(lambda: len(gaps) >= 1, timeout=10, message="a gap signal")

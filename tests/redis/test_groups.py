@@ -64,32 +64,33 @@ def got(client: redis.Redis, prefix: str, group: str) -> list[tuple[str, int]]:
 
 
 def test_one_group_shares_events_and_each_group_gets_all(
-    pg_engine: sa.Engine,
+    pg_schema_engine: sa.Engine,
     schema: str,
     redis_url: str,
     prefix: str,
     procs: list[Proc],
     notifiers: list[Notifier],
 ) -> None:
-    table = make_table(pg_engine, schema, columns=())
+    table = make_table(pg_schema_engine, schema, columns=())
     name = f"{schema}.item"
     relay = Relay(
-        Notifier(pg_engine).watch(name, "insert", durable=True),
+        Notifier(pg_schema_engine).watch(name, "insert", durable=True),
         redis_url,
         name=prefix,
         stream_prefix=prefix,
     )
     consumers = [
-        start_consumer(procs, pg_engine, redis_url, prefix, name, "a", f"a{i}") for i in range(4)
+        start_consumer(procs, pg_schema_engine, redis_url, prefix, name, "a", f"a{i}")
+        for i in range(4)
     ]
-    consumers.append(start_consumer(procs, pg_engine, redis_url, prefix, name, "b", "b0"))
+    consumers.append(start_consumer(procs, pg_schema_engine, redis_url, prefix, name, "b", "b0"))
     for proc in consumers:
         proc.expect("ready", timeout=60)
     relay.start()
     try:
         wait_until(lambda: relay.active, timeout=20, message="the relay to become active")
         total = 10_000
-        write(pg_engine, table, range(1, total + 1))
+        write(pg_schema_engine, table, range(1, total + 1))
         client = redis.Redis.from_url(redis_url)
         key = prefix + relay.health()["streams"][0].removeprefix(prefix)
         for group in ("a", "b"):

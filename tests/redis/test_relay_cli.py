@@ -23,7 +23,7 @@ notifier = Notifier(sa.create_engine({url!r})).watch({name!r}, "insert", durable
 
 
 def test_relay_command_relays_and_status_shows_it(
-    pg_engine: sa.Engine,
+    pg_schema_engine: sa.Engine,
     schema: str,
     redis_url: str,
     prefix: str,
@@ -31,23 +31,23 @@ def test_relay_command_relays_and_status_shows_it(
     procs: list[Proc],  # noqa: F811
     notifiers: list[Notifier],
 ) -> None:
-    table = make_table(pg_engine, schema, columns=())
+    table = make_table(pg_schema_engine, schema, columns=())
     name = f"{schema}.item"
     (tmp_path / "relayapp.py").write_text(
-        textwrap.dedent(APP.format(url=db_url(pg_engine), name=name))
+        textwrap.dedent(APP.format(url=db_url(pg_schema_engine), name=name))
     )
     args = ("--app", "relayapp:notifier", "--to", redis_url, "--stream-prefix", prefix)
     proc = Proc.python("-m", "sqlnotify", "relay", *args, env=child_env(), cwd=str(tmp_path))
     procs.append(proc)
     proc.expect("active", timeout=60)
     reader = Notifier.from_redis(
-        pg_engine, redis_url, group="g", consumer="c", stream_prefix=prefix
+        pg_schema_engine, redis_url, group="g", consumer="c", stream_prefix=prefix
     ).watch(name, "insert", durable=True)
     notifiers.append(reader)
     events = EventRecorder()
     reader.subscribe(name, "insert")(events)
     reader.start()
-    write(pg_engine, table, range(1, 4))
+    write(pg_schema_engine, table, range(1, 4))
     assert [e.id for e in events.wait_for(3, timeout=30)] == [1, 2, 3]
 
     def status_line() -> str | None:
@@ -55,7 +55,7 @@ def test_relay_command_relays_and_status_shows_it(
             "-m",
             "sqlnotify",
             "status",
-            db_url(pg_engine),
+            db_url(pg_schema_engine),
             "--redis",
             redis_url,
             "--stream-prefix",
