@@ -23,7 +23,7 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import events_cases, mysql_cases, pg_cases, sqlite_cases
+    from benchmarks import events_cases, mysql_cases, pg_cases, redis_cases, sqlite_cases
 
     cases = [
         pg_cases.THROUGHPUT,
@@ -39,6 +39,8 @@ def all_cases() -> list[Case]:
         pg_cases.POLL_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
+        redis_cases.RELAY,
+        redis_cases.FANOUT,
         mysql_cases.MYSQL,
     ]
     return cases

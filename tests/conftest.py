@@ -39,6 +39,7 @@ FOLDER_MARKERS = {
     "adapters": "adapters",
     "docs": "docs",
     "conformance": "conformance",
+    "redis": "redis",
     "mysql": "mysql",
 }
 #: The marker a fixture gives the tests that use it, wherever they live.
