@@ -60,6 +60,10 @@ class MySQLServer:
         self.Error: type[Exception] = pymysql.err.Error
         self.OperationalError: type[Exception] = pymysql.err.OperationalError
 
+    def connect_kwargs(self) -> dict[str, Any]:
+        """The PyMySQL keyword arguments of a new connection (a copy)."""
+        return dict(self._kwargs)
+
     def connect(self, read_timeout: float | None = None, database: str | None = None) -> Any:
         """A new autocommit connection (used by one thread at a time).
 

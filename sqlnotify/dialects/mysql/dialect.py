@@ -32,6 +32,8 @@ from ..._watch import Watch, WatchRequest
 from ...exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
 from ..base import Capabilities, Dialect, InstallState, Settings, Source
 from . import owners, sql
+from .binlog import BinlogSource
+from .binlog_position import BinlogConsumers, binlog_problems
 from .connection import MySQLServer, execute
 from .consumers import MySQLConsumers, ensure_log, prune_log
 from .options import OPTION_NAMES, MySQLOptions
@@ -72,7 +74,11 @@ class MySQLDialect(Dialect):
         self._wake: Callable[[], None] | None = None
         self._listening = False
         self._cursor = LogCursor()
-        self._journal: MySQLConsumers | None = None
+        self._journal: MySQLConsumers | BinlogConsumers | None = None
+        #: ``"triggers"`` or ``"binlog"``, chosen at the first install of a run.
+        self._mode: str | None = None
+        self._mariadb = False
+        self._binlog_watches: dict[str, Watch] = {}
 
     @property
     def db(self) -> str:
@@ -121,6 +127,7 @@ class MySQLDialect(Dialect):
 
     def detach(self) -> None:
         self._wake = None
+        self._mode = None
         if self._listening:
             sa.event.remove(self.user_engine, "commit", self._on_commit)
             self._listening = False
@@ -186,6 +193,36 @@ class MySQLDialect(Dialect):
                 sql.quote_literal(self._meta(watch)),
             ),
         ]
+
+    # -- the source ------------------------------------------------------------
+    def source_mode(self, watches: Sequence[Watch] = ()) -> str:
+        """``"triggers"`` or ``"binlog"``: ``mysql_source`` checked against the server.
+
+        Raises :class:`SQLNotifyConfigurationError` naming every missing
+        setting or privilege under ``"binlog"``; ``"auto"`` then uses the triggers.
+        """
+        if self._mode is not None:
+            return self._mode
+        wanted = self.config.source
+        if wanted == "triggers":
+            self._mode = "triggers"
+            return self._mode
+        with self.server.connection() as conn:
+            problems, self._mariadb = binlog_problems(conn, watches)
+        if problems and wanted == "binlog":
+            raise SQLNotifyConfigurationError(
+                "mysql_source='binlog' cannot read the binary log: " + "; ".join(problems)
+            )
+        if problems:
+            self.log.warning("using the trigger source: %s", "; ".join(problems))
+        self._mode = "triggers" if problems else "binlog"
+        return self._mode
+
+    def _binlog_install(self, watches: Sequence[Watch]) -> list[InstallState]:
+        for watch in watches:
+            self._trigger_sql(watch)  # the same checks (names, TRUNCATE)
+            self._binlog_watches[watch.channel] = watch
+        return [InstallState(watch, "unchanged") for watch in watches]
 
     # -- installation ---------------------------------------------------------
     @contextlib.contextmanager
@@ -256,6 +293,8 @@ class MySQLDialect(Dialect):
         self, watches: Sequence[Watch], *, revoke: bool, policy: Policy | None = None
     ) -> list[InstallState]:
         policy = policy or Policy()
+        if self.source_mode(watches) == "binlog":
+            return self._binlog_install(watches)
         for watch in watches:
             self._trigger_sql(watch)
         with self._locked(policy) as conn:
@@ -368,10 +407,13 @@ class MySQLDialect(Dialect):
         return {"change_log": {"rows": count, "first": first, "last": last}}
 
     # -- consumers and the log ------------------------------------------------
-    def journal(self) -> MySQLConsumers:
-        """The consumer positions of this database's change log."""
+    def journal(self) -> MySQLConsumers | BinlogConsumers:
+        """The consumer positions of this database's change log (or of the binary log)."""
         if self._journal is None:
-            self._journal = MySQLConsumers(self.server, self.db)
+            if self.source_mode() == "binlog":
+                self._journal = BinlogConsumers(self.server, self.db)
+            else:
+                self._journal = MySQLConsumers(self.server, self.db)
         return self._journal
 
     def prune(self, upto: int | None = None) -> int:
@@ -404,10 +446,24 @@ class MySQLDialect(Dialect):
         self, channels: Sequence[str], *, stop: threading.Event, position: Any = None
     ) -> Source:
         cursor = self._cursor
+        binlog = self.source_mode() == "binlog"
         if cursor.reader is None and position is not None:
             # A named consumer's first source of this run: resume after its position.
             cursor.reader = JournalReader(
-                position, channels, log=self.log, stamp=lambda p: int(p.last)
+                position,
+                channels,
+                log=self.log,
+                stamp=(lambda p: int(p.number)) if binlog else (lambda p: int(p.last)),
+            )
+        if binlog:
+            return BinlogSource(
+                self.server,
+                self.db,
+                self._binlog_watches,
+                channels,
+                cursor,
+                mariadb=self._mariadb,
+                log=self.log,
             )
         return MySQLSource(
             self.server,

@@ -15,7 +15,10 @@ __all__ = ["OPTION_NAMES", "MySQLOptions"]
 OPTION_NAMES = {
     "mysql_retention": "retention",
     "mysql_poll_interval": "poll_interval",
+    "mysql_source": "source",
 }
+#: The values of ``mysql_source``.
+SOURCES = ("triggers", "binlog", "auto")
 
 
 def _seconds(name: str, value: Any, minimum: float) -> float:
@@ -38,10 +41,17 @@ class MySQLOptions:
     ``mysql_poll_interval`` (default 0.1 s)
         The longest pause between two reads of the change log while idle
         (after activity the listener reads again within a millisecond).
+    ``mysql_source`` (default ``"triggers"``)
+        Where events come from: ``"triggers"`` (a change log the triggers
+        write), ``"binlog"`` (the binary log, read as a replica reads it;
+        :meth:`Notifier.start` fails naming each missing server setting or
+        privilege), or ``"auto"`` (the binlog where the server allows it,
+        else the triggers).
     """
 
     retention: float = 3600.0
     poll_interval: float = 0.1
+    source: str = "triggers"
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> MySQLOptions:
@@ -53,6 +63,14 @@ class MySQLOptions:
                 raise SQLNotifyConfigurationError(
                     f"unknown option {key!r} for a MySQL notifier; valid options: {valid}"
                 )
+            if field == "source":
+                if value not in SOURCES:
+                    raise SQLNotifyConfigurationError(
+                        f"mysql_source must be one of {', '.join(map(repr, SOURCES))},"
+                        f" not {value!r}"
+                    )
+                values[field] = value
+                continue
             minimum = 0.001 if field == "poll_interval" else 0.0
             values[field] = _seconds(key, value, minimum)
         return cls(**values)

@@ -179,9 +179,7 @@ LOCK_TABLE_SQL = "LOCK TABLES {table} WRITE"
 UNLOCK_TABLES_SQL = "UNLOCK TABLES"
 
 
-def create_trigger_sql(
-    watch: Watch, db: str, schema: str, condition: str | None = None
-) -> str:
+def create_trigger_sql(watch: Watch, db: str, schema: str, condition: str | None = None) -> str:
     """The ``CREATE TRIGGER`` statement of ``watch`` (log in ``db``, table in ``schema``).
 
     ``condition``: the watch's ``where=`` condition as SQL on its row.
@@ -359,4 +357,45 @@ def users_sql(db: str) -> str:
     return (
         f"SELECT `channel`, `user_id`, `app`, `host`, `pid`, `live`, `last_seen`"
         f" FROM {qualified(db, REGISTRY_TABLE)} ORDER BY `channel`, `last_seen` DESC"
+    )
+
+
+# -- the binlog source (:mod:`.binlog`) -----------------------------------------------
+BINLOG_CONSUMERS_TABLE = "sqlnotify_binlog_consumers"
+#: The server settings the binlog source needs (one row; ``binlog_row_metadata`` apart:
+#: older servers lack it).
+BINLOG_SETTINGS_SQL = "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, VERSION()"
+BINLOG_METADATA_SQL = "SELECT @@binlog_row_metadata"
+GRANTS_SQL = "SHOW GRANTS FOR CURRENT_USER()"
+#: Every binary log file and its size (the last one's size is the log's end).  MySQL 8.4
+#: removed ``SHOW MASTER STATUS``; this statement exists in MySQL 5.7-8.4 and MariaDB.
+BINARY_LOGS_SQL = "SHOW BINARY LOGS"
+GTID_POS_SQL = "SELECT @@gtid_binlog_pos"
+
+
+def binlog_consumers_table_sql(db: str) -> str:
+    return f"""\
+CREATE TABLE IF NOT EXISTS {qualified(db, BINLOG_CONSUMERS_TABLE)} (
+    `name` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY,
+    `ord` DECIMAL(40, 0) NOT NULL,
+    `position` TEXT NOT NULL,
+    `updated` DOUBLE NOT NULL
+) ENGINE=InnoDB"""
+
+
+def save_binlog_consumer_sql(db: str) -> str:
+    """Params: name, ord, position, updated; never moves a position backwards."""
+    return (
+        f"INSERT INTO {qualified(db, BINLOG_CONSUMERS_TABLE)}"
+        " (`name`, `ord`, `position`, `updated`) VALUES (%s, %s, %s, %s)"
+        " ON DUPLICATE KEY UPDATE"
+        " `position` = IF(VALUES(`ord`) >= `ord`, VALUES(`position`), `position`),"
+        " `ord` = GREATEST(`ord`, VALUES(`ord`)), `updated` = VALUES(`updated`)"
+    )
+
+
+def load_binlog_consumer_sql(db: str) -> str:
+    return (
+        f"SELECT `position`, `updated` FROM {qualified(db, BINLOG_CONSUMERS_TABLE)}"
+        " WHERE `name` = %s"
     )

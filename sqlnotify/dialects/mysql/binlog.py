@@ -1,0 +1,385 @@
+"""The binlog source: row events read from the binary log, as a replica reads them.
+
+Used by the listener thread only.  A ``BinLogStreamReader`` (the
+``mysql-replication`` package) streams the server's binary log from a
+:class:`~.binlog_position.BinlogPosition`; writers pay nothing, and an
+UPDATE's before and after images give ``changed_columns`` and ``old``.
+Each row event of a watched table becomes the payload its trigger would
+have written (same keys, see :mod:`sqlnotify._payload`; values encoded as
+the trigger encodes them: decimals as text, binary as hex, JSON embedded),
+so delivery and typed values do not depend on the source.  Rows inserted
+into the change log (``Notifier.notify()``) are delivered as they are.
+
+Waiting is bounded: the source sleeps in ``select()`` on the stream's
+socket and the listener's wake-up descriptor, and reads an event only when
+bytes are there (the server's heartbeat, every :attr:`BinlogSource.HEARTBEAT`
+seconds, bounds a read that a skipped packet leaves waiting).
+TRUNCATE and DDL of watched tables arrive as query events: they are logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import functools
+import json
+import logging
+import os
+import re
+import select
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import types as sqltypes
+
+from ..._journal import JournalReader
+from ..._payload import CHG, CUSTOM, OLD, ROW, TS
+from ..._watch import Watch
+from ..base import RawNotification, Source, SourceDisconnected
+from . import sql
+from .binlog_position import BinlogPosition, binlog_end, binlog_files
+from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
+from .source import LogCursor
+
+__all__ = ["BinlogSource", "row_payload"]
+
+_CUSTOM = f'"{CUSTOM}":true'
+_QUERY_TABLE = re.compile(
+    r"^\s*(TRUNCATE|ALTER|DROP|RENAME|CREATE)\s+(?:TABLE\s+)?(?:IF\s+EXISTS\s+)?"
+    r"(?:`?(\w+)`?\.)?`?(\w+)`?",
+    re.IGNORECASE,
+)
+
+
+def _kind(type_: Any) -> str:
+    t = type_
+    while isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, sqltypes.Interval):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    if isinstance(t, sqltypes.JSON):
+        return "json"
+    if isinstance(t, (sqltypes.LargeBinary, sqltypes._Binary)):
+        return "binary"
+    return "plain"
+
+
+def _plain(value: Any) -> Any:
+    """A value of a JSON document as JSON holds it (the reader may give bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _value(value: Any, kind: str) -> Any:
+    """One column's value as the trigger writes it into the payload."""
+    if value is None:
+        return None
+    if kind == "binary":
+        raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
+        return raw.hex().upper()
+    if kind == "json":
+        return json.loads(value) if isinstance(value, (str, bytes)) else _plain(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return str(value)
+    if isinstance(value, dt.timedelta):
+        total = int(value.total_seconds())
+        sign = "-" if total < 0 else ""
+        hours, rest = divmod(abs(total), 3600)
+        micro = f".{value.microseconds:06d}" if value.microseconds and total >= 0 else ""
+        return f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}{micro}"
+    if isinstance(value, (set, frozenset)):
+        return ",".join(sorted(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def row_payload(
+    watch: Watch,
+    kinds: Mapping[str, str],
+    ts: float,
+    row: Mapping[str, Any],
+    before: Mapping[str, Any] | None = None,
+) -> str | None:
+    """The payload the watch's trigger writes for this row (``None``: the trigger would not fire).
+
+    ``row`` is the new row (the old one for DELETE); ``before`` the old row of an UPDATE.
+    """
+    cols = watch.payload_columns
+    body: dict[str, Any] = {
+        TS: ts,
+        ROW: {c: _value(row.get(c), kinds[c]) for c in cols},
+    }
+    if before is not None:
+        if watch.trigger_columns and all(
+            before.get(c) == row.get(c) for c in watch.trigger_columns
+        ):
+            return None
+        body[CHG] = [c for c in watch.compared_columns if before.get(c) != row.get(c)]
+        if watch.include_old:
+            body[OLD] = {c: _value(before.get(c), kinds[c]) for c in cols}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _connect(driver: Any, **kwargs: Any) -> Any:
+    """A PyMySQL connection from the reader's keywords (in PyMySQL's current spelling)."""
+    for old, new in (("db", "database"), ("passwd", "password")):
+        if old in kwargs:
+            kwargs[new] = kwargs.pop(old)
+    return driver.connect(**kwargs)
+
+
+def _replication() -> Any:
+    import pymysqlreplication  # the mysql extra; checked when the source is chosen
+
+    return pymysqlreplication
+
+
+class BinlogSource(Source):
+    """The listener's replication stream."""
+
+    reader: JournalReader
+
+    #: Seconds between the server's heartbeats while the log is idle.
+    HEARTBEAT = 1.0
+    #: Rows handed to the dispatcher per wait at most.
+    MAX_ROWS = 10_000
+
+    def __init__(
+        self,
+        server: MySQLServer,
+        db: str,
+        watches: Mapping[str, Watch],
+        channels: Sequence[str],
+        cursor: LogCursor,
+        *,
+        mariadb: bool,
+        log: logging.Logger,
+        on_gap: Callable[[int, int], None] | None = None,
+    ) -> None:
+        repl = _replication()
+        self._log = log
+        self._db = db
+        self._error = (server.Error, OSError, EOFError, struct.error)
+        wanted = set(channels)
+        self._by_table: dict[tuple[str, str, str], list[tuple[Watch, dict[str, str]]]] = {}
+        for channel in sorted(wanted):
+            watch = watches.get(channel)
+            if watch is None:
+                continue
+            key = (watch.effective_schema or db, watch.table, watch.operation.value)
+            kinds = {c: _kind(watch.column_types.get(c)) for c in watch.payload_columns}
+            self._by_table.setdefault(key, []).append((watch, kinds))
+        self._tables = {(s, t) for s, t, _ in self._by_table}
+        self._channels = wanted
+        self._gap_at: BinlogPosition | None = None
+        try:
+            with server.connection() as conn:
+                reader = cursor.reader
+                if reader is None:
+                    reader = JournalReader(
+                        binlog_end(conn),
+                        channels,
+                        on_gap=on_gap,
+                        log=log,
+                        stamp=lambda p: int(p.number),
+                    )
+                start: BinlogPosition = reader.position
+                files = [name for name, _ in binlog_files(conn)]
+        except self._error as exc:
+            raise SourceDisconnected(f"cannot read the MySQL binary log: {exc}") from exc
+        if files and start.file not in files:
+            # Purged before this reader read it: reported at the first read, once
+            # the intake listens for gaps; reading goes on from the oldest file.
+            self._gap_at = start
+            start = BinlogPosition(files[0], 4)
+            reader.position = start
+        self.reader = reader
+        cursor.reader = reader
+        self._boundary = start
+        self._skip = start.skip
+        self._count = 0
+        self._gtid: str | None = start.gtid
+        kw = server.connect_kwargs()
+        settings = {
+            "host": kw["host"],
+            "port": kw["port"],
+            "user": kw["user"],
+            "password": kw["password"],
+            "connect_timeout": CONNECT_TIMEOUT,
+            "read_timeout": IO_TIMEOUT,
+            "write_timeout": IO_TIMEOUT,
+        }
+        if "unix_socket" in kw:
+            settings["unix_socket"] = kw["unix_socket"]
+        ev = repl.event
+        rows = repl.row_event
+        self._types = (
+            ev.RotateEvent,
+            ev.XidEvent,
+            ev.QueryEvent,
+            ev.GtidEvent,
+            ev.MariadbGtidEvent,
+            rows.WriteRowsEvent,
+            rows.UpdateRowsEvent,
+            rows.DeleteRowsEvent,
+        )
+        self._stream = repl.BinLogStreamReader(
+            connection_settings=settings,
+            server_id=1_000_000 + (os.getpid() * 7919 + id(self)) % 2_000_000_000,
+            blocking=True,
+            resume_stream=True,
+            log_file=start.file,
+            log_pos=start.pos,
+            slave_heartbeat=self.HEARTBEAT,
+            is_mariadb=mariadb,
+            pymysql_wrapper=functools.partial(_connect, server.driver),
+        )
+        try:
+            # Connects, and proves it: the server first sends a rotate event.
+            self._handle(self._stream.fetchone(), [])
+        except self._error as exc:
+            self.close()
+            raise SourceDisconnected(f"cannot stream the MySQL binary log: {exc}") from exc
+        self.last_alive = time.time()
+
+    # -- reading --------------------------------------------------------------------
+    def _socket(self) -> Any:
+        conn = getattr(self._stream, "_stream_connection", None)
+        return getattr(conn, "_sock", None) if conn is not None else None
+
+    def _buffered(self, sock: Any) -> bool:
+        """Whether bytes of the stream wait in the driver's buffer or the socket."""
+        rfile = self._stream._stream_connection._rfile
+        sock.setblocking(False)
+        try:
+            return bool(rfile.peek(1))
+        except (BlockingIOError, InterruptedError):
+            return False
+        finally:
+            sock.settimeout(IO_TIMEOUT)
+
+    def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
+        if self._gap_at is not None and self.reader.on_gap is not None:
+            lost, self._gap_at = self._gap_at, None
+            self._log.warning(
+                "the MySQL binary log %s was purged before this reader read it; its events"
+                " are lost",
+                lost.file,
+            )
+            self.reader.on_gap(lost.number, lost.number)
+        try:
+            return self._wait(timeout, wake_fd)
+        except self._error as exc:
+            raise SourceDisconnected(f"MySQL binlog stream error: {exc}") from exc
+
+    def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
+        rows: list[tuple[Any, str, str | None]] = []
+        deadline = time.monotonic() + timeout
+        while len(rows) < self.MAX_ROWS:
+            sock = self._socket()
+            if sock is not None and not self._buffered(sock):
+                if rows:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _, _ = select.select([sock, wake_fd], [], [], left)
+                if sock not in ready:
+                    break
+            event = self._stream.fetchone()
+            if event is None:
+                raise SourceDisconnected("the MySQL binlog stream ended")
+            self._handle(event, rows)
+            self.last_alive = time.time()
+        if not rows:
+            return []
+        pending = [rows]
+        return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
+
+    def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        if event is None or not isinstance(event, self._types):
+            return
+        name = type(event).__name__
+        if name in ("GtidEvent", "MariadbGtidEvent"):
+            self._gtid = str(event.gtid)
+        elif name == "XidEvent":
+            self._commit(rows)
+        elif name == "QueryEvent":
+            query = event.query if isinstance(event.query, str) else str(event.query)
+            if query.strip().upper() != "BEGIN":
+                self._query(event, query)
+                self._commit(rows)
+        elif name.endswith("RowsEvent"):
+            self._rows(event, name, rows)
+
+    def _commit(self, rows: list[tuple[Any, str, str | None]]) -> None:
+        stream = self._stream
+        self._boundary = BinlogPosition(stream.log_file, stream.log_pos, 0, self._gtid)
+        self._count = 0
+        self._skip = 0
+        rows.append((self._boundary, "", None))
+
+    def _query(self, event: Any, query: str) -> None:
+        match = _QUERY_TABLE.match(query)
+        if match is None:
+            return
+        schema = match.group(2) or (
+            event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
+        )
+        if (schema, match.group(3)) in self._tables:
+            self._log.warning(
+                "%s of watched table %s.%s (binlog query event): no row events are sent for it",
+                match.group(1).upper(),
+                schema,
+                match.group(3),
+            )
+
+    def _rows(self, event: Any, name: str, rows: list[tuple[Any, str, str | None]]) -> None:
+        schema, table = str(event.schema), str(event.table)
+        op = {"WriteRowsEvent": "insert", "UpdateRowsEvent": "update"}.get(name, "delete")
+        if schema == self._db and table == sql.LOG_TABLE and op == "insert":
+            for row in event.rows:
+                values = row["values"]
+                payload = values.get("payload")
+                text = payload.decode() if isinstance(payload, bytes) else str(payload)
+                if _CUSTOM in text:  # notify(); a trigger's row is read as its row event
+                    self._emit(rows, str(values.get("channel")), text)
+            return
+        watches = self._by_table.get((schema, table, op))
+        if not watches:
+            return
+        ts = float(event.timestamp)
+        for row in event.rows:
+            for watch, kinds in watches:
+                if op == "update":
+                    payload = row_payload(
+                        watch, kinds, ts, row["after_values"], row["before_values"]
+                    )
+                else:
+                    payload = row_payload(watch, kinds, ts, row["values"])
+                if payload is not None:
+                    self._emit(rows, watch.channel, payload)
+
+    def _emit(self, rows: list[tuple[Any, str, str | None]], channel: str, payload: Any) -> None:
+        if channel not in self._channels:
+            return
+        self._count += 1
+        if self._count <= self._skip:
+            return  # read before the reader stopped in this transaction
+        b = self._boundary
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        rows.append((BinlogPosition(b.file, b.pos, self._count, self._gtid), channel, text))
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except Exception:  # noqa: S110 - closing a broken connection
+            pass

@@ -1,0 +1,287 @@
+"""The binlog source on a private MariaDB with the binary log on.
+
+The server (``tests/support/mariadbserver.py``) is this module's own: the
+tests change its global settings and purge its logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pymysql
+import pytest
+import sqlalchemy as sa
+from support.faults import GapRecorder
+from support.mariadbserver import ThrowawayMariaDB, have_mariadb
+from support.mysql import fresh_database
+
+from sqlnotify import Notifier, Operation, signals
+from sqlnotify.exceptions import SQLNotifyConfigurationError
+from sqlnotify.testing import EventRecorder, wait_until
+
+pytest.importorskip("pymysqlreplication")
+
+TIMEOUT = 20.0
+#: The server threads streaming the binary log to a replica.
+DUMPS_SQL = "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThrowawayMariaDB]:
+    if not have_mariadb():
+        pytest.skip("mariadb-install-db/mariadbd are not installed")
+    s = ThrowawayMariaDB()
+    try:
+        yield s
+    finally:
+        s.destroy()
+
+
+@pytest.fixture
+def engine(server: ThrowawayMariaDB) -> Iterator[sa.Engine]:
+    with fresh_database(server.url) as e:
+        yield e
+
+
+@pytest.fixture
+def notifiers() -> Iterator[list[Notifier]]:
+    made: list[Notifier] = []
+    yield made
+    for n in made:
+        n.stop()
+
+
+@pytest.fixture
+def gaps() -> Iterator[GapRecorder]:
+    rec = GapRecorder()
+    signals.gap.connect(rec)
+    yield rec
+    signals.gap.disconnect(rec)
+
+
+def orders(engine: sa.Engine) -> sa.Table:
+    table = sa.Table(
+        "orders",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("status", sa.String(20)),
+        sa.Column("total", sa.Numeric(12, 2)),
+        sa.Column("at", sa.DateTime),
+        sa.Column("blob", sa.LargeBinary(16)),
+        sa.Column("doc", sa.JSON),
+    )
+    table.metadata.create_all(engine)
+    return table
+
+
+def binlog(engine: sa.Engine, **kw: Any) -> Notifier:
+    return Notifier(engine, mysql_source="binlog", **kw)
+
+
+def test_insert_update_delete_arrive_typed(engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    table = orders(engine)
+    extra = ["status", "total", "at", "blob", "doc"]
+    n = binlog(engine)
+    n.watch(table, "insert", extra_columns=extra)
+    n.watch(table, "update", extra_columns=["status"], include_old=True)
+    n.watch(table, "delete")
+    notifiers.append(n)
+    rec = EventRecorder()
+    for op in ("insert", "update", "delete"):
+        n.subscribe(table, op)(rec)
+    n.start()
+    row = {
+        "id": 1,
+        "status": "new",
+        "total": Decimal("12.50"),
+        "at": dt.datetime(2024, 2, 29, 13, 14, 15),
+        "blob": b"\x00\xff'\\",
+        "doc": {"a": [1, "b"]},
+    }
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [row])
+    with engine.begin() as conn:
+        conn.execute(table.update().where(table.c.id == 1).values(status="paid", total=1))
+    with engine.begin() as conn:
+        conn.execute(table.delete().where(table.c.id == 1))
+    ins, upd, dele = rec.wait_for(3, TIMEOUT)
+    assert ins.operation is Operation.INSERT and dict(ins.row) == row
+    assert upd.operation is Operation.UPDATE and dict(upd.row) == {"id": 1, "status": "paid"}
+    assert set(upd.changed_columns) == {"status"}
+    assert dict(upd.old or {}) == {"id": 1, "status": "new"}
+    assert dele.operation is Operation.DELETE and dele.id == 1
+    # The writers' database holds no sqlnotify trigger.
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
+        ).scalar_one()
+    assert found == 0
+
+
+def test_notify_travels_through_the_binlog(engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    table = orders(engine)
+    n = binlog(engine).watch(table, "insert")
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    n.notify(table, "insert", {"id": 99})
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": 8}])
+    assert [e.id for e in rec.wait_for(2, TIMEOUT)] == [99, 8]
+
+
+def test_named_consumer_resumes_nothing_lost_nothing_twice(
+    engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = orders(engine)
+    seen: list[int] = []
+
+    def run(ids: range, stop_after: int) -> None:
+        n = binlog(engine, consumer="c1").watch(table, "insert")
+        rec = EventRecorder()
+        n.subscribe(table, "insert")(rec)
+        n.start()
+        try:
+            with engine.begin() as conn:
+                conn.execute(table.insert(), [{"id": i} for i in ids])
+            seen.extend(e.id for e in rec.wait_for(stop_after, TIMEOUT))
+        finally:
+            n.stop()
+
+    run(range(1, 11), 10)
+    # Written while no consumer runs: the next run delivers them first.
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": i} for i in range(11, 21)])
+    run(range(21, 31), 20)
+    assert seen == list(range(1, 31))
+
+
+def test_purged_binlog_is_a_gap(
+    server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier], gaps: GapRecorder
+) -> None:
+    table = orders(engine)
+    first = binlog(engine, consumer="late").watch(table, "insert")
+    first.start()
+    first.stop()
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": 1}])
+    admin = server.admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute("SHOW BINARY LOGS")
+            newest = cur.fetchall()[-1][0]
+            cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+    finally:
+        admin.close()
+    n = binlog(engine, consumer="late").watch(table, "insert")
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    wait_until(lambda: len(gaps) >= 1, timeout=TIMEOUT, message="a gap")
+    assert gaps.gaps[0]["reason"] == "retention"
+    # Reading goes on from the oldest log left.
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": 2}])
+    assert [e.id for e in rec.wait_for(1, TIMEOUT)] == [2]
+
+
+def test_missing_setting_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -> None:
+    table = orders(engine)
+    admin = server.admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL binlog_format = 'STATEMENT'")
+            cur.execute("SET GLOBAL binlog_row_image = 'MINIMAL'")
+        n = binlog(engine).watch(table, "insert")
+        with pytest.raises(SQLNotifyConfigurationError) as info:
+            n.start()
+        assert "binlog_format is STATEMENT, not ROW" in str(info.value)
+        assert "binlog_row_image is MINIMAL, not FULL" in str(info.value)
+        # "auto" falls back to the trigger source.
+        auto = Notifier(engine, mysql_source="auto").watch(table, "insert")
+        rec = EventRecorder()
+        auto.subscribe(table, "insert")(rec)
+        with auto:
+            with engine.begin() as conn:
+                conn.execute(table.insert(), [{"id": 1}])
+            assert [e.id for e in rec.wait_for(1, TIMEOUT)] == [1]
+            assert auto.status()[0]["triggers"]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL binlog_format = 'ROW'")
+            cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
+        admin.close()
+
+
+def test_missing_privilege_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -> None:
+    table = orders(engine)
+    db = engine.url.database
+    admin = server.admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("CREATE USER IF NOT EXISTS 'plain'@'127.0.0.1'")
+            cur.execute(f"GRANT ALL ON `{db}`.* TO 'plain'@'127.0.0.1'")
+        plain = sa.create_engine(engine.url.set(username="plain"))
+        n = binlog(plain).watch(table, "insert")
+        with pytest.raises(SQLNotifyConfigurationError, match="REPLICATION SLAVE"):
+            n.start()
+        plain.dispose()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP USER IF EXISTS 'plain'@'127.0.0.1'")
+        admin.close()
+
+
+def progressed(rec: EventRecorder, count: int, done: threading.Event) -> None:
+    wait_until(lambda: len(rec) > count or done.is_set(), TIMEOUT, "progress")
+
+
+def test_killed_connection_loses_nothing(
+    server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = orders(engine)
+    n = binlog(engine, consumer="k").watch(table, "insert")
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    total, kills = 2000, 20
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(1, total + 1):
+            with engine.begin() as conn:
+                conn.execute(table.insert(), [{"id": i}])
+        done.set()
+
+    thread = threading.Thread(target=writer, name="binlog-writer", daemon=True)
+    thread.start()
+    admin = server.admin()
+    killed = 0
+    try:
+        while killed < kills and not done.is_set():
+            with admin.cursor() as cur:
+                cur.execute(DUMPS_SQL)
+                ids = [row[0] for row in cur.fetchall()]
+                for thread_id in ids:
+                    try:
+                        cur.execute(f"KILL {int(thread_id)}")
+                        killed += 1
+                    except pymysql.err.Error:
+                        pass  # already gone
+            progressed(rec, len(rec), done)
+    finally:
+        admin.close()
+    thread.join(120)
+    assert done.is_set()
+    events = rec.wait_for(total, 60)
+    assert killed >= 5
+    assert sorted(e.id for e in events) == list(range(1, total + 1))
+    assert len(events) == total
