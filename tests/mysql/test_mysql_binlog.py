@@ -7,6 +7,7 @@ tests change its global settings and purge its logs.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -161,6 +162,14 @@ def test_named_consumer_resumes_nothing_lost_nothing_twice(
     assert seen == list(range(1, 31))
 
 
+def saved_file(engine: sa.Engine, consumer: str) -> str:
+    with engine.connect() as conn:
+        text = conn.exec_driver_sql(
+            "SELECT `position` FROM sqlnotify_binlog_consumers WHERE `name` = %s", (consumer,)
+        ).scalar_one()
+    return str(json.loads(text)["file"])
+
+
 def test_purged_binlog_is_a_gap(
     server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier], gaps: GapRecorder
 ) -> None:
@@ -170,13 +179,21 @@ def test_purged_binlog_is_a_gap(
     first.stop()
     with engine.begin() as conn:
         conn.execute(table.insert(), [{"id": 1}])
+    saved = saved_file(engine, "late")
     admin = server.admin()
-    try:
+
+    def purged() -> bool:
+        # A log still read by a dump thread, or not yet checkpointed, is kept.
         with admin.cursor() as cur:
             cur.execute("FLUSH BINARY LOGS")
             cur.execute("SHOW BINARY LOGS")
             newest = cur.fetchall()[-1][0]
             cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+            cur.execute("SHOW BINARY LOGS")
+            return saved not in [row[0] for row in cur.fetchall()]
+
+    try:
+        wait_until(purged, timeout=TIMEOUT, message="the consumer's binlog purged")
     finally:
         admin.close()
     n = binlog(engine, consumer="late").watch(table, "insert")
@@ -212,7 +229,9 @@ def test_missing_setting_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -
             with engine.begin() as conn:
                 conn.execute(table.insert(), [{"id": 1}])
             assert [e.id for e in rec.wait_for(1, TIMEOUT)] == [1]
-            assert auto.status()[0]["triggers"]
+            with engine.connect() as conn:
+                found = conn.exec_driver_sql("SELECT COUNT(*) FROM sqlnotify_log").scalar_one()
+            assert found == 1  # the trigger wrote it
     finally:
         with admin.cursor() as cur:
             cur.execute("SET GLOBAL binlog_format = 'ROW'")

@@ -47,7 +47,7 @@ __all__ = ["BinlogSource", "row_payload"]
 
 _CUSTOM = f'"{CUSTOM}":true'
 _QUERY_TABLE = re.compile(
-    r"^\s*(TRUNCATE|ALTER|DROP|RENAME|CREATE)\s+(?:TABLE\s+)?(?:IF\s+EXISTS\s+)?"
+    r"^\s*(TRUNCATE|ALTER|DROP|RENAME)\s+(?:TABLE\s+)?(?:IF\s+EXISTS\s+)?"
     r"(?:`?(\w+)`?\.)?`?(\w+)`?",
     re.IGNORECASE,
 )
@@ -239,7 +239,7 @@ class BinlogSource(Source):
             log_file=start.file,
             log_pos=start.pos,
             slave_heartbeat=self.HEARTBEAT,
-            is_mariadb=mariadb,
+            is_mariadb=False,  # file/offset dumps (the MariaDB path starts at GTIDs)
             pymysql_wrapper=functools.partial(_connect, server.driver),
         )
         try:
