@@ -16,6 +16,7 @@ import pytest
 
 import sqlnotify
 from sqlnotify import Notifier
+from sqlnotify.dialects.mysql import MySQLDialect, MySQLOptions
 from sqlnotify.dialects.postgresql import PostgresDialect
 from sqlnotify.dialects.sqlite import SQLiteOptions
 
@@ -52,7 +53,8 @@ def test_parameter_table_lists_every_parameter_of_every_database() -> None:
     own = {n for n, p in signature.items() if n != "self" and p.kind is not p.VAR_KEYWORD}
     postgresql = set(PostgresDialect.capabilities.options)
     sqlite = {f"sqlite_{f.name}" for f in dataclasses.fields(SQLiteOptions)}
-    assert set(parameter_table()) == own | postgresql | sqlite
+    mysql = set(MySQLDialect.capabilities.options)
+    assert set(parameter_table()) == own | postgresql | sqlite | mysql
 
 
 def test_parameter_table_defaults_are_the_real_ones() -> None:
@@ -63,6 +65,7 @@ def test_parameter_table_defaults_are_the_real_ones() -> None:
         if p.default is not p.empty
     }
     defaults |= {f"sqlite_{f.name}": f.default for f in dataclasses.fields(SQLiteOptions)}
+    defaults |= {f"mysql_{f.name}": f.default for f in dataclasses.fields(MySQLOptions)}
     assert table["db_engine"] == "(required)"
     for name, default in defaults.items():
         written = _cell_value(table[name])

@@ -160,7 +160,6 @@ class BinlogSource(Source):
         channels: Sequence[str],
         cursor: LogCursor,
         *,
-        mariadb: bool,
         log: logging.Logger,
         on_gap: Callable[[int, int], None] | None = None,
     ) -> None:

@@ -94,13 +94,12 @@ def _granted(grants: Sequence[str], names: Sequence[str]) -> bool:
     return False
 
 
-def binlog_problems(conn: Any, watches: Sequence[Watch] = ()) -> tuple[list[str], bool]:
-    """What keeps the binlog source from reading ``watches`` on this server; is it MariaDB?
+def binlog_problems(conn: Any, watches: Sequence[Watch] = ()) -> list[str]:
+    """What keeps the binlog source from reading ``watches`` on this server.
 
     Each problem names the setting, privilege or package, and what it needs.
     """
-    log_bin, fmt, image, version = execute(conn, sql.BINLOG_SETTINGS_SQL)[0]
-    mariadb = "mariadb" in str(version).lower()
+    log_bin, fmt, image, _version = execute(conn, sql.BINLOG_SETTINGS_SQL)[0]
     problems = []
     if importlib.util.find_spec("pymysqlreplication") is None:
         problems.append("the mysql-replication package is not installed (the mysql extra)")
@@ -131,7 +130,7 @@ def binlog_problems(conn: Any, watches: Sequence[Watch] = ()) -> tuple[list[str]
         problems.append(
             "the user lacks the REPLICATION CLIENT privilege (BINLOG MONITOR on MariaDB 10.5+)"
         )
-    return problems, mariadb
+    return problems
 
 
 class BinlogConsumers:

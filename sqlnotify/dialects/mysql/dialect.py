@@ -77,7 +77,6 @@ class MySQLDialect(Dialect):
         self._journal: MySQLConsumers | BinlogConsumers | None = None
         #: ``"triggers"`` or ``"binlog"``, chosen at the first install of a run.
         self._mode: str | None = None
-        self._mariadb = False
         self._binlog_watches: dict[str, Watch] = {}
 
     @property
@@ -208,7 +207,7 @@ class MySQLDialect(Dialect):
             self._mode = "triggers"
             return self._mode
         with self.server.connection() as conn:
-            problems, self._mariadb = binlog_problems(conn, watches)
+            problems = binlog_problems(conn, watches)
         if problems and wanted == "binlog":
             raise SQLNotifyConfigurationError(
                 "mysql_source='binlog' cannot read the binary log: " + "; ".join(problems)
@@ -462,7 +461,6 @@ class MySQLDialect(Dialect):
                 self._binlog_watches,
                 channels,
                 cursor,
-                mariadb=self._mariadb,
                 log=self.log,
             )
         return MySQLSource(
