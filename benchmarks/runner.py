@@ -23,7 +23,14 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import events_cases, mysql_cases, pg_cases, redis_cases, sqlite_cases
+    from benchmarks import (
+        events_cases,
+        mysql_binlog,
+        mysql_cases,
+        pg_cases,
+        redis_cases,
+        sqlite_cases,
+    )
 
     cases = [
         pg_cases.THROUGHPUT,
@@ -42,6 +49,7 @@ def all_cases() -> list[Case]:
         redis_cases.RELAY,
         redis_cases.FANOUT,
         mysql_cases.MYSQL,
+        mysql_binlog.BINLOG,
     ]
     return cases
 
