@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import sqlalchemy as sa
 from support import mysql as mysql_support
+from support.mariadbserver import ThrowawayMariaDB, have_mariadb
 from support.pgserver import IN_CI, ThrowawayPostgres
 from support.watching import Watched
 from support.watching import watched as watched_by
@@ -43,7 +44,12 @@ FOLDER_MARKERS = {
     "mysql": "mysql",
 }
 #: The marker a fixture gives the tests that use it, wherever they live.
-FIXTURE_MARKERS = {"pg_url": "postgresql", "sqlite_path": "sqlite", "mysql_url": "mysql"}
+FIXTURE_MARKERS = {
+    "pg_url": "postgresql",
+    "sqlite_path": "sqlite",
+    "mysql_url": "mysql",
+    "binlog_server": "mysql",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -132,6 +138,28 @@ def mysql_url() -> str:
 def mysql_engine(mysql_url: str) -> Iterator[sa.Engine]:
     """An engine on a fresh MySQL database, dropped after the test."""
     with mysql_support.fresh_database(mysql_url) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def binlog_server() -> Iterator[ThrowawayMariaDB]:
+    """A private MariaDB with the binary log on (the binlog source's tests change its settings)."""
+    pytest.importorskip("pymysqlreplication")
+    if not have_mariadb():
+        if IN_CI:
+            pytest.fail("the binlog tests cannot run in CI: no mariadbd", pytrace=False)
+        pytest.skip("mariadb-install-db/mariadbd are not installed")
+    server = ThrowawayMariaDB()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def binlog_engine(binlog_server: ThrowawayMariaDB) -> Iterator[sa.Engine]:
+    """An engine on a fresh database of the binlog server, dropped after the test."""
+    with mysql_support.fresh_database(binlog_server.url) as engine:
         yield engine
 
 

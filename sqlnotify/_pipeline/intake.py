@@ -231,7 +231,9 @@ class Intake:
         now = time.time()
         acked_at = self.feed.acked_at if self.feed is not None else None
         start = acked_at.timestamp() if acked_at is not None else now
-        self._gap(min(start, now), now, self._channels, "retention", last - first + 1)
+        # ``last < first``: the log lost events it cannot count (a purged binlog).
+        count = last - first + 1 if last >= first else None
+        self._gap(min(start, now), now, self._channels, "retention", count)
 
     # -- gaps -----------------------------------------------------------------
     def _gap(

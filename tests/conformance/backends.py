@@ -15,7 +15,7 @@ from sqlalchemy.dialects import mysql
 
 from sqlnotify import Notifier
 from sqlnotify.dialects.sqlite import SQLiteDialect
-from sqlnotify.testing import MemoryDatabase, MemoryDialect
+from sqlnotify.testing import MemoryDatabase, MemoryDialect, wait_until
 
 
 class Backend:
@@ -25,6 +25,8 @@ class Backend:
     name: str
     #: The schema events of an unqualified table name (``None`` where there is none).
     schema: str | None = None
+    #: An UPDATE that changes no value is an event (triggers fire; a binlog has no row).
+    hears_unchanged_updates: bool = True
 
     def __init__(self, engine: sa.Engine, notifiers: list[Notifier]) -> None:
         self.engine = engine
@@ -134,3 +136,36 @@ class MySQLBackend(Backend):
             if isinstance(column.type, sa.DateTime):
                 column.type = column.type.with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
         return super().create(table)
+
+
+class MySQLBinlogBackend(MySQLBackend):
+    """MariaDB's binlog source, on a private server with the binary log on."""
+
+    name = "mysql-binlog"
+    hears_unchanged_updates = False
+
+    def __init__(self, engine: sa.Engine, notifiers: list[Notifier], server: Any) -> None:
+        super().__init__(engine, notifiers)
+        self._server = server
+
+    def notifier(self, **options: Any) -> Notifier:
+        return super().notifier(mysql_source="binlog", **options)
+
+    def lose_journal(self) -> None:
+        """Purge every binary log but the newest (as the server's expiry would)."""
+        admin = self._server.admin()
+
+        def purged() -> bool:
+            # A log a dump thread still reads, or not yet checkpointed, is kept.
+            with admin.cursor() as cur:
+                cur.execute("FLUSH BINARY LOGS")
+                cur.execute("SHOW BINARY LOGS")
+                names = [row[0] for row in cur.fetchall()]
+                cur.execute(f"PURGE BINARY LOGS TO '{names[-1]}'")
+                cur.execute("SHOW BINARY LOGS")
+                return len(cur.fetchall()) == 1
+
+        try:
+            wait_until(purged, 20.0, "the binary logs purged")
+        finally:
+            admin.close()

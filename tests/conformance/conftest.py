@@ -2,7 +2,8 @@
 
 ``memory`` (the in-memory dialect, no database), ``sqlite`` (a temporary
 file), ``postgresql`` (a schema of its own, marked ``postgresql``) and
-``mariadb`` (a database of its own, marked ``mysql``).
+``mariadb`` (a database of its own, marked ``mysql``) and ``mariadb-binlog``
+(the binlog source, on a private server with the binary log on).
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from backends import Backend, MemoryBackend, MySQLBackend, PostgresBackend, SQLiteBackend
+from backends import (
+    Backend,
+    MemoryBackend,
+    MySQLBackend,
+    MySQLBinlogBackend,
+    PostgresBackend,
+    SQLiteBackend,
+)
 
 from sqlnotify import Notifier
 
@@ -20,6 +28,7 @@ DIALECTS = [
     pytest.param("sqlite", id="sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
     pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
+    pytest.param("mariadb-binlog", id="mariadb-binlog", marks=pytest.mark.mysql),
 ]
 
 
@@ -36,6 +45,11 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         made = SQLiteBackend(own, notifiers)
     elif request.param == "mariadb":
         made = MySQLBackend(request.getfixturevalue("mysql_engine"), notifiers)
+    elif request.param == "mariadb-binlog":
+        if request.node.path.name == "test_conditions.py":
+            pytest.skip("where= conditions are SQL the server runs: the trigger source's")
+        server = request.getfixturevalue("binlog_server")
+        made = MySQLBinlogBackend(request.getfixturevalue("binlog_engine"), notifiers, server)
     else:
         engine = request.getfixturevalue("pg_schema_engine")
         made = PostgresBackend(engine, notifiers, request.getfixturevalue("schema"))

@@ -124,7 +124,9 @@ def test_changed_columns_and_old_values_of_every_type(backend: Backend) -> None:
     backend.update(table, {"id": 1}, {c: AFTER[c] for c in COLUMNS})
     backend.update(table, {"id": 1}, {"ratio": None, "name": "second"})
     backend.update(table, {"id": 1}, {"ratio": None})  # NULL to NULL: no change
-    everything, one, none = with_old.wait_for(3, TIMEOUT)
+    # The binary log holds no row event for an UPDATE that changes nothing.
+    noop = backend.hears_unchanged_updates
+    everything, one, *rest = with_old.wait_for(3 if noop else 2, TIMEOUT)
 
     assert everything.changed_columns == tuple(COLUMNS)
     assert dict(everything.row) == AFTER
@@ -134,8 +136,9 @@ def test_changed_columns_and_old_values_of_every_type(backend: Backend) -> None:
     }
     assert one.changed_columns == ("ratio",)
     assert one.old is not None and one.old["ratio"] == AFTER["ratio"] and one.row["ratio"] is None
-    assert none.changed_columns == ()
-    assert none.old is not None and dict(none.old) == dict(none.row)
+    for none in rest:
+        assert none.changed_columns == ()
+        assert none.old is not None and dict(none.old) == dict(none.row)
 
     form = everything.to_dict()
     assert form["changed_columns"] == COLUMNS
@@ -143,8 +146,8 @@ def test_changed_columns_and_old_values_of_every_type(backend: Backend) -> None:
     assert form["old"]["colour"] == "GREEN"
     assert json.loads(everything.to_json())["old"]["doc"] == BEFORE["doc"]
 
-    first, second, third = plain.wait_for(3, TIMEOUT)
-    assert [e.changed_columns for e in (first, second, third)] == [("name",), (), ()]
+    first, *others = plain.wait_for(3 if noop else 2, TIMEOUT)
+    assert [e.changed_columns for e in (first, *others)] == [("name",), (), ()][: 1 + len(others)]
     assert first.old is None and first.to_dict()["old"] is None
 
 

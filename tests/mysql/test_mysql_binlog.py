@@ -1,7 +1,8 @@
 """The binlog source on a private MariaDB with the binary log on.
 
-The server (``tests/support/mariadbserver.py``) is this module's own: the
-tests change its global settings and purge its logs.
+The server (``tests/support/mariadbserver.py``, the ``binlog_server``
+fixture) is private to the tests: they change its global settings (and set
+them back) and purge its logs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 from support.faults import GapRecorder
-from support.mariadbserver import ThrowawayMariaDB, have_mariadb
-from support.mysql import fresh_database
+from support.mariadbserver import ThrowawayMariaDB
 
 from sqlnotify import Notifier, Operation, signals
 from sqlnotify.exceptions import SQLNotifyConfigurationError
@@ -31,21 +31,14 @@ TIMEOUT = 20.0
 DUMPS_SQL = "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ThrowawayMariaDB]:
-    if not have_mariadb():
-        pytest.skip("mariadb-install-db/mariadbd are not installed")
-    s = ThrowawayMariaDB()
-    try:
-        yield s
-    finally:
-        s.destroy()
+@pytest.fixture
+def server(binlog_server: ThrowawayMariaDB) -> ThrowawayMariaDB:
+    return binlog_server
 
 
 @pytest.fixture
-def engine(server: ThrowawayMariaDB) -> Iterator[sa.Engine]:
-    with fresh_database(server.url) as e:
-        yield e
+def engine(binlog_engine: sa.Engine) -> sa.Engine:
+    return binlog_engine
 
 
 @pytest.fixture

@@ -77,6 +77,8 @@ class ThrowawayMariaDB:
                 "--binlog-row-image=FULL",
                 "--binlog-row-metadata=FULL",
                 "--server-id=1",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_general_ci",
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=16M",
                 "--innodb-log-file-size=8M",

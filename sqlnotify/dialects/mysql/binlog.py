@@ -29,6 +29,7 @@ import re
 import select
 import struct
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -61,7 +62,17 @@ def _kind(type_: Any) -> str:
         return "json"
     if isinstance(t, (sqltypes.LargeBinary, sqltypes._Binary)):
         return "binary"
+    if isinstance(t, sqltypes.Uuid):
+        return "uuid"
     return "plain"
+
+
+def _uuid_text(raw: bytes) -> str:
+    """MariaDB's ``UUID`` column from its stored form (time-based RFC UUIDs, version 1,
+    are kept with their time fields swapped, so they sort by time)."""
+    if raw[0] >> 4 == 1 and raw[8] & 0x80:
+        raw = raw[4:8] + raw[2:4] + raw[0:2] + raw[8:]
+    return str(uuid.UUID(bytes=raw))
 
 
 def _plain(value: Any) -> Any:
@@ -82,6 +93,8 @@ def _value(value: Any, kind: str) -> Any:
     if kind == "binary":
         raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
         return raw.hex().upper()
+    if kind == "uuid" and isinstance(value, bytes) and len(value) == 16:
+        return _uuid_text(value)
     if kind == "json":
         return json.loads(value) if isinstance(value, (str, bytes)) else _plain(value)
     if isinstance(value, decimal.Decimal):
@@ -273,7 +286,7 @@ class BinlogSource(Source):
                 " are lost",
                 lost.file,
             )
-            self.reader.on_gap(lost.number, lost.number)
+            self.reader.on_gap(lost.number, lost.number - 1)  # how many: unknown
         try:
             return self._wait(timeout, wake_fd)
         except self._error as exc:
@@ -322,9 +335,12 @@ class BinlogSource(Source):
     def _commit(self, rows: list[tuple[Any, str, str | None]]) -> None:
         stream = self._stream
         self._boundary = BinlogPosition(stream.log_file, stream.log_pos, 0, self._gtid)
+        if self._count == 0:
+            # Nothing delivered: the position moves past the transaction.  After
+            # events it stays at the last one's (resuming there skips them).
+            rows.append((self._boundary, "", None))
         self._count = 0
         self._skip = 0
-        rows.append((self._boundary, "", None))
 
     def _query(self, event: Any, query: str) -> None:
         match = _QUERY_TABLE.match(query)
