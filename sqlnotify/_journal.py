@@ -5,13 +5,17 @@ PostgreSQL's journal of durable watches) supplies one function,
 ``fetch(after, limit)``, returning up to ``limit`` rows
 ``(position, channel, payload)`` with ``position > after`` in ascending
 order.  :class:`JournalReader` owns the position: it reads in batches, keeps
-the channels it serves, stamps each payload with its position (``"pos"``),
-and reports positions that vanished before it read them.
+the channels it serves, and reports positions that vanished before it read
+them.  It hands out each row as a :class:`Notification` whose payload carries
+its position (``"pos"``), or, for a journal of durable watches, the rows
+themselves (``rows=True``): the dispatcher then decodes each payload once and
+takes the event's number from the journal store (``JournalStore.stamp``),
+with no text or object built per row on the reading thread.
 
 Positions are opaque to the reader: it only passes the last one back to
 ``fetch`` and compares it with the one it started from.  SQLite's are
-integers; PostgreSQL's are snapshots (``SnapshotPosition``), with a
-``stamp`` function for the number events carry (the journal id).
+integers; PostgreSQL's are snapshots (``SnapshotPosition``), whose ``stamp``
+is the journal id events carry.
 
 A row may come with a ``None`` payload: it is one the caller already
 delivered (or must not deliver); the position moves past it silently.
@@ -72,11 +76,9 @@ class JournalReader:
     :param on_gap: called as ``on_gap(first, last)`` with the missing
         positions, on the reading thread.
     :param batch_size: rows per ``fetch`` call.
-    :param stamp: maps a position to the number written as ``"pos"``
-        (default: the position itself).
-    :param make: builds each item from ``(channel, payload, stamped
-        position, position)``; the default is a :class:`Notification` whose
-        payload carries ``"pos"``.
+    :param rows: hand out the rows ``(position, channel, payload)``
+        themselves (those with a payload, of the channels served) instead of
+        a :class:`Notification` per row.
     """
 
     def __init__(
@@ -88,8 +90,7 @@ class JournalReader:
         on_gap: Callable[[int, int], None] | None = None,
         batch_size: int = 1000,
         log: logging.Logger | None = None,
-        stamp: Callable[[Any], int] | None = None,
-        make: Callable[[str, str, int, Any], Any] | None = None,
+        rows: bool = False,
     ) -> None:
         self.position = position
         self.channels = frozenset(channels) if channels is not None else None
@@ -97,8 +98,7 @@ class JournalReader:
         self.on_gap = on_gap
         self.batch_size = batch_size
         self.log = log or logging.getLogger("sqlnotify")
-        self.stamp = stamp
-        self.make = make
+        self.rows = rows
         #: The last read stopped at its row limit: more rows are waiting.
         self.more = False
         #: How many positions vanished before this reader saw them.
@@ -111,8 +111,9 @@ class JournalReader:
         out: list[Any] = []
         append = out.append
         channels = self.channels
-        stamp = self.stamp
-        make = self.make
+        contiguous = self.contiguous
+        # Rows handed out as they are: one pass in C over each fetched batch.
+        bulk = self.rows and not contiguous
         pos = self.position
         batch = self.batch_size
         seen = 0
@@ -126,16 +127,24 @@ class JournalReader:
                 # Hand out what was read; the next read meets the error again.
                 self.more = True
                 break
-            for seq, channel, payload in rows:
-                if self.contiguous and seq != pos + 1:
-                    self._gap(pos + 1, seq - 1)
-                pos = seq
-                if payload is not None and (channels is None or channel in channels):
-                    label = seq if stamp is None else stamp(seq)
-                    if make is None:
-                        append(Notification(channel, with_position(payload, label)))
+            if bulk:
+                if rows:
+                    pos = rows[-1][0]
+                    if channels is None:
+                        out += [r for r in rows if r[2] is not None]
                     else:
-                        append(make(channel, payload, label, seq))
+                        out += [r for r in rows if r[2] is not None and r[1] in channels]
+            else:
+                for row in rows:
+                    seq, channel, payload = row
+                    if contiguous and seq != pos + 1:
+                        self._gap(pos + 1, seq - 1)
+                    pos = seq
+                    if payload is not None and (channels is None or channel in channels):
+                        if self.rows:
+                            append(row)
+                        else:
+                            append(Notification(channel, with_position(payload, seq)))
             seen += len(rows)
             if len(rows) < batch:
                 break
@@ -173,16 +182,14 @@ class JournalEvent(NamedTuple):
     """An event of a durable watch read from the journal: the dispatcher
     decodes ``payload`` and adds ``position`` (``data`` is always ``None``).
 
-    ``token`` is the journal store's position of the event: once every
-    receiver of this event and of all before it is done, it is the position
-    a consumer may save (opaque; only the store reads it).
+    Only the slower path of a batch holding overflow references or keys-only
+    rows builds these; the dispatcher takes the journal's rows as they are.
     """
 
     channel: str
     payload: str
     data: dict[str, Any] | None
     position: int
-    token: Any = None
 
 
 class JournalStore(Protocol):
