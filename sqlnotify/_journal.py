@@ -31,10 +31,9 @@ by one thread at a time (the listener's).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from ._payload import POS, Notification
 
@@ -42,7 +41,6 @@ __all__ = [
     "Fetch",
     "JournalEvent",
     "JournalReader",
-    "JournalStore",
     "Row",
     "with_position",
 ]
@@ -191,47 +189,3 @@ class JournalEvent(NamedTuple):
     data: dict[str, Any] | None
     position: int
 
-
-class JournalStore(Protocol):
-    """A dialect's journal of durable watches, with consumers' saved positions.
-
-    Positions are opaque tokens the store hands out (ordered: a reader's
-    only grow); the caller never builds one, it only saves one it was given.
-    """
-
-    def start_position(self) -> tuple[Any, Callable[[Any], bool] | None]:
-        """The position of a new reader, and an optional test for rows after it to skip."""
-        ...
-
-    def read(self, after: Any, channels: Sequence[str], limit: int) -> Sequence[Row]:
-        """Up to ``limit`` rows of ``channels`` after ``after``, in order.
-
-        A row without a payload only moves the position (past rows of other
-        channels, or to the end of a read window).
-        """
-        ...
-
-    def stamp(self, position: Any) -> int:
-        """The number an event at ``position`` carries as ``event.position``."""
-        ...
-
-    def load(self, consumer: str) -> tuple[Any, dt.datetime] | None:
-        """A consumer's saved position and when it was saved; ``None`` if unknown."""
-        ...
-
-    def save(self, consumer: str, position: Any) -> None:
-        """Store a consumer's position (never moving it backwards)."""
-        ...
-
-    def behind(self, position: Any) -> dt.datetime | None:
-        """When retention removed rows ``position`` had not consumed, the newest
-        such row's time; ``None`` otherwise."""
-        ...
-
-    def prune(self, retention: float, consumer_expiry: float) -> int:
-        """Remove a bounded batch of rows no known consumer needs; return how many."""
-        ...
-
-    def close(self) -> None:
-        """Release connections and locks."""
-        ...

@@ -143,7 +143,7 @@ Rows = list[tuple[SnapshotPosition, str, "str | None"]]
 
 
 class PostgresJournal:
-    """A :class:`~sqlnotify._journal.JournalStore` over one schema's journal tables.
+    """A :class:`~sqlnotify.dialects.base.JournalStore` over one schema's journal tables.
 
     Holds one autocommit psycopg2 connection of its own (opened on first
     use, reopened after an error), used by the listener thread, and by the
