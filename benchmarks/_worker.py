@@ -177,7 +177,7 @@ def _notifier(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
 
     engine = sa.create_engine(spec["url"], pool_size=1, max_overflow=1)
     table = bench_table(spec["table"], spec["schema"])
-    notifier = Notifier(engine)
+    notifier = Notifier(engine, **spec.get("options", {}))
     notifier.watch(table, "insert", extra_columns=["a", "b"], **spec.get("watch", {}))
     return engine, table, notifier
 
@@ -361,10 +361,21 @@ def pg_durable(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[],
     )
 
 
+def pg_poll(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    """The durable watch in poll mode (``pg_listen=False``): no LISTEN, journal reads."""
+    options = {"pg_listen": False, "pg_poll_interval": float(spec["poll_interval"])}
+    return pg_sqlnotify(
+        {**spec, "watch": {"durable": True, "channel_label": "durable"}, "options": options},
+        tally,
+        measure,
+    )
+
+
 CONSUMERS = {
     "bare": pg_bare,
     "sqlnotify": pg_sqlnotify,
     "durable": pg_durable,
+    "poll": pg_poll,
     "aio": pg_aio,
     "sqlite_bare": sqlite_bare,
     "sqlite": sqlite_sqlnotify,

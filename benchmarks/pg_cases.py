@@ -179,15 +179,19 @@ def _latency(
     producer_mode: str,
     modes: tuple[str, ...] = ("bare", "sqlnotify"),
     table: str = "lat",
+    rate: float = 1000.0,
+    counts: tuple[int, int, int, int] = (3_000, 200, 300, 20),
+    **more: Any,
 ) -> dict[str, float]:
-    count = ctx.count(3_000, 200)
-    warmup = ctx.count(300, 20)
-    rate = 1000.0
-    channel = _watched_table(ctx, table, durable="durable" in modes)
+    """p50/p95/p99 and the producer's rate of each mode; ``counts``: events and
+    warm-up events, full and smoke; ``more``: more of the consumers' spec."""
+    count = ctx.count(counts[0], counts[1])
+    warmup = ctx.count(counts[2], counts[3])
+    channel = _watched_table(ctx, table, durable=bool({"durable", "poll"} & set(modes)))
     out: dict[str, float] = {}
     for mode in _modes(ctx, modes):
         spec = _consumer_spec(
-            ctx, mode, table, channel, count=count, warmup=warmup, measure="latency"
+            ctx, mode, table, channel, count=count, warmup=warmup, measure="latency", **more
         )
         with Worker(spec) as consumer:
             consumer.expect("ready")
@@ -819,5 +823,52 @@ DURABLE_LATENCY = Case(
         Row("durable_rate", "producer rate, durable run", "commits/s"),
     ],
     run=lambda ctx: _latency(ctx, "insert", ("sqlnotify", "durable"), table="dlat"),
+    available=_durable_available,
+)
+
+
+# -- poll mode ---------------------------------------------------------------
+
+
+#: Poll mode's ``pg_poll_interval`` in the benchmark (its default).
+POLL_INTERVAL = 0.5
+
+
+def poll_latency(ctx: Context) -> dict[str, float]:
+    """Commit -> receiver of a durable watch in poll mode, 50 commits a second."""
+    out = _latency(
+        ctx,
+        "insert",
+        ("durable", "poll"),
+        table="plat",
+        rate=50.0,
+        counts=(1_000, 40, 50, 5),
+        poll_interval=POLL_INTERVAL,
+    )
+    out["poll_interval"] = POLL_INTERVAL * 1000.0
+    return out
+
+
+POLL_LATENCY = Case(
+    name="pg_poll_latency",
+    title="PostgreSQL latency, poll mode (pg_listen=False)",
+    what=(
+        "time from the trigger's clock_timestamp() to the receiver for a durable watch, 50"
+        " single-row transactions a second from a separate producer process (sparse enough"
+        " for the poller to back off between them): LISTEN mode against poll mode with"
+        f" pg_poll_interval={POLL_INTERVAL:g} s (no pooler in between: the journal reads are"
+        " the same through one)"
+    ),
+    needs=("postgresql",),
+    rows=[
+        Row("poll_interval", "pg_poll_interval", "ms"),
+        Row("durable_p50", "LISTEN mode p50", "ms"),
+        Row("poll_p50", "poll mode p50", "ms", "poll_interval", "<=+1", "delta"),
+        Row("durable_p99", "LISTEN mode p99", "ms"),
+        Row("poll_p99", "poll mode p99", "ms", "poll_interval", None, "delta"),
+        Row("durable_rate", "producer rate, LISTEN run", "commits/s"),
+        Row("poll_rate", "producer rate, poll run", "commits/s"),
+    ],
+    run=poll_latency,
     available=_durable_available,
 )

@@ -23,7 +23,7 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import pg_cases, sqlite_cases
+    from benchmarks import mysql_cases, pg_cases, redis_cases, sqlite_cases
 
     cases = [
         pg_cases.THROUGHPUT,
@@ -34,8 +34,12 @@ def all_cases() -> list[Case]:
         pg_cases.WRITER,
         pg_cases.DURABLE,
         pg_cases.DURABLE_LATENCY,
+        pg_cases.POLL_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
+        redis_cases.RELAY,
+        redis_cases.FANOUT,
+        mysql_cases.MYSQL,
     ]
     return cases
 

@@ -5,17 +5,17 @@ PostgreSQL's journal of durable watches) supplies one function,
 ``fetch(after, limit)``, returning up to ``limit`` rows
 ``(position, channel, payload)`` with ``position > after`` in ascending
 order.  :class:`JournalReader` owns the position: it reads in batches, keeps
-the channels it serves, and reports positions that vanished before it read
-them.  It hands out each row as a :class:`Notification` whose payload carries
-its position (``"pos"``), or, for a journal of durable watches, the rows
-themselves (``rows=True``): the dispatcher then decodes each payload once and
-takes the event's number from the journal store (``JournalStore.stamp``),
-with no text or object built per row on the reading thread.
+the channels it serves, stamps each payload with its position (``"pos"``),
+and reports positions that vanished before it read them.  For a journal of
+durable watches it can hand out the rows themselves (``rows=True``): the
+dispatcher then decodes each payload once and takes the event's number from
+the journal store (``JournalStore.stamp``), so the reading thread builds
+nothing per row.
 
 Positions are opaque to the reader: it only passes the last one back to
 ``fetch`` and compares it with the one it started from.  SQLite's are
-integers; PostgreSQL's are snapshots (``SnapshotPosition``), whose ``stamp``
-is the journal id events carry.
+integers; PostgreSQL's are snapshots (``SnapshotPosition``), with a
+``stamp`` function for the number events carry (the journal id).
 
 A row may come with a ``None`` payload: it is one the caller already
 delivered (or must not deliver); the position moves past it silently.
@@ -74,9 +74,14 @@ class JournalReader:
     :param on_gap: called as ``on_gap(first, last)`` with the missing
         positions, on the reading thread.
     :param batch_size: rows per ``fetch`` call.
+    :param stamp: maps a position to the number written as ``"pos"``
+        (default: the position itself).
+    :param make: builds each item from ``(channel, payload, stamped
+        position, position)``; the default is a :class:`Notification` whose
+        payload carries ``"pos"``.
     :param rows: hand out the rows ``(position, channel, payload)``
-        themselves (those with a payload, of the channels served) instead of
-        a :class:`Notification` per row.
+        themselves (those with a payload, of the channels served); ``stamp``
+        and ``make`` are then not used.
     """
 
     def __init__(
@@ -88,6 +93,8 @@ class JournalReader:
         on_gap: Callable[[int, int], None] | None = None,
         batch_size: int = 1000,
         log: logging.Logger | None = None,
+        stamp: Callable[[Any], int] | None = None,
+        make: Callable[[str, str, int, Any], Any] | None = None,
         rows: bool = False,
     ) -> None:
         self.position = position
@@ -96,6 +103,8 @@ class JournalReader:
         self.on_gap = on_gap
         self.batch_size = batch_size
         self.log = log or logging.getLogger("sqlnotify")
+        self.stamp = stamp
+        self.make = make
         self.rows = rows
         #: The last read stopped at its row limit: more rows are waiting.
         self.more = False
@@ -109,6 +118,8 @@ class JournalReader:
         out: list[Any] = []
         append = out.append
         channels = self.channels
+        stamp = self.stamp
+        make = self.make
         contiguous = self.contiguous
         # Rows handed out as they are: one pass in C over each fetched batch.
         bulk = self.rows and not contiguous
@@ -141,8 +152,12 @@ class JournalReader:
                     if payload is not None and (channels is None or channel in channels):
                         if self.rows:
                             append(row)
+                            continue
+                        label = seq if stamp is None else stamp(seq)
+                        if make is None:
+                            append(Notification(channel, with_position(payload, label)))
                         else:
-                            append(Notification(channel, with_position(payload, seq)))
+                            append(make(channel, payload, label, seq))
             seen += len(rows)
             if len(rows) < batch:
                 break
@@ -180,12 +195,14 @@ class JournalEvent(NamedTuple):
     """An event of a durable watch read from the journal: the dispatcher
     decodes ``payload`` and adds ``position`` (``data`` is always ``None``).
 
-    Only the slower path of a batch holding overflow references or keys-only
-    rows builds these; the dispatcher takes the journal's rows as they are.
+    ``token`` is the journal store's position of the event: once every
+    receiver of this event and of all before it is done, it is the position
+    a consumer may save (opaque; only the store reads it).
     """
 
     channel: str
     payload: str
     data: dict[str, Any] | None
     position: int
+    token: Any = None
 

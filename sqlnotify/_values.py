@@ -136,6 +136,10 @@ def _sa_dialect(name: str) -> Any:
         from sqlalchemy.dialects.postgresql.base import PGDialect
 
         return PGDialect()  # type: ignore[no-untyped-call]
+    if name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql.base import MySQLDialect
+
+        return MySQLDialect(is_mariadb=name == "mariadb")
     from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 
     return SQLiteDialect()
@@ -144,9 +148,10 @@ def _sa_dialect(name: str) -> Any:
 def converter_for(type_: Any, dialect: str) -> Converter | None:
     """The converter for one column type, or ``None`` when JSON already gives the type.
 
-    ``dialect`` is ``"postgresql"`` or ``"sqlite"``; SQLite stores booleans as
-    integers and BLOBs (hex-encoded in payloads) differently; JSON columns need
-    no converter on either, since both triggers embed the document itself.
+    ``dialect`` is ``"postgresql"``, ``"sqlite"``, ``"mysql"`` or ``"mariadb"``;
+    SQLite and MySQL store booleans as integers and send BLOBs hex-encoded in
+    payloads; JSON columns need no converter on any, since every trigger
+    embeds the document itself.
     A ``TypeDecorator``'s ``process_result_value`` is applied after the
     conversion, as SQLAlchemy does when it reads the row.
     """
@@ -183,7 +188,7 @@ def _base_converter(t: Any, dialect: str) -> Converter | None:
     if isinstance(t, sqltypes.Enum):
         return _enum_converter(t)
     if isinstance(t, sqltypes.Boolean):
-        return to_bool if dialect == "sqlite" else None
+        return None if dialect == "postgresql" else to_bool  # SQLite, MySQL: integers
     if isinstance(t, sqltypes.DateTime):
         return to_datetime
     if isinstance(t, sqltypes.Date):

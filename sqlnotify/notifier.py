@@ -274,6 +274,30 @@ class Notifier(Lifecycle):
         self._run: Run | None = None
         _notifiers.add(self)
 
+    @classmethod
+    def from_redis(
+        cls, db_engine: Any, redis_url: str, *, group: str, consumer: str, **options: Any
+    ) -> Notifier:
+        """A notifier reading the Redis Streams a :class:`~sqlnotify.relay.Relay` writes.
+
+        ``db_engine`` is the relay's database, used only to reflect the
+        watched tables (events carry the same typed values as a direct
+        listener's); ``group`` is the consumer group (each group gets every
+        event, each consumer of a group a share), ``consumer`` this
+        process's name in it.  Declare the watches as the relay's notifier
+        does (``durable=True``).  Receivers run on the dispatcher thread.
+        Other options: the notifier's, and ``stream_prefix``, ``claim_idle``
+        (see :class:`~sqlnotify.dialects.redis.RedisStreams`).
+        """
+        return cls(
+            db_engine,
+            dialect=get_dialect_class("redis"),
+            redis_url=redis_url,
+            group=group,
+            consumer=consumer,
+            **options,
+        )
+
     @property
     def _advice(self) -> Mapping[str, str]:
         """How log messages name the settings they advise (the command line sets its own)."""
@@ -286,7 +310,7 @@ class Notifier(Lifecycle):
     # -- introspection --------------------------------------------------------
     @property
     def dialect_name(self) -> str:
-        """The database's SQLAlchemy dialect name: ``"postgresql"`` or ``"sqlite"``."""
+        """The database's SQLAlchemy dialect name: ``"postgresql"``, ``"sqlite"``, ``"mysql"``..."""
         return self._dialect.name
 
     @property

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+from support import mysql as mysql_support
 from support.pgserver import IN_CI, ThrowawayPostgres
 from support.watching import Watched
 from support.watching import watched as watched_by
@@ -38,9 +39,11 @@ FOLDER_MARKERS = {
     "adapters": "adapters",
     "docs": "docs",
     "conformance": "conformance",
+    "redis": "redis",
+    "mysql": "mysql",
 }
 #: The marker a fixture gives the tests that use it, wherever they live.
-FIXTURE_MARKERS = {"pg_url": "postgresql", "sqlite_path": "sqlite"}
+FIXTURE_MARKERS = {"pg_url": "postgresql", "sqlite_path": "sqlite", "mysql_url": "mysql"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -113,6 +116,23 @@ def pg_schema_engine(pg_url: str, schema: str) -> Iterator[sa.Engine]:
     engine = sa.create_engine(url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    url = mysql_support.mysql_url()
+    if not mysql_support.reachable(url):
+        if IN_CI:
+            pytest.fail(f"MySQL tests cannot run in CI: no server at {url}", pytrace=False)
+        pytest.skip(f"no MySQL/MariaDB server at {url}")
+    return url
+
+
+@pytest.fixture
+def mysql_engine(mysql_url: str) -> Iterator[sa.Engine]:
+    """An engine on a fresh MySQL database, dropped after the test."""
+    with mysql_support.fresh_database(mysql_url) as engine:
+        yield engine
 
 
 @pytest.fixture

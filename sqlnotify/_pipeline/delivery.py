@@ -359,7 +359,7 @@ class Delivery:
                 if (ovf in data or trunc in data) and type(data) is dict:
                     # The rest of the batch takes the slower path, in order.
                     data[POS] = stamp(token)
-                    rest = [JournalEvent(c, p, None, stamp(t)) for t, c, p in batch[index + 1 :]]
+                    rest = [JournalEvent(c, p, None, stamp(t), t) for t, c, p in batch[index + 1 :]]
                     self._decode_large(route, data, payload, rest, received_at)
                     return
                 event = route.decode(data, None, stamp(token))

@@ -285,10 +285,10 @@ class Feed:
             self.check_retention()
             self.sweep()
 
-    def woken(self) -> None:
-        """A wake-up of a durable watch arrived: read the journal."""
+    def woken(self) -> bool:
+        """A wake-up of a durable watch arrived: read the journal; ``True`` if it had events."""
         self.pending = True
-        self.sweep()
+        return self.sweep()
 
     def queue_ack(self, position: Any) -> None:
         """Mark ``position`` done once the dispatcher reaches this point of its queue."""
@@ -319,13 +319,15 @@ class Feed:
     def _fetch(self, after: Any, limit: int) -> Sequence[Any]:
         return self.store.read(after, self._channels, limit)
 
-    def sweep(self) -> None:
-        """Read the journal into the dispatcher queue while there is room."""
+    def sweep(self) -> bool:
+        """Read the journal into the dispatcher queue while there is room; ``True`` if
+        events were read."""
         reader = self._reader
         assert reader is not None
         d = self._dispatcher
         stamp = self.store.stamp
         self._last_sweep = time.monotonic()
+        found = False
         try:
             stopping = self._stopping
             while self.pending and d.depth < self._max_queue and not stopping.is_set():
@@ -333,6 +335,7 @@ class Feed:
                 room = max(1, self._max_queue - d.depth)
                 items = reader.read(self._fetch, min(room, self.SWEEP_ROWS))
                 if items:
+                    found = True
                     d.put(JournalBatch(items, time.time(), stamp))
                 if reader.position != before:
                     self.queue_ack(reader.position)
@@ -343,6 +346,7 @@ class Feed:
             if self._last_sweep - self._sweep_failed >= 10.0:
                 self._sweep_failed = self._last_sweep
                 self._log.warning("could not read the journal (will retry): %s", exc)
+        return found
 
     def _ack(self, position: Any) -> None:
         # Dispatcher thread: every event up to ``position`` went through the

@@ -194,7 +194,10 @@ class Intake:
         if foreign and self._drop is not None:
             d.put_control(lambda: self._foreign(foreign))
         if woken and self.feed is not None:
-            self.feed.woken()
+            found = self.feed.woken()
+            source = self.source
+            if source is not None:
+                source.checked(found)
 
     def tick(self) -> float | None:
         """Periodic work on the listener thread; return how soon to run again."""

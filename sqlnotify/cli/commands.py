@@ -79,10 +79,14 @@ def engine_from_url(text: str) -> sa.Engine:
                 f"no SQLite database at {path!r} (from {text!r}); sqlite:///relative.db"
                 " and sqlite:////absolute/path.db name a file that exists"
             )
+    elif backend in ("mysql", "mariadb"):
+        url = url.set(drivername=f"{backend}+pymysql")
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = 10
     else:
         raise SQLNotifyConfigurationError(
             f"unsupported database URL {url.render_as_string(hide_password=True)!r}:"
-            " sqlnotify works with postgresql://... and sqlite:///..."
+            " sqlnotify works with postgresql://..., sqlite:///... and mysql://..."
         )
     try:
         return sa.create_engine(url, connect_args=connect_args)
@@ -365,10 +369,37 @@ def _ownership_lines(row: dict[str, Any]) -> list[str]:
     return out
 
 
+def _relays(redis_url: str, prefix: str) -> list[dict[str, Any]]:
+    """The health every live relay under ``prefix`` published to Redis."""
+    try:
+        import redis  # an optional dependency: the ``redis`` extra
+    except ImportError:
+        raise click.ClickException("--redis needs: pip install redis (the redis extra)") from None
+    from ..dialects.redis.commands import health_pattern
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5.0)
+    try:
+        keys = sorted(client.scan_iter(match=health_pattern(prefix), count=1000))
+        found = [client.get(k) for k in keys]
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis at {mask_password(redis_url)}: {exc}") from None
+    finally:
+        client.close()
+    return [json.loads(text) for text in found if text]
+
+
 @click.command()
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def status(url: str, as_json: bool) -> None:
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    metavar="REDIS_URL",
+    help="Also show the relays writing Redis Streams there (see sqlnotify relay).",
+)
+@click.option("--stream-prefix", default="sqlnotify:", show_default=True)
+def status(url: str, as_json: bool, redis_url: str | None, stream_prefix: str) -> None:
     """Show every trigger and function sqlnotify installed in the database.
 
     For each: its spec (key, payload and trigger columns, label), the
@@ -384,6 +415,8 @@ def status(url: str, as_json: bool) -> None:
     with _readable_errors():
         rows, extra = _status_rows(engine)
     engine.dispose()
+    if redis_url is not None:
+        extra["relays"] = _relays(redis_url, stream_prefix)
     if as_json:
         click.echo(json.dumps({"objects": rows, **extra}, indent=2, default=str))
         return
@@ -414,6 +447,68 @@ def status(url: str, as_json: bool) -> None:
         click.echo(f"change log: {extra['change_log'].get('rows')} row(s)")
     if "notification_queue_usage" in extra:
         click.echo(f"notification queue usage: {extra['notification_queue_usage']:.4%}")
+    for r in extra.get("relays", []):
+        click.echo(
+            f"relay {r['name']} on {r['host']} pid {r['pid']}:"
+            f" {'active' if r['active'] else 'standing by'}, {r['written']} entries written,"
+            f" lag {r['lag_events']} event(s) / {r['lag_seconds']:.3f} s,"
+            f" last error: {r['last_error'] or 'none'}"
+        )
+    if redis_url is not None and not extra.get("relays"):
+        click.echo("no relay publishes its health under this stream prefix")
+
+
+@click.command()
+@_app_option
+@click.option("--to", "to", required=True, metavar="REDIS_URL", help="redis://host:port/db")
+@click.option(
+    "--name",
+    default="default",
+    show_default=True,
+    help="Relays of one name elect one active among them; the others stand by.",
+)
+@click.option("--stream-prefix", default="sqlnotify:", show_default=True)
+@click.option(
+    "--retention",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
+    help="Entries kept per stream (XADD MAXLEN ~).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log the relay's steps to stderr.")
+def relay(app: str, to: str, name: str, stream_prefix: str, retention: int, verbose: bool) -> None:
+    """Append the events of your notifier's durable watches to Redis Streams.
+
+    Run it on two machines or more: one is active, the others take over
+    within seconds when it dies.  Read the streams with
+    Notifier.from_redis(...).  Stops on Ctrl-C or SIGTERM.
+    """
+    try:
+        from ..relay import Relay  # needs the optional ``redis`` package
+    except ImportError:
+        raise click.ClickException("the relay needs: pip install redis (the redis extra)") from None
+    _log_to_stderr(verbose)
+    notifier = load_notifier(app)
+    _check_connect(_engine_of(notifier))
+    runner = Relay(notifier, to, name=name, stream_prefix=stream_prefix, retention=retention)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    click.echo(f"relay {name!r} to {mask_password(to)}: standing by", err=True)
+    runner.start()
+    active = False
+    try:
+        while not stop.wait(0.2):
+            if runner.active != active:
+                active = runner.active
+                click.echo("active" if active else "standing by", err=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runner.stop()
+    health = runner.health()
+    click.echo(f"relay stopped: {health['written']} entries written", err=True)
 
 
 @click.command()
@@ -499,4 +594,4 @@ def demo(seconds: float, rate: float) -> None:
 
 
 #: Every command of the ``sqlnotify`` group.
-COMMANDS = (demo, listen, status, install, uninstall, sql)
+COMMANDS = (demo, listen, status, install, uninstall, sql, relay)

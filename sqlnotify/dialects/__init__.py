@@ -25,12 +25,18 @@ _DRIVER_PACKAGES = {
     "asyncpg": "asyncpg",
     "aiosqlite": "aiosqlite",
     "pg8000": "pg8000",
+    "redis": "redis",
+    "pymysql": "pymysql",
+    "MySQLdb": "mysqlclient",
 }
 
 #: SQLAlchemy dialect name -> "module:ClassName"
 registry: dict[str, str] = {
     "postgresql": "sqlnotify.dialects.postgresql:PostgresDialect",
     "sqlite": "sqlnotify.dialects.sqlite:SQLiteDialect",
+    "redis": "sqlnotify.dialects.redis:RedisStreams",
+    "mysql": "sqlnotify.dialects.mysql:MySQLDialect",
+    "mariadb": "sqlnotify.dialects.mysql:MariaDBDialect",
 }
 
 

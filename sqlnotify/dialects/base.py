@@ -141,6 +141,14 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Close the connection; never raises."""
 
+    def checked(self, found: bool) -> None:
+        """The journal read that this source's wake-ups asked for is done (listener thread).
+
+        ``found``: it read events.  A source that decides itself when the
+        journal is read (PostgreSQL's poll mode) paces its next wake-up by
+        it; the default does nothing.
+        """
+
     @property
     def uses_inotify(self) -> bool:
         """Whether commits wake the source through a file watch rather than a poll."""

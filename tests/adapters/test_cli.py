@@ -179,7 +179,7 @@ def test_several_processes_each_get_every_overflowed_row(
     ("args", "fragments"),
     [
         (["not a url", "orders"], ["invalid database URL 'not a url'", "postgresql://"]),
-        (["mysql://u@h/db", "orders"], ["unsupported database URL", "sqlite:///"]),
+        (["oracle://u@h/db", "orders"], ["unsupported database URL", "sqlite:///"]),
         (["sqlite:///no/such/dir/x.db", "orders"], ["no SQLite database at 'no/such/dir/x.db'"]),
         (
             ["postgresql://postgres@127.0.0.1:1/test", "orders"],

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from sqlnotify import Notifier
 from sqlnotify.dialects.sqlite import SQLiteDialect
@@ -116,3 +117,20 @@ class PostgresBackend(Backend):
     def __init__(self, engine: sa.Engine, notifiers: list[Notifier], schema: str) -> None:
         super().__init__(engine, notifiers)
         self.schema = schema
+
+
+class MySQLBackend(Backend):
+    """MariaDB (or MySQL): a database of its own; the engine's database is the schema."""
+
+    name = "mysql"
+
+    def __init__(self, engine: sa.Engine, notifiers: list[Notifier]) -> None:
+        super().__init__(engine, notifiers)
+        self.schema = engine.url.database
+
+    def create(self, table: sa.Table) -> sa.Table:
+        # As an application on MySQL does: DATETIME keeps microseconds only with fsp=6.
+        for column in table.columns:
+            if isinstance(column.type, sa.DateTime):
+                column.type = column.type.with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+        return super().create(table)

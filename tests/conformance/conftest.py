@@ -1,7 +1,8 @@
 """The ``backend`` fixture: every conformance test runs once per dialect.
 
 ``memory`` (the in-memory dialect, no database), ``sqlite`` (a temporary
-file) and ``postgresql`` (a schema of its own, marked ``postgresql``).
+file), ``postgresql`` (a schema of its own, marked ``postgresql``) and
+``mariadb`` (a database of its own, marked ``mysql``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from backends import Backend, MemoryBackend, PostgresBackend, SQLiteBackend
+from backends import Backend, MemoryBackend, MySQLBackend, PostgresBackend, SQLiteBackend
 
 from sqlnotify import Notifier
 
@@ -18,6 +19,7 @@ DIALECTS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
 ]
 
 
@@ -32,6 +34,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     elif request.param == "sqlite":
         own = sa.create_engine(f"sqlite:///{request.getfixturevalue('sqlite_path')}")
         made = SQLiteBackend(own, notifiers)
+    elif request.param == "mariadb":
+        made = MySQLBackend(request.getfixturevalue("mysql_engine"), notifiers)
     else:
         engine = request.getfixturevalue("pg_schema_engine")
         made = PostgresBackend(engine, notifiers, request.getfixturevalue("schema"))

@@ -200,8 +200,6 @@ def test_quickstart_callbacks_run_for_rows_written_through_the_api(serve: Any) -
         server.wait_line(r"^the first user was updated$")
 
 
-
-
 def test_websocket_clients_receive_the_broadcast_of_a_new_row(serve: Any) -> None:
     server = serve("websocket_broadcast")
     ws_url = server.url.replace("http://", "ws://") + "/ws"

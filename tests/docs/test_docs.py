@@ -124,7 +124,7 @@ def bare_index_installs(line: str) -> list[str]:
 @pytest.mark.parametrize(
     ("line", "bad"),
     [
-        ('pip install "sqlnotify[asyncio]"', ['sqlnotify[asyncio]']),
+        ('pip install "sqlnotify[asyncio]"', ["sqlnotify[asyncio]"]),
         ("python -m pip install -U sqlnotify", ["sqlnotify"]),
         ("pip install sqlnotify==0.2.0 flask", ["sqlnotify==0.2.0"]),
         ('``pip install "SQLNotify[sqlite]"`` brings', ["SQLNotify[sqlite]"]),

@@ -15,6 +15,9 @@ The convention (for every section of README.rst and of each ``docs/**/*.rst`` pa
     ``"postgresql+psycopg2://app:secret@localhost/app"``.
   - ``sqlite``: the example runs in a fresh temporary working directory, so
     relative paths such as ``sqlite:///app.db`` land there.
+  - ``mysql``: like ``postgresql``, for literals starting with ``mysql://``,
+    ``mariadb://`` or ``mysql+<driver>://`` (a fresh database on the test
+    MySQL/MariaDB server; the dialect and driver written are kept).
 
 * ``.. sqlnotify-example: <backend> continued`` runs the block in the same
   namespace (and database) as the example before it in the same file, so a
@@ -150,9 +153,30 @@ def sqlite_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[str], s
         os.chdir(old)
 
 
+@contextlib.contextmanager
+def mysql_backend(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    from support.mysql import fresh_database
+
+    with fresh_database(request.getfixturevalue("mysql_url")) as engine:
+        base = engine.url
+        engine.dispose()
+
+        def rewrite(code: str) -> str:
+            def url(match: re.Match[str]) -> str:
+                written = sa.make_url(match["url"])
+                target = base.set(drivername=written.drivername)
+                return repr(target.render_as_string(hide_password=False))
+
+            pattern = r"""(?P<q>["'])(?P<url>(mysql|mariadb)(\+\w+)?://[^"']*)(?P=q)"""
+            return re.sub(pattern, url, code)
+
+        yield rewrite
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], contextlib.AbstractContextManager[Any]]] = {
     "postgresql": postgresql_backend,
     "sqlite": sqlite_backend,
+    "mysql": mysql_backend,
 }
 
 
@@ -169,7 +193,7 @@ def _close_everything(namespace: dict[str, Any]) -> None:
 
 def test_readme_has_runnable_examples() -> None:
     # The README's quick starts are run as scripts by tests/docs/test_readme_quickstart.py.
-    assert {e.backend for e in EXAMPLES} == {"postgresql", "sqlite"}
+    assert {e.backend for e in EXAMPLES} == {"postgresql", "sqlite", "mysql"}
     assert len({e.source for e in EXAMPLES}) > 5, "docs/ pages without run examples"
     unknown = {e.backend for e in EXAMPLES} - set(BACKENDS)
     assert not unknown, f"examples name unknown backends: {sorted(unknown)}"

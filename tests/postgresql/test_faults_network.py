@@ -111,7 +111,7 @@ def test_connection_that_cannot_listen_is_refused_promptly(
     proxy.swallow_notifications = True
     n = Notifier(proxied_engine).watch(table, "insert")
     started = time.monotonic()
-    with pytest.raises(SQLNotifyListenerError, match="transaction-mode pooler"):
+    with pytest.raises(SQLNotifyListenerError, match="pooler in transaction mode"):
         n.start(timeout=30)
     assert time.monotonic() - started < 25  # raised by the ping bound, not the start timeout
     assert not n.is_running

@@ -640,7 +640,10 @@ def test_table_without_primary_key_needs_primary_keys(pg_engine: sa.Engine, sche
     assert ok.prepare()[0].primary_keys == ("a",)
 
 
-def test_unsupported_database_is_named() -> None:
+def test_unsupported_database_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlnotify.dialects import registry
+
+    monkeypatch.delitem(registry, "mysql")  # a database without a dialect
     engine = sa.create_engine("mysql+pymysql://user:pw@127.0.0.1:1/db")
     with pytest.raises(SQLNotifyUnSupportedDatabaseProviderError) as info:
         Notifier(engine)

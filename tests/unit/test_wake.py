@@ -7,7 +7,8 @@ import select
 
 import pytest
 
-from sqlnotify.dialects.sqlite.wake import FileWatch, Pacer
+from sqlnotify._pacer import Pacer
+from sqlnotify.dialects.sqlite.wake import FileWatch
 
 
 def test_polling_backs_off_and_resets() -> None:

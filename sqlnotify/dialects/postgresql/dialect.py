@@ -12,7 +12,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from .install import PgInstaller, installed, part_fingerprint
 from .journal import PostgresJournal
 from .overflow import PgOverflow, positive
 from .ownership import LockedRunner, brief_read, channel_lock, is_lock_timeout
+from .poll import PollSource
 from .probe import BoundedCursor, connect_bounded, probe
 from .source import PostgresSource
 from .sql import (
@@ -62,6 +63,11 @@ from .sql import (
 
 __all__ = ["PostgresDialect"]
 
+#: Poll mode: the longest pause between two reads of the journal (seconds) ...
+POLL_INTERVAL = 0.5
+#: ... and the shortest, right after a read found events.
+POLL_MIN_INTERVAL = 0.01
+
 
 def _is_psycopg2(engine: sa.Engine) -> bool:
     return engine.dialect.driver == "psycopg2"
@@ -78,6 +84,8 @@ class PostgresDialect(Dialect):
             {
                 "listener_connect_args",
                 "pg_journal_per_statement",
+                "pg_listen",
+                "pg_poll_interval",
                 "overflow_retention",
                 "overflow_prune_interval",
                 "overflow_prune_batch",
@@ -141,6 +149,16 @@ class PostgresDialect(Dialect):
                 f"pg_journal_per_statement must be True or False, not {per_statement!r}"
             )
         self.journal_per_statement = per_statement
+        listen = options.get("pg_listen", True)
+        if not isinstance(listen, bool):
+            raise SQLNotifyConfigurationError(f"pg_listen must be True or False, not {listen!r}")
+        #: ``False``: poll mode (no LISTEN; durable watches read from the
+        #: journal at an adaptive interval, through any pooler).
+        self.listen = listen
+        #: Poll mode's longest pause between two reads of the journal.
+        self.poll_interval = positive(options, "pg_poll_interval", POLL_INTERVAL)
+        self._wake: Callable[[], None] | None = None
+        self._hooked = False
         self._journal: PostgresJournal | None = None
         #: Installs and removes triggers within the lock bounds, on connections
         #: of its own (each connect bounded by ``connect_timeout``).
@@ -291,14 +309,19 @@ class PostgresDialect(Dialect):
         """The journal store durable watches use (one connection, opened lazily)."""
         if self._journal is None:
             self._journal = PostgresJournal(
-                self.dsn, self.journal_schema_name(), on_acquire=self._set_consumer_lock
+                self.dsn,
+                self.journal_schema_name(),
+                on_acquire=self._set_consumer_lock,
+                pooled=not self.listen,
             )
         return self._journal
 
     def _set_consumer_lock(self, key: int, consumer: str) -> None:
         # Taken by the listener's own session, so it lives exactly as long as
-        # the connection that reads for the consumer.
-        self.consumer_lock = (key, consumer)
+        # the connection that reads for the consumer.  A transaction pooler
+        # keeps no session lock: poll mode takes none (see docs/poolers.rst).
+        if self.listen:
+            self.consumer_lock = (key, consumer)
 
     def check_names(self, watch: Watch) -> None:
         """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes) or rejects."""
@@ -328,6 +351,15 @@ class PostgresDialect(Dialect):
     def install(
         self, watches: Sequence[Watch], *, revoke: bool, policy: Policy | None = None
     ) -> list[InstallState]:
+        if not self.listen:
+            plain = [w.describe() for w in watches if not w.durable]
+            if plain:
+                raise SQLNotifyConfigurationError(
+                    f"pg_listen=False (poll mode) reads durable watches from the journal;"
+                    f" {', '.join(plain)} is not durable and needs LISTEN: watch it with"
+                    " durable=True, or give the listener a direct connection"
+                    " (listener_connect_args) and keep pg_listen=True"
+                )
         return self.installer.install(watches, revoke=revoke, policy=policy or Policy())
 
     def uninstall(self, watches: Sequence[Watch], *, policy: Policy | None = None) -> int:
@@ -428,6 +460,15 @@ class PostgresDialect(Dialect):
     def open_source(
         self, channels: Sequence[str], *, stop: threading.Event, position: Any = None
     ) -> Source:
+        if not self.listen:
+            return PollSource(
+                self.dsn,
+                channels,
+                wake_payload=WAKE_PAYLOAD,
+                interval=self.poll_interval,
+                min_interval=min(POLL_MIN_INTERVAL, self.poll_interval),
+                stop=stop,
+            )
         return PostgresSource(
             self.dsn,
             channels,
@@ -436,6 +477,25 @@ class PostgresDialect(Dialect):
             lock=self.consumer_lock,
             channel_locks=[channel_lock(c) for c in channels],
         )
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Poll mode: a commit of the notifier's own engine makes the poller read at once."""
+        self._wake = wake
+        if not self.listen and not self._hooked:
+            sa.event.listen(self.user_engine, "commit", self._on_commit)
+            self._hooked = True
+
+    def detach(self) -> None:
+        self._wake = None
+        if self._hooked:
+            sa.event.remove(self.user_engine, "commit", self._on_commit)
+            self._hooked = False
+
+    def _on_commit(self, conn: Any) -> None:
+        # The committing thread, just before the commit: thread-safe, never blocks.
+        wake = self._wake
+        if wake is not None:
+            wake()
 
     def inspect(self, timeout: float) -> dict[str, Any]:
         """The notification queue's usage and the overflow tables."""

@@ -46,6 +46,7 @@ from .sql import (
     WINDOW_NEW,
     WINDOW_SQL,
     journal_ddl,
+    window_query,
 )
 
 __all__ = ["PostgresJournal", "SnapshotPosition", "parse_snapshot"]
@@ -165,18 +166,24 @@ class PostgresJournal:
         dsn: dict[str, Any],
         schema: str | None,
         on_acquire: Callable[[int, str], None] | None = None,
+        *,
+        pooled: bool = False,
     ) -> None:
         self._on_acquire = on_acquire
+        #: Connected through a transaction pooler: no session state (no
+        #: startup ``options``, no PREPARE); the reads are plain statements.
+        self.pooled = pooled
         self.dsn = dict(dsn)
         self.dsn["connect_timeout"] = str(self.CONNECT_TIMEOUT)
         self.dsn.setdefault("tcp_user_timeout", "15000")
-        # A read is a few index probes: planning it again each time costs more
-        # than running it, and parallel workers would cost milliseconds to start.
-        self.dsn["options"] = (
-            self.dsn.get("options", "")
-            + f" -c statement_timeout={self.STATEMENT_TIMEOUT_MS}"
-            + " -c plan_cache_mode=force_generic_plan -c max_parallel_workers_per_gather=0"
-        ).strip()
+        if not pooled:
+            # A read is a few index probes: planning it again each time costs more
+            # than running it, and parallel workers would cost milliseconds to start.
+            self.dsn["options"] = (
+                self.dsn.get("options", "")
+                + f" -c statement_timeout={self.STATEMENT_TIMEOUT_MS}"
+                + " -c plan_cache_mode=force_generic_plan -c max_parallel_workers_per_gather=0"
+            ).strip()
         self.schema = schema
         names = {
             "journal": pyformat_safe(qualified(schema, JOURNAL_TABLE)),
@@ -197,6 +204,10 @@ class PostgresJournal:
         self._load_sql = LOAD_SQL.format(**names)
         self._prune = JOURNAL_PRUNE_SQL.format(**names)
         self._migrate = MIGRATE_SQL.format(**names)
+        self._plain = (
+            window_query(names["journal"], at=False),
+            window_query(names["journal"], at=True),
+        )
         self._conn: Any = None
         self._prepared = False
         # Rows of a window read ahead: (window start, window end, rows, complete).
@@ -331,9 +342,6 @@ class PostgresJournal:
         _, prev_xmax, prev_xip = parse_snapshot(after.snapshot)
         page = max(limit, self.PAGE)
         inside = after.window is not None
-        if not self._prepared:
-            cur.execute(self._prepare)  # the tables exist: ensure() ran first
-            self._prepared = True
         params = [
             str(prev_xmax),
             [str(x) for x in sorted(prev_xip)],
@@ -343,9 +351,13 @@ class PostgresJournal:
         ]
         if inside:
             params.append(after.window)
-            cur.execute(EXECUTE_WINDOW_AT_SQL, params)
+        if self.pooled:
+            cur.execute(self._plain[inside], {f"p{n}": v for n, v in enumerate(params, 1)})
         else:
-            cur.execute(EXECUTE_WINDOW_NEW_SQL, params)
+            if not self._prepared:
+                cur.execute(self._prepare)  # the tables exist: ensure() ran first
+                self._prepared = True
+            cur.execute(EXECUTE_WINDOW_AT_SQL if inside else EXECUTE_WINDOW_NEW_SQL, params)
         result = cur.fetchall()
         start, end = after.snapshot, str(result[0][0])
         new, cls = _new_position, SnapshotPosition

@@ -17,7 +17,42 @@ from typing import Any
 
 from ...exceptions import SQLNotifyListenerError
 
-__all__ = ["BoundedCursor", "connect_bounded", "describe_address", "probe", "wait_fd"]
+__all__ = [
+    "POOLER_ADVICE",
+    "BoundedCursor",
+    "connect_bounded",
+    "describe_address",
+    "pooler_error",
+    "probe",
+    "refused_by_pgbouncer",
+    "wait_fd",
+]
+
+#: What to do when sqlnotify's connections go through a transaction pooler.
+POOLER_ADVICE = (
+    "LISTEN needs a server session of its own, which a transaction pooler hands to"
+    " other clients between transactions.  Give the listener a direct connection to"
+    " the server with the listener_connect_args option (for example"
+    " listener_connect_args={'host': 'db.internal', 'port': 5432}; the engine may keep"
+    " using the pooler), or use poll mode (pg_listen=False, durable watches only);"
+    " see the documentation's page on poolers"
+)
+
+
+def pooler_error(what: str) -> SQLNotifyListenerError:
+    """The error of a notifier whose listener goes through a transaction pooler."""
+    return SQLNotifyListenerError(f"{what}.  {POOLER_ADVICE}")
+
+
+def refused_by_pgbouncer(exc: BaseException) -> SQLNotifyListenerError | None:
+    text = str(exc).strip()
+    if "unsupported startup parameter" not in text:
+        return None
+    # PgBouncer's own words: only it answers a startup packet so.
+    return pooler_error(
+        f"cannot connect to the server: {text} (the address is PgBouncer, which refuses"
+        " settings sqlnotify's own sessions give at connect, such as options=)"
+    )
 
 
 def describe_address(dsn: Mapping[str, Any]) -> str:
@@ -112,11 +147,17 @@ def connect_bounded(dsn: dict[str, Any], timeout: float) -> Any:
     """An asynchronous-mode psycopg2 connection whose every wait is bounded."""
     import psycopg2
 
-    conn = psycopg2.connect(async_=1, **dsn)
     try:
-        _wait(conn, time.monotonic() + timeout)
-    except BaseException:
-        conn.close()
+        conn = psycopg2.connect(async_=1, **dsn)
+        try:
+            _wait(conn, time.monotonic() + timeout)
+        except BaseException:
+            conn.close()
+            raise
+    except psycopg2.Error as exc:
+        refused = refused_by_pgbouncer(exc)
+        if refused is not None:
+            raise refused from exc
         raise
     return conn
 

@@ -18,20 +18,26 @@ from typing import Any
 from ..._names import quote_ident
 from ...exceptions import SQLNotifyListenerError
 from ..base import RawNotification, Source, SourceDisconnected
-from .probe import wait_fd
+from .probe import BoundedCursor, connect_bounded, pooler_error, refused_by_pgbouncer, wait_fd
 from .sql import (
+    BACKEND_PID_SQL,
     CHANNEL_LOCKS_SQL,
     CONSUMER_LOCK_SQL,
-    IN_RECOVERY_SQL,
     LISTEN_SQL,
     PING_SQL,
     QUEUE_USAGE_SQL,
+    RECOVERY_AND_PID_SQL,
 )
 
 __all__ = ["PostgresSource"]
 
 #: While connecting, check this often whether the listener is stopping.
 STOP_CHECK = 0.2
+
+def _connect_error(exc: BaseException) -> SQLNotifyListenerError:
+    return refused_by_pgbouncer(exc) or SQLNotifyListenerError(
+        f"cannot connect the listener: {exc}"
+    )
 
 
 class PostgresSource(Source):
@@ -81,20 +87,31 @@ class PostgresSource(Source):
         try:
             conn = psycopg2.connect(async_=1, **dsn)
         except psycopg2.Error as exc:
-            raise SQLNotifyListenerError(f"cannot connect the listener: {exc}") from exc
+            raise _connect_error(exc) from exc
         self._conn = conn
+        self._dsn = dsn
         try:
-            self._complete(deadline)
+            try:
+                self._complete(deadline)
+            except psycopg2.Error as exc:
+                raise _connect_error(exc) from exc
             self._fd = conn.fileno()
             cur = conn.cursor()
             self._cursor = cur
-            cur.execute(IN_RECOVERY_SQL)
+            cur.execute(RECOVERY_AND_PID_SQL)
             self._complete(deadline)
-            if cur.fetchone()[0]:
+            recovery, pid = cur.fetchone()
+            if recovery:
                 raise SQLNotifyListenerError(
                     "the listener's server is in recovery (a read replica or standby):"
                     " notifications are only sent on the primary; connect to the primary"
                 )
+            if pid != conn.info.backend_pid:
+                # The process id the connection was given is not the server's:
+                # a pooler answered.  In session mode LISTEN works; find out
+                # before any session lock is taken (a transaction pooler would
+                # leave it on a server session it hands to others).
+                self._check_pooler(pid, deadline)
             if lock is not None:
                 cur.execute(CONSUMER_LOCK_SQL, (lock[0],))
                 self._complete(deadline)
@@ -132,6 +149,37 @@ class PostgresSource(Source):
         self._data_poller.register(self._fd, select.POLLIN)
         self.backend_pid: int = conn.info.backend_pid
 
+    def _check_pooler(self, pid: int, deadline: float) -> None:
+        """Raise :func:`pooler_error` unless this pooled connection keeps its session."""
+        cur = self._cursor
+        cur.execute(LISTEN_SQL.format(channel=quote_ident(self._ping)))
+        self._complete(deadline)
+        cur.execute(BACKEND_PID_SQL)
+        self._complete(deadline)
+        if cur.fetchone()[0] != pid:
+            raise pooler_error(
+                "the listener connects through a connection pooler in transaction mode"
+                " (PgBouncer, Supavisor, pgcat, ...): its session changed between two"
+                " transactions"
+            )
+        # A notification from another client reaches a session that keeps
+        # its LISTEN; behind a transaction pooler it reaches nobody, or the
+        # sender itself (when handed the listening server session).
+        other = connect_bounded(self._dsn, max(0.1, deadline - time.monotonic()))
+        try:
+            sender = BoundedCursor(other, max(0.1, deadline - time.monotonic()))
+            sender.execute(PING_SQL, (self._ping,))
+            echoed = any(n.channel == self._ping for n in other.notifies)
+        finally:
+            other.close()
+        if echoed:
+            raise pooler_error(
+                "the listener connects through a connection pooler in transaction mode"
+                " (PgBouncer, Supavisor, pgcat, ...): its LISTEN was found on another"
+                " client's session"
+            )
+        self._await_ping(min(deadline, time.monotonic() + self.PING_TIMEOUT))
+
     def _check_stop(self) -> None:
         if self._stop.is_set():
             raise SQLNotifyListenerError("the listener is stopping")
@@ -159,10 +207,10 @@ class PostgresSource(Source):
                     return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SQLNotifyListenerError(
-                    "LISTEN does not work on this connection: a notification sent to itself"
-                    " never came back (is it a transaction-mode pooler such as PgBouncer?"
-                    " connect the listener to the server directly)"
+                raise pooler_error(
+                    "LISTEN does not work on the listener's connection: a notification"
+                    f" sent to it did not come back within {self.PING_TIMEOUT:g}s (is it"
+                    " a connection pooler in transaction mode, such as PgBouncer?)"
                 )
             wait_fd(self._fd, min(remaining, STOP_CHECK))
             self._check_stop()

@@ -185,6 +185,12 @@ WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE
 
 CURRENT_SCHEMA_SQL = "SELECT current_schema()"
 IN_RECOVERY_SQL = "SELECT pg_is_in_recovery()"
+# The server process behind this transaction: a pooler hands out server
+# sessions of its own (and a made-up process id at connect).
+BACKEND_PID_SQL = "SELECT pg_backend_pid()"
+RECOVERY_AND_PID_SQL = "SELECT pg_is_in_recovery(), pg_backend_pid()"
+# The poll mode's liveness check (one round trip, any pooler).
+ALIVE_SQL = "SELECT 1"
 QUEUE_USAGE_SQL = "SELECT pg_notification_queue_usage()"
 #: With SQLAlchemy's named parameters ``c`` (channel) and ``p`` (payload).
 NOTIFY_SQL = "SELECT pg_notify(:c, :p)"
@@ -273,6 +279,22 @@ WINDOW_NEW = "sqlnotify_window_new"
 WINDOW_AT = "sqlnotify_window_at"
 EXECUTE_WINDOW_AT_SQL = f"EXECUTE {WINDOW_AT}(%s, %s::xid8[], %s, %s, %s, %s)"
 EXECUTE_WINDOW_NEW_SQL = f"EXECUTE {WINDOW_NEW}(%s, %s::xid8[], %s, %s, %s)"
+# The same read without PREPARE (a prepared statement is session state, which a
+# transaction pooler does not keep): ``$n`` become the named placeholders ``pn``.
+_WINDOW_PARAMS = ("xid8", "xid8[]", "bigint", "text[]", "bigint")
+
+
+def window_query(journal: str, at: bool) -> str:
+    """:data:`WINDOW_SQL` as one plain statement, with placeholders ``%(p1)s`` to
+    ``%(p5)s`` (and ``%(p6)s``, the window's end, when ``at``) for ``$1`` to ``$6``.
+
+    ``journal`` is the qualified journal table, already ``%``-escaped.
+    """
+    cur = "%(p6)s::pg_snapshot" if at else "pg_current_snapshot()"
+    text = WINDOW_SQL.format(name="", extra="", cur=cur, journal=journal).split(" AS\n", 1)[1]
+    for n, kind in enumerate(_WINDOW_PARAMS, start=1):
+        text = text.replace(f"${n}", f"%(p{n})s::{kind}")
+    return text
 
 SAVE_SQL = """\
 INSERT INTO {consumers} AS c (name, snapshot, upto, after_id)

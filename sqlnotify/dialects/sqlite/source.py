@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._journal import JournalReader
+from ..._pacer import Pacer
 from ...exceptions import SQLNotifyListenerError
 from ..base import RawNotification, Source, SourceDisconnected
 from .connection import DatabaseFile, is_busy
@@ -32,7 +33,7 @@ from .sql import (
     LOG_TABLE,
     PRUNE_SQL,
 )
-from .wake import FileWatch, Pacer
+from .wake import FileWatch
 
 __all__ = ["LogCursor", "SQLiteSource", "prune_log"]
 

@@ -1,0 +1,92 @@
+"""The one home of what sqlnotify writes to and reads from Redis: key names, entry fields, script.
+
+A relay appends each event of a durable watch to the stream of its channel
+(:func:`stream_key`), with an explicit entry ID ``<n>-0`` where ``n`` counts
+the stream's entries from 1 without holes.  Consumer groups then tell a gap
+exactly: the group's last delivered ID and the next entry it is given must
+be consecutive, or the entries between were trimmed (or lost with a Redis
+restart) before the group read them.
+
+========  ================================================================
+field     value
+========  ================================================================
+``p``     the event's payload (JSON text, with its journal ``"pos"``)
+``j``     the event's journal position number (``event.position``), so a
+          relay taking over writes no event twice
+========  ================================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "FIELD_PAYLOAD",
+    "FIELD_POSITION",
+    "READ_SCRIPT",
+    "RELAY_LOCK_PREFIX",
+    "entry_id",
+    "entry_number",
+    "health_key",
+    "health_pattern",
+    "stream_key",
+]
+
+#: Entry field holding the payload.
+FIELD_PAYLOAD = "p"
+#: Entry field holding the journal position number.
+FIELD_POSITION = "j"
+#: Default prefix of stream keys.
+DEFAULT_PREFIX = "sqlnotify:"
+#: Prefix of the consumer name a relay saves its journal position under.
+RELAY_LOCK_PREFIX = "relay:"
+
+
+def stream_key(prefix: str, channel: str) -> str:
+    """The stream of one watch's channel."""
+    return f"{prefix}{channel}"
+
+
+def health_key(prefix: str, name: str, instance: str) -> str:
+    """Where one relay process publishes its ``health()`` (JSON, expiring)."""
+    return f"{prefix}relay:{name}:{instance}"
+
+
+def health_pattern(prefix: str) -> str:
+    """The ``SCAN`` pattern of every relay's health key under ``prefix``."""
+    return f"{prefix}relay:*"
+
+
+def entry_id(number: int) -> str:
+    """The entry ID a relay gives the ``number``-th entry of a stream."""
+    return f"{number}-0"
+
+
+def entry_number(entry: str) -> int:
+    """The number of an entry ID written by a relay (``"12-0"`` -> 12)."""
+    return int(entry.partition("-")[0])
+
+
+#: KEYS: streams; ARGV: group, consumer, count.  For each stream, atomically:
+#: the group's last delivered ID, then ``XREADGROUP ... >`` (never blocking).
+#: Raises ``NOGROUP <key>`` when the stream or the group is missing.
+READ_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local last = false
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', key)
+  if not ok then return redis.error_reply('NOGROUP ' .. key) end
+  for _, g in ipairs(groups) do
+    local name, ld = nil, nil
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] end
+      if g[j] == 'last-delivered-id' then ld = g[j + 1] end
+    end
+    if name == ARGV[1] then last = ld end
+  end
+  if not last then return redis.error_reply('NOGROUP ' .. key) end
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                       'STREAMS', key, '>')
+  out[i] = {last, r and r[1][2] or {}}
+end
+return out
+"""

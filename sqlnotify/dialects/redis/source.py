@@ -1,0 +1,277 @@
+"""Reading the relay's streams through a consumer group (the listener thread's side).
+
+:class:`RedisSource` is the listener thread's connection: each
+:meth:`~RedisSource.wait` claims pending entries of dead consumers
+(``XAUTOCLAIM``) when due, reads new entries with :data:`READ_SCRIPT`
+(the group's last delivered ID and ``XREADGROUP`` in one atomic step, so a
+trimmed range is told exactly), and otherwise blocks in ``XREAD`` for at most
+:attr:`RedisSource.block` seconds.
+
+:class:`Ledger` remembers the entries delivered and not acknowledged, each
+under a local sequence number (the consumer's position).
+:class:`RedisAcks` is the consumer's :class:`~sqlnotify.dialects.base.JournalStore`:
+saving a position acknowledges (``XACK``) every entry up to it, which the
+pipeline does only once every receiver of those events finished.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from ..._journal import JournalEvent, JournalReader, Row
+from ...exceptions import SQLNotifyException
+from ..base import RawNotification, Source, SourceDisconnected
+from .commands import FIELD_PAYLOAD, FIELD_POSITION, READ_SCRIPT, entry_number
+
+__all__ = ["Ledger", "RedisAcks", "RedisSource", "ensure_groups"]
+
+
+class Ledger:
+    """Delivered entries not yet acknowledged, in delivery order (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[tuple[int, str, str]] = collections.deque()
+        #: The last local sequence number handed out.
+        self.last = 0
+
+    def add(self, key: str, entry: str) -> int:
+        """Remember one delivered entry; return its sequence number."""
+        with self._lock:
+            self.last = seq = self.last + 1
+            self._items.append((seq, key, entry))
+        return seq
+
+    def take(self, upto: int) -> dict[str, list[str]]:
+        """Forget the entries numbered up to ``upto``; return them by stream."""
+        out: dict[str, list[str]] = {}
+        with self._lock:
+            items = self._items
+            while items and items[0][0] <= upto:
+                _, key, entry = items.popleft()
+                out.setdefault(key, []).append(entry)
+        return out
+
+    def clear(self) -> None:
+        """Forget everything (the streams' groups are gone)."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def ensure_groups(client: redis.Redis, keys: Sequence[str], group: str, start: str) -> None:
+    """Create the consumer group on every stream (and the stream) where missing."""
+    for key in keys:
+        try:
+            client.xgroup_create(key, group, id=start, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+class RedisSource(Source):
+    """One consumer of the streams ``keys`` in ``group`` (listener thread only).
+
+    :param channels: the watch channel of each stream, in the same order.
+    :param claim_idle: seconds after which another consumer's pending entry
+        is claimed by this one.
+    """
+
+    #: Most seconds one blocking read waits (``Notifier.stop`` waits at most this).
+    block = 0.25
+    #: Most entries one read returns per stream.
+    count = 500
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Sequence[str],
+        channels: Sequence[str],
+        *,
+        group: str,
+        consumer: str,
+        ledger: Ledger,
+        claim_idle: float,
+        log: logging.Logger,
+        reader: JournalReader,
+        seen: dict[str, int],
+    ) -> None:
+        self._client = client
+        self._keys = list(keys)
+        self._channel = dict(zip(keys, channels, strict=True))
+        self._group = group
+        self._consumer = consumer
+        self._ledger = ledger
+        self._claim_idle_ms = max(1, int(claim_idle * 1000))
+        self._claim_every = max(0.05, claim_idle / 2)
+        self._next_claim = 0.0
+        self._log = log
+        self._script = client.register_script(READ_SCRIPT)
+        #: The last entry number this consumer knows its group got, by stream.
+        self._seen = seen
+        for key in keys:
+            seen.setdefault(key, 0)
+        self.reader = reader
+        self.last_alive = time.time()
+        #: Entries claimed from other consumers.
+        self.claimed = 0
+
+    def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
+        try:
+            out = self._claim() if time.monotonic() >= self._next_claim else []
+            out += self._read()
+            if not out:
+                block = max(1, int(min(timeout, self.block) * 1000))
+                after = {k: f"{n}-0" for k, n in self._seen.items()}
+                self._client.xread(after, count=1, block=block)  # type: ignore[arg-type]
+                out = self._read()
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise SourceDisconnected(f"Redis refused a read: {exc}") from exc
+            self._regroup()
+            return []
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise SourceDisconnected(f"lost the Redis connection: {exc}") from exc
+        self.last_alive = time.time()
+        return out
+
+    def _regroup(self) -> None:
+        # The group (or the stream) vanished: Redis restarted or the stream
+        # was deleted.  Entries not acknowledged are gone with it.
+        self._log.warning("the consumer group %r vanished from Redis; recreating it", self._group)
+        self._ledger.clear()
+        ensure_groups(self._client, self._keys, self._group, "0")
+
+    def _read(self) -> list[JournalEvent]:
+        replies = self._script(keys=self._keys, args=[self._group, self._consumer, self.count])
+        out: list[JournalEvent] = []
+        for key, (last_id, entries) in zip(self._keys, replies, strict=True):
+            group_last = entry_number(last_id)
+            seen = self._seen[key]
+            if entries:
+                first = entry_number(entries[0][0])
+                known = max(seen, group_last)
+                if first > known + 1:
+                    self._gap(key, known + 1, first - 1)
+                elif first <= seen and group_last < seen:
+                    # The stream started over (Redis lost it and the relay too).
+                    self._gap(key, first, first)
+                self._seen[key] = entry_number(entries[-1][0])
+                self._deliver(key, entries, out)
+            elif group_last > seen:
+                self._seen[key] = group_last
+        return out
+
+    def _deliver(self, key: str, entries: Sequence[Any], out: list[JournalEvent]) -> None:
+        channel = self._channel[key]
+        add = self._ledger.add
+        append = out.append
+        for entry, raw in entries:
+            if not raw:
+                continue  # deleted while pending
+            # A script's reply lists [field, value, ...]; XAUTOCLAIM's is a dict.
+            fields = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
+            seq = add(key, entry)
+            append(
+                JournalEvent(channel, fields[FIELD_PAYLOAD], None, int(fields[FIELD_POSITION]), seq)
+            )
+        if out:
+            self.reader.position = self._ledger.last  # type: ignore[union-attr]
+
+    def _claim(self) -> list[JournalEvent]:
+        self._next_claim = time.monotonic() + self._claim_every
+        out: list[JournalEvent] = []
+        for key in self._keys:
+            reply = self._client.xautoclaim(
+                key, self._group, self._consumer, self._claim_idle_ms, "0-0", count=self.count
+            )
+            entries = reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:
+                self._log.warning(
+                    "%d pending entries of %s were trimmed before they were handled",
+                    len(deleted),
+                    key,
+                )
+            live = [e for e in entries if e[1]]
+            if live:
+                self.claimed += len(live)
+                self._log.info("claimed %d pending entries of %s", len(live), key)
+                self._deliver(key, live, out)
+        return out
+
+    def _gap(self, key: str, first: int, last: int) -> None:
+        self._log.warning(
+            "entries %d to %d of %s were removed before group %r read them",
+            first,
+            last,
+            key,
+            self._group,
+        )
+        on_gap = self.reader.on_gap if self.reader is not None else None
+        if on_gap is not None:
+            on_gap(first, last)
+
+    def close(self) -> None:
+        pass  # the dialect owns the client
+
+
+class RedisAcks:
+    """The consumer's position store: saving a position acknowledges entries up to it."""
+
+    def __init__(self, client: redis.Redis, group: str, ledger: Ledger) -> None:
+        self._client = client
+        self._group = group
+        self._ledger = ledger
+        #: Entries acknowledged.
+        self.acked = 0
+
+    def ensure(self) -> None:
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise SQLNotifyException(f"Redis does not answer: {exc}") from exc
+
+    def acquire(self, consumer: str) -> None:
+        pass  # a consumer name is one process's by convention (see the docs)
+
+    def start_position(self) -> int:
+        return self._ledger.last
+
+    def read(self, after: Any, channels: Sequence[str], limit: int) -> Sequence[Row]:
+        return []
+
+    def stamp(self, position: Any) -> int:
+        return int(position)
+
+    def load(self, consumer: str) -> tuple[Any, dt.datetime] | None:
+        return None
+
+    def save(self, consumer: str, position: Any) -> None:
+        done = self._ledger.take(int(position))
+        if not done:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key, entries in done.items():
+            pipe.xack(key, self._group, *entries)
+        pipe.execute()
+        self.acked += sum(len(e) for e in done.values())
+
+    def behind(self, position: Any) -> dt.datetime | None:
+        return None
+
+    def prune(self, retention: float, consumer_expiry: float) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,120 @@
+"""A relay or a consumer killed mid-stream: the standby takes over, pending entries are claimed."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import redis
+import sqlalchemy as sa
+from support.procs import Proc, child_env
+from support.watching import make_table
+from test_groups import CHILD, db_url, got, procs, start_consumer, write  # noqa: F401
+
+from sqlnotify import Notifier
+from sqlnotify.dialects.redis import stream_key
+from sqlnotify.testing import EventRecorder, wait_until
+
+
+def channel_of(engine: sa.Engine, name: str) -> str:
+    n = Notifier(engine).watch(name, "insert", durable=True)
+    return n.prepare()[0].channel
+
+
+def row_id(client: redis.Redis, key: str, entry: str) -> int:
+    """The row id in the payload of one stream entry."""
+    ((_, fields),) = client.xrange(key, entry, entry)
+    return int(json.loads(fields["p"])["row"]["id"])
+
+
+def test_standby_relay_takes_over_without_loss_or_duplicate(
+    pg_schema_engine: sa.Engine,
+    schema: str,
+    redis_url: str,
+    prefix: str,
+    procs: list[Proc],  # noqa: F811
+    notifiers: list[Notifier],
+) -> None:
+    table = make_table(pg_schema_engine, schema, columns=())
+    name = f"{schema}.item"
+    key = stream_key(prefix, channel_of(pg_schema_engine, name))
+    args = (CHILD, "relay", db_url(pg_schema_engine), redis_url, prefix, name)
+    first = Proc.python(*args, env=child_env())
+    procs.append(first)
+    first.expect("active", timeout=60)
+    second = Proc.python(*args, env=child_env())
+    procs.append(second)
+    reader = Notifier.from_redis(
+        pg_schema_engine, redis_url, group="a", consumer="r", stream_prefix=prefix
+    ).watch(name, "insert", durable=True)
+    notifiers.append(reader)
+    events = EventRecorder()
+    reader.subscribe(name, "insert")(events)
+    reader.start()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    write(pg_schema_engine, table, range(1, 5001), per_transaction=100)
+    wait_until(lambda: client.xlen(key) > 0, timeout=30, message="the first entries")
+    first.popen.send_signal(signal.SIGKILL)
+    first.popen.wait(10)
+    second.expect("active", timeout=30)
+    write(pg_schema_engine, table, range(5001, 10001), per_transaction=100)
+    received = events.wait_for(10_000, timeout=120)
+    entries = client.xrange(key)
+    assert len(entries) == 10_000
+    positions = [int(fields["j"]) for _, fields in entries]
+    assert len(set(positions)) == 10_000
+    assert sorted(e.id for e in received) == list(range(1, 10_001))
+    wait_until(
+        lambda: client.xpending(key, "a")["pending"] == 0,
+        timeout=30,
+        message="every entry acknowledged",
+    )
+    assert len(events) == 10_000
+    client.close()
+
+
+def test_pending_entries_of_a_killed_consumer_are_claimed(
+    pg_schema_engine: sa.Engine,
+    schema: str,
+    redis_url: str,
+    prefix: str,
+    procs: list[Proc],  # noqa: F811
+) -> None:
+    table = make_table(pg_schema_engine, schema, columns=())
+    name = f"{schema}.item"
+    key = stream_key(prefix, channel_of(pg_schema_engine, name))
+    relay = Proc.python(
+        CHILD, "relay", db_url(pg_schema_engine), redis_url, prefix, name, env=child_env()
+    )
+    procs.append(relay)
+    relay.expect("active", timeout=60)
+    doomed = start_consumer(
+        procs, pg_schema_engine, redis_url, prefix, name, "a", "doomed", "30", "5"
+    )
+    doomed.expect("ready", timeout=60)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    write(pg_schema_engine, table, range(1, 201), per_transaction=50)
+    doomed.expect("hanging", timeout=60)
+    wait_until(
+        lambda: client.xpending(key, "a")["pending"] > 0,
+        timeout=30,
+        message="entries pending for the hanging consumer",
+    )
+    pending = client.xpending_range(key, "a", "-", "+", 1000, consumername="doomed")
+    held = {row_id(client, key, p["message_id"]) for p in pending}
+    assert held
+    doomed.popen.send_signal(signal.SIGKILL)
+    doomed.popen.wait(10)
+    heir = start_consumer(procs, pg_schema_engine, redis_url, prefix, name, "a", "heir", "1")
+    heir.expect("ready", timeout=60)
+    wait_until(
+        lambda: client.xpending(key, "a")["pending"] == 0,
+        timeout=60,
+        message="the killed consumer's entries claimed and acknowledged",
+    )
+    handled = got(client, prefix, "a")
+    assert {i for _, i in handled} == set(range(1, 201))
+    by_heir = {i for n, i in handled if n == "heir"}
+    assert held <= by_heir  # the killed consumer's pending entries were handled by the heir
+    assert client.xlen(key) == 200
+    client.close()

@@ -1,0 +1,76 @@
+"""``sqlnotify relay --to redis://...`` and the relays in ``sqlnotify status --redis``."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from pathlib import Path
+
+import sqlalchemy as sa
+from support.procs import Proc, child_env
+from support.watching import make_table
+from test_groups import db_url, procs, write  # noqa: F401
+
+from sqlnotify import Notifier
+from sqlnotify.testing import EventRecorder, wait_until
+
+APP = """
+import sqlalchemy as sa
+from sqlnotify import Notifier
+
+notifier = Notifier(sa.create_engine({url!r})).watch({name!r}, "insert", durable=True)
+"""
+
+
+def test_relay_command_relays_and_status_shows_it(
+    pg_schema_engine: sa.Engine,
+    schema: str,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
+    procs: list[Proc],  # noqa: F811
+    notifiers: list[Notifier],
+) -> None:
+    table = make_table(pg_schema_engine, schema, columns=())
+    name = f"{schema}.item"
+    (tmp_path / "relayapp.py").write_text(
+        textwrap.dedent(APP.format(url=db_url(pg_schema_engine), name=name))
+    )
+    args = ("--app", "relayapp:notifier", "--to", redis_url, "--stream-prefix", prefix)
+    proc = Proc.python("-m", "sqlnotify", "relay", *args, env=child_env(), cwd=str(tmp_path))
+    procs.append(proc)
+    proc.expect("active", timeout=60)
+    reader = Notifier.from_redis(
+        pg_schema_engine, redis_url, group="g", consumer="c", stream_prefix=prefix
+    ).watch(name, "insert", durable=True)
+    notifiers.append(reader)
+    events = EventRecorder()
+    reader.subscribe(name, "insert")(events)
+    reader.start()
+    write(pg_schema_engine, table, range(1, 4))
+    assert [e.id for e in events.wait_for(3, timeout=30)] == [1, 2, 3]
+
+    def status_line() -> str | None:
+        shown, code = Proc.run(
+            "-m",
+            "sqlnotify",
+            "status",
+            db_url(pg_schema_engine),
+            "--redis",
+            redis_url,
+            "--stream-prefix",
+            prefix,
+            env=child_env(),
+        )
+        assert code == 0, shown.output
+        return next((x for x in shown.lines if x.startswith("relay default")), None)
+
+    line = wait_until(
+        lambda: (found := status_line()) and "3 entries written" in found and found,
+        timeout=30,
+        message="the relay in sqlnotify status",
+    )
+    assert "active" in line and "last error: none" in line
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert "relay stopped: 3 entries written" in proc.output
