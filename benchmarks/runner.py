@@ -23,7 +23,7 @@ README_END = ".. benchmark-table-end"
 
 
 def all_cases() -> list[Case]:
-    from benchmarks import mysql_cases, pg_cases, redis_cases, sqlite_cases
+    from benchmarks import events_cases, mysql_cases, pg_cases, redis_cases, sqlite_cases
 
     cases = [
         pg_cases.THROUGHPUT,
@@ -32,6 +32,8 @@ def all_cases() -> list[Case]:
         sqlite_cases.SQLITE,
         pg_cases.AIO,
         pg_cases.WRITER,
+        events_cases.CONDITION,
+        events_cases.INCLUDE_OLD,
         pg_cases.DURABLE,
         pg_cases.DURABLE_LATENCY,
         pg_cases.POLL_LATENCY,

@@ -56,7 +56,7 @@ def main() -> None:
         if len(received) == expected:
             all_done.set()
 
-    for operation in Operation:
+    for operation in Operation.rows():
         notifier.subscribe(User, operation)(show)
 
     notifier.start()  # returns once the listener listens: nothing below is missed

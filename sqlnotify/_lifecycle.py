@@ -17,7 +17,7 @@ import os
 import signal as _signal
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -72,6 +72,25 @@ class Lifecycle:
     _delivery: Delivery
     _async: AsyncSide
     _run: Run | None
+
+    @property
+    def _advice(self) -> Mapping[str, str]:
+        """How log messages name the settings they advise (the command line sets its own)."""
+        return self._delivery.advice
+
+    @_advice.setter
+    def _advice(self, advice: Mapping[str, str]) -> None:
+        self._delivery.advice = advice
+
+    @property
+    def dialect_name(self) -> str:
+        """The database's SQLAlchemy dialect name: ``"postgresql"``, ``"sqlite"``, ``"mysql"``..."""
+        return self._dialect.name
+
+    @property
+    def dialect(self) -> Dialect:
+        """The dialect object (for tools; its API is not stable)."""
+        return self._dialect
 
     @property
     def watches(self) -> list[Watch]:

@@ -8,7 +8,12 @@ payload's keys; a payload is the text of one JSON object:
 key        what it holds                                               written by
 =========  ==========================================================  ============
 ``ts``     the trigger's clock, seconds since the epoch (a number)     trigger, notify()
-``row``    the row: the key columns and extra columns (an object)      trigger, notify()
+``row``    the row: the key columns and extra columns (an object;      trigger, notify()
+           empty for TRUNCATE, which has no row)
+``chg``    UPDATE only: the watched columns (keys, extra, trigger     trigger
+           columns) whose value changed (``IS DISTINCT FROM``), a list
+``old``    UPDATE with ``include_old=True``: the old values of the     trigger
+           key and extra columns (an object, encoded like ``row``)
 ``pos``    the journal or change-log position of a durable event       journal reader
 ``ovf``    a reference (an integer) to the payload stored in the       overflow trigger
            overflow table; the rest of the payload is then fetched
@@ -20,8 +25,9 @@ key        what it holds                                               written b
 ``custom`` ``true``: sent by :meth:`Notifier.notify`, not by a trigger  notify()
 =========  ==========================================================  ============
 
-A payload of exactly ``ts`` and ``row`` is a complete row event, the common
-case the dispatcher decodes on its fastest path.  :func:`decode_json` reads
+A payload of exactly ``ts`` and ``row`` (and for an UPDATE ``chg`` and
+``old``, taken out first) is a complete row event, the common case the
+dispatcher decodes on its fastest path.  :func:`decode_json` reads
 one payload text;
 :func:`encode_custom` writes the payload of ``Notifier.notify()``.
 """
@@ -39,10 +45,12 @@ from .events import _json_default
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyPayloadSizeError
 
 __all__ = [
+    "CHG",
     "CUSTOM",
     "ERR",
     "LOST",
     "MSG",
+    "OLD",
     "OVF",
     "POS",
     "ROW",
@@ -63,6 +71,8 @@ LOST = "lost"
 ERR = "err"
 MSG = "msg"
 CUSTOM = "custom"
+CHG = "chg"
+OLD = "old"
 
 
 class Notification(NamedTuple):

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import NoInspectionAvailable
 
+from ._condition import Condition
 from ._names import MAX_IDENTIFIER_BYTES as MAX_NAME_BYTES
 from ._names import check_label, did_you_mean, digest, object_name
 from .events import Operation
@@ -65,6 +66,10 @@ def split_name(name: str) -> tuple[str | None, str]:
     return None, name
 
 
+def _condition(where: Any) -> Condition:
+    return where if isinstance(where, Condition) else Condition.build(where)
+
+
 def _names(value: Sequence[str] | str | None, what: str) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -92,6 +97,8 @@ class WatchRequest:
     channel_label: str | None
     use_overflow_table: bool
     durable: bool = False
+    where: Condition | None = None
+    include_old: bool = False
 
     @classmethod
     def build(
@@ -104,13 +111,25 @@ class WatchRequest:
         channel_label: str | None,
         use_overflow_table: bool,
         durable: bool = False,
+        where: Any = None,
+        include_old: bool = False,
     ) -> WatchRequest:
         op = Operation.coerce(operation)
+        if include_old and op is not Operation.UPDATE:
+            raise SQLNotifyConfigurationError(
+                f"include_old only applies to Operation.UPDATE, not {op.value!r} (a DELETE"
+                f" event's row is the old row already; watch of {describe_target(target)})"
+            )
         triggers = _names(trigger_columns, "trigger_columns")
         if triggers and op is not Operation.UPDATE:
             raise SQLNotifyConfigurationError(
                 f"trigger_columns only applies to Operation.UPDATE, not {op.value!r}"
                 f" (watch of {describe_target(target)})"
+            )
+        if op is Operation.TRUNCATE and (extra_columns or where is not None):
+            raise SQLNotifyConfigurationError(
+                f"a TRUNCATE event has no row, so a TRUNCATE watch takes no extra_columns and"
+                f" no where= condition (watch of {describe_target(target)})"
             )
         keys = _names(primary_keys, "primary_keys")
         if keys is not None and not keys:
@@ -128,6 +147,8 @@ class WatchRequest:
             channel_label=check_label(channel_label),
             use_overflow_table=bool(use_overflow_table),
             durable=bool(durable),
+            where=None if where is None else _condition(where),
+            include_old=bool(include_old),
         )
 
     @classmethod
@@ -146,6 +167,8 @@ class WatchRequest:
             meta["label"],
             bool(meta.get("overflow", False)),
             bool(meta.get("durable", False)),
+            Condition.from_record(meta["where"], meta.get("when")) if meta.get("where") else None,
+            bool(meta.get("include_old", False)),
         )
 
     def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
@@ -186,6 +209,8 @@ class WatchRequest:
         extras = tuple(c for c in (self.extra_columns or ()) if c not in keys)
         check(self.extra_columns or (), "extra_columns")
         check(self.trigger_columns or (), "trigger_columns")
+        if self.where is not None:
+            self.where.check_columns(table, what)
         schema = table.schema
         types = {name: cols[name].type for name in (*keys, *extras)}
         sender = self.target  # the model class, the Table, or the name as the user wrote it
@@ -203,6 +228,8 @@ class WatchRequest:
             durable=self.durable,
             column_types=types,
             default_schema=default_schema,
+            condition=self.where,
+            include_old=self.include_old,
         )
 
 
@@ -223,6 +250,10 @@ class Watch:
     durable: bool
     column_types: Mapping[str, Any]
     default_schema: str | None = None
+    #: The server-side condition (``where=``), if any.
+    condition: Condition | None = None
+    #: UPDATE: the old values of the payload columns travel too (``event.old``).
+    include_old: bool = False
 
     @property
     def key(self) -> tuple[str | None, str, Operation, str | None]:
@@ -232,6 +263,11 @@ class Watch:
     def payload_columns(self) -> tuple[str, ...]:
         return (*self.primary_keys, *self.extra_columns)
 
+    @property
+    def compared_columns(self) -> tuple[str, ...]:
+        """UPDATE: the columns ``changed_columns`` reports on (payload, then trigger columns)."""
+        return tuple(dict.fromkeys((*self.payload_columns, *self.trigger_columns)))
+
     @functools.cached_property
     def channel(self) -> str:
         """The notification channel, also the trigger's and its function's name.
@@ -239,7 +275,7 @@ class Watch:
         ``sqlnotify_<schema>_<table>_<op>[_<label>]_<spec>``: the readable
         part (shortened to fit 63 bytes) and a hash of the whole spec (the
         effective schema, table, operation, label, key, payload and trigger
-        columns, durability, overflow table).  Channels are database-wide,
+        columns, durability, overflow table, condition).  Channels are database-wide,
         so the schema is named even for an unqualified table.  Two watches
         that differ in anything that shapes their events never share a
         trigger: each application gets exactly the columns it asked for;
@@ -261,8 +297,12 @@ class Watch:
 
     @property
     def spec(self) -> dict[str, Any]:
-        """Everything that shapes this watch's trigger and events (its channel hashes it)."""
-        return {
+        """Everything that shapes this watch's trigger and events (its channel hashes it).
+
+        ``where`` (the condition's key) and ``include_old`` are present only
+        when set, so watches without them keep their channels.
+        """
+        spec: dict[str, Any] = {
             "schema": self.effective_schema,
             "table": self.table,
             "operation": self.operation.value,
@@ -273,6 +313,11 @@ class Watch:
             "durable": self.durable,
             "overflow": self.use_overflow_table,
         }
+        if self.condition is not None:
+            spec["where"] = self.condition.key
+        if self.include_old:
+            spec["include_old"] = True
+        return spec
 
     @property
     def spec_id(self) -> str:
@@ -287,8 +332,11 @@ class Watch:
         return dataclasses.replace(self, default_schema=schema)
 
     def metadata(self) -> dict[str, Any]:
-        """What the installed objects record about the watch (for status and drift checks)."""
-        return {
+        """What the installed objects record about the watch (for status and drift checks).
+
+        A dialect adds ``when``, the condition's SQL text, next to ``where``.
+        """
+        meta: dict[str, Any] = {
             "table": self.table,
             "operation": self.operation.value,
             "channel": self.channel,
@@ -299,6 +347,11 @@ class Watch:
             "durable": self.durable,
             "overflow": self.use_overflow_table,
         }
+        if self.condition is not None:
+            meta["where"] = self.condition.key
+        if self.include_old:
+            meta["include_old"] = True
+        return meta
 
     def named_objects(self) -> list[tuple[str, str]]:
         """``(what, name)`` for every database name the watch's SQL contains."""

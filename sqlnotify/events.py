@@ -24,12 +24,19 @@ class Operation(str, enum.Enum):
 
     Members compare equal to their lowercase string values, and every API
     that takes an operation accepts either (``Operation.INSERT`` or
-    ``"insert"``).
+    ``"insert"``).  ``TRUNCATE`` (PostgreSQL only) fires once per truncated
+    table, with no row; :meth:`rows` lists the three row operations.
     """
 
     INSERT = "insert"
     UPDATE = "update"
     DELETE = "delete"
+    TRUNCATE = "truncate"
+
+    @classmethod
+    def rows(cls) -> tuple[Operation, ...]:
+        """The row operations, every database has them: INSERT, UPDATE, DELETE."""
+        return (cls.INSERT, cls.UPDATE, cls.DELETE)
 
     def __str__(self) -> str:
         return self.value
@@ -116,7 +123,8 @@ class ChangeEvent(Mapping[str, Any]):
         The :class:`Operation`.
     ``id``
         The primary key: the value itself for a single-column key, a tuple in
-        the watch's ``primary_keys`` order for a composite key.
+        the watch's ``primary_keys`` order for a composite key.  ``None`` for
+        a TRUNCATE event, which has no row.
     ``extra_columns``
         A read-only mapping of the watch's ``extra_columns`` to their values
         (the new row for INSERT and UPDATE, the old row for DELETE).
@@ -127,6 +135,10 @@ class ChangeEvent(Mapping[str, Any]):
         clock.
     ``channel``
         The notification channel the event came through.
+
+    UPDATE events also carry ``changed_columns`` (which of the watch's
+    columns changed) and, on a watch with ``include_old=True``, ``old``
+    (their values before the change).
 
     Also available: ``row`` (keys and extra columns together), ``position``
     (the event's position in SQLite's change log or in the durable journal,
@@ -161,11 +173,13 @@ class ChangeEvent(Mapping[str, Any]):
     """
 
     __slots__ = (
+        "_changed",
         "_channel",
         "_custom",
         "_epoch",
         "_extra",
         "_keys",
+        "_old",
         "_operation",
         "_position",
         "_row",
@@ -187,6 +201,8 @@ class ChangeEvent(Mapping[str, Any]):
         position: int | None = None,
         custom: bool = False,
         status: str = "complete",
+        changed_columns: tuple[str, ...] | None = None,
+        old: Mapping[str, Any] | None = None,
     ) -> None:
         self._schema = schema
         self._table = table
@@ -199,6 +215,8 @@ class ChangeEvent(Mapping[str, Any]):
         self._custom = custom
         self._status = status
         self._extra: Mapping[str, Any] | None = None
+        self._changed = changed_columns
+        self._old = old
 
     @classmethod
     def _complete(
@@ -229,6 +247,8 @@ class ChangeEvent(Mapping[str, Any]):
         self._custom = False
         self._status = "complete"
         self._extra = None
+        self._changed = None
+        self._old = None
         return self
 
     # -- fields -----------------------------------------------------------
@@ -312,6 +332,29 @@ class ChangeEvent(Mapping[str, Any]):
         """``"complete"``, ``"hydrated"``, ``"row_gone"``, ``"keys_only"`` or ``"lost"``."""
         return self._status
 
+    @property
+    def changed_columns(self) -> tuple[str, ...] | None:
+        """UPDATE: the watch's columns whose value changed, in the watch's order.
+
+        The key and extra columns, then the ``trigger_columns``, each compared
+        by the trigger with ``IS DISTINCT FROM`` (two NULLs are equal); empty
+        when the UPDATE changed none of them.  ``None`` for INSERT, DELETE and
+        custom events, and when the payload was lost.
+        """
+        return self._changed
+
+    @property
+    def old(self) -> Mapping[str, Any] | None:
+        """UPDATE with ``include_old=True``: the key and extra columns before the change.
+
+        A read-only mapping typed exactly like :attr:`row`.  ``None`` without
+        ``include_old``, for other operations, and when the row was too large
+        and sent by key (``status`` not ``"complete"``): the old values cannot
+        be read back.
+        """
+        old = self._old
+        return None if old is None else MappingProxyType(old)
+
     # -- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The event as a plain dict that :func:`json.dumps` writes as it is.
@@ -324,7 +367,7 @@ class ChangeEvent(Mapping[str, Any]):
         ``table``
             string.
         ``operation``
-            ``"insert"``, ``"update"`` or ``"delete"``.
+            ``"insert"``, ``"update"``, ``"delete"`` or ``"truncate"``.
         ``id``
             the key's JSON form; a list for a composite key; ``null`` when
             ``status`` is ``"lost"``.
@@ -341,6 +384,10 @@ class ChangeEvent(Mapping[str, Any]):
             string (see :attr:`status`).
         ``custom``
             ``true`` for a payload sent with :meth:`Notifier.notify`.
+        ``changed_columns``
+            a list of column names, or ``null`` (see :attr:`changed_columns`).
+        ``old``
+            an object of column name to JSON form, or ``null`` (see :attr:`old`).
 
         A value's JSON form: strings, integers, floats, booleans and
         ``null`` as they are; JSON columns as objects and lists;
@@ -361,6 +408,8 @@ class ChangeEvent(Mapping[str, Any]):
             "position": self._position,
             "status": self._status,
             "custom": self._custom,
+            "changed_columns": None if self._changed is None else list(self._changed),
+            "old": None if self._old is None else _jsonable(self._old),
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -396,6 +445,8 @@ class ChangeEvent(Mapping[str, Any]):
                 and dict(self._row) == dict(other._row)
                 and self._epoch == other._epoch
                 and self._position == other._position
+                and self._changed == other._changed
+                and self._old == other._old
             )
         return Mapping.__eq__(self, other)
 
@@ -422,6 +473,8 @@ class ChangeEvent(Mapping[str, Any]):
                 self._position,
                 self._custom,
                 self._status,
+                self._changed,
+                None if self._old is None else dict(self._old),
             ),
         )
 
@@ -437,6 +490,8 @@ def _rebuild(
     position: int | None,
     custom: bool,
     status: str,
+    changed: tuple[str, ...] | None = None,
+    old: dict[str, Any] | None = None,
 ) -> ChangeEvent:
     return ChangeEvent(
         schema=schema,
@@ -449,6 +504,8 @@ def _rebuild(
         position=position,
         custom=custom,
         status=status,
+        changed_columns=changed,
+        old=old,
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
 import logging
 import os
 import threading
@@ -22,13 +21,7 @@ import sqlalchemy as sa
 
 from . import signals
 from ._lifecycle import Lifecycle
-from ._options import (
-    check_consumer,
-    check_dialect_options,
-    positive_int,
-    seconds,
-    sync_engine_of,
-)
+from ._options import check_consumer, positive_int, seconds, sync_engine_of
 from ._ownership import Policy
 from ._payload import encode_custom
 from ._pipeline.bridge import LoopBridge, check_queue_options
@@ -50,8 +43,8 @@ from ._watch import (
     WatchRequest,
     normalise_filters,
 )
-from .dialects import get_dialect_class
-from .dialects.base import Dialect, InstallState, Settings
+from .dialects import create_dialect, get_dialect_class
+from .dialects.base import Dialect, InstallState
 from .events import Operation
 from .exceptions import (
     SQLNotifyConfigurationError,
@@ -122,16 +115,10 @@ class Notifier(Lifecycle):
         :data:`sqlnotify.signals.async_overflow`; a durable consumer's
         position then stays before the dropped event.
     :param async_block_timeout: see ``async_overflow``.
-    :param dialect_options: options for the database's dialect.  PostgreSQL:
-        ``listener_connect_args``, libpq keywords (``sslmode``, ``password``,
-        ...) for sqlnotify's own connections when the engine gets them from
-        ``connect_args`` rather than its URL; ``pg_journal_per_statement``,
-        durable watches journal once per statement rather than per row;
-        ``overflow_retention`` (seconds a payload stays in the overflow
-        table; default 3600), ``overflow_prune_interval`` (seconds between
-        two prunes; default 60) and ``overflow_prune_batch`` (most rows one
-        DELETE removes; default 500).  SQLite: see its section of the
-        documentation.  An unknown option is an error.
+    :param dialect_options: options of the database's dialect, each in the
+        parameter table of the documentation with its default (PostgreSQL
+        ``listener_connect_args``, ``pg_*``, ``overflow_*``; SQLite
+        ``sqlite_*``; MySQL ``mysql_*``).  An unknown one is an error.
     :param max_queue: most events queued between the listener and the
         dispatcher.  When full, durable watches leave their events in the
         journal until there is room; other watches wait up to
@@ -233,21 +220,16 @@ class Notifier(Lifecycle):
         self.journal_retention = seconds(journal_retention, "journal_retention")
         self.consumer_expiry = seconds(consumer_expiry, "consumer_expiry")
         self.journal_schema = journal_schema
-        dialect_cls = dialect or get_dialect_class(sync_engine.dialect.name)
-        params = [
-            p.name
-            for p in inspect.signature(Notifier.__init__).parameters.values()
-            if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
-        ]
-        caps = dialect_cls.capabilities
-        check_dialect_options(dialect_options, caps.options, params, caps.name)
-        settings = Settings(
-            options=dict(dialect_options),
+        self._dialect: Dialect = create_dialect(
+            sync_engine,
+            self.log,
+            dialect,
+            dialect_options,
+            Notifier.__init__,
             journal_schema=journal_schema,
             consumer=self.consumer,
             consumer_expiry=self.consumer_expiry,
         )
-        self._dialect: Dialect = dialect_cls(sync_engine, self.log, settings)
         self._registry = Registry()
         self._lock = threading.RLock()
         self._running = False
@@ -281,13 +263,11 @@ class Notifier(Lifecycle):
         """A notifier reading the Redis Streams a :class:`~sqlnotify.relay.Relay` writes.
 
         ``db_engine`` is the relay's database, used only to reflect the
-        watched tables (events carry the same typed values as a direct
-        listener's); ``group`` is the consumer group (each group gets every
-        event, each consumer of a group a share), ``consumer`` this
-        process's name in it.  Declare the watches as the relay's notifier
-        does (``durable=True``).  Receivers run on the dispatcher thread.
-        Other options: the notifier's, and ``stream_prefix``, ``claim_idle``
-        (see :class:`~sqlnotify.dialects.redis.RedisStreams`).
+        watched tables (declare the watches as the relay does); ``group``
+        is the consumer group (each gets every event, each of its consumers
+        a share), ``consumer`` this process's name in it.  Receivers run on
+        the dispatcher thread.  More options: the notifier's, and those of
+        :class:`~sqlnotify.dialects.redis.RedisStreams`.
         """
         return cls(
             db_engine,
@@ -297,26 +277,6 @@ class Notifier(Lifecycle):
             consumer=consumer,
             **options,
         )
-
-    @property
-    def _advice(self) -> Mapping[str, str]:
-        """How log messages name the settings they advise (the command line sets its own)."""
-        return self._delivery.advice
-
-    @_advice.setter
-    def _advice(self, advice: Mapping[str, str]) -> None:
-        self._delivery.advice = advice
-
-    # -- introspection --------------------------------------------------------
-    @property
-    def dialect_name(self) -> str:
-        """The database's SQLAlchemy dialect name: ``"postgresql"``, ``"sqlite"``, ``"mysql"``..."""
-        return self._dialect.name
-
-    @property
-    def dialect(self) -> Dialect:
-        """The dialect object (for tools; its API is not stable)."""
-        return self._dialect
 
     # -- configuration --------------------------------------------------------
     def watch(
@@ -329,6 +289,8 @@ class Notifier(Lifecycle):
         channel_label: str | None = None,
         use_overflow_table: bool = False,
         durable: bool = False,
+        where: Any = None,
+        include_old: bool = False,
     ) -> Notifier:
         """Watch one operation on one table; return the notifier, so calls chain.
 
@@ -353,6 +315,18 @@ class Notifier(Lifecycle):
             writer's transaction, so events committed while the listener was
             disconnected or the process was down are delivered later (at
             least once, each with ``event.position``).
+        :param where: a server-side condition: a SQLAlchemy boolean expression
+            over the table's columns (``Order.total > 100``,
+            ``Order.status.in_(["paid", "sent"])``, ``and_``/``or_``/``not_``,
+            ``.is_(None)``).  It becomes the trigger's ``WHEN`` condition, on
+            the new row for INSERT and UPDATE and on the old row for DELETE;
+            a write it rejects sends nothing and journals nothing.  Values are
+            written as literals of their column's type.  Part of the watch's
+            spec: a different condition is a different trigger.
+        :param include_old: UPDATE only: the event also carries the old
+            values of the key and extra columns (:attr:`ChangeEvent.old`),
+            typed like the new ones.  Every UPDATE event carries
+            :attr:`ChangeEvent.changed_columns`.
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
@@ -364,6 +338,8 @@ class Notifier(Lifecycle):
             channel_label,
             use_overflow_table,
             durable,
+            where,
+            include_old,
         )
         with self._lock:
             self._registry.add(model, request, self._running)

@@ -4,7 +4,8 @@ Writing a row (:meth:`MemoryDatabase.insert`, :meth:`~MemoryDatabase.update`,
 :meth:`~MemoryDatabase.delete`) fires the installed watches of that table
 and operation exactly as PostgreSQL's triggers do: the same payload
 (``{"ts": <epoch>, "row": {...}}`` with the watch's key and extra columns;
-``trigger_columns`` compared like ``IS DISTINCT FROM``), or for a durable
+``trigger_columns`` compared like ``IS DISTINCT FROM``, a ``where=`` condition
+evaluated in Python with SQL's NULL logic), or for a durable
 watch a journal row and the ``{"wake":true}`` wake-up.  Each write is its
 own committed transaction.  Everything here is thread-safe.
 """
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import types as sqltypes
 
 from .._journal import Row
-from .._payload import Notification
+from .._payload import CHG, OLD, Notification
 from .._watch import split_name, table_of
 from ..events import Operation
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
@@ -295,9 +296,17 @@ class MemoryDatabase:
                 continue  # no trigger column changed (IS DISTINCT FROM)
             source = old if op is Operation.DELETE else new
             assert source is not None
+            if watch.condition is not None and not watch.condition.evaluate(source):
+                continue  # the where= condition rejects the row
             types = watch.column_types
             values = {c: encode_value(source.get(c), types.get(c)) for c in watch.payload_columns}
             row = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+            if op is Operation.UPDATE and old is not None and new is not None:
+                changed = [c for c in watch.compared_columns if old.get(c) != new.get(c)]
+                row += f',"{CHG}":' + json.dumps(changed, ensure_ascii=False)
+                if watch.include_old:
+                    was = {c: encode_value(old.get(c), types.get(c)) for c in watch.payload_columns}
+                    row += f',"{OLD}":' + json.dumps(was, separators=(",", ":"), ensure_ascii=False)
             payload = f'{{"ts":{time.time()!r},"row":{row}}}'
             if watch.durable:
                 self._append(watch.channel, payload)

@@ -75,6 +75,12 @@ class MemoryDialect(Dialect):
         policy = policy or Policy()
         states = []
         for watch in watches:
+            if watch.operation.value == "truncate":
+                raise SQLNotifyConfigurationError(
+                    f"cannot watch {watch.describe()}: the memory database has no TRUNCATE"
+                )
+            if watch.condition is not None:
+                watch.condition.evaluate({})  # refuses an operator it cannot evaluate, now
             target = watch.request.target
             self.database.define(self.reflect(target) if isinstance(target, str) else target)
             state, installed = self.database.triggers.install(watch, revoke=revoke, policy=policy)

@@ -26,10 +26,12 @@ import blinker
 from .. import signals
 from .._journal import JournalEvent
 from .._payload import (
+    CHG,
     CUSTOM,
     ERR,
     LOST,
     MSG,
+    OLD,
     OVF,
     POS,
     ROW,
@@ -69,10 +71,12 @@ class Route:
         "converters",
         "keys",
         "op",
+        "required",
         "schema",
         "sender",
         "signal",
         "table",
+        "update",
         "watch",
     )
 
@@ -85,6 +89,10 @@ class Route:
         self.table = watch.table
         self.op = watch.operation
         self.keys = watch.primary_keys
+        #: The key columns a row must hold (a TRUNCATE event has no row).
+        self.required = () if watch.operation.value == "truncate" else watch.primary_keys
+        #: UPDATE payloads carry ``chg`` (and ``old``): decoded apart.
+        self.update = watch.operation.value == "update"
         conv: list[tuple[str, Converter]] = []
         for name, type_ in watch.column_types.items():
             fn = converter_for(type_, dialect)
@@ -139,13 +147,15 @@ class Route:
         if ts is not None and (type(ts) is not float and type(ts) is not int):
             raise ValueError(f"'ts' is a {type(ts).__name__}, not a number")
         if not data.get(LOST):
-            for key in self.keys:
+            for key in self.required:
                 if key not in row:
                     raise ValueError(f"the row lacks its key column {key!r}")
         for name, fn in self.converters:
             value = row.get(name)
             if value is not None:
                 row[name] = fn(value)
+        if self.update:
+            return self._decode_update(data, row, status)
         if len(data) == 2 and status is None:
             return ChangeEvent._complete(
                 self.schema, self.table, self.op, row, self.keys, data[TS], self.channel, position
@@ -167,6 +177,44 @@ class Route:
             position=data.get(POS) if position is None else position,
             custom=bool(data.get(CUSTOM)),
             status=status,
+        )
+
+    def _decode_update(
+        self, data: dict[str, Any], row: dict[str, Any], status: str | None
+    ) -> ChangeEvent:
+        """The rest of :meth:`decode` for an UPDATE: ``chg`` and ``old`` become fields."""
+        changed = data.get(CHG)
+        if changed is not None and (
+            type(changed) is not list or not all(type(c) is str for c in changed)
+        ):
+            raise ValueError(f"'chg' is not a list of column names: {changed!r}")
+        old = data.get(OLD)
+        if old is not None:
+            if type(old) is not dict:
+                raise ValueError(f"'old' is a {type(old).__name__}, not an object")
+            for name, fn in self.converters:
+                value = old.get(name)
+                if value is not None:
+                    old[name] = fn(value)
+        if status is None:
+            status = "complete"
+            if data.get(TRUNC):
+                status = "keys_only"
+            elif data.get(LOST):
+                status = "lost"
+        return ChangeEvent(
+            schema=self.schema,
+            table=self.table,
+            operation=self.op,
+            row=row,
+            primary_keys=self.keys,
+            epoch=data.get(TS),
+            channel=self.channel,
+            position=data.get(POS),
+            custom=bool(data.get(CUSTOM)),
+            status=status,
+            changed_columns=None if changed is None else tuple(changed),
+            old=old,
         )
 
 

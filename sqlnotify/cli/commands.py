@@ -203,7 +203,9 @@ def _parse_targets(targets: Sequence[str]) -> list[tuple[str, list[Operation]]]:
         if not table:
             raise click.BadParameter(f"{target!r}: expected TABLE or TABLE:OPERATION")
         try:
-            operations = [Operation.coerce(op) for op in ops.split(",")] if sep else list(Operation)
+            operations = (
+                [Operation.coerce(op) for op in ops.split(",")] if sep else list(Operation.rows())
+            )
         except SQLNotifyConfigurationError as exc:
             raise click.BadParameter(f"{target!r}: {exc}") from None
         known = {op for t, ops in parsed if t == table for op in ops}

@@ -181,7 +181,7 @@ def run_demo(seconds: float = 5.0, rate: float = 20.0, echo: Callable[[str], Non
         notifier.watch("fruit", Operation.INSERT, extra_columns=columns)
         notifier.watch("fruit", Operation.UPDATE, extra_columns=columns, trigger_columns=["qty"])
         notifier.watch("fruit", Operation.DELETE, extra_columns=["name", "sent_at"])
-        for op in Operation:
+        for op in Operation.rows():
             notifier.subscribe("fruit", op)(receive)
         notifier.start()
         proc = subprocess.Popen(

@@ -7,16 +7,19 @@ its driver) is imported only when a notifier for that database is created.
 from __future__ import annotations
 
 import importlib
+import inspect
+import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._options import check_dialect_options
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyUnSupportedDatabaseProviderError
+from .base import Dialect, Settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from .base import Dialect
-
-__all__ = ["get_dialect_class", "missing_driver_error", "registry"]
+__all__ = ["create_dialect", "get_dialect_class", "missing_driver_error", "registry"]
 
 #: Driver module -> what to install for it.
 _DRIVER_PACKAGES = {
@@ -52,6 +55,32 @@ def get_dialect_class(name: str) -> type[Dialect]:
     module: Any = importlib.import_module(module_name)
     cls: type[Dialect] = getattr(module, attr)
     return cls
+
+
+def create_dialect(
+    engine: sa.Engine,
+    log: logging.Logger,
+    cls: type[Dialect] | None,
+    options: Mapping[str, Any],
+    notifier_init: Callable[..., Any],
+    **settings: Any,
+) -> Dialect:
+    """The dialect for ``engine`` (or ``cls``), built with checked ``options``.
+
+    An unknown option is refused naming the closest valid one, every option of
+    the dialect and the keywords of ``notifier_init`` (the Notifier's own);
+    ``settings`` are the other fields of :class:`~sqlnotify.dialects.base.Settings`.
+    """
+    dialect_cls = cls or get_dialect_class(engine.dialect.name)
+    caps = dialect_cls.capabilities
+    if not set(options) <= caps.options:
+        params = [
+            p.name
+            for p in inspect.signature(notifier_init).parameters.values()
+            if p.kind is not p.VAR_KEYWORD and p.name not in ("self", "db_engine")
+        ]
+        check_dialect_options(options, caps.options, params, caps.name)
+    return dialect_cls(engine, log, Settings(options=dict(options), **settings))
 
 
 def missing_driver_error(url: sa.URL | str, exc: ImportError) -> SQLNotifyConfigurationError:

@@ -154,7 +154,7 @@ def pg_round_trip(engine: sa.Engine, spec: Spec, schema: str, *, state: str = "i
     table = spec.table_object(schema)
     notifier = Notifier(engine, journal_schema=schema)
     declare(notifier, table, spec, postgres=True)
-    got = {op: EventRecorder() for op in Operation}
+    got = {op: EventRecorder() for op in Operation.rows()}
     for op, recorder in got.items():
         notifier.subscribe(table, op)(recorder)
     notifier.start()
@@ -276,7 +276,7 @@ def sqlite_round_trip(engine: sa.Engine, spec: Spec) -> None:
         conn.exec_driver_sql("INSERT INTO canary VALUES ('alive')")
     notifier = Notifier(engine)
     declare(notifier, table, spec, postgres=False)
-    got = {op: EventRecorder() for op in Operation}
+    got = {op: EventRecorder() for op in Operation.rows()}
     for op, recorder in got.items():
         notifier.subscribe(table, op)(recorder)
     changed = spec.value + spec.other + "."
@@ -285,7 +285,7 @@ def sqlite_round_trip(engine: sa.Engine, spec: Spec) -> None:
         assert {s.state for s in notifier.install_states} == {"installed"}
         status = notifier.dialect.status()
         assert sorted((r["table"], r["operation"], r["state"]) for r in status) == sorted(
-            (spec.table, op.value, "installed") for op in Operation
+            (spec.table, op.value, "installed") for op in Operation.rows()
         )
         with engine.begin() as conn:
             conn.execute(table.insert(), [{spec.key: 1, spec.text: spec.value, spec.number: 7}])

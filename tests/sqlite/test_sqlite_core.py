@@ -59,7 +59,7 @@ def test_insert_update_delete(engine: sa.Engine, notifiers: list[Notifier]) -> N
     n.watch(Account, "update", extra_columns=["email", "active"])
     n.watch(Account, Operation.DELETE, extra_columns=["name"])
     rec = EventRecorder()
-    for op in Operation:
+    for op in Operation.rows():
         n.subscribe(Account, op)(rec)
     n.start()
     assert n.dialect_name == "sqlite"

@@ -34,7 +34,7 @@ def start(engine: sa.Engine, notifiers: list[Notifier], **options: object) -> Ev
     n = Notifier(engine, **options)  # type: ignore[arg-type]
     notifiers.append(n)
     rec = EventRecorder()
-    for op in Operation:
+    for op in Operation.rows():
         n.watch("item", op, extra_columns=["name"])
         n.subscribe("item", op)(rec)
     n.start()

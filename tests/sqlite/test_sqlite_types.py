@@ -87,7 +87,7 @@ VALUES: dict[str, Any] = {
 
 
 def record_all(engine: sa.Engine, table: sa.Table, notifiers: list[Notifier]) -> EventRecorder:
-    return watched(notifiers, engine, table, *Operation, extra_columns=COLUMNS).events
+    return watched(notifiers, engine, table, *Operation.rows(), extra_columns=COLUMNS).events
 
 
 def typed_and_recorded(
@@ -108,7 +108,7 @@ def roundtrip(engine: sa.Engine, notifiers: list[Notifier]) -> tuple[dict[str, A
         conn.execute(table.update().values(flag=False, doc=["x"], ratio=None))
         conn.execute(table.delete())
     ins, upd, dele = rec.wait_for(3)
-    assert [ins.operation, upd.operation, dele.operation] == list(Operation)
+    assert [ins.operation, upd.operation, dele.operation] == list(Operation.rows())
     return dict(stored), dict(ins.row), dict(upd.row), dict(dele.row)
 
 

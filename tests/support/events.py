@@ -15,4 +15,6 @@ EVENT_KEYS = (
     "position",
     "status",
     "custom",
+    "changed_columns",
+    "old",
 )

@@ -117,8 +117,9 @@ def test_operation_accepts_members_and_strings() -> None:
     assert Operation.coerce(" UPDATE ") is Operation.UPDATE
     assert Operation.coerce(Operation.DELETE) is Operation.DELETE
     assert Operation.INSERT == "insert" and str(Operation.INSERT) == "insert"
-    with pytest.raises(SQLNotifyConfigurationError, match="'truncate'"):
-        Operation.coerce("truncate")
+    assert Operation.coerce("truncate") is Operation.TRUNCATE
+    with pytest.raises(SQLNotifyConfigurationError, match=r"'upsert'.*'truncate'"):
+        Operation.coerce("upsert")
     with pytest.raises(SQLNotifyConfigurationError):
         Operation.coerce(3)  # type: ignore[arg-type]
 

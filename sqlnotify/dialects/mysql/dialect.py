@@ -136,15 +136,39 @@ class MySQLDialect(Dialect):
     def _schema(self, watch: Watch) -> str:
         return watch.effective_schema or self.db
 
+    def condition_sql(self, watch: Watch) -> str | None:
+        """The watch's ``where=`` condition as SQL on ``NEW`` (``OLD`` for DELETE).
+
+        String literals depend on the server's ``sql_mode`` (backslash
+        escapes), so the engine connects once first.
+        """
+        if watch.condition is None:
+            return None
+        if self.user_engine.dialect.server_version_info is None:
+            with self.user_engine.connect():
+                pass
+        ref = "OLD" if watch.operation.value == "delete" else "NEW"
+        return watch.condition.render(self.user_engine.dialect, ref)
+
     def _trigger_sql(self, watch: Watch) -> str:
+        if watch.operation.value == "truncate":
+            raise SQLNotifyConfigurationError(
+                f"cannot watch {watch.describe()}: MySQL fires no trigger on TRUNCATE; watch"
+                " Operation.DELETE and empty tables with DELETE to hear of every removed row"
+            )
         watch.check_names(max_bytes=MAX_NAME, database="MySQL")
-        return sql.create_trigger_sql(watch, self.db, self._schema(watch))
+        return sql.create_trigger_sql(
+            watch, self.db, self._schema(watch), self.condition_sql(watch)
+        )
 
     def fingerprint(self, watch: Watch) -> str:
         return digest(self._trigger_sql(watch), 32)
 
     def _meta(self, watch: Watch) -> str:
-        return json.dumps({"v": FORMAT_VERSION, "fp": self.fingerprint(watch), **watch.metadata()})
+        meta = {"v": FORMAT_VERSION, "fp": self.fingerprint(watch), **watch.metadata()}
+        if watch.condition is not None:
+            meta["when"] = self.condition_sql(watch)
+        return json.dumps(meta)
 
     def ddl(self, watch: Watch) -> list[str]:
         """The statements, with the trigger's recorded description (``status`` reads it)."""

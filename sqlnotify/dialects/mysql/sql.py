@@ -22,6 +22,8 @@ together.
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import types as sqltypes
 
 from ..._watch import Watch
@@ -158,7 +160,13 @@ TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table} FOR EACH ROW
 {guard}INSERT INTO {log} (`ts`, `channel`, `payload`)
 VALUES (UNIX_TIMESTAMP(NOW(6)), {channel},
-JSON_OBJECT('ts', UNIX_TIMESTAMP(NOW(6)), 'row', JSON_OBJECT({row})));{end}"""
+JSON_OBJECT('ts', UNIX_TIMESTAMP(NOW(6)), 'row', JSON_OBJECT({row}){update}));{end}"""
+# An UPDATE also says which watched columns changed ("chg": CONCAT_WS skips
+# the NULLs of the unchanged ones), and with include_old=True holds their old
+# values ("old").
+CHANGED_TEST_SQL = "IF(OLD.{column} <=> NEW.{column}, NULL, {name})"
+CHANGED_SQL = ", 'chg', JSON_EXTRACT(CONCAT('[', CONCAT_WS(',', {tests}), ']'), '$')"
+OLD_SQL = ", 'old', JSON_OBJECT({old})"
 #: Every sqlnotify trigger: name, schema, table (params: none).
 TRIGGERS_SQL = (
     "SELECT TRIGGER_NAME, EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS"
@@ -171,19 +179,41 @@ LOCK_TABLE_SQL = "LOCK TABLES {table} WRITE"
 UNLOCK_TABLES_SQL = "UNLOCK TABLES"
 
 
-def create_trigger_sql(watch: Watch, db: str, schema: str) -> str:
-    """The ``CREATE TRIGGER`` statement of ``watch`` (log in ``db``, table in ``schema``)."""
+def create_trigger_sql(
+    watch: Watch, db: str, schema: str, condition: str | None = None
+) -> str:
+    """The ``CREATE TRIGGER`` statement of ``watch`` (log in ``db``, table in ``schema``).
+
+    ``condition``: the watch's ``where=`` condition as SQL on its row.
+    """
     ref = "OLD" if watch.operation.value == "delete" else "NEW"
-    row = ", ".join(
-        quote_literal(c) + ", " + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
-        for c in watch.payload_columns
-    )
-    guard = end = ""
-    if watch.trigger_columns:
-        changed = " OR ".join(
-            f"NOT (OLD.{quote_ident(c)} <=> NEW.{quote_ident(c)})" for c in watch.trigger_columns
+    row = _pairs(watch, ref)
+    update = ""
+    if watch.operation.value == "update":
+        checks = ", ".join(
+            CHANGED_TEST_SQL.format(
+                column=quote_ident(c), name=quote_literal(json.dumps(c, ensure_ascii=False))
+            )
+            for c in watch.compared_columns
         )
-        guard, end = f"BEGIN IF {changed} THEN\n", "\nEND IF; END"
+        update = CHANGED_SQL.format(tests=checks)
+        if watch.include_old:
+            update += OLD_SQL.format(old=_pairs(watch, "OLD"))
+    guard = end = ""
+    tests = []
+    if watch.trigger_columns:
+        tests.append(
+            " OR ".join(
+                f"NOT (OLD.{quote_ident(c)} <=> NEW.{quote_ident(c)})"
+                for c in watch.trigger_columns
+            )
+        )
+    if condition:
+        tests.append(condition)
+    if tests:
+        # A NULL condition is no: IF runs its branch only when true.
+        test = " AND ".join(f"({t})" if len(tests) > 1 else t for t in tests)
+        guard, end = f"BEGIN IF {test} THEN\n", "\nEND IF; END"
     text = TRIGGER_SQL.format(
         trigger=qualified(schema, watch.channel),
         operation=watch.operation.value.upper(),
@@ -192,10 +222,19 @@ def create_trigger_sql(watch: Watch, db: str, schema: str) -> str:
         log=qualified(db, LOG_TABLE),
         channel=quote_literal(watch.channel),
         row=row,
+        update=update,
         end=end,
     )
     # A single statement needs no ``;`` (some clients split on it).
     return text if end else text.rstrip(";")
+
+
+def _pairs(watch: Watch, ref: str) -> str:
+    """``'name', <value expression>, ...`` of the payload columns, for ``JSON_OBJECT``."""
+    return ", ".join(
+        quote_literal(c) + ", " + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
+        for c in watch.payload_columns
+    )
 
 
 def value_sql(type_: object, ref: str) -> str:

@@ -50,15 +50,19 @@ from .sql import (
     QUEUE_USAGE_SQL,
     REVOKE_FUNCTION_SQL,
     ROW_BODY,
+    ROWS_WHERE_SQL,
     STATEMENT_TRIGGER_SQL,
     TRANSITION_TABLE,
     TRIGGER_SQL,
     TRUNCATE_SQL,
+    TRUNCATE_TRIGGER_SQL,
+    TRUNCATED_BODY,
     WAKE_PAYLOAD,
     dollar_quote,
     journal_ddl,
     journal_insert_sql,
     pairs,
+    update_parts,
 )
 
 __all__ = ["PostgresDialect"]
@@ -211,13 +215,18 @@ class PostgresDialect(Dialect):
     def statement_level(self, watch: Watch) -> bool:
         """Whether the watch's trigger runs once per statement (over a transition table).
 
-        Only durable watches with the ``pg_journal_per_statement=True`` option,
-        and without ``trigger_columns`` (those compare old and new values row
-        by row).  One ``INSERT ... SELECT`` into the journal per statement
-        costs a statement of many rows far less than one insert per row, and
-        a single-row statement a little more.
+        Only durable INSERT and DELETE watches with the
+        ``pg_journal_per_statement=True`` option (an UPDATE compares old and
+        new values row by row, for ``changed_columns``).  One ``INSERT ...
+        SELECT`` into the journal per statement costs a statement of many
+        rows far less than one insert per row, and a single-row statement a
+        little more.
         """
-        return watch.durable and not watch.trigger_columns and self.journal_per_statement
+        return (
+            watch.durable
+            and watch.operation.value in ("insert", "delete")
+            and self.journal_per_statement
+        )
 
     @staticmethod
     def definer(watch: Watch) -> bool:
@@ -232,11 +241,22 @@ class PostgresDialect(Dialect):
 
     def function_body(self, watch: Watch) -> str:
         """The PL/pgSQL source of the watch's trigger function (``pg_proc.prosrc``)."""
+        if watch.operation.value == "truncate":
+            durable = watch.durable
+            return TRUNCATED_BODY.format(
+                insert=journal_insert_sql(self.journal_schema_name(), watch.channel)
+                if durable
+                else "",
+                channel=quote_literal(watch.channel),
+                message=quote_literal(WAKE_PAYLOAD) if durable else "payload",
+            )
         ref = "OLD" if watch.operation.value == "delete" else "NEW"
         if self.statement_level(watch):
             ref = "r"
+        update, truncated_changed = update_parts(watch)
         body_args = {
             "row": pairs(watch, watch.payload_columns, ref + "."),
+            "update": update,
             "limit": MAX_PAYLOAD,
             "channel": quote_literal(watch.channel),
             "wake": quote_literal(WAKE_PAYLOAD),
@@ -244,13 +264,17 @@ class PostgresDialect(Dialect):
         if self.statement_level(watch):
             body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
             body_args["rows"] = TRANSITION_TABLE
+            condition = self.condition_sql(watch)
+            body_args["where"] = ROWS_WHERE_SQL.format(condition=condition) if condition else ""
             template = DURABLE_STATEMENT_BODY
         elif watch.durable:
             body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
             template = DURABLE_BODY
         else:
             truncate = TRUNCATE_SQL.format(
-                keys=pairs(watch, watch.primary_keys, ref + "."), limit=MAX_PAYLOAD
+                keys=pairs(watch, watch.primary_keys, ref + "."),
+                limit=MAX_PAYLOAD,
+                changed=truncated_changed,
             )
             body_args["oversize"] = (
                 self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
@@ -258,13 +282,43 @@ class PostgresDialect(Dialect):
             template = ROW_BODY
         return template.format(**body_args)
 
+    def condition_sql(self, watch: Watch) -> str | None:
+        """The watch's ``where=`` condition as SQL on its trigger's row (``None``: none).
+
+        The row is ``NEW`` (``OLD`` for DELETE), or the transition table's
+        ``r`` in a per-statement trigger.  Literals follow the server's
+        ``standard_conforming_strings``, so the engine connects once first.
+        """
+        if watch.condition is None:
+            return None
+        if self.engine.dialect.server_version_info is None:
+            with self.engine.connect():
+                pass
+        ref = "OLD" if watch.operation.value == "delete" else "NEW"
+        if self.statement_level(watch):
+            ref = "r"
+        return watch.condition.render(self.engine.dialect, ref)
+
     def trigger_sql(self, watch: Watch) -> str:
-        when = ""
-        if watch.trigger_columns:
-            cond = " OR ".join(
-                CHANGED_SQL.format(column=quote_ident(c)) for c in watch.trigger_columns
+        if watch.operation.value == "truncate":
+            return TRUNCATE_TRIGGER_SQL.format(
+                trigger=quote_ident(watch.channel),
+                table=self.table_ref(watch),
+                function=self.function_ref(watch),
             )
-            when = f" WHEN ({cond})"
+        when = ""
+        tests = []
+        if watch.trigger_columns:
+            tests.append(
+                " OR ".join(
+                    CHANGED_SQL.format(column=quote_ident(c)) for c in watch.trigger_columns
+                )
+            )
+        condition = self.condition_sql(watch)
+        if condition and not self.statement_level(watch):
+            tests.append(condition)
+        if tests:
+            when = " WHEN (" + " AND ".join(f"({t})" if len(tests) > 1 else t for t in tests) + ")"
         if self.statement_level(watch):
             side = "OLD" if watch.operation.value == "delete" else "NEW"
             return STATEMENT_TRIGGER_SQL.format(
@@ -297,6 +351,8 @@ class PostgresDialect(Dialect):
             "overflow": watch.use_overflow_table,
             "per_statement": self.statement_level(watch),
         }
+        if watch.condition is not None:
+            meta["when"] = self.condition_sql(watch)
         if watch.durable:
             meta["journal"] = self.journal_schema_name()
         return MARKER + json.dumps(meta, separators=(",", ":"), sort_keys=True)
@@ -521,5 +577,5 @@ class PostgresDialect(Dialect):
 
 def _spec_of(meta: dict[str, Any]) -> dict[str, Any]:
     """The watch spec an installed trigger records (for ``sqlnotify status``)."""
-    keys = ("keys", "columns", "trigger_columns", "label", "durable", "overflow")
+    keys = ("keys", "columns", "trigger_columns", "label", "durable", "overflow", "where")
     return {k: meta.get(k) for k in keys}

@@ -61,7 +61,7 @@ DECLARE
 BEGIN
     BEGIN
         payload := '{{"ts":' || extract(epoch from clock_timestamp())
-                   || ',"row":' || json_build_object({row})::text || '}}';
+                   || ',"row":' || json_build_object({row})::text{update} || '}}';
         IF octet_length(payload) > {limit} THEN
             {oversize}
         END IF;
@@ -87,7 +87,8 @@ END;
 # fit, only the fact is sent ("lost"), so the user's write never fails.
 TRUNCATE_SQL = """\
 payload := json_build_object('ts', extract(epoch from clock_timestamp()),
-                                     'row', json_build_object({keys}), 'trunc', true)::text;
+                                     'row', json_build_object({keys}),
+                                     'trunc', true{changed})::text;
         IF octet_length(payload) > {limit} THEN
             payload := json_build_object('ts', extract(epoch from clock_timestamp()),
                                          'row', json_build_object(), 'lost', true)::text;
@@ -124,7 +125,7 @@ DECLARE
     payload text;
 BEGIN
     payload := '{{"ts":' || extract(epoch from clock_timestamp())
-               || ',"row":' || json_build_object({row})::text || '}}';
+               || ',"row":' || json_build_object({row})::text{update} || '}}';
     {insert}
     IF pg_notify({channel}, {wake}) IS NULL THEN
         NULL;
@@ -143,13 +144,30 @@ BEGIN
     INSERT INTO {journal} (channel, payload)
     SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
                                         'row', json_build_object({row}))::text
-    FROM {rows} r;
+    FROM {rows} r{where};
     IF FOUND THEN
         PERFORM pg_notify({channel}, {wake});
     END IF;
     RETURN NULL;
 END;
 """
+
+# TRUNCATE: one event per truncated table, no row (statement-level trigger).
+TRUNCATED_BODY = """
+DECLARE
+    payload text;
+BEGIN
+    payload := '{{"ts":' || extract(epoch from clock_timestamp()) || ',"row":{{}}}}';
+    {insert}
+    IF pg_notify({channel}, {message}) IS NULL THEN
+        NULL;
+    END IF;
+    RETURN NULL;
+END;
+"""
+TRUNCATE_TRIGGER_SQL = """\
+CREATE TRIGGER {trigger} AFTER TRUNCATE ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
 
 STATEMENT_TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
@@ -160,6 +178,8 @@ CREATE TRIGGER {trigger} AFTER {operation} ON {table}
 FOR EACH ROW{when} EXECUTE FUNCTION {function}()"""
 #: The ``WHEN`` condition's test for one of ``trigger_columns``.
 CHANGED_SQL = "OLD.{column} IS DISTINCT FROM NEW.{column}"
+#: A condition on the transition table's rows (``where=`` of a per-statement trigger).
+ROWS_WHERE_SQL = "\n    WHERE {condition}"
 #: PostgreSQL 14+ replaces a trigger in place.
 REPLACE_TRIGGER = ("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER")
 
@@ -180,6 +200,19 @@ LEFT JOIN pg_class c ON c.oid = t.tgrelid
 LEFT JOIN pg_namespace tn ON tn.oid = c.relnamespace
 WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE 'sqlnotify:%%'
 """
+
+# An UPDATE's payload also says which watched columns changed ("chg"), and
+# with include_old=True holds their old values ("old"): text appended to the
+# payload after "row", and the "chg" member of a keys-only payload.  A plain
+# array expression, no subquery: PL/pgSQL evaluates it without a query plan.
+# json has no equality operator: its values are compared as jsonb.
+CHANGED_TEST_SQL = (
+    "CASE WHEN OLD.{column}{cast} IS DISTINCT FROM NEW.{column}{cast} THEN {name} END"
+)
+CHANGED_LIST_SQL = "array_to_json(array_remove(ARRAY[{tests}]::text[], NULL))"
+UPDATE_PARTS_SQL = "\n                   || ',\"chg\":' || {changed}::text"
+OLD_PART_SQL = "\n                   || ',\"old\":' || json_build_object({old})::text"
+TRUNCATED_CHANGED_SQL = ", 'chg', {changed}"
 
 # -- small statements --------------------------------------------------------------
 
@@ -467,6 +500,30 @@ def pairs(watch: Watch, columns: Sequence[str], ref: str) -> str:
         quote_literal(c) + ", " + value_sql(watch.column_types[c], ref + quote_ident(c))
         for c in columns
     )
+
+
+def changed_sql(watch: Watch) -> str:
+    """The JSON array of the watch's compared columns an UPDATE changed."""
+    tests = ", ".join(
+        CHANGED_TEST_SQL.format(
+            column=quote_ident(c),
+            name=quote_literal(c),
+            cast="::jsonb" if isinstance(_unwrap(watch.column_types.get(c)), sqltypes.JSON) else "",
+        )
+        for c in watch.compared_columns
+    )
+    return CHANGED_LIST_SQL.format(tests=tests)
+
+
+def update_parts(watch: Watch) -> tuple[str, str]:
+    """What an UPDATE trigger adds to its payload text, and to its keys-only payload."""
+    if watch.operation.value != "update":
+        return "", ""
+    changed = changed_sql(watch)
+    text = UPDATE_PARTS_SQL.format(changed=changed)
+    if watch.include_old:
+        text += OLD_PART_SQL.format(old=pairs(watch, watch.payload_columns, "OLD."))
+    return text, TRUNCATED_CHANGED_SQL.format(changed=changed)
 
 
 def journal_ddl(schema: str | None) -> str:

@@ -144,11 +144,24 @@ class SQLiteDialect(Dialect):
                 f"cannot watch {watch.describe()}: sqlnotify watches tables of the main SQLite"
                 " database only, not of attached databases (schema must be None or 'main')"
             )
+        if watch.operation.value == "truncate":
+            raise SQLNotifyConfigurationError(
+                f"cannot watch {watch.describe()}: SQLite has no TRUNCATE; its DELETE without"
+                " WHERE fires the row triggers of a table that has them, so watch"
+                " Operation.DELETE to hear of every removed row"
+            )
         watch.check_names(max_bytes=None, database="SQLite")
+
+    def condition_sql(self, watch: Watch) -> str | None:
+        """The watch's ``where=`` condition as SQL on ``NEW`` (``OLD`` for DELETE)."""
+        if watch.condition is None:
+            return None
+        ref = "OLD" if watch.operation.value == "delete" else "NEW"
+        return watch.condition.render(self.engine.dialect, ref)
 
     def _trigger_sql(self, watch: Watch, comment: str) -> str:
         self._check(watch)
-        return create_trigger_sql(watch, comment)
+        return create_trigger_sql(watch, comment, self.condition_sql(watch))
 
     def fingerprint(self, watch: Watch) -> str:
         return digest(self._trigger_sql(watch, ""), 32)
@@ -160,6 +173,8 @@ class SQLiteDialect(Dialect):
             "fp": self.fingerprint(watch),
             **watch.metadata(),
         }
+        if watch.condition is not None:
+            meta["when"] = self.condition_sql(watch)
         return self._trigger_sql(watch, trigger_comment(meta))
 
     def ddl(self, watch: Watch) -> list[str]:
@@ -326,7 +341,8 @@ class SQLiteDialect(Dialect):
                         "triggers": [name],
                         "state": self._installed_state(entry["table"], meta),
                         "spec": {
-                            k: meta.get(k) for k in ("keys", "columns", "trigger_columns", "label")
+                            k: meta.get(k)
+                            for k in ("keys", "columns", "trigger_columns", "label", "where")
                         },
                         "users": users.get(channel, []),
                     }

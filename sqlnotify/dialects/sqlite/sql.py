@@ -90,9 +90,17 @@ TRIGGER_SQL = """\
 CREATE TRIGGER {trigger}{comment} AFTER {operation}{columns} ON {table} FOR EACH ROW{when}
 BEGIN
 INSERT INTO {log} ("ts", "channel", "payload")
-SELECT t, {channel}, json_object('ts', t, 'row', json_object({row}))
+SELECT t, {channel}, json_object('ts', t, 'row', json_object({row}){update})
 FROM (SELECT (julianday('now') - 2440587.5) * 86400.0 AS t);
 END"""
+# An UPDATE also says which watched columns changed ("chg"), and with
+# include_old=True holds their old values ("old").
+CHANGED_TEST_SQL = "CASE WHEN OLD.{column} IS NOT NEW.{column} THEN {name} END"
+CHANGED_SQL = (
+    ", 'chg', json((SELECT json_group_array(value) FROM json_each(json_array({tests}))"
+    " WHERE value IS NOT NULL))"
+)
+OLD_SQL = ", 'old', json_object({old})"
 TRIGGERS_SQL = (
     "SELECT name, tbl_name, sql FROM sqlite_master"
     " WHERE type = 'trigger' AND name LIKE 'sqlnotify\\_%' ESCAPE '\\'"
@@ -101,21 +109,35 @@ TRIGGERS_SQL = (
 DROP_TRIGGER_SQL = "DROP TRIGGER IF EXISTS {trigger}"
 
 
-def create_trigger_sql(watch: Watch, comment: str) -> str:
-    """The ``CREATE TRIGGER`` statement of ``watch``; ``comment`` ends its first line."""
+def create_trigger_sql(watch: Watch, comment: str, condition: str | None = None) -> str:
+    """The ``CREATE TRIGGER`` statement of ``watch``; ``comment`` ends its first line.
+
+    ``condition``: the watch's ``where=`` condition as SQL on its row.
+    """
     ref = "OLD" if watch.operation.value == "delete" else "NEW"
-    row = ", ".join(
-        quote_sqlite_literal(c)
-        + ", "
-        + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
-        for c in watch.payload_columns
-    )
+    row = _pairs(watch, ref)
+    update = ""
+    if watch.operation.value == "update":
+        checks = ", ".join(
+            CHANGED_TEST_SQL.format(column=quote_ident(c), name=quote_sqlite_literal(c))
+            for c in watch.compared_columns
+        )
+        update = CHANGED_SQL.format(tests=checks)
+        if watch.include_old:
+            update += OLD_SQL.format(old=_pairs(watch, "OLD"))
     columns = when = ""
+    tests = []
     if watch.trigger_columns:
         columns = " OF " + ", ".join(quote_ident(c) for c in watch.trigger_columns)
-        when = " WHEN " + " OR ".join(
-            f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)}" for c in watch.trigger_columns
+        tests.append(
+            " OR ".join(
+                f"OLD.{quote_ident(c)} IS NOT NEW.{quote_ident(c)}" for c in watch.trigger_columns
+            )
         )
+    if condition:
+        tests.append(condition)
+    if tests:
+        when = " WHEN " + " AND ".join(f"({t})" if len(tests) > 1 else t for t in tests)
     return TRIGGER_SQL.format(
         trigger=quote_ident(watch.channel),
         operation=watch.operation.value.upper(),
@@ -126,6 +148,17 @@ def create_trigger_sql(watch: Watch, comment: str) -> str:
         log=_LOG,
         channel=quote_sqlite_literal(watch.channel),
         row=row,
+        update=update,
+    )
+
+
+def _pairs(watch: Watch, ref: str) -> str:
+    """``'name', <value expression>, ...`` of the payload columns, for ``json_object``."""
+    return ", ".join(
+        quote_sqlite_literal(c)
+        + ", "
+        + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
+        for c in watch.payload_columns
     )
 
 
