@@ -155,7 +155,7 @@ class Route:
             if value is not None:
                 row[name] = fn(value)
         if self.update:
-            return self._decode_update(data, row, status)
+            return self._decode_update(data, row, status, position)
         if len(data) == 2 and status is None:
             return ChangeEvent._complete(
                 self.schema, self.table, self.op, row, self.keys, data[TS], self.channel, position
@@ -180,7 +180,7 @@ class Route:
         )
 
     def _decode_update(
-        self, data: dict[str, Any], row: dict[str, Any], status: str | None
+        self, data: dict[str, Any], row: dict[str, Any], status: str | None, position: int | None
     ) -> ChangeEvent:
         """The rest of :meth:`decode` for an UPDATE: ``chg`` and ``old`` become fields."""
         changed = data.get(CHG)
@@ -210,7 +210,7 @@ class Route:
             primary_keys=self.keys,
             epoch=data.get(TS),
             channel=self.channel,
-            position=data.get(POS),
+            position=data.get(POS) if position is None else position,
             custom=bool(data.get(CUSTOM)),
             status=status,
             changed_columns=None if changed is None else tuple(changed),
