@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import pymysql
 import pytest
 import sqlalchemy as sa
 from support.faults import GapRecorder
@@ -251,49 +249,45 @@ def test_missing_privilege_is_named(server: ThrowawayMariaDB, engine: sa.Engine)
         admin.close()
 
 
-def progressed(rec: EventRecorder, count: int, done: threading.Event) -> None:
-    wait_until(lambda: len(rec) > count or done.is_set(), TIMEOUT, "progress")
+def dump_threads(admin: Any) -> list[int]:
+    with admin.cursor() as cur:
+        cur.execute(DUMPS_SQL)
+        return [int(row[0]) for row in cur.fetchall()]
 
 
 def test_killed_connection_loses_nothing(
     server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier]
 ) -> None:
+    """The listener's stream is killed 100 times during 10,000 writes (one commit each)."""
     table = orders(engine)
     n = binlog(engine, consumer="k").watch(table, "insert")
     notifiers.append(n)
     rec = EventRecorder()
     n.subscribe(table, "insert")(rec)
-    n.start()
-    total, kills = 2000, 20
-    done = threading.Event()
-
-    def writer() -> None:
-        for i in range(1, total + 1):
-            with engine.begin() as conn:
-                conn.execute(table.insert(), [{"id": i}])
-        done.set()
-
-    thread = threading.Thread(target=writer, name="binlog-writer", daemon=True)
-    thread.start()
     admin = server.admin()
+    # Streams of notifiers stopped earlier may linger a moment: never ours.
+    gone = set(dump_threads(admin))
+    n.start()
+    total, every = 10_000, 100
     killed = 0
+
+    def listener_stream() -> list[int]:
+        return [t for t in dump_threads(admin) if t not in gone]
+
     try:
-        while killed < kills and not done.is_set():
-            with admin.cursor() as cur:
-                cur.execute(DUMPS_SQL)
-                ids = [row[0] for row in cur.fetchall()]
-                for thread_id in ids:
-                    try:
-                        cur.execute(f"KILL {int(thread_id)}")
-                        killed += 1
-                    except pymysql.err.Error:
-                        pass  # already gone
-            progressed(rec, len(rec), done)
+        with engine.connect() as conn:
+            for i in range(1, total + 1):
+                conn.execute(table.insert(), [{"id": i}])
+                conn.commit()
+                if i % every == 0:
+                    # The stream is back (reconnected) before it is killed again.
+                    (thread_id,) = wait_until(listener_stream, TIMEOUT, "the listener's stream")
+                    with admin.cursor() as cur:
+                        cur.execute(f"KILL {thread_id}")
+                    gone.add(thread_id)
+                    killed += 1
     finally:
         admin.close()
-    thread.join(120)
-    assert done.is_set()
-    events = rec.wait_for(total, 60)
-    assert killed >= 5
-    assert sorted(e.id for e in events) == list(range(1, total + 1))
-    assert len(events) == total
+    events = rec.wait_for(total, 120)
+    assert killed == total // every
+    assert [e.id for e in events] == list(range(1, total + 1))  # in order, once each
