@@ -453,7 +453,8 @@ def status(url: str, as_json: bool, redis_url: str | None, stream_prefix: str) -
         click.echo(
             f"relay {r['name']} on {r['host']} pid {r['pid']}:"
             f" {'active' if r['active'] else 'standing by'}, {r['written']} entries written,"
-            f" lag {r['lag_events']} event(s) / {r['lag_seconds']:.3f} s,"
+            f" lag {r['lag_events']}{'+' * bool(r.get('lag_capped'))} event(s)"
+            f" / {r['lag_seconds']:.3f} s,"
             f" last error: {r['last_error'] or 'none'}"
         )
     if redis_url is not None and not extra.get("relays"):
