@@ -6,7 +6,11 @@ PostgreSQL's journal of durable watches) supplies one function,
 ``(position, channel, payload)`` with ``position > after`` in ascending
 order.  :class:`JournalReader` owns the position: it reads in batches, keeps
 the channels it serves, stamps each payload with its position (``"pos"``),
-and reports positions that vanished before it read them.
+and reports positions that vanished before it read them.  For a journal of
+durable watches it can hand out the rows themselves (``rows=True``): the
+dispatcher then decodes each payload once and takes the event's number from
+the journal store (``JournalStore.stamp``), so the reading thread builds
+nothing per row.
 
 Positions are opaque to the reader: it only passes the last one back to
 ``fetch`` and compares it with the one it started from.  SQLite's are
@@ -75,6 +79,9 @@ class JournalReader:
     :param make: builds each item from ``(channel, payload, stamped
         position, position)``; the default is a :class:`Notification` whose
         payload carries ``"pos"``.
+    :param rows: hand out the rows ``(position, channel, payload)``
+        themselves (those with a payload, of the channels served); ``stamp``
+        and ``make`` are then not used.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class JournalReader:
         log: logging.Logger | None = None,
         stamp: Callable[[Any], int] | None = None,
         make: Callable[[str, str, int, Any], Any] | None = None,
+        rows: bool = False,
     ) -> None:
         self.position = position
         self.channels = frozenset(channels) if channels is not None else None
@@ -97,6 +105,7 @@ class JournalReader:
         self.log = log or logging.getLogger("sqlnotify")
         self.stamp = stamp
         self.make = make
+        self.rows = rows
         #: The last read stopped at its row limit: more rows are waiting.
         self.more = False
         #: How many positions vanished before this reader saw them.
@@ -111,6 +120,9 @@ class JournalReader:
         channels = self.channels
         stamp = self.stamp
         make = self.make
+        contiguous = self.contiguous
+        # Rows handed out as they are: one pass in C over each fetched batch.
+        bulk = self.rows and not contiguous
         pos = self.position
         batch = self.batch_size
         seen = 0
@@ -124,16 +136,28 @@ class JournalReader:
                 # Hand out what was read; the next read meets the error again.
                 self.more = True
                 break
-            for seq, channel, payload in rows:
-                if self.contiguous and seq != pos + 1:
-                    self._gap(pos + 1, seq - 1)
-                pos = seq
-                if payload is not None and (channels is None or channel in channels):
-                    label = seq if stamp is None else stamp(seq)
-                    if make is None:
-                        append(Notification(channel, with_position(payload, label)))
+            if bulk:
+                if rows:
+                    pos = rows[-1][0]
+                    if channels is None:
+                        out += [r for r in rows if r[2] is not None]
                     else:
-                        append(make(channel, payload, label, seq))
+                        out += [r for r in rows if r[2] is not None and r[1] in channels]
+            else:
+                for row in rows:
+                    seq, channel, payload = row
+                    if contiguous and seq != pos + 1:
+                        self._gap(pos + 1, seq - 1)
+                    pos = seq
+                    if payload is not None and (channels is None or channel in channels):
+                        if self.rows:
+                            append(row)
+                            continue
+                        label = seq if stamp is None else stamp(seq)
+                        if make is None:
+                            append(Notification(channel, with_position(payload, label)))
+                        else:
+                            append(make(channel, payload, label, seq))
             seen += len(rows)
             if len(rows) < batch:
                 break

@@ -228,10 +228,12 @@ class ChangeEvent(Mapping[str, Any]):
         primary_keys: tuple[str, ...],
         epoch: float | None,
         channel: str,
+        position: int | None = None,
     ) -> ChangeEvent:
         """The dispatcher's constructor for a plain row event, without keyword parsing.
 
-        Sets every slot exactly as :meth:`__init__` does with the defaults.
+        Sets every slot exactly as :meth:`__init__` does with the defaults
+        (and ``position``).
         """
         self = _new(cls)
         self._schema = schema
@@ -241,7 +243,7 @@ class ChangeEvent(Mapping[str, Any]):
         self._keys = primary_keys
         self._epoch = epoch
         self._channel = channel
-        self._position = None
+        self._position = position
         self._custom = False
         self._status = "complete"
         self._extra = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
 import logging
 import threading
 import weakref
@@ -45,7 +44,7 @@ from .._values import Converter, converter_for
 from .._watch import Watch
 from ..events import ChangeEvent
 from .bridge import LoopBridge
-from .dispatcher import Dispatcher
+from .dispatcher import Dispatcher, JournalBatch
 from .stats import Stats
 
 __all__ = [
@@ -134,8 +133,13 @@ class Route:
                     self._receivers = found
         return found
 
-    def decode(self, data: dict[str, Any], status: str | None = None) -> ChangeEvent:
-        """Build the event; ``status`` overrides the one the payload's flags imply."""
+    def decode(
+        self, data: dict[str, Any], status: str | None = None, position: int | None = None
+    ) -> ChangeEvent:
+        """Build the event; ``status`` overrides the one the payload's flags imply.
+
+        ``position``: the event's journal position when it is not in ``data``.
+        """
         row = data[ROW]
         if type(row) is not dict:
             raise ValueError(f"'row' is a {type(row).__name__}, not an object")
@@ -151,10 +155,10 @@ class Route:
             if value is not None:
                 row[name] = fn(value)
         if self.update:
-            return self._decode_update(data, row, status)
+            return self._decode_update(data, row, status, position)
         if len(data) == 2 and status is None:
             return ChangeEvent._complete(
-                self.schema, self.table, self.op, row, self.keys, data[TS], self.channel
+                self.schema, self.table, self.op, row, self.keys, data[TS], self.channel, position
             )
         if status is None:
             status = "complete"
@@ -170,13 +174,13 @@ class Route:
             primary_keys=self.keys,
             epoch=data.get(TS),
             channel=self.channel,
-            position=data.get(POS),
+            position=data.get(POS) if position is None else position,
             custom=bool(data.get(CUSTOM)),
             status=status,
         )
 
     def _decode_update(
-        self, data: dict[str, Any], row: dict[str, Any], status: str | None
+        self, data: dict[str, Any], row: dict[str, Any], status: str | None, position: int | None
     ) -> ChangeEvent:
         """The rest of :meth:`decode` for an UPDATE: ``chg`` and ``old`` become fields."""
         changed = data.get(CHG)
@@ -206,7 +210,7 @@ class Route:
             primary_keys=self.keys,
             epoch=data.get(TS),
             channel=self.channel,
-            position=data.get(POS),
+            position=data.get(POS) if position is None else position,
             custom=bool(data.get(CUSTOM)),
             status=status,
             changed_columns=None if changed is None else tuple(changed),
@@ -285,7 +289,7 @@ def payload_of(n: RawNotification) -> Any:
     if type(n) is JournalEvent:
         data = n.data
         if data is None:  # read from the journal: the position is apart
-            data = json.loads(n.payload)
+            data = decode_json(n.payload)
             data[POS] = n.position
         return data
     return decode_json(n.payload)
@@ -330,7 +334,10 @@ class Delivery:
     def handle_batch(self, batch: Sequence[RawNotification]) -> None:
         """The dispatcher's handler: deliver one batch, then wake the event loop once."""
         try:
-            self.decode_batch(batch)
+            if type(batch) is JournalBatch:
+                self.decode_journal(batch)
+            else:
+                self.decode_batch(batch)
         finally:
             bridge = self.bridge
             if bridge is not None:
@@ -368,6 +375,48 @@ class Delivery:
             stats.received += 1
             epoch = event._epoch
             if received_at is not None and type(epoch) is float:
+                lags.append(received_at - epoch)
+            if event._status != "complete":
+                self.incomplete(route, event, data.get(ERR), data.get(MSG))
+            deliver(route, event)
+
+    def decode_journal(self, batch: JournalBatch) -> None:
+        """Deliver rows read from the journal of durable watches.
+
+        Each payload is decoded once; the event's position comes from the
+        journal (``batch.stamp``), never from the payload.
+        """
+        routes = self.routes
+        stats = self.stats
+        deliver = self.deliver
+        received_at = batch.received_at
+        lags = self.lags
+        loads = decode_json
+        stamp = batch.stamp
+        halt = self.halt
+        ovf, trunc = OVF, TRUNC
+        for index, (token, channel, payload) in enumerate(batch):
+            if halt is not None and halt.halted:
+                return  # stop() returned: no receiver runs any more
+            route = routes.get(channel)
+            if route is None:
+                self.drop(channel, "no watch uses this channel", payload)
+                continue
+            try:
+                data = loads(payload)
+                if (ovf in data or trunc in data) and type(data) is dict:
+                    # The rest of the batch takes the slower path, in order.
+                    data[POS] = stamp(token)
+                    rest = [JournalEvent(c, p, None, stamp(t), t) for t, c, p in batch[index + 1 :]]
+                    self._decode_large(route, data, payload, rest, received_at)
+                    return
+                event = route.decode(data, None, stamp(token))
+            except Exception as exc:
+                self.undecodable(channel, exc, payload)
+                continue
+            stats.received += 1
+            epoch = event._epoch
+            if type(epoch) is float:
                 lags.append(received_at - epoch)
             if event._status != "complete":
                 self.incomplete(route, event, data.get(ERR), data.get(MSG))

@@ -12,7 +12,7 @@ from typing import Any
 from .._payload import RawNotification
 from .worker import Worker
 
-__all__ = ["Batch", "Control", "Dispatcher"]
+__all__ = ["Batch", "Control", "Dispatcher", "JournalBatch"]
 
 _STOP: Any = object()
 
@@ -25,6 +25,23 @@ class Batch(list[Any]):
     def __init__(self, items: Sequence[Any] = (), received_at: float = 0.0) -> None:
         super().__init__(items)
         self.received_at = received_at
+
+
+class JournalBatch(Batch):
+    """Rows ``(token, channel, payload)`` read from the journal of durable watches.
+
+    ``stamp(token)`` is the number the event of a row carries (the journal
+    store's :meth:`~sqlnotify.dialects.base.JournalStore.stamp`): the
+    dispatcher takes it there, so the reading thread builds nothing per row.
+    """
+
+    __slots__ = ("stamp",)
+
+    def __init__(
+        self, rows: Sequence[Any], received_at: float, stamp: Callable[[Any], int]
+    ) -> None:
+        super().__init__(rows, received_at)
+        self.stamp = stamp
 
 
 class Control:

@@ -42,20 +42,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._journal import JournalEvent, JournalReader
+from .._journal import JournalReader
 from .._watch import Watch
 from ..dialects.base import Dialect, JournalStore
 from ..exceptions import SQLNotifyException
-from .dispatcher import Batch, Dispatcher
+from .dispatcher import Dispatcher, JournalBatch
 
 __all__ = ["Acks", "Feed", "GapQueue", "Journal", "open_journal"]
 
 #: ``gap(start, end, channels, reason, count)``: times in seconds since the epoch.
 GapQueue = Callable[[float, float, tuple[str, ...], str, "int | None"], None]
-
-
-def _journal_event(channel: str, payload: str, position: int, token: Any) -> JournalEvent:
-    return JournalEvent(channel, payload, None, position, token)
 
 
 @dataclasses.dataclass
@@ -112,9 +108,7 @@ def open_journal(
                 raise
             raise SQLNotifyException(f"could not open the journal: {exc}") from exc
     if durable and store is not None:
-        reader = JournalReader(
-            position, None, batch_size=5000, log=log, stamp=store.stamp, make=_journal_event
-        )
+        reader = JournalReader(position, None, batch_size=5000, log=log, rows=True)
     return Journal(
         durable=durable,
         store=store,
@@ -331,6 +325,7 @@ class Feed:
         reader = self._reader
         assert reader is not None
         d = self._dispatcher
+        stamp = self.store.stamp
         self._last_sweep = time.monotonic()
         found = False
         try:
@@ -341,7 +336,7 @@ class Feed:
                 items = reader.read(self._fetch, min(room, self.SWEEP_ROWS))
                 if items:
                     found = True
-                    d.put(Batch(items, time.time()))
+                    d.put(JournalBatch(items, time.time(), stamp))
                 if reader.position != before:
                     self.queue_ack(reader.position)
                 if not reader.more:

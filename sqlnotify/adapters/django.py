@@ -158,13 +158,19 @@ def watch_model(
     trigger_columns: Sequence[str] | None = None,
     channel_label: str | None = None,
     use_overflow_table: bool = False,
+    durable: bool = False,
+    where: Any = None,
+    include_old: bool = False,
 ) -> str:
     """Watch a Django model's table; return the table name to subscribe with.
 
     The table is ``model._meta.db_table`` and the key is the model's primary
     key column.  ``extra_columns`` and ``trigger_columns`` name model fields
     (``"author"`` for a foreign key means its ``author_id`` column) or
-    columns.  The table is reflected when the notifier starts.
+    columns.  The table is reflected when the notifier starts.  ``durable``,
+    ``where`` and ``include_old`` are :meth:`Notifier.watch`'s; ``where``
+    is a SQLAlchemy expression over the table's columns, e.g.
+    ``sqlalchemy.column("total_cents") > 1000``.
 
     :raises SQLNotifyConfigurationError: for an unknown field, naming the
         model and its fields.
@@ -186,6 +192,9 @@ def watch_model(
         primary_keys=[str(meta.pk.column)],
         channel_label=channel_label,
         use_overflow_table=use_overflow_table,
+        durable=durable,
+        where=where,
+        include_old=include_old,
     )
     return table
 

@@ -54,6 +54,16 @@ SCRIPT = textwrap.dedent(
     invoices = sorted(Invoice.objects.values_list("order_id", "customer"))
     print("result", json.dumps({"ids": ids, "invoices": invoices}), flush=True)
 
+    import sqlalchemy as sa
+    big = Notifier(notifier.db_engine)
+    watch_model(
+        big, Order, "update", durable=True, include_old=True,
+        where=sa.column("total_cents") > 1000,
+    )
+    (watch,) = big.prepare()
+    print("watch", json.dumps([watch.durable, watch.include_old, watch.condition is not None]))
+    print("when", any("1000" in s and "WHEN" in s for s in big.ddl()), flush=True)
+
     try:
         watch_model(Notifier(notifier.db_engine), Order, "update", extra_columns=["price"])
     except SQLNotifyConfigurationError as exc:
@@ -74,6 +84,8 @@ def test_a_model_saved_through_the_orm_reaches_the_receiver(pg_url: str, schema:
     assert "after wsgi running True" in proc.lines, proc.output
     result = json.loads(proc.expect("result ", 1)[len("result ") :])
     assert result["invoices"] == [[result["ids"][0], "ada"], [result["ids"][1], "grace"]]
+    assert json.loads(proc.expect("watch ", 1)[len("watch ") :]) == [True, True, True]
+    assert "when True" in proc.lines, proc.output
     error = proc.expect("error ", 1)
     assert "shop.Order has no field 'price'" in error and "'customer'" in error
     assert "Traceback" not in proc.output

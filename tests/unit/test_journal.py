@@ -107,3 +107,33 @@ def test_error_keeps_what_was_read() -> None:
     assert reader.position == 10
     log.fail_after = None
     assert [json.loads(n.payload)["pos"] for n in reader.read(log.fetch)] == list(range(11, 16))
+
+
+@pytest.mark.parametrize("channels", [None, ["a"]])
+def test_rows_are_handed_out_as_read(channels: list[str] | None) -> None:
+    log = Log()
+    for seq in range(1, 13):
+        log.add(seq, "a" if seq % 3 else "b")
+    # A row without a payload only moves the position (the end of a window).
+    log.rows.append((13, "a", None))  # type: ignore[arg-type]
+    reader = JournalReader(0, channels, batch_size=5, rows=True)
+    got = reader.read(log.fetch)
+    wanted = [r for r in log.rows[:12] if channels is None or r[1] in channels]
+    assert got == wanted
+    assert all(type(r) is tuple for r in got)
+    assert reader.position == 13 and not reader.more
+    assert log.calls == [(0, 5), (5, 5), (10, 5)]
+
+
+def test_rows_of_a_contiguous_log_still_report_holes(caplog: pytest.LogCaptureFixture) -> None:
+    log = Log()
+    for seq in (1, 2, 5):
+        log.add(seq)
+    holes: list[tuple[int, int]] = []
+    reader = JournalReader(
+        0, None, contiguous=True, on_gap=lambda a, b: holes.append((a, b)), rows=True
+    )
+    with caplog.at_level(logging.WARNING):
+        got = reader.read(log.fetch)
+    assert [r[0] for r in got] == [1, 2, 5]
+    assert holes == [(3, 4)] and reader.missed == 2

@@ -194,3 +194,24 @@ def test_a_reconnect_loses_plain_events_only_and_says_so(
     memory.insert(3)
     assert [e.id for e in inserted.wait_for(2, TIMEOUT)][-1] == 3
     assert durable.channel not in gaps[0].channels
+
+
+def test_durable_events_carry_their_journal_position(memory: Memory) -> None:
+    n = Notifier(memory.engine, dialect=MemoryDialect)
+    memory.notifiers.append(n)
+    n.watch(memory.table, "insert", extra_columns=["name"], durable=True)
+    n.watch(memory.table, "update", extra_columns=["name"], durable=True)
+    inserted, updated = EventRecorder(), EventRecorder()
+    n.subscribe(memory.table, "insert")(inserted)
+    n.subscribe(memory.table, "update")(updated)
+    n.start()
+    try:
+        memory.insert(1)
+        memory.db.update(memory.table, 1, {"name": "renamed"})
+        (insert,) = inserted.wait_for(1, TIMEOUT)
+        (update,) = updated.wait_for(1, TIMEOUT)
+    finally:
+        n.stop()
+    ids = [row[0] for row in memory.db.journal_rows()]
+    assert [insert.position, update.position] == ids[-2:]
+    assert update.row["name"] == "renamed"

@@ -293,7 +293,9 @@ WHERE n.nspname = %s AND c.relname IN (%s, %s)"""
 # visible to it.  Prepared once per connection (planning costs more than
 # running it): $1 the previous xmax, $2 the previous snapshot's in-progress
 # transactions, $3 the last id read in the window, $4 the channels, $5 the
-# row limit, $6 the window's end snapshot when it is already known.
+# row limit, $6 the window's end snapshot when it is already known.  The rows
+# are sorted once, above the join: sorting them inside it as well doubled the
+# server's time for a page of a large window.
 WINDOW_SQL = """\
 PREPARE {name}(xid8, xid8[], bigint, text[], bigint{extra}) AS
 WITH w AS (SELECT {cur} AS cur)
@@ -305,8 +307,7 @@ SELECT w.cur::text, e.id, e.channel, e.payload FROM w LEFT JOIN LATERAL (
     SELECT j.id, j.channel, j.payload FROM {journal} j
     WHERE j.xid = ANY($2) AND pg_visible_in_snapshot(j.xid, w.cur)
       AND j.id > $3 AND j.channel = ANY($4)
-    ORDER BY 1 LIMIT $5
-) e ON true ORDER BY e.id"""
+) e ON true ORDER BY e.id LIMIT $5"""
 WINDOW_NEW = "sqlnotify_window_new"
 WINDOW_AT = "sqlnotify_window_at"
 EXECUTE_WINDOW_AT_SQL = f"EXECUTE {WINDOW_AT}(%s, %s::xid8[], %s, %s, %s, %s)"
