@@ -16,7 +16,8 @@ twice.
 
 A second thread per relay process (``sqlnotify-relay-health``, active or
 standing by) measures the relay's lag every :attr:`Relay.publish_interval`
-seconds from the database, on a journal connection of its own: the events
+seconds from the database (unless the active relay keeps up: then it is 0),
+on a journal connection of its own: the events
 of the relayed watches committed after the relay's saved position (what is
 in the journal and not yet in the streams), counted up to
 :attr:`Relay.lag_probe` rows, and the age of the oldest of them.  It then
@@ -141,6 +142,8 @@ class Relay:
         self._lag_capped = False
         self._oldest: float | None = None
         self._measured_at: float | None = None
+        # When the active relay's last read found nothing more waiting (monotonic).
+        self._caught_up_at: float | None = None
         self._monitor: _HealthMonitor | None = None
         self._health_key = health_key(stream_prefix, name, f"{socket.gethostname()}:{os.getpid()}")
 
@@ -215,8 +218,20 @@ class Relay:
             "streams": [stream_key(self.prefix, w.channel) for w in self._watches],
         }
 
+    def keeping_up(self) -> bool:
+        """``True`` while the active relay appended everything it found within the
+        last two :attr:`publish_interval` (its lag is then 0 without a query)."""
+        at = self._caught_up_at
+        recent = at is not None and time.monotonic() - at < 2 * self.publish_interval
+        return self.active and not self.at_most_once and recent
+
     def measure(self, store: JournalStore) -> None:
         """Measure the lag from the journal through ``store`` (the health thread's)."""
+        if self.keeping_up():
+            self._lag_events, self._lag_capped, self._oldest = 0, False, None
+            self._measured_at = time.time()
+            store.close()  # no connection held while nothing lags
+            return
         loaded = store.load(self.consumer)
         channels = [w.channel for w in self._watches]
         if loaded is None or not channels or self.at_most_once:
@@ -305,6 +320,7 @@ class Relay:
                     stop.wait(self.standby_interval)
                 finally:
                     self.active = False
+                    self._caught_up_at = None
                     source.close()
                     store.close()
         finally:
@@ -407,6 +423,7 @@ class Relay:
                 saved = reader.position
             if not reader.more:
                 recent = {}
+                self._caught_up_at = time.monotonic()
                 source.wait(self.idle_wait, wake_fd)
 
     def _relay_live(
