@@ -117,15 +117,29 @@ class Ledger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: collections.deque[tuple[int, str, str]] = collections.deque()
+        # The journal number of each entry not yet acknowledged, by sequence number.
+        self._numbers: dict[int, int] = {}
         #: The last local sequence number handed out.
         self.last = 0
+        #: The sequence and journal numbers of the last entry acknowledged.
+        self.acked = (0, 0)
 
-    def add(self, key: str, entry: str) -> int:
-        """Remember one delivered entry; return its sequence number."""
+    def add(self, key: str, entry: str, number: int = 0) -> int:
+        """Remember one delivered entry (``number``: its journal number); return its
+        sequence number."""
         with self._lock:
             self.last = seq = self.last + 1
             self._items.append((seq, key, entry))
+            self._numbers[seq] = number
         return seq
+
+    def number(self, seq: int) -> int:
+        """The journal number of the entry ``seq`` (of the last one acknowledged up to it)."""
+        with self._lock:
+            found = self._numbers.get(seq)
+            if found is not None:
+                return found
+            return self.acked[1] if seq >= self.acked[0] else 0
 
     def take(self, upto: int) -> dict[str, list[str]]:
         """Forget the entries numbered up to ``upto``; return them by stream."""
@@ -133,14 +147,16 @@ class Ledger:
         with self._lock:
             items = self._items
             while items and items[0][0] <= upto:
-                _, key, entry = items.popleft()
+                seq, key, entry = items.popleft()
                 out.setdefault(key, []).append(entry)
+                self.acked = (seq, self._numbers.pop(seq, 0))
         return out
 
     def clear(self) -> None:
         """Forget everything (the streams' groups are gone)."""
         with self._lock:
             self._items.clear()
+            self._numbers.clear()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -262,10 +278,9 @@ class RedisSource(Source):
                 continue  # deleted while pending
             # A script's reply lists [field, value, ...]; XAUTOCLAIM's is a dict.
             fields = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
-            seq = add(key, entry)
-            append(
-                JournalEvent(channel, fields[FIELD_PAYLOAD], None, int(fields[FIELD_POSITION]), seq)
-            )
+            number = int(fields[FIELD_POSITION])
+            seq = add(key, entry, number)
+            append(JournalEvent(channel, fields[FIELD_PAYLOAD], None, number, seq))
         if out:
             self.reader.position = self._ledger.last  # type: ignore[union-attr]
 
@@ -338,7 +353,8 @@ class RedisAcks:
         return []
 
     def stamp(self, position: Any) -> int:
-        return int(position)
+        # The journal number of the entry at this consumer's position.
+        return self._ledger.number(int(position))
 
     def load(self, consumer: str) -> tuple[Any, dt.datetime] | None:
         return None
