@@ -13,6 +13,17 @@ position in the database.  Each entry carries the event's journal position
 number: a relay taking over, which resumes from the saved position, skips
 the events the streams' last entries already hold, so no event is written
 twice.
+
+A second thread per relay process (``sqlnotify-relay-health``, active or
+standing by) measures the relay's lag every :attr:`Relay.publish_interval`
+seconds from the database (unless the active relay keeps up: then it is 0),
+on a journal connection of its own: the events
+of the relayed watches committed after the relay's saved position (what is
+in the journal and not yet in the streams), counted up to
+:attr:`Relay.lag_probe` rows, and the age of the oldest of them.  It then
+publishes :meth:`Relay.health` to Redis for ``sqlnotify status --redis``.
+Neither waits for the relay's thread, so a relay blocked on Redis still
+shows its lag growing.
 """
 
 from __future__ import annotations
@@ -29,8 +40,10 @@ from typing import Any
 import redis
 
 from ._journal import JournalReader
+from ._payload import OVF, TS
+from ._pipeline.worker import Worker
 from ._watch import Watch
-from .dialects.base import JournalStore, Source, SourceDisconnected
+from .dialects.base import JournalStore, OverflowStore, Source, SourceDisconnected
 from .dialects.redis.commands import (
     DEFAULT_PREFIX,
     FIELD_PAYLOAD,
@@ -63,6 +76,13 @@ class Relay:
     :param retention: entries kept per stream (``XADD MAXLEN ~``); a
         consumer group further behind than that is told by a ``gap`` signal.
     :param batch: most journal rows appended in one transaction.
+    :param at_most_once: relay the live events of plain (not durable)
+        watches instead, as their notifications arrive: no journal, so an
+        event committed while no relay is active (between the active one's
+        death and a standby's takeover, or while Redis does not answer) is
+        never relayed, and one whose append failed is dropped (counted in
+        ``health()["dropped"]``).  Refused with durable watches (their
+        guarantee would be lost); without it, plain watches are refused.
 
     :meth:`run` blocks the calling thread; :meth:`start` runs it on a thread
     of its own (``sqlnotify-relay``) and :meth:`stop` ends it.
@@ -75,6 +95,9 @@ class Relay:
     #: Seconds between two publications of :meth:`health` to Redis (for
     #: ``sqlnotify status --redis``); each expires after ten times that.
     publish_interval = 1.0
+    #: Most journal rows one lag measurement reads (``lag_events`` stops there,
+    #: with ``lag_capped`` true).
+    lag_probe = 10_000
 
     def __init__(
         self,
@@ -85,6 +108,7 @@ class Relay:
         stream_prefix: str = DEFAULT_PREFIX,
         retention: int = 1_000_000,
         batch: int = 1000,
+        at_most_once: bool = False,
         log: logging.Logger | None = None,
     ) -> None:
         self.notifier = notifier
@@ -92,6 +116,7 @@ class Relay:
         self.prefix = stream_prefix
         self.retention = int(retention)
         self.batch = int(batch)
+        self.at_most_once = bool(at_most_once)
         self.log = log or logging.getLogger("sqlnotify.relay")
         self.client: redis.Redis = redis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
@@ -107,14 +132,20 @@ class Relay:
         self.written = 0
         #: Events skipped on takeover (already in the streams).
         self.skipped = 0
+        #: Live events dropped (``at_most_once``: their append failed).
+        self.dropped = 0
         #: How many times this relay became active.
         self.takeovers = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
-        self._last_commit: float | None = None
         self._lag_events = 0
+        self._lag_capped = False
+        self._oldest: float | None = None
+        self._measured_at: float | None = None
+        # When the active relay's last read found nothing more waiting (monotonic).
+        self._caught_up_at: float | None = None
+        self._monitor: _HealthMonitor | None = None
         self._health_key = health_key(stream_prefix, name, f"{socket.gethostname()}:{os.getpid()}")
-        self._published = 0.0
 
     # -- control ----------------------------------------------------------------
     def start(self) -> None:
@@ -124,6 +155,7 @@ class Relay:
             return
         self.prepare()
         self._stop.clear()
+        self._start_monitor()
         self._thread = threading.Thread(
             target=self._loop, args=(self._stop,), name="sqlnotify-relay", daemon=True
         )
@@ -137,16 +169,36 @@ class Relay:
             thread.join(timeout)
             if thread.is_alive():
                 self.log.warning("the relay thread did not stop within %.1f s", timeout)
+        self._stop_monitor(timeout)
+
+    def _start_monitor(self) -> None:
+        if self._monitor is None or not self._monitor.is_alive:
+            self._monitor = _HealthMonitor(self)
+            self._monitor.start_thread()
+
+    def _stop_monitor(self, timeout: float) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.stopping.set()
+            monitor.join(timeout)
 
     def health(self) -> dict[str, Any]:
         """The relay's state: active or standing by, entries written, lag, last error.
 
-        ``lag_events``: journal rows read and not yet appended;
-        ``lag_seconds``: since the last append when rows are waiting, else 0.
+        Any thread may call it.  The lag is the last measurement of the
+        health thread (every :attr:`publish_interval` seconds, while
+        :meth:`start` or :meth:`run` runs):
+
+        ``lag_events``: events of the relayed watches committed in the
+        journal after the relay's saved position, not yet in the streams
+        (at most :attr:`lag_probe`; ``lag_capped`` says there are more);
+        ``lag_seconds``: now minus the time the oldest of them was written
+        (its trigger's clock, ``ts``), 0 when none waits;
+        ``lag_measured_at``: when the lag was measured (``None``: not yet).
         """
         lag_s = 0.0
-        if self._lag_events and self._last_commit is not None:
-            lag_s = max(0.0, time.time() - self._last_commit)
+        if self._lag_events and self._oldest is not None:
+            lag_s = max(0.0, time.time() - self._oldest)
         return {
             "name": self.name,
             "host": socket.gethostname(),
@@ -154,13 +206,53 @@ class Relay:
             "active": self.active,
             "written": self.written,
             "skipped": self.skipped,
+            "dropped": self.dropped,
+            "at_most_once": self.at_most_once,
             "takeovers": self.takeovers,
             "lag_events": self._lag_events,
+            "lag_capped": self._lag_capped,
             "lag_seconds": lag_s,
+            "lag_measured_at": self._measured_at,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "streams": [stream_key(self.prefix, w.channel) for w in self._watches],
         }
+
+    def keeping_up(self) -> bool:
+        """``True`` while the active relay appended everything it found within the
+        last two :attr:`publish_interval` (its lag is then 0 without a query)."""
+        at = self._caught_up_at
+        recent = at is not None and time.monotonic() - at < 2 * self.publish_interval
+        return self.active and not self.at_most_once and recent
+
+    def measure(self, store: JournalStore) -> None:
+        """Measure the lag from the journal through ``store`` (the health thread's)."""
+        if self.keeping_up():
+            self._lag_events, self._lag_capped, self._oldest = 0, False, None
+            self._measured_at = time.time()
+            store.close()  # no connection held while nothing lags
+            return
+        loaded = store.load(self.consumer)
+        channels = [w.channel for w in self._watches]
+        if loaded is None or not channels or self.at_most_once:
+            events: list[str] = []
+            capped = False
+        else:
+            rows = store.read(loaded[0], channels, self.lag_probe)
+            events = [p for _, c, p in rows if p is not None and c in channels]
+            capped = len(events) >= self.lag_probe
+        oldest: float | None = None
+        if events:
+            try:
+                stamp = json.loads(events[0]).get(TS)
+                oldest = float(stamp) if stamp is not None else None
+            except (ValueError, TypeError, AttributeError):
+                oldest = None
+            if oldest is None:  # no clock in the payload: counted from now on
+                same = self._oldest is not None and self._lag_events > 0
+                oldest = self._oldest if same else time.time()
+        self._lag_events, self._lag_capped, self._oldest = len(events), capped, oldest
+        self._measured_at = time.time()
 
     # -- the loop -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -172,11 +264,18 @@ class Relay:
         """
         states = self.notifier.install()
         watches = [s.watch for s in states]
+        if self.at_most_once:
+            durable = [w.describe() for w in watches if w.durable]
+            if durable:
+                raise SQLNotifyConfigurationError(
+                    "at_most_once relays plain watches only (a durable watch's events would"
+                    " lose their guarantee; relay them without at_most_once): " + ", ".join(durable)
+                )
         plain = [w.describe() for w in watches if not w.durable]
-        if plain:
+        if plain and not self.at_most_once:
             raise SQLNotifyConfigurationError(
-                "the relay reads durable watches only (watch(..., durable=True)): "
-                + ", ".join(plain)
+                "the relay reads durable watches only (watch(..., durable=True)), or plain"
+                " watches with Relay(..., at_most_once=True): " + ", ".join(plain)
             )
         self._watches = watches
         # A relay's first position is the journal's end when its triggers
@@ -193,7 +292,11 @@ class Relay:
     def run(self, stop: threading.Event | None = None) -> None:
         """Stand by, relay while active, stand by again when the lock is lost (blocks)."""
         self.prepare()
-        self._loop(stop or self._stop)
+        self._start_monitor()
+        try:
+            self._loop(stop or self._stop)
+        finally:
+            self._stop_monitor(10.0)
 
     def _loop(self, stop: threading.Event) -> None:
         watches = self._watches
@@ -208,12 +311,16 @@ class Relay:
                 if source is None:
                     continue
                 try:
-                    self._relay(store, source, channels, stop, wake_r)
+                    if self.at_most_once:
+                        self._relay_live(source, channels, stop, wake_r)
+                    else:
+                        self._relay(store, source, channels, stop, wake_r)
                 except (SourceDisconnected, SQLNotifyException, redis.RedisError, OSError) as exc:
                     self._error(f"{type(exc).__name__}: {exc}")
                     stop.wait(self.standby_interval)
                 finally:
                     self.active = False
+                    self._caught_up_at = None
                     source.close()
                     store.close()
         finally:
@@ -222,11 +329,8 @@ class Relay:
             os.close(wake_w)
             self.client.close()
 
-    def _publish(self) -> None:
-        now = time.monotonic()
-        if now - self._published < self.publish_interval:
-            return
-        self._published = now
+    def publish(self) -> None:
+        """Write :meth:`health` to Redis, expiring (the health thread's)."""
         try:
             self.client.set(
                 self._health_key,
@@ -244,7 +348,6 @@ class Relay:
     def _elect(
         self, store: JournalStore, channels: Sequence[str], stop: threading.Event
     ) -> Source | None:
-        self._publish()
         try:
             store.acquire(self.consumer)
             source = self.notifier.dialect.open_source(channels, stop=stop)
@@ -295,7 +398,6 @@ class Relay:
         saved = position
         while not stop.is_set():
             items = reader.read(lambda after, limit: store.read(after, channels, limit), self.batch)
-            self._lag_events = len(items)
             if items:
                 pipe = self.client.pipeline(transaction=True)
                 added = 0
@@ -316,12 +418,105 @@ class Relay:
                 if added:
                     pipe.execute()
                     self.written += added
-                self._last_commit = time.time()
-                self._lag_events = 0
             if reader.position != saved:
                 store.save(self.consumer, reader.position)
                 saved = reader.position
-            self._publish()
             if not reader.more:
                 recent = {}
+                self._caught_up_at = time.monotonic()
                 source.wait(self.idle_wait, wake_fd)
+
+    def _relay_live(
+        self, source: Source, channels: Sequence[str], stop: threading.Event, wake_fd: int
+    ) -> None:
+        # At most once: each notification is appended as it arrives; its
+        # entry's journal position is 0 (it has none).
+        numbers, _ = self._tails(channels)
+        for channel, n in self._numbers.items():
+            numbers[channel] = max(numbers.get(channel, 0), n)
+        self._numbers = numbers
+        schemas = {w.channel: w.effective_schema for w in self._watches}
+        overflow = self.notifier.dialect.overflow
+        while not stop.is_set():
+            notes = source.wait(self.idle_wait, wake_fd)
+            if not notes:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            added = 0
+            for note in notes:
+                channel = note.channel
+                if channel not in numbers:
+                    continue
+                payload = _complete(note.payload, overflow, schemas.get(channel))
+                if payload is None:
+                    self.dropped += 1
+                    continue
+                numbers[channel] = n = numbers[channel] + 1
+                pipe.xadd(
+                    stream_key(self.prefix, channel),
+                    {FIELD_PAYLOAD: payload, FIELD_POSITION: 0},
+                    id=entry_id(n),
+                    maxlen=self.retention,
+                    approximate=True,
+                )
+                added += 1
+            if not added:
+                continue
+            try:
+                pipe.execute()
+            except redis.RedisError:
+                self.dropped += added
+                raise
+            self.written += added
+
+
+def _complete(payload: str, overflow: OverflowStore | None, schema: str | None) -> str | None:
+    # A payload too large for a notification arrives as a reference to the
+    # overflow table: the relay appends the stored payload.
+    if f'"{OVF}"' not in payload:
+        return payload
+    try:
+        ref = json.loads(payload).get(OVF)
+        if overflow is None or not isinstance(ref, int):
+            return payload
+        found = overflow.fetch(schema, [ref]).get(ref)
+    except Exception as exc:  # a stored payload that cannot be read is dropped
+        logging.getLogger("sqlnotify.relay").warning("could not fetch a stored payload: %s", exc)
+        return None
+    return found[1] if found is not None else None
+
+
+class _HealthMonitor(Worker):
+    """Measures a relay's lag and publishes its health, every ``publish_interval`` seconds."""
+
+    def __init__(self, relay: Relay) -> None:
+        super().__init__(
+            name="sqlnotify-relay-health", log=relay.log, what="the relay's health thread"
+        )
+        self.relay = relay
+
+    def run(self) -> None:
+        relay = self.relay
+        # A dialect of its own: the notifier's hands out one shared journal
+        # connection, which the relay's thread uses.
+        main = relay.notifier.dialect
+        twin = type(main)(main.engine, relay.log, main.settings)
+        store = twin.journal()
+        ready = False
+        try:
+            while True:
+                try:
+                    if not ready:
+                        store.ensure()
+                        ready = True
+                    relay.measure(store)
+                except Exception as exc:
+                    store.close()
+                    ready = False
+                    relay.log.debug("could not measure the relay's lag: %s", exc)
+                relay.publish()
+                if self.stopping.wait(relay.publish_interval):
+                    break
+        finally:
+            store.close()
+            twin.close()

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .commands import COMMANDS
+from .relay import relay
 
 __all__ = ["main"]
 
@@ -16,5 +17,5 @@ def main() -> None:
     """See and manage database change notifications."""
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, relay):
     main.add_command(_command)

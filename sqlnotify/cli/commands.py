@@ -453,64 +453,12 @@ def status(url: str, as_json: bool, redis_url: str | None, stream_prefix: str) -
         click.echo(
             f"relay {r['name']} on {r['host']} pid {r['pid']}:"
             f" {'active' if r['active'] else 'standing by'}, {r['written']} entries written,"
-            f" lag {r['lag_events']} event(s) / {r['lag_seconds']:.3f} s,"
+            f" lag {r['lag_events']}{'+' * bool(r.get('lag_capped'))} event(s)"
+            f" / {r['lag_seconds']:.3f} s,"
             f" last error: {r['last_error'] or 'none'}"
         )
     if redis_url is not None and not extra.get("relays"):
         click.echo("no relay publishes its health under this stream prefix")
-
-
-@click.command()
-@_app_option
-@click.option("--to", "to", required=True, metavar="REDIS_URL", help="redis://host:port/db")
-@click.option(
-    "--name",
-    default="default",
-    show_default=True,
-    help="Relays of one name elect one active among them; the others stand by.",
-)
-@click.option("--stream-prefix", default="sqlnotify:", show_default=True)
-@click.option(
-    "--retention",
-    type=click.IntRange(min=1),
-    default=1_000_000,
-    show_default=True,
-    help="Entries kept per stream (XADD MAXLEN ~).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log the relay's steps to stderr.")
-def relay(app: str, to: str, name: str, stream_prefix: str, retention: int, verbose: bool) -> None:
-    """Append the events of your notifier's durable watches to Redis Streams.
-
-    Run it on two machines or more: one is active, the others take over
-    within seconds when it dies.  Read the streams with
-    Notifier.from_redis(...).  Stops on Ctrl-C or SIGTERM.
-    """
-    try:
-        from ..relay import Relay  # needs the optional ``redis`` package
-    except ImportError:
-        raise click.ClickException("the relay needs: pip install redis (the redis extra)") from None
-    _log_to_stderr(verbose)
-    notifier = load_notifier(app)
-    _check_connect(_engine_of(notifier))
-    runner = Relay(notifier, to, name=name, stream_prefix=stream_prefix, retention=retention)
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    click.echo(f"relay {name!r} to {mask_password(to)}: standing by", err=True)
-    runner.start()
-    active = False
-    try:
-        while not stop.wait(0.2):
-            if runner.active != active:
-                active = runner.active
-                click.echo("active" if active else "standing by", err=True)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        runner.stop()
-    health = runner.health()
-    click.echo(f"relay stopped: {health['written']} entries written", err=True)
 
 
 @click.command()
@@ -596,4 +544,4 @@ def demo(seconds: float, rate: float) -> None:
 
 
 #: Every command of the ``sqlnotify`` group.
-COMMANDS = (demo, listen, status, install, uninstall, sql, relay)
+COMMANDS = (demo, listen, status, install, uninstall, sql)

@@ -169,3 +169,102 @@ class MySQLBinlogBackend(MySQLBackend):
             wait_until(purged, 20.0, "the binary logs purged")
         finally:
             admin.close()
+
+
+class RelayedNotifier(Notifier):
+    """A notifier reading Redis Streams, whose start first starts relays of its watches.
+
+    The watches are declared again on a notifier of the database: the durable
+    ones relayed from the journal, the plain ones at most once.  The relays
+    stop with the test (:meth:`RedisBackend.close`).
+    """
+
+    backend: RedisBackend
+
+    def watch(self, *args: Any, **kwargs: Any) -> RelayedNotifier:
+        self.backend.calls.append((args, kwargs))
+        super().watch(*args, **kwargs)
+        return self
+
+    def start(self, timeout: float | None = None) -> None:
+        self.backend.relay_watches()
+        super().start(timeout)
+
+
+class RedisBackend(Backend):
+    """PostgreSQL read through relays into Redis, by consumer-group notifiers."""
+
+    name = "redis"
+
+    def __init__(
+        self, engine: sa.Engine, notifiers: list[Notifier], schema: str, redis_url: str
+    ) -> None:
+        super().__init__(engine, notifiers)
+        self.schema = schema
+        self.redis_url = redis_url
+        self.prefix = f"{schema}:"
+        #: The ``watch`` calls of the notifiers, to declare on the relays.
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.relays: dict[str, Any] = {}
+        self._groups = 0
+
+    def notifier(self, **options: Any) -> Notifier:
+        self._groups += 1
+        consumer = options.pop("consumer", None) or "c"
+        # A named consumer resumes in its group; an anonymous one has a group of its own.
+        group = f"g-{consumer}" if consumer != "c" else f"g{self._groups}"
+        n = RelayedNotifier.from_redis(
+            self.engine,
+            self.redis_url,
+            group=group,
+            consumer=consumer,
+            stream_prefix=self.prefix,
+            **options,
+        )
+        assert isinstance(n, RelayedNotifier)
+        n.backend = self
+        self._notifiers.append(n)
+        return n
+
+    def relay_watches(self) -> None:
+        """Start a relay for each kind of watch declared so far (again when new ones came)."""
+        from sqlnotify.relay import Relay  # the optional redis package
+        from sqlnotify.testing import wait_until
+
+        for durable in (True, False):
+            calls = [(args, kw) for args, kw in self.calls if bool(kw.get("durable")) is durable]
+            if not calls:
+                continue
+            key = repr((durable, calls))
+            if key in self.relays:
+                continue
+            for old in [k for k in self.relays if k.startswith(f"({durable},")]:
+                self.relays.pop(old).stop()
+            source = Notifier(self.engine)
+            for args, kw in calls:
+                source.watch(*args, **kw)
+            name = f"{self.prefix}{'durable' if durable else 'live'}"
+            relay = Relay(
+                source,
+                self.redis_url,
+                name=name,
+                stream_prefix=self.prefix,
+                at_most_once=not durable,
+            )
+            self.relays[key] = relay
+            relay.start()
+            wait_until(lambda r=relay: r.active, timeout=20, message="the relay to be active")
+
+    def close(self) -> None:
+        import redis
+
+        for relay in self.relays.values():
+            relay.stop()
+        self.relays.clear()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()

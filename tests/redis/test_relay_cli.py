@@ -66,7 +66,11 @@ def test_relay_command_relays_and_status_shows_it(
         return next((x for x in shown.lines if x.startswith("relay default")), None)
 
     line = wait_until(
-        lambda: (found := status_line()) and "3 entries written" in found and found,
+        lambda: (
+            (found := status_line())
+            and "3 entries written, lag 0 event(s) / 0.000 s" in found
+            and found
+        ),
         timeout=30,
         message="the relay in sqlnotify status",
     )

@@ -22,12 +22,15 @@ __all__ = [
     "DEFAULT_PREFIX",
     "FIELD_PAYLOAD",
     "FIELD_POSITION",
+    "LEASE_REFRESH_SCRIPT",
+    "LEASE_RELEASE_SCRIPT",
     "READ_SCRIPT",
     "RELAY_LOCK_PREFIX",
     "entry_id",
     "entry_number",
     "health_key",
     "health_pattern",
+    "lease_key",
     "stream_key",
 ]
 
@@ -54,6 +57,34 @@ def health_key(prefix: str, name: str, instance: str) -> str:
 def health_pattern(prefix: str) -> str:
     """The ``SCAN`` pattern of every relay's health key under ``prefix``."""
     return f"{prefix}relay:*"
+
+
+def lease_key(prefix: str, group: str, consumer: str) -> str:
+    """The lease a process holds on its consumer name in a group (a token, expiring)."""
+    return f"{prefix}lease:{group}:{consumer}"
+
+
+#: KEYS: the lease; ARGV: this process's token, milliseconds to live.
+#: Extends the lease when this process holds it, takes it when nobody does
+#: (Redis restarted, or it expired); returns 1 then, 0 when another holds it.
+LEASE_REFRESH_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+#: KEYS: the lease; ARGV: this process's token.  Deletes it only when held by the token.
+LEASE_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def entry_id(number: int) -> str:

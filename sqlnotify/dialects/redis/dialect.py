@@ -15,8 +15,8 @@ from ..._ownership import Policy
 from ..._watch import Watch
 from ...exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
 from ..base import Capabilities, Dialect, InstallState, Settings, Source
-from .commands import DEFAULT_PREFIX, stream_key
-from .source import Ledger, RedisAcks, RedisSource, ensure_groups
+from .commands import DEFAULT_PREFIX, lease_key, stream_key
+from .source import Lease, Ledger, RedisAcks, RedisSource, ensure_groups
 
 __all__ = ["RedisStreams"]
 
@@ -35,8 +35,11 @@ class RedisStreams(Dialect):
     group gets every event, each consumer of a group a share of them),
     ``stream_prefix`` (default ``"sqlnotify:"``, as the relay's),
     ``claim_idle`` (seconds after which an entry another consumer took and
-    did not acknowledge is claimed by this one; default 30).  ``consumer``
-    (the notifier's argument) names this process in the group and is required.
+    did not acknowledge is claimed by this one; default 30), ``lease_ttl``
+    (seconds a dead process keeps its consumer name; default 10).
+    ``consumer`` (the notifier's argument) names this process in the group
+    and is required: one process at a time holds a name (a Redis lease
+    refreshed by the listener thread); a second start with it raises.
 
     An entry is acknowledged (``XACK``) once every receiver of its event,
     ``async def`` callbacks included, finished.  Receivers run on the
@@ -45,7 +48,7 @@ class RedisStreams(Dialect):
 
     capabilities = Capabilities(
         name="redis",
-        options=frozenset({"redis_url", "group", "stream_prefix", "claim_idle"}),
+        options=frozenset({"redis_url", "group", "stream_prefix", "claim_idle", "lease_ttl"}),
         replays_log=True,
         durable=True,
     )
@@ -72,6 +75,13 @@ class RedisStreams(Dialect):
             url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
         )
         self.ledger = Ledger()
+        #: This process's hold on its consumer name in the group.
+        self.lease = Lease(
+            self.client,
+            lease_key(self.prefix, group, self.consumer),
+            self.consumer,
+            float(opts.get("lease_ttl", 10.0)),
+        )
         #: The last entry number the group is known to have got, by stream
         #: (kept across reconnects and restarts of the notifier).
         self.seen: dict[str, int] = {}
@@ -147,6 +157,7 @@ class RedisStreams(Dialect):
             log=self.log,
             reader=JournalReader(self.ledger.last),
             seen=self.seen,
+            lease=self.lease,
         )
 
     def inspect(self, timeout: float) -> dict[str, Any]:
@@ -154,7 +165,7 @@ class RedisStreams(Dialect):
 
     # -- optional stores --------------------------------------------------------
     def journal(self) -> RedisAcks:
-        return RedisAcks(self.client, self.group, self.ledger)
+        return RedisAcks(self.client, self.group, self.ledger, self.lease)
 
     def close(self) -> None:
         self.client.close()

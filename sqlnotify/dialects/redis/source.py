@@ -19,19 +19,96 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 
 from ..._journal import JournalEvent, JournalReader, Row
-from ...exceptions import SQLNotifyException
+from ...exceptions import SQLNotifyException, SQLNotifyListenerError
 from ..base import RawNotification, Source, SourceDisconnected
-from .commands import FIELD_PAYLOAD, FIELD_POSITION, READ_SCRIPT, entry_number
+from .commands import (
+    FIELD_PAYLOAD,
+    FIELD_POSITION,
+    LEASE_REFRESH_SCRIPT,
+    LEASE_RELEASE_SCRIPT,
+    READ_SCRIPT,
+    entry_number,
+)
 
-__all__ = ["Ledger", "RedisAcks", "RedisSource", "ensure_groups"]
+__all__ = ["Lease", "Ledger", "RedisAcks", "RedisSource", "ensure_groups"]
+
+
+class Lease:
+    """One process's hold on a consumer name in a group: a Redis key with a TTL.
+
+    :meth:`acquire` takes it (``SET NX PX``) or raises when another process
+    holds it; the listener thread :meth:`refresh`-es it at every read, at
+    most every third of :attr:`ttl`; :meth:`release` deletes it if still
+    ours.  A process that dies without releasing frees the name after
+    ``ttl`` seconds.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, consumer: str, ttl: float) -> None:
+        self._client = client
+        self.key = key
+        self.consumer = consumer
+        self.ttl = float(ttl)
+        #: What this process writes into the key (host, pid and a random part).
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._refresh = client.register_script(LEASE_REFRESH_SCRIPT)
+        self._release = client.register_script(LEASE_RELEASE_SCRIPT)
+        self._next = 0.0
+        #: ``True`` while this process holds the name.
+        self.held = False
+        self._wanted = False
+
+    def _take(self) -> bool:
+        got = bool(self._refresh(keys=[self.key], args=[self.token, int(self.ttl * 1000)]))
+        self._next = time.monotonic() + self.ttl / 3
+        self.held = got
+        return got
+
+    def acquire(self) -> None:
+        """Take the name (any thread); raise :class:`SQLNotifyListenerError` if another has it."""
+        self._wanted = True
+        try:
+            got = self._take()
+            holder = None if got else str(self._client.get(self.key))
+        except redis.RedisError as exc:
+            raise SQLNotifyListenerError(f"could not take the consumer's lease: {exc}") from exc
+        if not got:
+            raise SQLNotifyListenerError(
+                f"consumer {self.consumer!r} is already active in another process ({holder});"
+                " one consumer name in a group is read by one process at a time (give each"
+                f" process its own name; a dead one frees it within {self.ttl:g} s)"
+            )
+
+    def refresh(self) -> None:
+        """Extend the lease when due (listener thread); raise if another process took it."""
+        if not self._wanted or time.monotonic() < self._next:
+            return
+        if not self._take():
+            raise SourceDisconnected(
+                f"consumer {self.consumer!r} lost its lease to another process"
+                f" ({self._client.get(self.key)!s})"
+            )
+
+    def release(self) -> None:
+        """Free the name if this process holds it (errors are ignored: it expires)."""
+        self._wanted = False
+        if not self.held:
+            return
+        self.held = False
+        try:
+            self._release(keys=[self.key], args=[self.token])
+        except redis.RedisError:
+            pass
 
 
 class Ledger:
@@ -40,15 +117,29 @@ class Ledger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: collections.deque[tuple[int, str, str]] = collections.deque()
+        # The journal number of each entry not yet acknowledged, by sequence number.
+        self._numbers: dict[int, int] = {}
         #: The last local sequence number handed out.
         self.last = 0
+        #: The sequence and journal numbers of the last entry acknowledged.
+        self.acked = (0, 0)
 
-    def add(self, key: str, entry: str) -> int:
-        """Remember one delivered entry; return its sequence number."""
+    def add(self, key: str, entry: str, number: int = 0) -> int:
+        """Remember one delivered entry (``number``: its journal number); return its
+        sequence number."""
         with self._lock:
             self.last = seq = self.last + 1
             self._items.append((seq, key, entry))
+            self._numbers[seq] = number
         return seq
+
+    def number(self, seq: int) -> int:
+        """The journal number of the entry ``seq`` (of the last one acknowledged up to it)."""
+        with self._lock:
+            found = self._numbers.get(seq)
+            if found is not None:
+                return found
+            return self.acked[1] if seq >= self.acked[0] else 0
 
     def take(self, upto: int) -> dict[str, list[str]]:
         """Forget the entries numbered up to ``upto``; return them by stream."""
@@ -56,14 +147,16 @@ class Ledger:
         with self._lock:
             items = self._items
             while items and items[0][0] <= upto:
-                _, key, entry = items.popleft()
+                seq, key, entry = items.popleft()
                 out.setdefault(key, []).append(entry)
+                self.acked = (seq, self._numbers.pop(seq, 0))
         return out
 
     def clear(self) -> None:
         """Forget everything (the streams' groups are gone)."""
         with self._lock:
             self._items.clear()
+            self._numbers.clear()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -105,8 +198,10 @@ class RedisSource(Source):
         log: logging.Logger,
         reader: JournalReader,
         seen: dict[str, int],
+        lease: Lease | None = None,
     ) -> None:
         self._client = client
+        self._lease = lease
         self._keys = list(keys)
         self._channel = dict(zip(keys, channels, strict=True))
         self._group = group
@@ -128,6 +223,8 @@ class RedisSource(Source):
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         try:
+            if self._lease is not None:
+                self._lease.refresh()
             out = self._claim() if time.monotonic() >= self._next_claim else []
             out += self._read()
             if not out:
@@ -181,10 +278,9 @@ class RedisSource(Source):
                 continue  # deleted while pending
             # A script's reply lists [field, value, ...]; XAUTOCLAIM's is a dict.
             fields = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
-            seq = add(key, entry)
-            append(
-                JournalEvent(channel, fields[FIELD_PAYLOAD], None, int(fields[FIELD_POSITION]), seq)
-            )
+            number = int(fields[FIELD_POSITION])
+            seq = add(key, entry, number)
+            append(JournalEvent(channel, fields[FIELD_PAYLOAD], None, number, seq))
         if out:
             self.reader.position = self._ledger.last  # type: ignore[union-attr]
 
@@ -229,10 +325,13 @@ class RedisSource(Source):
 class RedisAcks:
     """The consumer's position store: saving a position acknowledges entries up to it."""
 
-    def __init__(self, client: redis.Redis, group: str, ledger: Ledger) -> None:
+    def __init__(
+        self, client: redis.Redis, group: str, ledger: Ledger, lease: Lease | None = None
+    ) -> None:
         self._client = client
         self._group = group
         self._ledger = ledger
+        self._lease = lease
         #: Entries acknowledged.
         self.acked = 0
 
@@ -243,7 +342,9 @@ class RedisAcks:
             raise SQLNotifyException(f"Redis does not answer: {exc}") from exc
 
     def acquire(self, consumer: str) -> None:
-        pass  # a consumer name is one process's by convention (see the docs)
+        """Take the consumer name's lease (raises when another process holds it)."""
+        if self._lease is not None:
+            self._lease.acquire()
 
     def start_position(self) -> int:
         return self._ledger.last
@@ -252,7 +353,8 @@ class RedisAcks:
         return []
 
     def stamp(self, position: Any) -> int:
-        return int(position)
+        # The journal number of the entry at this consumer's position.
+        return self._ledger.number(int(position))
 
     def load(self, consumer: str) -> tuple[Any, dt.datetime] | None:
         return None
@@ -274,4 +376,5 @@ class RedisAcks:
         return 0
 
     def close(self) -> None:
-        pass
+        if self._lease is not None:
+            self._lease.release()
