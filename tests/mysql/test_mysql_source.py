@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from support import mysql as mysql_support
 
 from sqlnotify import Notifier
 from sqlnotify.dialects.mysql import LogPosition, MySQLSource
@@ -212,6 +213,21 @@ def test_status_replace_and_uninstall(mysql_engine: sa.Engine, notifiers: list[N
     assert n.dialect.status()[0]["state"] == "installed"
     assert n.uninstall() == 1
     assert n.dialect.status() == []
+
+
+def test_status_lists_this_databases_triggers_not_another_applications(
+    mysql_url: str, mysql_engine: sa.Engine
+) -> None:
+    other_app = Notifier(mysql_engine).watch(items(mysql_engine), "insert")
+    other_app.install()
+    with mysql_support.fresh_database(mysql_url) as engine:
+        n = Notifier(engine).watch(items(engine), "delete")
+        n.install()
+        (row,) = n.dialect.status()
+        assert (row["schema"], row["operation"]) == (engine.url.database, "delete")
+        n.uninstall()
+    (row,) = other_app.dialect.status()
+    assert (row["schema"], row["operation"]) == (mysql_engine.url.database, "insert")
 
 
 def test_unknown_option(mysql_engine: sa.Engine) -> None:

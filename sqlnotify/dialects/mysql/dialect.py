@@ -261,7 +261,10 @@ class MySQLDialect(Dialect):
                 raise
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for name, schema, table in execute(conn, sql.TRIGGERS_SQL):
-            found[(schema, name)] = {"table": table, "meta": meta.get((schema, name), {})}
+            # The server's other databases hold other applications' triggers, recorded
+            # in their own registries: only this database's and those recorded here.
+            if schema == self.db or (schema, name) in meta:
+                found[(schema, name)] = {"table": table, "meta": meta.get((schema, name), {})}
         return found
 
     def _state(self, watch: Watch, found: dict[tuple[str, str], dict[str, Any]]) -> InstallState:
