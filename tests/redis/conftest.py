@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from sqlnotify.relay import Relay
+
 redis = pytest.importorskip("redis")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -38,3 +40,12 @@ def prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def relays() -> Iterator[list[Relay]]:
+    """Collects relays a test creates and stops them all at the end."""
+    made: list[Relay] = []
+    yield made
+    for relay in made:
+        relay.stop()

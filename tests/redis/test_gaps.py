@@ -20,14 +20,6 @@ from sqlnotify.relay import Relay
 from sqlnotify.testing import EventRecorder, wait_until
 
 
-@pytest.fixture
-def relays() -> Iterator[list[Relay]]:
-    made: list[Relay] = []
-    yield made
-    for relay in made:
-        relay.stop()
-
-
 def setup(
     engine: sa.Engine, schema: str, redis_url: str, prefix: str, relays: list[Relay]
 ) -> tuple[sa.Table, str, Relay]:
