@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from support.streams import redis_url_or_skip
 
 from sqlnotify.relay import Relay
 
 redis = pytest.importorskip("redis")
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The Redis of the tests (``SQLNOTIFY_TEST_REDIS_URL``); fails under CI when it is down."""
-    url = os.environ.get("SQLNOTIFY_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {url} does not answer: {exc}")
-        pytest.skip(f"Redis at {url} does not answer: {exc}")
-    return url
+    """The Redis of the tests: see :func:`support.streams.redis_url_or_skip`."""
+    return redis_url_or_skip()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
-from support.watching import make_table
+from support.streams import durable_relay
 from test_groups import write
 
 from sqlnotify import Notifier
@@ -23,14 +23,7 @@ from sqlnotify.testing import EventRecorder, wait_until
 def setup(
     engine: sa.Engine, schema: str, redis_url: str, prefix: str, relays: list[Relay]
 ) -> tuple[sa.Table, str, Relay]:
-    table = make_table(engine, schema, columns=())
-    name = f"{schema}.item"
-    relay = Relay(
-        Notifier(engine).watch(name, "insert", durable=True),
-        redis_url,
-        name=prefix,
-        stream_prefix=prefix,
-    )
+    table, name, relay = durable_relay(engine, schema, redis_url, prefix)
     relays.append(relay)
     relay.start()
     wait_until(lambda: relay.active, timeout=20, message="the relay to become active")
