@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from sqlnotify import Notifier
+from support.watching import make_table
 
 if TYPE_CHECKING:
     from sqlnotify.relay import Relay
-from support.watching import make_table
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

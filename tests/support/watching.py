@@ -34,6 +34,16 @@ def make_table(
     return table
 
 
+def keyed_table(name: str, *columns: sa.Column[Any]) -> sa.Table:
+    """Table ``name`` (not created) of its own metadata: an integer key ``id`` and ``columns``."""
+    return sa.Table(name, sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), *columns)
+
+
+def orders_table() -> sa.Table:
+    """The ``orders`` table (not created) of the conditions tests: ``id``, ``total``, ``status``."""
+    return keyed_table("orders", sa.Column("total", sa.Integer), sa.Column("status", sa.Text))
+
+
 class Watched(NamedTuple):
     """A notifier and the recorder subscribed to everything it watches."""
 
