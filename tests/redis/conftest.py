@@ -6,7 +6,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from support.streams import redis_url_or_skip
+from support.watching import make_table
 
 from sqlnotify.relay import Relay
 
@@ -40,3 +42,9 @@ def relays() -> Iterator[list[Relay]]:
     yield made
     for relay in made:
         relay.stop()
+
+
+@pytest.fixture
+def item(pg_schema_engine: sa.Engine, schema: str) -> sa.Table:
+    """The ``item`` table (an integer key ``id`` only), created in the test's schema."""
+    return make_table(pg_schema_engine, schema, columns=())

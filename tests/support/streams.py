@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from sqlnotify import Notifier
+from sqlnotify.testing import EventRecorder
 from support.watching import make_table
 
 if TYPE_CHECKING:
@@ -46,3 +47,24 @@ def durable_relay(
         stream_prefix=prefix,
     )
     return table, name, relay
+
+
+def group_reader(
+    engine: sa.Engine,
+    redis_url: str,
+    prefix: str,
+    group: str,
+    consumer: str,
+    name: str,
+    notifiers: list[Notifier],
+) -> EventRecorder:
+    """Start ``consumer`` of ``group`` reading the inserts of ``name`` from the streams
+    (stopped at teardown through ``notifiers``); return the recorder of its events."""
+    reader = Notifier.from_redis(
+        engine, redis_url, group=group, consumer=consumer, stream_prefix=prefix
+    ).watch(name, "insert", durable=True)
+    notifiers.append(reader)
+    events = EventRecorder()
+    reader.subscribe(name, "insert")(events)
+    reader.start()
+    return events
