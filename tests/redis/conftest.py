@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from support.streams import redis_url_or_skip
-from support.watching import make_table
+from support.watching import make_table, stopped_at_end
 
 from sqlnotify.relay import Relay
 
@@ -38,10 +38,7 @@ def prefix(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def relays() -> Iterator[list[Relay]]:
     """Collects relays a test creates and stops them all at the end."""
-    made: list[Relay] = []
-    yield made
-    for relay in made:
-        relay.stop()
+    yield from stopped_at_end()
 
 
 @pytest.fixture
