@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from support import mysql as mysql_support
 from support.mariadbserver import ThrowawayMariaDB, have_mariadb
 from support.pgserver import IN_CI, ThrowawayPostgres
-from support.watching import Watched
+from support.watching import Watched, stopped_at_end
 from support.watching import watched as watched_by
 
 from sqlnotify import Notifier
@@ -178,10 +178,7 @@ def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def notifiers() -> Iterator[list[Notifier]]:
     """Collects notifiers a test creates and stops them all at the end."""
-    created: list[Notifier] = []
-    yield created
-    for notifier in created:
-        notifier.stop()
+    yield from stopped_at_end()
 
 
 @pytest.fixture

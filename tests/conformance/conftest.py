@@ -11,7 +11,6 @@ notifiers, marked ``redis``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +24,7 @@ from backends import (
     RedisBackend,
     SQLiteBackend,
 )
+from support.streams import redis_url_or_skip
 
 from sqlnotify import Notifier
 
@@ -51,16 +51,8 @@ REDIS_SKIPS = {
 
 @pytest.fixture
 def redis_url() -> str:
-    """The Redis of the tests (``SQLNOTIFY_TEST_REDIS_URL``); fails under CI when it is down."""
-    redis = pytest.importorskip("redis")
-    url = os.environ.get("SQLNOTIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {url} does not answer: {exc}")
-        pytest.skip(f"Redis at {url} does not answer: {exc}")
-    return url
+    """The Redis of the tests: see :func:`support.streams.redis_url_or_skip`."""
+    return redis_url_or_skip()
 
 
 @pytest.fixture(params=DIALECTS)

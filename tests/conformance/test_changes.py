@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import enum
 import json
 import uuid
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from backends import Backend
+from support.types import COLUMNS, VALUES, Colour, typed_table
 
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder
@@ -24,46 +24,11 @@ from sqlnotify.testing import EventRecorder
 TIMEOUT = 10.0
 
 
-class Colour(enum.Enum):
-    RED = "r"
-    GREEN = "g"
-
-
-COLUMNS = [
-    "big",
-    "name",
-    "body",
-    "flag",
-    "at",
-    "day",
-    "clock",
-    "span",
-    "price",
-    "ratio",
-    "ident",
-    "blob",
-    "doc",
-    "colour",
-    "size",
-]
-
+#: Whole seconds: MySQL stores TIME and (for an interval) DATETIME without fractions.
 BEFORE: dict[str, Any] = {
-    "id": 1,
-    "big": 2**62 + 1,
-    "name": "Zoë 'quoted' \"double\"",
-    "body": "line one\nline two\t\u2603",
-    "flag": True,
-    "at": dt.datetime(2024, 2, 29, 13, 45, 1, 123456),
-    "day": dt.date(2024, 12, 31),
+    **VALUES,
     "clock": dt.time(23, 59, 58),
-    "span": dt.timedelta(days=1, seconds=3),  # whole seconds: MySQL stores a DATETIME
-    "price": decimal.Decimal("1234.50"),
-    "ratio": 0.1 + 0.2,
-    "ident": uuid.UUID("12345678-1234-5678-1234-567812345678"),
-    "blob": b"\x00\xffbinary\x80",
-    "doc": {"a": [1, 2.5, None, True], "b": {"c": "d"}, "e": "text"},
-    "colour": Colour.GREEN,
-    "size": "large",
+    "span": dt.timedelta(days=1, seconds=3),
 }
 
 AFTER: dict[str, Any] = {
@@ -87,28 +52,7 @@ AFTER: dict[str, Any] = {
 
 
 def typed(backend: Backend) -> sa.Table:
-    return backend.create(
-        sa.Table(
-            "typed",
-            sa.MetaData(),
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("big", sa.BigInteger),
-            sa.Column("name", sa.String(50)),
-            sa.Column("body", sa.Text),
-            sa.Column("flag", sa.Boolean),
-            sa.Column("at", sa.DateTime),
-            sa.Column("day", sa.Date),
-            sa.Column("clock", sa.Time),
-            sa.Column("span", sa.Interval),
-            sa.Column("price", sa.Numeric(10, 2)),
-            sa.Column("ratio", sa.Float(53)),  # double precision everywhere
-            sa.Column("ident", sa.Uuid),
-            sa.Column("blob", sa.LargeBinary),
-            sa.Column("doc", sa.JSON),
-            sa.Column("colour", sa.Enum(Colour, name="colour_enum")),
-            sa.Column("size", sa.Enum("small", "large", name="size_enum")),
-        )
-    )
+    return backend.create(typed_table(sa.MetaData(), portable=True))
 
 
 def test_changed_columns_and_old_values_of_every_type(backend: Backend) -> None:

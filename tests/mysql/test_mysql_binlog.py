@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.faults import GapRecorder
+from support.faults import GapRecorder, gaps_fixture  # noqa: F401
 from support.mariadbserver import ThrowawayMariaDB
 
-from sqlnotify import Notifier, Operation, signals
+from sqlnotify import Notifier, Operation
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
 
@@ -37,22 +36,6 @@ def server(binlog_server: ThrowawayMariaDB) -> ThrowawayMariaDB:
 @pytest.fixture
 def engine(binlog_engine: sa.Engine) -> sa.Engine:
     return binlog_engine
-
-
-@pytest.fixture
-def notifiers() -> Iterator[list[Notifier]]:
-    made: list[Notifier] = []
-    yield made
-    for n in made:
-        n.stop()
-
-
-@pytest.fixture
-def gaps() -> Iterator[GapRecorder]:
-    rec = GapRecorder()
-    signals.gap.connect(rec)
-    yield rec
-    signals.gap.disconnect(rec)
 
 
 def orders(engine: sa.Engine) -> sa.Table:

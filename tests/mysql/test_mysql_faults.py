@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -13,14 +11,6 @@ from sqlnotify.testing import EventRecorder, wait_until
 WRITES = 10_000
 KILLS = 100
 PER_COMMIT = 10
-
-
-@pytest.fixture
-def notifiers() -> Iterator[list[Notifier]]:
-    made: list[Notifier] = []
-    yield made
-    for n in made:
-        n.stop()
 
 
 def kill_listeners(engine: sa.Engine, own: int) -> int:

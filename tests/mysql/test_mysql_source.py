@@ -19,14 +19,6 @@ from sqlnotify.testing import EventRecorder, wait_until
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-def notifiers() -> Iterator[list[Notifier]]:
-    made: list[Notifier] = []
-    yield made
-    for n in made:
-        n.stop()
-
-
 def items(engine: sa.Engine, name: str = "items") -> sa.Table:
     table = sa.Table(
         name,

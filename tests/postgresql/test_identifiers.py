@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import identifier_app as _identifier_app
 from support.identifiers import CHARACTERS, FRAGMENTS, Spec, declare, specs
+from support.watching import keyed_table
 
 from sqlnotify import Notifier, Operation, SQLNotifyConfigurationError
 from sqlnotify._names import quote_ident
@@ -252,12 +253,7 @@ def test_postgres_name_over_63_bytes_is_refused(pg_engine: sa.Engine, schema: st
 
 def test_nul_in_a_name_is_refused_with_the_column_named(sqlite_path: str) -> None:
     engine = sa.create_engine(f"sqlite:///{sqlite_path}")
-    table = sa.Table(
-        "orders",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("a\x00b", sa.Text),
-    )
+    table = keyed_table("orders", sa.Column("a\x00b", sa.Text))
     notifier = Notifier(engine).watch(table, "insert", extra_columns=["a\x00b"])
     refused = r"extra_columns column name 'a\\x00b'.*NUL"
     with pytest.raises(SQLNotifyConfigurationError, match=refused):

@@ -45,6 +45,15 @@ def _poller(engine: sa.Engine, table: sa.Table, schema: str, **options: object) 
     ).watch(table, "insert", durable=True)
 
 
+def _started(n: Notifier, table: sa.Table, notifiers: list[Notifier]) -> EventRecorder:
+    """Start ``n`` (stopped at teardown) with a recorder of the table's inserts; return it."""
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start(timeout=30)
+    return rec
+
+
 @pytest.mark.parametrize(
     ("durable", "says"),
     [
@@ -86,10 +95,7 @@ def test_listen_mode_with_a_direct_listener_works_with_writes_through_the_pooler
     n = Notifier(pooled_engine, journal_schema=schema, listener_connect_args=direct).watch(
         table, "insert"
     )
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start(timeout=30)
+    rec = _started(n, table, notifiers)
     insert(pooled_engine, table, range(1, 4))
     assert [e.id for e in rec.wait_for(3, timeout=10)] == [1, 2, 3]
     assert _locks_held(pg_engine, n.watches[0].channel) == 1  # the direct session's own
@@ -100,10 +106,7 @@ def test_poll_mode_delivers_every_durable_event_through_the_pooler(
 ) -> None:
     table = make_table(pg_engine, schema=schema)
     n = _poller(pooled_engine, table, schema)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start(timeout=30)
+    rec = _started(n, table, notifiers)
     for first in range(1, 301, 30):  # several transactions, through the pooler
         insert(pooled_engine, table, range(first, first + 30))
     with pooled_engine.begin() as conn:  # a writer that is not the notifier's engine either
@@ -121,19 +124,13 @@ def test_poll_mode_resumes_a_named_consumer(
 ) -> None:
     table = make_table(pg_engine, schema=schema)
     first = _poller(pooled_engine, table, schema, consumer="billing")
-    notifiers.append(first)
-    rec1 = EventRecorder()
-    first.subscribe(table, "insert")(rec1)
-    first.start(timeout=30)
+    rec1 = _started(first, table, notifiers)
     insert(pooled_engine, table, range(1, 11))
     assert [e.id for e in rec1.wait_for(10, timeout=20)] == list(range(1, 11))
     first.stop()
     insert(pooled_engine, table, range(11, 21))  # while no one reads
     second = _poller(pooled_engine, table, schema, consumer="billing")
-    notifiers.append(second)
-    rec2 = EventRecorder()
-    second.subscribe(table, "insert")(rec2)
-    second.start(timeout=30)
+    rec2 = _started(second, table, notifiers)
     insert(pooled_engine, table, range(21, 26))
     assert [e.id for e in rec2.wait_for(15, timeout=20)] == list(range(11, 26))
     second.stop()
@@ -176,10 +173,7 @@ def test_listen_mode_behind_a_session_pooler_works(
     try:
         table = make_table(pg_engine, schema=schema)
         n = Notifier(engine).watch(table, "insert")  # a pooler, but sessions are kept
-        notifiers.append(n)
-        rec = EventRecorder()
-        n.subscribe(table, "insert")(rec)
-        n.start(timeout=30)
+        rec = _started(n, table, notifiers)
         insert(engine, table, range(1, 4))
         assert [e.id for e in rec.wait_for(3, timeout=10)] == [1, 2, 3]
         n.stop()
@@ -193,10 +187,7 @@ def test_poll_mode_on_a_direct_connection_reads_with_plain_statements(
 ) -> None:
     table = make_table(pg_engine, schema=schema)
     n = _poller(pg_engine, table, schema)
-    notifiers.append(n)
-    rec = EventRecorder()
-    n.subscribe(table, "insert")(rec)
-    n.start(timeout=30)
+    rec = _started(n, table, notifiers)
     journal = n.dialect.journal()
     assert isinstance(journal, PostgresJournal) and journal.pooled
     assert "options" not in journal.dsn  # a pooler refuses startup options

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
+from support.streams import redis_url_or_skip
+from support.watching import make_table, stopped_at_end
+
+from sqlnotify.relay import Relay
 
 redis = pytest.importorskip("redis")
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The Redis of the tests (``SQLNOTIFY_TEST_REDIS_URL``); fails under CI when it is down."""
-    url = os.environ.get("SQLNOTIFY_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {url} does not answer: {exc}")
-        pytest.skip(f"Redis at {url} does not answer: {exc}")
-    return url
+    """The Redis of the tests: see :func:`support.streams.redis_url_or_skip`."""
+    return redis_url_or_skip()
 
 
 @pytest.fixture
@@ -38,3 +33,15 @@ def prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def relays() -> Iterator[list[Relay]]:
+    """Collects relays a test creates and stops them all at the end."""
+    yield from stopped_at_end()
+
+
+@pytest.fixture
+def item(pg_schema_engine: sa.Engine, schema: str) -> sa.Table:
+    """The ``item`` table (an integer key ``id`` only), created in the test's schema."""
+    return make_table(pg_schema_engine, schema, columns=())

@@ -8,12 +8,12 @@ import signal
 import redis
 import sqlalchemy as sa
 from support.procs import Proc, child_env
-from support.watching import make_table
+from support.streams import group_reader
 from test_groups import CHILD, db_url, got, procs, start_consumer, write  # noqa: F401
 
 from sqlnotify import Notifier
 from sqlnotify.dialects.redis import stream_key
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import wait_until
 
 
 def channel_of(engine: sa.Engine, name: str) -> str:
@@ -29,14 +29,13 @@ def row_id(client: redis.Redis, key: str, entry: str) -> int:
 
 def test_standby_relay_takes_over_without_loss_or_duplicate(
     pg_schema_engine: sa.Engine,
-    schema: str,
+    item: sa.Table,
     redis_url: str,
     prefix: str,
     procs: list[Proc],  # noqa: F811
     notifiers: list[Notifier],
 ) -> None:
-    table = make_table(pg_schema_engine, schema, columns=())
-    name = f"{schema}.item"
+    table, name = item, item.fullname
     key = stream_key(prefix, channel_of(pg_schema_engine, name))
     args = (CHILD, "relay", db_url(pg_schema_engine), redis_url, prefix, name)
     first = Proc.python(*args, env=child_env())
@@ -44,13 +43,7 @@ def test_standby_relay_takes_over_without_loss_or_duplicate(
     first.expect("active", timeout=60)
     second = Proc.python(*args, env=child_env())
     procs.append(second)
-    reader = Notifier.from_redis(
-        pg_schema_engine, redis_url, group="a", consumer="r", stream_prefix=prefix
-    ).watch(name, "insert", durable=True)
-    notifiers.append(reader)
-    events = EventRecorder()
-    reader.subscribe(name, "insert")(events)
-    reader.start()
+    events = group_reader(pg_schema_engine, redis_url, prefix, "a", "r", name, notifiers)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     write(pg_schema_engine, table, range(1, 5001), per_transaction=100)
     wait_until(lambda: client.xlen(key) > 0, timeout=30, message="the first entries")
@@ -75,13 +68,12 @@ def test_standby_relay_takes_over_without_loss_or_duplicate(
 
 def test_pending_entries_of_a_killed_consumer_are_claimed(
     pg_schema_engine: sa.Engine,
-    schema: str,
+    item: sa.Table,
     redis_url: str,
     prefix: str,
     procs: list[Proc],  # noqa: F811
 ) -> None:
-    table = make_table(pg_schema_engine, schema, columns=())
-    name = f"{schema}.item"
+    table, name = item, item.fullname
     key = stream_key(prefix, channel_of(pg_schema_engine, name))
     relay = Proc.python(
         CHILD, "relay", db_url(pg_schema_engine), redis_url, prefix, name, env=child_env()

@@ -11,7 +11,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
-from support.watching import make_table
+from support.streams import durable_relay
 from test_groups import write
 
 from sqlnotify import Notifier
@@ -20,25 +20,10 @@ from sqlnotify.relay import Relay
 from sqlnotify.testing import EventRecorder, wait_until
 
 
-@pytest.fixture
-def relays() -> Iterator[list[Relay]]:
-    made: list[Relay] = []
-    yield made
-    for relay in made:
-        relay.stop()
-
-
 def setup(
     engine: sa.Engine, schema: str, redis_url: str, prefix: str, relays: list[Relay]
 ) -> tuple[sa.Table, str, Relay]:
-    table = make_table(engine, schema, columns=())
-    name = f"{schema}.item"
-    relay = Relay(
-        Notifier(engine).watch(name, "insert", durable=True),
-        redis_url,
-        name=prefix,
-        stream_prefix=prefix,
-    )
+    table, name, relay = durable_relay(engine, schema, redis_url, prefix)
     relays.append(relay)
     relay.start()
     wait_until(lambda: relay.active, timeout=20, message="the relay to become active")
@@ -56,6 +41,24 @@ def reader(
     return n, events
 
 
+def read_five(
+    engine: sa.Engine,
+    schema: str,
+    redis_url: str,
+    prefix: str,
+    relays: list[Relay],
+    notifiers: list[Notifier],
+) -> tuple[sa.Table, Relay, Notifier, EventRecorder]:
+    """:func:`setup`, and a :func:`reader` that reads rows 1 to 5 and is stopped again."""
+    table, name, relay = setup(engine, schema, redis_url, prefix, relays)
+    n, events = reader(engine, redis_url, prefix, name, notifiers)
+    n.start()
+    write(engine, table, range(1, 6))
+    events.wait_for(5, timeout=20)
+    n.stop()
+    return table, relay, n, events
+
+
 def test_trimmed_below_a_slow_group_signals_the_range(
     pg_schema_engine: sa.Engine,
     schema: str,
@@ -65,12 +68,9 @@ def test_trimmed_below_a_slow_group_signals_the_range(
     notifiers: list[Notifier],
     gaps: GapRecorder,
 ) -> None:
-    table, name, _relay = setup(pg_schema_engine, schema, redis_url, prefix, relays)
-    n, events = reader(pg_schema_engine, redis_url, prefix, name, notifiers)
-    n.start()
-    write(pg_schema_engine, table, range(1, 6))
-    events.wait_for(5, timeout=20)
-    n.stop()
+    table, _relay, n, events = read_five(
+        pg_schema_engine, schema, redis_url, prefix, relays, notifiers
+    )
     write(pg_schema_engine, table, range(6, 101))
     key = stream_key(prefix, n.watches[0].channel)
     client = redis.Redis.from_url(redis_url)
@@ -155,12 +155,7 @@ def test_redis_restart_reconnects_and_signals_the_lost_range(
 ) -> None:
     url = private_redis.url
     prefix = "r:"
-    table, name, relay = setup(pg_schema_engine, schema, url, prefix, relays)
-    n, events = reader(pg_schema_engine, url, prefix, name, notifiers)
-    n.start()
-    write(pg_schema_engine, table, range(1, 6))
-    events.wait_for(5, timeout=20)
-    n.stop()
+    table, relay, n, events = read_five(pg_schema_engine, schema, url, prefix, relays, notifiers)
     write(pg_schema_engine, table, range(6, 11))
     wait_until(lambda: relay.health()["written"] == 10, timeout=20, message="10 entries")
     private_redis.kill()

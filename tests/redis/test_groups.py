@@ -10,10 +10,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 from support.procs import ROOT, Proc, child_env
-from support.watching import make_table
+from support.streams import durable_relay
 
 from sqlnotify import Notifier
-from sqlnotify.relay import Relay
 from sqlnotify.testing import wait_until
 
 CHILD = os.path.join(ROOT, "tests", "support", "redis_child.py")
@@ -71,14 +70,7 @@ def test_one_group_shares_events_and_each_group_gets_all(
     procs: list[Proc],
     notifiers: list[Notifier],
 ) -> None:
-    table = make_table(pg_schema_engine, schema, columns=())
-    name = f"{schema}.item"
-    relay = Relay(
-        Notifier(pg_schema_engine).watch(name, "insert", durable=True),
-        redis_url,
-        name=prefix,
-        stream_prefix=prefix,
-    )
+    table, name, relay = durable_relay(pg_schema_engine, schema, redis_url, prefix)
     consumers = [
         start_consumer(procs, pg_schema_engine, redis_url, prefix, name, "a", f"a{i}")
         for i in range(4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import redis
 import sqlalchemy as sa
-from support.watching import make_table
 
 from sqlnotify import Notifier
 from sqlnotify.dialects.redis import RedisStreams
@@ -20,14 +19,13 @@ def reader(engine: sa.Engine, redis_url: str, prefix: str, group: str, name: str
     ).watch("item", "insert", durable=True)
 
 
+@pytest.mark.usefixtures("item")
 def test_a_second_process_with_the_same_consumer_name_is_refused(
     pg_schema_engine: sa.Engine,
-    schema: str,
     redis_url: str,
     prefix: str,
     notifiers: list[Notifier],
 ) -> None:
-    make_table(pg_schema_engine, schema, columns=())
     first = reader(pg_schema_engine, redis_url, prefix, "g", "c1")
     second = reader(pg_schema_engine, redis_url, prefix, "g", "c1")
     other_group = reader(pg_schema_engine, redis_url, prefix, "h", "c1")
@@ -53,14 +51,13 @@ def test_a_second_process_with_the_same_consumer_name_is_refused(
     client.close()
 
 
+@pytest.mark.usefixtures("item")
 def test_a_dead_holder_frees_the_name_after_the_ttl(
     pg_schema_engine: sa.Engine,
-    schema: str,
     redis_url: str,
     prefix: str,
     notifiers: list[Notifier],
 ) -> None:
-    make_table(pg_schema_engine, schema, columns=())
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     key = lease_key(prefix, "g", "c1")
     # A process that died holding the name: its lease is never refreshed.

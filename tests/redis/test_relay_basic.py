@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,14 +31,6 @@ def typed(pg_schema_engine: sa.Engine) -> sa.Table:
     )
     table.create(pg_schema_engine)
     return table
-
-
-@pytest.fixture
-def relays() -> Iterator[list[Relay]]:
-    made: list[Relay] = []
-    yield made
-    for relay in made:
-        relay.stop()
 
 
 TYPED = ["at", "price", "blob", "tags", "note"]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from support.procs import Proc, child_env
-from support.watching import make_table
+from support.streams import group_reader
 from test_groups import db_url, procs, write  # noqa: F401
 
 from sqlnotify import Notifier
-from sqlnotify.testing import EventRecorder, wait_until
+from sqlnotify.testing import wait_until
 
 APP = """
 import sqlalchemy as sa
@@ -24,15 +24,14 @@ notifier = Notifier(sa.create_engine({url!r})).watch({name!r}, "insert", durable
 
 def test_relay_command_relays_and_status_shows_it(
     pg_schema_engine: sa.Engine,
-    schema: str,
+    item: sa.Table,
     redis_url: str,
     prefix: str,
     tmp_path: Path,
     procs: list[Proc],  # noqa: F811
     notifiers: list[Notifier],
 ) -> None:
-    table = make_table(pg_schema_engine, schema, columns=())
-    name = f"{schema}.item"
+    table, name = item, item.fullname
     (tmp_path / "relayapp.py").write_text(
         textwrap.dedent(APP.format(url=db_url(pg_schema_engine), name=name))
     )
@@ -40,13 +39,7 @@ def test_relay_command_relays_and_status_shows_it(
     proc = Proc.python("-m", "sqlnotify", "relay", *args, env=child_env(), cwd=str(tmp_path))
     procs.append(proc)
     proc.expect("active", timeout=60)
-    reader = Notifier.from_redis(
-        pg_schema_engine, redis_url, group="g", consumer="c", stream_prefix=prefix
-    ).watch(name, "insert", durable=True)
-    notifiers.append(reader)
-    events = EventRecorder()
-    reader.subscribe(name, "insert")(events)
-    reader.start()
+    events = group_reader(pg_schema_engine, redis_url, prefix, "g", "c", name, notifiers)
     write(pg_schema_engine, table, range(1, 4))
     assert [e.id for e in events.wait_for(3, timeout=30)] == [1, 2, 3]
 

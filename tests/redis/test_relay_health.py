@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 import sqlalchemy as sa
 from test_gaps import PrivateRedis, private_redis, setup  # noqa: F401
@@ -15,14 +13,6 @@ from test_groups import write
 from sqlnotify.dialects.redis import stream_key
 from sqlnotify.relay import Relay
 from sqlnotify.testing import wait_until
-
-
-@pytest.fixture
-def relays() -> Iterator[list[Relay]]:
-    made: list[Relay] = []
-    yield made
-    for relay in made:
-        relay.stop()
 
 
 def test_lag_grows_while_redis_blocks_the_relay_and_returns_to_zero(

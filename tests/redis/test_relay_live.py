@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 import sqlalchemy as sa
@@ -15,14 +13,6 @@ from sqlnotify.dialects.redis import stream_key
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.relay import Relay
 from sqlnotify.testing import EventRecorder, wait_until
-
-
-@pytest.fixture
-def relays() -> Iterator[list[Relay]]:
-    made: list[Relay] = []
-    yield made
-    for relay in made:
-        relay.stop()
 
 
 def test_plain_watches_are_relayed_at_most_once(

@@ -11,6 +11,7 @@ import sqlite3
 from contextlib import closing
 
 import sqlalchemy as sa
+from support.watching import orders_table
 
 from sqlnotify import Notifier
 
@@ -23,13 +24,7 @@ def log_payloads(path: str, channel: str) -> list[str]:
 
 def test_rejected_writes_log_nothing(sqlite_path: str, notifiers: list[Notifier]) -> None:
     engine = sa.create_engine(f"sqlite:///{sqlite_path}")
-    orders = sa.Table(
-        "orders",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("total", sa.Integer),
-        sa.Column("status", sa.Text),
-    )
+    orders = orders_table()
     orders.create(engine)
     hostile = "x'); DROP TABLE orders; --\\"
     where = sa.or_(orders.c.total > 100, orders.c.status == hostile)

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from support.sqlite import file_engine, ids
+from support.watching import keyed_table
 
 from sqlnotify import ChangeEvent, Notifier, Operation, signals
 from sqlnotify._pipeline.listener import Listener
@@ -279,13 +280,7 @@ def test_unchanged_second_start_does_no_ddl(
 def test_model_change_revoke_and_keep(engine: sa.Engine, notifiers: list[Notifier]) -> None:
     make(engine, notifiers).watch(Account, "insert", extra_columns=["active"]).install()
     # The model changed (``active`` is now a float), the watch's spec did not.
-    retyped = sa.Table(
-        "account",
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("name", sa.String),
-        sa.Column("active", sa.Float),
-    )
+    retyped = keyed_table("account", sa.Column("name", sa.String), sa.Column("active", sa.Float))
     keep = make(engine, notifiers, revoke_on_model_change=False)
     keep.watch(retyped, "insert", extra_columns=["active"])
     assert [s.state for s in keep.install()] == ["outdated"]

@@ -6,13 +6,29 @@ test's ``notifiers`` list, so every notifier it makes is stopped at teardown.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import sqlalchemy as sa
 
 from sqlnotify import Notifier, Operation
 from sqlnotify.testing import EventRecorder
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+def stopped_at_end() -> Iterator[list[S]]:
+    """The body of a fixture collecting what a test starts (notifiers, relays) and stopping
+    each at teardown: ``yield from stopped_at_end()``."""
+    made: list[S] = []
+    yield made
+    for each in made:
+        each.stop()
 
 
 def make_table(
@@ -32,6 +48,16 @@ def make_table(
     )
     table.create(engine)
     return table
+
+
+def keyed_table(name: str, *columns: sa.Column[Any]) -> sa.Table:
+    """Table ``name`` (not created) of its own metadata: an integer key ``id`` and ``columns``."""
+    return sa.Table(name, sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), *columns)
+
+
+def orders_table() -> sa.Table:
+    """The ``orders`` table (not created) of the conditions tests: ``id``, ``total``, ``status``."""
+    return keyed_table("orders", sa.Column("total", sa.Integer), sa.Column("status", sa.Text))
 
 
 class Watched(NamedTuple):

@@ -6,19 +6,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from support.watching import orders_table
 
 from sqlnotify import Notifier
 from sqlnotify._condition import Condition
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import MemoryDatabase, MemoryDialect
 
-TABLE = sa.Table(
-    "orders",
-    sa.MetaData(),
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("total", sa.Integer),
-    sa.Column("status", sa.Text),
-)
+TABLE = orders_table()
 
 
 def watch(where: Any) -> Notifier:
