@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import sqlalchemy as sa
 from support import mysql as mysql_support
+from support.env import need_module, unavailable
 from support.mariadbserver import ThrowawayMariaDB, have_mariadb
 from support.pgserver import IN_CI, ThrowawayPostgres
 from support.watching import Watched, stopped_at_end
@@ -128,9 +129,7 @@ def pg_schema_engine(pg_url: str, schema: str) -> Iterator[sa.Engine]:
 def mysql_url() -> str:
     url = mysql_support.mysql_url()
     if not mysql_support.reachable(url):
-        if IN_CI:
-            pytest.fail(f"MySQL tests cannot run in CI: no server at {url}", pytrace=False)
-        pytest.skip(f"no MySQL/MariaDB server at {url}")
+        unavailable(f"no MySQL/MariaDB server at {url}")
     return url
 
 
@@ -144,11 +143,11 @@ def mysql_engine(mysql_url: str) -> Iterator[sa.Engine]:
 @pytest.fixture(scope="session")
 def binlog_server() -> Iterator[ThrowawayMariaDB]:
     """A private MariaDB with the binary log on (the binlog source's tests change its settings)."""
-    pytest.importorskip("pymysqlreplication")
+    need_module("pymysqlreplication")
     if not have_mariadb():
         if IN_CI:
             pytest.fail("the binlog tests cannot run in CI: no mariadbd", pytrace=False)
-        pytest.skip("mariadb-install-db/mariadbd are not installed")
+        unavailable("mariadb-install-db/mariadbd are not installed")
     server = ThrowawayMariaDB()
     try:
         yield server

@@ -39,14 +39,42 @@ DIALECTS = [
 
 
 #: Contract items the Redis backend does not meet, and why.
-REDIS_SKIPS = {
-    "test_the_condition_is_part_of_the_spec": "install states are the relay's (a consumer"
-    " installs nothing and reports each watch unchanged)",
-    "test_custom_notification": "a notifier reading Redis sends nothing: notify() goes through"
-    " the database (a relay's notifier), which the other items cover",
-    "test_gap_after_lost_journal_rows": "the relay does not carry a gap of its journal into the"
-    " streams yet: journal rows pruned before the relay read them are not signalled",
+#: Contract items that do not apply to a backend: never collected for it.
+NOT_APPLICABLE = {
+    ("redis", "test_the_condition_is_part_of_the_spec"): "install states are the relay's (a"
+    " consumer installs nothing and reports each watch unchanged)",
+    ("redis", "test_custom_notification"): "a notifier reading Redis sends nothing: notify() goes"
+    " through the database (a relay's notifier), which the other items cover",
 }
+#: Conditions are SQL the server runs: the trigger source's, not the binlog's.
+TRIGGER_ONLY_FILES = {"test_conditions.py"}
+#: Items a backend does not pass yet: run, and expected to fail until built.
+NOT_YET = {
+    ("redis", "test_gap_after_lost_journal_rows"): "the relay does not carry a gap of its journal"
+    " into the streams yet: journal rows pruned before the relay read them are not signalled",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the contract items that do not apply to a backend (deselected, not skipped)."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("backend") if callspec is not None else None
+        original = getattr(item, "originalname", item.name)
+        if (name, original) in NOT_APPLICABLE or (
+            name == "mariadb-binlog" and item.path.name in TRIGGER_ONLY_FILES
+        ):
+            dropped.append(item)
+            continue
+        reason = NOT_YET.get((name, original))
+        if reason is not None:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture
@@ -67,9 +95,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         own = sa.create_engine(f"sqlite:///{request.getfixturevalue('sqlite_path')}")
         made = SQLiteBackend(own, notifiers)
     elif request.param == "redis":
-        reason = REDIS_SKIPS.get(request.node.originalname)
-        if reason is not None:
-            pytest.skip(reason)
         engine = request.getfixturevalue("pg_schema_engine")
         made = RedisBackend(
             engine,
@@ -80,8 +105,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     elif request.param == "mariadb":
         made = MySQLBackend(request.getfixturevalue("mysql_engine"), notifiers)
     elif request.param == "mariadb-binlog":
-        if request.node.path.name == "test_conditions.py":
-            pytest.skip("where= conditions are SQL the server runs: the trigger source's")
         server = request.getfixturevalue("binlog_server")
         made = MySQLBinlogBackend(request.getfixturevalue("binlog_engine"), notifiers, server)
     else:

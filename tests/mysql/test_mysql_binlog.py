@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from support.env import need_module
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
 from support.mariadbserver import ThrowawayMariaDB
 
@@ -21,7 +22,7 @@ from sqlnotify import Notifier, Operation
 from sqlnotify.exceptions import SQLNotifyConfigurationError
 from sqlnotify.testing import EventRecorder, wait_until
 
-pytest.importorskip("pymysqlreplication")
+need_module("pymysqlreplication")
 
 TIMEOUT = 20.0
 #: The server threads streaming the binary log to a replica.

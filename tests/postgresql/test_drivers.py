@@ -13,8 +13,8 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import sqlalchemy as sa
+from support.env import need_module
 
 from sqlnotify.dialects import missing_driver_error
 
@@ -133,7 +133,7 @@ def test_the_documented_url_needs_no_psycopg3(pg_url: str, schema: str) -> None:
 
 
 def test_a_psycopg3_engine_without_psycopg2_says_what_to_install(pg_url: str) -> None:
-    pytest.importorskip("psycopg")
+    need_module("psycopg")
     url = sa.make_url(pg_url).set(drivername="postgresql+psycopg")
     out = run_without(
         "psycopg2",

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from support.env import IN_CI
 from support.watching import Watch, make_table
 
 from sqlnotify import Notifier, SQLNotifyForkError
 from sqlnotify.testing import EventRecorder, listener_backend_pid
 
 pytestmark = [
-    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()"),
+    pytest.mark.skipif(not hasattr(os, "fork") and not IN_CI, reason="needs os.fork()"),
     # Python 3.12+ warns when a multi-threaded process forks; forking one is the point here.
     pytest.mark.filterwarnings("ignore:This process .* fork:DeprecationWarning"),
 ]

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import identifier_app as _identifier_app
+from support.env import IN_CI
 from support.identifiers import CHARACTERS, FRAGMENTS, Spec, declare, specs
 from support.watching import keyed_table
 
@@ -369,7 +370,9 @@ def test_sqlite_any_names(spec: Spec) -> None:
 # commands).  A notifier started after psql applied the printed statements
 # must find every trigger exactly as it would have built it (no DDL).
 
-needs_psql = pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not on PATH")
+needs_psql = pytest.mark.skipif(
+    shutil.which("psql") is None and not IN_CI, reason="psql is not on PATH"
+)
 PSQL = ("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d")
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from support.env import unavailable
 from support.faults import insert
 from support.pgbouncer import Bouncer, bouncer_fixture, pgbouncer_binary, pooled_engine_fixture  # noqa: F401
 from support.watching import make_table
@@ -167,7 +168,7 @@ def test_listen_mode_behind_a_session_pooler_works(
     pg_url: str, pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
 ) -> None:
     if pgbouncer_binary() is None:
-        pytest.skip("pgbouncer is not installed")
+        unavailable("pgbouncer is not installed")
     pooler = Bouncer(sa.make_url(pg_url), pool_mode="session")
     engine = sa.create_engine(pooler.url())
     try:

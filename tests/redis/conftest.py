@@ -7,12 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from support.env import need_module
 from support.streams import redis_url_or_skip
 from support.watching import make_table, stopped_at_end
 
 from sqlnotify.relay import Relay
 
-redis = pytest.importorskip("redis")
+redis = need_module("redis")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 import sqlalchemy as sa
+from support.env import unavailable
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
 from support.streams import durable_relay
 from test_groups import write
@@ -104,7 +105,7 @@ class PrivateRedis:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("redis-server is not installed")
+            unavailable("redis-server is not installed")
         self.proc = subprocess.Popen(
             [
                 binary,

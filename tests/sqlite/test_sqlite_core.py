@@ -11,6 +11,7 @@ from contextlib import closing
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from support.env import need_module
 from support.sqlite import file_engine, ids
 from support.watching import keyed_table
 
@@ -454,7 +455,7 @@ def test_polling_fallback(engine: sa.Engine, notifiers: list[Notifier]) -> None:
 
 
 def test_inotify_wakes_on_foreign_commit(engine: sa.Engine, notifiers: list[Notifier]) -> None:
-    pytest.importorskip("inotify_simple")
+    need_module("inotify_simple")
     n = make(engine, notifiers)
     n.watch(Account, "insert")
     rec = EventRecorder()
@@ -468,7 +469,7 @@ def test_inotify_wakes_on_foreign_commit(engine: sa.Engine, notifiers: list[Noti
 
 
 def test_async_engine(sqlite_path: str, notifiers: list[Notifier]) -> None:
-    pytest.importorskip("aiosqlite")
+    need_module("aiosqlite")
     import asyncio
 
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -539,7 +540,7 @@ def test_notify_before_the_first_start(engine: sa.Engine, notifiers: list[Notifi
 
 
 def test_database_behind_a_symlink(tmp_path: os.PathLike[str], notifiers: list[Notifier]) -> None:
-    pytest.importorskip("inotify_simple")
+    need_module("inotify_simple")
     real_dir = os.path.join(os.fspath(tmp_path), "real")
     os.mkdir(real_dir)
     real = os.path.join(real_dir, "app.db")

@@ -8,8 +8,8 @@ import sqlite3
 from contextlib import closing
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
+from support.env import need_module
 from support.sqlite import file_engine
 from support.types import COLUMNS, VALUES, typed_table
 from support.watching import watched
@@ -59,7 +59,7 @@ def test_types_match_what_sqlalchemy_reads(sqlite_path: str, notifiers: list[Not
 
 
 def test_pysqlite3_engine(sqlite_path: str, notifiers: list[Notifier]) -> None:
-    pysqlite3 = pytest.importorskip("pysqlite3.dbapi2")
+    pysqlite3 = need_module("pysqlite3.dbapi2")
     engine = sa.create_engine(f"sqlite:///{sqlite_path}", module=pysqlite3)
     _, ins, _, _ = roundtrip(engine, notifiers)
     assert ins == VALUES

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from .pgserver import IN_CI, free_port
+from .env import unavailable
+from .pgserver import free_port
 
 
 def pgbouncer_binary() -> str | None:
@@ -123,9 +124,7 @@ def bouncer_fixture(pg_url: str) -> Iterator[Bouncer]:
     """A private PgBouncer in transaction mode before the test server (one per module)."""
     if pgbouncer_binary() is None:
         message = "pgbouncer is not installed (apt-get install pgbouncer)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     pooler = Bouncer(sa.make_url(pg_url))
     yield pooler
     pooler.stop()

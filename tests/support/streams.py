@@ -12,6 +12,8 @@ from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder
 from support.watching import make_table
 
+from .env import need_module, unavailable
+
 if TYPE_CHECKING:
     from sqlnotify.relay import Relay
 
@@ -20,14 +22,14 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 def redis_url_or_skip() -> str:
     """The Redis of the tests (``SQLNOTIFY_TEST_REDIS_URL``); fails under CI when it is down."""
-    redis = pytest.importorskip("redis")
+    redis = need_module("redis")
     url = os.environ.get("SQLNOTIFY_TEST_REDIS_URL", DEFAULT_REDIS_URL)
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"Redis at {url} does not answer: {exc}")
-        pytest.skip(f"Redis at {url} does not answer: {exc}")
+        unavailable(f"Redis at {url} does not answer: {exc}")
     return url
 
 

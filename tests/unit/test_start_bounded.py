@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+from support.env import unavailable
 
 from sqlnotify import Notifier, SQLNotifyException, SQLNotifyListenerError
 
@@ -107,7 +108,7 @@ def test_the_redis_port() -> None:
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
     except OSError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
+        unavailable("no Redis on 127.0.0.1:6379")
     exc = start_in_thread(6379)
     assert isinstance(exc, SQLNotifyListenerError)
     assert "127.0.0.1:6379" in str(exc)

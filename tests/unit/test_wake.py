@@ -6,6 +6,7 @@ import os
 import select
 
 import pytest
+from support.env import need_module
 
 from sqlnotify._pacer import Pacer
 from sqlnotify.dialects.sqlite.wake import FileWatch
@@ -47,7 +48,7 @@ def test_after_a_read_with_a_file_watch() -> None:
 
 
 def test_file_watch(tmp_path: os.PathLike[str]) -> None:
-    pytest.importorskip("inotify_simple")
+    need_module("inotify_simple")
     path = os.path.join(os.fspath(tmp_path), "f")
     with open(path, "w") as f:
         f.write("x")
@@ -67,6 +68,6 @@ def test_file_watch(tmp_path: os.PathLike[str]) -> None:
 
 
 def test_file_watch_missing_file(tmp_path: os.PathLike[str]) -> None:
-    pytest.importorskip("inotify_simple")
+    need_module("inotify_simple")
     with pytest.raises(OSError):
         FileWatch(os.path.join(os.fspath(tmp_path), "missing"))
