@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from ._backfill import BackfillRequest, Progress
 from ._ownership import Policy, new_user_id
 from ._pipeline.bridge import LoopBridge
 from ._pipeline.delivery import Delivery
@@ -30,10 +31,11 @@ from ._pipeline.intake import Intake
 from ._pipeline.listener import Listener
 from ._pipeline.maintenance import Ownership, install_triggers, prune_overflow
 from ._pipeline.run import Run, catching_signals, wait_for_stop
-from ._pipeline.subscriptions import AsyncSide, Registry
+from ._pipeline.subscriptions import AsyncSide, Entry, Registry
 from ._watch import Watch
 from .dialects.base import Dialect, InstallState
-from .exceptions import SQLNotifyException, SQLNotifyForkError
+from .events import Operation
+from .exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNotifyForkError
 
 __all__ = ["Lifecycle"]
 
@@ -72,6 +74,8 @@ class Lifecycle:
     _delivery: Delivery
     _async: AsyncSide
     _run: Run | None
+    #: The watches ``backfill()`` named, with what it asked.
+    _backfills: list[tuple[Entry, BackfillRequest]] | None = None
 
     @property
     def _advice(self) -> Mapping[str, str]:
@@ -234,6 +238,62 @@ class Lifecycle:
         """
         return prune_overflow(self._dialect, self.watches, self.log)
 
+    def backfill(
+        self: _L,
+        model_or_name: object,
+        operation: Operation | str = Operation.INSERT,
+        channel_label: str | None = None,
+        *,
+        page_size: int = 5000,
+        progress: Progress | None = None,
+    ) -> _L:
+        """Deliver the table's current rows first, then its changes: no gap, no duplicate.
+
+        At start, the rows the watched table holds are read in primary key
+        order, in pages of ``page_size`` rows (each page in a transaction
+        of its own), and delivered to the receivers of the named watch (by
+        default the table's INSERT watch) as events whose ``operation`` is
+        :attr:`Operation.SNAPSHOT <sqlnotify.Operation.SNAPSHOT>`, typed like
+        its other events.  Then the journal continues from the consumer's
+        position when the backfill began; a change a page already showed is
+        skipped, a later one delivered.  The watch must be durable, and so
+        must every watch of the table whose changes should follow the rows
+        (PostgreSQL).  Returns the notifier, so calls chain.
+
+        With ``consumer=`` the backfill's progress is saved with the
+        consumer's position: a process that dies mid-way resumes after the
+        last page whose receivers ran (a page may come twice: at least
+        once), and a finished backfill is not done again by that consumer.
+        Without a consumer, every start backfills anew.
+
+        :param progress: ``progress(done, total_estimate)``, called on the
+            dispatcher thread after each page's receivers ran: rows
+            delivered so far, and the table's estimated row count (the
+            exact count once every page was read; ``None`` if unknown).
+            ``health()["backfill"]`` reports the same, and each page is
+            logged at INFO.
+        :raises SQLNotifyConfigurationError: when the watch does not exist
+            (``watch()`` first), or when called while running.
+        """
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise SQLNotifyConfigurationError(
+                f"page_size must be a positive int, not {page_size!r}"
+            )
+        if progress is not None and not callable(progress):
+            raise SQLNotifyConfigurationError(f"progress must be callable, not {progress!r}")
+        with self._lock:
+            if self._running:
+                raise SQLNotifyConfigurationError("backfill() must be called before start()")
+            entry = self._registry.find(model_or_name, operation, channel_label)
+            if not entry.request.durable:
+                raise SQLNotifyConfigurationError(
+                    f"backfill() needs a durable watch: watch({entry.request.target!r},"
+                    f" {entry.request.operation.value!r}, durable=True)"
+                )
+            kept = [(e, r) for e, r in self._backfills or () if e is not entry]
+            self._backfills = [*kept, (entry, BackfillRequest(page_size, progress))]
+        return self
+
     def start(self, timeout: float | None = None) -> None:
         """Install triggers, start the listener and dispatcher threads, and wait until listening.
 
@@ -299,6 +359,7 @@ class Lifecycle:
                 retention=self.journal_retention,
                 consumer_expiry=self.consumer_expiry,
                 wants_loop=self._async.wants_loop,
+                backfills=[(e.watch, r) for e, r in self._backfills or () if e.watch is not None],
             )
             self._run = run
             self._running = True

@@ -115,6 +115,11 @@ class WatchRequest:
         include_old: bool = False,
     ) -> WatchRequest:
         op = Operation.coerce(operation)
+        if op is Operation.SNAPSHOT:
+            raise SQLNotifyConfigurationError(
+                "'snapshot' is not a trigger operation: watch the table's row operations"
+                f" durably and call notifier.backfill() (watch of {describe_target(target)})"
+            )
         if include_old and op is not Operation.UPDATE:
             raise SQLNotifyConfigurationError(
                 f"include_old only applies to Operation.UPDATE, not {op.value!r} (a DELETE"

@@ -26,12 +26,17 @@ class Operation(str, enum.Enum):
     that takes an operation accepts either (``Operation.INSERT`` or
     ``"insert"``).  ``TRUNCATE`` (PostgreSQL only) fires once per truncated
     table, with no row; :meth:`rows` lists the three row operations.
+
+    ``SNAPSHOT`` is no trigger operation: it marks the events of a backfill
+    (:meth:`Notifier.backfill <sqlnotify.Notifier.backfill>`), each one a row
+    that existed when the backfill read it.  ``watch()`` refuses it.
     """
 
     INSERT = "insert"
     UPDATE = "update"
     DELETE = "delete"
     TRUNCATE = "truncate"
+    SNAPSHOT = "snapshot"
 
     @classmethod
     def rows(cls) -> tuple[Operation, ...]:
@@ -367,7 +372,8 @@ class ChangeEvent(Mapping[str, Any]):
         ``table``
             string.
         ``operation``
-            ``"insert"``, ``"update"``, ``"delete"`` or ``"truncate"``.
+            ``"insert"``, ``"update"``, ``"delete"``, ``"truncate"``, or
+            ``"snapshot"`` for a row a backfill read.
         ``id``
             the key's JSON form; a list for a composite key; ``null`` when
             ``status`` is ``"lost"``.

@@ -43,6 +43,7 @@ from .._payload import (
 from .._values import Converter, converter_for
 from .._watch import Watch
 from ..events import ChangeEvent
+from .backfill import SnapshotBatch, deliver_snapshot
 from .bridge import LoopBridge
 from .dispatcher import Dispatcher, JournalBatch
 from .stats import Stats
@@ -336,6 +337,8 @@ class Delivery:
         try:
             if type(batch) is JournalBatch:
                 self.decode_journal(batch)
+            elif type(batch) is SnapshotBatch:
+                deliver_snapshot(self, batch)
             else:
                 self.decode_batch(batch)
         finally:

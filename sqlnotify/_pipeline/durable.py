@@ -42,10 +42,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._backfill import DONE, BackfillRequest, relation_of, unwrap
 from .._journal import JournalReader
 from .._watch import Watch
-from ..dialects.base import Dialect, JournalStore
-from ..exceptions import SQLNotifyException
+from ..dialects.base import BackfillStore, Dialect, JournalStore
+from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException
+from .backfill import Backfill, Job
 from .dispatcher import Dispatcher, JournalBatch
 
 __all__ = ["Acks", "Feed", "GapQueue", "Journal", "open_journal"]
@@ -70,21 +72,39 @@ class Journal:
     position_time: dt.datetime | None = None
     #: Where a replayed change log's source resumes (``None``: from its start).
     resume_at: Any = None
+    #: The backfills of this run not yet done.
+    backfills: list[Job] = dataclasses.field(default_factory=list)
 
 
 def open_journal(
-    dialect: Dialect, watches: Sequence[Watch], consumer: str | None, log: logging.Logger
+    dialect: Dialect,
+    watches: Sequence[Watch],
+    consumer: str | None,
+    log: logging.Logger,
+    backfills: Sequence[tuple[Watch, BackfillRequest]] = (),
 ) -> Journal:
     """Open what the durable watches of one run (or a named consumer) read from.
 
+    ``backfills``: the watches whose tables are backfilled, resumed where a
+    named consumer's saved backfill stopped (a finished one is not redone).
+
     :raises SQLNotifyException: when the journal cannot be opened, or the
         consumer is held by another process.
+    :raises SQLNotifyConfigurationError: for a backfill of a watch that is
+        not durable, or on a database without backfills.
     """
     durable = [w.channel for w in watches if w.durable]
     store = reader = None
     position: Any = None
     position_time = None
     replays = dialect.capabilities.replays_log
+    jobs: list[Job] = []
+    for watch, _ in backfills:
+        if replays or not dialect.capabilities.durable or not watch.durable:
+            raise SQLNotifyConfigurationError(
+                f"backfill() of {watch.describe()} needs a durable watch"
+                " (watch(..., durable=True)) on PostgreSQL"
+            )
     if replays:
         # Every watch is read from a change log (SQLite): all are durable,
         # and a named consumer resumes from its saved position.
@@ -102,6 +122,7 @@ def open_journal(
                 position = store.start_position()
                 if consumer is not None:
                     store.save(consumer, position)
+            jobs = _backfill_jobs(store, watches, consumer, position, backfills, log)
         except Exception as exc:
             store.close()
             if isinstance(exc, SQLNotifyException):
@@ -116,7 +137,37 @@ def open_journal(
         position=position,
         position_time=position_time,
         resume_at=position if replays else None,
+        backfills=jobs,
     )
+
+
+def _backfill_jobs(
+    store: JournalStore,
+    watches: Sequence[Watch],
+    consumer: str | None,
+    position: Any,
+    backfills: Sequence[tuple[Watch, BackfillRequest]],
+    log: logging.Logger,
+) -> list[Job]:
+    jobs: list[Job] = []
+    if not backfills:
+        return jobs
+    if not isinstance(store, BackfillStore):
+        raise SQLNotifyConfigurationError("this database's journal cannot backfill")
+    for watch, request in backfills:
+        relation = relation_of(watch)
+        channels = tuple(w.channel for w in watches if w.durable and relation_of(w) == relation)
+        state = store.backfill_load(consumer, watch) if consumer is not None else None
+        if state is not None and state.phase == DONE:
+            log.debug("backfill of %s: done earlier by consumer %r", relation, consumer)
+            continue
+        if state is None:
+            state = store.backfill_begin(watch, channels, position)
+            log.info("backfill of %s: ~%s rows to read", relation, state.total)
+        else:
+            log.info("backfill of %s resumes after %d rows (%s)", relation, state.rows, state.phase)
+        jobs.append(Job(watch, channels, request, state, relation))
+    return jobs
 
 
 class Acks:
@@ -272,6 +323,11 @@ class Feed:
         self._last_prune = now
         self._sweep_failed = 0.0
         self.prune_passes = 0
+        #: The backfills of this run (``None``: none, or all done earlier).
+        self.backfill: Backfill | None = None
+        if journal.backfills and isinstance(store, BackfillStore):
+            self.backfill = Backfill(journal.backfills, store, dispatcher, log, store.stamp)
+            self.pending = True
 
     @property
     def acked(self) -> Any:
@@ -317,7 +373,37 @@ class Feed:
         return self.SWEEP_INTERVAL if self.pending else None
 
     def _fetch(self, after: Any, limit: int) -> Sequence[Any]:
-        return self.store.read(after, self._channels, limit)
+        rows = self.store.read(after, self._channels, limit)
+        backfill = self.backfill
+        if backfill is not None and backfill.streaming:
+            return backfill.filter(rows)
+        return rows
+
+    def _token(self, position: Any) -> Any:
+        backfill = self.backfill
+        return position if backfill is None else backfill.mark(position)
+
+    def _pages(self, backfill: Backfill) -> bool:
+        """Read backfill pages while the queue has room, for a bounded time."""
+        reader = self._reader
+        assert reader is not None
+        d = self._dispatcher
+        deadline = time.monotonic() + backfill.TIME_BUDGET
+        found = False
+        try:
+            while (
+                backfill.paging
+                and d.depth < self._max_queue
+                and not self._stopping.is_set()
+                and time.monotonic() < deadline
+            ):
+                backfill.step(reader.position, self.queue_ack)
+                found = True
+        except Exception as exc:
+            if self._last_sweep - self._sweep_failed >= 10.0:
+                self._sweep_failed = self._last_sweep
+                self._log.warning("could not read a backfill page (will retry): %s", exc)
+        return found
 
     def sweep(self) -> bool:
         """Read the journal into the dispatcher queue while there is room; ``True`` if
@@ -327,6 +413,12 @@ class Feed:
         d = self._dispatcher
         stamp = self.store.stamp
         self._last_sweep = time.monotonic()
+        backfill = self.backfill
+        if backfill is not None and backfill.paging:
+            self.pending = True
+            found = self._pages(backfill)
+            if backfill.paging:
+                return found
         found = False
         try:
             stopping = self._stopping
@@ -338,9 +430,12 @@ class Feed:
                     found = True
                     d.put(JournalBatch(items, time.time(), stamp))
                 if reader.position != before:
-                    self.queue_ack(reader.position)
+                    self.queue_ack(self._token(reader.position))
                 if not reader.more:
                     self.pending = False
+                    if backfill is not None and backfill.streaming:
+                        backfill.streamed()
+                        self.queue_ack(self._token(reader.position))
                     break
         except Exception as exc:
             if self._last_sweep - self._sweep_failed >= 10.0:
@@ -370,7 +465,7 @@ class Feed:
         if reader is None:
             return
         try:
-            pruned_at = store.behind(reader.position)
+            pruned_at = store.behind(unwrap(reader.position))
         except Exception as exc:
             self._log.warning("could not read the journal's retention mark: %s", exc)
             return

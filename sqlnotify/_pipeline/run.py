@@ -28,6 +28,7 @@ from typing import Any
 
 import blinker
 
+from .._backfill import BackfillRequest, unwrap
 from .._ownership import Policy
 from .._watch import Watch
 from ..dialects.base import Dialect
@@ -86,6 +87,7 @@ class Run:
         retention: float,
         consumer_expiry: float,
         wants_loop: bool,
+        backfills: Sequence[tuple[Watch, BackfillRequest]] = (),
     ) -> None:
         """Start the dispatcher and the listener; return once the listener listens."""
         dialect, delivery, log = self.dialect, self.delivery, self.log
@@ -99,7 +101,7 @@ class Run:
         bridge = side.new_bridge(loop, None) if loop is not None or wants_loop else None
         side.set_bridge(bridge)
         try:
-            journal = open_journal(dialect, watches, consumer, log)
+            journal = open_journal(dialect, watches, consumer, log, backfills)
         except BaseException:
             side.set_bridge(None)
             side.close(bridge, 0.0)
@@ -240,7 +242,9 @@ def health_report(
     feed = intake.feed if intake is not None else None
     if feed is not None and feed.acked is not None:
         report["consumer"] = consumer
-        report["position"] = feed.store.stamp(feed.acked)
+        report["position"] = feed.store.stamp(unwrap(feed.acked))
+    if feed is not None and feed.backfill is not None:
+        report["backfill"] = feed.backfill.report()
     return report
 
 

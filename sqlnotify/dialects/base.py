@@ -36,10 +36,11 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
+from .._backfill import BackfillRequest, BackfillState
 from .._journal import JournalReader, Row
 from .._ownership import Policy
 from .._payload import Notification, RawNotification
@@ -47,6 +48,7 @@ from .._watch import Watch, split_name, view_message
 from ..exceptions import SQLNotifyConfigurationError
 
 __all__ = [
+    "BackfillStore",
     "Capabilities",
     "Dialect",
     "InstallState",
@@ -215,6 +217,38 @@ class JournalStore(Protocol):
 
     def close(self) -> None:
         """Release connections and locks."""
+        ...
+
+
+@runtime_checkable
+class BackfillStore(Protocol):
+    """A journal store that can also backfill (snapshot, then stream; PostgreSQL).
+
+    Every method runs on the listener thread, bounded in time.  States are
+    saved with the consumer's position: ``save(consumer, BackfillMark)``.
+    """
+
+    def backfill_load(self, consumer: str, watch: Watch) -> BackfillState | None:
+        """A consumer's saved backfill of ``watch``'s table; ``None`` if it never began one."""
+        ...
+
+    def backfill_begin(self, watch: Watch, channels: Sequence[str], start: Any) -> BackfillState:
+        """A new backfill of ``watch``'s table from the journal position ``start``.
+
+        ``channels``: the table's durable channels.  Raises
+        :class:`~sqlnotify.exceptions.SQLNotifyConfigurationError` when the
+        table cannot be read in key order.
+        """
+        ...
+
+    def backfill_page(
+        self,
+        watch: Watch,
+        channels: Sequence[str],
+        state: BackfillState,
+        request: BackfillRequest,
+    ) -> tuple[list[str], BackfillState]:
+        """The next page: each row's payload (as its trigger builds it) and the new state."""
         ...
 
 

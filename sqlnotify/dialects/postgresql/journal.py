@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from ..._backfill import BackfillMark, BackfillRequest, BackfillState, relation_of
 from ..._names import digest, pyformat_safe, qualified
+from ..._watch import Watch
 from ...exceptions import SQLNotifyException
+from .backfill import TablePages
 from .probe import BoundedCursor, connect_bounded
 from .sql import (
+    BACKFILL_LOAD_SQL,
+    BACKFILL_SAVE_SQL,
+    BACKFILLS_DDL,
+    BACKFILLS_TABLE,
     COLUMNS_SQL,
     CONSUMERS_TABLE,
     CURRENT_SCHEMA_SQL,
@@ -140,6 +148,15 @@ class SnapshotPosition(_Parts):
 _new_position = tuple.__new__
 
 
+def _position_json(position: SnapshotPosition) -> list[Any]:
+    return [position.snapshot, position.window, position.after]
+
+
+def _position_parse(data: Any) -> SnapshotPosition:
+    snapshot, window, after = data
+    return SnapshotPosition.parse(snapshot, window, after)
+
+
 Rows = list[tuple[SnapshotPosition, str, "str | None"]]
 
 
@@ -208,6 +225,10 @@ class PostgresJournal:
             window_query(names["journal"], at=False),
             window_query(names["journal"], at=True),
         )
+        self._backfills = pyformat_safe(qualified(schema, BACKFILLS_TABLE))
+        self._pages: dict[str, TablePages] = {}
+        #: The backfill states last written, by relation (unchanged ones are not rewritten).
+        self._written: dict[str, BackfillState] = {}
         self._conn: Any = None
         self._prepared = False
         # Rows of a window read ahead: (window start, window end, rows, complete).
@@ -380,12 +401,102 @@ class PostgresJournal:
         snapshot, window, after, updated = row
         return SnapshotPosition.parse(snapshot, window, after), updated
 
-    def save(self, consumer: str, position: SnapshotPosition) -> None:
-        """Store a position this journal handed out (never moving it backwards)."""
+    def save(self, consumer: str, position: SnapshotPosition | BackfillMark) -> None:
+        """Store a position this journal handed out (never moving it backwards).
+
+        A :class:`~sqlnotify._backfill.BackfillMark` also stores its backfill
+        states, in the same transaction.
+        """
+        states: tuple[tuple[str, BackfillState], ...] = ()
+        if type(position) is BackfillMark:
+            position, states = position
+            states = tuple((r, s) for r, s in states if self._written.get(r) != s)
         if not isinstance(position, SnapshotPosition):
             raise TypeError(f"not a journal position: {position!r}")
         params = (consumer, position.snapshot, position.window, position.after)
-        self._run(lambda cur: cur.execute(self._save, params))
+        if not states:
+            self._run(lambda cur: cur.execute(self._save, params))
+            return
+        save = BACKFILL_SAVE_SQL.format(backfills=self._backfills)
+
+        def q(cur: Any) -> None:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(self._save, params)
+                for relation, state in states:
+                    text = json.dumps(state.to_json(_position_json))
+                    cur.execute(save, (consumer, relation, text))
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+        self._run(q)
+        self._written.update(states)
+
+    # -- backfill -----------------------------------------------------------------
+    def backfill_load(self, consumer: str, watch: Watch) -> BackfillState | None:
+        """A consumer's saved backfill of ``watch``'s table; ``None`` if it never began one."""
+        relation = relation_of(watch)
+
+        def q(cur: Any) -> Any:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(JOURNAL_LOCK_TIMEOUT_SQL)
+                cur.execute(PARAM_XACT_LOCK_SQL, (INSTALL_LOCK_KEY,))
+                cur.execute(BACKFILLS_DDL.format(backfills=self._backfills))
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+            cur.execute(BACKFILL_LOAD_SQL.format(backfills=self._backfills), (consumer, relation))
+            return cur.fetchone()
+
+        row = self._run(q)
+        if row is None:
+            return None
+        state = BackfillState.from_json(json.loads(row[0]), _position_parse)
+        self._written[relation] = state
+        return state
+
+    def backfill_begin(
+        self, watch: Watch, channels: Sequence[str], start: SnapshotPosition
+    ) -> BackfillState:
+        """A new backfill of ``watch``'s table from ``start`` (checks the key, estimates)."""
+        pages = self._table_pages(watch, channels)
+        total = self._run(pages.estimate)
+        return BackfillState(start=start, total=total)
+
+    def backfill_page(
+        self,
+        watch: Watch,
+        channels: Sequence[str],
+        state: BackfillState,
+        request: BackfillRequest,
+    ) -> tuple[list[str], BackfillState]:
+        """The next page of a backfill: each row's payload, and the state after it."""
+        pages = self._table_pages(watch, channels)
+        start: SnapshotPosition = state.start
+        _, xmax, xip = parse_snapshot(start.snapshot)
+        params = {
+            "xmax": str(xmax),
+            "xip": [str(x) for x in sorted(xip)],
+            "snapshot": start.snapshot,
+            "window": start.window,
+            "upto": start.after,
+        }
+        return self._run(  # type: ignore[no-any-return]
+            lambda cur: pages.read(cur, state, request.page_size, params)
+        )
+
+    def _table_pages(self, watch: Watch, channels: Sequence[str]) -> TablePages:
+        relation = relation_of(watch)
+        pages = self._pages.get(relation)
+        if pages is None:
+            journal = pyformat_safe(qualified(self.schema, JOURNAL_TABLE))
+            pages = self._run(lambda cur: TablePages.build(cur, watch, channels, journal))
+            self._pages[relation] = pages
+        return pages
 
     def behind(self, position: SnapshotPosition) -> dt.datetime | None:
         """When retention removed rows ``position`` had not consumed: the newest

@@ -545,3 +545,71 @@ def journal_insert_sql(schema: str | None, channel: str) -> str:
     return JOURNAL_INSERT_SQL.format(
         journal=qualified(schema, JOURNAL_TABLE), channel=quote_literal(channel)
     )
+
+
+# -- backfill: snapshot, then stream ---------------------------------------------------
+
+BACKFILLS_TABLE = "sqlnotify_backfills"
+
+# One row per consumer and backfilled table: the state as JSON text.
+BACKFILLS_DDL = """\
+CREATE TABLE IF NOT EXISTS {backfills} (
+    consumer text NOT NULL,
+    relation text NOT NULL,
+    state text NOT NULL,
+    updated timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, relation)
+)"""
+BACKFILL_LOAD_SQL = "SELECT state FROM {backfills} WHERE consumer = %s AND relation = %s"
+BACKFILL_SAVE_SQL = """\
+INSERT INTO {backfills} (consumer, relation, state) VALUES (%s, %s, %s)
+ON CONFLICT (consumer, relation) DO UPDATE SET state = EXCLUDED.state, updated = now()"""
+
+# The table's primary key columns, in key order, with their SQL types.
+BACKFILL_KEYS_SQL = """\
+SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = %s::regclass AND i.indisprimary
+ORDER BY array_position(i.indkey::int2[], a.attnum)"""
+# The planner's row estimate (-1: never analysed) and, for small or
+# unanalysed tables, an exact count.
+BACKFILL_ESTIMATE_SQL = "SELECT reltuples::bigint FROM pg_catalog.pg_class WHERE oid = %s::regclass"
+BACKFILL_COUNT_SQL = "SELECT count(*) FROM {table}"
+
+# Each page is read in a transaction of its own; its first statement takes
+# the snapshot the page and the suppression query below both see.
+BACKFILL_BEGIN_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+BACKFILL_END_SQL = "COMMIT"
+# One page in key order after the last key read, each row as the payload a
+# trigger would have built (``ts`` is the page's read time), with its key as
+# text for the next page's bound.
+BACKFILL_PAGE_SQL = """\
+SELECT '{{"ts":' || extract(epoch from now()) || ',"row":' || json_build_object({row})::text
+       || '}}', {key_text}
+FROM {table} AS t{after}
+ORDER BY {order} LIMIT %(limit)s"""
+#: ``after`` of :data:`BACKFILL_PAGE_SQL`: past the last key read.
+BACKFILL_AFTER_SQL = "\nWHERE ({keys}) > ({bound})"
+
+# The journal events of the table's durable channels that this page's
+# snapshot already shows: committed after the backfill's start position
+# (not visible in its snapshot, nor consumed in its window) and visible to
+# this transaction, for a key in the page's range.  The keys come from the
+# payload, cast to the columns' types, so the range compares as the table
+# orders it.
+BACKFILL_SEEN_SQL = """\
+SELECT j.id FROM {journal} j, LATERAL (SELECT j.payload::json -> 'row' AS r) p
+WHERE j.channel = ANY(%(channels)s)
+  AND (j.xid >= %(xmax)s::xid8 OR j.xid = ANY(%(xip)s::xid8[]))
+  AND NOT pg_visible_in_snapshot(j.xid, %(snapshot)s::pg_snapshot)
+  AND NOT (%(window)s::pg_snapshot IS NOT NULL
+           AND pg_visible_in_snapshot(j.xid, %(window)s::pg_snapshot) AND j.id <= %(upto)s)
+  {range}"""
+#: The range conditions of :data:`BACKFILL_SEEN_SQL`: key above ``lower``, at most ``upper``.
+BACKFILL_ABOVE_SQL = "AND ({keys}) > ({bound})"
+BACKFILL_UPTO_SQL = "AND ({keys}) <= ({bound})"
+#: A key column's value in a journal payload (``p.r``), as its column type.
+BACKFILL_JSON_KEY_SQL = "(p.r ->> {name})::{type}"
+BACKFILL_JSON_BYTES_SQL = "decode(p.r ->> {name}, 'base64')"
+BACKFILL_JSON_INTERVAL_SQL = "make_interval(secs => (p.r ->> {name})::float8)"
