@@ -149,13 +149,16 @@ class Backfill:
         for job in self.jobs:
             if job.state.phase == STREAM:
                 job.state = dataclasses.replace(job.state, phase=DONE, suppress=frozenset())
-                self._log.info(
-                    "backfill of %s done: %d rows, then %d journal events it already showed"
-                    " skipped",
-                    job.relation,
-                    job.state.rows,
-                    job.suppressed,
-                )
+                self._dispatcher.put_control(lambda job=job: self._done(job))  # type: ignore[misc]
+
+    def _done(self, job: Job) -> None:
+        # Dispatcher thread: after the events of the journal's first read.
+        self._log.info(
+            "backfill of %s done: %d rows, then %d journal events it had shown skipped",
+            job.relation,
+            job.state.rows,
+            job.suppressed,
+        )
 
     def _delivered(self, job: Job, count: int, state: BackfillState) -> None:
         # Dispatcher thread: the page's sync receivers ran.
