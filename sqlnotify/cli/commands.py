@@ -28,6 +28,7 @@ from ..events import ChangeEvent, Operation
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException
 from ..notifier import Notifier
 from .demo import run_demo
+from .progress import progress_bar
 
 __all__ = ["COMMANDS", "engine_from_url", "load_notifier"]
 
@@ -251,6 +252,19 @@ _app_option = click.option(
     is_flag=True,
     help="Leave the triggers this command installed in place when it stops.",
 )
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help='First print the rows each table holds (operation "snapshot"), then its changes,'
+    " with a progress bar on stderr. Watches durably (PostgreSQL).",
+)
+@click.option(
+    "--consumer",
+    default=None,
+    metavar="NAME",
+    help="A durable consumer name: its position (and backfill progress) is saved, and the"
+    " next run with it resumes there.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log sqlnotify's informational messages.")
 def listen(
     url: str,
@@ -259,6 +273,8 @@ def listen(
     label: str | None,
     overflow_table: bool,
     keep_triggers: bool,
+    backfill: bool,
+    consumer: str | None,
     verbose: bool,
 ) -> None:
     """Print every change of the given tables as one JSON line, until Ctrl-C.
@@ -273,13 +289,17 @@ def listen(
     are; the ones this command installs are removed when it stops, unless a
     notifier started using them meanwhile (or was seen using them within its
     grace period): those stay.
+
+    With --backfill the watches are durable, and each table's current rows
+    come first, then every change after them, none twice; --consumer NAME
+    makes an interrupted backfill resume where it stopped.
     """
     _log_to_stderr(verbose)
     parsed = _parse_targets(targets)
     extra = [c.strip() for c in columns.split(",") if c.strip()]
     engine = _open(url)
     with _readable_errors():
-        notifier = Notifier(engine, revoke_on_model_change=False)
+        notifier = Notifier(engine, revoke_on_model_change=False, consumer=consumer)
         notifier._advice = {
             "keep_outdated": "sqlnotify listen uses installed triggers as they are; `sqlnotify"
             " install --app module:notifier`, or a restart of the application that declares"
@@ -312,8 +332,14 @@ def listen(
                         extra_columns=extra or None,
                         channel_label=label,
                         use_overflow_table=overflow_table,
+                        durable=backfill or consumer is not None,
                     )
                     notifier.subscribe(table, op, channel_label=label)(emit)
+                if backfill:
+                    first = Operation.INSERT if Operation.INSERT in operations else operations[0]
+                    notifier.backfill(
+                        table, first, channel_label=label, progress=progress_bar(table, sys.stderr)
+                    )
             notifier.start()
         watched = ", ".join(w.describe() for w in notifier.watches)
         click.echo(f"sqlnotify: listening for {watched} (Ctrl-C to stop)", err=True)

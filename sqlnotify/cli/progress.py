@@ -1,0 +1,45 @@
+"""The progress bar ``sqlnotify listen --backfill`` draws on stderr."""
+
+from __future__ import annotations
+
+import importlib
+from typing import IO, Any
+
+from .._backfill import Progress
+
+__all__ = ["progress_bar"]
+
+
+def progress_bar(table: str, stream: IO[str]) -> Progress:
+    """A backfill ``progress(done, total)`` callback drawing a bar on ``stream``.
+
+    tqdm's bar when tqdm is installed (it is no dependency), else a plain
+    one redrawn in place with ``\\r``.  It runs on the dispatcher thread.
+    """
+    try:
+        tqdm: Any = importlib.import_module("tqdm")
+    except ImportError:
+        tqdm = None
+    if tqdm is not None:
+        bar = tqdm.tqdm(desc=f"backfill {table}", unit=" rows", file=stream, leave=True)
+
+        def update(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+            if total is not None and done >= total:
+                bar.close()
+
+        return update
+
+    def draw(done: int, total: int | None) -> None:
+        width = 30
+        share = min(done / total, 1.0) if total else 0.0
+        filled = "#" * int(share * width)
+        end = "\n" if total is not None and done >= total else ""
+        stream.write(
+            f"\rbackfill {table}: [{filled:<{width}}] {share:4.0%} {done}/{total or '?'} rows{end}"
+        )
+        stream.flush()
+
+    return draw
