@@ -24,6 +24,7 @@ README_END = ".. benchmark-table-end"
 
 def all_cases() -> list[Case]:
     from benchmarks import (
+        backfill_case,
         events_cases,
         mysql_binlog,
         mysql_cases,
@@ -43,6 +44,7 @@ def all_cases() -> list[Case]:
         events_cases.INCLUDE_OLD,
         pg_cases.DURABLE,
         pg_cases.DURABLE_LATENCY,
+        backfill_case.BACKFILL,
         pg_cases.POLL_LATENCY,
         pg_cases.MEMORY,
         pg_cases.STARTUP,
