@@ -105,6 +105,11 @@ def open_journal(
                 f"backfill() of {watch.describe()} needs a durable watch"
                 " (watch(..., durable=True)) on PostgreSQL"
             )
+        if watch.condition is not None:
+            raise SQLNotifyConfigurationError(
+                f"backfill() reads every row of the table, and {watch.describe()} has a"
+                " where= condition: backfill through a watch of the table without one"
+            )
     if replays:
         # Every watch is read from a change log (SQLite): all are durable,
         # and a named consumer resumes from its saved position.

@@ -424,3 +424,44 @@ def test_refusals(plain: Callable[..., Notifier]) -> None:
     with pytest.raises(SQLNotifyConfigurationError, match="not a trigger operation"):
         plain(True).watch("item", Operation.SNAPSHOT)
     assert Operation.SNAPSHOT not in Operation.rows()
+
+
+def test_a_watch_with_a_condition_is_refused_at_start(
+    pg_schema_engine: sa.Engine, items: str, notifiers: list[Notifier]
+) -> None:
+    table = sa.Table("item", sa.MetaData(), autoload_with=pg_schema_engine)
+    notifier = Notifier(pg_schema_engine)
+    notifiers.append(notifier)
+    notifier.watch(table, "insert", durable=True, where=table.c.n > 0).backfill(table)
+    with pytest.raises(SQLNotifyConfigurationError, match="where= condition"):
+        notifier.start()
+    assert not notifier.is_running
+
+
+def test_two_tables_one_after_the_other(
+    pg_schema_engine: sa.Engine, items: str, notifiers: list[Notifier]
+) -> None:
+    with pg_schema_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE tag (name text PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO tag VALUES ('red'), ('green'), ('blue')")
+    replica = Replica()
+    tags: list[ChangeEvent] = []
+    notifier = consumer(pg_schema_engine, "both", replica)
+    notifiers.append(notifier)
+    notifier.watch("tag", "insert", durable=True).subscribe("tag", "insert")(tags.append)
+    notifier.backfill("item", page_size=3000).backfill("tag").start()
+    wait_until(
+        lambda: [b["phase"] for b in notifier.health()["backfill"]] == ["done", "done"],
+        timeout=30,
+        message="both backfills",
+    )
+    with pg_schema_engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO tag VALUES ('amber')")
+    wait_until(lambda: len(tags) == 4, timeout=10, message="the tags")
+    assert [(e.operation, e.id) for e in tags] == [
+        (Operation.SNAPSHOT, "blue"),
+        (Operation.SNAPSHOT, "green"),
+        (Operation.SNAPSHOT, "red"),
+        (Operation.INSERT, "amber"),
+    ]
+    assert_exactly_once(replica, pg_schema_engine)
