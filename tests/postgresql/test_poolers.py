@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,10 +17,10 @@ from support.watching import make_table
 from sqlnotify import Notifier
 from sqlnotify.dialects.base import SourceDisconnected
 from sqlnotify.dialects.postgresql import PostgresJournal, listener_dsn
-from sqlnotify.dialects.postgresql.ownership import channel_lock
+from sqlnotify.dialects.postgresql.ownership import BlockerWatch, channel_lock
 from sqlnotify.dialects.postgresql.poll import PollSource
 from sqlnotify.exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
-from sqlnotify.testing import EventRecorder
+from sqlnotify.testing import EventRecorder, wait_until
 
 
 def _journal_rows(engine: sa.Engine, schema: str) -> int:
@@ -295,3 +296,47 @@ def test_poll_lease_of_a_silent_holder_expires_and_the_holder_finds_out(
             conn.exec_driver_sql(f'SELECT count(*) FROM "{schema}".sqlnotify_leases').scalar_one()
             == 0
         )
+
+
+def test_lock_blocker_report_leaves_no_setting_on_pooled_sessions(
+    bouncer: Bouncer, pg_engine: sa.Engine, schema: str
+) -> None:
+    # The report asks the server who blocks an install with a statement timeout
+    # of its own: through a transaction pooler, a session-level SET would stay
+    # on a server session that other clients get next.
+    table = make_table(pg_engine, schema=schema)
+    holder = pg_engine.connect()
+    holder.exec_driver_sql(f'LOCK TABLE "{schema}"."{table.name}" IN ACCESS EXCLUSIVE MODE')
+    holder_pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    waiter = pg_engine.connect()
+    waiter_pid = waiter.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    waiter.commit()
+    waiting = threading.Thread(
+        target=waiter.exec_driver_sql,
+        args=(f'LOCK TABLE "{schema}"."{table.name}" IN SHARE MODE',),
+        name="test-waiter",
+    )
+    waiting.start()
+    watch = BlockerWatch(listener_dsn(bouncer.url()), waiter_pid, 0.02, logging.getLogger(__name__))
+    try:
+        wait_until(lambda: watch.blockers, 10, "the report to name the blocker")
+    finally:
+        blockers = watch.stop()
+        holder.rollback()
+        waiting.join(10)
+        waiter.rollback()
+        holder.close()
+        waiter.close()
+    assert [b["pid"] for b in blockers] == [holder_pid]
+    # Every server session of the pool (4), each held by one open transaction.
+    engine = sa.create_engine(bouncer.url(), pool_size=4, max_overflow=0)
+    conns = [engine.connect() for _ in range(4)]
+    try:
+        pids = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in conns}
+        timeouts = {c.exec_driver_sql("SHOW statement_timeout").scalar_one() for c in conns}
+    finally:
+        for c in conns:
+            c.close()
+        engine.dispose()
+    assert len(pids) == 4
+    assert timeouts == {"0"}

@@ -479,7 +479,9 @@ BLOCKERS_SQL = """\
 SELECT pid, application_name, state, extract(epoch from now() - xact_start)::float8,
        left(query, 300)
 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid"""
-BLOCKERS_TIMEOUT_SQL = "SET statement_timeout = 5000"
+# Inside the report's own transaction: behind a transaction pooler a session
+# setting would stay on a server session that other clients get next.
+BLOCKERS_TIMEOUT_SQL = "SET LOCAL statement_timeout = 5000"
 
 
 # -- filling the shared templates ------------------------------------------------------
