@@ -256,14 +256,33 @@ _app_option = click.option(
     "--backfill",
     is_flag=True,
     help='First print the rows each table holds (operation "snapshot"), then its changes,'
-    " with a progress bar on stderr. Watches durably (PostgreSQL).",
+    " with a progress bar on stderr (implies --durable; PostgreSQL).",
+)
+@click.option(
+    "--durable",
+    is_flag=True,
+    help="Durable watches: events go through the journal, none lost while the listener reconnects.",
 )
 @click.option(
     "--consumer",
     default=None,
     metavar="NAME",
-    help="A durable consumer name: its position (and backfill progress) is saved, and the"
-    " next run with it resumes there.",
+    help="A named consumer of durable watches (implies --durable): a restart resumes where"
+    " NAME left off.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    metavar="SECONDS",
+    help="PostgreSQL poll mode (implies --durable): no LISTEN, the journal read at most"
+    " SECONDS apart; works through a transaction pooler.",
+)
+@click.option(
+    "--journal-schema",
+    default=None,
+    metavar="SCHEMA",
+    help="Schema of the journal tables of durable watches (default: the default schema).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also log sqlnotify's informational messages.")
 def listen(
@@ -274,7 +293,10 @@ def listen(
     overflow_table: bool,
     keep_triggers: bool,
     backfill: bool,
+    durable: bool,
     consumer: str | None,
+    poll: float | None,
+    journal_schema: str | None,
     verbose: bool,
 ) -> None:
     """Print every change of the given tables as one JSON line, until Ctrl-C.
@@ -290,22 +312,30 @@ def listen(
     notifier started using them meanwhile (or was seen using them within its
     grace period): those stay.
 
-    With --backfill the watches are durable, and each table's current rows
-    come first, then every change after them, none twice; --consumer NAME
-    makes an interrupted backfill resume where it stopped.
+    --durable, --consumer and --poll read PostgreSQL's events from the
+    journal (SQLite's always are): with --consumer, a restart resumes after
+    the last event printed; with --poll, through a transaction pooler.
+    With --backfill each table's current rows come first, then every change
+    after them, none twice; with --consumer an interrupted backfill resumes.
     """
     _log_to_stderr(verbose)
     parsed = _parse_targets(targets)
     extra = [c.strip() for c in columns.split(",") if c.strip()]
     engine = _open(url)
     with _readable_errors():
-        notifier = Notifier(engine, revoke_on_model_change=False, consumer=consumer)
+        options: dict[str, Any] = {}
+        if poll is not None:
+            options = {"pg_listen": False, "pg_poll_interval": poll}
+        if journal_schema is not None:
+            options["journal_schema"] = journal_schema
+        notifier = Notifier(engine, revoke_on_model_change=False, consumer=consumer, **options)
         notifier._advice = {
             "keep_outdated": "sqlnotify listen uses installed triggers as they are; `sqlnotify"
             " install --app module:notifier`, or a restart of the application that declares"
             " them, updates them",
             "overflow_table": "the --overflow-table flag",
         }
+    durable = durable or backfill or consumer is not None or poll is not None
     stop = threading.Event()
     out = sys.stdout
 
@@ -332,7 +362,7 @@ def listen(
                         extra_columns=extra or None,
                         channel_label=label,
                         use_overflow_table=overflow_table,
-                        durable=backfill or consumer is not None,
+                        durable=durable,
                     )
                     notifier.subscribe(table, op, channel_label=label)(emit)
                 if backfill:
