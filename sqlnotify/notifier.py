@@ -575,7 +575,8 @@ class Notifier(Lifecycle):
         ``server_queue_usage`` (PostgreSQL's ``pg_notification_queue_usage()``,
         0 to 1, read on a separate connection within ``server_timeout``
         seconds; ``None`` when unavailable).  Durable watches add
-        ``consumer`` and ``position`` (the last position whose receivers ran).
+        ``consumer`` and ``position`` (the last position whose receivers ran),
+        and a backfill ``backfill``: one dict per table (see :meth:`backfill`).
 
         Safe to call from any thread; it blocks at most ``server_timeout``.
         """

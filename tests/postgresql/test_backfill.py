@@ -465,3 +465,16 @@ def test_two_tables_one_after_the_other(
         (Operation.INSERT, "amber"),
     ]
     assert_exactly_once(replica, pg_schema_engine)
+
+
+def test_poll_mode(pg_schema_engine: sa.Engine, items: str, notifiers: list[Notifier]) -> None:
+    replica = Replica()
+    notifier = consumer(pg_schema_engine, "polled", replica, pg_listen=False, pg_poll_interval=0.05)
+    notifiers.append(notifier)
+    notifier.backfill("item", page_size=2500).start()
+    with pg_schema_engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO item VALUES (%s, 'late', 0)", (ROWS + 1,))
+        conn.exec_driver_sql("DELETE FROM item WHERE id = 5")
+    assert_exactly_once(replica, pg_schema_engine)
+    wait_until(lambda: backfill_phase(notifier) == "done", timeout=10, message="done")
+    assert replica.ops["snapshot"] >= ROWS - 1
