@@ -402,6 +402,10 @@ class Feed:
                 and not self._stopping.is_set()
                 and time.monotonic() < deadline
             ):
+                if self._consumer is not None and self.acked != self._saved:
+                    # The pages delivered since the last one: a crash redelivers
+                    # about one page, not a second's worth.
+                    self._save(self.acked)
                 backfill.step(reader.position, self.queue_ack)
                 found = True
         except Exception as exc:

@@ -31,6 +31,7 @@ from ...exceptions import SQLNotifyException
 from .backfill import TablePages
 from .probe import BoundedCursor, connect_bounded
 from .sql import (
+    BACKFILL_ASYNC_COMMIT_SQL,
     BACKFILL_LOAD_SQL,
     BACKFILL_SAVE_SQL,
     BACKFILLS_DDL,
@@ -420,19 +421,18 @@ class PostgresJournal:
         if not states:
             self._run(lambda cur: cur.execute(self._save, params))
             return
+        # One round trip: the position and the states in one transaction (an
+        # error closes the connection, and the transaction with it).
         save = BACKFILL_SAVE_SQL.format(backfills=self._backfills)
+        text = ";\n".join(
+            ["BEGIN", BACKFILL_ASYNC_COMMIT_SQL, self._save, *[save] * len(states), "COMMIT"]
+        )
+        values: list[Any] = list(params)
+        for relation, state in states:
+            values += [consumer, relation, json.dumps(state.to_json(_position_json))]
 
         def q(cur: Any) -> None:
-            cur.execute("BEGIN")
-            try:
-                cur.execute(self._save, params)
-                for relation, state in states:
-                    text = json.dumps(state.to_json(_position_json))
-                    cur.execute(save, (consumer, relation, text))
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+            cur.execute(text, values)
 
         self._run(q)
         self._written.update(states)

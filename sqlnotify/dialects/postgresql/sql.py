@@ -640,3 +640,6 @@ BACKFILL_UPTO_SQL = "AND ({keys}) <= ({bound})"
 BACKFILL_JSON_KEY_SQL = "(p.r ->> {name})::{type}"
 BACKFILL_JSON_BYTES_SQL = "decode(p.r ->> {name}, 'base64')"
 BACKFILL_JSON_INTERVAL_SQL = "make_interval(secs => (p.r ->> {name})::float8)"
+# A backfill's progress is saved after each page: without waiting for the
+# WAL flush (a server crash may lose the last saves; the pages since come again).
+BACKFILL_ASYNC_COMMIT_SQL = "SET LOCAL synchronous_commit = off"
