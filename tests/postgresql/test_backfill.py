@@ -212,12 +212,95 @@ CHILD = textwrap.dedent(
 )
 
 
-def saved_rows(engine: sa.Engine, name: str) -> int:
+STREAM_CHILD = textwrap.dedent(
+    """
+    import json, sys, threading
+    import psycopg2
+    import sqlalchemy as sa
+    from sqlnotify import Notifier, Operation
+
+    url, dsn, schema, out = sys.argv[1:5]
+    engine = sa.create_engine(
+        sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    )
+    writes = psycopg2.connect(dsn, options=f"-csearch_path={schema}")
+    writes.autocommit = True
+    notifier = Notifier(engine, consumer="streaming", max_queue=600)
+    log = open(out, "a")
+
+    def record(event):
+        if event.operation is not Operation.SNAPSHOT:
+            log.flush()
+            print("streaming", flush=True)
+            threading.Event().wait(120)  # the parent kills this process meanwhile
+        note, n = event.extra_columns.values()
+        log.write(json.dumps([event.operation.value, event.id, note, n]) + "\\n")
+
+    for op in Operation.rows():
+        notifier.watch("item", op, extra_columns=["note", "n"], durable=True)
+        notifier.subscribe("item", op)(record)
+
+    def progress(done, total):
+        # Rows pages will show (so the journal must skip them), and one shown already.
+        cur = writes.cursor()
+        if done + 3000 < 10000:
+            cur.execute("UPDATE item SET n = n + 1 WHERE id = %s", (done + 3000,))
+        cur.execute("UPDATE item SET n = n + 1 WHERE id = %s", (done - 3,))
+
+    notifier.backfill("item", page_size=500, progress=progress)
+    notifier.start()
+    threading.Event().wait(120)
+    """
+)
+
+
+def saved_state(engine: sa.Engine, name: str) -> dict[str, Any]:
     with engine.connect() as conn:
         state = conn.exec_driver_sql(
             "SELECT state FROM sqlnotify_backfills WHERE consumer = %s", (name,)
         ).scalar()
-    return int(json.loads(state)["rows"]) if state else 0
+    return json.loads(state) if state else {}
+
+
+def test_resumes_the_journal_phase_after_sigkill(
+    pg_url: str,
+    pg_schema_engine: sa.Engine,
+    schema: str,
+    items: str,
+    notifiers: list[Notifier],
+    tmp_path: Any,
+) -> None:
+    out = os.path.join(tmp_path, "events.jsonl")
+    child = Proc.python("-c", STREAM_CHILD, pg_url, _dsn(pg_url), schema, out, env=child_env())
+    try:
+        child.expect("streaming", timeout=60)
+        saved = wait_until(
+            lambda: (
+                (s := saved_state(pg_schema_engine, "streaming")).get("phase") == "stream" and s
+            ),
+            timeout=30,
+            message="the saved journal phase",
+        )
+        assert saved["suppress"]  # what the pages showed, kept for the journal phase
+        os.kill(child.popen.pid, signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        child.kill()
+    replica = Replica()
+    with open(out) as f:
+        replica.replay(f.read().splitlines())
+    assert replica.ops == {"snapshot": ROWS}
+    again = consumer(pg_schema_engine, "streaming", replica)
+    notifiers.append(again)
+    again.backfill("item", page_size=500)
+    wait_until(lambda: _started(again), timeout=30, message="the resumed consumer")
+    wait_until(lambda: backfill_phase(again) == "done", timeout=30, message="backfill")
+    assert_exactly_once(replica, pg_schema_engine)
+    assert again.health()["backfill"][0]["suppressed"] == len(saved["suppress"])
+
+
+def saved_rows(engine: sa.Engine, name: str) -> int:
+    return int(saved_state(engine, name).get("rows", 0))
 
 
 def test_resumes_after_sigkill(
