@@ -35,6 +35,7 @@ from .sql import (
     BACKFILL_LOAD_SQL,
     BACKFILL_SAVE_SQL,
     BACKFILLS_DDL,
+    BACKFILLS_EXIST_SQL,
     BACKFILLS_TABLE,
     COLUMNS_SQL,
     CONSUMERS_TABLE,
@@ -443,15 +444,17 @@ class PostgresJournal:
         relation = relation_of(watch)
 
         def q(cur: Any) -> Any:
-            cur.execute("BEGIN")
-            try:
-                cur.execute(JOURNAL_LOCK_TIMEOUT_SQL)
-                cur.execute(PARAM_XACT_LOCK_SQL, (INSTALL_LOCK_KEY,))
-                cur.execute(BACKFILLS_DDL.format(backfills=self._backfills))
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+            cur.execute(BACKFILLS_EXIST_SQL, (qualified(self.schema, BACKFILLS_TABLE),))
+            if not cur.fetchone()[0]:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute(JOURNAL_LOCK_TIMEOUT_SQL)
+                    cur.execute(PARAM_XACT_LOCK_SQL, (INSTALL_LOCK_KEY,))
+                    cur.execute(BACKFILLS_DDL.format(backfills=self._backfills))
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
             cur.execute(BACKFILL_LOAD_SQL.format(backfills=self._backfills), (consumer, relation))
             return cur.fetchone()
 

@@ -643,3 +643,5 @@ BACKFILL_JSON_INTERVAL_SQL = "make_interval(secs => (p.r ->> {name})::float8)"
 # A backfill's progress is saved after each page: without waiting for the
 # WAL flush (a server crash may lose the last saves; the pages since come again).
 BACKFILL_ASYNC_COMMIT_SQL = "SET LOCAL synchronous_commit = off"
+# Whether the backfills table exists (creating it needs CREATE on the schema).
+BACKFILLS_EXIST_SQL = "SELECT to_regclass(%s) IS NOT NULL"
