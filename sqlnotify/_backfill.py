@@ -25,6 +25,7 @@ __all__ = [
     "BackfillMark",
     "BackfillRequest",
     "BackfillState",
+    "Page",
     "Progress",
     "relation_of",
     "unwrap",
@@ -57,7 +58,9 @@ class BackfillState:
     ``start`` is the consumer's journal position when the backfill began (a
     store token); ``after`` the key of the last row read, as text values in
     key order (``None`` before the first page); ``suppress`` the journal ids
-    the pages read so far already showed.
+    the pages read so far already showed; ``cut`` the journal id of the last
+    TRUNCATE of the table a page found (delivered before that page's rows):
+    the journal's events before it are obsolete.
     """
 
     start: Any
@@ -67,6 +70,7 @@ class BackfillState:
     total: int | None = None
     suppress: frozenset[int] = frozenset()
     phase: str = PAGES
+    cut: int = 0
 
     def to_json(self, position: Callable[[Any], Any]) -> dict[str, Any]:
         """The state as JSON data; ``position`` turns ``start`` into JSON data."""
@@ -78,6 +82,7 @@ class BackfillState:
             "total": self.total,
             "suppress": sorted(self.suppress),
             "phase": self.phase,
+            "cut": self.cut,
         }
 
     @classmethod
@@ -96,9 +101,20 @@ class BackfillState:
                 total=None if data["total"] is None else int(data["total"]),
                 suppress=frozenset(int(i) for i in data["suppress"]),
                 phase=phase,
+                cut=int(data.get("cut", 0)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a backfill state: {data!r}") from exc
+
+
+class Page(NamedTuple):
+    """One page read: each row's payload, the state after it, and ``before``: journal
+    rows ``(position, channel, payload)`` to deliver first (a TRUNCATE the page's
+    snapshot shows)."""
+
+    payloads: list[str]
+    state: BackfillState
+    before: list[tuple[Any, str, str]]
 
 
 class BackfillMark(NamedTuple):

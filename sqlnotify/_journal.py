@@ -205,4 +205,3 @@ class JournalEvent(NamedTuple):
     data: dict[str, Any] | None
     position: int
     token: Any = None
-

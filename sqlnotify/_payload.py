@@ -141,8 +141,7 @@ def encode_custom(
         size = len(body.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise SQLNotifyConfigurationError(
-            f"payload for channel {channel!r} holds text that is not valid"
-            f" Unicode ({exc.reason})"
+            f"payload for channel {channel!r} holds text that is not valid Unicode ({exc.reason})"
         ) from exc
     if limit is not None and size > limit:
         raise SQLNotifyPayloadSizeError(

@@ -31,7 +31,7 @@ from .._payload import ROW, TS, decode_json
 from .._watch import Watch
 from ..dialects.base import BackfillStore
 from ..events import ChangeEvent, Operation
-from .dispatcher import Batch, Dispatcher
+from .dispatcher import Batch, Dispatcher, JournalBatch
 
 if TYPE_CHECKING:
     from .delivery import Delivery
@@ -117,8 +117,14 @@ class Backfill:
     def step(self, position: Any, ack: Callable[[Any], None]) -> None:
         """Read the next page and queue it, its acknowledgement and its progress report."""
         job = next(j for j in self.jobs if j.state.phase == PAGES)
-        payloads, state = self._store.backfill_page(job.watch, job.channels, job.state, job.request)
+        payloads, state, before = self._store.backfill_page(
+            job.watch, job.channels, job.state, job.request
+        )
         job.state = state
+        if before:
+            # A TRUNCATE committed before this page was read: what earlier
+            # pages delivered is gone, this page's rows come after it.
+            self._dispatcher.put(JournalBatch(before, time.time(), self._stamp))
         if payloads:
             stamp = self._stamp(state.start)
             self._dispatcher.put(SnapshotBatch(payloads, time.time(), job.watch.channel, stamp))
@@ -129,7 +135,9 @@ class Backfill:
     def filter(self, rows: Sequence[Any]) -> Sequence[Any]:
         """Journal rows ``(position, channel, payload)`` with those a page showed
         emptied (their position still counts)."""
-        jobs = [j for j in self.jobs if j.state.phase == STREAM and j.state.suppress]
+        jobs = [
+            j for j in self.jobs if j.state.phase == STREAM and (j.state.suppress or j.state.cut)
+        ]
         if not jobs:
             return rows
         out = list(rows)
@@ -138,7 +146,9 @@ class Backfill:
                 continue
             event_id = self._stamp(position)
             for job in jobs:
-                if event_id in job.state.suppress and channel in job.channels:
+                if channel in job.channels and (
+                    event_id in job.state.suppress or event_id < job.state.cut
+                ):
                     out[n] = (position, channel, None)
                     job.suppressed += 1
                     break

@@ -423,12 +423,16 @@ class Feed:
         stamp = self.store.stamp
         self._last_sweep = time.monotonic()
         backfill = self.backfill
+        found = False
         if backfill is not None and backfill.paging:
             self.pending = True
             found = self._pages(backfill)
             if backfill.paging:
                 return found
-        found = False
+        # A read that finishes a window read in parts ends at that window's
+        # snapshot, older than the wake-ups that led here: then one more read,
+        # from a new snapshot, so that no commit is left waiting for a wake-up.
+        again = True
         try:
             stopping = self._stopping
             while self.pending and d.depth < self._max_queue and not stopping.is_set():
@@ -441,6 +445,9 @@ class Feed:
                 if reader.position != before:
                     self.queue_ack(self._token(reader.position))
                 if not reader.more:
+                    if again and reader.position != before:
+                        again = False
+                        continue
                     self.pending = False
                     if backfill is not None and backfill.streaming:
                         backfill.streamed()

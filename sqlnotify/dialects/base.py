@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
-from .._backfill import BackfillRequest, BackfillState
+from .._backfill import BackfillRequest, BackfillState, Page
 from .._journal import JournalReader, Row
 from .._ownership import Policy
 from .._payload import Notification, RawNotification
@@ -247,8 +247,9 @@ class BackfillStore(Protocol):
         channels: Sequence[str],
         state: BackfillState,
         request: BackfillRequest,
-    ) -> tuple[list[str], BackfillState]:
-        """The next page: each row's payload (as its trigger builds it) and the new state."""
+    ) -> Page:
+        """The next page: each row's payload (as its trigger builds it), the new
+        state, and the journal rows to deliver before them."""
         ...
 
 

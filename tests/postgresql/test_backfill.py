@@ -561,3 +561,44 @@ def test_poll_mode(pg_schema_engine: sa.Engine, items: str, notifiers: list[Noti
     assert_exactly_once(replica, pg_schema_engine)
     wait_until(lambda: backfill_phase(notifier) == "done", timeout=10, message="done")
     assert replica.ops["snapshot"] >= ROWS - 1
+
+
+def test_a_truncate_between_pages(
+    pg_schema_engine: sa.Engine, items: str, notifiers: list[Notifier]
+) -> None:
+    replica = Replica()
+    # The listener reads one page ahead of the receivers, no more.
+    notifier = consumer(pg_schema_engine, "truncated", replica, max_queue=PAGE)
+    notifiers.append(notifier)
+    truncates: list[ChangeEvent] = []
+
+    def truncated(event: ChangeEvent) -> None:
+        truncates.append(event)
+        replica.rows.clear()
+
+    notifier.watch("item", "truncate", durable=True).subscribe("item", "truncate")(truncated)
+    writes = pg_schema_engine.connect()
+
+    def progress(done: int, total: int | None) -> None:
+        if done == 4 * PAGE:
+            # Page 5 is read (queued), page 6 will be read after this commits.
+            assert notifier._dispatcher is not None
+            wait_until(lambda: notifier._dispatcher.depth >= PAGE, timeout=10, message="page 5")
+            writes.exec_driver_sql("TRUNCATE item")
+            writes.exec_driver_sql(
+                "INSERT INTO item SELECT g, 'again', 100 FROM generate_series(1, 6000) g"
+            )
+            writes.commit()
+        elif done > 4 * PAGE:
+            writes.exec_driver_sql("UPDATE item SET n = n + 1 WHERE id IN (10, 5990)")
+            writes.commit()
+
+    notifier.backfill("item", page_size=PAGE, progress=progress)
+    notifier.start()
+    wait_until(lambda: backfill_phase(notifier) == "done", timeout=30, message="backfill")
+    writes.close()
+    assert_exactly_once(replica, pg_schema_engine)
+    assert len(truncates) == 1
+    # Pages 1-5 before the TRUNCATE, the others after it (it came before their
+    # rows); the rows inserted after it under keys of pages 1-5 come as changes.
+    assert (replica.ops["snapshot"], replica.ops["insert"]) == (6000, 2500)

@@ -124,7 +124,7 @@ class TablePages:
                 if upper:
                     parts.append(BACKFILL_UPTO_SQL.format(keys=json_keys, bound=_bound(types, "u")))
                 seen[(lower, upper)] = BACKFILL_SEEN_SQL.format(
-                    journal=journal, range="\n  ".join(parts)
+                    journal=journal, range=" AND ".join(parts) or "true"
                 )
         return cls(
             watch=watch,
@@ -153,8 +153,9 @@ class TablePages:
 
     def read(
         self, cur: Any, state: BackfillState, limit: int, start: dict[str, Any]
-    ) -> tuple[list[str], BackfillState]:
-        """One page after ``state``: the rows' payloads and the state past them.
+    ) -> tuple[list[str], BackfillState, list[tuple[int, str, str]]]:
+        """One page after ``state``: the rows' payloads, the state past them, and
+        the TRUNCATE events no earlier page found, as ``(id, channel, payload)``.
 
         ``start`` is the backfill's start position as the parameters
         ``xmax``, ``xip``, ``snapshot``, ``window`` and ``upto``.  The last
@@ -174,14 +175,25 @@ class TablePages:
                 params.update({f"u{n}": v for n, v in enumerate(upper)})
             params.update(start, channels=list(self.channels))
             cur.execute(self.seen[(state.after is not None, upper is not None)], params)
-            seen = [int(r[0]) for r in cur.fetchall()]
+            found = cur.fetchall()
         finally:
             cur.execute(BACKFILL_END_SQL)
-        return [r[0] for r in rows], dataclasses.replace(
-            state,
-            after=upper if upper is not None else state.after,
-            rows=state.rows + len(rows),
-            pages=state.pages + 1,
-            suppress=state.suppress.union(seen) if seen else state.suppress,
-            phase=STREAM if last else PAGES,
+        seen = [int(r[0]) for r in found]
+        truncates = [
+            (int(i), str(c), str(p))
+            for i, c, p in found
+            if p is not None and int(i) not in state.suppress
+        ]
+        return (
+            [r[0] for r in rows],
+            dataclasses.replace(
+                state,
+                after=upper if upper is not None else state.after,
+                rows=state.rows + len(rows),
+                pages=state.pages + 1,
+                suppress=state.suppress.union(seen) if seen else state.suppress,
+                phase=STREAM if last else PAGES,
+                cut=max([state.cut, *(i for i, _, _ in truncates)]),
+            ),
+            truncates,
         )

@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from ..._backfill import BackfillMark, BackfillRequest, BackfillState, relation_of
+from ..._backfill import BackfillMark, BackfillRequest, BackfillState, Page, relation_of
 from ..._names import digest, pyformat_safe, qualified
 from ..._watch import Watch
 from ...exceptions import SQLNotifyException
@@ -479,8 +479,8 @@ class PostgresJournal:
         channels: Sequence[str],
         state: BackfillState,
         request: BackfillRequest,
-    ) -> tuple[list[str], BackfillState]:
-        """The next page of a backfill: each row's payload, and the state after it."""
+    ) -> Page:
+        """The next page of a backfill (see :class:`~sqlnotify._backfill.Page`)."""
         pages = self._table_pages(watch, channels)
         start: SnapshotPosition = state.start
         _, xmax, xip = parse_snapshot(start.snapshot)
@@ -491,9 +491,11 @@ class PostgresJournal:
             "window": start.window,
             "upto": start.after,
         }
-        return self._run(  # type: ignore[no-any-return]
+        payloads, after, truncates = self._run(
             lambda cur: pages.read(cur, state, request.page_size, params)
         )
+        before = [(SnapshotPosition(start.snapshot, None, i), c, p) for i, c, p in truncates]
+        return Page(payloads, after, before)
 
     def _table_pages(self, watch: Watch, channels: Sequence[str]) -> TablePages:
         relation = relation_of(watch)

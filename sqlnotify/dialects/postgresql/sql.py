@@ -625,17 +625,21 @@ BACKFILL_AFTER_SQL = "\nWHERE ({keys}) > ({bound})"
 # this transaction, for a key in the page's range.  The keys come from the
 # payload, cast to the columns' types, so the range compares as the table
 # orders it.
+# A TRUNCATE's event (a row without columns) is in every page's range; its
+# payload comes too, to be delivered before the page's rows.
 BACKFILL_SEEN_SQL = """\
-SELECT j.id FROM {journal} j, LATERAL (SELECT j.payload::json -> 'row' AS r) p
+SELECT j.id, j.channel, CASE WHEN p.r::text = '{{}}' THEN j.payload END
+FROM {journal} j, LATERAL (SELECT j.payload::json -> 'row' AS r) p
 WHERE j.channel = ANY(%(channels)s)
   AND (j.xid >= %(xmax)s::xid8 OR j.xid = ANY(%(xip)s::xid8[]))
   AND NOT pg_visible_in_snapshot(j.xid, %(snapshot)s::pg_snapshot)
   AND NOT (%(window)s::pg_snapshot IS NOT NULL
            AND pg_visible_in_snapshot(j.xid, %(window)s::pg_snapshot) AND j.id <= %(upto)s)
-  {range}"""
+  AND ({range} OR p.r::text = '{{}}')
+ORDER BY j.id"""
 #: The range conditions of :data:`BACKFILL_SEEN_SQL`: key above ``lower``, at most ``upper``.
-BACKFILL_ABOVE_SQL = "AND ({keys}) > ({bound})"
-BACKFILL_UPTO_SQL = "AND ({keys}) <= ({bound})"
+BACKFILL_ABOVE_SQL = "({keys}) > ({bound})"
+BACKFILL_UPTO_SQL = "({keys}) <= ({bound})"
 #: A key column's value in a journal payload (``p.r``), as its column type.
 BACKFILL_JSON_KEY_SQL = "(p.r ->> {name})::{type}"
 BACKFILL_JSON_BYTES_SQL = "decode(p.r ->> {name}, 'base64')"

@@ -164,9 +164,7 @@ class SQLiteSource(Source):
         # backlog was committed before this connection opened.
         self._more = True
         self._recheck = True
-        self.pacer = Pacer(
-            self.MIN_POLL, options.poll_interval, watching=self._inotify is not None
-        )
+        self.pacer = Pacer(self.MIN_POLL, options.poll_interval, watching=self._inotify is not None)
         #: How often the database was busy (locked by a writer) for this source.
         self.busy = 0
         # The position survives reconnects: a new connection resumes where

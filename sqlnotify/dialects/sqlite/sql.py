@@ -155,9 +155,7 @@ def create_trigger_sql(watch: Watch, comment: str, condition: str | None = None)
 def _pairs(watch: Watch, ref: str) -> str:
     """``'name', <value expression>, ...`` of the payload columns, for ``json_object``."""
     return ", ".join(
-        quote_sqlite_literal(c)
-        + ", "
-        + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
+        quote_sqlite_literal(c) + ", " + value_sql(watch.column_types[c], f"{ref}.{quote_ident(c)}")
         for c in watch.payload_columns
     )
 
