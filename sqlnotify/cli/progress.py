@@ -16,6 +16,15 @@ def progress_bar(table: str, stream: IO[str]) -> Progress:
     tqdm's bar when tqdm is installed (it is no dependency), else a plain
     one redrawn in place with ``\\r``.  It runs on the dispatcher thread.
     """
+    drawn: list[tuple[int, int | None]] = []
+
+    def changed(done: int, total: int | None) -> bool:
+        # The last page may repeat the figures of the one before (an empty page).
+        if drawn and drawn[-1] == (done, total):
+            return False
+        drawn[:] = [(done, total)]
+        return True
+
     try:
         tqdm: Any = importlib.import_module("tqdm")
     except ImportError:
@@ -24,6 +33,8 @@ def progress_bar(table: str, stream: IO[str]) -> Progress:
         bar = tqdm.tqdm(desc=f"backfill {table}", unit=" rows", file=stream, leave=True)
 
         def update(done: int, total: int | None) -> None:
+            if not changed(done, total):
+                return
             bar.total = total
             bar.n = done
             bar.refresh()
@@ -33,6 +44,8 @@ def progress_bar(table: str, stream: IO[str]) -> Progress:
         return update
 
     def draw(done: int, total: int | None) -> None:
+        if not changed(done, total):
+            return
         width = 30
         share = min(done / total, 1.0) if total else 0.0
         filled = "#" * int(share * width)
