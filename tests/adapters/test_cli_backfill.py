@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import signal
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from support.cli import Running
 
@@ -41,3 +44,29 @@ def test_listen_backfill_prints_rows_then_changes(
         7,
         {"note": "changed"},
     )
+
+
+def test_the_plain_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from sqlnotify.cli import progress
+
+    real = importlib.import_module
+
+    def no_tqdm(name: str, *args: Any) -> Any:
+        if name == "tqdm":
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(progress.importlib, "import_module", no_tqdm)
+    out = io.StringIO()
+    draw = progress.progress_bar("shop.orders", out)
+    draw(500, None)
+    draw(5000, 10_000)
+    draw(10_000, 10_000)
+    draw(10_000, 10_000)  # an empty last page: not drawn again
+    assert out.getvalue().split("\r")[1:] == [
+        "backfill shop.orders: [                              ]   0% 500/? rows",
+        "backfill shop.orders: [###############               ]  50% 5000/10000 rows",
+        "backfill shop.orders: [##############################] 100% 10000/10000 rows\n",
+    ]
