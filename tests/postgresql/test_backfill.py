@@ -602,3 +602,16 @@ def test_a_truncate_between_pages(
     # Pages 1-5 before the TRUNCATE, the others after it (it came before their
     # rows); the rows inserted after it under keys of pages 1-5 come as changes.
     assert (replica.ops["snapshot"], replica.ops["insert"]) == (6000, 2500)
+
+
+def test_a_table_without_a_primary_key_is_refused_at_start(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    with pg_schema_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE loose (id int NOT NULL, note text)")
+    notifier = Notifier(pg_schema_engine, consumer="loose")
+    notifiers.append(notifier)
+    notifier.watch("loose", "insert", primary_keys=["id"], durable=True).backfill("loose")
+    with pytest.raises(SQLNotifyConfigurationError, match="needs the watch's key columns"):
+        notifier.start()
+    assert not notifier.is_running
