@@ -47,6 +47,7 @@ from .sql import (
     MARKER,
     MAX_IDENTIFIER,
     MAX_PAYLOAD,
+    NO_JIT,
     NOTIFY_SQL,
     QUEUE_USAGE_SQL,
     REVOKE_FUNCTION_SQL,
@@ -232,6 +233,8 @@ class PostgresDialect(Dialect):
     def function_sql(self, watch: Watch) -> str:
         body = dollar_quote(self.function_body(watch))
         security = DEFINER if self.definer(watch) else ""
+        if self.statement_level(watch):
+            security += NO_JIT
         return FUNCTION_SQL.format(function=self.function_ref(watch), security=security, body=body)
 
     def function_body(self, watch: Watch) -> str:

@@ -119,6 +119,11 @@ DECLARE
 # (a trigger's function is checked when the trigger is created, not when it
 # fires).
 DEFINER = "\nSECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+# A per-statement trigger's query over the transition tables has no
+# statistics to plan with: a join on row numbers is estimated far above its
+# size, and JIT compilation (tens of milliseconds) would cost more than the
+# query.  The setting applies while the function runs.
+NO_JIT = "\nSET jit = off"
 
 # A durable watch appends the event to the journal in the writer's
 # transaction and sends a wake-up; the listener reads the journal.
@@ -159,6 +164,8 @@ END;
 # values (see sqlnotify._payload, "rows"), all of them aggregated in the
 # transition table's order (UPDATE: its pairing's), and cut into slices of
 # ``per`` rows, so that ``per`` rows of the widest width fit in {budget} bytes.
+# The rows reach array_agg in the order of the fenced subquery (an UPDATE's
+# pairs come out of their merge join in that order already: no second sort).
 # One query, no loop over rows: the loop runs once per notification.  The
 # element text is built below an ``OFFSET 0`` fence, so it is computed once,
 # not again for its width.  When a row does not fit (wider than {fits} bytes:
@@ -167,7 +174,8 @@ END;
 # notification each, and a row over the limit goes through the oversize branch
 # (the overflow table, or its keys).  If the trigger cannot build its rows
 # (the table changed under the watch), the statement's write stands and one
-# event says so ("lost", "err").
+# event says so ("lost", "err").  The slices are cut below a fence too, so
+# that the sort by slice never carries the whole array.
 STATEMENT_BODY = """
 DECLARE
     payload text;
@@ -176,17 +184,18 @@ BEGIN
     BEGIN
         FOR part IN
             WITH s AS (
-                SELECT array_agg(x.e{order_x}) AS items, max(octet_length(x.e)) AS widest
-                FROM (SELECT {element} AS e{ordinal}
-                      FROM {source}{where} OFFSET 0) x
+                SELECT array_agg(x.e) AS items, max(octet_length(x.e)) AS widest
+                FROM (SELECT {element} AS e
+                      FROM {source}{where}{order_x} OFFSET 0) x
             )
-            (SELECT '{{"ts":' || extract(epoch from clock_timestamp()) || ',"rows":['
-                    || array_to_string(s.items[k * c.per + 1 : k * c.per + c.per], ',')
-                    || ']}}' AS payload, NULL::text AS keys
-             FROM s, LATERAL (SELECT ({budget} + 1) / (s.widest + 1) AS per) c,
-                  generate_series(0, (cardinality(s.items) - 1) / c.per) AS k
-             WHERE s.widest <= {fits}
-             ORDER BY k)
+            (SELECT t.payload, NULL::text AS keys
+             FROM (SELECT k, '{{"ts":' || extract(epoch from clock_timestamp()) || ',"rows":['
+                             || array_to_string(s.items[k * c.per + 1 : k * c.per + c.per], ',')
+                             || ']}}' AS payload
+                   FROM s, LATERAL (SELECT ({budget} + 1) / (s.widest + 1) AS per) c,
+                        generate_series(0, (cardinality(s.items) - 1) / c.per) AS k
+                   WHERE s.widest <= {fits} OFFSET 0) t
+             ORDER BY t.k)
             UNION ALL
             (SELECT y.p, CASE WHEN octet_length(y.p) > {limit} THEN y.k END
              FROM (SELECT '{{"ts":' || extract(epoch from clock_timestamp())

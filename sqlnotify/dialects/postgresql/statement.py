@@ -156,7 +156,7 @@ def notify_body(watch: Watch, condition: str | None, oversize: Callable[[str], s
     return STATEMENT_BODY.format(
         element=STATEMENT_ELEMENT_SQL.format(values=items),
         ordinal=ordinal,
-        order_x=order.format(ref="x."),
+        order_x=order.format(ref=""),
         order_y=order.format(ref="y."),
         source=_source(watch),
         where=_where(watch, condition),
