@@ -239,10 +239,12 @@ def _trigger_kinds(engine: sa.Engine, table: str) -> dict[str, tuple[bool, str]]
 def test_mode_is_part_of_the_spec(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
     table = keyed_table("item", sa.Column("note", sa.Text))
     table.create(pg_schema_engine)
+
     def make(per_statement: bool) -> Notifier:
         return Notifier(pg_schema_engine).watch(
             table, "update", include_old=True, per_statement=per_statement
         )
+
     rows, stmts = make(False), make(True)
     notifiers += [rows, stmts]
     rows.install()
