@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
@@ -154,8 +154,23 @@ def test_rows_too_large_for_a_notification(
     pair.check({("delete", None): 100})
 
 
+@pytest.mark.parametrize(
+    "count, note, sql, most",
+    [
+        (10_000, lambda i: f"note {i}", "'note ' || g", 100),
+        # Rows of 0 to 3,000 bytes: sliced by the widest, each notification within the limit.
+        (300, lambda i: "m" * (i * 37 % 3000), "repeat('m', g * 37 % 3000)", 300),
+    ],
+    ids=["narrow", "mixed-widths"],
+)
 def test_statement_rows_share_notifications(
-    pg_schema_engine: sa.Engine, notifiers: list[Notifier], pg_url: str
+    pg_schema_engine: sa.Engine,
+    notifiers: list[Notifier],
+    pg_url: str,
+    count: int,
+    note: Callable[[int], str],
+    sql: str,
+    most: int,
 ) -> None:
     table = keyed_table("item", sa.Column("note", sa.Text))
     table.create(pg_schema_engine)
@@ -170,15 +185,16 @@ def test_statement_rows_share_notifications(
         conn.cursor().execute(f'LISTEN "{n.watches[0].channel}"')
         _run(
             pg_schema_engine,
-            "INSERT INTO item SELECT g, 'note ' || g FROM generate_series(1, 10000) g",
+            f"INSERT INTO item SELECT g, {sql} FROM generate_series(1, :n) g",
+            n=count,
         )
-        payloads = list(_notifications(conn, 10000))
+        payloads = list(_notifications(conn, count))
     finally:
         conn.close()
-    assert 10 < len(payloads) < 100
+    assert len(payloads) < most
     assert all(len(p.encode()) <= 7999 for p in payloads)
     rows = [row for p in payloads for row in json.loads(p)["rows"]]
-    assert rows == [[i, f"note {i}"] for i in range(1, 10001)]
+    assert rows == [[i, note(i)] for i in range(1, count + 1)]
 
 
 def _notifications(conn: Any, rows: int) -> Iterator[str]:
@@ -286,3 +302,23 @@ def test_refused(pg_schema_engine: sa.Engine, column: str, operation: str, messa
     table.create(pg_schema_engine)
     with pytest.raises(SQLNotifyConfigurationError, match=message):
         Notifier(pg_schema_engine).watch(table, operation, per_statement=True).install()
+
+
+def test_a_statement_the_trigger_cannot_read_still_writes(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = keyed_table("item", sa.Column("note", sa.Text))
+    table.create(pg_schema_engine)
+    n = Notifier(pg_schema_engine).watch(
+        table, "insert", extra_columns=["note"], per_statement=True
+    )
+    notifiers.append(n)
+    recorder = EventRecorder()
+    n.subscribe(table, "insert")(recorder)
+    n.start()
+    _run(pg_schema_engine, "ALTER TABLE item RENAME COLUMN note TO memo")
+    _run(pg_schema_engine, "INSERT INTO item SELECT g, 'x' FROM generate_series(1, 3) g")
+    (event,) = recorder.wait_for(1, timeout=TIMEOUT)
+    assert event.status == "lost" and event.row == {}
+    with pg_schema_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM item")).scalar_one() == 3
