@@ -159,6 +159,22 @@ BEGIN
 END;
 """
 
+# A plain per-statement watch: the statement's rows as JSON arrays, aggregated
+# in order and sliced ``per`` rows a notification; a statement with a row
+# wider than {fits} goes row by row (see .statement, which explains each part).
+STATEMENT_BODY = """
+BEGIN
+    INSERT INTO {journal} (channel, payload)
+    SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
+                                        'row', json_build_object({row}){update})::text
+    FROM {source}{where}{order};
+    IF FOUND THEN
+        PERFORM pg_notify({channel}, {wake});
+    END IF;
+    RETURN NULL;
+END;
+"""
+
 # A plain per-statement watch sends the statement's rows in as few
 # notifications as the widest row allows: each row is a JSON array of its
 # values (see sqlnotify._payload, "rows"), all of them aggregated in the
@@ -244,11 +260,8 @@ EPOCH_WIDTH = len("1764657000.123456")
 
 # The rows of a statement: its transition table as ``r`` ...
 STATEMENT_ROWS_SQL = "{rows} r"
-# ... and for an UPDATE, each new row ``r`` with its old version ``o``.
-# PostgreSQL appends a row's old and new versions to the two transition tables
-# together, so the rows at the same position are one row: they are paired by
-# position, which also pairs the rows whose key the UPDATE changed (a join on
-# the key would miss them, and mispair keys swapped between rows).
+# ... and for an UPDATE, each new row ``r`` with its old version ``o``, paired
+# by their position in the two transition tables (see .statement).
 STATEMENT_PAIRS_SQL = """(SELECT o.*, row_number() OVER () AS {n} FROM {old} o) o
                       JOIN (SELECT r.*, row_number() OVER () AS {n} FROM {rows} r) r
                       USING ({n})"""

@@ -5,18 +5,35 @@ with ``pg_journal_per_statement=True``) gets an ``AFTER ... FOR EACH
 STATEMENT`` trigger whose function reads the statement's rows from its
 transition tables (``REFERENCING NEW TABLE AS ...``) in one query:
 
-* a plain watch sends them many to a notification (``"rows"`` in
-  :mod:`sqlnotify._payload`), a row that cannot share one as a row trigger
-  would send it (:data:`.sql.STATEMENT_BODY` says how it cuts);
+* a plain watch sends them many to a notification (:data:`.sql.STATEMENT_BODY`):
+  each row is a JSON array of its values (``"rows"`` in
+  :mod:`sqlnotify._payload`), all of them aggregated in order, and cut into
+  slices of ``per`` rows, so that ``per`` rows as wide as the widest fit in
+  :data:`.sql.STATEMENT_BUDGET` bytes.  One query, no loop over rows: the
+  loop runs once per notification.  Each row's text is built below an
+  ``OFFSET 0`` fence, so it is computed once, not again for its width; the
+  slices are cut below one too, so that sorting them never carries the whole
+  array.  When a row is too wide (it would not share a notification, or
+  would not travel whole row by row: :func:`row_overhead`), every row of the
+  statement is sent as a row trigger would send it, one notification each,
+  and a row over the limit takes the oversize branch (the overflow table, or
+  its keys).  If the trigger cannot build its rows (the table changed under
+  the watch), the write stands and one event says so (``lost``, ``err``);
 * a durable watch journals them with one ``INSERT ... SELECT``, one journal
   row per changed row, as a row trigger would.
 
-An UPDATE pairs each new row with its old version by position in the two
-transition tables (:data:`.sql.STATEMENT_PAIRS_SQL`), which gives
-``changed_columns``, ``old`` and the ``trigger_columns`` test.  ``where=``
+An UPDATE pairs each new row with its old version by their position in the
+two transition tables (:data:`.sql.STATEMENT_PAIRS_SQL`): PostgreSQL appends
+a row's old and new versions to them together, so the rows at one position
+are one row, also when the UPDATE changed its key (a join on the key would
+miss those, and mispair keys swapped between rows).  The pairs come out of
+their merge join in position order, which the aggregate keeps.  That gives
+``changed_columns``, ``old`` and the ``trigger_columns`` test; ``where=``
 filters the rows in the same query.  Events come in the transition tables'
 order: the order in which the statement changed the rows, the order of row
-triggers.
+triggers.  The query has no statistics to plan with (its join is estimated
+far above its size), so the function turns JIT compilation off
+(:data:`.sql.NO_JIT`).
 """
 
 from __future__ import annotations
