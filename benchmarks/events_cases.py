@@ -1,7 +1,7 @@
 """PostgreSQL cases of richer events: a server-side condition, and ``include_old``.
 
 Both measure what the writer pays, single-row statements each in its own
-transaction, nobody listening, the tables interleaved round by round so
+transaction, nobody listening, the tables taking turns statement by statement so
 drift hits all of them alike.
 """
 
@@ -47,22 +47,29 @@ def _run(ctx: Context, sql: str) -> None:
 def _interleaved(
     ctx: Context, tables: dict[str, str], statement: str, rows: int
 ) -> dict[str, float]:
-    """Microseconds per single-row ``statement`` (``{table}``, ``%s`` = i) on each table."""
+    """Microseconds per single-row ``statement`` (``{table}``, ``%s`` = i) on each table.
+
+    The tables take turns statement by statement (the order reversed every
+    other row), so a slow commit flush or a burst of load elsewhere lands on
+    all of them alike instead of on whichever block of rows it hit.
+    """
     schema = _schema(ctx)
     rounds = ctx.count(10, 2)
     spent = dict.fromkeys(tables, 0.0)
+    sqls = [
+        (variant, statement.format(table=f'"{schema}".{table}'))
+        for variant, table in tables.items()
+    ]
     conn = pg_connect(_url(ctx))
     try:
         with conn.cursor() as cur:
             for r in range(rounds):
-                order = list(tables.items())
-                order = order[r % len(order) :] + order[: r % len(order)]
-                for variant, table in order:
-                    sql = statement.format(table=f'"{schema}".{table}')
-                    start = time.perf_counter()
-                    for i in range(rows):
+                for i in range(rows):
+                    order = sqls if (r * rows + i) % 2 else sqls[::-1]
+                    for variant, sql in order:
+                        start = time.perf_counter()
                         cur.execute(sql, (i,))
-                    spent[variant] += time.perf_counter() - start
+                        spent[variant] += time.perf_counter() - start
     finally:
         conn.close()
     return {variant: spent[variant] * 1e6 / (rounds * rows) for variant in tables}

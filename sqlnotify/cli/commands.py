@@ -251,6 +251,32 @@ _app_option = click.option(
     is_flag=True,
     help="Leave the triggers this command installed in place when it stops.",
 )
+@click.option(
+    "--durable",
+    is_flag=True,
+    help="Durable watches: events go through the journal, none lost while the listener reconnects.",
+)
+@click.option(
+    "--consumer",
+    default=None,
+    metavar="NAME",
+    help="A named consumer of durable watches (implies --durable): a restart resumes where"
+    " NAME left off.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    metavar="SECONDS",
+    help="PostgreSQL poll mode (implies --durable): no LISTEN, the journal read at most"
+    " SECONDS apart; works through a transaction pooler.",
+)
+@click.option(
+    "--journal-schema",
+    default=None,
+    metavar="SCHEMA",
+    help="Schema of the journal tables of durable watches (default: the default schema).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log sqlnotify's informational messages.")
 def listen(
     url: str,
@@ -259,6 +285,10 @@ def listen(
     label: str | None,
     overflow_table: bool,
     keep_triggers: bool,
+    durable: bool,
+    consumer: str | None,
+    poll: float | None,
+    journal_schema: str | None,
     verbose: bool,
 ) -> None:
     """Print every change of the given tables as one JSON line, until Ctrl-C.
@@ -273,19 +303,29 @@ def listen(
     are; the ones this command installs are removed when it stops, unless a
     notifier started using them meanwhile (or was seen using them within its
     grace period): those stay.
+
+    --durable, --consumer and --poll read PostgreSQL's events from the
+    journal (SQLite's always are): with --consumer, a restart resumes after
+    the last event printed; with --poll, through a transaction pooler.
     """
     _log_to_stderr(verbose)
     parsed = _parse_targets(targets)
     extra = [c.strip() for c in columns.split(",") if c.strip()]
     engine = _open(url)
     with _readable_errors():
-        notifier = Notifier(engine, revoke_on_model_change=False)
+        options: dict[str, Any] = {}
+        if poll is not None:
+            options = {"pg_listen": False, "pg_poll_interval": poll}
+        if journal_schema is not None:
+            options["journal_schema"] = journal_schema
+        notifier = Notifier(engine, revoke_on_model_change=False, consumer=consumer, **options)
         notifier._advice = {
             "keep_outdated": "sqlnotify listen uses installed triggers as they are; `sqlnotify"
             " install --app module:notifier`, or a restart of the application that declares"
             " them, updates them",
             "overflow_table": "the --overflow-table flag",
         }
+    durable = durable or consumer is not None or poll is not None
     stop = threading.Event()
     out = sys.stdout
 
@@ -312,6 +352,7 @@ def listen(
                         extra_columns=extra or None,
                         channel_label=label,
                         use_overflow_table=overflow_table,
+                        durable=durable,
                     )
                     notifier.subscribe(table, op, channel_label=label)(emit)
             notifier.start()

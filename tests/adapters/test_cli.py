@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from support.cli import APP, TIMEOUT, Running, assert_one_line_error, cli_env, run
 from support.pg import triggers
+from support.pgbouncer import Bouncer, bouncer_fixture  # noqa: F401
 
 from sqlnotify import Notifier
 from sqlnotify.cli import main
@@ -327,3 +328,39 @@ def test_app_is_required() -> None:
     result = run("install")
     assert result.returncode == 2
     assert "--app" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.postgresql
+def test_listen_polls_through_a_transaction_pooler_and_resumes_its_consumer(
+    bouncer: Bouncer, pg_engine: sa.Engine, schema: str, orders: str
+) -> None:
+    pooled = bouncer.url().render_as_string(hide_password=False)
+    args = ["listen", pooled, f"{orders}:insert", "--consumer", "cli", "--poll", "0.05"]
+    args += ["--journal-schema", schema]
+    # LISTEN cannot work through it: without --poll the command says so.
+    refused = run(*args[:3], "--durable", "--journal-schema", schema)
+    assert refused.returncode != 0
+    assert "pooler" in refused.stderr and "poll mode" in refused.stderr
+
+    def insert(*items: str) -> None:
+        with pg_engine.begin() as conn:
+            for item in items:
+                conn.exec_driver_sql(f"INSERT INTO {orders} (item) VALUES (%s)", (item,))
+
+    proc = Running(*args)
+    try:
+        proc.wait_stderr("listening")
+        insert("tea", "jam")
+        first = proc.json_lines(2)
+    finally:
+        assert proc.stop(signal.SIGTERM) == 0, proc.err_lines
+    insert("bread")  # while no one reads: the consumer resumes from its position
+    proc = Running(*args)
+    try:
+        proc.wait_stderr("listening")
+        insert("milk")
+        second = proc.json_lines(2)
+    finally:
+        assert proc.stop(signal.SIGTERM) == 0, proc.err_lines
+    assert [x["id"] for x in first] == [1, 2]
+    assert [x["id"] for x in second] == [3, 4]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -14,11 +15,12 @@ from support.pgbouncer import Bouncer, bouncer_fixture, pgbouncer_binary, pooled
 from support.watching import make_table
 
 from sqlnotify import Notifier
+from sqlnotify.dialects.base import SourceDisconnected
 from sqlnotify.dialects.postgresql import PostgresJournal, listener_dsn
-from sqlnotify.dialects.postgresql.ownership import channel_lock
+from sqlnotify.dialects.postgresql.ownership import BlockerWatch, channel_lock
 from sqlnotify.dialects.postgresql.poll import PollSource
 from sqlnotify.exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
-from sqlnotify.testing import EventRecorder
+from sqlnotify.testing import EventRecorder, wait_until
 
 
 def _journal_rows(engine: sa.Engine, schema: str) -> int:
@@ -223,3 +225,118 @@ def test_poll_source_paces_its_reads(pg_url: str) -> None:
         source.close()
         os.close(r)
         os.close(w)
+
+
+def test_poll_mode_runs_one_consumer_name_in_one_process(
+    pooled_engine: sa.Engine, pg_engine: sa.Engine, schema: str, notifiers: list[Notifier]
+) -> None:
+    # No session lock survives a transaction pooler: poll mode holds a lease row.
+    table = make_table(pg_engine, schema=schema)
+    first = _poller(pooled_engine, table, schema, consumer="billing")
+    rec = _started(first, table, notifiers)
+    second = _poller(pooled_engine, table, schema, consumer="billing")
+    notifiers.append(second)
+    with pytest.raises(SQLNotifyListenerError, match="'billing' is already active") as info:
+        second.start(timeout=30)
+    assert f":{os.getpid()}:" in str(info.value)  # names the holder: host, process, token
+    other = _poller(pooled_engine, table, schema, consumer="audit")  # another name is free
+    rec_other = _started(other, table, notifiers)
+    insert(pooled_engine, table, range(1, 4))
+    assert [e.id for e in rec.wait_for(3, timeout=20)] == [1, 2, 3]
+    assert [e.id for e in rec_other.wait_for(3, timeout=20)] == [1, 2, 3]
+    first.stop()  # lets go of the lease at once
+    third = _poller(pooled_engine, table, schema, consumer="billing")
+    rec3 = _started(third, table, notifiers)
+    insert(pooled_engine, table, [4])
+    assert [e.id for e in rec3.wait_for(1, timeout=20)] == [4]
+
+
+def test_poll_lease_of_a_silent_holder_expires_and_the_holder_finds_out(
+    pg_url: str, pg_engine: sa.Engine, schema: str
+) -> None:
+    dsn = listener_dsn(sa.make_url(pg_url))
+    PostgresJournal(dsn, schema, pooled=True).ensure()
+    lease = (f'"{schema}".sqlnotify_leases', "reports")
+    stop = threading.Event()
+
+    def source() -> PollSource:
+        return PollSource(
+            dsn, ["c"], wake_payload="w", interval=0.1, min_interval=0.01, stop=stop, lease=lease
+        )
+
+    holder = source()
+    late = None
+    r, w = os.pipe()
+    try:
+        with pytest.raises(SQLNotifyListenerError, match="'reports' is already active"):
+            source()
+        # The holder stops renewing (a frozen or killed process): its lease runs out.
+        with pg_engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE \"{schema}\".sqlnotify_leases SET expires = now() - interval '1 s'"
+            )
+        late = source()
+        holder.ALIVE_INTERVAL = 0.0  # its next wait renews, and finds the lease taken
+        with pytest.raises(SourceDisconnected, match="'reports' is already active"):
+            holder.wait(1.0, r)
+        assert late.wait(1.0, r)  # the new holder reads on
+    finally:
+        holder.close()  # releases nothing of the new holder's
+        with pg_engine.connect() as conn:
+            held = conn.exec_driver_sql(
+                f'SELECT holder FROM "{schema}".sqlnotify_leases WHERE name = %s', ("reports",)
+            ).scalar_one_or_none()
+        if late is not None:
+            assert held == late.holder
+            late.close()
+        os.close(r)
+        os.close(w)
+    with pg_engine.connect() as conn:
+        assert (
+            conn.exec_driver_sql(f'SELECT count(*) FROM "{schema}".sqlnotify_leases').scalar_one()
+            == 0
+        )
+
+
+def test_lock_blocker_report_leaves_no_setting_on_pooled_sessions(
+    bouncer: Bouncer, pg_engine: sa.Engine, schema: str
+) -> None:
+    # The report asks the server who blocks an install with a statement timeout
+    # of its own: through a transaction pooler, a session-level SET would stay
+    # on a server session that other clients get next.
+    table = make_table(pg_engine, schema=schema)
+    holder = pg_engine.connect()
+    holder.exec_driver_sql(f'LOCK TABLE "{schema}"."{table.name}" IN ACCESS EXCLUSIVE MODE')
+    holder_pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    waiter = pg_engine.connect()
+    waiter_pid = waiter.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    waiter.commit()
+    waiting = threading.Thread(
+        target=waiter.exec_driver_sql,
+        args=(f'LOCK TABLE "{schema}"."{table.name}" IN SHARE MODE',),
+        name="test-waiter",
+    )
+    waiting.start()
+    watch = BlockerWatch(listener_dsn(bouncer.url()), waiter_pid, 0.02, logging.getLogger(__name__))
+    try:
+        wait_until(lambda: watch.blockers, 10, "the report to name the blocker")
+    finally:
+        blockers = watch.stop()
+        holder.rollback()
+        waiting.join(10)
+        waiter.rollback()
+        holder.close()
+        waiter.close()
+    assert [b["pid"] for b in blockers] == [holder_pid]
+    # Every server session of the pool (4), each held by one open transaction.
+    engine = sa.create_engine(bouncer.url(), pool_size=4, max_overflow=0)
+    conns = [engine.connect() for _ in range(4)]
+    try:
+        pids = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in conns}
+        timeouts = {c.exec_driver_sql("SHOW statement_timeout").scalar_one() for c in conns}
+    finally:
+        for c in conns:
+            c.close()
+        engine.dispose()
+    assert len(pids) == 4
+    assert timeouts == {"0"}

@@ -44,6 +44,7 @@ from .sql import (
     FUNCTION_SQL,
     INSTALL_LOCK_KEY,
     JOURNAL_TABLE,
+    LEASES_TABLE,
     MARKER,
     MAX_IDENTIFIER,
     MAX_PAYLOAD,
@@ -373,9 +374,8 @@ class PostgresDialect(Dialect):
     def _set_consumer_lock(self, key: int, consumer: str) -> None:
         # Taken by the listener's own session, so it lives exactly as long as
         # the connection that reads for the consumer.  A transaction pooler
-        # keeps no session lock: poll mode takes none (see docs/poolers.rst).
-        if self.listen:
-            self.consumer_lock = (key, consumer)
+        # keeps no session lock: poll mode's source holds a lease row instead.
+        self.consumer_lock = (key, consumer)
 
     def check_names(self, watch: Watch) -> None:
         """Refuse names PostgreSQL would silently truncate (it keeps 63 bytes) or rejects."""
@@ -522,6 +522,7 @@ class PostgresDialect(Dialect):
                 interval=self.poll_interval,
                 min_interval=min(POLL_MIN_INTERVAL, self.poll_interval),
                 stop=stop,
+                lease=self._lease(),
             )
         return PostgresSource(
             self.dsn,
@@ -531,6 +532,12 @@ class PostgresDialect(Dialect):
             lock=self.consumer_lock,
             channel_locks=[channel_lock(c) for c in channels],
         )
+
+    def _lease(self) -> tuple[str, str] | None:
+        """Poll mode's lease on the named consumer: (qualified leases table, name)."""
+        if self.consumer_lock is None:
+            return None
+        return qualified(self.journal_schema_name(), LEASES_TABLE), self.consumer_lock[1]
 
     def attach(self, wake: Callable[[], None]) -> None:
         """Poll mode: a commit of the notifier's own engine makes the poller read at once."""

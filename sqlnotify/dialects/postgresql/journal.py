@@ -37,6 +37,7 @@ from .sql import (
     JOURNAL_LOCK_TIMEOUT_SQL,
     JOURNAL_PRUNE_SQL,
     JOURNAL_TABLE,
+    LEASES_TABLE,
     LOAD_SQL,
     MIGRATE_SQL,
     PARAM_XACT_LOCK_SQL,
@@ -239,7 +240,7 @@ class PostgresJournal:
     def _columns(self, cur: Any) -> dict[str, set[str]]:
         cur.execute(CURRENT_SCHEMA_SQL)
         schema = self.schema or cur.fetchone()[0]
-        cur.execute(COLUMNS_SQL, (schema, JOURNAL_TABLE, CONSUMERS_TABLE))
+        cur.execute(COLUMNS_SQL, (schema, [JOURNAL_TABLE, CONSUMERS_TABLE, LEASES_TABLE]))
         found: dict[str, set[str]] = {}
         for table, column in cur.fetchall():
             found.setdefault(table, set()).add(column)
@@ -248,12 +249,14 @@ class PostgresJournal:
     def ensure(self) -> None:
         """Create the tables if missing, and bring a consumers table of the
         first format to this one (under the installation lock, like the
-        triggers).  Tables already in place need no CREATE privilege."""
+        triggers).  Tables already in place need no CREATE privilege; poll
+        mode also needs the leases table (journals made before it had none)."""
 
         def q(cur: Any) -> None:
             found = self._columns(cur)
             consumers = found.get(CONSUMERS_TABLE, set())
-            if JOURNAL_TABLE in found and "snapshot" in consumers:
+            leases = LEASES_TABLE in found or not self.pooled
+            if JOURNAL_TABLE in found and "snapshot" in consumers and leases:
                 return
             cur.execute("BEGIN")
             try:

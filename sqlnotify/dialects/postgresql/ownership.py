@@ -116,11 +116,11 @@ class BlockerWatch:
             while not self._stop.wait(self._interval):
                 if conn is None:
                     conn = psycopg2.connect(**{**self._dsn, "connect_timeout": "5"})
-                    conn.autocommit = True
-                with conn.cursor() as cur:
+                with conn.cursor() as cur:  # one transaction: the timeout is LOCAL to it
                     cur.execute(BLOCKERS_TIMEOUT_SQL)
                     cur.execute(BLOCKERS_SQL, (self._pid,))
                     rows = cur.fetchall()
+                conn.rollback()
                 if rows:
                     keys = ("pid", "application_name", "state", "xact_age", "query")
                     self.blockers = [dict(zip(keys, row, strict=True)) for row in rows]

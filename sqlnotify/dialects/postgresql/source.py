@@ -34,6 +34,7 @@ __all__ = ["PostgresSource"]
 #: While connecting, check this often whether the listener is stopping.
 STOP_CHECK = 0.2
 
+
 def _connect_error(exc: BaseException) -> SQLNotifyListenerError:
     return refused_by_pgbouncer(exc) or SQLNotifyListenerError(
         f"cannot connect the listener: {exc}"

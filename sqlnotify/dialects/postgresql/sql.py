@@ -41,6 +41,9 @@ TRANSITION_TABLE = "sqlnotify_rows"
 OLD_TRANSITION_TABLE = "sqlnotify_old"
 JOURNAL_TABLE = "sqlnotify_journal"
 CONSUMERS_TABLE = "sqlnotify_consumers"
+#: Name of the table of poll mode's consumer leases (a session lock does not
+#: survive a transaction pooler), beside the journal.
+LEASES_TABLE = "sqlnotify_leases"
 #: Name of the overflow table, created in the watched table's schema.
 OVERFLOW_TABLE = "sqlnotify_overflow"
 REGISTRY_TABLE = "sqlnotify_users"
@@ -390,6 +393,26 @@ CREATE TABLE IF NOT EXISTS {consumers} (
     updated timestamptz NOT NULL DEFAULT now()
 )"""
 
+LEASES_DDL = """\
+CREATE TABLE IF NOT EXISTS {leases} (
+    name text PRIMARY KEY,
+    holder text NOT NULL,
+    expires timestamptz NOT NULL
+)"""
+
+# Poll mode's claim on a consumer name: taken when free, expired, or already
+# ours; renewed by the same statement.  No row back: another holder has it.
+LEASE_TAKE_SQL = """\
+INSERT INTO {leases} AS l (name, holder, expires)
+VALUES (%(name)s, %(holder)s, clock_timestamp() + make_interval(secs => %(ttl)s))
+ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires = EXCLUDED.expires
+WHERE l.holder = EXCLUDED.holder OR l.expires < clock_timestamp()
+RETURNING holder"""
+LEASE_HOLDER_SQL = """\
+SELECT holder, extract(epoch from expires - clock_timestamp())::float8
+FROM {leases} WHERE name = %s"""
+LEASE_RELEASE_SQL = "DELETE FROM {leases} WHERE name = %s AND holder = %s"
+
 # Consumers tables of the first format kept one row key ``(xid, id)``: every
 # row before it in key order was consumed, and all of them were below the
 # reader's horizon (finished).  That is the window position "everything
@@ -409,7 +432,7 @@ COLUMNS_SQL = """\
 SELECT c.relname, a.attname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname = %s AND c.relname IN (%s, %s)"""
+WHERE n.nspname = %s AND c.relname = ANY(%s)"""
 
 # One statement: the window's end snapshot (the current one, or the one a
 # partly read window had) and its rows after ``after`` in id order.  The
@@ -580,7 +603,9 @@ BLOCKERS_SQL = """\
 SELECT pid, application_name, state, extract(epoch from now() - xact_start)::float8,
        left(query, 300)
 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid"""
-BLOCKERS_TIMEOUT_SQL = "SET statement_timeout = 5000"
+# Inside the report's own transaction: behind a transaction pooler a session
+# setting would stay on a server session that other clients get next.
+BLOCKERS_TIMEOUT_SQL = "SET LOCAL statement_timeout = 5000"
 
 
 # -- filling the shared templates ------------------------------------------------------
@@ -662,11 +687,12 @@ def values(watch: Watch, columns: Sequence[str], ref: str) -> str:
 
 
 def journal_ddl(schema: str | None) -> str:
-    """The statements creating the journal and consumers tables (idempotent)."""
+    """The statements creating the journal, consumers and leases tables (idempotent)."""
     return ";\n".join(
         [
             JOURNAL_DDL.format(journal=qualified(schema, JOURNAL_TABLE)),
             CONSUMERS_DDL.format(consumers=qualified(schema, CONSUMERS_TABLE)),
+            LEASES_DDL.format(leases=qualified(schema, LEASES_TABLE)),
         ]
     )
 
