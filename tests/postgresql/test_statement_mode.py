@@ -70,16 +70,22 @@ class Pair:
                 n.subscribe(table, op, channel_label=label)(recs[(op, label)])
             n.start()
 
-    def check(self, expected: dict[tuple[str, str | None], int]) -> None:
-        """Wait for ``expected`` events of each watch on both sides; compare them."""
+    def check(self, expected: dict[tuple[str, str | None], int]) -> list[ChangeEvent]:
+        """Wait for ``expected`` events of each watch on both sides; compare them.
+
+        Returns the statement mode's events, all watches' in turn.
+        """
+        got = []
         for key, count in expected.items():
             rows, stmts = (self.recorders[s][key] for s in (False, True))
             rows.wait_for(count, timeout=TIMEOUT)
             stmts.wait_for(count, timeout=TIMEOUT)
             assert len(rows) == len(stmts) == count, key
             assert [_plain(e) for e in stmts.events] == [_plain(e) for e in rows.events], key
+            got += stmts.events
             rows.clear()
             stmts.clear()
+        return got
 
 
 def _plain(event: ChangeEvent) -> dict[str, Any]:
@@ -129,24 +135,42 @@ def test_same_events_as_row_triggers(
     pair.check({("delete", None): sum(1 for i in g if i % 10 + 1 != 4)})
 
 
+#: The row trigger's payload of the insert watch for ids 1 to 9, all but the note.
+EDGE = 7999 - len(
+    '{"ts":1796193033.650454,"row":{"id" : 1, "a" : 1, "b" : "b1", "amount" : "1.25",'
+    ' "doc" : {"g" : 1}, "at" : "2026-01-01T00:01:00+00:00", "note" : ""}}'
+)
+INSERT_SQL = (
+    "INSERT INTO item SELECT g, g % 10, 'b' || g, g * 1.25, json_build_object('g', g),"
+    " timestamptz '2026-01-01 00:00+00' + g * interval '1 minute', {note}"
+    " FROM generate_series(:first, :last) g"
+)
+
+
+def test_rows_at_the_limit(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    """Rows whose row-trigger payload is 7,995 to 7,999 bytes travel whole, from 8,000 by key."""
+    table = typed_table(pg_schema_engine)
+    pair = Pair(pg_schema_engine, table, notifiers)
+    note = "repeat('w', :edge + g - 5)"
+    _run(pg_schema_engine, INSERT_SQL.format(note=note), first=1, last=5, edge=EDGE)
+    got = pair.check({("insert", None): 4})  # id 3 fails the watch's where=
+    assert [e.status for e in got] == ["complete"] * 4
+    _run(pg_schema_engine, INSERT_SQL.format(note=note), first=6, last=9, edge=EDGE)
+    got = pair.check({("insert", None): 4})
+    assert [e.status for e in got] == ["hydrated"] * 4
+
+
 @pytest.mark.parametrize("overflow", [False, True], ids=["by-key", "overflow-table"])
 def test_rows_too_large_for_a_notification(
     pg_schema_engine: sa.Engine, notifiers: list[Notifier], overflow: bool
 ) -> None:
     table = typed_table(pg_schema_engine)
     pair = Pair(pg_schema_engine, table, notifiers, use_overflow_table=overflow)
-    # The row trigger's payload for id 1..9 of the insert watch, all but "note".
-    base = len('{"ts":1796193033.650454,"row":{"id" : 1, "a" : 1, "b" : "b1", "amount" : "1.25",')
-    base += len(' "doc" : {"g" : 1}, "at" : "2026-01-01T00:01:00+00:00", "note" : ""}}')
-    _run(
-        pg_schema_engine,
-        "INSERT INTO item SELECT g, g % 10, 'b' || g, g * 1.25, json_build_object('g', g),"
-        " timestamptz '2026-01-01 00:00+00' + g * interval '1 minute',"
-        " CASE WHEN g < 10 THEN repeat('w', :edge + g - 5)"  # around the limit
+    note = (
+        "CASE WHEN g < 10 THEN repeat('w', :edge + g - 5)"  # around the limit
         " WHEN g % 10 = 0 THEN repeat('v', 9000) ELSE 'small' END"
-        " FROM generate_series(1, 100) g",
-        edge=7999 - base,
     )
+    _run(pg_schema_engine, INSERT_SQL.format(note=note), first=1, last=100, edge=EDGE)
     pair.check({("insert", None): 90})
     _run(pg_schema_engine, "UPDATE item SET a = a + 1, b = b || 'x' WHERE id % 2 = 0")
     pair.check({("update", None): 50, ("update", "trig"): 40})

@@ -257,7 +257,7 @@ STATEMENT_TRUNCATE_SQL = """payload := part.keys;
                 END IF;"""
 #: What a row of a multi-row notification takes at most: the limit less the
 #: notification's own text (``{"ts":...,"rows":[...]}``) with room to spare.
-STATEMENT_BUDGET = 7999 - 64
+STATEMENT_BUDGET = MAX_PAYLOAD - 64
 #: The width of ``extract(epoch from clock_timestamp())`` as text.
 EPOCH_WIDTH = len("1764657000.123456")
 
