@@ -440,6 +440,8 @@ class Delivery:
     def _decode_rows(self, route: Route, data: dict[str, Any], raw: str, at: float | None) -> None:
         """Deliver a multi-row payload's events in order (raises before any if malformed)."""
         for item in route.split(data):
+            if self.halt is not None and self.halt.halted:
+                return  # stop() returned: no receiver runs any more
             try:
                 event = route.decode(item)
             except Exception as exc:
@@ -448,7 +450,7 @@ class Delivery:
             self.stats.received += 1
             if at is not None and type(event._epoch) is float:
                 self.lags.append(at - event._epoch)
-            self.deliver(route, event)  # returns at once after stop()
+            self.deliver(route, event)
 
     def _decode_large(
         self,
