@@ -346,3 +346,28 @@ def test_a_statement_the_trigger_cannot_read_still_writes(
     assert event.status == "lost" and event.row == {}
     with pg_schema_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM item")).scalar_one() == 3
+
+
+def test_keys_swapped_between_rows(pg_schema_engine: sa.Engine, notifiers: list[Notifier]) -> None:
+    """The old and new rows pair by position: a join on the key would pair them crosswise."""
+    _run(
+        pg_schema_engine,
+        "CREATE TABLE item (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, note text);"
+        " INSERT INTO item VALUES (1, 'one'), (2, 'two')",
+    )
+    recorders = []
+    for per_statement in (False, True):
+        n = Notifier(pg_schema_engine).watch(
+            "item", "update", extra_columns=["note"], include_old=True, per_statement=per_statement
+        )
+        notifiers.append(n)
+        recorders.append(EventRecorder())
+        n.subscribe("item", "update")(recorders[-1])
+        n.start()
+    _run(pg_schema_engine, "UPDATE item SET id = 3 - id")
+    rows, stmts = (r.wait_for(2, timeout=TIMEOUT) for r in recorders)
+    assert [_plain(e) for e in stmts] == [_plain(e) for e in rows]
+    assert sorted((e.old["id"], e.id, e.extra_columns["note"]) for e in stmts) == [
+        (1, 2, "one"),
+        (2, 1, "two"),
+    ]
