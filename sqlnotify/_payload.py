@@ -23,13 +23,19 @@ key        what it holds                                               written b
 ``err``    the SQLSTATE of a trigger that could not build the row      trigger
 ``msg``    that error's message (may quote a value: logged at DEBUG)   trigger
 ``custom`` ``true``: sent by :meth:`Notifier.notify`, not by a trigger  notify()
+``rows``   several rows of one statement, in its order, instead of     per-statement
+           ``row`` (a list); each row is a list of its values in the   trigger
+           order of the watch's key and extra columns, and for an
+           UPDATE then its ``chg`` list, then with ``include_old``
+           its old values in the same order
 =========  ==========================================================  ============
 
 A payload of exactly ``ts`` and ``row`` (and for an UPDATE ``chg`` and
 ``old``, taken out first) is a complete row event, the common case the
-dispatcher decodes on its fastest path.  :func:`decode_json` reads
-one payload text;
-:func:`encode_custom` writes the payload of ``Notifier.notify()``.
+dispatcher decodes on its fastest path.  A payload of ``ts`` and ``rows``
+holds one such event per row: :func:`split_rows` makes their payloads.
+:func:`decode_json` reads one payload text; :func:`encode_custom` writes the
+payload of ``Notifier.notify()``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import functools
 import json
 import json.scanner
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .events import _json_default
@@ -54,12 +60,14 @@ __all__ = [
     "OVF",
     "POS",
     "ROW",
+    "ROWS",
     "TRUNC",
     "TS",
     "Notification",
     "RawNotification",
     "decode_json",
     "encode_custom",
+    "split_rows",
 ]
 
 TS = "ts"
@@ -73,6 +81,7 @@ MSG = "msg"
 CUSTOM = "custom"
 CHG = "chg"
 OLD = "old"
+ROWS = "rows"
 
 
 class Notification(NamedTuple):
@@ -111,6 +120,37 @@ def decode_json(text: str) -> Any:
     if end != len(text):
         return json.loads(text)
     return value
+
+
+def split_rows(
+    data: Mapping[str, Any], columns: Sequence[str], update: bool, old: bool
+) -> list[dict[str, Any]]:
+    """The single-row payloads (``ts``, ``row`` ...) of a ``rows`` payload, in order.
+
+    ``columns``: the watch's key and extra columns, the order of each row's
+    values; ``update``: each row then holds its ``chg`` list, and with ``old``
+    its old values.
+
+    :raises ValueError: when a row is not a list of that length.
+    """
+    rows = data[ROWS]
+    if type(rows) is not list:
+        raise ValueError(f"'rows' is a {type(rows).__name__}, not a list")
+    ts = data.get(TS)
+    width = len(columns)
+    size = width + (1 + (width if old else 0) if update else 0)
+    out = []
+    for values in rows:
+        if type(values) is not list or len(values) != size:
+            raise ValueError(f"a row of 'rows' is not a list of {size} values: {values!r}")
+        if not update:
+            out.append({TS: ts, ROW: dict(zip(columns, values, strict=True))})
+            continue
+        item = {TS: ts, ROW: dict(zip(columns, values[:width], strict=True)), CHG: values[width]}
+        if old:
+            item[OLD] = dict(zip(columns, values[width + 1 :], strict=True))
+        out.append(item)
+    return out
 
 
 def encode_custom(

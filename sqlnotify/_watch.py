@@ -18,6 +18,7 @@ from .events import Operation
 from .exceptions import SQLNotifyConfigurationError, SQLNotifyIdentifierSizeError
 
 __all__ = [
+    "PAIRING_COLUMN",
     "Watch",
     "WatchRequest",
     "describe_target",
@@ -25,6 +26,11 @@ __all__ = [
     "view_message",
     "why_not_installable",
 ]
+
+
+#: The column a per-statement UPDATE trigger numbers the rows of its transition
+#: tables in; a watched table may not have a column of that name.
+PAIRING_COLUMN = "sqlnotify_n"
 
 
 def describe_target(target: Any) -> str:
@@ -99,6 +105,7 @@ class WatchRequest:
     durable: bool = False
     where: Condition | None = None
     include_old: bool = False
+    per_statement: bool = False
 
     @classmethod
     def build(
@@ -113,6 +120,7 @@ class WatchRequest:
         durable: bool = False,
         where: Any = None,
         include_old: bool = False,
+        per_statement: bool = False,
     ) -> WatchRequest:
         op = Operation.coerce(operation)
         if op is Operation.SNAPSHOT:
@@ -136,6 +144,11 @@ class WatchRequest:
                 f"a TRUNCATE event has no row, so a TRUNCATE watch takes no extra_columns and"
                 f" no where= condition (watch of {describe_target(target)})"
             )
+        if per_statement and op is Operation.TRUNCATE:
+            raise SQLNotifyConfigurationError(
+                "per_statement applies to INSERT, UPDATE and DELETE; a TRUNCATE watch's"
+                f" trigger runs once per statement already (watch of {describe_target(target)})"
+            )
         keys = _names(primary_keys, "primary_keys")
         if keys is not None and not keys:
             raise SQLNotifyConfigurationError("primary_keys must name at least one column")
@@ -154,6 +167,7 @@ class WatchRequest:
             durable=bool(durable),
             where=None if where is None else _condition(where),
             include_old=bool(include_old),
+            per_statement=bool(per_statement),
         )
 
     @classmethod
@@ -174,6 +188,7 @@ class WatchRequest:
             bool(meta.get("durable", False)),
             Condition.from_record(meta["where"], meta.get("when")) if meta.get("where") else None,
             bool(meta.get("include_old", False)),
+            bool(meta.get("statement", False)),
         )
 
     def resolve(self, table: sa.Table, default_schema: str | None = None) -> Watch:
@@ -216,6 +231,12 @@ class WatchRequest:
         check(self.trigger_columns or (), "trigger_columns")
         if self.where is not None:
             self.where.check_columns(table, what)
+        if self.per_statement and PAIRING_COLUMN in cols:
+            raise SQLNotifyConfigurationError(
+                f"per_statement=True: {what} (table {table.fullname!r}) has a column named"
+                f" {PAIRING_COLUMN!r}, the name a per-statement trigger gives its own row"
+                " numbers; watch it row by row (per_statement=False)"
+            )
         schema = table.schema
         types = {name: cols[name].type for name in (*keys, *extras)}
         sender = self.target  # the model class, the Table, or the name as the user wrote it
@@ -235,6 +256,7 @@ class WatchRequest:
             default_schema=default_schema,
             condition=self.where,
             include_old=self.include_old,
+            per_statement=self.per_statement,
         )
 
 
@@ -259,6 +281,9 @@ class Watch:
     condition: Condition | None = None
     #: UPDATE: the old values of the payload columns travel too (``event.old``).
     include_old: bool = False
+    #: The trigger runs once per statement, over its transition tables
+    #: (PostgreSQL; the other databases fire row triggers whatever it says).
+    per_statement: bool = False
 
     @property
     def key(self) -> tuple[str | None, str, Operation, str | None]:
@@ -304,8 +329,9 @@ class Watch:
     def spec(self) -> dict[str, Any]:
         """Everything that shapes this watch's trigger and events (its channel hashes it).
 
-        ``where`` (the condition's key) and ``include_old`` are present only
-        when set, so watches without them keep their channels.
+        ``where`` (the condition's key), ``include_old`` and ``statement``
+        (``per_statement=True``) are present only when set, so watches
+        without them keep their channels.
         """
         spec: dict[str, Any] = {
             "schema": self.effective_schema,
@@ -322,6 +348,8 @@ class Watch:
             spec["where"] = self.condition.key
         if self.include_old:
             spec["include_old"] = True
+        if self.per_statement:
+            spec["statement"] = True
         return spec
 
     @property
@@ -356,6 +384,8 @@ class Watch:
             meta["where"] = self.condition.key
         if self.include_old:
             meta["include_old"] = True
+        if self.per_statement:
+            meta["statement"] = True
         return meta
 
     def named_objects(self) -> list[tuple[str, str]]:

@@ -291,6 +291,7 @@ class Notifier(Lifecycle):
         durable: bool = False,
         where: Any = None,
         include_old: bool = False,
+        per_statement: bool = False,
     ) -> Notifier:
         """Watch one operation on one table; return the notifier, so calls chain.
 
@@ -327,6 +328,13 @@ class Notifier(Lifecycle):
             values of the key and extra columns (:attr:`ChangeEvent.old`),
             typed like the new ones.  Every UPDATE event carries
             :attr:`ChangeEvent.changed_columns`.
+        :param per_statement: PostgreSQL: one trigger call per statement
+            instead of one per row.  It reads the statement's rows from its
+            transition tables and sends many rows per notification (a durable
+            watch journals them with one ``INSERT ... SELECT``); the events
+            are the same as row by row.  Cheaper for statements of many rows,
+            dearer for single rows: see :ref:`statement-mode`.  Part of the
+            watch's spec.  The other databases fire row triggers either way.
         :raises SQLNotifyConfigurationError: naming the model, column or label at fault.
         """
         request = WatchRequest.build(
@@ -340,6 +348,7 @@ class Notifier(Lifecycle):
             durable,
             where,
             include_old,
+            per_statement,
         )
         with self._lock:
             self._registry.add(model, request, self._running)

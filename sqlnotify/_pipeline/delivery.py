@@ -35,10 +35,12 @@ from .._payload import (
     OVF,
     POS,
     ROW,
+    ROWS,
     TRUNC,
     TS,
     RawNotification,
     decode_json,
+    split_rows,
 )
 from .._values import Converter, converter_for
 from .._watch import Watch
@@ -69,8 +71,10 @@ class Route:
         "_lock",
         "_receivers",
         "channel",
+        "columns",
         "converters",
         "keys",
+        "old",
         "op",
         "required",
         "schema",
@@ -94,6 +98,10 @@ class Route:
         self.required = () if watch.operation.value == "truncate" else watch.primary_keys
         #: UPDATE payloads carry ``chg`` (and ``old``): decoded apart.
         self.update = watch.operation.value == "update"
+        #: The order of a row's values in a multi-row payload (``rows``) ...
+        self.columns = watch.payload_columns
+        #: ... which then hold the old ones too.
+        self.old = self.update and watch.include_old
         conv: list[tuple[str, Converter]] = []
         for name, type_ in watch.column_types.items():
             fn = converter_for(type_, dialect)
@@ -179,6 +187,10 @@ class Route:
             custom=bool(data.get(CUSTOM)),
             status=status,
         )
+
+    def split(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """The single-row payloads of a multi-row payload (``rows``), in order."""
+        return split_rows(data, self.columns, self.update, self.old)
 
     def _decode_update(
         self, data: dict[str, Any], row: dict[str, Any], status: str | None, position: int | None
@@ -371,6 +383,9 @@ class Delivery:
                     # The rest of the batch takes the slower path, in order.
                     self._decode_large(route, data, n.payload, batch[index + 1 :], received_at)
                     return
+                if ROWS in data and type(data) is dict:
+                    self._decode_rows(route, data, n.payload, received_at)
+                    continue
                 event = route.decode(data)
             except Exception as exc:
                 self.undecodable(channel, exc, n.payload)
@@ -425,6 +440,21 @@ class Delivery:
                 self.incomplete(route, event, data.get(ERR), data.get(MSG))
             deliver(route, event)
 
+    def _decode_rows(self, route: Route, data: dict[str, Any], raw: str, at: float | None) -> None:
+        """Deliver a multi-row payload's events in order (raises before any if malformed)."""
+        for item in route.split(data):
+            if self.halt is not None and self.halt.halted:
+                return  # stop() returned: no receiver runs any more
+            try:
+                event = route.decode(item)
+            except Exception as exc:
+                self.undecodable(route.channel, exc, raw)
+                continue
+            self.stats.received += 1
+            if at is not None and type(event._epoch) is float:
+                self.lags.append(at - event._epoch)
+            self.deliver(route, event)
+
     def _decode_large(
         self,
         route: Route,
@@ -447,6 +477,12 @@ class Delivery:
                 continue
             if type(parsed) is not dict:
                 self.drop(n.channel, "undecodable payload (not a JSON object)", n.payload)
+                continue
+            if ROWS in parsed:
+                try:
+                    items.extend(Pending(other, row, n.payload) for row in other.split(parsed))
+                except Exception as exc:
+                    self.undecodable(n.channel, exc, n.payload)
                 continue
             items.append(Pending(other, parsed, n.payload))
         if self.large is not None:

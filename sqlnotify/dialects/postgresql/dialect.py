@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -23,6 +24,7 @@ from ..._watch import Watch, WatchRequest
 from ...exceptions import SQLNotifyConfigurationError
 from .. import missing_driver_error
 from ..base import Capabilities, Dialect, InstallState, Settings, Source
+from . import statement
 from .dsn import URL_KEYS, listener_dsn
 from .install import PgInstaller, installed, part_fingerprint
 from .journal import PostgresJournal
@@ -38,7 +40,6 @@ from .sql import (
     DEFINER,
     DROP_TRIGGER_SQL,
     DURABLE_BODY,
-    DURABLE_STATEMENT_BODY,
     FORMAT_VERSION,
     FUNCTION_SQL,
     INSTALL_LOCK_KEY,
@@ -47,13 +48,12 @@ from .sql import (
     MARKER,
     MAX_IDENTIFIER,
     MAX_PAYLOAD,
+    NO_JIT,
     NOTIFY_SQL,
     QUEUE_USAGE_SQL,
     REVOKE_FUNCTION_SQL,
     ROW_BODY,
-    ROWS_WHERE_SQL,
     STATEMENT_TRIGGER_SQL,
-    TRANSITION_TABLE,
     TRIGGER_SQL,
     TRUNCATE_SQL,
     TRUNCATE_TRIGGER_SQL,
@@ -214,20 +214,16 @@ class PostgresDialect(Dialect):
         return qualified(watch.effective_schema, watch.table)
 
     def statement_level(self, watch: Watch) -> bool:
-        """Whether the watch's trigger runs once per statement (over a transition table).
+        """Whether the watch's trigger runs once per statement (over its transition tables).
 
-        Only durable INSERT and DELETE watches with the
-        ``pg_journal_per_statement=True`` option (an UPDATE compares old and
-        new values row by row, for ``changed_columns``).  One ``INSERT ...
-        SELECT`` into the journal per statement costs a statement of many
-        rows far less than one insert per row, and a single-row statement a
-        little more.
+        A watch with ``per_statement=True``, and every durable INSERT, UPDATE
+        and DELETE watch of a notifier with ``pg_journal_per_statement=True``
+        (see :mod:`.statement`).  It costs a statement of many rows far less
+        than a row trigger, and a single-row statement a little more.
         """
-        return (
-            watch.durable
-            and watch.operation.value in ("insert", "delete")
-            and self.journal_per_statement
-        )
+        if watch.operation.value == "truncate":
+            return False
+        return watch.per_statement or (watch.durable and self.journal_per_statement)
 
     @staticmethod
     def definer(watch: Watch) -> bool:
@@ -238,6 +234,8 @@ class PostgresDialect(Dialect):
     def function_sql(self, watch: Watch) -> str:
         body = dollar_quote(self.function_body(watch))
         security = DEFINER if self.definer(watch) else ""
+        if self.statement_level(watch):
+            security += NO_JIT
         return FUNCTION_SQL.format(function=self.function_ref(watch), security=security, body=body)
 
     def function_body(self, watch: Watch) -> str:
@@ -251,9 +249,15 @@ class PostgresDialect(Dialect):
                 channel=quote_literal(watch.channel),
                 message=quote_literal(WAKE_PAYLOAD) if durable else "payload",
             )
-        ref = "OLD" if watch.operation.value == "delete" else "NEW"
         if self.statement_level(watch):
-            ref = "r"
+            if watch.durable:
+                journal = qualified(self.journal_schema_name(), JOURNAL_TABLE)
+                wake = quote_literal(WAKE_PAYLOAD)
+                return statement.durable_body(watch, self.condition_sql(watch), journal, wake)
+            return statement.notify_body(
+                watch, self.condition_sql(watch), functools.partial(self._oversize, watch)
+            )
+        ref = "OLD" if watch.operation.value == "delete" else "NEW"
         update, truncated_changed = update_parts(watch)
         body_args = {
             "row": pairs(watch, watch.payload_columns, ref + "."),
@@ -262,13 +266,7 @@ class PostgresDialect(Dialect):
             "channel": quote_literal(watch.channel),
             "wake": quote_literal(WAKE_PAYLOAD),
         }
-        if self.statement_level(watch):
-            body_args["journal"] = qualified(self.journal_schema_name(), JOURNAL_TABLE)
-            body_args["rows"] = TRANSITION_TABLE
-            condition = self.condition_sql(watch)
-            body_args["where"] = ROWS_WHERE_SQL.format(condition=condition) if condition else ""
-            template = DURABLE_STATEMENT_BODY
-        elif watch.durable:
+        if watch.durable:
             body_args["insert"] = journal_insert_sql(self.journal_schema_name(), watch.channel)
             template = DURABLE_BODY
         else:
@@ -277,11 +275,13 @@ class PostgresDialect(Dialect):
                 limit=MAX_PAYLOAD,
                 changed=truncated_changed,
             )
-            body_args["oversize"] = (
-                self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
-            )
+            body_args["oversize"] = self._oversize(watch, truncate)
             template = ROW_BODY
         return template.format(**body_args)
+
+    def _oversize(self, watch: Watch, truncate: str) -> str:
+        """The trigger's branch for a row over the limit, given its keys-only branch."""
+        return self.overflow.trigger_sql(watch, truncate) if watch.use_overflow_table else truncate
 
     def condition_sql(self, watch: Watch) -> str | None:
         """The watch's ``where=`` condition as SQL on its trigger's row (``None``: none).
@@ -309,7 +309,7 @@ class PostgresDialect(Dialect):
             )
         when = ""
         tests = []
-        if watch.trigger_columns:
+        if watch.trigger_columns and not self.statement_level(watch):
             tests.append(
                 " OR ".join(
                     CHANGED_SQL.format(column=quote_ident(c)) for c in watch.trigger_columns
@@ -321,13 +321,11 @@ class PostgresDialect(Dialect):
         if tests:
             when = " WHEN (" + " AND ".join(f"({t})" if len(tests) > 1 else t for t in tests) + ")"
         if self.statement_level(watch):
-            side = "OLD" if watch.operation.value == "delete" else "NEW"
             return STATEMENT_TRIGGER_SQL.format(
                 trigger=quote_ident(watch.channel),
                 operation=watch.operation.value.upper(),
                 table=self.table_ref(watch),
-                side=side,
-                rows=TRANSITION_TABLE,
+                tables=statement.transition_tables(watch),
                 function=self.function_ref(watch),
             )
         return TRIGGER_SQL.format(
@@ -584,5 +582,14 @@ class PostgresDialect(Dialect):
 
 def _spec_of(meta: dict[str, Any]) -> dict[str, Any]:
     """The watch spec an installed trigger records (for ``sqlnotify status``)."""
-    keys = ("keys", "columns", "trigger_columns", "label", "durable", "overflow", "where")
+    keys = (
+        "keys",
+        "columns",
+        "trigger_columns",
+        "label",
+        "durable",
+        "overflow",
+        "where",
+        "per_statement",
+    )
     return {k: meta.get(k) for k in keys}

@@ -35,8 +35,10 @@ INSTALL_LOCK_KEY = int(digest("sqlnotify.install", 15), 16)
 #: The payload of a durable watch's notification: a wake-up, the same for
 #: every row (PostgreSQL sends one per transaction and channel).
 WAKE_PAYLOAD = '{"wake":true}'
-#: Name of the transition table in statement-level triggers.
+#: Name of the transition table in statement-level triggers (an UPDATE's new rows).
 TRANSITION_TABLE = "sqlnotify_rows"
+#: Name of a per-statement UPDATE trigger's transition table of old rows.
+OLD_TRANSITION_TABLE = "sqlnotify_old"
 JOURNAL_TABLE = "sqlnotify_journal"
 CONSUMERS_TABLE = "sqlnotify_consumers"
 #: Name of the table of poll mode's consumer leases (a session lock does not
@@ -120,6 +122,11 @@ DECLARE
 # (a trigger's function is checked when the trigger is created, not when it
 # fires).
 DEFINER = "\nSECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+# A per-statement trigger's query over the transition tables has no
+# statistics to plan with: a join on row numbers is estimated far above its
+# size, and JIT compilation (tens of milliseconds) would cost more than the
+# query.  The setting applies while the function runs.
+NO_JIT = "\nSET jit = off"
 
 # A durable watch appends the event to the journal in the writer's
 # transaction and sends a wake-up; the listener reads the journal.
@@ -141,19 +148,134 @@ END;
 JOURNAL_INSERT_SQL = "INSERT INTO {journal} (channel, payload) VALUES ({channel}, payload);"
 
 # The same for a whole statement: one INSERT ... SELECT over the transition
-# table, then one wake-up.
+# table(s) (see STATEMENT_ROWS_SQL), then one wake-up.
 DURABLE_STATEMENT_BODY = """
 BEGIN
     INSERT INTO {journal} (channel, payload)
     SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
-                                        'row', json_build_object({row}))::text
-    FROM {rows} r{where};
+                                        'row', json_build_object({row}){update})::text
+    FROM {source}{where}{order};
     IF FOUND THEN
         PERFORM pg_notify({channel}, {wake});
     END IF;
     RETURN NULL;
 END;
 """
+
+# A plain per-statement watch: the statement's rows as JSON arrays, aggregated
+# in order and sliced ``per`` rows a notification; a statement with a row
+# wider than {fits} goes row by row (see .statement, which explains each part).
+STATEMENT_BODY = """
+BEGIN
+    INSERT INTO {journal} (channel, payload)
+    SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
+                                        'row', json_build_object({row}){update})::text
+    FROM {source}{where}{order};
+    IF FOUND THEN
+        PERFORM pg_notify({channel}, {wake});
+    END IF;
+    RETURN NULL;
+END;
+"""
+
+# A plain per-statement watch sends the statement's rows in as few
+# notifications as the widest row allows: each row is a JSON array of its
+# values (see sqlnotify._payload, "rows"), all of them aggregated in the
+# transition table's order (UPDATE: its pairing's), and cut into slices of
+# ``per`` rows, so that ``per`` rows of the widest width fit in {budget} bytes.
+# The rows reach array_agg in the order of the fenced subquery (an UPDATE's
+# pairs come out of their merge join in that order already: no second sort).
+# One query, no loop over rows: the loop runs once per notification.  The
+# element text is built below an ``OFFSET 0`` fence, so it is computed once,
+# not again for its width.  When a row does not fit (wider than {fits} bytes:
+# it would not share a notification, or would not travel whole row by row),
+# every row of the statement is sent as a row trigger would send it, one
+# notification each, and a row over the limit goes through the oversize branch
+# (the overflow table, or its keys).  If the trigger cannot build its rows
+# (the table changed under the watch), the statement's write stands and one
+# event says so ("lost", "err").  The slices are cut below a fence too, so
+# that the sort by slice never carries the whole array.
+STATEMENT_BODY = """
+DECLARE
+    payload text;
+    part record;
+BEGIN
+    BEGIN
+        FOR part IN
+            WITH s AS (
+                SELECT array_agg(x.e) AS items, max(octet_length(x.e)) AS widest
+                FROM (SELECT {element} AS e
+                      FROM {source}{where}{order_x} OFFSET 0) x
+            )
+            (SELECT t.payload, NULL::text AS keys
+             FROM (SELECT k, '{{"ts":' || extract(epoch from clock_timestamp()) || ',"rows":['
+                             || array_to_string(s.items[k * c.per + 1 : k * c.per + c.per], ',')
+                             || ']}}' AS payload
+                   FROM s, LATERAL (SELECT ({budget} + 1) / (s.widest + 1) AS per) c,
+                        generate_series(0, (cardinality(s.items) - 1) / c.per) AS k
+                   WHERE s.widest <= {fits} OFFSET 0) t
+             ORDER BY t.k)
+            UNION ALL
+            (SELECT y.p, CASE WHEN octet_length(y.p) > {limit} THEN y.k END
+             FROM (SELECT '{{"ts":' || extract(epoch from clock_timestamp())
+                          || ',"row":' || json_build_object({row})::text{update} || '}}' AS p,
+                          {keys} AS k{ordinal}
+                   FROM {source}{where} OFFSET 0) y
+             WHERE (SELECT s.widest > {fits} FROM s){order_y})
+        LOOP
+            payload := part.payload;
+            IF part.keys IS NOT NULL THEN
+                {oversize}
+            END IF;
+            IF pg_notify({channel}, payload) IS NULL THEN
+                NULL;
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                     'row', json_build_object(), 'lost', true,
+                                     'err', SQLSTATE, 'msg', left(SQLERRM, 300))::text;
+        IF pg_notify({channel}, payload) IS NULL THEN
+            NULL;
+        END IF;
+    END;
+    RETURN NULL;
+END;
+"""
+#: One row of a plain per-statement watch: its values as a JSON array.
+STATEMENT_ELEMENT_SQL = "json_build_array({values})::text"
+#: A row over the limit, sent by its keys (the oversize branch's ``part.keys``).
+STATEMENT_KEYS_SQL = (
+    "json_build_object('ts', extract(epoch from clock_timestamp()),"
+    " 'row', json_build_object({keys}), 'trunc', true{changed})::text"
+)
+#: The oversize branch of a per-statement trigger without an overflow table.
+STATEMENT_TRUNCATE_SQL = """payload := part.keys;
+                IF octet_length(payload) > {limit} THEN
+                    payload := json_build_object('ts', extract(epoch from clock_timestamp()),
+                                                 'row', json_build_object(), 'lost', true)::text;
+                END IF;"""
+#: What a row of a multi-row notification takes at most: the limit less the
+#: notification's own text (``{"ts":...,"rows":[...]}``) with room to spare.
+STATEMENT_BUDGET = MAX_PAYLOAD - 64
+#: The width of ``extract(epoch from clock_timestamp())`` as text.
+EPOCH_WIDTH = len("1764657000.123456")
+
+# The rows of a statement: its transition table as ``r`` ...
+STATEMENT_ROWS_SQL = "{rows} r"
+# ... and for an UPDATE, each new row ``r`` with its old version ``o``, paired
+# by their position in the two transition tables (see .statement).
+STATEMENT_PAIRS_SQL = """(SELECT o.*, row_number() OVER () AS {n} FROM {old} o) o
+                      JOIN (SELECT r.*, row_number() OVER () AS {n} FROM {rows} r) r
+                      USING ({n})"""
+#: The pairs' position, selected next to a row and ordered by.
+ORDINAL_SQL = ", {n}"
+ORDER_SQL = " ORDER BY {ref}{n}"
+#: The test of one of ``trigger_columns`` on a pair.
+PAIR_CHANGED_SQL = "o.{column} IS DISTINCT FROM r.{column}"
+#: ``chg`` and ``old`` of a durable per-statement UPDATE's payload.
+DURABLE_UPDATE_SQL = ", 'chg', {changed}"
+DURABLE_OLD_SQL = ", 'old', json_build_object({old})"
 
 # TRUNCATE: one event per truncated table, no row (statement-level trigger).
 TRUNCATED_BODY = """
@@ -174,7 +296,9 @@ FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
 
 STATEMENT_TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
-REFERENCING {side} TABLE AS {rows} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
+REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"""
+#: One transition table of a per-statement trigger (``OLD``/``NEW``).
+TRANSITION_SQL = "{side} TABLE AS {name}"
 
 TRIGGER_SQL = """\
 CREATE TRIGGER {trigger} AFTER {operation} ON {table}
@@ -210,7 +334,7 @@ WHERE p.proname LIKE 'sqlnotify\\_%%' AND obj_description(p.oid, 'pg_proc') LIKE
 # array expression, no subquery: PL/pgSQL evaluates it without a query plan.
 # json has no equality operator: its values are compared as jsonb.
 CHANGED_TEST_SQL = (
-    "CASE WHEN OLD.{column}{cast} IS DISTINCT FROM NEW.{column}{cast} THEN {name} END"
+    "CASE WHEN {old}{column}{cast} IS DISTINCT FROM {new}{column}{cast} THEN {name} END"
 )
 CHANGED_LIST_SQL = "array_to_json(array_remove(ARRAY[{tests}]::text[], NULL))"
 UPDATE_PARTS_SQL = "\n                   || ',\"chg\":' || {changed}::text"
@@ -528,10 +652,15 @@ def pairs(watch: Watch, columns: Sequence[str], ref: str) -> str:
     )
 
 
-def changed_sql(watch: Watch) -> str:
-    """The JSON array of the watch's compared columns an UPDATE changed."""
+def changed_sql(watch: Watch, old: str = "OLD.", new: str = "NEW.") -> str:
+    """The JSON array of the watch's compared columns an UPDATE changed.
+
+    ``old`` and ``new`` prefix the old and the new row's columns.
+    """
     tests = ", ".join(
         CHANGED_TEST_SQL.format(
+            old=old,
+            new=new,
             column=quote_ident(c),
             name=quote_literal(c),
             cast="::jsonb" if isinstance(_unwrap(watch.column_types.get(c)), sqltypes.JSON) else "",
@@ -541,15 +670,20 @@ def changed_sql(watch: Watch) -> str:
     return CHANGED_LIST_SQL.format(tests=tests)
 
 
-def update_parts(watch: Watch) -> tuple[str, str]:
+def update_parts(watch: Watch, old: str = "OLD.", new: str = "NEW.") -> tuple[str, str]:
     """What an UPDATE trigger adds to its payload text, and to its keys-only payload."""
     if watch.operation.value != "update":
         return "", ""
-    changed = changed_sql(watch)
+    changed = changed_sql(watch, old, new)
     text = UPDATE_PARTS_SQL.format(changed=changed)
     if watch.include_old:
-        text += OLD_PART_SQL.format(old=pairs(watch, watch.payload_columns, "OLD."))
+        text += OLD_PART_SQL.format(old=pairs(watch, watch.payload_columns, old))
     return text, TRUNCATED_CHANGED_SQL.format(changed=changed)
+
+
+def values(watch: Watch, columns: Sequence[str], ref: str) -> str:
+    """The value expressions of ``columns`` for ``json_build_array`` (as :func:`pairs`)."""
+    return ", ".join(value_sql(watch.column_types[c], ref + quote_ident(c)) for c in columns)
 
 
 def journal_ddl(schema: str | None) -> str:
