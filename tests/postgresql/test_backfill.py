@@ -145,12 +145,24 @@ def backfill_phase(notifier: Notifier) -> str:
     return str(notifier.health()["backfill"][0]["phase"])
 
 
+@pytest.mark.parametrize("per_statement", [False, True], ids=["row", "statement"])
 def test_concurrent_writer_gets_every_final_state_once(
-    pg_url: str, pg_schema_engine: sa.Engine, schema: str, items: str, notifiers: list[Notifier]
+    pg_url: str,
+    pg_schema_engine: sa.Engine,
+    schema: str,
+    items: str,
+    notifiers: list[Notifier],
+    per_statement: bool,
 ) -> None:
     replica = Replica()
     # A small queue: pages are read as the receivers go, so writes land between them.
-    notifier = consumer(pg_schema_engine, "bf", replica, max_queue=PAGE + 100)
+    notifier = consumer(
+        pg_schema_engine,
+        "bf",
+        replica,
+        max_queue=PAGE + 100,
+        pg_journal_per_statement=per_statement,
+    )
     notifiers.append(notifier)
     after_pages = Writer(_dsn(pg_url), schema, seed=2)
 
