@@ -627,3 +627,48 @@ def test_a_table_without_a_primary_key_is_refused_at_start(
     with pytest.raises(SQLNotifyConfigurationError, match="needs the watch's key columns"):
         notifier.start()
     assert not notifier.is_running
+
+
+def test_snapshot_events_are_typed_like_the_watch_events(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    import datetime as dt
+    import decimal
+    import uuid
+
+    with pg_schema_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE typed (id int PRIMARY KEY, price numeric(10, 2), at timestamptz,"
+            " tag uuid, data jsonb, raw bytea)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO typed VALUES (1, 12.50, '2026-01-02T03:04:05+00', "
+            " 'a8098c1a-f86e-11da-bd1a-00112444be1e', '{\"a\": [1, 2]}', '\\x0102')"
+        )
+    table = sa.Table("typed", sa.MetaData(), autoload_with=pg_schema_engine)
+    got: list[ChangeEvent] = []
+    notifier = Notifier(pg_schema_engine, consumer="typed")
+    notifiers.append(notifier)
+    columns = ["price", "at", "tag", "data", "raw"]
+    notifier.watch(table, "insert", extra_columns=columns, durable=True)
+    notifier.subscribe(table, "insert")(got.append)
+    notifier.backfill(table).start()
+    wait_until(lambda: len(got) == 1, timeout=10, message="the snapshot")
+    with pg_schema_engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO typed SELECT 2, price, at, tag, data, raw FROM typed")
+    wait_until(lambda: len(got) == 2, timeout=10, message="the insert")
+    snapshot, insert = got
+    assert (snapshot.operation, insert.operation) == (Operation.SNAPSHOT, Operation.INSERT)
+    assert (
+        dict(snapshot.extra_columns)
+        == dict(insert.extra_columns)
+        == {
+            "price": decimal.Decimal("12.50"),
+            "at": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+            "tag": uuid.UUID("a8098c1a-f86e-11da-bd1a-00112444be1e"),
+            "data": {"a": [1, 2]},
+            "raw": b"\x01\x02",
+        }
+    )
+    assert snapshot.timestamp is not None and snapshot.position is not None
+    assert snapshot.to_dict()["operation"] == "snapshot"
