@@ -672,3 +672,50 @@ def test_snapshot_events_are_typed_like_the_watch_events(
     )
     assert snapshot.timestamp is not None and snapshot.position is not None
     assert snapshot.to_dict()["operation"] == "snapshot"
+
+
+@pytest.mark.parametrize(
+    ("key_type", "key_sql"),
+    [
+        ("bytea", "decode(lpad(to_hex(g), 4, '0'), 'hex')"),
+        ("uuid", "md5(g::text)::uuid"),
+        ("numeric(8, 2)", "g / 4.0"),
+        ("timestamptz", "'2026-01-01T00:00:00+00'::timestamptz + g * interval '1 minute'"),
+    ],
+)
+def test_keys_of_other_types(
+    pg_schema_engine: sa.Engine, notifiers: list[Notifier], key_type: str, key_sql: str
+) -> None:
+    with pg_schema_engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE keyed (k {key_type} PRIMARY KEY, v int NOT NULL)")
+        conn.exec_driver_sql(f"INSERT INTO keyed SELECT {key_sql}, 0 FROM generate_series(1, 60) g")
+        order = [r[0] for r in conn.exec_driver_sql("SELECT k FROM keyed ORDER BY k")]
+    table = sa.Table("keyed", sa.MetaData(), autoload_with=pg_schema_engine)
+    got: list[ChangeEvent] = []
+    notifier = Notifier(pg_schema_engine, consumer="keyed", max_queue=10)
+    notifiers.append(notifier)
+    for op in ("insert", "update"):
+        notifier.watch(table, op, extra_columns=["v"], durable=True)
+        notifier.subscribe(table, op)(got.append)
+    writes = pg_schema_engine.connect()
+
+    def progress(done: int, total: int | None) -> None:
+        # A row two pages on (not read yet) and one delivered: one event only.
+        if done + 14 < len(order):
+            for key in (order[done + 14], order[done - 1]):
+                writes.execute(sa.update(table).where(table.c.k == key).values(v=table.c.v + 1))
+            writes.commit()
+
+    notifier.backfill(table, page_size=7, progress=progress).start()
+    wait_until(lambda: backfill_phase(notifier) == "done", timeout=30, message="backfill")
+    writes.close()
+    with pg_schema_engine.connect() as conn:
+        final = {
+            bytes(k) if isinstance(k, memoryview) else k: v
+            for k, v in conn.execute(sa.select(table.c.k, table.c.v))
+        }
+    wait_until(
+        lambda: {e.id: e.extra_columns["v"] for e in got} == final, timeout=10, message="table"
+    )
+    assert collections.Counter((e.id, e.extra_columns["v"]) for e in got).most_common(1)[0][1] == 1
+    assert notifier.health()["backfill"][0]["suppressed"] > 0
