@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._backfill import DONE, PAGES, STREAM, BackfillMark, BackfillRequest, BackfillState
 from .._payload import ROW, TS, decode_json
@@ -32,9 +32,6 @@ from .._watch import Watch
 from ..dialects.base import BackfillStore
 from ..events import ChangeEvent, Operation
 from .dispatcher import Batch, Dispatcher, JournalBatch
-
-if TYPE_CHECKING:
-    from .delivery import Delivery
 
 __all__ = ["Backfill", "Job", "SnapshotBatch", "deliver_snapshot"]
 
@@ -208,7 +205,21 @@ class Backfill:
         ]
 
 
-def deliver_snapshot(delivery: Delivery, batch: SnapshotBatch) -> None:
+class Deliverer(Protocol):
+    """What :func:`deliver_snapshot` uses of the dispatcher's ``Delivery``."""
+
+    routes: Any
+    halt: Any
+    stats: Any
+
+    def deliver(self, route: Any, event: ChangeEvent) -> None: ...
+
+    def drop(self, channel: str, reason: str, payload: str | None = None) -> None: ...
+
+    def undecodable(self, channel: str, exc: Exception, payload: str) -> None: ...
+
+
+def deliver_snapshot(delivery: Deliverer, batch: SnapshotBatch) -> None:
     """Decode a page's rows into SNAPSHOT events and call the watch's receivers
     (dispatcher thread)."""
     route = delivery.routes.get(batch.channel)
