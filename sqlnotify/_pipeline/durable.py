@@ -328,6 +328,8 @@ class Feed:
         self._last_prune = now
         self._sweep_failed = 0.0
         self.prune_passes = 0
+        # The last read stopped inside a window (at its row limit).
+        self._in_window = False
         #: The backfills of this run (``None``: none, or all done earlier).
         self.backfill: Backfill | None = None
         if journal.backfills and isinstance(store, BackfillStore):
@@ -429,10 +431,11 @@ class Feed:
             found = self._pages(backfill)
             if backfill.paging:
                 return found
-        # A read that finishes a window read in parts ends at that window's
-        # snapshot, older than the wake-ups that led here: then one more read,
-        # from a new snapshot, so that no commit is left waiting for a wake-up.
-        again = True
+        # A sweep that continues a window left in parts by an earlier one ends
+        # at that window's snapshot, older than the wake-ups that led here:
+        # then one more read, from a new snapshot, so that no commit is left
+        # waiting for a wake-up that was already spent.
+        again = self._in_window
         try:
             stopping = self._stopping
             while self.pending and d.depth < self._max_queue and not stopping.is_set():
@@ -444,6 +447,7 @@ class Feed:
                     d.put(JournalBatch(items, time.time(), stamp))
                 if reader.position != before:
                     self.queue_ack(self._token(reader.position))
+                self._in_window = reader.more
                 if not reader.more:
                     if again and reader.position != before:
                         again = False
