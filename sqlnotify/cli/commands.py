@@ -28,7 +28,7 @@ from ..events import ChangeEvent, Operation
 from ..exceptions import SQLNotifyConfigurationError, SQLNotifyException
 from ..notifier import Notifier
 from .demo import run_demo
-from .progress import progress_bar
+from .progress import backfill_with_bar
 
 __all__ = ["COMMANDS", "engine_from_url", "load_notifier"]
 
@@ -366,10 +366,7 @@ def listen(
                     )
                     notifier.subscribe(table, op, channel_label=label)(emit)
                 if backfill:
-                    first = Operation.INSERT if Operation.INSERT in operations else operations[0]
-                    notifier.backfill(
-                        table, first, channel_label=label, progress=progress_bar(table, sys.stderr)
-                    )
+                    backfill_with_bar(notifier, table, operations, label)
             notifier.start()
         watched = ", ".join(w.describe() for w in notifier.watches)
         click.echo(f"sqlnotify: listening for {watched} (Ctrl-C to stop)", err=True)

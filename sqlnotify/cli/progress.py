@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from typing import IO, Any
 
 from .._backfill import Progress
+from ..events import Operation
+from ..notifier import Notifier
 
-__all__ = ["progress_bar"]
+__all__ = ["backfill_with_bar", "progress_bar"]
+
+
+def backfill_with_bar(
+    notifier: Notifier, table: str, operations: Sequence[Operation], label: str | None
+) -> None:
+    """Backfill ``table`` through its INSERT watch (else its first), with a bar on stderr."""
+    first = Operation.INSERT if Operation.INSERT in operations else operations[0]
+    notifier.backfill(table, first, channel_label=label, progress=progress_bar(table, sys.stderr))
 
 
 def progress_bar(table: str, stream: IO[str]) -> Progress:
