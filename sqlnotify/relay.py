@@ -51,6 +51,7 @@ from .dialects.redis.commands import (
     RELAY_LOCK_PREFIX,
     entry_id,
     entry_number,
+    gap_fields,
     health_key,
     stream_key,
 )
@@ -95,6 +96,12 @@ class Relay:
     #: Seconds between two publications of :meth:`health` to Redis (for
     #: ``sqlnotify status --redis``); each expires after ten times that.
     publish_interval = 1.0
+    #: Most seconds between two saves of the relay's position while it appends
+    #: (also saved after ``batch`` appended events, and when idle).
+    save_interval = 0.2
+    #: Seconds between two checks that retention removed no journal row the
+    #: relay had not read (also checked when it becomes active).
+    retention_check = 60.0
     #: Most journal rows one lag measurement reads (``lag_events`` stops there,
     #: with ``lag_capped`` true).
     lag_probe = 10_000
@@ -136,6 +143,9 @@ class Relay:
         self.dropped = 0
         #: How many times this relay became active.
         self.takeovers = 0
+        #: Gaps of the journal carried into the streams (rows pruned unread).
+        self.gaps = 0
+        self._gap_seen: Any = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._lag_events = 0
@@ -209,6 +219,7 @@ class Relay:
             "dropped": self.dropped,
             "at_most_once": self.at_most_once,
             "takeovers": self.takeovers,
+            "gaps": self.gaps,
             "lag_events": self._lag_events,
             "lag_capped": self._lag_capped,
             "lag_seconds": lag_s,
@@ -368,9 +379,10 @@ class Relay:
         recent: dict[str, set[int]] = {}
         for channel in channels:
             key = stream_key(self.prefix, channel)
-            entries: Any = self.client.xrevrange(key, "+", "-", count=self.batch)
+            # Up to ``2 * batch`` appended events were not saved (see _relay).
+            entries: Any = self.client.xrevrange(key, "+", "-", count=2 * self.batch)
             numbers[channel] = entry_number(entries[0][0]) if entries else 0
-            recent[channel] = {int(f[FIELD_POSITION]) for _, f in entries}
+            recent[channel] = {int(f[FIELD_POSITION]) for _, f in entries} - {0}
         return numbers, recent
 
     def _relay(
@@ -387,44 +399,94 @@ class Relay:
         else:
             position = store.start_position()
             store.save(self.consumer, position)
-        reader = JournalReader(position, channels, stamp=store.stamp, make=_row)
+        reader = JournalReader(
+            position, channels, stamp=store.stamp, make=_row, batch_size=self.batch
+        )
         numbers, recent = self._tails(channels)
         for channel, n in self._numbers.items():
             # Redis lost the streams (restarted): numbering goes on from where
             # this relay was, so consumer groups see the lost range as a gap.
             numbers[channel] = max(numbers.get(channel, 0), n)
         self._numbers = numbers
+        self._check_retention(store, position, numbers)
         retention = self.retention
-        saved = position
-        while not stop.is_set():
-            items = reader.read(lambda after, limit: store.read(after, channels, limit), self.batch)
-            if items:
-                pipe = self.client.pipeline(transaction=True)
-                added = 0
-                for channel, payload, stamped in items:
-                    seen = recent.get(channel)
-                    if seen and stamped in seen:
-                        self.skipped += 1
-                        continue
-                    numbers[channel] = n = numbers[channel] + 1
-                    pipe.xadd(
-                        stream_key(self.prefix, channel),
-                        {FIELD_PAYLOAD: payload, FIELD_POSITION: stamped},
-                        id=entry_id(n),
-                        maxlen=retention,
-                        approximate=True,
-                    )
-                    added += 1
-                if added:
-                    pipe.execute()
-                    self.written += added
-            if reader.position != saved:
-                store.save(self.consumer, reader.position)
-                saved = reader.position
-            if not reader.more:
-                recent = {}
-                self._caught_up_at = time.monotonic()
-                source.wait(self.idle_wait, wake_fd)
+        saved, saved_at, unsaved = position, time.monotonic(), 0
+        checked_at = saved_at
+        fetch = lambda after, limit: store.read(after, channels, limit)  # noqa: E731
+        try:
+            while not stop.is_set():
+                items = reader.read(fetch, self.batch)
+                if items:
+                    # No MULTI: a batch cut short by a crash is completed by the
+                    # takeover, which skips the events already appended.
+                    pipe = self.client.pipeline(transaction=False)
+                    added = 0
+                    for channel, payload, stamped in items:
+                        seen = recent.get(channel)
+                        if seen and stamped in seen:
+                            self.skipped += 1
+                            continue
+                        numbers[channel] = n = numbers[channel] + 1
+                        pipe.xadd(
+                            stream_key(self.prefix, channel),
+                            {FIELD_PAYLOAD: payload, FIELD_POSITION: stamped},
+                            id=entry_id(n),
+                            maxlen=retention,
+                            approximate=True,
+                        )
+                        added += 1
+                    if added:
+                        pipe.execute()
+                        self.written += added
+                        unsaved += added
+                now = time.monotonic()
+                if reader.position != saved and (
+                    unsaved >= self.batch or now - saved_at >= self.save_interval
+                ):
+                    # Not after every batch: a commit per batch would cost each
+                    # event behind it a round trip.  At most ``2 * batch``
+                    # appended events are unsaved, which a takeover skips.
+                    store.save(self.consumer, reader.position)
+                    saved, saved_at, unsaved = reader.position, now, 0
+                if now - checked_at >= self.retention_check:
+                    checked_at = now
+                    self._check_retention(store, reader.position, numbers)
+                if not reader.more:
+                    recent = {}
+                    self._caught_up_at = now
+                    wait = self.idle_wait if reader.position == saved else self.save_interval
+                    source.wait(min(self.idle_wait, wait), wake_fd)
+        finally:
+            if reader.position != saved and stop.is_set():
+                try:
+                    store.save(self.consumer, reader.position)
+                except Exception as exc:  # the next relay skips what it reads again
+                    self.log.debug("could not save the relay's last position: %s", exc)
+
+    def _check_retention(self, store: JournalStore, position: Any, numbers: dict[str, int]) -> None:
+        # Journal rows the relay had not read were pruned: the streams get a
+        # gap entry, which each consumer group signals as a retention gap.
+        pruned_at = store.behind(position)
+        if pruned_at is None or pruned_at == self._gap_seen:
+            return
+        self._gap_seen = pruned_at
+        self.gaps += 1
+        self._error(
+            f"the journal lost events of the relayed watches before the relay read them"
+            f" (pruned up to {pruned_at.isoformat()}); consumer groups get a gap"
+        )
+        pipe = self.client.pipeline(transaction=False)
+        fields: Any = gap_fields(pruned_at.timestamp())
+        for channel, last in list(numbers.items()):
+            numbers[channel] = n = last + 1
+            pipe.xadd(
+                stream_key(self.prefix, channel),
+                fields,
+                id=entry_id(n),
+                maxlen=self.retention,
+                approximate=True,
+            )
+        pipe.execute()
 
     def _relay_live(
         self, source: Source, channels: Sequence[str], stop: threading.Event, wake_fd: int

@@ -33,6 +33,7 @@ from ..._journal import JournalEvent, JournalReader, Row
 from ...exceptions import SQLNotifyException, SQLNotifyListenerError
 from ..base import RawNotification, Source, SourceDisconnected
 from .commands import (
+    FIELD_GAP,
     FIELD_PAYLOAD,
     FIELD_POSITION,
     LEASE_REFRESH_SCRIPT,
@@ -280,7 +281,12 @@ class RedisSource(Source):
             fields = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
             number = int(fields[FIELD_POSITION])
             seq = add(key, entry, number)
-            append(JournalEvent(channel, fields[FIELD_PAYLOAD], None, number, seq))
+            payload = fields.get(FIELD_PAYLOAD)
+            if payload is None:
+                if FIELD_GAP in fields:
+                    self._lost(key, entry, fields[FIELD_GAP])
+                continue  # acknowledged with the events after it
+            append(JournalEvent(channel, payload, None, number, seq))
         if out:
             self.reader.position = self._ledger.last  # type: ignore[union-attr]
 
@@ -305,6 +311,20 @@ class RedisSource(Source):
                 self._log.info("claimed %d pending entries of %s", len(live), key)
                 self._deliver(key, live, out)
         return out
+
+    def _lost(self, key: str, entry: str, lost_until: str) -> None:
+        # The relay's journal lost events before the relay read them: their
+        # number is unknown (a gap "from first to last" with last < first).
+        self._log.warning(
+            "entry %s of %s: the journal lost events before the relay read them"
+            " (the newest lost was written at %s)",
+            entry,
+            key,
+            lost_until,
+        )
+        on_gap = self.reader.on_gap if self.reader is not None else None
+        if on_gap is not None:
+            on_gap(1, 0)
 
     def _gap(self, key: str, first: int, last: int) -> None:
         self._log.warning(
