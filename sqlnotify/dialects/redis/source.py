@@ -2,10 +2,11 @@
 
 :class:`RedisSource` is the listener thread's connection: each
 :meth:`~RedisSource.wait` claims pending entries of dead consumers
-(``XAUTOCLAIM``) when due, reads new entries with :data:`READ_SCRIPT`
-(the group's last delivered ID and ``XREADGROUP`` in one atomic step, so a
-trimmed range is told exactly), and otherwise blocks in ``XREAD`` for at most
-:attr:`RedisSource.block` seconds.
+(``XAUTOCLAIM``) when due, waits in ``XREAD`` (at most :attr:`RedisSource.block`
+seconds) for entries past those the group is known to have got, then reads
+them with :data:`READ_SCRIPT` (the group's last delivered ID and
+``XREADGROUP`` in one atomic step, so a trimmed range is told exactly): two
+round trips per wake-up.
 
 :class:`Ledger` remembers the entries delivered and not acknowledged, each
 under a local sequence number (the consumer's position).
@@ -227,12 +228,16 @@ class RedisSource(Source):
             if self._lease is not None:
                 self._lease.refresh()
             out = self._claim() if time.monotonic() >= self._next_claim else []
-            out += self._read()
             if not out:
+                # Returns at once when the streams hold entries past what the
+                # group is known to have got: the read after it finds them
+                # (or learns how far the group's other consumers got).
                 block = max(1, int(min(timeout, self.block) * 1000))
                 after = {k: f"{n}-0" for k, n in self._seen.items()}
-                self._client.xread(after, count=1, block=block)  # type: ignore[arg-type]
-                out = self._read()
+                if not self._client.xread(after, count=1, block=block):  # type: ignore[arg-type]
+                    self.last_alive = time.time()
+                    return []
+            out += self._read()
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise SourceDisconnected(f"Redis refused a read: {exc}") from exc
