@@ -411,6 +411,8 @@ class Relay:
         self._check_retention(store, position, numbers)
         retention = self.retention
         saved, saved_at, unsaved = position, time.monotonic(), 0
+        # The position up to which every event read is in the streams.
+        appended = position
         checked_at = saved_at
         fetch = lambda after, limit: store.read(after, channels, limit)  # noqa: E731
         try:
@@ -439,6 +441,7 @@ class Relay:
                         pipe.execute()
                         self.written += added
                         unsaved += added
+                appended = reader.position
                 now = time.monotonic()
                 if reader.position != saved and (
                     unsaved >= self.batch or now - saved_at >= self.save_interval
@@ -456,12 +459,19 @@ class Relay:
                     self._caught_up_at = now
                     wait = self.idle_wait if reader.position == saved else self.save_interval
                     source.wait(min(self.idle_wait, wait), wake_fd)
-        finally:
-            if reader.position != saved and stop.is_set():
-                try:
-                    store.save(self.consumer, reader.position)
-                except Exception as exc:  # the next relay skips what it reads again
-                    self.log.debug("could not save the relay's last position: %s", exc)
+        except redis.RedisError:
+            self._save_last(store, appended, saved)
+            raise
+        self._save_last(store, appended, saved)
+
+    def _save_last(self, store: JournalStore, appended: Any, saved: Any) -> None:
+        # Stopping, or Redis failed (the journal answers): what was appended
+        # is not read again by the next relay.
+        if appended != saved:
+            try:
+                store.save(self.consumer, appended)
+            except Exception as exc:  # the next relay skips what it reads again
+                self.log.debug("could not save the relay's last position: %s", exc)
 
     def _check_retention(self, store: JournalStore, position: Any, numbers: dict[str, int]) -> None:
         # Journal rows the relay had not read were pruned: the streams get a
