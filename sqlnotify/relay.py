@@ -43,7 +43,7 @@ from ._journal import JournalReader
 from ._payload import OVF, TS
 from ._pipeline.worker import Worker
 from ._watch import Watch
-from .dialects.base import JournalStore, OverflowStore, Source, SourceDisconnected
+from .dialects.base import JournalStore, OverflowStore, Source
 from .dialects.redis.commands import (
     DEFAULT_PREFIX,
     FIELD_PAYLOAD,
@@ -317,21 +317,27 @@ class Relay:
         wake_r, wake_w = os.pipe()
         try:
             store.ensure()
+            store.close()  # standing by holds no journal connection
             while not stop.is_set():
                 source = self._elect(store, channels, stop)
                 if source is None:
                     continue
+                # The journal is read on the listening session: one backend.
+                journal = dialect.journal_on(source)
                 try:
                     if self.at_most_once:
                         self._relay_live(source, channels, stop, wake_r)
                     else:
-                        self._relay(store, source, channels, stop, wake_r)
-                except (SourceDisconnected, SQLNotifyException, redis.RedisError, OSError) as exc:
+                        self._relay(journal, source, channels, stop, wake_r)
+                except Exception as exc:
+                    # SourceDisconnected, driver errors of the journal reads
+                    # (on the listening session), Redis errors: stand by again.
                     self._error(f"{type(exc).__name__}: {exc}")
                     stop.wait(self.standby_interval)
                 finally:
                     self.active = False
                     self._caught_up_at = None
+                    journal.close()
                     source.close()
                     store.close()
         finally:
