@@ -7,23 +7,32 @@ relay per database and stream set on two or more machines: one is active
 its listening session), the others stand by and take over within
 :attr:`Relay.standby_interval` seconds of the active one's death.
 
-Each journal batch is appended in one ``MULTI``/``EXEC`` (``XADD`` with
-``MAXLEN ~ retention``), then its position is saved as the relay's consumer
-position in the database.  Each entry carries the event's journal position
-number: a relay taking over, which resumes from the saved position, skips
-the events the streams' last entries already hold, so no event is written
-twice.
+Each journal batch is appended in one pipeline (``XADD`` with ``MAXLEN ~
+retention``).  The relay's position is saved as its consumer position in the
+database every :attr:`Relay.save_interval` seconds, after :attr:`Relay.batch`
+appended events, when it stops, and when Redis fails: not after every batch,
+which would cost each event behind it a commit.  Each entry carries the
+event's journal position number: a relay taking over, which resumes from the
+saved position, skips the events the streams' last ``2 * batch`` entries
+already hold (at most that many appended events are unsaved), so no event is
+written twice.
+
+While active, the relay holds one PostgreSQL session: the listening one,
+which holds the relay's lock, wakes it, and also serves its journal reads
+and saves (:meth:`~sqlnotify.dialects.base.Dialect.journal_on`).  Journal
+rows that retention removed before the relay read them become a gap entry
+in every stream, which each consumer group signals as a ``"retention"`` gap.
 
 A second thread per relay process (``sqlnotify-relay-health``, active or
 standing by) measures the relay's lag every :attr:`Relay.publish_interval`
-seconds from the database (unless the active relay keeps up: then it is 0),
-on a journal connection of its own: the events
-of the relayed watches committed after the relay's saved position (what is
-in the journal and not yet in the streams), counted up to
-:attr:`Relay.lag_probe` rows, and the age of the oldest of them.  It then
-publishes :meth:`Relay.health` to Redis for ``sqlnotify status --redis``.
-Neither waits for the relay's thread, so a relay blocked on Redis still
-shows its lag growing.
+seconds from the database, on a connection of its own, opened only while
+needed: while the active relay keeps up, its lag is 0 without a query and the
+thread holds no connection.  The lag is the events of the relayed watches
+committed after the relay's saved position (what is in the journal and not
+yet in the streams), counted up to :attr:`Relay.lag_probe` rows, and the age
+of the oldest of them.  It then publishes :meth:`Relay.health` to Redis for
+``sqlnotify status --redis``.  Neither waits for the relay's thread, so a
+relay blocked on Redis still shows its lag growing.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import redis
 
 from ._journal import JournalReader
 from ._payload import OVF, TS
-from ._pipeline.worker import Worker
+from ._relay_health import HealthMonitor
 from ._watch import Watch
 from .dialects.base import JournalStore, OverflowStore, Source
 from .dialects.redis.commands import (
@@ -154,7 +163,7 @@ class Relay:
         self._measured_at: float | None = None
         # When the active relay's last read found nothing more waiting (monotonic).
         self._caught_up_at: float | None = None
-        self._monitor: _HealthMonitor | None = None
+        self._monitor: HealthMonitor | None = None
         self._health_key = health_key(stream_prefix, name, f"{socket.gethostname()}:{os.getpid()}")
 
     # -- control ----------------------------------------------------------------
@@ -183,7 +192,7 @@ class Relay:
 
     def _start_monitor(self) -> None:
         if self._monitor is None or not self._monitor.is_alive:
-            self._monitor = _HealthMonitor(self)
+            self._monitor = HealthMonitor(self)
             self._monitor.start_thread()
 
     def _stop_monitor(self, timeout: float) -> None:
@@ -562,39 +571,3 @@ def _complete(payload: str, overflow: OverflowStore | None, schema: str | None) 
         logging.getLogger("sqlnotify.relay").warning("could not fetch a stored payload: %s", exc)
         return None
     return found[1] if found is not None else None
-
-
-class _HealthMonitor(Worker):
-    """Measures a relay's lag and publishes its health, every ``publish_interval`` seconds."""
-
-    def __init__(self, relay: Relay) -> None:
-        super().__init__(
-            name="sqlnotify-relay-health", log=relay.log, what="the relay's health thread"
-        )
-        self.relay = relay
-
-    def run(self) -> None:
-        relay = self.relay
-        # A dialect of its own: the notifier's hands out one shared journal
-        # connection, which the relay's thread uses.
-        main = relay.notifier.dialect
-        twin = type(main)(main.engine, relay.log, main.settings)
-        store = twin.journal()
-        ready = False
-        try:
-            while True:
-                try:
-                    if not ready:
-                        store.ensure()
-                        ready = True
-                    relay.measure(store)
-                except Exception as exc:
-                    store.close()
-                    ready = False
-                    relay.log.debug("could not measure the relay's lag: %s", exc)
-                relay.publish()
-                if self.stopping.wait(relay.publish_interval):
-                    break
-        finally:
-            store.close()
-            twin.close()
