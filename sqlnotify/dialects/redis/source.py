@@ -231,12 +231,12 @@ class RedisSource(Source):
             if not out:
                 # Returns at once when the streams hold entries past what the
                 # group is known to have got: the read after it finds them
-                # (or learns how far the group's other consumers got).
+                # (or learns how far the group's other consumers got).  The
+                # read runs after a timeout too: a stream that started over
+                # (Redis and the relay restarted) has entries below those.
                 block = max(1, int(min(timeout, self.block) * 1000))
                 after = {k: f"{n}-0" for k, n in self._seen.items()}
-                if not self._client.xread(after, count=1, block=block):  # type: ignore[arg-type]
-                    self.last_alive = time.time()
-                    return []
+                self._client.xread(after, count=1, block=block)  # type: ignore[arg-type]
             out += self._read()
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
