@@ -382,6 +382,15 @@ CONSUMERS = {
 }
 
 
+def _durable_source(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
+    from benchmarks import _redis_worker
+
+    return _redis_worker.consumer(spec, tally, measure)
+
+
+CONSUMERS["durable_source"] = _durable_source
+
+
 def consumer(spec: dict[str, Any]) -> None:
     measure = spec.get("measure", "throughput")
     tally = Tally(spec)
@@ -397,6 +406,11 @@ def consumer(spec: dict[str, Any]) -> None:
         say(result={"rss": rss_bytes(), "count": tally.n})
         return
     run()
+    if measure == "phases":
+        from benchmarks._redis_worker import result
+
+        say(result=result(tally, measure))
+        return
     say(result=tally.result(measure))
 
 
@@ -453,7 +467,13 @@ def sqlite_producer(spec: dict[str, Any]) -> None:
     say(result={"elapsed": elapsed, "rate": count / elapsed, "commits": commits})
 
 
-ROLES = {"consumer": consumer, "producer": producer}
+def relay(spec: dict[str, Any]) -> None:
+    from benchmarks._redis_worker import relay as run
+
+    run(spec)
+
+
+ROLES = {"consumer": consumer, "producer": producer, "relay": relay}
 
 
 def main() -> None:

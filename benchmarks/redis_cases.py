@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any
 
 from benchmarks._case import Case, Context, Row
 from benchmarks._env import Worker, percentile, pg_connect
-from benchmarks.pg_cases import _engine, _fill, _schema, _url, _watched_table
+from benchmarks.pg_cases import _fill, _schema, _url, _watched_table
 
 REDIS_URL = os.environ.get("SQLNOTIFY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -26,137 +25,145 @@ def _available() -> str | None:
     return None
 
 
-class _Sink:
-    """Receives events: latency from the trigger's clock, count, first and last receipt."""
+def _app_url(ctx: Context, app: str) -> str:
+    """The run's URL, with connections named ``app`` in pg_stat_activity."""
+    import sqlalchemy as sa
 
-    def __init__(self, expect: int, warmup: int = 0) -> None:
-        self.expect = expect
-        self.warmup = warmup
-        self.latencies: list[float] = []
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.done = threading.Event()
-
-    def __call__(self, event: Any) -> None:
-        now = time.time()
-        self.count += 1
-        if self.count == 1:
-            self.first = now
-        self.last = now
-        if self.count > self.warmup and event.epoch is not None:
-            self.latencies.append((now - event.epoch) * 1000.0)
-        if self.count >= self.expect:
-            self.done.set()
+    url = sa.make_url(_url(ctx)).update_query_dict({"application_name": app})
+    return url.render_as_string(hide_password=False)
 
 
-def _watch(notifier: Any, table: Any) -> Any:
-    return notifier.watch(
-        table, "insert", extra_columns=["a", "b"], durable=True, channel_label="durable"
-    )
+_BACKENDS_SQL = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s"
+
+
+def _backends(ctx: Context, app: str) -> int:
+    """Sessions whose application_name starts with ``app`` (sqlnotify appends ``/sqlnotify``)."""
+    conn = pg_connect(_url(ctx))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_BACKENDS_SQL, (app.replace("_", r"\_") + "%",))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _spec(ctx: Context, name: str, app: str, prefix: str, **more: Any) -> dict[str, Any]:
+    return {
+        "url": _app_url(ctx, app),
+        "schema": _schema(ctx),
+        "table": name,
+        "redis_url": REDIS_URL,
+        "prefix": prefix,
+        **more,
+    }
+
+
+def _consumer(ctx: Context, name: str, app: str, prefix: str, mode: str, **more: Any) -> Worker:
+    spec = _spec(ctx, name, app, prefix, role="consumer", mode="durable_source", **more)
+    if mode == "relay":
+        spec["source"] = "redis"
+    return Worker(spec, timeout=180.0)
+
+
+def _paced(ctx: Context, name: str, channel: str, count: int) -> dict[str, Any]:
+    """``count`` single-row transactions at 1,000 a second, from a process of their own."""
+    spec = {
+        "role": "producer",
+        "mode": "insert",
+        "url": _url(ctx),
+        "schema": _schema(ctx),
+        "table": name,
+        "channel": channel,
+        "rate": 1000.0,
+        "count": count,
+    }
+    with Worker(spec) as producer:
+        producer.expect("ready")
+        produced: dict[str, Any] = producer.expect("result", timeout=120.0)
+        producer.wait()
+    return produced
+
+
+def _stream_end(client: Any, key: str) -> int:
+    info = client.xinfo_stream(key) if client.exists(key) else None
+    if not info or not info.get("last-generated-id"):
+        return 0
+    last = info["last-generated-id"]
+    return int((last.decode() if isinstance(last, bytes) else last).partition("-")[0])
+
+
+def _cleanup(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def relay(ctx: Context) -> dict[str, float]:
     import redis
 
-    from benchmarks._worker import bench_table
-    from sqlnotify import Notifier
-    from sqlnotify.relay import Relay
-
     name = "rlat"
     channel = _watched_table(ctx, name, durable=True)
-    table = bench_table(name, _schema(ctx))
-    engine = _engine(ctx)
-    prefix = f"bench{os.getpid()}r{ctx.run_index}:"
+    tag = f"bench{os.getpid()}r{ctx.run_index}"
+    prefix = f"{tag}:"
     count, warmup = ctx.count(3_000, 200), ctx.count(300, 20)
     out: dict[str, float] = {}
     client = redis.Redis.from_url(REDIS_URL)
-    runner = Relay(
-        _watch(Notifier(engine, use_logger=False), table),
-        REDIS_URL,
-        name=prefix,
-        stream_prefix=prefix,
-    )
-    runner.start()
+    relay_proc = Worker(_spec(ctx, name, f"{tag}-relay", prefix, role="relay"), timeout=120.0)
     try:
-        deadline = time.monotonic() + 30
-        while not runner.active and time.monotonic() < deadline:
-            time.sleep(0.01)
+        relay_proc.expect("ready")
         modes = ("direct", "relay") if ctx.run_index % 2 == 0 else ("relay", "direct")
         for mode in modes:
-            sink = _Sink(count + warmup, warmup)
-            if mode == "direct":
-                n = Notifier(engine, use_logger=False)
-            else:
-                n = Notifier.from_redis(
-                    engine,
-                    REDIS_URL,
-                    group="lat",
-                    consumer="c",
-                    stream_prefix=prefix,
-                    use_logger=False,
-                )
-            _watch(n, table)
-            n.subscribe(table, "insert", channel_label="durable")(sink)
-            n.start()
-            try:
-                producer_spec = {
-                    "role": "producer",
-                    "mode": "insert",
-                    "url": _url(ctx),
-                    "schema": _schema(ctx),
-                    "table": name,
-                    "channel": channel,
-                    "rate": 1000.0,
-                    "count": count + warmup,
-                }
-                with Worker(producer_spec) as producer:
-                    producer.expect("ready")
-                    produced = producer.expect("result")
-                    producer.wait()
-                sink.done.wait(60)
-            finally:
-                n.stop()
-            lat = sorted(sink.latencies)
+            with _consumer(
+                ctx,
+                name,
+                f"{tag}-{mode}",
+                prefix,
+                mode,
+                group="lat",
+                measure="phases",
+                count=count,
+                warmup=warmup,
+            ) as listener:
+                listener.expect("ready")
+                produced = _paced(ctx, name, channel, count + warmup)
+                got = listener.expect("result", timeout=120.0)
+                listener.wait()
+            lat = sorted(x * 1000.0 for x in got["latencies"])
             out[f"{mode}_p50"] = percentile(lat, 50)
             out[f"{mode}_p99"] = percentile(lat, 99)
             out[f"{mode}_rate"] = produced["rate"]
 
         # One group's throughput: the stream filled first, a new group reads it all.
         total = ctx.count(50_000, 1_000)
-        before = runner.written
+        key = next(k.decode() for k in client.scan_iter(match=prefix + "*", _type="stream"))
+        before = _stream_end(client, key)
         _fill(ctx, name, total, per_tx=1000)
         deadline = time.monotonic() + 120
-        while runner.written < before + total and time.monotonic() < deadline:
+        while _stream_end(client, key) < before + total and time.monotonic() < deadline:
             time.sleep(0.01)
-        key = prefix + next(w.channel for w in n.watches)
         client.xgroup_create(key, "tp", id=f"{before}-0")
-        sink = _Sink(total)
-        n = _watch(
-            Notifier.from_redis(
-                engine,
-                REDIS_URL,
-                group="tp",
-                consumer="c",
-                stream_prefix=prefix,
-                use_logger=False,
-            ),
-            table,
-        )
-        n.subscribe(table, "insert", channel_label="durable")(sink)
-        n.start()
-        try:
-            sink.done.wait(120)
-        finally:
-            n.stop()
-        span = sink.last - sink.first
-        out["group_rate"] = sink.count / span if span > 0 else float("nan")
+        with _consumer(
+            ctx, name, f"{tag}-tp", prefix, "relay", group="tp", measure="throughput", count=total
+        ) as reader:
+            reader.expect("ready")
+            got = reader.expect("result", timeout=120.0)
+            reader.wait()
+        span = got["t_last"] - got["t_first"]
+        out["group_rate"] = got["count"] / span if span > 0 else float("nan")
     finally:
-        runner.stop()
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        relay_proc.proc.terminate()
+        try:
+            relay_proc.expect("result", timeout=30.0)
+        finally:
+            relay_proc.kill()
+            client.close()
+            _cleanup(prefix)
     return out
 
 
@@ -165,10 +172,11 @@ RELAY = Case(
     title="relay into Redis Streams",
     what=(
         "a durable insert watch read directly against the same watch read from Redis Streams"
-        " written by a Relay (relay and consumer threads in the measuring process): latency from"
+        " written by a Relay: latency from"
         " the trigger's clock_timestamp() to the receiver at 1,000 single-row transactions a"
         " second; then one consumer group reading a stream filled beforehand (events/s between"
-        " its first and last receipt)"
+        " its first and last receipt).  The relay, the listener and the writer each run in a"
+        " process of their own"
     ),
     needs=("postgresql",),
     rows=[
@@ -185,92 +193,60 @@ RELAY = Case(
 )
 
 
-_BACKENDS_SQL = (
-    "SELECT count(*) FROM pg_stat_activity"
-    " WHERE datname = current_database() AND backend_type = 'client backend'"
-)
-
-
-def _backends(ctx: Context) -> int:
-    conn = pg_connect(_url(ctx))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(_BACKENDS_SQL)
-            # Less this connection itself.
-            return int(cur.fetchone()[0]) - 1
-    finally:
-        conn.close()
-
-
 def fanout(ctx: Context) -> dict[str, float]:
-    import sqlalchemy as sa
-
-    from benchmarks._worker import bench_table
-    from sqlnotify import Notifier
-    from sqlnotify.relay import Relay
-
     name, listeners = "rfan", 8
-    _watched_table(ctx, name, durable=True)
-    table = bench_table(name, _schema(ctx))
+    channel = _watched_table(ctx, name, durable=True)
+    count, warmup = ctx.count(2_000, 100), ctx.count(200, 20)
     total = ctx.count(20_000, 500)
-    prefix = f"bench{os.getpid()}f{ctx.run_index}:"
+    tag = f"bench{os.getpid()}f{ctx.run_index}"
+    prefix = f"{tag}:"
     out: dict[str, float] = {}
     modes = ("direct", "relay") if ctx.run_index % 2 == 0 else ("relay", "direct")
     for mode in modes:
-        engine = sa.create_engine(_url(ctx), pool_size=1, max_overflow=2)
-        before = _backends(ctx)
-        notifiers: list[Any] = []
-        sinks = [_Sink(total) for _ in range(listeners)]
-        runner = None
+        app = f"{tag}-{mode}"
+        procs: list[Worker] = []
+        relay_proc = None
         try:
             if mode == "relay":
-                runner = Relay(
-                    _watch(Notifier(engine, use_logger=False), table),
-                    REDIS_URL,
-                    name=prefix,
-                    stream_prefix=prefix,
-                )
-                runner.start()
-            for i, sink in enumerate(sinks):
-                if mode == "direct":
-                    n = Notifier(engine, use_logger=False)
-                else:
-                    n = Notifier.from_redis(
-                        engine,
-                        REDIS_URL,
+                relay_proc = Worker(_spec(ctx, name, app, prefix, role="relay"), timeout=120.0)
+                relay_proc.expect("ready")
+            for i in range(listeners):
+                procs.append(
+                    _consumer(
+                        ctx,
+                        name,
+                        app,
+                        prefix,
+                        mode,
                         group=f"g{i}",
-                        consumer="c",
-                        stream_prefix=prefix,
-                        use_logger=False,
+                        measure="phases",
+                        count=count,
+                        warmup=warmup,
+                        rate_count=total,
                     )
-                _watch(n, table)
-                n.subscribe(table, "insert", channel_label="durable")(sink)
-                n.start()
-                notifiers.append(n)
-            deadline = time.monotonic() + 30
-            while runner is not None and not runner.active and time.monotonic() < deadline:
-                time.sleep(0.01)
+                )
+            for proc in procs:
+                proc.expect("ready")
             # What stays open while they run: listeners, journals, the relay's.
-            engine.pool.dispose()
-            out[f"{mode}_backends"] = float(_backends(ctx) - before)
+            out[f"{mode}_backends"] = float(_backends(ctx, app))
+            _paced(ctx, name, channel, count + warmup)
             out[f"{mode}_write_rate"] = _fill(ctx, name, total, per_tx=100)
-            for sink in sinks:
-                sink.done.wait(120)
-            span = max(s.last for s in sinks) - min(s.first for s in sinks)
+            results = [proc.expect("result", timeout=180.0) for proc in procs]
+            lat = sorted(x * 1000.0 for r in results for x in r["latencies"])
+            out[f"{mode}_p50"] = percentile(lat, 50)
+            out[f"{mode}_p99"] = percentile(lat, 99)
+            span = max(r["t_last"] for r in results) - min(r["t_first"] for r in results)
             out[f"{mode}_delivered_rate"] = total / span if span > 0 else float("nan")
         finally:
-            for n in notifiers:
-                n.stop()
-            if runner is not None:
-                runner.stop()
-            engine.dispose()
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+            for proc in procs:
+                proc.kill()
+            if relay_proc is not None:
+                relay_proc.proc.terminate()
+                try:
+                    relay_proc.expect("result", timeout=30.0)
+                finally:
+                    relay_proc.kill()
+    _cleanup(prefix)
     return out
 
 
@@ -279,18 +255,29 @@ FANOUT = Case(
     title="eight listeners: direct against through the relay",
     what=(
         "eight notifiers with a durable insert watch, each getting every event: eight direct"
-        " listeners against eight consumer groups reading the relay's stream (all in the"
-        " measuring process); PostgreSQL backends held while they run, the writer's rate"
-        " (100-row transactions) with them attached, and events/s until all eight have all"
+        " listener processes against eight consumer processes (one consumer group each)"
+        " reading the stream of a relay in a process of its own; PostgreSQL backends held"
+        " while they run (pg_stat_activity, by application_name), latency at 1,000 single-row"
+        " transactions a second from a writer process, then the writer's rate (100-row"
+        " transactions) with them attached, and events/s until all eight have all"
     ),
     needs=("postgresql",),
     rows=[
         Row("direct_backends", "PostgreSQL backends, 8 direct listeners", "backends"),
-        Row("relay_backends", "PostgreSQL backends, relay + 8 consumers", "backends", None, "<=2"),
+        Row("relay_backends", "PostgreSQL backends, relay + 8 consumers", "backends", None, "<=1"),
+        Row("direct_p50", "p50 at 1,000 events/s, 8 direct", "ms"),
+        Row("relay_p50", "p50 at 1,000 events/s, 8 via relay", "ms", "direct_p50"),
+        Row("direct_p99", "p99 at 1,000 events/s, 8 direct", "ms"),
+        Row("relay_p99", "p99 at 1,000 events/s, 8 via relay", "ms", "direct_p99"),
         Row("direct_write_rate", "writer rate, 8 direct listeners", "rows/s"),
         Row("relay_write_rate", "writer rate, relay attached", "rows/s", "direct_write_rate"),
         Row("direct_delivered_rate", "events/s to all 8, direct", "events/s"),
-        Row("relay_delivered_rate", "events/s to all 8, relay", "events/s"),
+        Row(
+            "relay_delivered_rate",
+            "events/s to all 8, relay",
+            "events/s",
+            "direct_delivered_rate",
+        ),
     ],
     run=fanout,
     available=_available,

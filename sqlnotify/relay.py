@@ -7,23 +7,32 @@ relay per database and stream set on two or more machines: one is active
 its listening session), the others stand by and take over within
 :attr:`Relay.standby_interval` seconds of the active one's death.
 
-Each journal batch is appended in one ``MULTI``/``EXEC`` (``XADD`` with
-``MAXLEN ~ retention``), then its position is saved as the relay's consumer
-position in the database.  Each entry carries the event's journal position
-number: a relay taking over, which resumes from the saved position, skips
-the events the streams' last entries already hold, so no event is written
-twice.
+Each journal batch is appended in one pipeline (``XADD`` with ``MAXLEN ~
+retention``).  The relay's position is saved as its consumer position in the
+database every :attr:`Relay.save_interval` seconds, after :attr:`Relay.batch`
+appended events, when it stops, and when Redis fails: not after every batch,
+which would cost each event behind it a commit.  Each entry carries the
+event's journal position number: a relay taking over, which resumes from the
+saved position, skips the events the streams' last ``2 * batch`` entries
+already hold (at most that many appended events are unsaved), so no event is
+written twice.
+
+While active, the relay holds one PostgreSQL session: the listening one,
+which holds the relay's lock, wakes it, and also serves its journal reads
+and saves (:meth:`~sqlnotify.dialects.base.Dialect.journal_on`).  Journal
+rows that retention removed before the relay read them become a gap entry
+in every stream, which each consumer group signals as a ``"retention"`` gap.
 
 A second thread per relay process (``sqlnotify-relay-health``, active or
 standing by) measures the relay's lag every :attr:`Relay.publish_interval`
-seconds from the database (unless the active relay keeps up: then it is 0),
-on a journal connection of its own: the events
-of the relayed watches committed after the relay's saved position (what is
-in the journal and not yet in the streams), counted up to
-:attr:`Relay.lag_probe` rows, and the age of the oldest of them.  It then
-publishes :meth:`Relay.health` to Redis for ``sqlnotify status --redis``.
-Neither waits for the relay's thread, so a relay blocked on Redis still
-shows its lag growing.
+seconds from the database, on a connection of its own, opened only while
+needed: while the active relay keeps up, its lag is 0 without a query and the
+thread holds no connection.  The lag is the events of the relayed watches
+committed after the relay's saved position (what is in the journal and not
+yet in the streams), counted up to :attr:`Relay.lag_probe` rows, and the age
+of the oldest of them.  It then publishes :meth:`Relay.health` to Redis for
+``sqlnotify status --redis``.  Neither waits for the relay's thread, so a
+relay blocked on Redis still shows its lag growing.
 """
 
 from __future__ import annotations
@@ -41,9 +50,9 @@ import redis
 
 from ._journal import JournalReader
 from ._payload import OVF, TS
-from ._pipeline.worker import Worker
+from ._relay_health import HealthMonitor
 from ._watch import Watch
-from .dialects.base import JournalStore, OverflowStore, Source, SourceDisconnected
+from .dialects.base import JournalStore, OverflowStore, Source
 from .dialects.redis.commands import (
     DEFAULT_PREFIX,
     FIELD_PAYLOAD,
@@ -51,6 +60,7 @@ from .dialects.redis.commands import (
     RELAY_LOCK_PREFIX,
     entry_id,
     entry_number,
+    gap_fields,
     health_key,
     stream_key,
 )
@@ -95,6 +105,12 @@ class Relay:
     #: Seconds between two publications of :meth:`health` to Redis (for
     #: ``sqlnotify status --redis``); each expires after ten times that.
     publish_interval = 1.0
+    #: Most seconds between two saves of the relay's position while it appends
+    #: (also saved after ``batch`` appended events, and when idle).
+    save_interval = 0.2
+    #: Seconds between two checks that retention removed no journal row the
+    #: relay had not read (also checked when it becomes active).
+    retention_check = 60.0
     #: Most journal rows one lag measurement reads (``lag_events`` stops there,
     #: with ``lag_capped`` true).
     lag_probe = 10_000
@@ -136,6 +152,9 @@ class Relay:
         self.dropped = 0
         #: How many times this relay became active.
         self.takeovers = 0
+        #: Gaps of the journal carried into the streams (rows pruned unread).
+        self.gaps = 0
+        self._gap_seen: Any = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._lag_events = 0
@@ -144,7 +163,7 @@ class Relay:
         self._measured_at: float | None = None
         # When the active relay's last read found nothing more waiting (monotonic).
         self._caught_up_at: float | None = None
-        self._monitor: _HealthMonitor | None = None
+        self._monitor: HealthMonitor | None = None
         self._health_key = health_key(stream_prefix, name, f"{socket.gethostname()}:{os.getpid()}")
 
     # -- control ----------------------------------------------------------------
@@ -173,7 +192,7 @@ class Relay:
 
     def _start_monitor(self) -> None:
         if self._monitor is None or not self._monitor.is_alive:
-            self._monitor = _HealthMonitor(self)
+            self._monitor = HealthMonitor(self)
             self._monitor.start_thread()
 
     def _stop_monitor(self, timeout: float) -> None:
@@ -209,6 +228,7 @@ class Relay:
             "dropped": self.dropped,
             "at_most_once": self.at_most_once,
             "takeovers": self.takeovers,
+            "gaps": self.gaps,
             "lag_events": self._lag_events,
             "lag_capped": self._lag_capped,
             "lag_seconds": lag_s,
@@ -306,21 +326,27 @@ class Relay:
         wake_r, wake_w = os.pipe()
         try:
             store.ensure()
+            store.close()  # standing by holds no journal connection
             while not stop.is_set():
                 source = self._elect(store, channels, stop)
                 if source is None:
                     continue
+                # The journal is read on the listening session: one backend.
+                journal = dialect.journal_on(source)
                 try:
                     if self.at_most_once:
                         self._relay_live(source, channels, stop, wake_r)
                     else:
-                        self._relay(store, source, channels, stop, wake_r)
-                except (SourceDisconnected, SQLNotifyException, redis.RedisError, OSError) as exc:
+                        self._relay(journal, source, channels, stop, wake_r)
+                except Exception as exc:
+                    # SourceDisconnected, driver errors of the journal reads
+                    # (on the listening session), Redis errors: stand by again.
                     self._error(f"{type(exc).__name__}: {exc}")
                     stop.wait(self.standby_interval)
                 finally:
                     self.active = False
                     self._caught_up_at = None
+                    journal.close()
                     source.close()
                     store.close()
         finally:
@@ -368,9 +394,10 @@ class Relay:
         recent: dict[str, set[int]] = {}
         for channel in channels:
             key = stream_key(self.prefix, channel)
-            entries: Any = self.client.xrevrange(key, "+", "-", count=self.batch)
+            # Up to ``2 * batch`` appended events were not saved (see _relay).
+            entries: Any = self.client.xrevrange(key, "+", "-", count=2 * self.batch)
             numbers[channel] = entry_number(entries[0][0]) if entries else 0
-            recent[channel] = {int(f[FIELD_POSITION]) for _, f in entries}
+            recent[channel] = {int(f[FIELD_POSITION]) for _, f in entries} - {0}
         return numbers, recent
 
     def _relay(
@@ -387,44 +414,104 @@ class Relay:
         else:
             position = store.start_position()
             store.save(self.consumer, position)
-        reader = JournalReader(position, channels, stamp=store.stamp, make=_row)
+        reader = JournalReader(
+            position, channels, stamp=store.stamp, make=_row, batch_size=self.batch
+        )
         numbers, recent = self._tails(channels)
         for channel, n in self._numbers.items():
             # Redis lost the streams (restarted): numbering goes on from where
             # this relay was, so consumer groups see the lost range as a gap.
             numbers[channel] = max(numbers.get(channel, 0), n)
         self._numbers = numbers
+        self._check_retention(store, position, numbers)
         retention = self.retention
-        saved = position
-        while not stop.is_set():
-            items = reader.read(lambda after, limit: store.read(after, channels, limit), self.batch)
-            if items:
-                pipe = self.client.pipeline(transaction=True)
-                added = 0
-                for channel, payload, stamped in items:
-                    seen = recent.get(channel)
-                    if seen and stamped in seen:
-                        self.skipped += 1
-                        continue
-                    numbers[channel] = n = numbers[channel] + 1
-                    pipe.xadd(
-                        stream_key(self.prefix, channel),
-                        {FIELD_PAYLOAD: payload, FIELD_POSITION: stamped},
-                        id=entry_id(n),
-                        maxlen=retention,
-                        approximate=True,
-                    )
-                    added += 1
-                if added:
-                    pipe.execute()
-                    self.written += added
-            if reader.position != saved:
-                store.save(self.consumer, reader.position)
-                saved = reader.position
-            if not reader.more:
-                recent = {}
-                self._caught_up_at = time.monotonic()
-                source.wait(self.idle_wait, wake_fd)
+        saved, saved_at, unsaved = position, time.monotonic(), 0
+        # The position up to which every event read is in the streams.
+        appended = position
+        checked_at = saved_at
+        fetch = lambda after, limit: store.read(after, channels, limit)  # noqa: E731
+        try:
+            while not stop.is_set():
+                items = reader.read(fetch, self.batch)
+                if items:
+                    # No MULTI: a batch cut short by a crash is completed by the
+                    # takeover, which skips the events already appended.
+                    pipe = self.client.pipeline(transaction=False)
+                    added = 0
+                    for channel, payload, stamped in items:
+                        seen = recent.get(channel)
+                        if seen and stamped in seen:
+                            self.skipped += 1
+                            continue
+                        numbers[channel] = n = numbers[channel] + 1
+                        pipe.xadd(
+                            stream_key(self.prefix, channel),
+                            {FIELD_PAYLOAD: payload, FIELD_POSITION: stamped},
+                            id=entry_id(n),
+                            maxlen=retention,
+                            approximate=True,
+                        )
+                        added += 1
+                    if added:
+                        pipe.execute()
+                        self.written += added
+                        unsaved += added
+                appended = reader.position
+                now = time.monotonic()
+                if reader.position != saved and (
+                    unsaved >= self.batch or now - saved_at >= self.save_interval
+                ):
+                    # Not after every batch: a commit per batch would cost each
+                    # event behind it a round trip.  At most ``2 * batch``
+                    # appended events are unsaved, which a takeover skips.
+                    store.save(self.consumer, reader.position)
+                    saved, saved_at, unsaved = reader.position, now, 0
+                if now - checked_at >= self.retention_check:
+                    checked_at = now
+                    self._check_retention(store, reader.position, numbers)
+                if not reader.more:
+                    recent = {}
+                    self._caught_up_at = now
+                    wait = self.idle_wait if reader.position == saved else self.save_interval
+                    source.wait(min(self.idle_wait, wait), wake_fd)
+        except redis.RedisError:
+            self._save_last(store, appended, saved)
+            raise
+        self._save_last(store, appended, saved)
+
+    def _save_last(self, store: JournalStore, appended: Any, saved: Any) -> None:
+        # Stopping, or Redis failed (the journal answers): what was appended
+        # is not read again by the next relay.
+        if appended != saved:
+            try:
+                store.save(self.consumer, appended)
+            except Exception as exc:  # the next relay skips what it reads again
+                self.log.debug("could not save the relay's last position: %s", exc)
+
+    def _check_retention(self, store: JournalStore, position: Any, numbers: dict[str, int]) -> None:
+        # Journal rows the relay had not read were pruned: the streams get a
+        # gap entry, which each consumer group signals as a retention gap.
+        pruned_at = store.behind(position)
+        if pruned_at is None or pruned_at == self._gap_seen:
+            return
+        self._gap_seen = pruned_at
+        self.gaps += 1
+        self._error(
+            f"the journal lost events of the relayed watches before the relay read them"
+            f" (pruned up to {pruned_at.isoformat()}); consumer groups get a gap"
+        )
+        pipe = self.client.pipeline(transaction=False)
+        fields: Any = gap_fields(pruned_at.timestamp())
+        for channel, last in list(numbers.items()):
+            numbers[channel] = n = last + 1
+            pipe.xadd(
+                stream_key(self.prefix, channel),
+                fields,
+                id=entry_id(n),
+                maxlen=self.retention,
+                approximate=True,
+            )
+        pipe.execute()
 
     def _relay_live(
         self, source: Source, channels: Sequence[str], stop: threading.Event, wake_fd: int
@@ -484,39 +571,3 @@ def _complete(payload: str, overflow: OverflowStore | None, schema: str | None) 
         logging.getLogger("sqlnotify.relay").warning("could not fetch a stored payload: %s", exc)
         return None
     return found[1] if found is not None else None
-
-
-class _HealthMonitor(Worker):
-    """Measures a relay's lag and publishes its health, every ``publish_interval`` seconds."""
-
-    def __init__(self, relay: Relay) -> None:
-        super().__init__(
-            name="sqlnotify-relay-health", log=relay.log, what="the relay's health thread"
-        )
-        self.relay = relay
-
-    def run(self) -> None:
-        relay = self.relay
-        # A dialect of its own: the notifier's hands out one shared journal
-        # connection, which the relay's thread uses.
-        main = relay.notifier.dialect
-        twin = type(main)(main.engine, relay.log, main.settings)
-        store = twin.journal()
-        ready = False
-        try:
-            while True:
-                try:
-                    if not ready:
-                        store.ensure()
-                        ready = True
-                    relay.measure(store)
-                except Exception as exc:
-                    store.close()
-                    ready = False
-                    relay.log.debug("could not measure the relay's lag: %s", exc)
-                relay.publish()
-                if self.stopping.wait(relay.publish_interval):
-                    break
-        finally:
-            store.close()
-            twin.close()

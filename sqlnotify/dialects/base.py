@@ -17,8 +17,9 @@ events                    :meth:`~Dialect.open_source` (a :class:`Source`, owned
                           listener thread), :meth:`~Dialect.send`
 server facts              :meth:`~Dialect.server_queue_usage`, :meth:`~Dialect.inspect`
 optional stores           :meth:`~Dialect.journal` (a :class:`JournalStore`, where
-                          ``capabilities.durable``), :attr:`~Dialect.overflow` (an
-                          :class:`OverflowStore` or ``None``)
+                          ``capabilities.durable``), :meth:`~Dialect.journal_on`,
+                          :attr:`~Dialect.overflow` (an :class:`OverflowStore` or
+                          ``None``)
 process lifecycle         :meth:`~Dialect.attach`, :meth:`~Dialect.detach`,
                           :meth:`~Dialect.after_fork`, :meth:`~Dialect.close`
 ========================  ==========================================================
@@ -417,6 +418,16 @@ class Dialect(abc.ABC):
         raise SQLNotifyConfigurationError(
             f"durable watches are not available on {self.name or 'this database'}"
         )
+
+    def journal_on(self, source: Source) -> JournalStore:
+        """A journal store reading on ``source``'s own session, where the database can.
+
+        Used by one thread, the one that owns ``source`` (the relay's): one
+        database session serves both the wake-ups and the journal reads.
+        Closing the store leaves ``source`` open.  The default is
+        :meth:`journal` (a connection of its own).
+        """
+        return self.journal()
 
     # -- process lifecycle --------------------------------------------------------
     def attach(self, wake: Callable[[], None]) -> None:

@@ -190,6 +190,13 @@ class RelayedNotifier(Notifier):
         self.backend.relay_watches()
         super().start(timeout)
 
+    def stop(self, cleanup: bool | None = None) -> None:
+        super().stop(cleanup)
+        if not any(n.is_running for n in self.backend.running):
+            # The relays run exactly while a consumer does: what is written
+            # meanwhile waits in the journal, as when no relay was up.
+            self.backend.stop_relays()
+
 
 class RedisBackend(Backend):
     """PostgreSQL read through relays into Redis, by consumer-group notifiers."""
@@ -206,6 +213,8 @@ class RedisBackend(Backend):
         #: The ``watch`` calls of the notifiers, to declare on the relays.
         self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         self.relays: dict[str, Any] = {}
+        #: The notifiers it made (those running keep the relays up).
+        self.running: list[RelayedNotifier] = []
         self._groups = 0
 
     def notifier(self, **options: Any) -> Notifier:
@@ -224,6 +233,7 @@ class RedisBackend(Backend):
         assert isinstance(n, RelayedNotifier)
         n.backend = self
         self._notifiers.append(n)
+        self.running.append(n)
         return n
 
     def relay_watches(self) -> None:
@@ -255,12 +265,16 @@ class RedisBackend(Backend):
             relay.start()
             wait_until(lambda r=relay: r.active, timeout=20, message="the relay to be active")
 
-    def close(self) -> None:
-        import redis
-
+    def stop_relays(self) -> None:
+        """Stop every relay (the next start of a notifier starts them again)."""
         for relay in self.relays.values():
             relay.stop()
         self.relays.clear()
+
+    def close(self) -> None:
+        import redis
+
+        self.stop_relays()
         client = redis.Redis.from_url(self.redis_url)
         try:
             keys = list(client.scan_iter(match=self.prefix + "*", count=1000))

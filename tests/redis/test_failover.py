@@ -13,6 +13,7 @@ from test_groups import CHILD, db_url, got, procs, start_consumer, write  # noqa
 
 from sqlnotify import Notifier
 from sqlnotify.dialects.redis import stream_key
+from sqlnotify.relay import Relay
 from sqlnotify.testing import wait_until
 
 
@@ -63,6 +64,49 @@ def test_standby_relay_takes_over_without_loss_or_duplicate(
         message="every entry acknowledged",
     )
     assert len(events) == 10_000
+    client.close()
+
+
+def test_takeover_skips_the_entries_appended_after_the_saved_position(
+    pg_schema_engine: sa.Engine,
+    item: sa.Table,
+    redis_url: str,
+    prefix: str,
+    procs: list[Proc],  # noqa: F811
+    relays: list[Relay],
+) -> None:
+    table, name = item, item.fullname
+    key = stream_key(prefix, channel_of(pg_schema_engine, name))
+    # A relay that never saves its position after its first (an hour apart):
+    # killed, it leaves 50 entries in the stream past its saved position.
+    first = Proc.python(
+        CHILD, "relay", db_url(pg_schema_engine), redis_url, prefix, name, "3600", env=child_env()
+    )
+    procs.append(first)
+    first.expect("active", timeout=60)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    write(pg_schema_engine, table, range(1, 51), per_transaction=10)
+    wait_until(lambda: client.xlen(key) == 50, timeout=30, message="50 entries")
+    first.popen.send_signal(signal.SIGKILL)
+    first.popen.wait(10)
+
+    heir = Relay(
+        Notifier(pg_schema_engine).watch(name, "insert", durable=True),
+        redis_url,
+        name=prefix,
+        stream_prefix=prefix,
+    )
+    relays.append(heir)
+    heir.start()
+    wait_until(lambda: heir.active, timeout=30, message="the heir to take over")
+    write(pg_schema_engine, table, range(51, 61), per_transaction=10)
+    wait_until(lambda: client.xlen(key) >= 60, timeout=30, message="60 entries")
+    # It read the 50 events again from the saved position and appended none of them.
+    assert heir.health()["skipped"] == 50
+    entries = client.xrange(key)
+    assert len(entries) == 60
+    assert [row_id(client, key, e) for e, _ in entries] == list(range(1, 61))
+    assert [e for e, _ in entries] == [f"{n}-0" for n in range(1, 61)]
     client.close()
 
 

@@ -1,7 +1,8 @@
 """A relay or a consumer in a process of its own, for the Redis Streams tests.
 
-``python redis_child.py relay <db-url> <redis-url> <prefix> <table>``: a relay
-of durable inserts into ``table``; prints ``active`` once it is the active one.
+``python redis_child.py relay <db-url> <redis-url> <prefix> <table>
+[save_interval]``: a relay of durable inserts into ``table``; prints ``active``
+once it is the active one (``save_interval``: its :attr:`Relay.save_interval`).
 
 ``python redis_child.py consume <db-url> <redis-url> <prefix> <table> <group>
 <name> [claim_idle] [hang_after]``: a consumer; each event's id goes to the
@@ -25,10 +26,12 @@ from sqlnotify import Notifier, signals
 from sqlnotify.relay import Relay
 
 
-def relay(db_url: str, redis_url: str, prefix: str, table: str) -> None:
+def relay(db_url: str, redis_url: str, prefix: str, table: str, save_interval: str = "") -> None:
     engine = sa.create_engine(db_url)
     source = Notifier(engine).watch(table, "insert", durable=True)
     r = Relay(source, redis_url, name=prefix, stream_prefix=prefix)
+    if save_interval:
+        r.save_interval = float(save_interval)
     r.start()
     said = threading.Event()
     while not said.is_set():

@@ -371,6 +371,17 @@ class PostgresDialect(Dialect):
             )
         return self._journal
 
+    def journal_on(self, source: Source) -> PostgresJournal:
+        """A journal store reading on the listening session of ``source`` (a relay's
+        one backend); closing it leaves the session open.  Any other source: :meth:`journal`."""
+        if not isinstance(source, PostgresSource):
+            return self.journal()
+        store = PostgresJournal(
+            self.dsn, self.journal_schema_name(), on_acquire=self._set_consumer_lock
+        )
+        store.borrow(source.connection)
+        return store
+
     def _set_consumer_lock(self, key: int, consumer: str) -> None:
         # Taken by the listener's own session, so it lives exactly as long as
         # the connection that reads for the consumer.  A transaction pooler

@@ -46,6 +46,7 @@ from .sql import (
     INSTALL_LOCK_KEY,
     JOURNAL_LOCK_TIMEOUT_SQL,
     JOURNAL_PRUNE_SQL,
+    JOURNAL_SESSION_SQL,
     JOURNAL_TABLE,
     LEASES_TABLE,
     LOAD_SQL,
@@ -168,7 +169,9 @@ class PostgresJournal:
 
     Holds one autocommit psycopg2 connection of its own (opened on first
     use, reopened after an error), used by the listener thread, and by the
-    thread calling ``Notifier.stop`` once the listener has ended.
+    thread calling ``Notifier.stop`` once the listener has ended; or, after
+    :meth:`borrow`, runs on a connection it is lent (the relay's listening
+    session).
     """
 
     CONNECT_TIMEOUT = 5
@@ -234,11 +237,32 @@ class PostgresJournal:
         self._written: dict[str, BackfillState] = {}
         self._conn: Any = None
         self._prepared = False
+        # A lender of the connection to use instead of one of its own.
+        self._lender: Callable[[], Any] | None = None
+        self._lent: Any = None
         # Rows of a window read ahead: (window start, window end, rows, complete).
         self._ahead: tuple[str, str, Rows, bool] | None = None
 
     # -- connection -----------------------------------------------------------
+    def borrow(self, lender: Callable[[], Any]) -> None:
+        """Run every statement on the asynchronous-mode connection ``lender()`` returns
+        (called before each statement: it hands the connection over idle), not on
+        one of this store's own, until :meth:`close`, which does not close it.
+
+        Only for a connection in autocommit whose owner is the calling thread:
+        the relay lends its listening session (``PostgresSource.connection``).
+        """
+        self.close()
+        self._lender = lender
+
     def _cursor(self) -> BoundedCursor:
+        if self._lender is not None:
+            conn = self._lender()
+            if conn is not self._lent:
+                self._lent, self._prepared = conn, False
+                cur = BoundedCursor(conn, self.QUERY_TIMEOUT)
+                cur.execute(JOURNAL_SESSION_SQL.format(timeout_ms=self.STATEMENT_TIMEOUT_MS))
+            return BoundedCursor(conn, self.QUERY_TIMEOUT)
         if self._conn is None or self._conn.closed:
             self._conn = connect_bounded(self.dsn, self.QUERY_TIMEOUT)
             self._prepared = False
@@ -253,6 +277,7 @@ class PostgresJournal:
 
     def close(self) -> None:
         self._ahead = None
+        self._lender = self._lent = None  # a lent connection stays its owner's
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

@@ -217,9 +217,27 @@ class PostgresSource(Source):
             self._check_stop()
             conn.poll()
 
+    def connection(self) -> Any:
+        """The listening connection, idle, for statements of the thread that owns this
+        source (a relay's journal reads, see ``PostgresJournal.borrow``).
+
+        A liveness probe in flight is answered first; notifications that
+        arrive during those statements are returned by the next :meth:`wait`.
+        """
+        if self._probe_deadline is not None:
+            try:
+                self._complete(self._probe_deadline)
+            except SQLNotifyListenerError as exc:
+                raise SourceDisconnected(str(exc)) from exc
+            self._probe_deadline = None
+            self._queue_checked(self._cursor.fetchone())
+        return self._conn
+
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         conn = self._conn
         ext = self._ext
+        if conn.notifies:
+            timeout = 0.0  # already read (by a statement on this connection)
         now = time.monotonic()
         probe = self._probe_deadline
         if probe is None and (

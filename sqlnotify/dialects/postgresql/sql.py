@@ -490,6 +490,11 @@ CURRENT_SNAPSHOT_SQL = "SELECT pg_current_snapshot()::text"
 TRY_XACT_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s)"
 PARAM_XACT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
 JOURNAL_LOCK_TIMEOUT_SQL = "SET LOCAL lock_timeout = '5s'"
+#: The journal store's settings, on a session it shares (its own get them at connect).
+JOURNAL_SESSION_SQL = (
+    "SET statement_timeout = {timeout_ms}; SET plan_cache_mode = force_generic_plan;"
+    " SET max_parallel_workers_per_gather = 0"
+)
 
 # Only the first rows in key order are examined, so a prune costs the same
 # however large the journal is; rows are roughly in time order, so the old

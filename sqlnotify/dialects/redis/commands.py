@@ -12,7 +12,11 @@ field     value
 ========  ================================================================
 ``p``     the event's payload (JSON text, with its journal ``"pos"``)
 ``j``     the event's journal position number (``event.position``), so a
-          relay taking over writes no event twice
+          relay taking over writes no event twice; ``0`` in a gap entry
+``g``     only in a gap entry, instead of ``p``: the journal lost events
+          before the relay read them (retention pruned them); the value is
+          the time of the newest lost one (seconds since the epoch).  Each
+          consumer group signals a ``"retention"`` gap when it reads it.
 ========  ================================================================
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "FIELD_GAP",
     "FIELD_PAYLOAD",
     "FIELD_POSITION",
     "LEASE_REFRESH_SCRIPT",
@@ -28,6 +33,7 @@ __all__ = [
     "RELAY_LOCK_PREFIX",
     "entry_id",
     "entry_number",
+    "gap_fields",
     "health_key",
     "health_pattern",
     "lease_key",
@@ -38,6 +44,8 @@ __all__ = [
 FIELD_PAYLOAD = "p"
 #: Entry field holding the journal position number.
 FIELD_POSITION = "j"
+#: Entry field of a gap entry: the journal lost events before the relay read them.
+FIELD_GAP = "g"
 #: Default prefix of stream keys.
 DEFAULT_PREFIX = "sqlnotify:"
 #: Prefix of the consumer name a relay saves its journal position under.
@@ -90,6 +98,11 @@ return 0
 def entry_id(number: int) -> str:
     """The entry ID a relay gives the ``number``-th entry of a stream."""
     return f"{number}-0"
+
+
+def gap_fields(lost_until: float) -> dict[str, str | int]:
+    """The fields of a gap entry (``lost_until``: the newest lost event's time)."""
+    return {FIELD_GAP: repr(float(lost_until)), FIELD_POSITION: 0}
 
 
 def entry_number(entry: str) -> int:

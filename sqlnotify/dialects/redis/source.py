@@ -2,10 +2,11 @@
 
 :class:`RedisSource` is the listener thread's connection: each
 :meth:`~RedisSource.wait` claims pending entries of dead consumers
-(``XAUTOCLAIM``) when due, reads new entries with :data:`READ_SCRIPT`
-(the group's last delivered ID and ``XREADGROUP`` in one atomic step, so a
-trimmed range is told exactly), and otherwise blocks in ``XREAD`` for at most
-:attr:`RedisSource.block` seconds.
+(``XAUTOCLAIM``) when due, waits in ``XREAD`` (at most :attr:`RedisSource.block`
+seconds) for entries past those the group is known to have got, then reads
+them with :data:`READ_SCRIPT` (the group's last delivered ID and
+``XREADGROUP`` in one atomic step, so a trimmed range is told exactly),
+queued behind the ``XREAD`` in one pipeline: one round trip per wake-up.
 
 :class:`Ledger` remembers the entries delivered and not acknowledged, each
 under a local sequence number (the consumer's position).
@@ -33,6 +34,7 @@ from ..._journal import JournalEvent, JournalReader, Row
 from ...exceptions import SQLNotifyException, SQLNotifyListenerError
 from ..base import RawNotification, Source, SourceDisconnected
 from .commands import (
+    FIELD_GAP,
     FIELD_PAYLOAD,
     FIELD_POSITION,
     LEASE_REFRESH_SCRIPT,
@@ -212,6 +214,7 @@ class RedisSource(Source):
         self._next_claim = 0.0
         self._log = log
         self._script = client.register_script(READ_SCRIPT)
+        self._args: list[str | int] = [group, consumer, self.count]
         #: The last entry number this consumer knows its group got, by stream.
         self._seen = seen
         for key in keys:
@@ -226,12 +229,10 @@ class RedisSource(Source):
             if self._lease is not None:
                 self._lease.refresh()
             out = self._claim() if time.monotonic() >= self._next_claim else []
-            out += self._read()
-            if not out:
-                block = max(1, int(min(timeout, self.block) * 1000))
-                after = {k: f"{n}-0" for k, n in self._seen.items()}
-                self._client.xread(after, count=1, block=block)  # type: ignore[arg-type]
-                out = self._read()
+            if out:
+                out += self._read()
+            else:
+                out = self._wait_and_read(timeout)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise SourceDisconnected(f"Redis refused a read: {exc}") from exc
@@ -249,8 +250,28 @@ class RedisSource(Source):
         self._ledger.clear()
         ensure_groups(self._client, self._keys, self._group, "0")
 
+    def _wait_and_read(self, timeout: float) -> list[JournalEvent]:
+        # One round trip: XREAD blocks this connection until the streams hold
+        # entries past what the group is known to have got (or the block
+        # ends), and Redis runs the read script queued behind it right after.
+        # The script runs after a timeout too: a stream that started over
+        # (Redis and the relay restarted) has entries below those.
+        block = max(1, int(min(timeout, self.block) * 1000))
+        after = {k: f"{n}-0" for k, n in self._seen.items()}
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xread(after, count=1, block=block)  # type: ignore[arg-type]
+        pipe.evalsha(self._script.sha, len(self._keys), *self._keys, *self._args)
+        replies = pipe.execute(raise_on_error=False)[1]
+        if isinstance(replies, redis.exceptions.NoScriptError):
+            return self._read()  # Redis restarted: the script is loaded again
+        if isinstance(replies, Exception):
+            raise replies
+        return self._handle(replies)
+
     def _read(self) -> list[JournalEvent]:
-        replies = self._script(keys=self._keys, args=[self._group, self._consumer, self.count])
+        return self._handle(self._script(keys=self._keys, args=self._args))
+
+    def _handle(self, replies: Any) -> list[JournalEvent]:
         out: list[JournalEvent] = []
         for key, (last_id, entries) in zip(self._keys, replies, strict=True):
             group_last = entry_number(last_id)
@@ -280,7 +301,12 @@ class RedisSource(Source):
             fields = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
             number = int(fields[FIELD_POSITION])
             seq = add(key, entry, number)
-            append(JournalEvent(channel, fields[FIELD_PAYLOAD], None, number, seq))
+            payload = fields.get(FIELD_PAYLOAD)
+            if payload is None:
+                if FIELD_GAP in fields:
+                    self._lost(key, entry, fields[FIELD_GAP])
+                continue  # acknowledged with the events after it
+            append(JournalEvent(channel, payload, None, number, seq))
         if out:
             self.reader.position = self._ledger.last  # type: ignore[union-attr]
 
@@ -305,6 +331,20 @@ class RedisSource(Source):
                 self._log.info("claimed %d pending entries of %s", len(live), key)
                 self._deliver(key, live, out)
         return out
+
+    def _lost(self, key: str, entry: str, lost_until: str) -> None:
+        # The relay's journal lost events before the relay read them: their
+        # number is unknown (a gap "from first to last" with last < first).
+        self._log.warning(
+            "entry %s of %s: the journal lost events before the relay read them"
+            " (the newest lost was written at %s)",
+            entry,
+            key,
+            lost_until,
+        )
+        on_gap = self.reader.on_gap if self.reader is not None else None
+        if on_gap is not None:
+            on_gap(1, 0)
 
     def _gap(self, key: str, first: int, last: int) -> None:
         self._log.warning(
