@@ -23,7 +23,16 @@ def test_listen_backfill_prints_rows_then_changes(
             f"INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, {ROWS}) g"
         )
     proc = Running(
-        "listen", pg_url, table, "--columns", "note", "--backfill", "--consumer", "cli-bf"
+        "listen",
+        pg_url,
+        table,
+        "--columns",
+        "note",
+        "--backfill",
+        "--consumer",
+        "cli-bf",
+        "--journal-schema",
+        schema,
     )
     try:
         proc.wait_stderr("listening")
