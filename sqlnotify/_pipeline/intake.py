@@ -19,9 +19,9 @@ from .. import signals
 from .._journal import JournalReader
 from .._payload import RawNotification
 from ..dialects.base import Source
-from .delivery import send_isolated
 from .dispatcher import Batch, Dispatcher
 from .durable import Acks, Feed, Journal
+from .route import send_isolated
 from .stats import Stats
 
 __all__ = ["GapSender", "Intake"]

@@ -32,12 +32,13 @@ from .._backfill import BackfillRequest, unwrap
 from .._ownership import Policy
 from .._watch import Watch
 from ..dialects.base import Dialect
-from .delivery import Delivery, Route
+from .delivery import Delivery
 from .dispatcher import Dispatcher
 from .durable import open_journal
 from .intake import Intake
 from .listener import Listener
 from .maintenance import Maintenance, Ownership
+from .route import Route
 from .stats import Stats, percentile
 from .subscriptions import AsyncSide
 

@@ -44,8 +44,9 @@ from ..events import ChangeEvent, Gap, Operation
 from ..exceptions import SQLNotifyConfigurationError
 from ..streams import EventStream
 from .bridge import LoopBridge, LoopThread
-from .delivery import Delivery, receiver_name, send_isolated
+from .delivery import Delivery
 from .durable import Acks
+from .route import receiver_name, send_isolated
 from .stats import Stats
 
 __all__ = [

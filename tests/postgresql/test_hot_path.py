@@ -15,7 +15,7 @@ from support.watching import Watch, make_table
 
 from sqlnotify import Notifier
 from sqlnotify._payload import decode_json
-from sqlnotify._pipeline.delivery import Route
+from sqlnotify._pipeline.route import Route
 from sqlnotify._watch import WatchRequest
 from sqlnotify.testing import EventRecorder
 
