@@ -103,7 +103,8 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 class Worker:
-    """A ``python -m benchmarks._worker`` child, talking JSON lines on its stdout."""
+    """A ``python -m benchmarks._worker`` child (or the ``spec["module"]`` one),
+    talking JSON lines on its stdout."""
 
     def __init__(self, spec: dict[str, Any], timeout: float = 120.0) -> None:
         env = dict(os.environ)
@@ -111,7 +112,7 @@ class Worker:
         self.spec = spec
         self.timeout = timeout
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._worker", json.dumps(spec)],
+            [sys.executable, "-m", spec.get("module", "benchmarks._worker"), json.dumps(spec)],
             stdout=subprocess.PIPE,
             stderr=None,
             env=env,

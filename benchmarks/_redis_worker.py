@@ -5,6 +5,8 @@ table's durable insert watch, says ``ready`` once it is active, and relays until
 it gets SIGTERM; then it says ``result`` with the relay's ``health()``.
 The ``redis`` consumer mode is a notifier reading the relay's streams in
 consumer group ``group`` (see ``benchmarks._worker`` for the other modes).
+The Redis cases start their children as ``python -m benchmarks._redis_worker``
+(``spec["module"]``), which adds these roles to ``benchmarks._worker``'s.
 
 ``measure: "phases"`` (every mode): the first ``warmup + count`` events are
 paced (their latency is recorded, less the warm-up); the ``rate_count`` events
@@ -19,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._worker import Tally, bench_table, say
+from benchmarks import _worker
+from benchmarks._worker import CONSUMERS, Tally, _receiver, bench_table, say
 
 
 def _engine(spec: dict[str, Any]) -> Any:
@@ -91,7 +94,6 @@ def phases_receiver(spec: dict[str, Any], tally: Tally) -> Callable[[Any], None]
 
 def consumer(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
     """A notifier of the durable watch: ``source: "redis"`` reads the relay's streams."""
-    from benchmarks._worker import _receiver
     from sqlnotify import Notifier
 
     engine = _engine(spec)
@@ -131,3 +133,16 @@ def result(tally: Tally, measure: str) -> dict[str, Any]:
         "t_last": tally.t_last,
         "latencies": tally.latencies,
     }
+
+
+CONSUMERS["durable_source"] = consumer
+
+
+def _consume(spec: dict[str, Any]) -> None:
+    _worker.consumer(spec, report=result)
+
+
+ROLES = {"consumer": _consume, "producer": _worker.producer, "relay": relay}
+
+if __name__ == "__main__":
+    _worker.main(ROLES)

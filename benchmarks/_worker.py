@@ -382,16 +382,10 @@ CONSUMERS = {
 }
 
 
-def _durable_source(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
-    from benchmarks import _redis_worker
-
-    return _redis_worker.consumer(spec, tally, measure)
-
-
-CONSUMERS["durable_source"] = _durable_source
-
-
-def consumer(spec: dict[str, Any]) -> None:
+def consumer(
+    spec: dict[str, Any], report: Callable[[Tally, str], dict[str, Any]] | None = None
+) -> None:
+    """Receive with ``CONSUMERS[spec["mode"]]``; say ``report(tally, measure)`` at the end."""
     measure = spec.get("measure", "throughput")
     tally = Tally(spec)
     run = CONSUMERS[spec["mode"]](spec, tally, measure)
@@ -406,12 +400,7 @@ def consumer(spec: dict[str, Any]) -> None:
         say(result={"rss": rss_bytes(), "count": tally.n})
         return
     run()
-    if measure == "phases":
-        from benchmarks._redis_worker import result
-
-        say(result=result(tally, measure))
-        return
-    say(result=tally.result(measure))
+    say(result=report(tally, measure) if report is not None else tally.result(measure))
 
 
 def producer(spec: dict[str, Any]) -> None:
@@ -467,19 +456,14 @@ def sqlite_producer(spec: dict[str, Any]) -> None:
     say(result={"elapsed": elapsed, "rate": count / elapsed, "commits": commits})
 
 
-def relay(spec: dict[str, Any]) -> None:
-    from benchmarks._redis_worker import relay as run
-
-    run(spec)
+ROLES: dict[str, Callable[[dict[str, Any]], None]] = {"consumer": consumer, "producer": producer}
 
 
-ROLES = {"consumer": consumer, "producer": producer, "relay": relay}
-
-
-def main() -> None:
+def main(roles: dict[str, Callable[[dict[str, Any]], None]] = ROLES) -> None:
+    """Run the role the spec (the first argument, JSON) names; errors are said, not raised."""
     spec = json.loads(sys.argv[1])
     try:
-        ROLES[spec["role"]](spec)
+        roles[spec["role"]](spec)
     except BaseException:
         say(error=traceback.format_exc())
         raise SystemExit(1) from None

@@ -54,6 +54,7 @@ def _spec(ctx: Context, name: str, app: str, prefix: str, **more: Any) -> dict[s
         "table": name,
         "redis_url": REDIS_URL,
         "prefix": prefix,
+        "module": "benchmarks._redis_worker",
         **more,
     }
 
