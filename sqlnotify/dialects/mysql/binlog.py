@@ -47,6 +47,8 @@ from .source import LogCursor
 __all__ = ["BinlogSource", "row_payload"]
 
 _CUSTOM = f'"{CUSTOM}":true'
+#: The trigger's JSON form (one encoder, not one per row).
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _QUERY_TABLE = re.compile(
     r"^\s*(TRUNCATE|ALTER|DROP|RENAME)\s+(?:TABLE\s+)?(?:IF\s+EXISTS\s+)?"
     r"(?:`?(\w+)`?\.)?`?(\w+)`?",
@@ -138,7 +140,7 @@ def row_payload(
         body[CHG] = [c for c in watch.compared_columns if before.get(c) != row.get(c)]
         if watch.include_old:
             body[OLD] = {c: _value(before.get(c), kinds[c]) for c in cols}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return _dumps(body)
 
 
 def _connect(driver: Any, **kwargs: Any) -> Any:
@@ -233,16 +235,24 @@ class BinlogSource(Source):
             settings["unix_socket"] = kw["unix_socket"]
         ev = repl.event
         rows = repl.row_event
-        self._types = (
-            ev.RotateEvent,
-            ev.XidEvent,
-            ev.QueryEvent,
-            ev.GtidEvent,
-            ev.MariadbGtidEvent,
-            rows.WriteRowsEvent,
-            rows.UpdateRowsEvent,
-            rows.DeleteRowsEvent,
-        )
+        self._handlers: dict[type, Callable[[Any, list[tuple[Any, str, str | None]]], None]] = {
+            ev.RotateEvent: self._nothing,
+            # The reader returns after each heartbeat: a read that skipped
+            # packets of other tables waits for the next one at most.
+            ev.HeartbeatLogEvent: self._nothing,
+            ev.XidEvent: self._xid,
+            ev.QueryEvent: self._query_event,
+            ev.GtidEvent: self._gtid_event,
+            ev.MariadbGtidEvent: self._gtid_event,
+            rows.WriteRowsEvent: functools.partial(self._rows, op="insert"),
+            rows.UpdateRowsEvent: functools.partial(self._rows, op="update"),
+            rows.DeleteRowsEvent: functools.partial(self._rows, op="delete"),
+        }
+        # Only the tables read are mapped: a row event of another table is
+        # dropped by the reader after its table id, before any column is decoded
+        # (schemas and names filter apart, so the product may hold pairs this
+        # source does not read; :meth:`_rows` looks the exact pair up).
+        read = self._read = {*self._tables, (db, sql.LOG_TABLE)}
         self._stream = repl.BinLogStreamReader(
             connection_settings=settings,
             server_id=1_000_000 + (os.getpid() * 7919 + id(self)) % 2_000_000_000,
@@ -252,6 +262,11 @@ class BinlogSource(Source):
             log_pos=start.pos,
             slave_heartbeat=self.HEARTBEAT,
             is_mariadb=False,  # file/offset dumps (the MariaDB path starts at GTIDs)
+            only_events=list(self._handlers),
+            only_schemas=sorted({s for s, _ in read}),
+            only_tables=sorted({t for _, t in read}),
+            enable_logging=False,
+            freeze_schema=True,
             pymysql_wrapper=functools.partial(_connect, server.driver),
         )
         try:
@@ -297,6 +312,8 @@ class BinlogSource(Source):
         deadline = time.monotonic() + timeout
         while len(rows) < self.MAX_ROWS:
             sock = self._socket()
+            if rows and time.monotonic() >= deadline:
+                break  # a long backlog: the listener checks its stop event between waits
             if sock is not None and not self._buffered(sock):
                 if rows:
                     break
@@ -317,20 +334,25 @@ class BinlogSource(Source):
         return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
 
     def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
-        if event is None or not isinstance(event, self._types):
-            return
-        name = type(event).__name__
-        if name in ("GtidEvent", "MariadbGtidEvent"):
-            self._gtid = str(event.gtid)
-        elif name == "XidEvent":
+        if event is not None:
+            handler = self._handlers.get(type(event))
+            if handler is not None:
+                handler(event, rows)
+
+    def _nothing(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        return None
+
+    def _gtid_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        self._gtid = str(event.gtid)
+
+    def _xid(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        self._commit(rows)
+
+    def _query_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        query = event.query if isinstance(event.query, str) else str(event.query)
+        if query.strip().upper() != "BEGIN":
+            self._query(event, query)
             self._commit(rows)
-        elif name == "QueryEvent":
-            query = event.query if isinstance(event.query, str) else str(event.query)
-            if query.strip().upper() != "BEGIN":
-                self._query(event, query)
-                self._commit(rows)
-        elif name.endswith("RowsEvent"):
-            self._rows(event, name, rows)
 
     def _commit(self, rows: list[tuple[Any, str, str | None]]) -> None:
         stream = self._stream
@@ -338,7 +360,11 @@ class BinlogSource(Source):
         if self._count == 0:
             # Nothing delivered: the position moves past the transaction.  After
             # events it stays at the last one's (resuming there skips them).
-            rows.append((self._boundary, "", None))
+            # Transactions of no event in a row need only the last boundary.
+            if rows and rows[-1][2] is None:
+                rows[-1] = (self._boundary, "", None)
+            else:
+                rows.append((self._boundary, "", None))
         self._count = 0
         self._skip = 0
 
@@ -349,7 +375,14 @@ class BinlogSource(Source):
         schema = match.group(2) or (
             event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
         )
-        if (schema, match.group(3)) in self._tables:
+        table = (schema, match.group(3))
+        if table in self._read:
+            # The reader maps each table id once (``freeze_schema``); a changed
+            # table gets a new id, and its old mapping goes.
+            mapped = self._stream.table_map
+            for table_id in [i for i, t in mapped.items() if (t.schema, t.table) == table]:
+                del mapped[table_id]
+        if table in self._tables:
             self._log.warning(
                 "%s of watched table %s.%s (binlog query event): no row events are sent for it",
                 match.group(1).upper(),
@@ -357,9 +390,8 @@ class BinlogSource(Source):
                 match.group(3),
             )
 
-    def _rows(self, event: Any, name: str, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _rows(self, event: Any, rows: list[tuple[Any, str, str | None]], *, op: str) -> None:
         schema, table = str(event.schema), str(event.table)
-        op = {"WriteRowsEvent": "insert", "UpdateRowsEvent": "update"}.get(name, "delete")
         if schema == self._db and table == sql.LOG_TABLE and op == "insert":
             for row in event.rows:
                 values = row["values"]
