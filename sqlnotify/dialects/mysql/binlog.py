@@ -47,6 +47,14 @@ from .source import LogCursor
 __all__ = ["BinlogSource", "row_payload"]
 
 _CUSTOM = f'"{CUSTOM}":true'
+# Event types read from the packet's header without the reader's decoding
+# (the binary log format's numbers, the same on MySQL 5.1+ and MariaDB).
+_XID = 0x10
+_TABLE_MAP = 0x13
+_HEARTBEAT = 0x1B
+_MARIADB_GTID = 0xA2
+_ROWS = frozenset({0x17, 0x18, 0x19, 0x1E, 0x1F, 0x20})
+_HEADER = 20  # the OK byte and the 19-byte event header
 #: The trigger's JSON form (one encoder, not one per row).
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _QUERY_TABLE = re.compile(
@@ -157,6 +165,20 @@ def _replication() -> Any:
     return pymysqlreplication
 
 
+class _Replay:
+    """A connection's ``_read_packet`` that returns one packet already read, then reads on."""
+
+    def __init__(self, packet: Any, conn: Any) -> None:
+        self._packet: Any = packet
+        self._conn = conn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        packet, self._packet = self._packet, None
+        if packet is not None:
+            return packet
+        return type(self._conn)._read_packet(self._conn, *args, **kwargs)
+
+
 class BinlogSource(Source):
     """The listener's replication stream."""
 
@@ -236,7 +258,7 @@ class BinlogSource(Source):
         ev = repl.event
         rows = repl.row_event
         self._handlers: dict[type, Callable[[Any, list[tuple[Any, str, str | None]]], None]] = {
-            ev.RotateEvent: self._nothing,
+            ev.RotateEvent: self._rotate,
             # The reader returns after each heartbeat: a read that skipped
             # packets of other tables waits for the next one at most.
             ev.HeartbeatLogEvent: self._nothing,
@@ -253,6 +275,8 @@ class BinlogSource(Source):
         # (schemas and names filter apart, so the product may hold pairs this
         # source does not read; :meth:`_rows` looks the exact pair up).
         read = self._read = {*self._tables, (db, sql.LOG_TABLE)}
+        #: Table ids of tables this source does not read (their events are skipped).
+        self._unread_ids: set[int] = set()
         self._stream = repl.BinLogStreamReader(
             connection_settings=settings,
             server_id=1_000_000 + (os.getpid() * 7919 + id(self)) % 2_000_000_000,
@@ -323,15 +347,66 @@ class BinlogSource(Source):
                 ready, _, _ = select.select([sock, wake_fd], [], [], left)
                 if sock not in ready:
                     break
-            event = self._stream.fetchone()
-            if event is None:
-                raise SourceDisconnected("the MySQL binlog stream ended")
-            self._handle(event, rows)
+            self._next(rows)
             self.last_alive = time.time()
         if not rows:
             return []
         pending = [rows]
         return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
+
+    def _next(self, rows: list[tuple[Any, str, str | None]]) -> None:
+        """Read one packet: most are taken from their header alone (commits, GTIDs,
+        heartbeats, tables already mapped, tables not read); the rest go to the reader."""
+        stream = self._stream
+        conn = stream._stream_connection
+        packet = conn._read_packet()
+        data = packet.get_all_data()
+        if len(data) > _HEADER + 8 and data[0] == 0 and self._skim(data, rows):
+            return
+        conn._read_packet = _Replay(packet, conn)  # the reader reads this packet again
+        try:
+            event = stream.fetchone()
+        finally:
+            conn.__dict__.pop("_read_packet", None)
+        if event is None:
+            raise SourceDisconnected("the MySQL binlog stream ended")
+        self._handle(event, rows)
+
+    def _skim(self, data: bytes, rows: list[tuple[Any, str, str | None]]) -> bool:
+        """Handle the event in ``data`` from its bytes if it needs no decoding."""
+        kind = data[5]
+        stream = self._stream
+        if kind == _HEARTBEAT:
+            return True
+        if kind == _XID:
+            stream.log_pos = int.from_bytes(data[14:18], "little")
+            self._commit(rows)
+            return True
+        if kind == _MARIADB_GTID:
+            seq, domain = struct.unpack_from("<QI", data, _HEADER)
+            server = int.from_bytes(data[6:10], "little")
+            self._gtid = f"{domain}-{server}-{seq}"
+            stream.log_pos = int.from_bytes(data[14:18], "little")
+            return True
+        if kind != _TABLE_MAP and kind not in _ROWS:
+            return False
+        table_id = int.from_bytes(data[_HEADER : _HEADER + 6], "little")
+        if kind == _TABLE_MAP and table_id not in stream.table_map:
+            if table_id not in self._unread_ids:
+                at = _HEADER + 8
+                end = at + 1 + data[at]
+                schema = data[at + 1 : end].decode("utf-8", "replace")
+                name = data[end + 2 : end + 2 + data[end + 1]].decode("utf-8", "replace")
+                if (schema, name) in self._read:
+                    return False  # a table read: the reader maps it
+                self._unread_ids.add(table_id)
+        elif kind != _TABLE_MAP and table_id in stream.table_map:
+            return False  # a row event of a table read: the reader decodes it
+        stream.log_pos = int.from_bytes(data[14:18], "little")
+        return True
+
+    def _rotate(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        self._unread_ids.clear()  # a new log may come from a restarted server
 
     def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
         if event is not None:
