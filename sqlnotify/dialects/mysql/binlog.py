@@ -54,6 +54,9 @@ _TABLE_MAP = 0x13
 _HEARTBEAT = 0x1B
 _MARIADB_GTID = 0xA2
 _ROWS = frozenset({0x17, 0x18, 0x19, 0x1E, 0x1F, 0x20})
+#: Events this source never needs: INTVAR, RAND, USER_VAR, ROWS_QUERY, ANONYMOUS_GTID,
+#: PREVIOUS_GTIDS, MariaDB's ANNOTATE_ROWS, BINLOG_CHECKPOINT and GTID_LIST.
+_UNUSED = frozenset({0x05, 0x0D, 0x0E, 0x1D, 0x22, 0x23, 0xA0, 0xA1, 0xA3})
 _HEADER = 20  # the OK byte and the 19-byte event header
 #: The trigger's JSON form (one encoder, not one per row).
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -378,15 +381,18 @@ class BinlogSource(Source):
         stream = self._stream
         if kind == _HEARTBEAT:
             return True
+        if kind in _UNUSED:
+            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+            return True
         if kind == _XID:
-            stream.log_pos = int.from_bytes(data[14:18], "little")
+            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
             self._commit(rows)
             return True
         if kind == _MARIADB_GTID:
             seq, domain = struct.unpack_from("<QI", data, _HEADER)
             server = int.from_bytes(data[6:10], "little")
             self._gtid = f"{domain}-{server}-{seq}"
-            stream.log_pos = int.from_bytes(data[14:18], "little")
+            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
             return True
         if kind != _TABLE_MAP and kind not in _ROWS:
             return False
@@ -402,7 +408,7 @@ class BinlogSource(Source):
                 self._unread_ids.add(table_id)
         elif kind != _TABLE_MAP and table_id in stream.table_map:
             return False  # a row event of a table read: the reader decodes it
-        stream.log_pos = int.from_bytes(data[14:18], "little")
+        stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
         return True
 
     def _rotate(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
