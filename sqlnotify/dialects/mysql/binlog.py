@@ -80,6 +80,10 @@ def _kind(type_: Any) -> str:
     return "plain"
 
 
+#: Types a plain column's value keeps in the payload.
+_AS_IS = frozenset({int, float, str})
+
+
 def _uuid_text(raw: bytes) -> str:
     """MariaDB's ``UUID`` column from its stored form (time-based RFC UUIDs, version 1,
     are kept with their time fields swapped, so they sort by time)."""
@@ -101,8 +105,8 @@ def _plain(value: Any) -> Any:
 
 def _value(value: Any, kind: str) -> Any:
     """One column's value as the trigger writes it into the payload."""
-    if value is None:
-        return None
+    if value is None or (type(value) in _AS_IS and kind == "plain"):
+        return value
     if kind == "binary":
         raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
         return raw.hex().upper()
