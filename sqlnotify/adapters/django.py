@@ -54,6 +54,9 @@ _POSTGRES_ENGINES = frozenset(
 _SQLITE_ENGINES = frozenset(
     {"django.db.backends.sqlite3", "django.contrib.gis.db.backends.spatialite"}
 )
+_MYSQL_ENGINES = frozenset({"django.db.backends.mysql", "django.contrib.gis.db.backends.mysql"})
+# Keys of a MySQL OPTIONS dict that name the same server for PyMySQL.
+_MYSQL_OPTIONS = frozenset({"charset", "unix_socket"})
 # Keys of a PostgreSQL OPTIONS dict that Django consumes itself (not libpq's).
 _DJANGO_ONLY_OPTIONS = frozenset(
     {"isolation_level", "server_side_binding", "pool", "assume_role", "cursor_factory"}
@@ -66,8 +69,12 @@ def database_url(settings_dict: Mapping[str, Any], alias: str = "default") -> sa
     PostgreSQL (``NAME``, ``USER``, ``PASSWORD``, ``HOST``, ``PORT`` and the
     libpq keys of ``OPTIONS`` such as ``sslmode``, ``options`` or
     ``service``) becomes a ``postgresql+psycopg2`` URL; a ``HOST`` that is a
-    directory is the unix socket directory.  SQLite becomes a URL of the
-    database file.
+    directory is the unix socket directory.  MySQL and MariaDB (Django's
+    ``mysql`` backend) become a ``mysql+pymysql`` URL (sqlnotify's own
+    connections use PyMySQL whatever driver Django uses); a ``HOST`` that
+    starts with ``/`` and ``OPTIONS["unix_socket"]`` are the socket,
+    ``OPTIONS["charset"]`` goes along, the other options are the driver's or
+    Django's.  SQLite becomes a URL of the database file.
 
     :raises SQLNotifyUnSupportedDatabaseProviderError: for other backends.
     """
@@ -91,6 +98,8 @@ def database_url(settings_dict: Mapping[str, Any], alias: str = "default") -> sa
             database=settings_dict.get("NAME") or None,
             query=query,
         )
+    if engine in _MYSQL_ENGINES:
+        return _mysql_url(settings_dict, alias)
     if engine in _SQLITE_ENGINES:
         name = settings_dict.get("NAME")
         if not name or str(name) == ":memory:" or str(name).startswith("file:"):
@@ -101,7 +110,32 @@ def database_url(settings_dict: Mapping[str, Any], alias: str = "default") -> sa
         return sa.URL.create("sqlite", database=os.path.abspath(os.fspath(name)))
     raise SQLNotifyUnSupportedDatabaseProviderError(
         f"DATABASES[{alias!r}] uses ENGINE {engine!r}; sqlnotify supports"
-        f" {sorted(_POSTGRES_ENGINES | _SQLITE_ENGINES)}"
+        f" {sorted(_POSTGRES_ENGINES | _MYSQL_ENGINES | _SQLITE_ENGINES)}"
+    )
+
+
+def _mysql_url(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
+    options = settings_dict.get("OPTIONS") or {}
+    if "read_default_file" in options:
+        raise SQLNotifyConfigurationError(
+            f"DATABASES[{alias!r}] reads its connection settings from an option file"
+            " (OPTIONS['read_default_file']); sqlnotify needs NAME, USER, PASSWORD, HOST and"
+            " PORT in the settings themselves"
+        )
+    query = {k: str(options[k]) for k in sorted(_MYSQL_OPTIONS) if options.get(k) is not None}
+    host = settings_dict.get("HOST") or None
+    if host and str(host).startswith("/"):
+        query["unix_socket"] = str(host)
+        host = "localhost"
+    port = settings_dict.get("PORT") or None
+    return sa.URL.create(
+        "mysql+pymysql",
+        username=settings_dict.get("USER") or None,
+        password=settings_dict.get("PASSWORD") or None,
+        host=host,
+        port=int(port) if port else None,
+        database=settings_dict.get("NAME") or None,
+        query=query,
     )
 
 

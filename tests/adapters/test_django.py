@@ -131,6 +131,90 @@ def test_sqlite_settings_become_a_file_url(tmp_path: os.PathLike[str]) -> None:
 
 def test_other_backends_are_refused_by_name() -> None:
     with pytest.raises(
-        SQLNotifyUnSupportedDatabaseProviderError, match=r"django\.db\.backends\.mysql"
+        SQLNotifyUnSupportedDatabaseProviderError, match=r"django\.db\.backends\.oracle"
     ):
-        database_url({"ENGINE": "django.db.backends.mysql", "NAME": "x"}, "legacy")
+        database_url({"ENGINE": "django.db.backends.oracle", "NAME": "x"}, "legacy")
+
+
+def test_mysql_settings_become_a_pymysql_url() -> None:
+    url = database_url(
+        {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": "shop",
+            "USER": "app",
+            "PASSWORD": "s3cret/:@",
+            "HOST": "db.internal",
+            "PORT": "3307",
+            "OPTIONS": {"charset": "utf8mb4", "init_command": "SET sql_mode='STRICT_ALL_TABLES'"},
+        }
+    )
+    assert url.drivername == "mysql+pymysql"
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "app",
+        "s3cret/:@",
+        "db.internal",
+        3307,
+        "shop",
+    )
+    assert dict(url.query) == {"charset": "utf8mb4"}
+    socket = database_url(
+        {"ENGINE": "django.db.backends.mysql", "NAME": "shop", "HOST": "/run/mysqld/mysqld.sock"}
+    )
+    assert socket.query["unix_socket"] == "/run/mysqld/mysqld.sock"
+    with pytest.raises(SQLNotifyConfigurationError, match="read_default_file"):
+        database_url(
+            {"ENGINE": "django.db.backends.mysql", "OPTIONS": {"read_default_file": "/my.cnf"}}
+        )
+
+
+MYSQL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import pymysql
+    pymysql.install_as_MySQLdb()  # Django's mysql backend on PyMySQL (no mysqlclient here)
+    import django
+    from django.conf import settings
+    url = json.loads(sys.argv[1])
+    settings.configure(DATABASES={"default": {
+        "ENGINE": "django.db.backends.mysql", "NAME": url["database"], "USER": url["username"],
+        "PASSWORD": url["password"] or "", "HOST": url["host"], "PORT": str(url["port"]),
+    }})
+    django.setup()
+    import sqlalchemy as sa
+    from django.db import connection, transaction
+    from sqlnotify import Notifier
+    from sqlnotify.adapters.django import create_engine
+    from sqlnotify.testing import EventRecorder
+
+    with connection.cursor() as cur:
+        cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(40)) ENGINE=InnoDB")
+    engine = create_engine()
+    print("driver", engine.url.drivername, flush=True)
+    table = sa.Table("orders", sa.MetaData(), autoload_with=engine)
+    notifier = Notifier(engine)
+    notifier.watch(table, "insert", extra_columns=["customer"])
+    recorder = EventRecorder()
+    notifier.subscribe(table, "insert")(recorder)
+    with notifier:
+        with transaction.atomic():
+            with connection.cursor() as cur:
+                cur.execute("INSERT INTO orders VALUES (7, 'ada')")
+        (event,) = recorder.wait_for(1, 20)
+        print("result", json.dumps([event.id, event.row["customer"]]), flush=True)
+    """
+)
+
+
+def test_a_mysql_database_of_django_reaches_the_receiver(mysql_engine: sa.Engine) -> None:
+    u = mysql_engine.url
+    spec = {
+        "database": u.database,
+        "username": u.username,
+        "password": u.password,
+        "host": u.host,
+        "port": u.port or 3306,
+    }
+    proc, code = Proc.run("-c", MYSQL_SCRIPT, json.dumps(spec), env=child_env(), timeout=90)
+    assert code == 0, proc.output
+    assert "driver mysql+pymysql" in proc.lines, proc.output
+    assert json.loads(proc.expect("result ", 1)[len("result ") :]) == [7, "ada"]

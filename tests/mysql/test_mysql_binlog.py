@@ -111,6 +111,40 @@ def test_notify_travels_through_the_binlog(engine: sa.Engine, notifiers: list[No
     assert [e.id for e in rec.wait_for(2, TIMEOUT)] == [99, 8]
 
 
+def test_other_tables_are_skipped_and_a_changed_table_is_mapped_again(
+    engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    table = orders(engine)
+    other = sa.Table(
+        "other",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("note", sa.String(20)),
+    )
+    other.metadata.create_all(engine)
+    n = binlog(engine).watch(table, "insert", extra_columns=["status"])
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    with engine.begin() as conn:  # rows of both tables in one transaction
+        conn.execute(other.insert(), [{"id": 1, "note": "a"}])
+        conn.execute(table.insert(), [{"id": 1, "status": "one"}])
+        conn.execute(other.insert(), [{"id": 2, "note": "b"}])
+    for i in range(3, 6):  # transactions of the other table only
+        with engine.begin() as conn:
+            conn.execute(other.insert(), [{"id": i, "note": "c"}])
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": 2, "status": "two"}])
+    # The watched table changes: its rows then come in the new layout.
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE orders ADD COLUMN `extra` INT FIRST")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO orders (`extra`, `id`, `status`) VALUES (5, 3, 'three')")
+    got = rec.wait_for(3, TIMEOUT)
+    assert [(e.id, e.row["status"]) for e in got] == [(1, "one"), (2, "two"), (3, "three")]
+
+
 def test_named_consumer_resumes_nothing_lost_nothing_twice(
     engine: sa.Engine, notifiers: list[Notifier]
 ) -> None:

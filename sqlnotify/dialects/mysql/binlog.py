@@ -47,6 +47,19 @@ from .source import LogCursor
 __all__ = ["BinlogSource", "row_payload"]
 
 _CUSTOM = f'"{CUSTOM}":true'
+# Event types read from the packet's header without the reader's decoding
+# (the binary log format's numbers, the same on MySQL 5.1+ and MariaDB).
+_XID = 0x10
+_TABLE_MAP = 0x13
+_HEARTBEAT = 0x1B
+_MARIADB_GTID = 0xA2
+_ROWS = frozenset({0x17, 0x18, 0x19, 0x1E, 0x1F, 0x20})
+#: Events this source never needs: INTVAR, RAND, USER_VAR, ROWS_QUERY, ANONYMOUS_GTID,
+#: PREVIOUS_GTIDS, MariaDB's ANNOTATE_ROWS, BINLOG_CHECKPOINT and GTID_LIST.
+_UNUSED = frozenset({0x05, 0x0D, 0x0E, 0x1D, 0x22, 0x23, 0xA0, 0xA1, 0xA3})
+_HEADER = 20  # the OK byte and the 19-byte event header
+#: The trigger's JSON form (one encoder, not one per row).
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _QUERY_TABLE = re.compile(
     r"^\s*(TRUNCATE|ALTER|DROP|RENAME)\s+(?:TABLE\s+)?(?:IF\s+EXISTS\s+)?"
     r"(?:`?(\w+)`?\.)?`?(\w+)`?",
@@ -65,6 +78,10 @@ def _kind(type_: Any) -> str:
     if isinstance(t, sqltypes.Uuid):
         return "uuid"
     return "plain"
+
+
+#: Types a plain column's value keeps in the payload.
+_AS_IS = frozenset({int, float, str})
 
 
 def _uuid_text(raw: bytes) -> str:
@@ -88,8 +105,8 @@ def _plain(value: Any) -> Any:
 
 def _value(value: Any, kind: str) -> Any:
     """One column's value as the trigger writes it into the payload."""
-    if value is None:
-        return None
+    if value is None or (type(value) in _AS_IS and kind == "plain"):
+        return value
     if kind == "binary":
         raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
         return raw.hex().upper()
@@ -138,7 +155,7 @@ def row_payload(
         body[CHG] = [c for c in watch.compared_columns if before.get(c) != row.get(c)]
         if watch.include_old:
             body[OLD] = {c: _value(before.get(c), kinds[c]) for c in cols}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return _dumps(body)
 
 
 def _connect(driver: Any, **kwargs: Any) -> Any:
@@ -153,6 +170,20 @@ def _replication() -> Any:
     import pymysqlreplication  # the mysql extra; checked when the source is chosen
 
     return pymysqlreplication
+
+
+class _Replay:
+    """A connection's ``_read_packet`` that returns one packet already read, then reads on."""
+
+    def __init__(self, packet: Any, conn: Any) -> None:
+        self._packet: Any = packet
+        self._conn = conn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        packet, self._packet = self._packet, None
+        if packet is not None:
+            return packet
+        return type(self._conn)._read_packet(self._conn, *args, **kwargs)
 
 
 class BinlogSource(Source):
@@ -233,16 +264,26 @@ class BinlogSource(Source):
             settings["unix_socket"] = kw["unix_socket"]
         ev = repl.event
         rows = repl.row_event
-        self._types = (
-            ev.RotateEvent,
-            ev.XidEvent,
-            ev.QueryEvent,
-            ev.GtidEvent,
-            ev.MariadbGtidEvent,
-            rows.WriteRowsEvent,
-            rows.UpdateRowsEvent,
-            rows.DeleteRowsEvent,
-        )
+        self._handlers: dict[type, Callable[[Any, list[tuple[Any, str, str | None]]], None]] = {
+            ev.RotateEvent: self._rotate,
+            # The reader returns after each heartbeat: a read that skipped
+            # packets of other tables waits for the next one at most.
+            ev.HeartbeatLogEvent: self._nothing,
+            ev.XidEvent: self._xid,
+            ev.QueryEvent: self._query_event,
+            ev.GtidEvent: self._gtid_event,
+            ev.MariadbGtidEvent: self._gtid_event,
+            rows.WriteRowsEvent: functools.partial(self._rows, op="insert"),
+            rows.UpdateRowsEvent: functools.partial(self._rows, op="update"),
+            rows.DeleteRowsEvent: functools.partial(self._rows, op="delete"),
+        }
+        # Only the tables read are mapped: a row event of another table is
+        # dropped by the reader after its table id, before any column is decoded
+        # (schemas and names filter apart, so the product may hold pairs this
+        # source does not read; :meth:`_rows` looks the exact pair up).
+        read = self._read = {*self._tables, (db, sql.LOG_TABLE)}
+        #: Table ids of tables this source does not read (their events are skipped).
+        self._unread_ids: set[int] = set()
         self._stream = repl.BinLogStreamReader(
             connection_settings=settings,
             server_id=1_000_000 + (os.getpid() * 7919 + id(self)) % 2_000_000_000,
@@ -252,6 +293,11 @@ class BinlogSource(Source):
             log_pos=start.pos,
             slave_heartbeat=self.HEARTBEAT,
             is_mariadb=False,  # file/offset dumps (the MariaDB path starts at GTIDs)
+            only_events=list(self._handlers),
+            only_schemas=sorted({s for s, _ in read}),
+            only_tables=sorted({t for _, t in read}),
+            enable_logging=False,
+            freeze_schema=True,
             pymysql_wrapper=functools.partial(_connect, server.driver),
         )
         try:
@@ -297,6 +343,8 @@ class BinlogSource(Source):
         deadline = time.monotonic() + timeout
         while len(rows) < self.MAX_ROWS:
             sock = self._socket()
+            if rows and time.monotonic() >= deadline:
+                break  # a long backlog: the listener checks its stop event between waits
             if sock is not None and not self._buffered(sock):
                 if rows:
                     break
@@ -306,31 +354,90 @@ class BinlogSource(Source):
                 ready, _, _ = select.select([sock, wake_fd], [], [], left)
                 if sock not in ready:
                     break
-            event = self._stream.fetchone()
-            if event is None:
-                raise SourceDisconnected("the MySQL binlog stream ended")
-            self._handle(event, rows)
+            self._next(rows)
             self.last_alive = time.time()
         if not rows:
             return []
         pending = [rows]
         return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
 
-    def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
-        if event is None or not isinstance(event, self._types):
+    def _next(self, rows: list[tuple[Any, str, str | None]]) -> None:
+        """Read one packet: most are taken from their header alone (commits, GTIDs,
+        heartbeats, tables already mapped, tables not read); the rest go to the reader."""
+        stream = self._stream
+        conn = stream._stream_connection
+        packet = conn._read_packet()
+        data = packet.get_all_data()
+        if len(data) > _HEADER + 8 and data[0] == 0 and self._skim(data, rows):
             return
-        name = type(event).__name__
-        if name in ("GtidEvent", "MariadbGtidEvent"):
-            self._gtid = str(event.gtid)
-        elif name == "XidEvent":
+        conn._read_packet = _Replay(packet, conn)  # the reader reads this packet again
+        try:
+            event = stream.fetchone()
+        finally:
+            conn.__dict__.pop("_read_packet", None)
+        if event is None:
+            raise SourceDisconnected("the MySQL binlog stream ended")
+        self._handle(event, rows)
+
+    def _skim(self, data: bytes, rows: list[tuple[Any, str, str | None]]) -> bool:
+        """Handle the event in ``data`` from its bytes if it needs no decoding."""
+        kind = data[5]
+        stream = self._stream
+        if kind == _HEARTBEAT:
+            return True
+        if kind in _UNUSED:
+            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+            return True
+        if kind == _XID:
+            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
             self._commit(rows)
-        elif name == "QueryEvent":
-            query = event.query if isinstance(event.query, str) else str(event.query)
-            if query.strip().upper() != "BEGIN":
-                self._query(event, query)
-                self._commit(rows)
-        elif name.endswith("RowsEvent"):
-            self._rows(event, name, rows)
+            return True
+        if kind == _MARIADB_GTID:
+            seq, domain = struct.unpack_from("<QI", data, _HEADER)
+            server = int.from_bytes(data[6:10], "little")
+            self._gtid = f"{domain}-{server}-{seq}"
+            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+            return True
+        if kind != _TABLE_MAP and kind not in _ROWS:
+            return False
+        table_id = int.from_bytes(data[_HEADER : _HEADER + 6], "little")
+        if kind == _TABLE_MAP and table_id not in stream.table_map:
+            if table_id not in self._unread_ids:
+                at = _HEADER + 8
+                end = at + 1 + data[at]
+                schema = data[at + 1 : end].decode("utf-8", "replace")
+                name = data[end + 2 : end + 2 + data[end + 1]].decode("utf-8", "replace")
+                if (schema, name) in self._read:
+                    return False  # a table read: the reader maps it
+                self._unread_ids.add(table_id)
+        elif kind != _TABLE_MAP and table_id in stream.table_map:
+            return False  # a row event of a table read: the reader decodes it
+        stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+        return True
+
+    def _rotate(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        self._unread_ids.clear()  # a new log may come from a restarted server
+
+    def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        if event is not None:
+            handler = self._handlers.get(type(event))
+            if handler is not None:
+                handler(event, rows)
+
+    def _nothing(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        return None
+
+    def _gtid_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        self._gtid = str(event.gtid)
+
+    def _xid(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        self._commit(rows)
+
+    def _query_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        query = event.query if isinstance(event.query, str) else str(event.query)
+        if query.strip().upper() != "BEGIN":
+            self._query(event, query)
+            self._commit(rows)
 
     def _commit(self, rows: list[tuple[Any, str, str | None]]) -> None:
         stream = self._stream
@@ -338,7 +445,11 @@ class BinlogSource(Source):
         if self._count == 0:
             # Nothing delivered: the position moves past the transaction.  After
             # events it stays at the last one's (resuming there skips them).
-            rows.append((self._boundary, "", None))
+            # Transactions of no event in a row need only the last boundary.
+            if rows and rows[-1][2] is None:
+                rows[-1] = (self._boundary, "", None)
+            else:
+                rows.append((self._boundary, "", None))
         self._count = 0
         self._skip = 0
 
@@ -349,7 +460,14 @@ class BinlogSource(Source):
         schema = match.group(2) or (
             event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
         )
-        if (schema, match.group(3)) in self._tables:
+        table = (schema, match.group(3))
+        if table in self._read:
+            # The reader maps each table id once (``freeze_schema``); a changed
+            # table gets a new id, and its old mapping goes.
+            mapped = self._stream.table_map
+            for table_id in [i for i, t in mapped.items() if (t.schema, t.table) == table]:
+                del mapped[table_id]
+        if table in self._tables:
             self._log.warning(
                 "%s of watched table %s.%s (binlog query event): no row events are sent for it",
                 match.group(1).upper(),
@@ -357,9 +475,8 @@ class BinlogSource(Source):
                 match.group(3),
             )
 
-    def _rows(self, event: Any, name: str, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _rows(self, event: Any, rows: list[tuple[Any, str, str | None]], *, op: str) -> None:
         schema, table = str(event.schema), str(event.table)
-        op = {"WriteRowsEvent": "insert", "UpdateRowsEvent": "update"}.get(name, "delete")
         if schema == self._db and table == sql.LOG_TABLE and op == "insert":
             for row in event.rows:
                 values = row["values"]

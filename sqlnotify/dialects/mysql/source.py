@@ -7,7 +7,9 @@ are pending, a locking read with ``NOWAIT`` probes them a few times a second
 (a writer still holding one makes it fail at once), to learn which are
 final.  Between checks the source sleeps on the listener's wake-up
 descriptor, for a pause that starts near a millisecond after activity and
-doubles up to ``mysql_poll_interval`` while idle.
+doubles up to ``mysql_poll_interval`` while idle.  Idle, the statements a
+turn sends besides its check (pruning, a probe) lengthen the following
+pauses, so an idle listener sends one statement per poll interval at most.
 """
 
 from __future__ import annotations
@@ -30,6 +32,21 @@ from .options import MySQLOptions
 from .position import LogPosition
 
 __all__ = ["LogCursor", "MySQLSource"]
+
+
+class _Counted:
+    """A connection that counts the statements sent through it (each opens a cursor)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.statements = 0
+
+    def cursor(self) -> Any:
+        self.statements += 1
+        return self._conn.cursor()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 @dataclasses.dataclass
@@ -77,8 +94,9 @@ class MySQLSource(Source):
         self._next_prune = time.monotonic() + min(1.0, self._prune_every)
         self._next_probe = 0.0
         self._operational = server.OperationalError
+        self._owed = 0.0
         try:
-            self._conn = server.connect()
+            self._conn = _Counted(server.connect())
         except self._error as exc:
             raise SourceDisconnected(f"cannot connect to MySQL: {exc}") from exc
         try:
@@ -206,11 +224,23 @@ class MySQLSource(Source):
                 pacer.found()
                 return items
             self._recheck = False
+        sent = self._conn.statements
         now = time.monotonic()
         if now >= self._next_prune:
             self._prune(now)
-        ready, _, _ = select.select([wake_fd], [], [], pacer.pause(timeout))
+        pause = pacer.pause(timeout)
+        idle = pause >= pacer.max_poll
+        if idle and self._owed > 0:
+            # The statements an idle turn sent besides its check (pruning, the
+            # pruned mark, hole probes) are paid for with longer pauses: idle,
+            # the listener sends one statement per poll interval at most.
+            longer = min(timeout, pause + self._owed)
+            self._owed -= longer - pause
+            pause = longer
+        ready, _, _ = select.select([wake_fd], [], [], pause)
         items = self._check()
+        if idle and not items:
+            self._owed += max(0, self._conn.statements - sent - 1) * pacer.max_poll
         if items:
             self._recheck = True
             pacer.found()
