@@ -51,6 +51,7 @@ from ..exceptions import SQLNotifyConfigurationError
 __all__ = [
     "BackfillStore",
     "Capabilities",
+    "CommitWake",
     "Dialect",
     "InstallState",
     "JournalStore",
@@ -61,6 +62,52 @@ __all__ = [
     "Source",
     "SourceDisconnected",
 ]
+
+
+class CommitWake:
+    """The wake-up of a polling listener when the notifier's own engine commits.
+
+    A dialect whose listener polls (SQLite, MySQL's triggers, PostgreSQL's
+    poll mode) keeps one and delegates :meth:`Dialect.attach` /
+    :meth:`Dialect.detach` to it: changes made in this process are then
+    found at once instead of at the next poll.  The engine's ``commit``
+    hook runs on the committing thread, just before the commit lands, and
+    only calls ``wake`` (thread-safe, never blocks); the listener then
+    checks again quickly a few times, so it sees the commit as it lands.
+    """
+
+    __slots__ = ("_engine", "_hooked", "_wake")
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._wake: Callable[[], None] | None = None
+        self._hooked = False
+
+    def attach(self, wake: Callable[[], None], *, hook: bool = True) -> None:
+        """Wake with ``wake`` from now on; ``hook``: also on the engine's commits."""
+        self._wake = wake
+        if hook and not self._hooked:
+            sa.event.listen(self._engine, "commit", self._on_commit)
+            self._hooked = True
+
+    def detach(self) -> None:
+        self._wake = None
+        if self._hooked:
+            sa.event.remove(self._engine, "commit", self._on_commit)
+            self._hooked = False
+
+    def forget(self) -> None:
+        """In a forked child: the parent's listener is not this process's."""
+        self._wake = None
+
+    def poke(self) -> None:
+        """Wake the listener now (after a write the dialect made itself: ``send``)."""
+        wake = self._wake
+        if wake is not None:
+            wake()
+
+    def _on_commit(self, conn: Any) -> None:
+        self.poke()
 
 
 class SourceDisconnected(Exception):

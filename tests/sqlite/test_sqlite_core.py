@@ -521,9 +521,9 @@ def test_same_process_commit_wakes_the_listener(
         assert rec.wait_for(i, timeout=10)[-1].id == i
     dialect = n.dialect
     assert isinstance(dialect, SQLiteDialect)
-    assert sa.event.contains(engine, "commit", dialect._on_commit)
+    assert sa.event.contains(engine, "commit", dialect._commits._on_commit)
     n.stop()
-    assert not sa.event.contains(engine, "commit", dialect._on_commit)
+    assert not sa.event.contains(engine, "commit", dialect._commits._on_commit)
 
 
 def test_notify_before_the_first_start(engine: sa.Engine, notifiers: list[Notifier]) -> None:

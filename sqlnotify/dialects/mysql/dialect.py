@@ -30,7 +30,7 @@ from ..._names import digest
 from ..._ownership import Policy
 from ..._watch import Watch, WatchRequest
 from ...exceptions import SQLNotifyConfigurationError, SQLNotifyListenerError
-from ..base import Capabilities, Dialect, InstallState, Settings, Source
+from ..base import Capabilities, CommitWake, Dialect, InstallState, Settings, Source
 from . import owners, sql
 from .binlog import BinlogSource
 from .binlog_position import BinlogConsumers, binlog_problems
@@ -71,8 +71,7 @@ class MySQLDialect(Dialect):
         self._own_engine = own
         super().__init__(own, log, settings)
         self._db: str | None = settings.journal_schema or engine.url.database
-        self._wake: Callable[[], None] | None = None
-        self._listening = False
+        self._commits = CommitWake(self.user_engine)
         self._cursor = LogCursor()
         self._journal: MySQLConsumers | BinlogConsumers | None = None
         #: ``"triggers"`` or ``"binlog"``, chosen at the first install of a run.
@@ -114,29 +113,16 @@ class MySQLDialect(Dialect):
 
     def after_fork(self) -> None:
         self._cursor = LogCursor()
-        self._wake = None
+        self._commits.forget()
         self._journal = None  # the consumer lock stays the parent's
         self._own_engine.dispose(close=False)
 
     def attach(self, wake: Callable[[], None]) -> None:
-        self._wake = wake
-        if not self._listening:
-            sa.event.listen(self.user_engine, "commit", self._on_commit)
-            self._listening = True
+        self._commits.attach(wake)
 
     def detach(self) -> None:
-        self._wake = None
+        self._commits.detach()
         self._mode = None
-        if self._listening:
-            sa.event.remove(self.user_engine, "commit", self._on_commit)
-            self._listening = False
-
-    def _on_commit(self, conn: Any) -> None:
-        # Committing thread, before the commit lands: the listener then
-        # checks again quickly a few times.
-        wake = self._wake
-        if wake is not None:
-            wake()
 
     # -- SQL ------------------------------------------------------------------
     def _schema(self, watch: Watch) -> str:
@@ -440,9 +426,7 @@ class MySQLDialect(Dialect):
                     raise
                 ensure_log(conn, self.db)  # notify() before the first start
                 execute(conn, sql.insert_sql(self.db), (time.time(), channel, payload))
-        wake = self._wake
-        if wake is not None:
-            wake()
+        self._commits.poke()
 
     def open_source(
         self, channels: Sequence[str], *, stop: threading.Event, position: Any = None

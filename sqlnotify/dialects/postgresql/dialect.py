@@ -23,7 +23,7 @@ from ..._ownership import Policy
 from ..._watch import Watch, WatchRequest
 from ...exceptions import SQLNotifyConfigurationError
 from .. import missing_driver_error
-from ..base import Capabilities, Dialect, InstallState, Settings, Source
+from ..base import Capabilities, CommitWake, Dialect, InstallState, Settings, Source
 from . import statement
 from .dsn import URL_KEYS, listener_dsn
 from .install import PgInstaller, installed, part_fingerprint
@@ -162,8 +162,7 @@ class PostgresDialect(Dialect):
         self.listen = listen
         #: Poll mode's longest pause between two reads of the journal.
         self.poll_interval = positive(options, "pg_poll_interval", POLL_INTERVAL)
-        self._wake: Callable[[], None] | None = None
-        self._hooked = False
+        self._commits = CommitWake(self.user_engine)
         self._journal: PostgresJournal | None = None
         #: Installs and removes triggers within the lock bounds, on connections
         #: of its own (each connect bounded by ``connect_timeout``).
@@ -552,22 +551,10 @@ class PostgresDialect(Dialect):
 
     def attach(self, wake: Callable[[], None]) -> None:
         """Poll mode: a commit of the notifier's own engine makes the poller read at once."""
-        self._wake = wake
-        if not self.listen and not self._hooked:
-            sa.event.listen(self.user_engine, "commit", self._on_commit)
-            self._hooked = True
+        self._commits.attach(wake, hook=not self.listen)
 
     def detach(self) -> None:
-        self._wake = None
-        if self._hooked:
-            sa.event.remove(self.user_engine, "commit", self._on_commit)
-            self._hooked = False
-
-    def _on_commit(self, conn: Any) -> None:
-        # The committing thread, just before the commit: thread-safe, never blocks.
-        wake = self._wake
-        if wake is not None:
-            wake()
+        self._commits.detach()
 
     def inspect(self, timeout: float) -> dict[str, Any]:
         """The notification queue's usage and the overflow tables."""

@@ -26,7 +26,7 @@ from ..._names import digest, quote_ident
 from ..._ownership import Policy
 from ..._watch import Watch, WatchRequest
 from ...exceptions import SQLNotifyConfigurationError
-from ..base import Capabilities, Dialect, InstallState, Settings, Source
+from ..base import Capabilities, CommitWake, Dialect, InstallState, Settings, Source
 from . import owners
 from .connection import DatabaseFile, database_path, driver_for, is_busy
 from .consumers import SQLiteConsumers, prune_upto
@@ -86,8 +86,7 @@ class SQLiteDialect(Dialect):
         self.driver = driver_for(self.user_engine)
         #: The database file and the shared connection to it.
         self.database = DatabaseFile(self.path, self.driver, self.config.busy_timeout)
-        self._wake: Callable[[], None] | None = None
-        self._listening = False
+        self._commits = CommitWake(self.user_engine)
         self._cursor = LogCursor()
         #: Called as ``on_gap(first, last)`` (listener thread) when log rows
         #: were pruned before the listener read them; they are also logged.
@@ -112,30 +111,16 @@ class SQLiteDialect(Dialect):
     def after_fork(self) -> None:
         self.database.after_fork()
         self._cursor.reader = None
-        self._wake = None
+        self._commits.forget()
         # The consumer lock stays the parent's (its file descriptor too).
         self._journal = None
 
     # -- same-process wake-up -------------------------------------------------
     def attach(self, wake: Callable[[], None]) -> None:
-        self._wake = wake
-        if not self._listening:
-            sa.event.listen(self.user_engine, "commit", self._on_commit)
-            self._listening = True
+        self._commits.attach(wake)
 
     def detach(self) -> None:
-        self._wake = None
-        if self._listening:
-            sa.event.remove(self.user_engine, "commit", self._on_commit)
-            self._listening = False
-
-    def _on_commit(self, conn: Any) -> None:
-        # Runs on the committing thread, just before the commit reaches
-        # SQLite: the listener checks again quickly after a wake-up, so it
-        # sees the commit as soon as it lands.
-        wake = self._wake
-        if wake is not None:
-            wake()
+        self._commits.detach()
 
     # -- SQL ------------------------------------------------------------------
     def _check(self, watch: Watch) -> None:
@@ -399,9 +384,7 @@ class SQLiteDialect(Dialect):
                     conn.execute(INSERT_SQL, (time.time(), channel, payload))
 
             self.database.retry(insert)
-        wake = self._wake
-        if wake is not None:
-            wake()
+        self._commits.poke()
 
     def prune(self, upto: int | None = None) -> int:
         """Delete change-log rows older than the retention period; return how many.
