@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import sqlalchemy as sa
@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
+    "at_least",
     "check_consumer",
     "check_dialect_options",
+    "dialect_fields",
     "positive_int",
     "seconds",
     "sync_engine_of",
@@ -33,6 +35,33 @@ def seconds(value: float | dt.timedelta, name: str) -> float:
             f"{name} must be a number of seconds or a timedelta, not {value!r}"
         )
     return float(value)
+
+
+def at_least(name: str, value: Any, minimum: float) -> float:
+    """``value`` in seconds (a number or a timedelta), when it is at least ``minimum``."""
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise SQLNotifyConfigurationError(
+            f"{name} must be a number of seconds (or a timedelta) of at least {minimum:g},"
+            f" not {value!r}"
+        )
+    return float(value)
+
+
+def dialect_fields(
+    options: Mapping[str, Any], names: Mapping[str, str], database: str
+) -> Iterator[tuple[str, str, Any]]:
+    """``(keyword, field, value)`` of each of a dialect's options; an unknown
+    keyword is refused with the valid ones (``names`` maps keyword to field)."""
+    for key, value in options.items():
+        field = names.get(key)
+        if field is None:
+            valid = ", ".join(sorted(names))
+            raise SQLNotifyConfigurationError(
+                f"unknown option {key!r} for {database} notifier; valid options: {valid}"
+            )
+        yield key, field, value
 
 
 def positive_int(value: Any, name: str) -> int:

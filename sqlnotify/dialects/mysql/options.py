@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from ..._options import at_least, dialect_fields
 from ...exceptions import SQLNotifyConfigurationError
 
 __all__ = ["OPTION_NAMES", "MySQLOptions"]
@@ -19,17 +19,6 @@ OPTION_NAMES = {
 }
 #: The values of ``mysql_source``.
 SOURCES = ("triggers", "binlog", "auto")
-
-
-def _seconds(name: str, value: Any, minimum: float) -> float:
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise SQLNotifyConfigurationError(
-            f"{name} must be a number of seconds (or a timedelta) of at least {minimum:g},"
-            f" not {value!r}"
-        )
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +45,7 @@ class MySQLOptions:
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> MySQLOptions:
         values: dict[str, Any] = {}
-        for key, value in options.items():
-            field = OPTION_NAMES.get(key)
-            if field is None:
-                valid = ", ".join(sorted(OPTION_NAMES))
-                raise SQLNotifyConfigurationError(
-                    f"unknown option {key!r} for a MySQL notifier; valid options: {valid}"
-                )
+        for key, field, value in dialect_fields(options, OPTION_NAMES, "a MySQL"):
             if field == "source":
                 if value not in SOURCES:
                     raise SQLNotifyConfigurationError(
@@ -70,7 +53,6 @@ class MySQLOptions:
                         f" not {value!r}"
                     )
                 values[field] = value
-                continue
-            minimum = 0.001 if field == "poll_interval" else 0.0
-            values[field] = _seconds(key, value, minimum)
+            else:
+                values[field] = at_least(key, value, 0.001 if field == "poll_interval" else 0.0)
         return cls(**values)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from ..._options import at_least, dialect_fields
 from ...exceptions import SQLNotifyConfigurationError
 
 __all__ = ["OPTION_NAMES", "SQLiteOptions"]
@@ -19,17 +19,6 @@ OPTION_NAMES = {
     "sqlite_inotify": "inotify",
     "sqlite_busy_timeout": "busy_timeout",
 }
-
-
-def _seconds(name: str, value: Any, minimum: float) -> float:
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise SQLNotifyConfigurationError(
-            f"{name} must be a number of seconds (or a timedelta) of at least {minimum:g},"
-            f" not {value!r}"
-        )
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,21 +48,11 @@ class SQLiteOptions:
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> SQLiteOptions:
         values: dict[str, Any] = {}
-        for key, value in options.items():
-            field = OPTION_NAMES.get(key)
-            if field is None:
-                valid = ", ".join(sorted(OPTION_NAMES))
-                raise SQLNotifyConfigurationError(
-                    f"unknown option {key!r} for an SQLite notifier; valid options: {valid}"
-                )
+        for key, field, value in dialect_fields(options, OPTION_NAMES, "an SQLite"):
             if field in ("wal", "inotify"):
                 if not isinstance(value, bool):
                     raise SQLNotifyConfigurationError(f"{key} must be True or False, not {value!r}")
                 values[field] = value
-            elif field == "retention":
-                values[field] = _seconds(key, value, 0.0)
-            elif field == "poll_interval":
-                values[field] = _seconds(key, value, 0.001)
             else:
-                values[field] = _seconds(key, value, 0.0)
+                values[field] = at_least(key, value, 0.001 if field == "poll_interval" else 0.0)
         return cls(**values)
