@@ -139,6 +139,8 @@ def relay(ctx: Context) -> dict[str, float]:
             out[f"{mode}_p50"] = percentile(lat, 50)
             out[f"{mode}_p99"] = percentile(lat, 99)
             out[f"{mode}_rate"] = produced["rate"]
+            # CPU of the listener process per event received (paced, warm-up included).
+            out[f"{mode}_cpu_us"] = got["cpu"] / (count + warmup) * 1e6
 
         # One group's throughput: the stream filled first, a new group reads it all.
         total = ctx.count(50_000, 1_000)
@@ -185,6 +187,8 @@ RELAY = Case(
         Row("relay_p50", "through the relay p50", "ms", None, "<=2"),
         Row("direct_p99", "direct durable listener p99", "ms"),
         Row("relay_p99", "through the relay p99", "ms"),
+        Row("direct_cpu_us", "listener CPU per event at 1,000/s, direct", "us"),
+        Row("relay_cpu_us", "consumer CPU per event at 1,000/s, relay", "us", "direct_cpu_us"),
         Row("direct_rate", "producer rate, direct run", "commits/s"),
         Row("relay_rate", "producer rate, relay run", "commits/s"),
         Row("group_rate", "events/s through one consumer group", "events/s", None, ">=20000"),
