@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from benchmarks._case import Case, Context, Row
-from benchmarks._env import Worker, percentile, pg_connect
+from benchmarks._env import Worker, cpu_seconds, percentile, pg_connect
 from benchmarks.pg_cases import _fill, _schema, _url, _watched_table
 
 REDIS_URL = os.environ.get("SQLNOTIFY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -313,6 +313,7 @@ def _shared(
         out["shared_backends"] = float(_backends(ctx, app))  # the relay's and the consumers'
         end = _stream_end(client, key)
         for n, write in ((count + warmup, False), (total, True)):
+            cpu = sum(cpu_seconds(p.pid) for p in procs)
             if write:
                 _fill(ctx, name, n, per_tx=100)
             else:
@@ -323,6 +324,10 @@ def _shared(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"group 'shared' did not handle entry {end} of {key}")
                 time.sleep(0.01)
+            if not write:
+                # What the eight processes together spent per paced event.
+                cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+                out["shared_cpu_us"] = cpu / n * 1e6
         for proc in procs:
             proc.proc.terminate()
         results = [proc.expect("result", timeout=60.0) for proc in procs]
@@ -395,6 +400,7 @@ FANOUT = Case(
             "events/s",
             "direct_delivered_rate",
         ),
+        Row("shared_cpu_us", "CPU per event at 1,000/s, all 8 of 1 group of 8", "us"),
         Row(
             "shared_delivered_rate",
             "events/s through 1 group of 8 (work shared)",
