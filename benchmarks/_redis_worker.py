@@ -11,6 +11,10 @@ The Redis cases start their children as ``python -m benchmarks._redis_worker``
 ``measure: "phases"`` (every mode): the first ``warmup + count`` events are
 paced (their latency is recorded, less the warm-up); the ``rate_count`` events
 after them are a burst, whose first and last receipt give a rate.
+``measure: "shared"``: one of several consumers sharing a group, so it gets an
+unknown share of the events: it records the latency of each paced event (row
+``b == "paced"``, ``a >= warmup``) and the first and last receipt of the
+burst's, and reports them when it gets SIGTERM.
 """
 
 from __future__ import annotations
@@ -92,6 +96,28 @@ def phases_receiver(spec: dict[str, Any], tally: Tally) -> Callable[[Any], None]
     return receive
 
 
+def shared_receiver(spec: dict[str, Any], tally: Tally) -> Callable[[Any], None]:
+    """Latencies of the paced events this consumer got, and its burst's first and last."""
+    warmup = tally.warmup
+    wall = time.time
+    clock = time.monotonic
+    latencies = tally.latencies
+
+    def receive(event: Any) -> None:
+        row = event.row
+        if row["b"] == "paced":
+            if row["a"] >= warmup:
+                latencies.append(wall() - event.epoch)
+            return
+        now = clock()
+        if not tally.n:
+            tally.t_first = now
+        tally.n += 1
+        tally.t_last = now
+
+    return receive
+
+
 def consumer(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], None]:
     """A notifier of the durable watch: ``source: "redis"`` reads the relay's streams."""
     from sqlnotify import Notifier
@@ -103,17 +129,24 @@ def consumer(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], N
             engine,
             spec["redis_url"],
             group=spec["group"],
-            consumer="c",
+            consumer=spec.get("consumer", "c"),
             stream_prefix=spec["prefix"],
             use_logger=False,
         )
     else:
         notifier = Notifier(engine, use_logger=False)
     _watch(notifier, table)
-    receive = phases_receiver(spec, tally) if measure == "phases" else _receiver(tally, measure)
+    if measure == "shared":
+        signal.signal(signal.SIGTERM, lambda *_: tally.done.set())
+        receive = shared_receiver(spec, tally)
+    elif measure == "phases":
+        receive = phases_receiver(spec, tally)
+    else:
+        receive = _receiver(tally, measure)
     notifier.subscribe(table, "insert", channel_label="durable")(receive)
     notifier.start()
     engine.dispose()  # what stays open is the notifier's own
+    _CPU_AT_START[0] = time.process_time()
 
     def run() -> None:
         tally.done.wait(spec.get("timeout", 300.0))
@@ -124,16 +157,20 @@ def consumer(spec: dict[str, Any], tally: Tally, measure: str) -> Callable[[], N
 
 
 def result(tally: Tally, measure: str) -> dict[str, Any]:
-    """What a consumer reports (``phases``: latencies and the burst's receipts)."""
-    if measure != "phases":
+    """What a consumer reports (``phases``, ``shared``: latencies and the burst's receipts)."""
+    if measure not in ("phases", "shared"):
         return tally.result(measure)
     return {
+        "cpu": time.process_time() - _CPU_AT_START[0],
         "count": tally.n,
         "t_first": tally.t_first,
         "t_last": tally.t_last,
         "latencies": tally.latencies,
     }
 
+
+# The process's CPU seconds once its notifier started (what the events cost comes after).
+_CPU_AT_START = [0.0]
 
 CONSUMERS["durable_source"] = consumer
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from benchmarks._case import Case, Context, Row
-from benchmarks._env import Worker, percentile, pg_connect
+from benchmarks._env import Worker, cpu_seconds, percentile, pg_connect
 from benchmarks.pg_cases import _fill, _schema, _url, _watched_table
 
 REDIS_URL = os.environ.get("SQLNOTIFY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -139,6 +139,8 @@ def relay(ctx: Context) -> dict[str, float]:
             out[f"{mode}_p50"] = percentile(lat, 50)
             out[f"{mode}_p99"] = percentile(lat, 99)
             out[f"{mode}_rate"] = produced["rate"]
+            # CPU of the listener process per event received (paced, warm-up included).
+            out[f"{mode}_cpu_us"] = got["cpu"] / (count + warmup) * 1e6
 
         # One group's throughput: the stream filled first, a new group reads it all.
         total = ctx.count(50_000, 1_000)
@@ -185,6 +187,8 @@ RELAY = Case(
         Row("relay_p50", "through the relay p50", "ms", None, "<=2"),
         Row("direct_p99", "direct durable listener p99", "ms"),
         Row("relay_p99", "through the relay p99", "ms"),
+        Row("direct_cpu_us", "listener CPU per event at 1,000/s, direct", "us"),
+        Row("relay_cpu_us", "consumer CPU per event at 1,000/s, relay", "us", "direct_cpu_us"),
         Row("direct_rate", "producer rate, direct run", "commits/s"),
         Row("relay_rate", "producer rate, relay run", "commits/s"),
         Row("group_rate", "events/s through one consumer group", "events/s", None, ">=20000"),
@@ -238,6 +242,11 @@ def fanout(ctx: Context) -> dict[str, float]:
             out[f"{mode}_p99"] = percentile(lat, 99)
             span = max(r["t_last"] for r in results) - min(r["t_first"] for r in results)
             out[f"{mode}_delivered_rate"] = total / span if span > 0 else float("nan")
+            if mode == "relay":
+                for p in procs:
+                    p.kill()
+                procs = []
+                out.update(_shared(ctx, name, channel, app, prefix, listeners, count, warmup))
         finally:
             for proc in procs:
                 proc.kill()
@@ -251,33 +260,151 @@ def fanout(ctx: Context) -> dict[str, float]:
     return out
 
 
+def _group_done(client: Any, key: str, group: str, end: int) -> bool:
+    """Whether ``group`` got every entry of ``key`` up to ``end`` and acknowledged them all."""
+    if _stream_end(client, key) < end:
+        return False
+    for info in client.xinfo_groups(key):
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if name == group:
+            last = info["last-delivered-id"]
+            last = last.decode() if isinstance(last, bytes) else last
+            return int(last.partition("-")[0]) >= end and int(info["pending"]) == 0
+    return False
+
+
+def _shared(
+    ctx: Context,
+    name: str,
+    channel: str,
+    app: str,
+    prefix: str,
+    listeners: int,
+    count: int,
+    warmup: int,
+) -> dict[str, float]:
+    """``listeners`` consumer processes in one group, sharing the relay's stream (each event
+    handled once by the fleet): backends, paced latency, then a burst's events/s."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    key = next(k.decode() for k in client.scan_iter(match=prefix + "*", _type="stream"))
+    total = ctx.count(20_000, 500)
+    procs: list[Worker] = []
+    out: dict[str, float] = {}
+    try:
+        for i in range(listeners):
+            procs.append(
+                _consumer(
+                    ctx,
+                    name,
+                    f"{app}-shared",
+                    prefix,
+                    "relay",
+                    group="shared",
+                    consumer=f"c{i}",
+                    measure="shared",
+                    count=count,
+                    warmup=warmup,
+                )
+            )
+        for proc in procs:
+            proc.expect("ready")
+        out["shared_backends"] = float(_backends(ctx, app))  # the relay's and the consumers'
+        end = _stream_end(client, key)
+        for n, write in ((count + warmup, False), (total, True)):
+            cpu = sum(cpu_seconds(p.pid) for p in procs)
+            if write:
+                _fill(ctx, name, n, per_tx=100)
+            else:
+                _paced(ctx, name, channel, n)
+            end += n
+            deadline = time.monotonic() + 120
+            while not _group_done(client, key, "shared", end):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"group 'shared' did not handle entry {end} of {key}")
+                time.sleep(0.01)
+            if not write:
+                # What the eight processes together spent per paced event.
+                cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+                out["shared_cpu_us"] = cpu / n * 1e6
+        for proc in procs:
+            proc.proc.terminate()
+        results = [proc.expect("result", timeout=60.0) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+        client.close()
+    lat = sorted(x * 1000.0 for r in results for x in r["latencies"])
+    out["shared_p50"] = percentile(lat, 50)
+    out["shared_p99"] = percentile(lat, 99)
+    got = [r for r in results if r["count"]]
+    span = max(r["t_last"] for r in got) - min(r["t_first"] for r in got)
+    out["shared_delivered_rate"] = total / span if span > 0 else float("nan")
+    return out
+
+
 FANOUT = Case(
     name="redis_fanout",
     title="eight listeners: direct against through the relay",
     what=(
-        "eight notifiers with a durable insert watch, each getting every event: eight direct"
-        " listener processes against eight consumer processes (one consumer group each)"
-        " reading the stream of a relay in a process of its own; PostgreSQL backends held"
-        " while they run (pg_stat_activity, by application_name), latency at 1,000 single-row"
-        " transactions a second from a writer process, then the writer's rate (100-row"
-        " transactions) with them attached, and events/s until all eight have all"
+        "eight notifiers with a durable insert watch, in two deployment shapes.  8 groups"
+        " (each gets all): eight direct listener processes against eight consumer processes"
+        " (one consumer group each) reading the stream of a relay in a process of its own."
+        "  1 group of 8 (work shared): eight consumer processes in one consumer group, each"
+        " event handled once by the fleet.  PostgreSQL backends held while they run"
+        " (pg_stat_activity, by application_name), latency at 1,000 single-row transactions"
+        " a second from a writer process, then the writer's rate (100-row transactions) with"
+        " them attached, and events/s until the burst is all handled"
     ),
     needs=("postgresql",),
     rows=[
         Row("direct_backends", "PostgreSQL backends, 8 direct listeners", "backends"),
-        Row("relay_backends", "PostgreSQL backends, relay + 8 consumers", "backends", None, "<=1"),
-        Row("direct_p50", "p50 at 1,000 events/s, 8 direct", "ms"),
-        Row("relay_p50", "p50 at 1,000 events/s, 8 via relay", "ms", "direct_p50"),
-        Row("direct_p99", "p99 at 1,000 events/s, 8 direct", "ms"),
-        Row("relay_p99", "p99 at 1,000 events/s, 8 via relay", "ms", "direct_p99"),
+        Row(
+            "relay_backends",
+            "PostgreSQL backends, relay + 8 groups (each gets all)",
+            "backends",
+            None,
+            "<=1",
+        ),
+        Row(
+            "shared_backends",
+            "PostgreSQL backends, relay + 1 group of 8 (work shared)",
+            "backends",
+            None,
+            "<=1",
+        ),
+        Row("direct_p50", "p50 at 1,000 events/s, 8 direct (each gets all)", "ms"),
+        Row("relay_p50", "p50 at 1,000 events/s, 8 groups (each gets all)", "ms", "direct_p50"),
+        Row(
+            "shared_p50",
+            "p50 at 1,000 events/s, 1 group of 8 (work shared)",
+            "ms",
+            "direct_p50",
+            "<=2",
+        ),
+        Row("direct_p99", "p99 at 1,000 events/s, 8 direct (each gets all)", "ms"),
+        Row("relay_p99", "p99 at 1,000 events/s, 8 groups (each gets all)", "ms", "direct_p99"),
+        Row("shared_p99", "p99 at 1,000 events/s, 1 group of 8 (work shared)", "ms", "direct_p99"),
         Row("direct_write_rate", "writer rate, 8 direct listeners", "rows/s"),
-        Row("relay_write_rate", "writer rate, relay attached", "rows/s", "direct_write_rate"),
+        Row(
+            "relay_write_rate",
+            "writer rate, relay + 8 groups attached",
+            "rows/s",
+            "direct_write_rate",
+        ),
         Row("direct_delivered_rate", "events/s to all 8, direct", "events/s"),
         Row(
             "relay_delivered_rate",
-            "events/s to all 8, relay",
+            "events/s to all 8, 8 groups (each gets all)",
             "events/s",
             "direct_delivered_rate",
+        ),
+        Row("shared_cpu_us", "CPU per event at 1,000/s, all 8 of 1 group of 8", "us"),
+        Row(
+            "shared_delivered_rate",
+            "events/s through 1 group of 8 (work shared)",
+            "events/s",
         ),
     ],
     run=fanout,

@@ -223,6 +223,7 @@ class RedisSource(Source):
         self.last_alive = time.time()
         #: Entries claimed from other consumers.
         self.claimed = 0
+        self._conn: Any = None
 
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         try:
@@ -239,9 +240,24 @@ class RedisSource(Source):
             self._regroup()
             return []
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._drop()
             raise SourceDisconnected(f"lost the Redis connection: {exc}") from exc
         self.last_alive = time.time()
         return out
+
+    def _connection(self) -> Any:
+        # The listener thread keeps one pooled connection for its reads: a
+        # pipeline object per wake-up (checkout, health poll, release) cost
+        # about as much CPU again as the round trip itself.
+        if self._conn is None:
+            self._conn = self._client.connection_pool.get_connection()
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+            self._client.connection_pool.release(conn)
 
     def _regroup(self) -> None:
         # The group (or the stream) vanished: Redis restarted or the stream
@@ -257,15 +273,21 @@ class RedisSource(Source):
         # The script runs after a timeout too: a stream that started over
         # (Redis and the relay restarted) has entries below those.
         block = max(1, int(min(timeout, self.block) * 1000))
-        after = {k: f"{n}-0" for k, n in self._seen.items()}
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xread(after, count=1, block=block)  # type: ignore[arg-type]
-        pipe.evalsha(self._script.sha, len(self._keys), *self._keys, *self._args)
-        replies = pipe.execute(raise_on_error=False)[1]
-        if isinstance(replies, redis.exceptions.NoScriptError):
+        seen = self._seen
+        keys = self._keys
+        conn = self._connection()
+        after = [f"{seen[k]}-0" for k in keys]
+        xread = ("XREAD", "COUNT", 1, "BLOCK", block, "STREAMS", *keys, *after)
+        read = ("EVALSHA", self._script.sha, len(keys), *keys, *self._args)
+        conn.send_packed_command(conn.pack_commands([xread, read]))
+        try:
+            conn.read_response()  # only the wake-up matters
+        except redis.ResponseError:
+            pass  # the script's reply tells what is wrong
+        try:
+            replies = conn.read_response()
+        except redis.exceptions.NoScriptError:
             return self._read()  # Redis restarted: the script is loaded again
-        if isinstance(replies, Exception):
-            raise replies
         return self._handle(replies)
 
     def _read(self) -> list[JournalEvent]:
@@ -359,7 +381,10 @@ class RedisSource(Source):
             on_gap(first, last)
 
     def close(self) -> None:
-        pass  # the dialect owns the client
+        # The dialect owns the client; the read connection goes back to its pool.
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._client.connection_pool.release(conn)
 
 
 class RedisAcks:
