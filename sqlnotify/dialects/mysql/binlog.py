@@ -41,6 +41,7 @@ from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
 from .binlog_position import BinlogPosition, binlog_end, binlog_files
+from .binlog_rows import OPS, RowDecoder, plan_of
 from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
 from .source import LogCursor
 
@@ -284,6 +285,10 @@ class BinlogSource(Source):
         read = self._read = {*self._tables, (db, sql.LOG_TABLE)}
         #: Table ids of tables this source does not read (their events are skipped).
         self._unread_ids: set[int] = set()
+        #: Per table id: the mapped table and how its rows are decoded here (``None``: not).
+        self._plans: dict[int, tuple[Any, Any]] = {}
+        self._decoder: RowDecoder | None = None
+        self._encoding: Callable[[str], str] = repl.row_event.RowsEvent.charset_to_encoding
         self._stream = repl.BinLogStreamReader(
             connection_settings=settings,
             server_id=1_000_000 + (os.getpid() * 7919 + id(self)) % 2_000_000_000,
@@ -410,10 +415,33 @@ class BinlogSource(Source):
                 if (schema, name) in self._read:
                     return False  # a table read: the reader maps it
                 self._unread_ids.add(table_id)
-        elif kind != _TABLE_MAP and table_id in stream.table_map:
-            return False  # a row event of a table read: the reader decodes it
+        elif kind != _TABLE_MAP:
+            table = stream.table_map.get(table_id)
+            if table is not None:
+                # A row event of a table read: decoded here when its columns are
+                # simple, else by the reader.
+                decoded = self._decode(data, table_id, table)
+                if decoded is None:
+                    return False
+                op = OPS[kind]
+                ts = float(int.from_bytes(data[1:5], "little"))
+                self._rows_of(str(table.schema), str(table.table), op, ts, decoded, rows)
         stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
         return True
+
+    def _decode(self, data: bytes, table_id: int, table: Any) -> list[dict[str, Any]] | None:
+        plans = self._plans
+        cached = plans.get(table_id)
+        if cached is None or cached[0] is not table:
+            decoder = self._decoder
+            if decoder is None:
+                checksum = bool(getattr(self._stream, "_BinLogStreamReader__use_checksum", True))
+                decoder = self._decoder = RowDecoder(checksum)
+            cached = plans[table_id] = (table, plan_of(table, self._encoding))
+        plan = cached[1]
+        if plan is None or self._decoder is None:
+            return None
+        return self._decoder.rows(data, plan)
 
     def _rotate(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
         self._unread_ids.clear()  # a new log may come from a restarted server
@@ -477,8 +505,19 @@ class BinlogSource(Source):
 
     def _rows(self, event: Any, rows: list[tuple[Any, str, str | None]], *, op: str) -> None:
         schema, table = str(event.schema), str(event.table)
+        self._rows_of(schema, table, op, float(event.timestamp), event.rows, rows)
+
+    def _rows_of(
+        self,
+        schema: str,
+        table: str,
+        op: str,
+        ts: float,
+        decoded: Sequence[Mapping[str, Any]],
+        rows: list[tuple[Any, str, str | None]],
+    ) -> None:
         if schema == self._db and table == sql.LOG_TABLE and op == "insert":
-            for row in event.rows:
+            for row in decoded:
                 values = row["values"]
                 payload = values.get("payload")
                 text = payload.decode() if isinstance(payload, bytes) else str(payload)
@@ -488,8 +527,7 @@ class BinlogSource(Source):
         watches = self._by_table.get((schema, table, op))
         if not watches:
             return
-        ts = float(event.timestamp)
-        for row in event.rows:
+        for row in decoded:
             for watch, kinds in watches:
                 if op == "update":
                     payload = row_payload(
