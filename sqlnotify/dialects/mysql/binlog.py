@@ -251,6 +251,8 @@ class BinlogSource(Source):
         self._skip = start.skip
         self._count = 0
         self._gtid: str | None = start.gtid
+        #: Between a transaction's GTID event and its commit.
+        self._open = False
         kw = server.connect_kwargs()
         settings = {
             "host": kw["host"],
@@ -350,7 +352,9 @@ class BinlogSource(Source):
             sock = self._socket()
             if rows and time.monotonic() >= deadline:
                 break  # a long backlog: the listener checks its stop event between waits
-            if sock is not None and not self._buffered(sock):
+            # Inside a transaction its next event is on its way (the server sends a
+            # committed transaction's events together): read on without a check.
+            if sock is not None and not self._open and not self._buffered(sock):
                 if rows:
                     break
                 left = deadline - time.monotonic()
@@ -401,6 +405,7 @@ class BinlogSource(Source):
             seq, domain = struct.unpack_from("<QI", data, _HEADER)
             server = int.from_bytes(data[6:10], "little")
             self._gtid = f"{domain}-{server}-{seq}"
+            self._open = not data[_HEADER + 12] & 0x01  # FL_STANDALONE: no commit event follows
             stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
             return True
         if kind != _TABLE_MAP and kind not in _ROWS:
@@ -444,6 +449,7 @@ class BinlogSource(Source):
         return self._decoder.rows(data, plan)
 
     def _rotate(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+        self._open = False
         self._unread_ids.clear()  # a new log may come from a restarted server
 
     def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
@@ -457,6 +463,7 @@ class BinlogSource(Source):
 
     def _gtid_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
         self._gtid = str(event.gtid)
+        self._open = True
 
     def _xid(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
         self._commit(rows)
@@ -480,6 +487,7 @@ class BinlogSource(Source):
                 rows.append((self._boundary, "", None))
         self._count = 0
         self._skip = 0
+        self._open = False
 
     def _query(self, event: Any, query: str) -> None:
         match = _QUERY_TABLE.match(query)
