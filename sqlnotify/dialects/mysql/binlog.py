@@ -35,8 +35,8 @@ from typing import Any
 
 from sqlalchemy import types as sqltypes
 
-from ..._journal import JournalReader
-from ..._payload import CHG, CUSTOM, OLD, ROW, TS
+from ..._journal import JournalReader, with_position
+from ..._payload import CHG, CUSTOM, OLD, POS, ROW, TS, Decoded, Notification
 from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
@@ -143,6 +143,18 @@ def row_payload(
 
     ``row`` is the new row (the old one for DELETE); ``before`` the old row of an UPDATE.
     """
+    body = row_body(watch, kinds, ts, row, before)
+    return None if body is None else _dumps(body)
+
+
+def row_body(
+    watch: Watch,
+    kinds: Mapping[str, str],
+    ts: float,
+    row: Mapping[str, Any],
+    before: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """:func:`row_payload` decoded: the dict its text holds (what the source hands on)."""
     cols = watch.payload_columns
     body: dict[str, Any] = {
         TS: ts,
@@ -156,7 +168,7 @@ def row_payload(
         body[CHG] = [c for c in watch.compared_columns if before.get(c) != row.get(c)]
         if watch.include_old:
             body[OLD] = {c: _value(before.get(c), kinds[c]) for c in cols}
-    return _dumps(body)
+    return body
 
 
 def _connect(driver: Any, **kwargs: Any) -> Any:
@@ -185,6 +197,14 @@ class _Replay:
         if packet is not None:
             return packet
         return type(self._conn)._read_packet(self._conn, *args, **kwargs)
+
+
+def _make(channel: str, payload: Any, label: int, position: Any) -> RawNotification:
+    """One row read: a row event's payload (a dict) as :class:`Decoded`, a text as it is."""
+    if type(payload) is dict:
+        payload[POS] = label
+        return Decoded(channel, payload)
+    return Notification(channel, with_position(payload, label))
 
 
 class BinlogSource(Source):
@@ -245,6 +265,8 @@ class BinlogSource(Source):
             self._gap_at = start
             start = BinlogPosition(files[0], 4)
             reader.position = start
+        # Rows hand on their payload decoded (see :meth:`_make`).
+        reader.make = _make
         self.reader = reader
         cursor.reader = reader
         self._boundary = start
@@ -267,7 +289,7 @@ class BinlogSource(Source):
             settings["unix_socket"] = kw["unix_socket"]
         ev = repl.event
         rows = repl.row_event
-        self._handlers: dict[type, Callable[[Any, list[tuple[Any, str, str | None]]], None]] = {
+        self._handlers: dict[type, Callable[[Any, list[tuple[Any, str, Any]]], None]] = {
             ev.RotateEvent: self._rotate,
             # The reader returns after each heartbeat: a read that skipped
             # packets of other tables waits for the next one at most.
@@ -346,7 +368,7 @@ class BinlogSource(Source):
             raise SourceDisconnected(f"MySQL binlog stream error: {exc}") from exc
 
     def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
-        rows: list[tuple[Any, str, str | None]] = []
+        rows: list[tuple[Any, str, Any]] = []
         deadline = time.monotonic() + timeout
         while len(rows) < self.MAX_ROWS:
             sock = self._socket()
@@ -370,7 +392,7 @@ class BinlogSource(Source):
         pending = [rows]
         return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
 
-    def _next(self, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _next(self, rows: list[tuple[Any, str, Any]]) -> None:
         """Read one packet: most are taken from their header alone (commits, GTIDs,
         heartbeats, tables already mapped, tables not read); the rest go to the reader."""
         stream = self._stream
@@ -388,7 +410,7 @@ class BinlogSource(Source):
             raise SourceDisconnected("the MySQL binlog stream ended")
         self._handle(event, rows)
 
-    def _skim(self, data: bytes, rows: list[tuple[Any, str, str | None]]) -> bool:
+    def _skim(self, data: bytes, rows: list[tuple[Any, str, Any]]) -> bool:
         """Handle the event in ``data`` from its bytes if it needs no decoding."""
         kind = data[5]
         stream = self._stream
@@ -448,33 +470,33 @@ class BinlogSource(Source):
             return None
         return self._decoder.rows(data, plan)
 
-    def _rotate(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _rotate(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         self._open = False
         self._unread_ids.clear()  # a new log may come from a restarted server
 
-    def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _handle(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         if event is not None:
             handler = self._handlers.get(type(event))
             if handler is not None:
                 handler(event, rows)
 
-    def _nothing(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _nothing(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         return None
 
-    def _gtid_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _gtid_event(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         self._gtid = str(event.gtid)
         self._open = True
 
-    def _xid(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _xid(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         self._commit(rows)
 
-    def _query_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _query_event(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         query = event.query if isinstance(event.query, str) else str(event.query)
         if query.strip().upper() != "BEGIN":
             self._query(event, query)
             self._commit(rows)
 
-    def _commit(self, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _commit(self, rows: list[tuple[Any, str, Any]]) -> None:
         stream = self._stream
         self._boundary = BinlogPosition(stream.log_file, stream.log_pos, 0, self._gtid)
         if self._count == 0:
@@ -511,7 +533,7 @@ class BinlogSource(Source):
                 match.group(3),
             )
 
-    def _rows(self, event: Any, rows: list[tuple[Any, str, str | None]], *, op: str) -> None:
+    def _rows(self, event: Any, rows: list[tuple[Any, str, Any]], *, op: str) -> None:
         schema, table = str(event.schema), str(event.table)
         self._rows_of(schema, table, op, float(event.timestamp), event.rows, rows)
 
@@ -522,7 +544,7 @@ class BinlogSource(Source):
         op: str,
         ts: float,
         decoded: Sequence[Mapping[str, Any]],
-        rows: list[tuple[Any, str, str | None]],
+        rows: list[tuple[Any, str, Any]],
     ) -> None:
         if schema == self._db and table == sql.LOG_TABLE and op == "insert":
             for row in decoded:
@@ -538,15 +560,13 @@ class BinlogSource(Source):
         for row in decoded:
             for watch, kinds in watches:
                 if op == "update":
-                    payload = row_payload(
-                        watch, kinds, ts, row["after_values"], row["before_values"]
-                    )
+                    payload = row_body(watch, kinds, ts, row["after_values"], row["before_values"])
                 else:
-                    payload = row_payload(watch, kinds, ts, row["values"])
+                    payload = row_body(watch, kinds, ts, row["values"])
                 if payload is not None:
                     self._emit(rows, watch.channel, payload)
 
-    def _emit(self, rows: list[tuple[Any, str, str | None]], channel: str, payload: Any) -> None:
+    def _emit(self, rows: list[tuple[Any, str, Any]], channel: str, payload: Any) -> None:
         if channel not in self._channels:
             return
         self._count += 1
