@@ -370,13 +370,14 @@ class BinlogSource(Source):
     def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         rows: list[tuple[Any, str, Any]] = []
         deadline = time.monotonic() + timeout
+        read = False
         while len(rows) < self.MAX_ROWS:
-            sock = self._socket()
             if rows and time.monotonic() >= deadline:
                 break  # a long backlog: the listener checks its stop event between waits
             # Inside a transaction its next event is on its way (the server sends a
             # committed transaction's events together): read on without a check.
-            if sock is not None and not self._open and not self._buffered(sock):
+            sock = None if self._open else self._socket()
+            if sock is not None and not self._buffered(sock):
                 if rows:
                     break
                 left = deadline - time.monotonic()
@@ -386,6 +387,8 @@ class BinlogSource(Source):
                 if sock not in ready:
                     break
             self._next(rows)
+            read = True
+        if read:
             self.last_alive = time.time()
         if not rows:
             return []
