@@ -41,7 +41,7 @@ from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
 from .binlog_position import BinlogPosition, binlog_end, binlog_files
-from .binlog_rows import OPS, RowDecoder, plan_of
+from .binlog_rows import OPS, RowDecoder, buffered_event, plan_of
 from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
 from .source import LogCursor
 
@@ -400,10 +400,17 @@ class BinlogSource(Source):
         heartbeats, tables already mapped, tables not read); the rest go to the reader."""
         stream = self._stream
         conn = stream._stream_connection
-        packet = conn._read_packet()
-        data = packet.get_all_data()
+        packet: Any = None
+        data = buffered_event(conn)
+        if data is None:
+            packet = conn._read_packet()
+            data = packet.get_all_data()
         if len(data) > _HEADER + 8 and data[0] == 0 and self._skim(data, rows):
             return
+        if packet is None:
+            from pymysql.protocol import MysqlPacket  # the reader's driver
+
+            packet = MysqlPacket(data, conn.encoding)
         conn._read_packet = _Replay(packet, conn)  # the reader reads this packet again
         try:
             event = stream.fetchone()
