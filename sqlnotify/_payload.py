@@ -34,8 +34,9 @@ A payload of exactly ``ts`` and ``row`` (and for an UPDATE ``chg`` and
 ``old``, taken out first) is a complete row event, the common case the
 dispatcher decodes on its fastest path.  A payload of ``ts`` and ``rows``
 holds one such event per row: :func:`split_rows` makes their payloads.
-:func:`decode_json` reads one payload text; :func:`encode_custom` writes the
-payload of ``Notifier.notify()``.
+:class:`Decoded` carries a payload its source built as a dict, which the
+dispatcher takes without a text in between.  :func:`decode_json` reads one
+payload text; :func:`encode_custom` writes the payload of ``Notifier.notify()``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "ROWS",
     "TRUNC",
     "TS",
+    "Decoded",
     "Notification",
     "RawNotification",
     "decode_json",
@@ -99,6 +101,33 @@ class RawNotification(Protocol):
 
     @property
     def payload(self) -> str: ...
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class Decoded:
+    """A notification whose source holds its payload decoded: ``data``, the dict of the
+    keys above that the text would hold.
+
+    The dispatcher takes ``data`` as it is; :attr:`payload`, its JSON text, is
+    written only when asked for (a log message, a relay).  Built on the
+    listener thread; ``data`` is not changed after it is handed over.
+    """
+
+    __slots__ = ("channel", "data")
+
+    def __init__(self, channel: str, data: dict[str, Any]) -> None:
+        self.channel = channel
+        self.data = data
+
+    @property
+    def payload(self) -> str:
+        """The payload's text."""
+        return _encode(self.data)
+
+    def __repr__(self) -> str:
+        return f"Decoded({self.channel!r}, {self.data!r})"
 
 
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(

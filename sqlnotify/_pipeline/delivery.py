@@ -27,6 +27,7 @@ from .._payload import (
     POS,
     ROWS,
     TRUNC,
+    Decoded,
     RawNotification,
     decode_json,
 )
@@ -63,6 +64,8 @@ class Resolver(Protocol):
 
 def payload_of(n: RawNotification) -> Any:
     """The decoded payload of one notification (a journal event may carry it decoded)."""
+    if type(n) is Decoded:
+        return n.data
     if type(n) is JournalEvent:
         data = n.data
         if data is None:  # read from the journal: the position is apart
@@ -142,7 +145,12 @@ class Delivery:
                 self.drop(channel, "no watch uses this channel", n.payload)
                 continue
             try:
-                data = payload_of(n) if type(n) is JournalEvent else loads(n.payload)
+                if type(n) is Decoded:
+                    data = n.data
+                elif type(n) is JournalEvent:
+                    data = payload_of(n)
+                else:
+                    data = loads(n.payload)
                 if (ovf in data or trunc in data) and type(data) is dict:
                     # The rest of the batch takes the slower path, in order.
                     self._decode_large(route, data, n.payload, batch[index + 1 :], received_at)

@@ -98,6 +98,75 @@ def test_insert_update_delete_arrive_typed(engine: sa.Engine, notifiers: list[No
     assert found == 0
 
 
+def test_simple_columns_are_decoded_from_the_event_bytes(
+    engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    # Integers (signed and unsigned, at their limits), floats and VARCHARs (short
+    # and long, multi-byte text) are decoded by the source itself, not the reader.
+    from sqlalchemy.dialects import mysql
+
+    table = sa.Table(
+        "simple",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("t", mysql.TINYINT),
+        sa.Column("tu", mysql.TINYINT(unsigned=True)),
+        sa.Column("s", sa.SmallInteger),
+        sa.Column("iu", mysql.INTEGER(unsigned=True)),
+        sa.Column("b", sa.BigInteger),
+        sa.Column("bu", mysql.BIGINT(unsigned=True)),
+        sa.Column("f", mysql.FLOAT),
+        sa.Column("d", mysql.DOUBLE(asdecimal=False)),
+        sa.Column("name", sa.String(20)),
+        sa.Column("note", sa.String(400)),
+    )
+    table.metadata.create_all(engine)
+    extra = [c.name for c in table.columns if c.name != "id"]
+    n = binlog(engine)
+    n.watch(table, "insert", extra_columns=extra)
+    n.watch(table, "update", extra_columns=["name", "note"], include_old=True)
+    n.watch(table, "delete", extra_columns=["name"])
+    notifiers.append(n)
+    rec = EventRecorder()
+    for op in ("insert", "update", "delete"):
+        n.subscribe(table, op)(rec)
+    n.start()
+    full = {
+        "id": 1,
+        "t": -128,
+        "tu": 255,
+        "s": -32768,
+        "iu": 4294967295,
+        "b": -(2**63),
+        "bu": 2**64 - 1,
+        "f": 1.5,
+        "d": -2.25e300,
+        "name": "caf\u00e9 \U0001f600",
+        "note": "\u00e9" * 300,
+    }
+    empty = {c: None for c in extra} | {"id": 2, "name": ""}
+    with engine.begin() as conn:
+        # The first event after the table's map is the reader's; the rest are the source's.
+        conn.execute(table.insert(), [{"id": 3}])
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [full, empty])  # one statement: one event of two rows
+    with engine.begin() as conn:
+        conn.execute(table.update().where(table.c.id == 2).values(name="x", note="y" * 256))
+    with engine.begin() as conn:
+        conn.execute(table.delete())
+    events = rec.wait_for(7, TIMEOUT)
+    assert [dict(e.row) for e in events[1:3]] == [full, empty]
+    upd = events[3]
+    assert dict(upd.row) == {"id": 2, "name": "x", "note": "y" * 256}
+    assert set(upd.changed_columns) == {"name", "note"}
+    assert dict(upd.old or {}) == {"id": 2, "name": "", "note": None}
+    assert [(e.operation, e.id, e.row["name"]) for e in events[4:]] == [
+        (Operation.DELETE, 1, full["name"]),
+        (Operation.DELETE, 2, "x"),
+        (Operation.DELETE, 3, None),
+    ]
+
+
 def test_notify_travels_through_the_binlog(engine: sa.Engine, notifiers: list[Notifier]) -> None:
     table = orders(engine)
     n = binlog(engine).watch(table, "insert")

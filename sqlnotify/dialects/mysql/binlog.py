@@ -35,12 +35,13 @@ from typing import Any
 
 from sqlalchemy import types as sqltypes
 
-from ..._journal import JournalReader
-from ..._payload import CHG, CUSTOM, OLD, ROW, TS
+from ..._journal import JournalReader, with_position
+from ..._payload import CHG, CUSTOM, OLD, POS, ROW, TS, Decoded, Notification
 from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
 from .binlog_position import BinlogPosition, binlog_end, binlog_files
+from .binlog_rows import OPS, RowDecoder, buffered_event, plan_of
 from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
 from .source import LogCursor
 
@@ -142,6 +143,18 @@ def row_payload(
 
     ``row`` is the new row (the old one for DELETE); ``before`` the old row of an UPDATE.
     """
+    body = row_body(watch, kinds, ts, row, before)
+    return None if body is None else _dumps(body)
+
+
+def row_body(
+    watch: Watch,
+    kinds: Mapping[str, str],
+    ts: float,
+    row: Mapping[str, Any],
+    before: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """:func:`row_payload` decoded: the dict its text holds (what the source hands on)."""
     cols = watch.payload_columns
     body: dict[str, Any] = {
         TS: ts,
@@ -155,7 +168,7 @@ def row_payload(
         body[CHG] = [c for c in watch.compared_columns if before.get(c) != row.get(c)]
         if watch.include_old:
             body[OLD] = {c: _value(before.get(c), kinds[c]) for c in cols}
-    return _dumps(body)
+    return body
 
 
 def _connect(driver: Any, **kwargs: Any) -> Any:
@@ -184,6 +197,14 @@ class _Replay:
         if packet is not None:
             return packet
         return type(self._conn)._read_packet(self._conn, *args, **kwargs)
+
+
+def _make(channel: str, payload: Any, label: int, position: Any) -> RawNotification:
+    """One row read: a row event's payload (a dict) as :class:`Decoded`, a text as it is."""
+    if type(payload) is dict:
+        payload[POS] = label
+        return Decoded(channel, payload)
+    return Notification(channel, with_position(payload, label))
 
 
 class BinlogSource(Source):
@@ -244,12 +265,16 @@ class BinlogSource(Source):
             self._gap_at = start
             start = BinlogPosition(files[0], 4)
             reader.position = start
+        # Rows hand on their payload decoded (see :meth:`_make`).
+        reader.make = _make
         self.reader = reader
         cursor.reader = reader
         self._boundary = start
         self._skip = start.skip
         self._count = 0
         self._gtid: str | None = start.gtid
+        #: Between a transaction's GTID event and its commit.
+        self._open = False
         kw = server.connect_kwargs()
         settings = {
             "host": kw["host"],
@@ -264,7 +289,7 @@ class BinlogSource(Source):
             settings["unix_socket"] = kw["unix_socket"]
         ev = repl.event
         rows = repl.row_event
-        self._handlers: dict[type, Callable[[Any, list[tuple[Any, str, str | None]]], None]] = {
+        self._handlers: dict[type, Callable[[Any, list[tuple[Any, str, Any]]], None]] = {
             ev.RotateEvent: self._rotate,
             # The reader returns after each heartbeat: a read that skipped
             # packets of other tables waits for the next one at most.
@@ -284,6 +309,10 @@ class BinlogSource(Source):
         read = self._read = {*self._tables, (db, sql.LOG_TABLE)}
         #: Table ids of tables this source does not read (their events are skipped).
         self._unread_ids: set[int] = set()
+        #: Per table id: the mapped table and how its rows are decoded here (``None``: not).
+        self._plans: dict[int, tuple[Any, Any]] = {}
+        self._decoder: RowDecoder | None = None
+        self._encoding: Callable[[str], str] = repl.row_event.RowsEvent.charset_to_encoding
         self._stream = repl.BinLogStreamReader(
             connection_settings=settings,
             server_id=1_000_000 + (os.getpid() * 7919 + id(self)) % 2_000_000_000,
@@ -339,12 +368,15 @@ class BinlogSource(Source):
             raise SourceDisconnected(f"MySQL binlog stream error: {exc}") from exc
 
     def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
-        rows: list[tuple[Any, str, str | None]] = []
+        rows: list[tuple[Any, str, Any]] = []
         deadline = time.monotonic() + timeout
+        read = False
         while len(rows) < self.MAX_ROWS:
-            sock = self._socket()
             if rows and time.monotonic() >= deadline:
                 break  # a long backlog: the listener checks its stop event between waits
+            # Inside a transaction its next event is on its way (the server sends a
+            # committed transaction's events together): read on without a check.
+            sock = None if self._open else self._socket()
             if sock is not None and not self._buffered(sock):
                 if rows:
                     break
@@ -355,21 +387,30 @@ class BinlogSource(Source):
                 if sock not in ready:
                     break
             self._next(rows)
+            read = True
+        if read:
             self.last_alive = time.time()
         if not rows:
             return []
         pending = [rows]
         return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
 
-    def _next(self, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _next(self, rows: list[tuple[Any, str, Any]]) -> None:
         """Read one packet: most are taken from their header alone (commits, GTIDs,
         heartbeats, tables already mapped, tables not read); the rest go to the reader."""
         stream = self._stream
         conn = stream._stream_connection
-        packet = conn._read_packet()
-        data = packet.get_all_data()
+        packet: Any = None
+        data = buffered_event(conn)
+        if data is None:
+            packet = conn._read_packet()
+            data = packet.get_all_data()
         if len(data) > _HEADER + 8 and data[0] == 0 and self._skim(data, rows):
             return
+        if packet is None:
+            from pymysql.protocol import MysqlPacket  # the reader's driver
+
+            packet = MysqlPacket(data, conn.encoding)
         conn._read_packet = _Replay(packet, conn)  # the reader reads this packet again
         try:
             event = stream.fetchone()
@@ -379,7 +420,7 @@ class BinlogSource(Source):
             raise SourceDisconnected("the MySQL binlog stream ended")
         self._handle(event, rows)
 
-    def _skim(self, data: bytes, rows: list[tuple[Any, str, str | None]]) -> bool:
+    def _skim(self, data: bytes, rows: list[tuple[Any, str, Any]]) -> bool:
         """Handle the event in ``data`` from its bytes if it needs no decoding."""
         kind = data[5]
         stream = self._stream
@@ -396,6 +437,7 @@ class BinlogSource(Source):
             seq, domain = struct.unpack_from("<QI", data, _HEADER)
             server = int.from_bytes(data[6:10], "little")
             self._gtid = f"{domain}-{server}-{seq}"
+            self._open = not data[_HEADER + 12] & 0x01  # FL_STANDALONE: no commit event follows
             stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
             return True
         if kind != _TABLE_MAP and kind not in _ROWS:
@@ -410,36 +452,61 @@ class BinlogSource(Source):
                 if (schema, name) in self._read:
                     return False  # a table read: the reader maps it
                 self._unread_ids.add(table_id)
-        elif kind != _TABLE_MAP and table_id in stream.table_map:
-            return False  # a row event of a table read: the reader decodes it
+        elif kind != _TABLE_MAP:
+            table = stream.table_map.get(table_id)
+            if table is not None:
+                # A row event of a table read: decoded here when its columns are
+                # simple, else by the reader.
+                decoded = self._decode(data, table_id, table)
+                if decoded is None:
+                    return False
+                op = OPS[kind]
+                ts = float(int.from_bytes(data[1:5], "little"))
+                self._rows_of(str(table.schema), str(table.table), op, ts, decoded, rows)
         stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
         return True
 
-    def _rotate(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _decode(self, data: bytes, table_id: int, table: Any) -> list[dict[str, Any]] | None:
+        plans = self._plans
+        cached = plans.get(table_id)
+        if cached is None or cached[0] is not table:
+            decoder = self._decoder
+            if decoder is None:
+                checksum = bool(getattr(self._stream, "_BinLogStreamReader__use_checksum", True))
+                decoder = self._decoder = RowDecoder(checksum)
+            cached = plans[table_id] = (table, plan_of(table, self._encoding))
+        plan = cached[1]
+        if plan is None or self._decoder is None:
+            return None
+        return self._decoder.rows(data, plan)
+
+    def _rotate(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
+        self._open = False
         self._unread_ids.clear()  # a new log may come from a restarted server
 
-    def _handle(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _handle(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         if event is not None:
             handler = self._handlers.get(type(event))
             if handler is not None:
                 handler(event, rows)
 
-    def _nothing(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _nothing(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         return None
 
-    def _gtid_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _gtid_event(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         self._gtid = str(event.gtid)
+        self._open = True
 
-    def _xid(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _xid(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         self._commit(rows)
 
-    def _query_event(self, event: Any, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _query_event(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         query = event.query if isinstance(event.query, str) else str(event.query)
         if query.strip().upper() != "BEGIN":
             self._query(event, query)
             self._commit(rows)
 
-    def _commit(self, rows: list[tuple[Any, str, str | None]]) -> None:
+    def _commit(self, rows: list[tuple[Any, str, Any]]) -> None:
         stream = self._stream
         self._boundary = BinlogPosition(stream.log_file, stream.log_pos, 0, self._gtid)
         if self._count == 0:
@@ -452,6 +519,7 @@ class BinlogSource(Source):
                 rows.append((self._boundary, "", None))
         self._count = 0
         self._skip = 0
+        self._open = False
 
     def _query(self, event: Any, query: str) -> None:
         match = _QUERY_TABLE.match(query)
@@ -475,10 +543,21 @@ class BinlogSource(Source):
                 match.group(3),
             )
 
-    def _rows(self, event: Any, rows: list[tuple[Any, str, str | None]], *, op: str) -> None:
+    def _rows(self, event: Any, rows: list[tuple[Any, str, Any]], *, op: str) -> None:
         schema, table = str(event.schema), str(event.table)
+        self._rows_of(schema, table, op, float(event.timestamp), event.rows, rows)
+
+    def _rows_of(
+        self,
+        schema: str,
+        table: str,
+        op: str,
+        ts: float,
+        decoded: Sequence[Mapping[str, Any]],
+        rows: list[tuple[Any, str, Any]],
+    ) -> None:
         if schema == self._db and table == sql.LOG_TABLE and op == "insert":
-            for row in event.rows:
+            for row in decoded:
                 values = row["values"]
                 payload = values.get("payload")
                 text = payload.decode() if isinstance(payload, bytes) else str(payload)
@@ -488,19 +567,16 @@ class BinlogSource(Source):
         watches = self._by_table.get((schema, table, op))
         if not watches:
             return
-        ts = float(event.timestamp)
-        for row in event.rows:
+        for row in decoded:
             for watch, kinds in watches:
                 if op == "update":
-                    payload = row_payload(
-                        watch, kinds, ts, row["after_values"], row["before_values"]
-                    )
+                    payload = row_body(watch, kinds, ts, row["after_values"], row["before_values"])
                 else:
-                    payload = row_payload(watch, kinds, ts, row["values"])
+                    payload = row_body(watch, kinds, ts, row["values"])
                 if payload is not None:
                     self._emit(rows, watch.channel, payload)
 
-    def _emit(self, rows: list[tuple[Any, str, str | None]], channel: str, payload: Any) -> None:
+    def _emit(self, rows: list[tuple[Any, str, Any]], channel: str, payload: Any) -> None:
         if channel not in self._channels:
             return
         self._count += 1

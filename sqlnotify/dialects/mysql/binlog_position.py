@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import importlib.util
 import json
 import re
@@ -41,6 +42,13 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=64)
+def _file_number(file: str) -> int:
+    """The sequence number ending a binary log file's name (one per file, so cached)."""
+    match = re.search(r"(\d+)$", file)
+    return int(match.group(1)) if match else 0
+
+
 @dataclasses.dataclass(frozen=True)
 class BinlogPosition:
     """A transaction boundary ``(file, pos)`` and the events of that transaction already read."""
@@ -53,9 +61,7 @@ class BinlogPosition:
     @property
     def number(self) -> int:
         """The number events carry as ``event.position`` (grows along the log)."""
-        match = re.search(r"(\d+)$", self.file)
-        seq = int(match.group(1)) if match else 0
-        return (seq << 80) | (self.pos << 40) | self.skip
+        return (_file_number(self.file) << 80) | (self.pos << 40) | self.skip
 
     def dumps(self) -> str:
         return json.dumps(
