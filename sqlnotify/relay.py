@@ -54,10 +54,13 @@ from ._relay_health import HealthMonitor
 from ._watch import Watch
 from .dialects.base import JournalStore, OverflowStore, Source
 from .dialects.redis.commands import (
+    BELL_INFIX,
+    BELL_TTL_MS,
     DEFAULT_PREFIX,
     FIELD_PAYLOAD,
     FIELD_POSITION,
     RELAY_LOCK_PREFIX,
+    RING_SCRIPT,
     entry_id,
     entry_number,
     gap_fields,
@@ -438,14 +441,17 @@ class Relay:
                     # takeover, which skips the events already appended.
                     pipe = self.client.pipeline(transaction=False)
                     added = 0
+                    touched: set[str] = set()
                     for channel, payload, stamped in items:
                         seen = recent.get(channel)
                         if seen and stamped in seen:
                             self.skipped += 1
                             continue
                         numbers[channel] = n = numbers[channel] + 1
+                        key = stream_key(self.prefix, channel)
+                        touched.add(key)
                         pipe.xadd(
-                            stream_key(self.prefix, channel),
+                            key,
                             {FIELD_PAYLOAD: payload, FIELD_POSITION: stamped},
                             id=entry_id(n),
                             maxlen=retention,
@@ -453,6 +459,7 @@ class Relay:
                         )
                         added += 1
                     if added:
+                        _ring(pipe, touched)
                         pipe.execute()
                         self.written += added
                         unsaved += added
@@ -511,6 +518,7 @@ class Relay:
                 maxlen=self.retention,
                 approximate=True,
             )
+        _ring(pipe, [stream_key(self.prefix, c) for c in numbers])
         pipe.execute()
 
     def _relay_live(
@@ -530,6 +538,7 @@ class Relay:
                 continue
             pipe = self.client.pipeline(transaction=False)
             added = 0
+            touched: set[str] = set()
             for note in notes:
                 channel = note.channel
                 if channel not in numbers:
@@ -539,6 +548,7 @@ class Relay:
                     self.dropped += 1
                     continue
                 numbers[channel] = n = numbers[channel] + 1
+                touched.add(stream_key(self.prefix, channel))
                 pipe.xadd(
                     stream_key(self.prefix, channel),
                     {FIELD_PAYLOAD: payload, FIELD_POSITION: 0},
@@ -549,12 +559,26 @@ class Relay:
                 added += 1
             if not added:
                 continue
+            _ring(pipe, touched)
             try:
                 pipe.execute()
             except redis.RedisError:
                 self.dropped += added
                 raise
             self.written += added
+
+
+def _ring(pipe: Any, streams: Any) -> None:
+    """Queue the ringing of every group's bell of ``streams`` behind the appends.
+
+    The bell wakes one waiting consumer per group, where a group-blind
+    ``XREAD`` would wake them all (see :data:`~sqlnotify.dialects.redis.commands.RING_SCRIPT`).
+    ``EVAL`` with the text: Redis caches the compiled script, and a
+    pipeline's ``EVALSHA`` would cost a ``SCRIPT EXISTS`` round trip.
+    """
+    keys = sorted(streams)
+    if keys:
+        pipe.execute_command("EVAL", RING_SCRIPT, len(keys), *keys, BELL_INFIX, BELL_TTL_MS)
 
 
 def _complete(payload: str, overflow: OverflowStore | None, schema: str | None) -> str | None:

@@ -10,6 +10,7 @@ from test_gaps import PrivateRedis, private_redis, setup  # noqa: F401
 from test_groups import write
 
 from sqlnotify import Notifier
+from sqlnotify.dialects.redis.source import RedisSource
 from sqlnotify.relay import Relay
 from sqlnotify.testing import EventRecorder
 
@@ -70,3 +71,36 @@ def test_a_flushed_read_script_is_loaded_again(
         pg_schema_engine, schema, private_redis, relays, notifiers, lambda a: a.script_flush()
     )
     assert got == list(range(1, 11))
+
+
+def test_an_entry_wakes_one_consumer_of_a_group_not_all(
+    pg_schema_engine: sa.Engine,
+    schema: str,
+    private_redis: PrivateRedis,  # noqa: F811
+    relays: list[Relay],
+    notifiers: list[Notifier],
+) -> None:
+    # The relay rings each group's bell after appending; a bell's element wakes
+    # one consumer waiting in BLPOP.  A group-blind XREAD would wake all four
+    # for every entry, and three of them would read nothing (60 empty reads).
+    prefix = "w:"
+    table, name, _ = setup(pg_schema_engine, schema, private_redis.url, prefix, relays)
+    events = EventRecorder()
+    fleet = []
+    for consumer in ("a", "b", "c", "d"):
+        n = Notifier.from_redis(
+            pg_schema_engine, private_redis.url, group="g", consumer=consumer, stream_prefix=prefix
+        )
+        n.watch(name, "insert", durable=True)
+        n.subscribe(name, "insert")(events)
+        notifiers.append(n)
+        n.start()
+        fleet.append(n)
+    for i in range(1, 21):  # one entry at a time, each received before the next
+        write(pg_schema_engine, table, range(i, i + 1))
+        events.wait_for(i, timeout=20)
+    assert sorted(e.id for e in events.events) == list(range(1, 21))
+    sources = [n._listener.source for n in fleet if n._listener is not None]
+    assert len(sources) == 4 and all(isinstance(s, RedisSource) for s in sources)
+    empty = sum(s.empty_reads for s in sources if isinstance(s, RedisSource))
+    assert empty <= 3, f"{empty} wake-ups of the group read nothing"

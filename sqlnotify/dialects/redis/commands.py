@@ -23,6 +23,8 @@ field     value
 from __future__ import annotations
 
 __all__ = [
+    "BELL_INFIX",
+    "BELL_TTL_MS",
     "DEFAULT_PREFIX",
     "FIELD_GAP",
     "FIELD_PAYLOAD",
@@ -31,6 +33,8 @@ __all__ = [
     "LEASE_RELEASE_SCRIPT",
     "READ_SCRIPT",
     "RELAY_LOCK_PREFIX",
+    "RING_SCRIPT",
+    "bell_key",
     "entry_id",
     "entry_number",
     "gap_fields",
@@ -55,6 +59,17 @@ RELAY_LOCK_PREFIX = "relay:"
 def stream_key(prefix: str, channel: str) -> str:
     """The stream of one watch's channel."""
     return f"{prefix}{channel}"
+
+
+#: What follows a stream's key in the key of a group's bell (see :data:`RING_SCRIPT`).
+BELL_INFIX = ":bell:"
+#: A bell nobody waits on goes away after this many milliseconds.
+BELL_TTL_MS = 60_000
+
+
+def bell_key(stream: str, group: str) -> str:
+    """The list whose element wakes one waiting consumer of ``group`` on ``stream``."""
+    return f"{stream}{BELL_INFIX}{group}"
 
 
 def health_key(prefix: str, name: str, instance: str) -> str:
@@ -110,9 +125,34 @@ def entry_number(entry: str) -> int:
     return int(entry.partition("-")[0])
 
 
-#: KEYS: streams; ARGV: group, consumer, count.  For each stream, atomically:
-#: the group's last delivered ID, then ``XREADGROUP ... >`` (never blocking).
-#: Raises ``NOGROUP <key>`` when the stream or the group is missing.
+#: KEYS: streams the relay just appended to; ARGV: the bell infix, the
+#: bell's lifetime (ms).  Rings each group's bell of each stream: one element
+#: (never more), which wakes exactly one consumer of the group waiting in
+#: ``BLPOP`` (``XREAD`` would wake every waiting consumer of every group).
+RING_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', key)
+  if ok then
+    for _, g in ipairs(groups) do
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then
+          local bell = key .. ARGV[1] .. g[j + 1]
+          redis.call('LPUSH', bell, 1)
+          redis.call('LTRIM', bell, 0, 0)
+          redis.call('PEXPIRE', bell, ARGV[2])
+        end
+      end
+    end
+  end
+end
+return 0
+"""
+
+#: KEYS: streams; ARGV: group, consumer, count, the bell infix, the bell's
+#: lifetime (ms).  For each stream, atomically: the group's last delivered
+#: ID, then ``XREADGROUP ... >`` (never blocking); a read that filled its
+#: count rings the group's bell again, so another waiting consumer shares
+#: the rest.  Raises ``NOGROUP <key>`` when the stream or the group is missing.
 READ_SCRIPT = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -130,7 +170,14 @@ for i, key in ipairs(KEYS) do
   if not last then return redis.error_reply('NOGROUP ' .. key) end
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
                        'STREAMS', key, '>')
-  out[i] = {last, r and r[1][2] or {}}
+  local entries = r and r[1][2] or {}
+  if #entries >= tonumber(ARGV[3]) then
+    local bell = key .. ARGV[4] .. ARGV[1]
+    redis.call('LPUSH', bell, 1)
+    redis.call('LTRIM', bell, 0, 0)
+    redis.call('PEXPIRE', bell, ARGV[5])
+  end
+  out[i] = {last, entries}
 end
 return out
 """

@@ -2,11 +2,16 @@
 
 :class:`RedisSource` is the listener thread's connection: each
 :meth:`~RedisSource.wait` claims pending entries of dead consumers
-(``XAUTOCLAIM``) when due, waits in ``XREAD`` (at most :attr:`RedisSource.block`
-seconds) for entries past those the group is known to have got, then reads
-them with :data:`READ_SCRIPT` (the group's last delivered ID and
-``XREADGROUP`` in one atomic step, so a trimmed range is told exactly),
-queued behind the ``XREAD`` in one pipeline: one round trip per wake-up.
+(``XAUTOCLAIM``) when due, waits in ``BLPOP`` on its group's bells (at most
+:attr:`RedisSource.block` seconds), then reads with :data:`READ_SCRIPT` (the
+group's last delivered ID and ``XREADGROUP`` in one atomic step, so a
+trimmed range is told exactly), queued behind the ``BLPOP`` in one
+pipeline: one round trip per wake-up.  The relay rings each group's bell
+after appending (:data:`RING_SCRIPT`), and a bell's element wakes exactly
+one waiting consumer of the group: a group of several consumers shares the
+waiting as it shares the events (a group-blind ``XREAD`` would wake every
+one of them for every entry).  A read that filled its count rings again,
+for the next consumer; a wait that times out reads too.
 
 :class:`Ledger` remembers the entries delivered and not acknowledged, each
 under a local sequence number (the consumer's position).
@@ -34,12 +39,15 @@ from ..._journal import JournalEvent, JournalReader, Row
 from ...exceptions import SQLNotifyException, SQLNotifyListenerError
 from ..base import RawNotification, Source, SourceDisconnected
 from .commands import (
+    BELL_INFIX,
+    BELL_TTL_MS,
     FIELD_GAP,
     FIELD_PAYLOAD,
     FIELD_POSITION,
     LEASE_REFRESH_SCRIPT,
     LEASE_RELEASE_SCRIPT,
     READ_SCRIPT,
+    bell_key,
     entry_number,
 )
 
@@ -214,7 +222,10 @@ class RedisSource(Source):
         self._next_claim = 0.0
         self._log = log
         self._script = client.register_script(READ_SCRIPT)
-        self._args: list[str | int] = [group, consumer, self.count]
+        self._args: list[str | int] = [group, consumer, self.count, BELL_INFIX, BELL_TTL_MS]
+        self._bells = [bell_key(key, group) for key in keys]
+        #: Rung wake-ups whose read found nothing (another consumer had read it).
+        self.empty_reads = 0
         #: The last entry number this consumer knows its group got, by stream.
         self._seen = seen
         for key in keys:
@@ -267,28 +278,30 @@ class RedisSource(Source):
         ensure_groups(self._client, self._keys, self._group, "0")
 
     def _wait_and_read(self, timeout: float) -> list[JournalEvent]:
-        # One round trip: XREAD blocks this connection until the streams hold
-        # entries past what the group is known to have got (or the block
-        # ends), and Redis runs the read script queued behind it right after.
-        # The script runs after a timeout too: a stream that started over
-        # (Redis and the relay restarted) has entries below those.
-        block = max(1, int(min(timeout, self.block) * 1000))
-        seen = self._seen
+        # One round trip: BLPOP blocks this connection until the relay rings
+        # one of the group's bells (or the block ends), and Redis runs the
+        # read script queued behind it right after.  The script runs after a
+        # timeout too: a stream that started over (Redis and the relay
+        # restarted), or entries appended by a relay that rings no bell.
+        block = max(0.001, min(timeout, self.block))
         keys = self._keys
         conn = self._connection()
-        after = [f"{seen[k]}-0" for k in keys]
-        xread = ("XREAD", "COUNT", 1, "BLOCK", block, "STREAMS", *keys, *after)
+        wait = ("BLPOP", *self._bells, f"{block:.3f}")
         read = ("EVALSHA", self._script.sha, len(keys), *keys, *self._args)
-        conn.send_packed_command(conn.pack_commands([xread, read]))
+        conn.send_packed_command(conn.pack_commands([wait, read]))
+        rung = False
         try:
-            conn.read_response()  # only the wake-up matters
+            rung = conn.read_response() is not None  # None: the block ended
         except redis.ResponseError:
             pass  # the script's reply tells what is wrong
         try:
             replies = conn.read_response()
         except redis.exceptions.NoScriptError:
             return self._read()  # Redis restarted: the script is loaded again
-        return self._handle(replies)
+        out = self._handle(replies)
+        if rung and not out:
+            self.empty_reads += 1
+        return out
 
     def _read(self) -> list[JournalEvent]:
         return self._handle(self._script(keys=self._keys, args=self._args))
