@@ -17,6 +17,7 @@ import os
 import signal as _signal
 import threading
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
@@ -40,6 +41,18 @@ from .exceptions import SQLNotifyConfigurationError, SQLNotifyException, SQLNoti
 __all__ = ["Lifecycle"]
 
 _L = TypeVar("_L", bound="Lifecycle")
+
+#: Every notifier of this process (each adds itself); a forked child resets their state.
+NOTIFIERS: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for notifier in list(NOTIFIERS):
+        notifier._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Lifecycle:

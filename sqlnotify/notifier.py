@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +18,7 @@ import blinker
 import sqlalchemy as sa
 
 from . import signals
-from ._lifecycle import Lifecycle
+from ._lifecycle import NOTIFIERS, Lifecycle
 from ._options import check_consumer, positive_int, seconds, sync_engine_of
 from ._ownership import Policy
 from ._payload import encode_custom
@@ -60,19 +58,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
-
-# Every notifier of this process; a forked child resets their state.
-_notifiers: weakref.WeakSet[Notifier] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for notifier in list(_notifiers):
-        notifier._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 class Notifier(Lifecycle):
     """Turns committed row changes of watched tables into events for receivers.
@@ -254,7 +239,7 @@ class Notifier(Lifecycle):
         self.queue_timeout = float(queue_timeout)
         #: The current run, or the last one once stopped.
         self._run: Run | None = None
-        _notifiers.add(self)
+        NOTIFIERS.add(self)
 
     @classmethod
     def from_redis(

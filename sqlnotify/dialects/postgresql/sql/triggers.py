@@ -127,22 +127,6 @@ BEGIN
 END;
 """
 
-# A plain per-statement watch: the statement's rows as JSON arrays, aggregated
-# in order and sliced ``per`` rows a notification; a statement with a row
-# wider than {fits} goes row by row (see .statement, which explains each part).
-STATEMENT_BODY = """
-BEGIN
-    INSERT INTO {journal} (channel, payload)
-    SELECT {channel}, json_build_object('ts', extract(epoch from clock_timestamp()),
-                                        'row', json_build_object({row}){update})::text
-    FROM {source}{where}{order};
-    IF FOUND THEN
-        PERFORM pg_notify({channel}, {wake});
-    END IF;
-    RETURN NULL;
-END;
-"""
-
 # A plain per-statement watch sends the statement's rows in as few
 # notifications as the widest row allows: each row is a JSON array of its
 # values (see sqlnotify._payload, "rows"), all of them aggregated in the
