@@ -88,16 +88,7 @@ def database_url(settings_dict: Mapping[str, Any], alias: str = "default") -> sa
         if host and str(host).startswith("/"):
             query["host"] = str(host)
             host = None
-        port = settings_dict.get("PORT") or None
-        return sa.URL.create(
-            "postgresql+psycopg2",
-            username=settings_dict.get("USER") or None,
-            password=settings_dict.get("PASSWORD") or None,
-            host=host,
-            port=int(port) if port else None,
-            database=settings_dict.get("NAME") or None,
-            query=query,
-        )
+        return _server_url("postgresql+psycopg2", settings_dict, host, query)
     if engine in _MYSQL_ENGINES:
         return _mysql_url(settings_dict, alias)
     if engine in _SQLITE_ENGINES:
@@ -127,9 +118,16 @@ def _mysql_url(settings_dict: Mapping[str, Any], alias: str) -> sa.URL:
     if host and str(host).startswith("/"):
         query["unix_socket"] = str(host)
         host = "localhost"
+    return _server_url("mysql+pymysql", settings_dict, host, query)
+
+
+def _server_url(
+    drivername: str, settings_dict: Mapping[str, Any], host: Any, query: dict[str, str]
+) -> sa.URL:
+    """The URL of a database server from Django's USER, PASSWORD, PORT and NAME."""
     port = settings_dict.get("PORT") or None
     return sa.URL.create(
-        "mysql+pymysql",
+        drivername,
         username=settings_dict.get("USER") or None,
         password=settings_dict.get("PASSWORD") or None,
         host=host,
