@@ -59,6 +59,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _null_logger = logging.Logger("sqlnotify.disabled")
 _null_logger.disabled = True
 
+
 class Notifier(Lifecycle):
     """Turns committed row changes of watched tables into events for receivers.
 

@@ -40,8 +40,9 @@ from ..._payload import CHG, CUSTOM, OLD, POS, ROW, TS, Decoded, Notification
 from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
+from .binlog_packets import Packets, StreamEnded
 from .binlog_position import BinlogPosition, binlog_end, binlog_files
-from .binlog_rows import OPS, RowDecoder, buffered_event, plan_of
+from .binlog_rows import OPS, RowDecoder, plan_of
 from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
 from .source import LogCursor
 
@@ -186,17 +187,18 @@ def _replication() -> Any:
 
 
 class _Replay:
-    """A connection's ``_read_packet`` that returns one packet already read, then reads on."""
+    """A connection's ``_read_packet`` that returns one packet already read, then reads on
+    from the source's :class:`~.binlog_packets.Packets`."""
 
-    def __init__(self, packet: Any, conn: Any) -> None:
+    def __init__(self, packet: Any, then: Callable[..., Any]) -> None:
         self._packet: Any = packet
-        self._conn = conn
+        self._then = then
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         packet, self._packet = self._packet, None
         if packet is not None:
             return packet
-        return type(self._conn)._read_packet(self._conn, *args, **kwargs)
+        return self._then(*args, **kwargs)
 
 
 def _make(channel: str, payload: Any, label: int, position: Any) -> RawNotification:
@@ -332,27 +334,14 @@ class BinlogSource(Source):
         try:
             # Connects, and proves it: the server first sends a rotate event.
             self._handle(self._stream.fetchone(), [])
+            # From here on the source reads the socket (see :mod:`.binlog_packets`).
+            self._packets = Packets(self._stream._stream_connection, IO_TIMEOUT)
         except self._error as exc:
             self.close()
             raise SourceDisconnected(f"cannot stream the MySQL binary log: {exc}") from exc
         self.last_alive = time.time()
 
     # -- reading --------------------------------------------------------------------
-    def _socket(self) -> Any:
-        conn = getattr(self._stream, "_stream_connection", None)
-        return getattr(conn, "_sock", None) if conn is not None else None
-
-    def _buffered(self, sock: Any) -> bool:
-        """Whether bytes of the stream wait in the driver's buffer or the socket."""
-        rfile = self._stream._stream_connection._rfile
-        sock.setblocking(False)
-        try:
-            return bool(rfile.peek(1))
-        except (BlockingIOError, InterruptedError):
-            return False
-        finally:
-            sock.settimeout(IO_TIMEOUT)
-
     def wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         if self._gap_at is not None and self.reader.on_gap is not None:
             lost, self._gap_at = self._gap_at, None
@@ -369,25 +358,33 @@ class BinlogSource(Source):
 
     def _wait(self, timeout: float, wake_fd: int) -> Sequence[RawNotification]:
         rows: list[tuple[Any, str, Any]] = []
+        packets = self._packets
         deadline = time.monotonic() + timeout
         read = False
+        handled = 0
         while len(rows) < self.MAX_ROWS:
-            if rows and time.monotonic() >= deadline:
-                break  # a long backlog: the listener checks its stop event between waits
-            # Inside a transaction its next event is on its way (the server sends a
-            # committed transaction's events together): read on without a check.
-            sock = None if self._open else self._socket()
-            if sock is not None and not self._buffered(sock):
+            data = packets.next()
+            if data is None:
+                if self._open:
+                    # Inside a transaction its next event is on its way (the server
+                    # sends a committed transaction's events together).
+                    packets.wait()
+                    continue
                 if rows:
-                    break
+                    break  # handed on now; the next wait reads on
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
+                sock = packets.fileno()
                 ready, _, _ = select.select([sock, wake_fd], [], [], left)
-                if sock not in ready:
+                if sock not in ready or not packets.receive():
                     break
-            self._next(rows)
-            read = True
+                read = True
+                continue
+            self._next(data, rows)
+            handled += 1
+            if not handled & 0xFF and time.monotonic() >= deadline:
+                break  # a long backlog: the listener checks its stop event between waits
         if read:
             self.last_alive = time.time()
         if not rows:
@@ -395,29 +392,25 @@ class BinlogSource(Source):
         pending = [rows]
         return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
 
-    def _next(self, rows: list[tuple[Any, str, Any]]) -> None:
-        """Read one packet: most are taken from their header alone (commits, GTIDs,
+    def _next(self, data: bytes, rows: list[tuple[Any, str, Any]]) -> None:
+        """Handle one packet: most are taken from their header alone (commits, GTIDs,
         heartbeats, tables already mapped, tables not read); the rest go to the reader."""
+        if data and data[0] == 0:
+            if len(data) > _HEADER + 8 and self._skim(data, rows):
+                return
+        elif data and data[0] == 0xFE and len(data) < 9:
+            raise StreamEnded("the MySQL binlog stream ended (the server sent its end)")
+        packets = self._packets
+        packet = packets.packet(data)  # an error packet raises the server's error
         stream = self._stream
         conn = stream._stream_connection
-        packet: Any = None
-        data = buffered_event(conn)
-        if data is None:
-            packet = conn._read_packet()
-            data = packet.get_all_data()
-        if len(data) > _HEADER + 8 and data[0] == 0 and self._skim(data, rows):
-            return
-        if packet is None:
-            from pymysql.protocol import MysqlPacket  # the reader's driver
-
-            packet = MysqlPacket(data, conn.encoding)
-        conn._read_packet = _Replay(packet, conn)  # the reader reads this packet again
+        conn._read_packet = _Replay(packet, packets.read_packet)  # the reader reads it
         try:
             event = stream.fetchone()
         finally:
             conn.__dict__.pop("_read_packet", None)
         if event is None:
-            raise SourceDisconnected("the MySQL binlog stream ended")
+            raise StreamEnded("the MySQL binlog stream ended")
         self._handle(event, rows)
 
     def _skim(self, data: bytes, rows: list[tuple[Any, str, Any]]) -> bool:
@@ -587,6 +580,9 @@ class BinlogSource(Source):
         rows.append((BinlogPosition(b.file, b.pos, self._count, self._gtid), channel, text))
 
     def close(self) -> None:
+        packets = getattr(self, "_packets", None)
+        if packets is not None:
+            packets.release(IO_TIMEOUT)
         try:
             self._stream.close()
         except Exception:  # noqa: S110 - closing a broken connection

@@ -9,8 +9,6 @@ row dictionaries the reader builds (``values``; ``before_values`` and
 ``after_values`` for an UPDATE), with the same Python values.  Anything
 else (another type, a column without its name, a partial row image, bytes
 that do not decode) returns ``None``: the reader decodes that event.
-:func:`buffered_event` takes an event's packet from the driver's read buffer
-without the driver's per-packet objects.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["RowDecoder", "buffered_event", "plan_of"]
+__all__ = ["RowDecoder", "plan_of"]
 
 #: Row event types (v1 and v2) and the operation each records.
 OPS = {
@@ -142,21 +140,3 @@ def _image(data: bytes, at: int, plan: list[Column], size: int) -> tuple[dict[st
             at = stop
         bit <<= 1
     return values, at
-
-
-def buffered_event(conn: Any) -> bytes | None:
-    """The next packet, taken whole from the connection's read buffer when it is there
-    and is an event (an OK packet, not split); ``None``: nothing was taken, the
-    driver reads it (waiting, or raising its errors, as it does)."""
-    rfile = conn._rfile
-    head = rfile.peek(4)
-    if len(head) < 4:
-        return None
-    size = head[0] | head[1] << 8 | head[2] << 16
-    if head[3] != conn._next_seq_id or not 0 < size < 0xFFFFFF or len(head) < 4 + size:
-        return None
-    if head[4] != 0:
-        return None  # an error or end-of-file packet
-    data: bytes = rfile.read(4 + size)[4:]
-    conn._next_seq_id = (conn._next_seq_id + 1) % 256
-    return data
