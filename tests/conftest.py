@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from support import mysql as mysql_support
 from support.env import need_module, unavailable
 from support.mariadbserver import ThrowawayMariaDB, have_mariadb
+from support.mysqlserver import ThrowawayMySQL, mysql_missing
 from support.pgserver import IN_CI, ThrowawayPostgres
 from support.watching import Watched, stopped_at_end
 from support.watching import watched as watched_by
@@ -50,6 +51,7 @@ FIXTURE_MARKERS = {
     "sqlite_path": "sqlite",
     "mysql_url": "mysql",
     "binlog_server": "mysql",
+    "mysql_server": "mysql",
 }
 
 
@@ -159,6 +161,28 @@ def binlog_server() -> Iterator[ThrowawayMariaDB]:
 def binlog_engine(binlog_server: ThrowawayMariaDB) -> Iterator[sa.Engine]:
     """An engine on a fresh database of the binlog server, dropped after the test."""
     with mysql_support.fresh_database(binlog_server.url) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[ThrowawayMySQL]:
+    """A private MySQL (not MariaDB; binary log and GTIDs on), from the Debian root of
+    ``SQLNOTIFY_TEST_MYSQL_ROOT``: both sources run on it."""
+    need_module("pymysqlreplication")
+    missing = mysql_missing()
+    if missing is not None:
+        unavailable(missing)
+    server = ThrowawayMySQL()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def mysql_server_engine(mysql_server: ThrowawayMySQL) -> Iterator[sa.Engine]:
+    """An engine on a fresh database of the private MySQL, dropped after the test."""
+    with mysql_support.fresh_database(mysql_server.url) as engine:
         yield engine
 
 

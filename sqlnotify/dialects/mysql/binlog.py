@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import select
+import ssl
 import struct
 import time
 import uuid
@@ -343,12 +344,13 @@ class BinlogSource(Source):
         return getattr(conn, "_sock", None) if conn is not None else None
 
     def _buffered(self, sock: Any) -> bool:
-        """Whether bytes of the stream wait in the driver's buffer or the socket."""
+        """Whether bytes of the stream wait in the driver's buffer or the socket (over TLS,
+        which PyMySQL uses where the server offers it, decrypted in the TLS layer)."""
         rfile = self._stream._stream_connection._rfile
         sock.setblocking(False)
         try:
             return bool(rfile.peek(1))
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             return False
         finally:
             sock.settimeout(IO_TIMEOUT)
