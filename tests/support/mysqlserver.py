@@ -127,8 +127,7 @@ class ThrowawayMySQL:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"mysqld exited with {self.proc.returncode} while starting; see"
-                    f" {self.log_path}"
+                    f"mysqld exited with {self.proc.returncode} while starting; see {self.log_path}"
                 )
             try:
                 pymysql.connect(
