@@ -52,6 +52,8 @@ FIXTURE_MARKERS = {
     "mysql_url": "mysql",
     "binlog_server": "mysql",
     "mysql_server": "mysql",
+    "each_mysql_engine": "mysql",
+    "each_binlog_server": "mysql",
 }
 
 
@@ -183,6 +185,35 @@ def mysql_server() -> Iterator[ThrowawayMySQL]:
 def mysql_server_engine(mysql_server: ThrowawayMySQL) -> Iterator[sa.Engine]:
     """An engine on a fresh database of the private MySQL, dropped after the test."""
     with mysql_support.fresh_database(mysql_server.url) as engine:
+        yield engine
+
+
+#: The two servers a test of ``each_...`` runs on: MariaDB and MySQL.
+EACH_MYSQL = [pytest.param("mariadb", id="mariadb"), pytest.param("mysql", id="mysql")]
+
+
+@pytest.fixture(params=EACH_MYSQL)
+def each_mysql_engine(request: pytest.FixtureRequest) -> sa.Engine:
+    """A fresh database on the shared MariaDB, then on the private MySQL (trigger source)."""
+    name = "mysql_engine" if request.param == "mariadb" else "mysql_server_engine"
+    engine: sa.Engine = request.getfixturevalue(name)
+    return engine
+
+
+@pytest.fixture(params=EACH_MYSQL)
+def each_binlog_server(request: pytest.FixtureRequest) -> ThrowawayMariaDB | ThrowawayMySQL:
+    """The private MariaDB, then the private MySQL (binlog source; settings may change)."""
+    name = "binlog_server" if request.param == "mariadb" else "mysql_server"
+    server: ThrowawayMariaDB | ThrowawayMySQL = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def each_binlog_engine(
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
+) -> Iterator[sa.Engine]:
+    """An engine on a fresh database of :func:`each_binlog_server`, dropped after the test."""
+    with mysql_support.fresh_database(each_binlog_server.url) as engine:
         yield engine
 
 

@@ -2,7 +2,8 @@
 
 The server (``tests/support/mariadbserver.py``, the ``binlog_server``
 fixture) is private to the tests: they change its global settings (and set
-them back) and purge its logs.
+them back) and purge its logs.  The tests of ``each_binlog_server`` run
+again on a private MySQL (``tests/support/mysqlserver.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from support.env import need_module
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
 from support.mariadbserver import ThrowawayMariaDB
+from support.mysqlserver import ThrowawayMySQL
 
 from sqlnotify import Notifier, Operation
 from sqlnotify.exceptions import SQLNotifyConfigurationError
@@ -249,8 +251,12 @@ def saved_file(engine: sa.Engine, consumer: str) -> str:
 
 
 def test_purged_binlog_is_a_gap(
-    server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier], gaps: GapRecorder
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
+    each_binlog_engine: sa.Engine,
+    notifiers: list[Notifier],
+    gaps: GapRecorder,
 ) -> None:
+    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     first = binlog(engine, consumer="late").watch(table, "insert")
     first.start()
@@ -287,18 +293,23 @@ def test_purged_binlog_is_a_gap(
     assert [e.id for e in rec.wait_for(1, TIMEOUT)] == [2]
 
 
-def test_missing_setting_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -> None:
+def test_missing_setting_is_named(
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL, each_binlog_engine: sa.Engine
+) -> None:
+    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     admin = server.admin()
     try:
         with admin.cursor() as cur:
             cur.execute("SET GLOBAL binlog_format = 'STATEMENT'")
             cur.execute("SET GLOBAL binlog_row_image = 'MINIMAL'")
+            cur.execute("SET GLOBAL binlog_row_metadata = 'MINIMAL'")  # MySQL's default
         n = binlog(engine).watch(table, "insert")
         with pytest.raises(SQLNotifyConfigurationError) as info:
             n.start()
         assert "binlog_format is STATEMENT, not ROW" in str(info.value)
         assert "binlog_row_image is MINIMAL, not FULL" in str(info.value)
+        assert "binlog_row_metadata is MINIMAL, not FULL" in str(info.value)
         # "auto" falls back to the trigger source.
         auto = Notifier(engine, mysql_source="auto").watch(table, "insert")
         rec = EventRecorder()
@@ -314,18 +325,24 @@ def test_missing_setting_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -
         with admin.cursor() as cur:
             cur.execute("SET GLOBAL binlog_format = 'ROW'")
             cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
+            cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
         admin.close()
 
 
-def test_missing_privilege_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -> None:
+def test_missing_privilege_is_named(
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL, each_binlog_engine: sa.Engine
+) -> None:
+    """A user with a password: on MySQL, ``caching_sha2_password`` (over TLS, PyMySQL's
+    preference where the server offers it, no RSA exchange)."""
+    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     db = engine.url.database
     admin = server.admin()
     try:
         with admin.cursor() as cur:
-            cur.execute("CREATE USER IF NOT EXISTS 'plain'@'127.0.0.1'")
+            cur.execute("CREATE USER IF NOT EXISTS 'plain'@'127.0.0.1' IDENTIFIED BY 'plain-pw'")
             cur.execute(f"GRANT ALL ON `{db}`.* TO 'plain'@'127.0.0.1'")
-        plain = sa.create_engine(engine.url.set(username="plain"))
+        plain = sa.create_engine(engine.url.set(username="plain", password="plain-pw"))
         n = binlog(plain).watch(table, "insert")
         with pytest.raises(SQLNotifyConfigurationError, match="REPLICATION SLAVE"):
             n.start()
@@ -343,9 +360,12 @@ def dump_threads(admin: Any) -> list[int]:
 
 
 def test_killed_connection_loses_nothing(
-    server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier]
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
+    each_binlog_engine: sa.Engine,
+    notifiers: list[Notifier],
 ) -> None:
     """The listener's stream is killed 100 times during 10,000 writes (one commit each)."""
+    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     n = binlog(engine, consumer="k").watch(table, "insert")
     notifiers.append(n)

@@ -110,6 +110,9 @@ class ThrowawayMySQL:
                 "--binlog-row-metadata=FULL",
                 "--innodb-buffer-pool-size=32M",
                 "--performance-schema=OFF",
+                # A throwaway server: commits need not reach the disk.
+                "--sync-binlog=0",
+                "--innodb-flush-log-at-trx-commit=0",
                 *self.extra,
             ],
             stdout=self._log,
