@@ -353,6 +353,46 @@ def test_missing_privilege_is_named(
         admin.close()
 
 
+def test_compressed_transactions_are_named(
+    mysql_server: ThrowawayMySQL,
+    mysql_server_engine: sa.Engine,
+    notifiers: list[Notifier],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MySQL's ``binlog_transaction_compression``: refused when ON for the server; a
+    writer's session that turns it on has its transaction named as lost, never dropped
+    unsaid, and what follows arrives."""
+    engine = mysql_server_engine
+    table = orders(engine)
+    admin = mysql_server.admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL binlog_transaction_compression = ON")
+        with pytest.raises(SQLNotifyConfigurationError, match="binlog_transaction_compression"):
+            binlog(engine).watch(table, "insert").start()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL binlog_transaction_compression = OFF")
+        admin.close()
+    n = binlog(engine).watch(table, "insert")
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    compressing = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    with compressing.connect() as conn:
+        conn.exec_driver_sql("SET SESSION binlog_transaction_compression = ON")
+        conn.execute(table.insert(), [{"id": 1}])
+        conn.commit()
+    compressing.dispose()
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": 2}])
+    assert [e.id for e in rec.wait_for(1, TIMEOUT)] == [2]
+    wait_until(
+        lambda: "a compressed transaction" in caplog.text, TIMEOUT, "the lost transaction named"
+    )
+
+
 def dump_threads(admin: Any) -> list[int]:
     with admin.cursor() as cur:
         cur.execute(DUMPS_SQL)

@@ -129,6 +129,15 @@ def binlog_problems(conn: Any, watches: Sequence[Watch] = ()) -> list[str]:
             f"binlog_row_metadata is {meta}, not FULL (SET GLOBAL binlog_row_metadata = 'FULL':"
             " the row events then name their columns)"
         )
+    try:
+        compressed = execute(conn, sql.BINLOG_COMPRESSION_SQL)[0][0]
+    except Exception:  # MariaDB and MySQL before 8.0.20 lack the variable
+        compressed = None
+    if compressed is not None and int(compressed):
+        problems.append(
+            "binlog_transaction_compression is ON, not OFF (SET GLOBAL"
+            " binlog_transaction_compression = OFF: compressed transactions are not read)"
+        )
     grants = [str(row[0]) for row in execute(conn, sql.GRANTS_SQL)]
     if not _granted(grants, _SLAVE):
         problems.append("the user lacks the REPLICATION SLAVE privilege (GRANT ... ON *.*)")
