@@ -2,8 +2,8 @@
 
 The server (``tests/support/mariadbserver.py``, the ``binlog_server``
 fixture) is private to the tests: they change its global settings (and set
-them back) and purge its logs.  The tests of ``each_binlog_server`` run
-again on a private MySQL (``tests/support/mysqlserver.py``).
+them back) and purge its logs.  Every test runs again on a private MySQL
+(``tests/support/mysqlserver.py``).
 """
 
 from __future__ import annotations
@@ -32,13 +32,16 @@ DUMPS_SQL = "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'B
 
 
 @pytest.fixture
-def server(binlog_server: ThrowawayMariaDB) -> ThrowawayMariaDB:
-    return binlog_server
+def server(
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
+) -> ThrowawayMariaDB | ThrowawayMySQL:
+    """The private MariaDB, then the private MySQL: every test here runs on both."""
+    return each_binlog_server
 
 
 @pytest.fixture
-def engine(binlog_engine: sa.Engine) -> sa.Engine:
-    return binlog_engine
+def engine(each_binlog_engine: sa.Engine) -> sa.Engine:
+    return each_binlog_engine
 
 
 def orders(engine: sa.Engine) -> sa.Table:
@@ -251,12 +254,11 @@ def saved_file(engine: sa.Engine, consumer: str) -> str:
 
 
 def test_purged_binlog_is_a_gap(
-    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
-    each_binlog_engine: sa.Engine,
+    server: ThrowawayMariaDB | ThrowawayMySQL,
+    engine: sa.Engine,
     notifiers: list[Notifier],
     gaps: GapRecorder,
 ) -> None:
-    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     first = binlog(engine, consumer="late").watch(table, "insert")
     first.start()
@@ -294,9 +296,8 @@ def test_purged_binlog_is_a_gap(
 
 
 def test_missing_setting_is_named(
-    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL, each_binlog_engine: sa.Engine
+    server: ThrowawayMariaDB | ThrowawayMySQL, engine: sa.Engine
 ) -> None:
-    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     admin = server.admin()
     try:
@@ -330,11 +331,10 @@ def test_missing_setting_is_named(
 
 
 def test_missing_privilege_is_named(
-    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL, each_binlog_engine: sa.Engine
+    server: ThrowawayMariaDB | ThrowawayMySQL, engine: sa.Engine
 ) -> None:
     """A user with a password: on MySQL, ``caching_sha2_password`` (over TLS, PyMySQL's
     preference where the server offers it, no RSA exchange)."""
-    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     db = engine.url.database
     admin = server.admin()
@@ -400,12 +400,9 @@ def dump_threads(admin: Any) -> list[int]:
 
 
 def test_killed_connection_loses_nothing(
-    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
-    each_binlog_engine: sa.Engine,
-    notifiers: list[Notifier],
+    server: ThrowawayMariaDB | ThrowawayMySQL, engine: sa.Engine, notifiers: list[Notifier]
 ) -> None:
     """The listener's stream is killed 100 times during 10,000 writes (one commit each)."""
-    server, engine = each_binlog_server, each_binlog_engine
     table = orders(engine)
     n = binlog(engine, consumer="k").watch(table, "insert")
     notifiers.append(n)
