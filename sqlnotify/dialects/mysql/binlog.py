@@ -41,7 +41,7 @@ from ..._payload import CHG, CUSTOM, OLD, POS, ROW, TS, Decoded, Notification
 from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
-from .binlog_position import BinlogPosition, binlog_end, binlog_files
+from .binlog_position import COMPRESSED, BinlogPosition, binlog_end, binlog_files, compressed_lost
 from .binlog_rows import OPS, RowDecoder, buffered_event, plan_of
 from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
 from .source import LogCursor
@@ -55,8 +55,6 @@ _XID = 0x10
 _TABLE_MAP = 0x13
 _HEARTBEAT = 0x1B
 _MARIADB_GTID = 0xA2
-#: MySQL 8.0.20+'s TRANSACTION_PAYLOAD: a whole transaction, compressed (not read).
-_PAYLOAD = 0x28
 _ROWS = frozenset({0x17, 0x18, 0x19, 0x1E, 0x1F, 0x20})
 #: Events this source never needs: INTVAR, RAND, USER_VAR, ROWS_QUERY, ANONYMOUS_GTID,
 #: PREVIOUS_GTIDS, MariaDB's ANNOTATE_ROWS, BINLOG_CHECKPOINT and GTID_LIST.
@@ -346,8 +344,7 @@ class BinlogSource(Source):
         return getattr(conn, "_sock", None) if conn is not None else None
 
     def _buffered(self, sock: Any) -> bool:
-        """Whether bytes of the stream wait in the driver's buffer or the socket (over TLS,
-        which PyMySQL uses where the server offers it, decrypted in the TLS layer)."""
+        """Whether bytes of the stream wait in the driver's buffer or the socket (or TLS)."""
         rfile = self._stream._stream_connection._rfile
         sock.setblocking(False)
         try:
@@ -437,16 +434,8 @@ class BinlogSource(Source):
             stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
             self._commit(rows)
             return True
-        if kind == _PAYLOAD:
-            self._log.error(
-                "a compressed transaction (GTID %s) ending at %s:%d was not read: its row"
-                " events of watched tables, if any, are lost (binlog_transaction_compression"
-                " is ON in a writer's session; this source needs it OFF)",
-                self._gtid,
-                stream.log_file,
-                int.from_bytes(data[14:18], "little"),
-            )
-            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+        if kind == COMPRESSED:
+            stream.log_pos = compressed_lost(self._log, self._gtid, stream.log_file, data)
             self._commit(rows)
             return True
         if kind == _MARIADB_GTID:

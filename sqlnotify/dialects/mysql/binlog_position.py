@@ -34,11 +34,13 @@ from . import sql
 from .connection import MySQLServer, execute
 
 __all__ = [
+    "COMPRESSED",
     "BinlogConsumers",
     "BinlogPosition",
     "binlog_end",
     "binlog_files",
     "binlog_problems",
+    "compressed_lost",
 ]
 
 
@@ -86,6 +88,25 @@ def binlog_end(conn: Any) -> BinlogPosition:
         raise SQLNotifyListenerError("the MySQL server lists no binary log (is log_bin on?)")
     name, size = files[-1]
     return BinlogPosition(name, size)
+
+
+#: MySQL 8.0.20+'s TRANSACTION_PAYLOAD event: a whole transaction, compressed.
+COMPRESSED = 0x28
+
+
+def compressed_lost(log: Any, gtid: str | None, file: str, data: bytes) -> int:
+    """Log the compressed transaction in the event ``data`` as lost (the source cannot read
+    it); the position after it."""
+    end = int.from_bytes(data[14:18], "little")
+    log.error(
+        "a compressed transaction (GTID %s) ending at %s:%d was not read: its row events of"
+        " watched tables, if any, are lost (binlog_transaction_compression is ON in a"
+        " writer's session; this source needs it OFF)",
+        gtid,
+        file,
+        end,
+    )
+    return end
 
 
 _SLAVE = ("ALL PRIVILEGES", "REPLICATION SLAVE", "REPLICATION REPLICA")
