@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from support import mysql as mysql_support
 from support.env import need_module, unavailable
 from support.mariadbserver import ThrowawayMariaDB, have_mariadb
+from support.mysqlserver import ThrowawayMySQL, mysql_missing
 from support.pgserver import IN_CI, ThrowawayPostgres
 from support.watching import Watched, stopped_at_end
 from support.watching import watched as watched_by
@@ -50,6 +51,9 @@ FIXTURE_MARKERS = {
     "sqlite_path": "sqlite",
     "mysql_url": "mysql",
     "binlog_server": "mysql",
+    "mysql_server": "mysql",
+    "each_mysql_engine": "mysql",
+    "each_binlog_server": "mysql",
 }
 
 
@@ -159,6 +163,61 @@ def binlog_server() -> Iterator[ThrowawayMariaDB]:
 def binlog_engine(binlog_server: ThrowawayMariaDB) -> Iterator[sa.Engine]:
     """An engine on a fresh database of the binlog server, dropped after the test."""
     with mysql_support.fresh_database(binlog_server.url) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[ThrowawayMySQL]:
+    """A private MySQL (not MariaDB; binary log and GTIDs on), from the Debian root of
+    ``SQLNOTIFY_TEST_MYSQL_ROOT``: both sources run on it."""
+    need_module("pymysqlreplication")
+    missing = mysql_missing()
+    if missing is not None:
+        unavailable(missing)
+    server = ThrowawayMySQL()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def mysql_server_engine(mysql_server: ThrowawayMySQL) -> Iterator[sa.Engine]:
+    """An engine on a fresh database of the private MySQL, dropped after the test."""
+    with mysql_support.fresh_database(mysql_server.url) as engine:
+        yield engine
+
+
+#: The two servers a test of ``each_...`` runs on: MariaDB and MySQL.
+EACH_MYSQL = [pytest.param("mariadb", id="mariadb"), pytest.param("mysql", id="mysql")]
+
+
+@pytest.fixture(params=EACH_MYSQL)
+def each_mysql_engine(request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
+    """A fresh database on the shared MariaDB, then on the private MySQL (a module may
+    override ``mysql_engine`` with it: its trigger source tests then run on both)."""
+    if request.param == "mariadb":
+        url: str = request.getfixturevalue("mysql_url")
+    else:
+        url = request.getfixturevalue("mysql_server").url
+    with mysql_support.fresh_database(url) as engine:
+        yield engine
+
+
+@pytest.fixture(params=EACH_MYSQL)
+def each_binlog_server(request: pytest.FixtureRequest) -> ThrowawayMariaDB | ThrowawayMySQL:
+    """The private MariaDB, then the private MySQL (binlog source; settings may change)."""
+    name = "binlog_server" if request.param == "mariadb" else "mysql_server"
+    server: ThrowawayMariaDB | ThrowawayMySQL = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def each_binlog_engine(
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
+) -> Iterator[sa.Engine]:
+    """An engine on a fresh database of :func:`each_binlog_server`, dropped after the test."""
+    with mysql_support.fresh_database(each_binlog_server.url) as engine:
         yield engine
 
 

@@ -1,12 +1,13 @@
 """The ``backend`` fixture: every conformance test runs once per dialect.
 
 ``memory`` (the in-memory dialect, no database), ``sqlite`` (a temporary
-file), ``postgresql`` (a schema of its own, marked ``postgresql``) and
-``mariadb`` (a database of its own, marked ``mysql``) and ``mariadb-binlog``
-(the binlog source, on a private server with the binary log on).
-``mariadb`` (a database of its own, marked ``mysql``) and ``redis``
-(PostgreSQL read through relays into Redis Streams by consumer-group
-notifiers, marked ``redis``).
+file), ``postgresql`` (a schema of its own, marked ``postgresql``),
+``mariadb`` (a database of its own on the shared MariaDB, marked ``mysql``),
+``mariadb-binlog`` (the binlog source, on a private MariaDB with the binary
+log on), ``mysql`` and ``mysql-binlog`` (both sources on a private MySQL,
+see :mod:`support.mysqlserver`; marked ``mysql``) and ``redis`` (PostgreSQL
+read through relays into Redis Streams by consumer-group notifiers, marked
+``redis``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ DIALECTS = [
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
     pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
     pytest.param("mariadb-binlog", id="mariadb-binlog", marks=pytest.mark.mysql),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+    pytest.param("mysql-binlog", id="mysql-binlog", marks=pytest.mark.mysql),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
 ]
 
@@ -48,6 +51,7 @@ NOT_APPLICABLE = {
 }
 #: Conditions are SQL the server runs: the trigger source's, not the binlog's.
 TRIGGER_ONLY_FILES = {"test_conditions.py"}
+BINLOG_BACKENDS = {"mariadb-binlog", "mysql-binlog"}
 #: Items a backend does not pass yet: run, and expected to fail until built.
 NOT_YET: dict[tuple[str, str], str] = {}
 
@@ -61,7 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = callspec.params.get("backend") if callspec is not None else None
         original = getattr(item, "originalname", item.name)
         if (name, original) in NOT_APPLICABLE or (
-            name == "mariadb-binlog" and item.path.name in TRIGGER_ONLY_FILES
+            name in BINLOG_BACKENDS and item.path.name in TRIGGER_ONLY_FILES
         ):
             dropped.append(item)
             continue
@@ -104,6 +108,11 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     elif request.param == "mariadb-binlog":
         server = request.getfixturevalue("binlog_server")
         made = MySQLBinlogBackend(request.getfixturevalue("binlog_engine"), notifiers, server)
+    elif request.param == "mysql":
+        made = MySQLBackend(request.getfixturevalue("mysql_server_engine"), notifiers)
+    elif request.param == "mysql-binlog":
+        server = request.getfixturevalue("mysql_server")
+        made = MySQLBinlogBackend(request.getfixturevalue("mysql_server_engine"), notifiers, server)
     else:
         engine = request.getfixturevalue("pg_schema_engine")
         made = PostgresBackend(engine, notifiers, request.getfixturevalue("schema"))

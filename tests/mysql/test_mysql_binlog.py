@@ -2,7 +2,8 @@
 
 The server (``tests/support/mariadbserver.py``, the ``binlog_server``
 fixture) is private to the tests: they change its global settings (and set
-them back) and purge its logs.
+them back) and purge its logs.  Every test runs again on a private MySQL
+(``tests/support/mysqlserver.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from support.env import need_module
 from support.faults import GapRecorder, gaps_fixture  # noqa: F401
 from support.mariadbserver import ThrowawayMariaDB
+from support.mysqlserver import ThrowawayMySQL
 
 from sqlnotify import Notifier, Operation
 from sqlnotify.exceptions import SQLNotifyConfigurationError
@@ -30,13 +32,16 @@ DUMPS_SQL = "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'B
 
 
 @pytest.fixture
-def server(binlog_server: ThrowawayMariaDB) -> ThrowawayMariaDB:
-    return binlog_server
+def server(
+    each_binlog_server: ThrowawayMariaDB | ThrowawayMySQL,
+) -> ThrowawayMariaDB | ThrowawayMySQL:
+    """The private MariaDB, then the private MySQL: every test here runs on both."""
+    return each_binlog_server
 
 
 @pytest.fixture
-def engine(binlog_engine: sa.Engine) -> sa.Engine:
-    return binlog_engine
+def engine(each_binlog_engine: sa.Engine) -> sa.Engine:
+    return each_binlog_engine
 
 
 def orders(engine: sa.Engine) -> sa.Table:
@@ -249,7 +254,10 @@ def saved_file(engine: sa.Engine, consumer: str) -> str:
 
 
 def test_purged_binlog_is_a_gap(
-    server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier], gaps: GapRecorder
+    server: ThrowawayMariaDB | ThrowawayMySQL,
+    engine: sa.Engine,
+    notifiers: list[Notifier],
+    gaps: GapRecorder,
 ) -> None:
     table = orders(engine)
     first = binlog(engine, consumer="late").watch(table, "insert")
@@ -287,18 +295,22 @@ def test_purged_binlog_is_a_gap(
     assert [e.id for e in rec.wait_for(1, TIMEOUT)] == [2]
 
 
-def test_missing_setting_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -> None:
+def test_missing_setting_is_named(
+    server: ThrowawayMariaDB | ThrowawayMySQL, engine: sa.Engine
+) -> None:
     table = orders(engine)
     admin = server.admin()
     try:
         with admin.cursor() as cur:
             cur.execute("SET GLOBAL binlog_format = 'STATEMENT'")
             cur.execute("SET GLOBAL binlog_row_image = 'MINIMAL'")
+            cur.execute("SET GLOBAL binlog_row_metadata = 'MINIMAL'")  # MySQL's default
         n = binlog(engine).watch(table, "insert")
         with pytest.raises(SQLNotifyConfigurationError) as info:
             n.start()
         assert "binlog_format is STATEMENT, not ROW" in str(info.value)
         assert "binlog_row_image is MINIMAL, not FULL" in str(info.value)
+        assert "binlog_row_metadata is MINIMAL, not FULL" in str(info.value)
         # "auto" falls back to the trigger source.
         auto = Notifier(engine, mysql_source="auto").watch(table, "insert")
         rec = EventRecorder()
@@ -314,18 +326,23 @@ def test_missing_setting_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -
         with admin.cursor() as cur:
             cur.execute("SET GLOBAL binlog_format = 'ROW'")
             cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
+            cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
         admin.close()
 
 
-def test_missing_privilege_is_named(server: ThrowawayMariaDB, engine: sa.Engine) -> None:
+def test_missing_privilege_is_named(
+    server: ThrowawayMariaDB | ThrowawayMySQL, engine: sa.Engine
+) -> None:
+    """A user with a password: on MySQL, ``caching_sha2_password`` (over TLS, PyMySQL's
+    preference where the server offers it, no RSA exchange)."""
     table = orders(engine)
     db = engine.url.database
     admin = server.admin()
     try:
         with admin.cursor() as cur:
-            cur.execute("CREATE USER IF NOT EXISTS 'plain'@'127.0.0.1'")
+            cur.execute("CREATE USER IF NOT EXISTS 'plain'@'127.0.0.1' IDENTIFIED BY 'plain-pw'")
             cur.execute(f"GRANT ALL ON `{db}`.* TO 'plain'@'127.0.0.1'")
-        plain = sa.create_engine(engine.url.set(username="plain"))
+        plain = sa.create_engine(engine.url.set(username="plain", password="plain-pw"))
         n = binlog(plain).watch(table, "insert")
         with pytest.raises(SQLNotifyConfigurationError, match="REPLICATION SLAVE"):
             n.start()
@@ -336,6 +353,46 @@ def test_missing_privilege_is_named(server: ThrowawayMariaDB, engine: sa.Engine)
         admin.close()
 
 
+def test_compressed_transactions_are_named(
+    mysql_server: ThrowawayMySQL,
+    mysql_server_engine: sa.Engine,
+    notifiers: list[Notifier],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MySQL's ``binlog_transaction_compression``: refused when ON for the server; a
+    writer's session that turns it on has its transaction named as lost, never dropped
+    unsaid, and what follows arrives."""
+    engine = mysql_server_engine
+    table = orders(engine)
+    admin = mysql_server.admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL binlog_transaction_compression = ON")
+        with pytest.raises(SQLNotifyConfigurationError, match="binlog_transaction_compression"):
+            binlog(engine).watch(table, "insert").start()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL binlog_transaction_compression = OFF")
+        admin.close()
+    n = binlog(engine).watch(table, "insert")
+    notifiers.append(n)
+    rec = EventRecorder()
+    n.subscribe(table, "insert")(rec)
+    n.start()
+    compressing = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    with compressing.connect() as conn:
+        conn.exec_driver_sql("SET SESSION binlog_transaction_compression = ON")
+        conn.execute(table.insert(), [{"id": 1}])
+        conn.commit()
+    compressing.dispose()
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": 2}])
+    assert [e.id for e in rec.wait_for(1, TIMEOUT)] == [2]
+    wait_until(
+        lambda: "a compressed transaction" in caplog.text, TIMEOUT, "the lost transaction named"
+    )
+
+
 def dump_threads(admin: Any) -> list[int]:
     with admin.cursor() as cur:
         cur.execute(DUMPS_SQL)
@@ -343,7 +400,7 @@ def dump_threads(admin: Any) -> list[int]:
 
 
 def test_killed_connection_loses_nothing(
-    server: ThrowawayMariaDB, engine: sa.Engine, notifiers: list[Notifier]
+    server: ThrowawayMariaDB | ThrowawayMySQL, engine: sa.Engine, notifiers: list[Notifier]
 ) -> None:
     """The listener's stream is killed 100 times during 10,000 writes (one commit each)."""
     table = orders(engine)

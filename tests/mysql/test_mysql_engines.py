@@ -21,6 +21,12 @@ from sqlnotify.testing import EventRecorder
 TIMEOUT = 20.0
 
 
+@pytest.fixture
+def mysql_engine(each_mysql_engine: sa.Engine) -> sa.Engine:
+    """This module's tests run on the shared MariaDB and on the private MySQL."""
+    return each_mysql_engine
+
+
 def orders(engine: sa.Engine) -> sa.Table:
     table = sa.Table(
         "orders",

@@ -7,11 +7,18 @@ import enum
 import uuid
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from sqlnotify import Notifier
 from sqlnotify.testing import EventRecorder
+
+
+@pytest.fixture
+def mysql_engine(each_mysql_engine: sa.Engine) -> sa.Engine:
+    """This module's tests run on the shared MariaDB and on the private MySQL."""
+    return each_mysql_engine
 
 
 class Color(enum.Enum):

@@ -41,7 +41,7 @@ from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
 from .binlog_packets import Packets, StreamEnded
-from .binlog_position import BinlogPosition, binlog_end, binlog_files
+from .binlog_position import COMPRESSED, BinlogPosition, binlog_end, binlog_files, compressed_lost
 from .binlog_rows import OPS, RowDecoder, plan_of
 from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
 from .source import LogCursor
@@ -424,6 +424,10 @@ class BinlogSource(Source):
             return True
         if kind == _XID:
             stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+            self._commit(rows)
+            return True
+        if kind == COMPRESSED:
+            stream.log_pos = compressed_lost(self._log, self._gtid, stream.log_file, data)
             self._commit(rows)
             return True
         if kind == _MARIADB_GTID:

@@ -3,7 +3,8 @@
 Used by the listener thread only.  Once the ``mysql-replication`` reader has
 connected and asked the server for its binary log, :class:`Packets` takes the
 connection's socket over: the socket stays non-blocking, one ``recv()``
-takes every byte that is there (a committed transaction's events usually
+takes every byte that is there (over TLS, which PyMySQL uses wherever the
+server offers it, with the bytes already decrypted) (a committed transaction's events usually
 arrive together), and the bytes are cut into the protocol's packets: a
 3-byte length, a sequence number, the payload; a payload of 16 MiB or more
 goes on in the packets that follow.  The driver's per-packet objects, its
@@ -21,11 +22,14 @@ for its rest.
 from __future__ import annotations
 
 import select
+import ssl
 from typing import Any
 
 __all__ = ["Packets", "StreamEnded"]
 
 _MAX = 0xFFFFFF  # a payload of this length goes on in the next packet
+#: A non-blocking read found nothing (over TLS: no whole record yet).
+_NOTHING = (BlockingIOError, InterruptedError, ssl.SSLWantReadError)
 
 
 class StreamEnded(EOFError):
@@ -53,10 +57,13 @@ class Packets:
         rfile = conn._rfile
         try:
             held = rfile.peek(1)
-        except (BlockingIOError, InterruptedError):
+        except _NOTHING:
             held = b""
         if held:
             self._buf = rfile.read(len(held))
+        more = self._decrypted()
+        if more:
+            self._buf += more
 
     def fileno(self) -> int:
         """The socket's descriptor (for ``select()``)."""
@@ -71,10 +78,13 @@ class Packets:
         """Take the bytes the socket holds, without waiting; ``False``: there were none."""
         try:
             chunk = self._sock.recv(self.CHUNK)
-        except (BlockingIOError, InterruptedError):
+        except _NOTHING:
             return False
         if not chunk:
             raise StreamEnded("the server closed the MySQL binlog stream")
+        more = self._decrypted()
+        if more:
+            chunk += more
         buf = self._buf
         if self._at >= len(buf):
             self._buf = chunk  # the common case: the last bytes were all taken
@@ -86,6 +96,19 @@ class Packets:
             self._buf = rest
         self._at = 0
         return True
+
+    def _decrypted(self) -> bytes:
+        """Over TLS: the bytes already decrypted (``select()`` does not see them)."""
+        pending = getattr(self._sock, "pending", None)
+        if pending is None:
+            return b""
+        out = b""
+        try:
+            while (size := pending()) > 0:
+                out += self._sock.recv(size)
+        except _NOTHING:
+            pass
+        return out
 
     def wait(self, timeout: float | None = None) -> None:
         """Receive more bytes, waiting ``timeout`` seconds (default :attr:`timeout`) at most."""

@@ -34,11 +34,13 @@ from . import sql
 from .connection import MySQLServer, execute
 
 __all__ = [
+    "COMPRESSED",
     "BinlogConsumers",
     "BinlogPosition",
     "binlog_end",
     "binlog_files",
     "binlog_problems",
+    "compressed_lost",
 ]
 
 
@@ -88,6 +90,25 @@ def binlog_end(conn: Any) -> BinlogPosition:
     return BinlogPosition(name, size)
 
 
+#: MySQL 8.0.20+'s TRANSACTION_PAYLOAD event: a whole transaction, compressed.
+COMPRESSED = 0x28
+
+
+def compressed_lost(log: Any, gtid: str | None, file: str, data: bytes) -> int:
+    """Log the compressed transaction in the event ``data`` as lost (the source cannot read
+    it); the position after it."""
+    end = int.from_bytes(data[14:18], "little")
+    log.error(
+        "a compressed transaction (GTID %s) ending at %s:%d was not read: its row events of"
+        " watched tables, if any, are lost (binlog_transaction_compression is ON in a"
+        " writer's session; this source needs it OFF)",
+        gtid,
+        file,
+        end,
+    )
+    return end
+
+
 _SLAVE = ("ALL PRIVILEGES", "REPLICATION SLAVE", "REPLICATION REPLICA")
 _CLIENT = ("ALL PRIVILEGES", "REPLICATION CLIENT", "BINLOG MONITOR", "SUPER")
 
@@ -128,6 +149,15 @@ def binlog_problems(conn: Any, watches: Sequence[Watch] = ()) -> list[str]:
         problems.append(
             f"binlog_row_metadata is {meta}, not FULL (SET GLOBAL binlog_row_metadata = 'FULL':"
             " the row events then name their columns)"
+        )
+    try:
+        compressed = execute(conn, sql.BINLOG_COMPRESSION_SQL)[0][0]
+    except Exception:  # MariaDB and MySQL before 8.0.20 lack the variable
+        compressed = None
+    if compressed is not None and int(compressed):
+        problems.append(
+            "binlog_transaction_compression is ON, not OFF (SET GLOBAL"
+            " binlog_transaction_compression = OFF: compressed transactions are not read)"
         )
     grants = [str(row[0]) for row in execute(conn, sql.GRANTS_SQL)]
     if not _granted(grants, _SLAVE):

@@ -366,6 +366,9 @@ BINLOG_CONSUMERS_TABLE = "sqlnotify_binlog_consumers"
 #: older servers lack it).
 BINLOG_SETTINGS_SQL = "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, VERSION()"
 BINLOG_METADATA_SQL = "SELECT @@binlog_row_metadata"
+#: MySQL 8.0.20+: transactions written as compressed payload events, which the source
+#: cannot read (MariaDB lacks the variable).
+BINLOG_COMPRESSION_SQL = "SELECT @@GLOBAL.binlog_transaction_compression"
 GRANTS_SQL = "SHOW GRANTS FOR CURRENT_USER()"
 #: Every binary log file and its size (the last one's size is the log's end).  MySQL 8.4
 #: removed ``SHOW MASTER STATUS``; this statement exists in MySQL 5.7-8.4 and MariaDB.
