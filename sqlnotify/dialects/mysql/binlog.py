@@ -19,40 +19,37 @@ TRUNCATE and DDL of watched tables arrive as query events: they are logged.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import functools
-import json
 import logging
 import os
 import re
 import select
 import struct
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import types as sqltypes
-
 from ..._journal import JournalReader, with_position
-from ..._payload import CHG, CUSTOM, OLD, POS, ROW, TS, Decoded, Notification
+from ..._payload import CUSTOM, POS, Decoded, Notification
 from ..._watch import Watch
 from ..base import RawNotification, Source, SourceDisconnected
 from . import sql
 from .binlog_packets import Packets, StreamEnded
+from .binlog_payload import RowShape
 from .binlog_position import COMPRESSED, BinlogPosition, binlog_end, binlog_files, compressed_lost
 from .binlog_rows import OPS, RowDecoder, plan_of
 from .connection import CONNECT_TIMEOUT, IO_TIMEOUT, MySQLServer
 from .source import LogCursor
 
-__all__ = ["BinlogSource", "row_payload"]
+__all__ = ["BinlogSource"]
 
 _CUSTOM = f'"{CUSTOM}":true'
 # Event types read from the packet's header without the reader's decoding
 # (the binary log format's numbers, the same on MySQL 5.1+ and MariaDB).
+_QUERY = 0x02
 _XID = 0x10
 _TABLE_MAP = 0x13
+_MYSQL_GTID = 0x21
 _HEARTBEAT = 0x1B
 _MARIADB_GTID = 0xA2
 _ROWS = frozenset({0x17, 0x18, 0x19, 0x1E, 0x1F, 0x20})
@@ -60,116 +57,11 @@ _ROWS = frozenset({0x17, 0x18, 0x19, 0x1E, 0x1F, 0x20})
 #: PREVIOUS_GTIDS, MariaDB's ANNOTATE_ROWS, BINLOG_CHECKPOINT and GTID_LIST.
 _UNUSED = frozenset({0x05, 0x0D, 0x0E, 0x1D, 0x22, 0x23, 0xA0, 0xA1, 0xA3})
 _HEADER = 20  # the OK byte and the 19-byte event header
-#: The trigger's JSON form (one encoder, not one per row).
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _QUERY_TABLE = re.compile(
     r"^\s*(TRUNCATE|ALTER|DROP|RENAME)\s+(?:TABLE\s+)?(?:IF\s+EXISTS\s+)?"
     r"(?:`?(\w+)`?\.)?`?(\w+)`?",
     re.IGNORECASE,
 )
-
-
-def _kind(type_: Any) -> str:
-    t = type_
-    while isinstance(t, sqltypes.TypeDecorator) and not isinstance(t, sqltypes.Interval):
-        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
-    if isinstance(t, sqltypes.JSON):
-        return "json"
-    if isinstance(t, (sqltypes.LargeBinary, sqltypes._Binary)):
-        return "binary"
-    if isinstance(t, sqltypes.Uuid):
-        return "uuid"
-    return "plain"
-
-
-#: Types a plain column's value keeps in the payload.
-_AS_IS = frozenset({int, float, str})
-
-
-def _uuid_text(raw: bytes) -> str:
-    """MariaDB's ``UUID`` column from its stored form (time-based RFC UUIDs, version 1,
-    are kept with their time fields swapped, so they sort by time)."""
-    if raw[0] >> 4 == 1 and raw[8] & 0x80:
-        raw = raw[4:8] + raw[2:4] + raw[0:2] + raw[8:]
-    return str(uuid.UUID(bytes=raw))
-
-
-def _plain(value: Any) -> Any:
-    """A value of a JSON document as JSON holds it (the reader may give bytes)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, Mapping):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _value(value: Any, kind: str) -> Any:
-    """One column's value as the trigger writes it into the payload."""
-    if value is None or (type(value) in _AS_IS and kind == "plain"):
-        return value
-    if kind == "binary":
-        raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
-        return raw.hex().upper()
-    if kind == "uuid" and isinstance(value, bytes) and len(value) == 16:
-        return _uuid_text(value)
-    if kind == "json":
-        return json.loads(value) if isinstance(value, (str, bytes)) else _plain(value)
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return str(value)
-    if isinstance(value, dt.timedelta):
-        total = int(value.total_seconds())
-        sign = "-" if total < 0 else ""
-        hours, rest = divmod(abs(total), 3600)
-        micro = f".{value.microseconds:06d}" if value.microseconds and total >= 0 else ""
-        return f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}{micro}"
-    if isinstance(value, (set, frozenset)):
-        return ",".join(sorted(value))
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
-
-
-def row_payload(
-    watch: Watch,
-    kinds: Mapping[str, str],
-    ts: float,
-    row: Mapping[str, Any],
-    before: Mapping[str, Any] | None = None,
-) -> str | None:
-    """The payload the watch's trigger writes for this row (``None``: the trigger would not fire).
-
-    ``row`` is the new row (the old one for DELETE); ``before`` the old row of an UPDATE.
-    """
-    body = row_body(watch, kinds, ts, row, before)
-    return None if body is None else _dumps(body)
-
-
-def row_body(
-    watch: Watch,
-    kinds: Mapping[str, str],
-    ts: float,
-    row: Mapping[str, Any],
-    before: Mapping[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """:func:`row_payload` decoded: the dict its text holds (what the source hands on)."""
-    cols = watch.payload_columns
-    body: dict[str, Any] = {
-        TS: ts,
-        ROW: {c: _value(row.get(c), kinds[c]) for c in cols},
-    }
-    if before is not None:
-        if watch.trigger_columns and all(
-            before.get(c) == row.get(c) for c in watch.trigger_columns
-        ):
-            return None
-        body[CHG] = [c for c in watch.compared_columns if before.get(c) != row.get(c)]
-        if watch.include_old:
-            body[OLD] = {c: _value(before.get(c), kinds[c]) for c in cols}
-    return body
 
 
 def _connect(driver: Any, **kwargs: Any) -> Any:
@@ -235,14 +127,13 @@ class BinlogSource(Source):
         self._db = db
         self._error = (server.Error, OSError, EOFError, struct.error)
         wanted = set(channels)
-        self._by_table: dict[tuple[str, str, str], list[tuple[Watch, dict[str, str]]]] = {}
+        self._by_table: dict[tuple[str, str, str], list[RowShape]] = {}
         for channel in sorted(wanted):
             watch = watches.get(channel)
             if watch is None:
                 continue
             key = (watch.effective_schema or db, watch.table, watch.operation.value)
-            kinds = {c: _kind(watch.column_types.get(c)) for c in watch.payload_columns}
-            self._by_table.setdefault(key, []).append((watch, kinds))
+            self._by_table.setdefault(key, []).append(RowShape(watch))
         self._tables = {(s, t) for s, t, _ in self._by_table}
         self._channels = wanted
         self._gap_at: BinlogPosition | None = None
@@ -336,6 +227,8 @@ class BinlogSource(Source):
             self._handle(self._stream.fetchone(), [])
             # From here on the source reads the socket (see :mod:`.binlog_packets`).
             self._packets = Packets(self._stream._stream_connection, IO_TIMEOUT)
+            #: Events end with a CRC32 (the reader asked the server at connect).
+            self._checksum = bool(getattr(self._stream, "_BinLogStreamReader__use_checksum", True))
         except self._error as exc:
             self.close()
             raise SourceDisconnected(f"cannot stream the MySQL binary log: {exc}") from exc
@@ -389,8 +282,9 @@ class BinlogSource(Source):
             self.last_alive = time.time()
         if not rows:
             return []
-        pending = [rows]
-        return self.reader.read(lambda after, limit: pending.pop() if pending else [], 1 << 30)
+        # What the journal reader's read() would make of these rows, in one pass.
+        self.reader.position = rows[-1][0]
+        return [_make(c, p, n.number, n) for n, c, p in rows if p is not None]
 
     def _next(self, data: bytes, rows: list[tuple[Any, str, Any]]) -> None:
         """Handle one packet: most are taken from their header alone (commits, GTIDs,
@@ -414,28 +308,35 @@ class BinlogSource(Source):
         self._handle(event, rows)
 
     def _skim(self, data: bytes, rows: list[tuple[Any, str, Any]]) -> bool:
-        """Handle the event in ``data`` from its bytes if it needs no decoding."""
+        """Handle the event in ``data`` from its bytes if it needs no decoding.
+
+        The stream's position moves at commits only (where positions are taken).
+        """
         kind = data[5]
         stream = self._stream
-        if kind == _HEARTBEAT:
-            return True
-        if kind in _UNUSED:
-            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
-            return True
         if kind == _XID:
             stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
             self._commit(rows)
             return True
-        if kind == COMPRESSED:
-            stream.log_pos = compressed_lost(self._log, self._gtid, stream.log_file, data)
-            self._commit(rows)
+        if kind == _HEARTBEAT or kind in _UNUSED:
             return True
         if kind == _MARIADB_GTID:
             seq, domain = struct.unpack_from("<QI", data, _HEADER)
             server = int.from_bytes(data[6:10], "little")
             self._gtid = f"{domain}-{server}-{seq}"
             self._open = not data[_HEADER + 12] & 0x01  # FL_STANDALONE: no commit event follows
-            stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+            return True
+        if kind == _MYSQL_GTID:
+            sid = data[_HEADER + 1 : _HEADER + 17].hex()
+            gno = int.from_bytes(data[_HEADER + 17 : _HEADER + 25], "little")
+            self._gtid = f"{sid[:8]}-{sid[8:12]}-{sid[12:16]}-{sid[16:20]}-{sid[20:]}:{gno}"
+            self._open = True
+            return True
+        if kind == _QUERY:
+            return self._begins(data)
+        if kind == COMPRESSED:
+            stream.log_pos = compressed_lost(self._log, self._gtid, stream.log_file, data)
+            self._commit(rows)
             return True
         if kind != _TABLE_MAP and kind not in _ROWS:
             return False
@@ -459,9 +360,15 @@ class BinlogSource(Source):
                     return False
                 op = OPS[kind]
                 ts = float(int.from_bytes(data[1:5], "little"))
-                self._rows_of(str(table.schema), str(table.table), op, ts, decoded, rows)
-        stream.log_pos = int.from_bytes(data[14:18], "little") or stream.log_pos
+                self._rows_of(str(table.schema), str(table.table), op, ts, decoded, rows, True)
         return True
+
+    def _begins(self, data: bytes) -> bool:
+        """Whether the query event in ``data`` is a transaction's ``BEGIN`` (nothing to do)."""
+        at = _HEADER + 13 + int.from_bytes(data[_HEADER + 11 : _HEADER + 13], "little")
+        at += data[_HEADER + 8] + 1  # the schema's name and its NUL
+        end = len(data) - (4 if self._checksum else 0)
+        return end - at == 5 and data[at:end] == b"BEGIN"
 
     def _decode(self, data: bytes, table_id: int, table: Any) -> list[dict[str, Any]] | None:
         plans = self._plans
@@ -469,8 +376,7 @@ class BinlogSource(Source):
         if cached is None or cached[0] is not table:
             decoder = self._decoder
             if decoder is None:
-                checksum = bool(getattr(self._stream, "_BinLogStreamReader__use_checksum", True))
-                decoder = self._decoder = RowDecoder(checksum)
+                decoder = self._decoder = RowDecoder(self._checksum)
             cached = plans[table_id] = (table, plan_of(table, self._encoding))
         plan = cached[1]
         if plan is None or self._decoder is None:
@@ -552,6 +458,7 @@ class BinlogSource(Source):
         ts: float,
         decoded: Sequence[Mapping[str, Any]],
         rows: list[tuple[Any, str, Any]],
+        exact: bool = False,
     ) -> None:
         if schema == self._db and table == sql.LOG_TABLE and op == "insert":
             for row in decoded:
@@ -564,14 +471,15 @@ class BinlogSource(Source):
         watches = self._by_table.get((schema, table, op))
         if not watches:
             return
+        update = op == "update"
         for row in decoded:
-            for watch, kinds in watches:
-                if op == "update":
-                    payload = row_body(watch, kinds, ts, row["after_values"], row["before_values"])
+            for shape in watches:
+                if update:
+                    payload = shape.body(ts, row["after_values"], row["before_values"], exact=exact)
                 else:
-                    payload = row_body(watch, kinds, ts, row["values"])
+                    payload = shape.body(ts, row["values"], exact=exact)
                 if payload is not None:
-                    self._emit(rows, watch.channel, payload)
+                    self._emit(rows, shape.channel, payload)
 
     def _emit(self, rows: list[tuple[Any, str, Any]], channel: str, payload: Any) -> None:
         if channel not in self._channels:

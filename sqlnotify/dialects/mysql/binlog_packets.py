@@ -51,6 +51,8 @@ class Packets:
         self._buf: bytes | bytearray = b""
         self._at = 0
         sock = self._sock
+        #: Over TLS: how many bytes are decrypted and not yet read.
+        self._pending: Any = getattr(sock, "pending", None)
         sock.setblocking(False)
         conn._current_timeout = None  # the driver sets its timeout again if it reads
         # The bytes the driver has buffered already come first.
@@ -82,9 +84,8 @@ class Packets:
             return False
         if not chunk:
             raise StreamEnded("the server closed the MySQL binlog stream")
-        more = self._decrypted()
-        if more:
-            chunk += more
+        if self._pending is not None:
+            chunk += self._decrypted()
         buf = self._buf
         if self._at >= len(buf):
             self._buf = chunk  # the common case: the last bytes were all taken
@@ -99,7 +100,7 @@ class Packets:
 
     def _decrypted(self) -> bytes:
         """Over TLS: the bytes already decrypted (``select()`` does not see them)."""
-        pending = getattr(self._sock, "pending", None)
+        pending = self._pending
         if pending is None:
             return b""
         out = b""

@@ -17,7 +17,6 @@ position whose file is no longer listed was purged: a gap.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import importlib.util
@@ -25,7 +24,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..._names import digest
 from ..._watch import Watch
@@ -51,9 +50,11 @@ def _file_number(file: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-@dataclasses.dataclass(frozen=True)
-class BinlogPosition:
-    """A transaction boundary ``(file, pos)`` and the events of that transaction already read."""
+class BinlogPosition(NamedTuple):
+    """A transaction boundary ``(file, pos)`` and the events of that transaction already read.
+
+    A named tuple: one is made for each row read, on the listener thread.
+    """
 
     file: str
     pos: int
