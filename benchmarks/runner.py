@@ -55,6 +55,7 @@ def all_cases() -> list[Case]:
         redis_cases.FANOUT,
         mysql_cases.MYSQL,
         mysql_binlog.BINLOG,
+        mysql_binlog.BINLOG_MYSQL,
     ]
     return cases
 

@@ -80,8 +80,11 @@ class Dispatcher(Worker):
         self._handle = handle
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop = self.stopping
-        self._room = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         self._depth = 0
+        #: Producers waiting in :meth:`wait_room` (notified only when there are some).
+        self._waiting = 0
         #: Set once the notifier stopped without waiting for this thread (a
         #: receiver called stop(), or one overran the join): no receiver may
         #: run any more, and nothing queued is dispatched.
@@ -97,7 +100,7 @@ class Dispatcher(Worker):
 
     def put(self, batch: Sequence[RawNotification]) -> None:
         """Queue one batch (called on the listener thread)."""
-        with self._room:
+        with self._lock:
             self._depth += len(batch)
         self.queue.put(batch)
 
@@ -109,11 +112,15 @@ class Dispatcher(Worker):
         """Wait until fewer than ``limit`` notifications are queued; ``False`` on timeout."""
         deadline = time.monotonic() + timeout
         with self._room:
-            while self._depth >= limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stop.is_set():
-                    return False
-                self._room.wait(min(remaining, 0.5))
+            self._waiting += 1
+            try:
+                while self._depth >= limit:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stop.is_set():
+                        return False
+                    self._room.wait(min(remaining, 0.5))
+            finally:
+                self._waiting -= 1
         return True
 
     def stop(self, timeout: float) -> bool:
@@ -136,6 +143,7 @@ class Dispatcher(Worker):
     def run(self) -> None:
         get = self.queue.get
         handle = self._handle
+        lock = self._lock
         room = self._room
         while True:
             try:
@@ -157,6 +165,7 @@ class Dispatcher(Worker):
             except Exception:
                 self._log.exception("the dispatcher failed on a batch of %d", len(batch))
             finally:
-                with room:
+                with lock:
                     self._depth -= len(batch)
-                    room.notify_all()
+                    if self._waiting:
+                        room.notify_all()
