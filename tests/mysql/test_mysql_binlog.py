@@ -151,7 +151,8 @@ def test_simple_columns_are_decoded_from_the_event_bytes(
     }
     empty = {c: None for c in extra} | {"id": 2, "name": ""}
     with engine.begin() as conn:
-        # The first event after the table's map is the reader's; the rest are the source's.
+        # The reader maps the table and decodes the event after the map; the rest are
+        # the source's.
         conn.execute(table.insert(), [{"id": 3}])
     with engine.begin() as conn:
         conn.execute(table.insert(), [full, empty])  # one statement: one event of two rows
@@ -170,6 +171,9 @@ def test_simple_columns_are_decoded_from_the_event_bytes(
         (Operation.DELETE, 2, "x"),
         (Operation.DELETE, 3, None),
     ]
+    source = n._intake.source if n._intake is not None else None
+    # Four row events (the second INSERT's two rows are one): the first is the reader's.
+    assert getattr(source, "decoded", None) == {"from_bytes": 3, "by_reader": 1}
 
 
 def test_notify_travels_through_the_binlog(engine: sa.Engine, notifiers: list[Notifier]) -> None:

@@ -205,6 +205,8 @@ class BinlogSource(Source):
         #: Per table id: the mapped table and how its rows are decoded here (``None``: not).
         self._plans: dict[int, tuple[Any, Any]] = {}
         self._decoder: RowDecoder | None = None
+        #: Row events of the tables read, decoded from their bytes here or by the reader.
+        self.decoded = {"from_bytes": 0, "by_reader": 0}
         self._encoding: Callable[[str], str] = repl.row_event.RowsEvent.charset_to_encoding
         self._stream = repl.BinLogStreamReader(
             connection_settings=settings,
@@ -358,6 +360,7 @@ class BinlogSource(Source):
                 decoded = self._decode(data, table_id, table)
                 if decoded is None:
                     return False
+                self.decoded["from_bytes"] += 1
                 op = OPS[kind]
                 ts = float(int.from_bytes(data[1:5], "little"))
                 self._rows_of(str(table.schema), str(table.table), op, ts, decoded, rows, True)
@@ -447,6 +450,7 @@ class BinlogSource(Source):
             )
 
     def _rows(self, event: Any, rows: list[tuple[Any, str, Any]], *, op: str) -> None:
+        self.decoded["by_reader"] += 1
         schema, table = str(event.schema), str(event.table)
         self._rows_of(schema, table, op, float(event.timestamp), event.rows, rows)
 

@@ -93,11 +93,12 @@ class RowDecoder:
         size = (width + 7) // 8
         full = (1 << width) - 1
         update = kind in _UPDATE
-        if int.from_bytes(data[at : at + size], "little") != full:
+        # Every column present (MySQL sets the last byte's unused bits too).
+        if int.from_bytes(data[at : at + size], "little") & full != full:
             return None  # a partial row image
         at += size
         if update:
-            if int.from_bytes(data[at : at + size], "little") != full:
+            if int.from_bytes(data[at : at + size], "little") & full != full:
                 return None
             at += size
         end = 1 + int.from_bytes(data[10:14], "little") - self._tail
