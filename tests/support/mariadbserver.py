@@ -8,14 +8,13 @@ purged logs) they may change without disturbing the shared server, so
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 
+from .mysqlprivate import PrivateServer
 from .pgserver import free_port
 
 __all__ = ["ThrowawayMariaDB", "have_mariadb"]
@@ -29,8 +28,10 @@ def _mariadbd() -> str:
     return shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 
 
-class ThrowawayMariaDB:
+class ThrowawayMariaDB(PrivateServer):
     """A private ``mariadbd`` (binlog on, ROW format); :meth:`destroy` removes it all."""
+
+    program = "mariadbd"
 
     def __init__(self, extra: Sequence[str] = ()) -> None:
         self.dir = tempfile.mkdtemp(prefix="sqlnotify-mariadb-")
@@ -39,7 +40,8 @@ class ThrowawayMariaDB:
         self.port = free_port()
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = open(os.path.join(self.dir, "server.log"), "wb")  # noqa: SIM115
+        self.log_path = os.path.join(self.dir, "server.log")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
         root = ["--user=root"] if os.geteuid() == 0 else []
         subprocess.run(
             [
@@ -92,44 +94,3 @@ class ThrowawayMariaDB:
         self._wait_ready(60.0)
         with self.admin() as conn, conn.cursor() as cur:
             cur.execute("CREATE DATABASE IF NOT EXISTS test")
-
-    def _wait_ready(self, timeout: float) -> None:
-        import pymysql
-
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mariadbd exited; see {self.dir}/server.log")
-            try:
-                pymysql.connect(
-                    host="127.0.0.1", port=self.port, user="root", connect_timeout=1
-                ).close()
-                return
-            except pymysql.err.Error:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # polling a starting server, not a timed assertion
-
-    def admin(self):  # type: ignore[no-untyped-def]
-        import pymysql
-
-        return pymysql.connect(
-            host="127.0.0.1", port=self.port, user="root", autocommit=True, connect_timeout=5
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-
-    def destroy(self) -> None:
-        self.stop()
-        with contextlib.suppress(OSError):
-            self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)

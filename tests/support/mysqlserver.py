@@ -12,14 +12,13 @@ source.  ``chroot`` needs root: elsewhere the server is unavailable.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 
+from .mysqlprivate import PrivateServer
 from .pgserver import free_port
 
 __all__ = ["DEFAULT_MYSQL_ROOT", "ThrowawayMySQL", "mysql_missing", "mysql_root"]
@@ -45,7 +44,7 @@ def mysql_missing() -> str | None:
     return None
 
 
-class ThrowawayMySQL:
+class ThrowawayMySQL(PrivateServer):
     """A private ``mysqld`` (binlog on, ROW format, GTIDs on); :meth:`destroy` removes it all."""
 
     def __init__(self, extra: Sequence[str] = ()) -> None:
@@ -121,50 +120,3 @@ class ThrowawayMySQL:
         self._wait_ready(60.0)
         with self.admin() as conn, conn.cursor() as cur:
             cur.execute("CREATE DATABASE IF NOT EXISTS test")
-
-    def _wait_ready(self, timeout: float) -> None:
-        import pymysql
-
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"mysqld exited with {self.proc.returncode} while starting; see {self.log_path}"
-                )
-            try:
-                pymysql.connect(
-                    host="127.0.0.1", port=self.port, user="root", connect_timeout=1
-                ).close()
-                return
-            except pymysql.err.Error as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mysqld did not answer on 127.0.0.1:{self.port} within {timeout:g}s"
-                        f" ({exc}); see {self.log_path}"
-                    ) from exc
-                time.sleep(0.05)  # polling a starting server, not a timed assertion
-
-    def admin(self):  # type: ignore[no-untyped-def]
-        import pymysql
-
-        return pymysql.connect(
-            host="127.0.0.1", port=self.port, user="root", autocommit=True, connect_timeout=5
-        )
-
-    def stop(self) -> None:
-        """Shut the server down (SIGTERM: a clean shutdown), killing it after 30 s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-
-    def destroy(self) -> None:
-        self.stop()
-        with contextlib.suppress(OSError):
-            self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)

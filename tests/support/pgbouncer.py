@@ -81,9 +81,7 @@ class Bouncer:
             for name in os.listdir(self.dir):
                 shutil.chown(os.path.join(self.dir, name), "postgres", "postgres")
             args = [binary, "-u", "postgres", ini]
-        self._proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15.0
         while not _answers(self.port):
             if self._proc.poll() is not None or time.monotonic() > deadline:

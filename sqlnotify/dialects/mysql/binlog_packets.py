@@ -119,41 +119,35 @@ class Packets:
             raise TimeoutError(f"the MySQL binlog stream sent nothing for {limit:g} s")
 
     def next(self) -> bytes | None:
-        """The next whole packet's payload; ``None``: its bytes have not all arrived."""
-        buf = self._buf
-        at = self._at
-        if len(buf) - at < 4:
-            return None
-        size = buf[at] | buf[at + 1] << 8 | buf[at + 2] << 16
-        end = at + 4 + size
-        if end > len(buf):
-            return None
-        if size == _MAX:
-            return self._joined()
-        self._check(buf[at + 3])
-        self._at = end
-        return bytes(buf[at + 4 : end])
+        """The next whole packet's payload; ``None``: its bytes have not all arrived.
 
-    def _joined(self) -> bytes | None:
-        """A payload that goes on in the next packets (16 MiB or more), once all arrived."""
+        A payload of 16 MiB or more is joined from its packets once all are there;
+        nothing is copied or consumed before.
+        """
         buf = self._buf
-        spans: list[tuple[int, int, int]] = []
         at = self._at
-        while True:  # where its parts are, copying nothing until all are there
+        parts: list[tuple[int, int, int]] | None = None
+        while True:
             if len(buf) - at < 4:
                 return None
             size = buf[at] | buf[at + 1] << 8 | buf[at + 2] << 16
             end = at + 4 + size
             if end > len(buf):
                 return None
-            spans.append((buf[at + 3], at + 4, end))
+            if size < _MAX and parts is None:  # one packet: the common case
+                self._check(buf[at + 3])
+                self._at = end
+                return bytes(buf[at + 4 : end])
+            if parts is None:
+                parts = []
+            parts.append((buf[at + 3], at + 4, end))
             at = end
             if size < _MAX:
                 break
-        for seq, _, _ in spans:
+        for seq, _, _ in parts:
             self._check(seq)
         self._at = at
-        return b"".join(buf[start:end] for _, start, end in spans)
+        return b"".join(buf[start:stop] for _, start, stop in parts)
 
     def _check(self, seq: int) -> None:
         if seq != self._seq:
