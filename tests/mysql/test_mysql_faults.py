@@ -13,12 +13,19 @@ KILLS = 100
 PER_COMMIT = 10
 
 
+@pytest.fixture
+def mysql_engine(each_mysql_engine: sa.Engine) -> sa.Engine:
+    """The trigger source's listener killed on the shared MariaDB and on the private MySQL."""
+    return each_mysql_engine
+
+
 def kill_listeners(engine: sa.Engine, own: int) -> int:
     """Kill every connection to the test's database but ``own``; return how many."""
     with engine.connect() as conn:
         ids = (
             conn.exec_driver_sql(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> %s",
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> %s"
+                " AND ID <> CONNECTION_ID()",
                 (own,),
             )
             .scalars()
