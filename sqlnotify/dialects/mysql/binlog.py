@@ -264,6 +264,7 @@ class BinlogSource(Source):
                     # Inside a transaction its next event is on its way (the server
                     # sends a committed transaction's events together).
                     packets.wait()
+                    read = True
                     continue
                 if rows:
                     break  # handed on now; the next wait reads on
