@@ -2,8 +2,9 @@
 
 Asynchronous engines (``mysql+aiomysql``, ``mysql+asyncmy``) write; the
 notifier, given the ``AsyncEngine``, reads the same database through PyMySQL.
-``mysql+mysqldb`` (mysqlclient) needs the MariaDB/MySQL client headers to
-build, so it is not part of the test extra; its URL is translated the same way.
+A ``mysql+mysqldb`` engine (mysqlclient, which builds against Debian's
+``libmariadb-dev``: ``.ci/run`` installs it) writes the same way, given to the
+notifier as it is.
 """
 
 from __future__ import annotations
@@ -62,6 +63,30 @@ def test_an_async_engine_of_another_driver_writes_and_the_notifier_reads(
         asyncio.run(write())
         (event,) = recorder.wait_for(1, TIMEOUT)
     assert (event.id, event.row["customer"]) == (1, "ada")
+
+
+@pytest.mark.parametrize("source", ["triggers", "binlog"])
+def test_a_mysqldb_engine_writes_and_the_notifier_reads(
+    each_binlog_engine: sa.Engine, notifiers: list[Notifier], source: str
+) -> None:
+    need_module("MySQLdb")
+    table = orders(each_binlog_engine)
+    url = each_binlog_engine.url
+    engine = sa.create_engine(url.set(drivername=f"{url.get_backend_name()}+mysqldb"))
+    assert engine.dialect.driver == "mysqldb"
+    notifier = Notifier(engine, mysql_source=source)
+    notifiers.append(notifier)
+    notifier.watch(table, "insert", extra_columns=["customer"])
+    recorder = EventRecorder()
+    notifier.subscribe(table, "insert")(recorder)
+    notifier.start()
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(id=1, customer="grace"))
+        (event,) = recorder.wait_for(1, TIMEOUT)
+    finally:
+        engine.dispose()
+    assert (event.id, event.row["customer"]) == (1, "grace")
 
 
 @pytest.mark.parametrize("driver", ["mysqldb", "aiomysql", "asyncmy", "mariadbconnector"])
