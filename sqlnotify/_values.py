@@ -205,6 +205,9 @@ def _base_converter(t: Any, dialect: str) -> Converter | None:
         return to_uuid
     if isinstance(t, sqltypes.LargeBinary):
         return to_bytes_b64 if dialect == "postgresql" else to_bytes_hex
+    if dialect in ("mysql", "mariadb") and isinstance(t, sqltypes._Binary):
+        # BINARY, VARBINARY, TINYBLOB, MEDIUMBLOB, LONGBLOB: hex, like LargeBinary.
+        return to_bytes_hex
     return None
 
 

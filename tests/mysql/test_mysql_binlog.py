@@ -439,3 +439,41 @@ def test_killed_connection_loses_nothing(
     events = rec.wait_for(total, 120)
     assert killed == total // every
     assert [e.id for e in events] == list(range(1, total + 1))  # in order, once each
+
+
+def test_a_row_event_over_16_mib_arrives_whole(
+    server: ThrowawayMariaDB | ThrowawayMySQL, engine: sa.Engine, notifiers: list[Notifier]
+) -> None:
+    # The protocol splits a payload of 16 MiB or more into packets: the source joins them.
+    from sqlalchemy.dialects import mysql
+
+    with server.admin() as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.max_allowed_packet")
+        (before,) = cur.fetchone()
+        cur.execute("SET GLOBAL max_allowed_packet = 67108864")
+    writer = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)  # sees the new limit
+    try:
+        table = sa.Table(
+            "big",
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("data", mysql.LONGBLOB),
+        )
+        table.metadata.create_all(engine)
+        n = binlog(engine)
+        n.watch(table, "insert", extra_columns=["data"])
+        notifiers.append(n)
+        rec = EventRecorder()
+        n.subscribe(table, "insert")(rec)
+        n.start()
+        blob = bytes(range(256)) * (17 * 4096)  # 17 MiB
+        with writer.begin() as conn:
+            conn.execute(table.insert().values(id=1, data=blob))
+            conn.execute(table.insert().values(id=2, data=b"small"))
+        first, second = rec.wait_for(2, TIMEOUT)
+        assert (first.id, len(first.row["data"]), second.row["data"]) == (1, len(blob), b"small")
+        assert first.row["data"] == blob
+    finally:
+        writer.dispose()
+        with server.admin() as conn, conn.cursor() as cur:
+            cur.execute(f"SET GLOBAL max_allowed_packet = {int(before)}")
