@@ -203,11 +203,9 @@ def _base_converter(t: Any, dialect: str) -> Converter | None:
         return to_decimal if t.asdecimal else None
     if isinstance(t, sqltypes.Uuid) and t.as_uuid:
         return to_uuid
-    if isinstance(t, sqltypes.LargeBinary):
+    if isinstance(t, sqltypes._Binary):
+        # LargeBinary, and the BINARY, VARBINARY and MySQL BLOB types beside it.
         return to_bytes_b64 if dialect == "postgresql" else to_bytes_hex
-    if dialect in ("mysql", "mariadb") and isinstance(t, sqltypes._Binary):
-        # BINARY, VARBINARY, TINYBLOB, MEDIUMBLOB, LONGBLOB: hex, like LargeBinary.
-        return to_bytes_hex
     return None
 
 

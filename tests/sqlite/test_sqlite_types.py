@@ -111,3 +111,24 @@ def test_odd_values_never_fail_the_write(sqlite_path: str, notifiers: list[Notif
     assert second.extra_columns["name"] in ("Inf", math.inf)
     assert notifiers[0].stats.dropped == 0
     engine.dispose()
+
+
+def test_binary_and_varbinary_arrive_as_bytes(sqlite_path: str, notifiers: list[Notifier]) -> None:
+    # Not LargeBinary in SQLAlchemy, stored as BLOBs all the same.
+    engine = file_engine(sqlite_path)
+    table = sa.Table(
+        "binaries",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("fixed", sa.BINARY(4)),
+        sa.Column("var", sa.VARBINARY(8)),
+    )
+    table.metadata.create_all(engine)
+    w = watched(notifiers, engine, table, extra_columns=["fixed", "var"])
+    row = {"id": 1, "fixed": b"\x00\x01\xfe\xff", "var": b"'\\"}
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [row])
+        (stored,) = conn.execute(sa.select(table)).mappings().all()
+    (event,) = w.events.wait_for(1)
+    assert dict(event.row) == dict(stored) == row
+    engine.dispose()
