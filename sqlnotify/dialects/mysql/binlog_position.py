@@ -16,7 +16,6 @@ position whose file is no longer listed was purged: a gap.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import importlib.util
@@ -26,11 +25,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..._names import digest
 from ..._watch import Watch
 from ...exceptions import SQLNotifyListenerError
 from . import sql
 from .connection import MySQLServer, execute
+from .consumers import hold_consumer, release_consumer
 
 __all__ = [
     "COMPRESSED",
@@ -219,24 +218,9 @@ class BinlogConsumers:
 
     def acquire(self, consumer: str) -> None:
         """Hold ``consumer`` for this process (a named lock on a connection kept open)."""
-        conn = self._server.connect()
-        name = f"sqlnotify:b:{digest(self._db + chr(31) + consumer, 40)}"
-        try:
-            got = execute(conn, sql.GET_LOCK_SQL, (name, 0))[0][0]
-        except BaseException:
-            conn.close()
-            raise
-        if got != 1:
-            conn.close()
-            raise SQLNotifyListenerError(
-                f"consumer {consumer!r} is already active in another process; one consumer"
-                " name is read by one process at a time (use another name for an independent"
-                " reader)"
-            )
-        self._lock_conn = conn
+        key = f"{self._db}{chr(31)}{consumer}"
+        self._lock_conn = hold_consumer(self._server, key, consumer, prefix="b:")
 
     def close(self) -> None:
         conn, self._lock_conn = self._lock_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        release_consumer(conn)

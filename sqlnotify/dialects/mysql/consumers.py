@@ -22,7 +22,15 @@ from . import sql
 from .connection import MySQLServer, execute, rowcount
 from .position import LogPosition
 
-__all__ = ["MySQLConsumers", "ensure_log", "log_end", "prune_log", "pruned_mark"]
+__all__ = [
+    "MySQLConsumers",
+    "ensure_log",
+    "hold_consumer",
+    "log_end",
+    "prune_log",
+    "pruned_mark",
+    "release_consumer",
+]
 
 
 def ensure_log(conn: Any, db: str) -> None:
@@ -90,6 +98,33 @@ def log_end(conn: Any, db: str) -> LogPosition:
     return LogPosition(end, (), end)
 
 
+def hold_consumer(server: MySQLServer, key: str, consumer: str, prefix: str = "") -> Any:
+    """A connection holding the named lock of ``consumer`` (``key`` names it in its
+    database), kept open to keep the lock; raises if another process holds it."""
+    conn = server.connect()
+    name = f"sqlnotify:{prefix}{digest(key, 40)}"
+    try:
+        got = execute(conn, sql.GET_LOCK_SQL, (name, 0))[0][0]
+    except BaseException:
+        conn.close()
+        raise
+    if got != 1:
+        conn.close()
+        raise SQLNotifyListenerError(
+            f"consumer {consumer!r} is already active in another process; one consumer"
+            " name is read by one process at a time (use another name for an independent"
+            " reader)"
+        )
+    return conn
+
+
+def release_consumer(conn: Any) -> None:
+    """Close the connection of :func:`hold_consumer` (which releases the lock); never raises."""
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
 class MySQLConsumers:
     """The consumer side of the MySQL change log (``MySQLDialect.journal()``)."""
 
@@ -150,24 +185,8 @@ class MySQLConsumers:
     # -- one process per consumer name ---------------------------------------
     def acquire(self, consumer: str) -> None:
         """Hold ``consumer`` for this process (a named lock on a connection kept open)."""
-        conn = self._server.connect()
-        name = f"sqlnotify:{digest(self._db + chr(31) + consumer, 40)}"
-        try:
-            got = execute(conn, sql.GET_LOCK_SQL, (name, 0))[0][0]
-        except BaseException:
-            conn.close()
-            raise
-        if got != 1:
-            conn.close()
-            raise SQLNotifyListenerError(
-                f"consumer {consumer!r} is already active in another process; one consumer"
-                " name is read by one process at a time (use another name for an independent"
-                " reader)"
-            )
-        self._lock_conn = conn
+        self._lock_conn = hold_consumer(self._server, f"{self._db}{chr(31)}{consumer}", consumer)
 
     def close(self) -> None:
         conn, self._lock_conn = self._lock_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()  # releases the lock
+        release_consumer(conn)
