@@ -10,10 +10,7 @@ import types
 from collections.abc import Iterator
 
 import pytest
-
-pytest.importorskip("pymysql")
-
-import pymysql
+from support.env import need_module
 
 from sqlnotify.dialects.mysql.binlog_packets import Packets, StreamEnded
 
@@ -124,6 +121,7 @@ def test_a_closed_stream_and_a_silent_one_end_the_wait(pair) -> None:
 
 
 def test_the_servers_error_packet_raises_its_error(pair) -> None:
+    pymysql = need_module("pymysql")  # the driver's error classes
     a, b = pair
     packets = Packets(conn_of(a), timeout=2)
     message = b"Could not find first log file name in binary log index file"
