@@ -93,7 +93,7 @@ class _Replay:
         return self._then(*args, **kwargs)
 
 
-def _make(channel: str, payload: Any, label: int, position: Any) -> RawNotification:
+def _make(channel: str, payload: Any, label: int) -> RawNotification:
     """One row read: a row event's payload (a dict) as :class:`Decoded`, a text as it is."""
     if type(payload) is dict:
         payload[POS] = label
@@ -146,7 +146,6 @@ class BinlogSource(Source):
                         channels,
                         on_gap=on_gap,
                         log=log,
-                        stamp=lambda p: int(p.number),
                     )
                 start: BinlogPosition = reader.position
                 files = [name for name, _ in binlog_files(conn)]
@@ -158,8 +157,7 @@ class BinlogSource(Source):
             self._gap_at = start
             start = BinlogPosition(files[0], 4)
             reader.position = start
-        # Rows hand on their payload decoded (see :meth:`_make`).
-        reader.make = _make
+        # The source moves the reader's position itself (see :meth:`_wait`).
         self.reader = reader
         cursor.reader = reader
         self._boundary = start
@@ -204,7 +202,6 @@ class BinlogSource(Source):
         self._unread_ids: set[int] = set()
         #: Per table id: the mapped table and how its rows are decoded here (``None``: not).
         self._plans: dict[int, tuple[Any, Any]] = {}
-        self._decoder: RowDecoder | None = None
         #: Row events of the tables read, decoded from their bytes here or by the reader.
         self.decoded = {"from_bytes": 0, "by_reader": 0}
         self._encoding: Callable[[str], str] = repl.row_event.RowsEvent.charset_to_encoding
@@ -231,6 +228,7 @@ class BinlogSource(Source):
             self._packets = Packets(self._stream._stream_connection, IO_TIMEOUT)
             #: Events end with a CRC32 (the reader asked the server at connect).
             self._checksum = bool(getattr(self._stream, "_BinLogStreamReader__use_checksum", True))
+            self._decoder = RowDecoder(self._checksum)
         except self._error as exc:
             self.close()
             raise SourceDisconnected(f"cannot stream the MySQL binary log: {exc}") from exc
@@ -287,7 +285,7 @@ class BinlogSource(Source):
             return []
         # What the journal reader's read() would make of these rows, in one pass.
         self.reader.position = rows[-1][0]
-        return [_make(c, p, n.number, n) for n, c, p in rows if p is not None]
+        return [_make(c, p, n.number) for n, c, p in rows if p is not None]
 
     def _next(self, data: bytes, rows: list[tuple[Any, str, Any]]) -> None:
         """Handle one packet: most are taken from their header alone (commits, GTIDs,
@@ -378,14 +376,9 @@ class BinlogSource(Source):
         plans = self._plans
         cached = plans.get(table_id)
         if cached is None or cached[0] is not table:
-            decoder = self._decoder
-            if decoder is None:
-                decoder = self._decoder = RowDecoder(self._checksum)
             cached = plans[table_id] = (table, plan_of(table, self._encoding))
         plan = cached[1]
-        if plan is None or self._decoder is None:
-            return None
-        return self._decoder.rows(data, plan)
+        return None if plan is None else self._decoder.rows(data, plan)
 
     def _rotate(self, event: Any, rows: list[tuple[Any, str, Any]]) -> None:
         self._open = False
