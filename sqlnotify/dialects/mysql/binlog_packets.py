@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import select
 import ssl
+import time
 from typing import Any
 
 __all__ = ["Packets", "StreamEnded"]
@@ -111,12 +112,15 @@ class Packets:
             pass
         return out
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Receive more bytes, waiting ``timeout`` seconds (default :attr:`timeout`) at most."""
-        limit = self.timeout if timeout is None else timeout
-        ready, _, _ = select.select([self._sock], [], [], limit)
-        if not ready or not self.receive():
-            raise TimeoutError(f"the MySQL binlog stream sent nothing for {limit:g} s")
+    def wait(self) -> None:
+        """Receive more bytes, waiting :attr:`timeout` seconds at most (over TLS, bytes of
+        a record not yet whole are not enough: the wait goes on for the rest)."""
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self._sock], [], [], left)
+            if ready and self.receive():
+                return
+        raise TimeoutError(f"the MySQL binlog stream sent nothing for {self.timeout:g} s")
 
     def next(self) -> bytes | None:
         """The next whole packet's payload; ``None``: its bytes have not all arrived.
